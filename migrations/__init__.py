@@ -1,0 +1,1 @@
+"""Alembic migrations for migrator's job table (installed as migrator._migrations)."""

@@ -1,0 +1,156 @@
+"""Durable, atomic file operations on a real (possibly shared) filesystem.
+
+Every write the tool makes to a user's directory goes through here: a file is
+written under a temporary name in the same directory, flushed and fsync'd,
+given the original's mode (and owner, when we may), renamed into place with
+``os.replace`` and the directory is fsync'd, so a reader (or a crash) sees the
+complete old file or the complete new one, never a mix.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from .errors import DiskError
+
+TMP_MARK = ".migrator-partial-"
+_CHUNK = 1 << 20
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """fsync a directory so that a rename or create in it survives power loss."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as e:  # some filesystems (and Windows) refuse directory fsync
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """What makes a file 'the one we scanned': size, mtime and content hash."""
+
+    size: int
+    mtime_ns: int
+    sha256: str
+
+    @classmethod
+    def of(cls, path: str | os.PathLike, *, st: os.stat_result | None = None) -> "FileIdentity":
+        st = st or os.stat(path)
+        return cls(st.st_size, st.st_mtime_ns, sha256_file(path))
+
+    def same_stat(self, st: os.stat_result) -> bool:
+        return st.st_size == self.size and st.st_mtime_ns == self.mtime_ns
+
+
+def temp_path_for(target: Path) -> Path:
+    return target.with_name(f".{target.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def apply_owner_and_mode(path: str | os.PathLike, like: os.stat_result) -> None:
+    """Give ``path`` the permission bits (and, where allowed, owner) of ``like``."""
+    os.chmod(path, like.st_mode & 0o7777)
+    if hasattr(os, "chown"):
+        try:
+            os.chown(path, like.st_uid, like.st_gid)
+        except PermissionError:
+            pass  # not root: the file stays ours, its mode still matches
+
+
+def atomic_write(target: str | os.PathLike, chunks: Iterable[bytes], *,
+                 like: os.stat_result | None = None) -> tuple[int, str]:
+    """Write ``chunks`` to ``target`` atomically and durably.
+
+    Returns (bytes written, sha256 hex). On any failure the temporary file is
+    removed and ``target`` is untouched; ENOSPC/EDQUOT become :class:`DiskError`.
+    """
+    target = Path(target)
+    tmp = temp_path_for(target)
+    h = hashlib.sha256()
+    size = 0
+    try:
+        # Create private first, then widen to the original's mode, so that a
+        # backup or stage of a private file is never readable by others.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+                h.update(chunk)
+                size += len(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        if like is not None:
+            apply_owner_and_mode(tmp, like)
+        os.replace(tmp, target)
+        fsync_dir(target.parent)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskError(f"{target}: no space left while writing; nothing was replaced "
+                            f"(free some space and run again)") from e
+        raise
+    return size, h.hexdigest()
+
+
+def durable_copy(src: str | os.PathLike, dst: str | os.PathLike) -> str:
+    """Copy ``src`` to ``dst`` atomically with its mode and times; returns sha256."""
+    st = os.stat(src)
+
+    def chunks():
+        with open(src, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                yield chunk
+
+    _, digest = atomic_write(dst, chunks(), like=st)
+    shutil.copystat(src, dst)
+    return digest
+
+
+def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> str:
+    """Make ``dst`` hold exactly the bytes of ``src`` (a hard link when the filesystem
+    allows, a durable copy otherwise). ``dst`` must not exist. Returns 'link' or 'copy'."""
+    try:
+        os.link(src, dst)
+        fsync_dir(Path(dst).parent)
+        return "link"
+    except OSError as e:
+        if e.errno in (errno.EEXIST,):
+            raise
+        durable_copy(src, dst)
+        return "copy"
+
+
+def remove_if_exists(path: str | os.PathLike) -> bool:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    fsync_dir(Path(path).parent)
+    return True
+
+
+def free_bytes(path: str | os.PathLike) -> int:
+    p = Path(path)
+    while not p.exists():
+        p = p.parent
+    return shutil.disk_usage(p).free

@@ -1,0 +1,155 @@
+"""Opening the job database: where it lives, its schema version, its durability.
+
+Writers (`run`, `cutover`, `rollback`) open it with :func:`open_state`, which
+creates the state directory and brings the schema to Alembic's head. Readers
+(`status`) use ``readonly=True``: nothing is created, upgraded or written.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .errors import StateError
+
+DB_NAME = "migrator.db"
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("MIGRATOR_STATE_DIR") or "state")
+
+
+def migrations_dir() -> Path:
+    spec = importlib.util.find_spec("migrator._migrations")
+    if spec and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    return Path(__file__).resolve().parent.parent / "migrations"  # running from a source tree
+
+
+def alembic_config(url: str | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    if url:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    # Rollback journal, not WAL: WAL needs shared memory, which network
+    # filesystems do not give. FULL: a commit is on disk before it returns.
+    cur.execute("PRAGMA journal_mode=DELETE")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _sqlite_readonly_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+class StateStore:
+    """The job database: an engine plus a session factory."""
+
+    def __init__(self, engine: Engine, location: str):
+        self.engine = engine
+        self.location = location
+        self._sessions = sessionmaker(bind=engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A unit of work: commits on success, rolls back on error."""
+        with self._sessions() as s:
+            try:
+                yield s
+                s.commit()
+            except BaseException:
+                s.rollback()
+                raise
+
+    def reader(self) -> Session:
+        return self._sessions()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _check_revision(conn, where: str) -> str | None:
+    script = ScriptDirectory.from_config(alembic_config())
+    current = MigrationContext.configure(conn).get_current_revision()
+    if current is not None:
+        try:
+            script.get_revision(current)
+        except Exception:
+            raise StateError(f"{where}: the job database is at schema revision {current!r}, which this "
+                             f"migrator does not know (it was written by a newer version); "
+                             f"upgrade migrator or point --state-dir elsewhere") from None
+    return current
+
+
+def open_state(state_dir: str | os.PathLike | None = None, *, readonly: bool = False) -> StateStore | None:
+    """Open (and for writers create and upgrade) the job database.
+
+    Returns None for a reader when no job database exists yet.
+    """
+    state_dir = Path(state_dir) if state_dir else default_state_dir()
+    path = state_dir / DB_NAME
+    where = str(path)
+    if readonly:
+        if not path.exists():
+            return None
+        url = f"sqlite:///file:{path.resolve()}?mode=ro&uri=true"
+        engine = create_engine(url)
+        event.listen(engine, "connect", _sqlite_readonly_pragmas)
+    else:
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StateError(f"{state_dir}: cannot create the state directory ({e.strerror}); "
+                             f"choose another with --state-dir") from None
+        engine = create_engine(f"sqlite:///{path}")
+        event.listen(engine, "connect", _sqlite_pragmas)
+    try:
+        with engine.connect() as conn:
+            current = _check_revision(conn, where)
+            if readonly:
+                head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+                if current != head:
+                    raise StateError(f"{where}: the job database is at schema revision {current!r}, "
+                                     f"not {head!r}; any run, cutover or rollback upgrades it")
+            else:
+                cfg = alembic_config()
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                conn.commit()
+    except StateError:
+        engine.dispose()
+        raise
+    except OperationalError as e:
+        engine.dispose()
+        msg = str(e.orig) if e.orig else str(e)
+        if "locked" in msg:
+            raise StateError(f"{where}: the job database is locked by another process ({msg}); "
+                             f"wait for it, or stop it") from None
+        raise StateError(f"{where}: cannot open the job database ({msg})") from None
+    except (DatabaseError, CommandError) as e:
+        engine.dispose()
+        msg = str(getattr(e, "orig", None) or e)
+        raise StateError(f"{where}: the job database is unreadable ({msg}); move it aside and "
+                         f"re-run (live databases are untouched), or restore it from a backup") from None
+    return StateStore(engine, where)
