@@ -1,0 +1,448 @@
+"""The command API: one function per command, callable from Python.
+
+The CLI (``migrator.cli``) only parses options, calls these and prints what
+they return. Each returns plain data (dataclasses / dicts ready for JSON) and
+raises :class:`~migrator.errors.MigratorError` subclasses for expected failures.
+
+- :func:`plan`     read-only: scan, size up, probe the endpoint. Writes nothing.
+- :func:`run`      embed, stage, verify and (unless told not to) cut over. Resumable.
+- :func:`cutover`  swap staged databases in, keeping backups.
+- :func:`rollback` put the backups back, byte-identical.
+- :func:`status`   read-only report from the job table.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sqlalchemy import select
+
+from . import config, swap
+from .endpoint import DEFAULT_ENDPOINT, Endpoint, resolve_model
+from .errors import (EndpointRejected, EndpointUnavailable, Interrupted, MigratorError,
+                     PartialFailure, UsageError)
+from .lock import state_lock
+from .models import (ACTIVE_MIGRATION_STATES, D_CUT_OVER, D_EMBEDDING, D_FAILED, D_PENDING,
+                     D_STAGED, M_DONE, M_ROLLED_BACK, M_RUNNING, M_STAGED, DatabaseJob, Event,
+                     Migration, utcnow)
+from .profiles import describe as describe_profile
+from .runner import Embedder, NullReporter, Reporter
+from .scan import BAD, MIGRATE, SKIP, discover, inspect
+from .state import StateStore, default_state_dir, open_state
+from .status import status  # noqa: F401  (re-exported: api.status)
+from . import fsutil
+
+
+@dataclass
+class Settings:
+    """Everything a command may need; the CLI fills it from options and environment."""
+
+    roots: list[str] = field(default_factory=list)
+    pattern: str = "database.json"
+    model: str | None = None
+    dim: int | None = None
+    endpoint: str = DEFAULT_ENDPOINT
+    api_key_file: str | None = None
+    state_dir: str | None = None
+    profile: str | None = None
+    text_field: str | None = None
+    batch_size: int = 32
+    concurrency: int = 8
+    request_timeout: float = 120.0
+    retry_for: float = 600.0
+    cutover: bool = True
+    fail_fast: bool = False
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir) if self.state_dir else default_state_dir()
+
+    def make_endpoint(self) -> Endpoint:
+        return Endpoint(self.endpoint, config.api_key(self.api_key_file),
+                        request_timeout=self.request_timeout, retry_for=self.retry_for)
+
+
+def dvd_config_lines(model: str, dim: int) -> list[str]:
+    return [f'AOAI_EMBEDDING_LARGE_MODEL_NAME = "{model}"', f"AOAI_EMBEDDING_LARGE_DIM = {dim}"]
+
+
+# ------------------------------------------------------------------- plan
+def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> dict:
+    """What a run would do. Reads the databases and asks the endpoint; writes nothing."""
+    if not settings.roots:
+        raise UsageError("no --root given: name the directory that holds the databases")
+    model_id, known_dim = resolve_model(settings.model or "8b")
+    endpoint_report: dict = {"url": settings.endpoint, "reachable": False}
+    target = settings.dim or known_dim
+    ep: Endpoint | None = None
+    loop = asyncio.new_event_loop()
+    try:
+        if probe:
+            ep = settings.make_endpoint()
+            try:
+                info = loop.run_until_complete(ep.probe(settings.model or "8b", target_dim=settings.dim))
+                target = ep.target_dim
+                endpoint_report.update(reachable=True, model=info.model, served_models=info.served_models,
+                                       max_model_len=info.max_model_len, native_dim=info.native_dim,
+                                       tokenize=info.tokenize, note=info.note or None)
+            except MigratorError as e:
+                endpoint_report["error"] = str(e)
+        found = []
+        for path in discover(settings.roots, settings.pattern):
+            f = inspect(path, target, profile=settings.profile, text_field=settings.text_field,
+                        keep_texts=bool(ep and ep.info and endpoint_report["reachable"]))
+            if f.status == MIGRATE and f.texts is not None:
+                f.tokens = None
+                if tokenize and ep.info.tokenize:
+                    counts = loop.run_until_complete(ep.count_tokens(f.texts))
+                    f.tokens = sum(counts) if counts is not None else None
+            found.append(f)
+        todo = [f for f in found if f.status == MIGRATE]
+        exact = bool(todo) and all(getattr(f, "tokens", None) is not None for f in todo)
+        tokens = sum(f.tokens for f in todo) if exact else sum(f.est_tokens() for f in todo)
+        if endpoint_report["reachable"] and todo:
+            sample = [t for f in todo for t in (f.texts or [])][:128]
+            try:
+                rate, n = loop.run_until_complete(ep.measure(sample, seconds=3.0))
+                endpoint_report.update(measured_tokens_per_second=round(rate, 1), measured_texts=n)
+                endpoint_report["eta_seconds"] = round(tokens / rate, 1) if rate > 0 else None
+            except MigratorError as e:
+                endpoint_report["measure_error"] = str(e)
+    finally:
+        if ep is not None:
+            loop.run_until_complete(ep.aclose())
+        loop.close()
+    # Disk: the new file is staged beside the old one; after cutover the old one
+    # stays as the backup (a hard link: no extra space), so each new file is extra.
+    need_by_dev: Counter = Counter()
+    for f in todo:
+        new_size = f.size + int((f.records * 4 * ((target or f.dim) - f.dim)) * 4 / 3)
+        f.new_size = max(new_size, 0)
+        need_by_dev[os.stat(f.path.parent).st_dev] += f.new_size
+    disks = []
+    for dev, need in need_by_dev.items():
+        where = next(f.path.parent for f in todo if os.stat(f.path.parent).st_dev == dev)
+        free = fsutil.free_bytes(where)
+        disks.append({"filesystem_of": str(where), "needed_bytes": need, "free_bytes": free,
+                      "enough": need < free})
+    by_dim = Counter(f.dim for f in found if f.dim is not None)
+    return {
+        "roots": [str(r) for r in settings.roots], "pattern": settings.pattern,
+        "model": model_id, "target_dim": target,
+        "totals": {
+            "databases": len(found), "to_migrate": len(todo),
+            "skipped": sum(f.status == SKIP for f in found), "bad": sum(f.status == BAD for f in found),
+            "records": sum(f.records for f in todo), "chars": sum(f.chars for f in todo),
+            "tokens": tokens, "tokens_exact": exact,
+            "by_dim": {str(k): v for k, v in sorted(by_dim.items())},
+            "staging_bytes": sum(getattr(f, "new_size", 0) for f in todo),
+            "backup_bytes": sum(f.size for f in todo),
+        },
+        "disk": disks,
+        "endpoint": endpoint_report,
+        "databases": [f.as_dict() | ({"tokens": f.tokens} if getattr(f, "tokens", None) is not None else {})
+                      for f in found],
+    }
+
+
+# -------------------------------------------------------------------- run
+@dataclass
+class RunResult:
+    migration_id: str | None
+    outcome: str                  # nothing_to_do | staged | done | partial
+    message: str
+    model: str | None = None
+    target_dim: int | None = None
+    databases: dict = field(default_factory=dict)   # state -> count
+    records_embedded: int = 0
+    tokens_embedded: int = 0
+    seconds: float = 0.0
+    truncated: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    cutover: dict | None = None
+    config_lines: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _new_migration_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def _active(s) -> Migration | None:
+    return s.scalars(select(Migration).where(Migration.state.in_(ACTIVE_MIGRATION_STATES))
+                     .order_by(Migration.created_at.desc())).first()
+
+
+def _job_counts(store: StateStore, mid: str) -> dict:
+    with store.session() as s:
+        return dict(Counter(s.scalars(select(DatabaseJob.state).where(DatabaseJob.migration_id == mid)).all()))
+
+
+def _failures(store: StateStore, mid: str) -> list[str]:
+    with store.session() as s:
+        return [j.error or j.path for j in s.scalars(select(DatabaseJob).where(
+            DatabaseJob.migration_id == mid, DatabaseJob.state == D_FAILED)).all()]
+
+
+class _StopOnSignals:
+    """SIGINT/SIGTERM set ``event`` (a clean stop) instead of killing the process."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event):
+        self.loop, self.event, self.saved = loop, event, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.saved[sig] = signal.getsignal(sig)
+                self.loop.add_signal_handler(sig, self._fire, sig)
+        return self
+
+    def _fire(self, sig) -> None:
+        self.received = sig
+        self.event.set()
+
+    def __exit__(self, *exc):
+        for sig, old in self.saved.items():
+            self.loop.remove_signal_handler(sig)
+            signal.signal(sig, old)
+
+
+def run(settings: Settings, *, reporter: Reporter | None = None) -> RunResult:
+    """Migrate: scan (first time), embed, stage, verify, cut over. Resumes an unfinished migration."""
+    reporter = reporter or NullReporter()
+    with state_lock(settings.state_path, "run"):
+        store = open_state(settings.state_path)
+        try:
+            return asyncio.run(_run(settings, store, reporter))
+        finally:
+            store.close()
+
+
+async def _run(settings: Settings, store: StateStore, reporter: Reporter) -> RunResult:
+    stop = asyncio.Event()
+    started = time.monotonic()
+    endpoint = settings.make_endpoint()
+    try:
+        with _StopOnSignals(asyncio.get_running_loop(), stop):
+            with store.session() as s:
+                active = _active(s)
+            if active and settings.model:
+                want_model = resolve_model(settings.model)[0]
+                if want_model != resolve_model(active.requested_model)[0] or (
+                        settings.dim and settings.dim != active.target_dim):
+                    raise UsageError(f"migration {active.id} to {active.requested_model} ({active.target_dim} dims) "
+                                     f"is unfinished; finish it with `migrate run` or undo it with "
+                                     f"`migrate rollback` before starting another")
+            requested = settings.model or (active.requested_model if active else None)
+            if not requested:
+                raise UsageError("--model is required for a new migration (8b, 4b, 0.6b or a model id)")
+            info = await endpoint.probe(requested, target_dim=settings.dim or (active.target_dim if active else None))
+            if info.note:
+                reporter.note(info.note)
+            if active is None:
+                mig = await asyncio.to_thread(_create_migration, settings, store, endpoint, requested, reporter)
+                if isinstance(mig, RunResult):
+                    return mig
+            else:
+                mig = active
+                if info.native_dim != mig.native_dim or endpoint.target_dim != mig.target_dim:
+                    raise EndpointRejected(f"{endpoint.base_url}: serves {info.native_dim}-dim vectors but "
+                                           f"migration {mig.id} was started with {mig.native_dim}; "
+                                           f"point --endpoint at the same model")
+                reporter.note(f"resuming migration {mig.id} ({mig.requested_model}, {mig.target_dim} dims)")
+            cut = None
+            for _ in range(3):  # a database changed under us is re-embedded, a bounded number of times
+                await _embed_pending(settings, store, mig, endpoint, reporter, stop)
+                if stop.is_set():
+                    raise Interrupted(f"interrupted; committed work is kept. Run `migrate run` again "
+                                      f"to resume migration {mig.id}")
+                counts = _job_counts(store, mig.id)
+                if counts.get(D_PENDING) or counts.get(D_EMBEDDING):
+                    continue
+                if not settings.cutover:
+                    with store.session() as s:
+                        m = s.get(Migration, mig.id)
+                        if m.state == M_RUNNING:
+                            m.state = M_STAGED
+                    break
+                if counts.get(D_STAGED):
+                    cut = await asyncio.to_thread(swap.cutover, store, mig.id)
+                    if cut.restage:
+                        continue
+                break
+            return _result(store, mig, cut, started)
+    finally:
+        await endpoint.aclose()
+
+
+def _create_migration(settings: Settings, store: StateStore, endpoint: Endpoint, requested: str,
+                      reporter: Reporter) -> Migration | RunResult:
+    if not settings.roots:
+        raise UsageError("no --root given: name the directory that holds the databases")
+    target = endpoint.target_dim
+    found = []
+    for path in discover(settings.roots, settings.pattern):
+        found.append(inspect(path, target, profile=settings.profile, text_field=settings.text_field))
+    todo = [f for f in found if f.status == MIGRATE]
+    bad = [f for f in found if f.status == BAD]
+    skipped = [f for f in found if f.status == SKIP]
+    if not todo and not bad:
+        return RunResult(None, "nothing_to_do",
+                         f"nothing to do: {len(skipped)} database(s) found, all already at {target} dims"
+                         if skipped else f"nothing to do: no files named {settings.pattern!r} under "
+                                         f"{', '.join(map(str, settings.roots))}",
+                         model=endpoint.info.model, target_dim=target)
+    mid = _new_migration_id()
+    with store.session() as s:
+        mig = Migration(id=mid, state=M_RUNNING, model=endpoint.info.model, requested_model=requested,
+                        native_dim=endpoint.info.native_dim, target_dim=target,
+                        max_model_len=endpoint.info.max_model_len, endpoint=endpoint.base_url,
+                        roots=[os.path.abspath(r) for r in settings.roots], pattern=settings.pattern,
+                        profile=describe_profile(settings.text_field, settings.profile))
+        s.add(mig)
+        s.flush()
+        for f in todo + bad:
+            st = os.stat(f.path) if f.path.exists() else None
+            job = DatabaseJob(migration_id=mid, path=str(f.path),
+                              state=D_PENDING if f.status == MIGRATE else D_FAILED,
+                              source_size=st.st_size if st else 0, source_mtime_ns=st.st_mtime_ns if st else 0,
+                              source_sha256=fsutil.sha256_file(f.path) if st and f.status == MIGRATE else "",
+                              source_dim=f.dim or 0, n_records=f.records, n_chars=f.chars,
+                              error=None if f.status == MIGRATE else f"{f.path}: {f.reason}")
+            s.add(job)
+            if f.status == BAD:
+                s.add(Event(migration_id=mid, level="error", path=str(f.path), message=job.error))
+    reporter.note(f"migration {mid}: {len(todo)} database(s) to migrate to {endpoint.info.model} "
+                  f"({target} dims), {len(skipped)} already there, {len(bad)} cannot be migrated")
+    for f in bad:
+        reporter.note(f"SKIP {f.path}: {f.reason}")
+    return mig
+
+
+async def _embed_pending(settings: Settings, store: StateStore, mig: Migration, endpoint: Endpoint,
+                         reporter: Reporter, stop: asyncio.Event) -> None:
+    with store.session() as s:
+        jobs = s.scalars(select(DatabaseJob).where(
+            DatabaseJob.migration_id == mig.id,
+            DatabaseJob.state.in_([D_PENDING, D_EMBEDDING, D_FAILED])).order_by(DatabaseJob.id)).all()
+        # a failed database is tried again only if its file changed since it failed
+        retry = []
+        for j in jobs:
+            if j.state == D_FAILED:
+                try:
+                    st = os.stat(j.path)
+                except OSError:
+                    continue
+                if (st.st_size, st.st_mtime_ns) == (j.source_size, j.source_mtime_ns) and j.source_sha256:
+                    continue
+                if not j.source_sha256:
+                    if (st.st_size, st.st_mtime_ns) == (j.source_size, j.source_mtime_ns):
+                        continue
+                    j.source_size, j.source_mtime_ns = st.st_size, st.st_mtime_ns
+                    j.source_sha256 = fsutil.sha256_file(j.path)
+                j.state = D_PENDING
+            retry.append(j)
+        total = sum(j.n_records for j in retry)
+        done = sum(j.n_done or 0 for j in retry)
+    if not retry:
+        return
+    reporter.start(total, done)
+    t0 = time.monotonic()
+    embedder = Embedder(store, mig, endpoint, batch_size=settings.batch_size,
+                        concurrency=settings.concurrency, fail_fast=settings.fail_fast,
+                        reporter=reporter, stop=stop, profile=settings.profile,
+                        text_field=settings.text_field)
+    try:
+        await embedder.run([j.id for j in retry])
+    finally:
+        with store.session() as s:
+            m = s.get(Migration, mig.id)
+            m.embed_seconds += time.monotonic() - t0
+
+
+def _result(store: StateStore, mig: Migration, cut: swap.SwapResult | None, started: float) -> RunResult:
+    counts = _job_counts(store, mig.id)
+    failures = _failures(store, mig.id)
+    with store.session() as s:
+        m = s.get(Migration, mig.id)
+        state = m.state
+        truncated = [f"{j.path}#{r}" for j in s.scalars(select(DatabaseJob).where(
+            DatabaseJob.migration_id == mig.id)).all() for r in (j.truncated or [])]
+        rec, tok = m.records_embedded, m.tokens_embedded
+    refused = cut.refused if cut else []
+    if state == M_DONE and not failures:
+        outcome, msg = "done", f"migration {mig.id} done: {counts.get(D_CUT_OVER, 0)} database(s) now at {mig.target_dim} dims"
+    elif state == M_STAGED and not failures:
+        outcome, msg = "staged", (f"migration {mig.id}: {counts.get(D_STAGED, 0)} database(s) staged; "
+                                  f"`migrate cutover` swaps them in")
+    else:
+        outcome = "partial"
+        msg = (f"migration {mig.id}: {counts.get(D_CUT_OVER, 0)} cut over, {counts.get(D_STAGED, 0)} staged, "
+               f"{len(failures)} failed, {len(refused)} refused; fix what is named and run again")
+    return RunResult(mig.id, outcome, msg, model=mig.model, target_dim=mig.target_dim, databases=counts,
+                     records_embedded=rec, tokens_embedded=tok, seconds=round(time.monotonic() - started, 2),
+                     truncated=truncated, failures=failures + refused,
+                     cutover=cut.as_dict() if cut else None,
+                     config_lines=dvd_config_lines(mig.model, mig.target_dim) if counts.get(D_CUT_OVER) else [])
+
+
+# ---------------------------------------------------------- cutover/rollback
+def _pick(s, migration_id: str | None, states: tuple[str, ...], what: str) -> Migration:
+    if migration_id:
+        mig = s.get(Migration, migration_id)
+        if mig is None:
+            raise UsageError(f"no migration {migration_id!r} in this state directory (see `migrate status`)")
+        return mig
+    mig = s.scalars(select(Migration).where(Migration.state.in_(states))
+                    .order_by(Migration.created_at.desc())).first()
+    if mig is None:
+        raise UsageError(f"no migration to {what} (see `migrate status`)")
+    return mig
+
+
+def cutover(settings: Settings, *, migration_id: str | None = None) -> RunResult:
+    started = time.monotonic()
+    with state_lock(settings.state_path, "cutover"):
+        store = open_state(settings.state_path)
+        try:
+            with store.session() as s:
+                mig = _pick(s, migration_id, (M_STAGED, M_RUNNING), "cut over")
+                if mig.state not in (M_STAGED, M_RUNNING):
+                    raise UsageError(f"migration {mig.id} is {mig.state}; nothing to cut over")
+            counts = _job_counts(store, mig.id)
+            unstaged = counts.get(D_PENDING, 0) + counts.get(D_EMBEDDING, 0)
+            if unstaged:
+                raise UsageError(f"migration {mig.id}: {unstaged} database(s) are not staged yet; "
+                                 f"`migrate run --no-cutover` finishes staging them")
+            cut = swap.cutover(store, mig.id)
+            result = _result(store, mig, cut, started)
+            if cut.restage:
+                result.outcome = "partial"
+                result.message += f"; {len(cut.restage)} changed since the scan: `migrate run` re-stages them"
+            return result
+        finally:
+            store.close()
+
+
+def rollback(settings: Settings, *, migration_id: str | None = None, force: bool = False) -> swap.SwapResult:
+    with state_lock(settings.state_path, "rollback"):
+        store = open_state(settings.state_path)
+        try:
+            with store.session() as s:
+                mig = _pick(s, migration_id, (M_DONE, M_STAGED, M_RUNNING), "roll back")
+                if mig.state == M_ROLLED_BACK:
+                    return swap.SwapResult(mig.id)
+                if mig.state not in (M_DONE, M_STAGED, M_RUNNING):
+                    raise UsageError(f"migration {mig.id} is {mig.state}; it cannot be rolled back")
+            return swap.rollback(store, mig.id, force=force)
+        finally:
+            store.close()

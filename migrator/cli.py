@@ -1,0 +1,356 @@
+"""The `migrate` command line: parse, call :mod:`migrator.api`, print.
+
+Results go to stdout (``--json``: one JSON document); progress, notes and
+errors go to stderr. An expected failure prints one line, ``migrate: error:
+...``, and exits with its documented code (see ``migrator.errors``).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import time
+
+import click
+
+from . import api, errors
+from .config import ENVIRONMENT
+from .endpoint import DEFAULT_ENDPOINT
+
+log = logging.getLogger("migrator")
+
+
+# ------------------------------------------------------------- reporters
+class BarReporter:
+    """tqdm bar on a terminal (stderr)."""
+
+    def __init__(self):
+        self.bar = None
+
+    def start(self, total_records: int, done_records: int) -> None:
+        from tqdm import tqdm
+        if self.bar is not None:
+            self.bar.close()
+        self.bar = tqdm(total=total_records, initial=done_records, unit="rec", desc="embedding",
+                        file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+
+    def advance(self, records: int) -> None:
+        if self.bar is not None:
+            self.bar.update(records)
+
+    def note(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.write(message, file=sys.stderr)
+        else:
+            click.echo(message, err=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class LineReporter:
+    """Plain progress lines every ``every`` seconds, for logs and cron."""
+
+    def __init__(self, every: float = 30.0):
+        self.every, self.total, self.done, self.last, self.t0, self.start_done = every, 0, 0, 0.0, 0.0, 0
+
+    def start(self, total_records: int, done_records: int) -> None:
+        self.total, self.done, self.start_done = total_records, done_records, done_records
+        self.t0 = self.last = time.monotonic()
+        self._line()
+
+    def _line(self) -> None:
+        elapsed = max(time.monotonic() - self.t0, 1e-9)
+        rate = (self.done - self.start_done) / elapsed
+        eta = (self.total - self.done) / rate if rate > 0 else None
+        log.info("progress: %d/%d records (%.1f%%), %.1f rec/s%s", self.done, self.total,
+                 100.0 * self.done / self.total if self.total else 100.0, rate,
+                 f", ETA {eta:.0f}s" if eta is not None else "")
+
+    def advance(self, records: int) -> None:
+        self.done += records
+        now = time.monotonic()
+        if now - self.last >= self.every or self.done >= self.total:
+            self.last = now
+            self._line()
+
+    def note(self, message: str) -> None:
+        log.info("%s", message)
+
+    def close(self) -> None:
+        pass
+
+
+def _reporter():
+    return BarReporter() if sys.stderr.isatty() else LineReporter()
+
+
+# ------------------------------------------------------------ plumbing
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s migrate: %(message)s", "%Y-%m-%d %H:%M:%S"))
+    root = logging.getLogger("migrator")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+
+
+def _handle_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except errors.MigratorError as e:
+            click.echo(f"migrate: error: {e}", err=True)
+            sys.exit(e.exit_code)
+    return wrapper
+
+
+def _emit(obj: dict, as_json: bool, human) -> None:
+    if as_json:
+        click.echo(json.dumps(obj, indent=2, default=str))
+    else:
+        human(obj)
+
+
+def _confirm(yes: bool, question: str) -> None:
+    if yes or not sys.stdin.isatty():
+        return
+    if not click.confirm(question, default=False, err=True):
+        raise errors.MigratorError("cancelled; nothing was changed", exit_code=errors.EXIT_USAGE)
+
+
+def _human_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+# ------------------------------------------------------------- options
+def state_option(f):
+    return click.option("--state-dir", envvar="MIGRATOR_STATE_DIR", default=None, metavar="DIR",
+                        help="Job database and lock directory [env MIGRATOR_STATE_DIR; default ./state].")(f)
+
+
+def endpoint_options(f):
+    f = click.option("--endpoint", envvar="MIGRATOR_ENDPOINT", default=DEFAULT_ENDPOINT, show_default=True,
+                     help="vLLM OpenAI-compatible base URL [env MIGRATOR_ENDPOINT].")(f)
+    f = click.option("--api-key-file", type=click.Path(dir_okay=False), default=None,
+                     help="Read the API key from this file (else MIGRATOR_API_KEY, VLLM_API_KEY, "
+                          "OPENAI_API_KEY). Never pass a key on the command line.")(f)
+    f = click.option("--request-timeout", type=click.FloatRange(1, 3600), default=120.0, show_default=True,
+                     help="Seconds before one request counts as hung.")(f)
+    f = click.option("--retry-for", type=click.FloatRange(0, 86400), default=600.0, show_default=True,
+                     help="Seconds of failing requests before the run stops (resumable, exit 5).")(f)
+    return f
+
+
+def source_options(f):
+    f = click.option("--root", "roots", multiple=True, type=click.Path(file_okay=True),
+                     help="Directory to scan (repeatable), e.g. DVD's video_database/.")(f)
+    f = click.option("--pattern", default="database.json", show_default=True,
+                     help="File name (glob) of the NanoVectorDB files.")(f)
+    f = click.option("--model", default=None,
+                     help="Target model: 8b, 4b, 0.6b or a full model id.")(f)
+    f = click.option("--dim", type=click.IntRange(32, 65536), default=None,
+                     help="Shorter Matryoshka size: cut on the client and re-normalised.")(f)
+    f = click.option("--profile", type=click.Choice(["auto", "dvd"]), default=None,
+                     help="How to find each record's source text (default: detect DVD).")(f)
+    f = click.option("--text-field", default=None,
+                     help="For non-DVD files: the record field that holds the embedded text.")(f)
+    return f
+
+
+def _settings(**kw) -> api.Settings:
+    s = api.Settings()
+    for k, v in kw.items():
+        if v is None:
+            continue
+        if k == "roots":
+            v = list(v)
+        setattr(s, k, v)
+    return s
+
+
+# ------------------------------------------------------------ commands
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.version_option(package_name="migrator")
+def main(verbose: bool) -> None:
+    """Move NanoVectorDB databases (DeepVideoDiscovery's video_database/) to a new
+    embedding model served by vLLM: resumable, atomic, with backups."""
+    _setup_logging(verbose)
+
+
+@main.command()
+@source_options
+@endpoint_options
+@click.option("--no-probe", is_flag=True, help="Do not contact the endpoint.")
+@click.option("--no-tokenize", is_flag=True, help="Estimate tokens instead of asking /tokenize.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@_handle_errors
+def plan(as_json, no_probe, no_tokenize, **kw):
+    """Show what a run would do. Writes nothing."""
+    report = api.plan(_settings(**kw), probe=not no_probe, tokenize=not no_tokenize)
+
+    def human(r):
+        t = r["totals"]
+        click.echo(f"Databases under {', '.join(r['roots'])} named {r['pattern']!r}: {t['databases']}")
+        for dim, n in t["by_dim"].items():
+            click.echo(f"  {n:>6} at {dim} dims")
+        click.echo(f"To migrate to {r['model']} ({r['target_dim']} dims): {t['to_migrate']} databases, "
+                   f"{t['records']} records, {t['chars']} characters, "
+                   f"{'' if t['tokens_exact'] else '~'}{t['tokens']} tokens "
+                   f"({'exact, from /tokenize' if t['tokens_exact'] else 'estimated'})")
+        for d in r["disk"]:
+            click.echo(f"Disk ({d['filesystem_of']}): needs {_human_bytes(d['needed_bytes'])} for staged "
+                       f"files, {_human_bytes(d['free_bytes'])} free{'' if d['enough'] else '  NOT ENOUGH'}")
+        click.echo(f"Backups: {_human_bytes(t['backup_bytes'])} of old files kept as hard links (no copy)")
+        for db in r["databases"]:
+            if db["status"] != "migrate":
+                click.echo(f"  {db['status'].upper():5} {db['path']}: {db['reason']}")
+        e = r["endpoint"]
+        if e.get("reachable"):
+            click.echo(f"Endpoint {e['url']}: model {e['model']}, max_model_len {e['max_model_len']}, "
+                       f"vectors of {e['native_dim']} dims")
+            if e.get("measured_tokens_per_second"):
+                eta = e.get("eta_seconds")
+                click.echo(f"  measured {e['measured_tokens_per_second']:.0f} tokens/s "
+                           f"-> ETA {eta:.0f} s" if eta is not None else "")
+        else:
+            click.echo(f"Endpoint {e['url']}: not probed" + (f" ({e['error']})" if e.get("error") else ""))
+
+    _emit(report, as_json, human)
+
+
+def _print_run(r: dict) -> None:
+    click.echo(r["message"])
+    if r.get("records_embedded"):
+        click.echo(f"  {r['records_embedded']} records, {r['tokens_embedded']} tokens embedded in total")
+    for f in r.get("failures") or []:
+        click.echo(f"  FAILED {f}")
+    for t in r.get("truncated") or []:
+        click.echo(f"  TRUNCATED {t}")
+    cut = r.get("cutover") or {}
+    for p in cut.get("restage") or []:
+        click.echo(f"  CHANGED {p} (not overwritten; re-embed with `migrate run`)")
+    if r.get("config_lines"):
+        click.echo("Now change these two lines in DVD's dvd/config.py:")
+        for line in r["config_lines"]:
+            click.echo(f"    {line}")
+
+
+@main.command()
+@source_options
+@endpoint_options
+@state_option
+@click.option("--batch-size", type=click.IntRange(1, 2048), default=32, show_default=True,
+              help="Texts per request.")
+@click.option("--concurrency", type=click.IntRange(1, 512), default=8, show_default=True,
+              help="Requests in flight.")
+@click.option("--no-cutover", is_flag=True, help="Stop after staging; `migrate cutover` swaps later.")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first database that cannot be migrated.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@_handle_errors
+def run(as_json, yes, no_cutover, **kw):
+    """Embed, stage, verify and cut over; resumes an unfinished migration."""
+    settings = _settings(**kw)
+    settings.cutover = not no_cutover
+    _confirm(yes, f"Migrate the databases under {', '.join(settings.roots) or '(the unfinished migration)'} "
+                  f"to {settings.model or 'the unfinished migration`s model'}"
+                  f"{'' if no_cutover else ' and swap them in (backups are kept)'}?")
+    reporter = _reporter()
+    try:
+        result = api.run(settings, reporter=reporter)
+    finally:
+        reporter.close()
+    _emit(result.as_dict(), as_json, _print_run)
+    if result.outcome == "partial":
+        sys.exit(errors.EXIT_PARTIAL)
+
+
+@main.command()
+@state_option
+@click.option("--migration", "migration_id", default=None, help="Migration id (default: the unfinished one).")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@_handle_errors
+def cutover(as_json, yes, migration_id, state_dir):
+    """Swap staged databases in (the old ones are kept as backups)."""
+    _confirm(yes, "Swap the staged databases in (the old ones are kept as backups)?")
+    result = api.cutover(_settings(state_dir=state_dir), migration_id=migration_id)
+    _emit(result.as_dict(), as_json, _print_run)
+    if result.outcome == "partial":
+        sys.exit(errors.EXIT_PARTIAL)
+
+
+@main.command()
+@state_option
+@click.option("--migration", "migration_id", default=None, help="Migration id (default: the latest).")
+@click.option("--force", is_flag=True, help="Restore even files changed since cutover (they are kept aside).")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@_handle_errors
+def rollback(as_json, yes, force, migration_id, state_dir):
+    """Put the backups back: every file byte-identical to before the migration."""
+    _confirm(yes, "Restore the databases from their backups?")
+    result = api.rollback(_settings(state_dir=state_dir), migration_id=migration_id, force=force)
+
+    def human(r):
+        click.echo(f"rollback of migration {r['migration']}: {len(r['done'])} restored, "
+                   f"{len(r['already'])} already as before, {len(r['refused'])} refused")
+        for line in r["refused"]:
+            click.echo(f"  REFUSED {line}")
+
+    _emit(result.as_dict(), as_json, human)
+    if result.refused:
+        sys.exit(errors.EXIT_PARTIAL)
+
+
+@main.command()
+@state_option
+@click.option("--migration", "migration_id", default=None, help="Only this migration.")
+@click.option("--databases", "show_dbs", is_flag=True, help="List every database.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@_handle_errors
+def status(as_json, show_dbs, migration_id, state_dir):
+    """Migrations, their progress, throughput and errors. Writes nothing."""
+    report = api.status(state_dir, migration_id=migration_id)
+
+    def human(r):
+        if not r["migrations"]:
+            click.echo(f"no migrations recorded in {r['state']}")
+            return
+        for m in r["migrations"]:
+            states = ", ".join(f"{v} {k}" for k, v in sorted(m["by_state"].items()))
+            click.echo(f"{m['id']}  {m['state']:<11} {m['requested_model']} -> {m['model']} "
+                       f"({m['target_dim']} dims)  {m['databases']} databases: {states}")
+            rate = f", {m['records_per_second']} rec/s" if m["records_per_second"] else ""
+            click.echo(f"    records {m['records_done']}/{m['records_total']} done, "
+                       f"{m['records_left']} left{rate}; backups hold {_human_bytes(m['backup_bytes'])}")
+            if show_dbs:
+                for d in m["database_list"]:
+                    click.echo(f"    {d['state']:<11} {d['done']}/{d['records']}  {d['path']}")
+            for e in m["errors"]:
+                click.echo(f"    error {e['at']}: {e['message']}")
+
+    _emit(report, as_json, human)
+
+
+@main.command("env")
+def env_cmd():
+    """List the environment variables migrate reads (values are not shown)."""
+    for name, what in ENVIRONMENT.items():
+        click.echo(f"{name:<20} {what}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Where settings come from: options, then environment variables, then defaults.
+
+Every environment variable migrator reads is listed in ``ENVIRONMENT`` (and in
+README.md). The API key is read from the environment or a file only: never
+from the command line, and it is never printed, logged or stored.
+"""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from .errors import UsageError
+
+ENVIRONMENT = {
+    "MIGRATOR_ENDPOINT": "the vLLM base URL (default http://localhost:8888/v1)",
+    "MIGRATOR_STATE_DIR": "where the job database and lock live (default ./state)",
+    "MIGRATOR_API_KEY": "API key for the endpoint (first choice)",
+    "VLLM_API_KEY": "API key for the endpoint (second choice; the key DVD already uses)",
+    "OPENAI_API_KEY": "API key for the endpoint (third choice)",
+}
+KEY_VARIABLES = ("MIGRATOR_API_KEY", "VLLM_API_KEY", "OPENAI_API_KEY")
+
+
+def api_key(key_file: str | os.PathLike | None = None) -> str | None:
+    """The endpoint's key: from ``--api-key-file`` if given, else the first set variable."""
+    if key_file:
+        path = Path(key_file)
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise UsageError(f"--api-key-file {path}: cannot read it ({e.strerror})") from None
+        if not text:
+            raise UsageError(f"--api-key-file {path}: the file is empty")
+        try:
+            if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                import logging
+                logging.getLogger("migrator").warning(
+                    "%s is readable by other users; chmod 600 it", path)
+        except OSError:
+            pass
+        return text.splitlines()[0].strip()
+    for name in KEY_VARIABLES:
+        value = os.environ.get(name)
+        if value:
+            return value.strip()
+    return None

@@ -1,0 +1,456 @@
+"""Talking to vLLM's OpenAI-compatible embeddings endpoint.
+
+Everything about the wire lives here: the model names and sizes, the probe
+(`/v1/models`, one test embedding, `/tokenize`), the embedding call through the
+``openai`` SDK's async client, validation of every answer, retries, and the
+defences against vLLM's exactly-max-length hang (vllm#29496):
+
+- every request carries ``truncate_prompt_tokens = max_model_len - 1``, so no
+  prompt ever reaches ``max_model_len`` tokens;
+- every request has a timeout; a batch that times out is split in halves until
+  the input that never answers is isolated and reported, instead of retrying
+  it forever.
+
+An answer is written only after it has passed :meth:`Endpoint.decode`: right
+count, each index exactly once, the expected model, the expected dimension,
+finite non-zero values. Anything else is retried, never stored.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import math
+import random
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import openai
+import orjson
+
+from .errors import BadResponse, EndpointRejected, EndpointUnavailable, UsageError
+
+log = logging.getLogger("migrator.endpoint")
+
+DEFAULT_ENDPOINT = "http://localhost:8888/v1"
+MIN_DIM = 32  # Qwen documents 32 as the smallest useful Matryoshka size
+
+# alias -> (model id, native dimension)
+MODELS = {
+    "8b": ("Qwen/Qwen3-Embedding-8B", 4096),
+    "4b": ("Qwen/Qwen3-Embedding-4B", 2560),
+    "0.6b": ("Qwen/Qwen3-Embedding-0.6B", 1024),
+}
+KNOWN_DIMS = {model: dim for model, dim in MODELS.values()}
+
+BAD_RESPONSE_TRIES = 5     # consecutive invalid answers for one batch before we give up
+TIMEOUTS_BEFORE_SPLIT = 1  # timeouts of one batch before it is split to find a poisoned input
+
+
+def resolve_model(name: str) -> tuple[str, int | None]:
+    """'8b' -> ('Qwen/Qwen3-Embedding-8B', 4096); a full id -> (id, known dim or None)."""
+    key = name.strip().lower()
+    if key in MODELS:
+        return MODELS[key]
+    if not name.strip():
+        raise UsageError("--model is empty: use 8b, 4b, 0.6b or a full model id")
+    return name.strip(), KNOWN_DIMS.get(name.strip())
+
+
+def normalize_endpoint(url: str) -> tuple[str, str]:
+    """(base URL ending in /v1, server root URL). Refuses URLs carrying credentials."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(f"--endpoint {url!r} is not an http(s) URL like http://localhost:8888/v1")
+    if parts.username or parts.password:
+        raise UsageError("--endpoint must not carry credentials; put the key in MIGRATOR_API_KEY "
+                         "or a file named by --api-key-file")
+    path = parts.path.rstrip("/")
+    if not path.endswith("/v1"):
+        path = path + "/v1"
+    root_path = path[: -len("/v1")]
+    base = urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+    root = urlunsplit((parts.scheme, parts.netloc, root_path, "", ""))
+    return base, root
+
+
+@dataclass
+class ServerInfo:
+    base_url: str
+    model: str                 # the id we send and expect back
+    served_models: list[str]
+    max_model_len: int | None
+    native_dim: int
+    tokenize: bool             # /tokenize answers (exact token counts)
+    note: str = ""
+
+
+@dataclass
+class Embedded:
+    vectors: np.ndarray        # (n, target_dim) float32, unit rows
+    prompt_tokens: int
+
+
+class PoisonedInput(Exception):
+    """One input that the server never answers (the vLLM hang); index into the batch."""
+
+    def __init__(self, index: int, detail: str):
+        super().__init__(detail)
+        self.index = index
+        self.detail = detail
+
+
+class _SuspectedHang(Exception):
+    pass
+
+
+def _status_message(e: openai.APIStatusError) -> str:
+    """The server's own words from either vLLM error shape (or a proxy's page)."""
+    body = e.body
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            return str(err.get("message") or err)[:300]
+        return str(err)[:300]
+    text = getattr(e.response, "text", "") or ""
+    if text.lstrip().startswith("<"):
+        return "an HTML page (a proxy in front of vLLM?)"
+    return (text or str(e))[:300]
+
+
+def _retry_after(e: Exception) -> float | None:
+    if not isinstance(e, openai.APIStatusError):
+        return None
+    value = e.response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, min(float(value), 300.0))
+    except ValueError:
+        return None
+
+
+def unit_rows(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """Cut each row to its first ``dim`` values (Matryoshka) and L2-normalise."""
+    cut = np.ascontiguousarray(vectors[:, :dim], dtype=np.float32)
+    norms = np.linalg.norm(cut.astype(np.float64), axis=1, keepdims=True)
+    if not np.all(norms > 0):
+        raise BadResponse(f"a vector is zero in its first {dim} values")
+    return (cut / norms).astype(np.float32)
+
+
+class Endpoint:
+    """An async client for one vLLM embeddings endpoint."""
+
+    def __init__(self, url: str, api_key: str | None, *, request_timeout: float = 120.0,
+                 retry_for: float = 600.0, connect_timeout: float = 10.0):
+        self.base_url, self.root_url = normalize_endpoint(url)
+        self._key = api_key
+        self.request_timeout = request_timeout
+        self.retry_for = retry_for
+        self.client = openai.AsyncOpenAI(
+            base_url=self.base_url,
+            api_key=api_key or "EMPTY",  # vLLM without --api-key accepts any
+            max_retries=0,               # retries are ours: they must see validation failures too
+            timeout=request_timeout,
+        )
+        self.info: ServerInfo | None = None
+        self.target_dim: int | None = None
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+    # ---------------------------------------------------------------- probing
+    def _describe(self, e: Exception) -> str:
+        if isinstance(e, openai.APITimeoutError):
+            return f"no answer within {self.request_timeout:g}s"
+        if isinstance(e, openai.APIConnectionError):
+            cause = e.__cause__ or e
+            return f"cannot connect ({type(cause).__name__}: {str(cause)[:200] or 'connection failed'})"
+        if isinstance(e, openai.APIStatusError):
+            return f"HTTP {e.status_code}: {_status_message(e)}"
+        return str(e)[:300]
+
+    def _fatal(self, e: Exception) -> Exception | None:
+        """Map answers that no retry can fix to a clear error; None if transient."""
+        if isinstance(e, openai.AuthenticationError) or (
+                isinstance(e, openai.APIStatusError) and e.status_code in (401, 403)):
+            return EndpointRejected(f"{self.base_url}: the API key was refused (HTTP {e.status_code}); "
+                                    f"set MIGRATOR_API_KEY (or VLLM_API_KEY) to the server's --api-key")
+        if isinstance(e, openai.NotFoundError):
+            return EndpointRejected(f"{self.base_url}: {_status_message(e)} (HTTP 404); check --model "
+                                    f"against the server's /v1/models")
+        if isinstance(e, openai.APIStatusError) and e.status_code in (400, 413, 422):
+            return EndpointRejected(f"{self.base_url}: request refused, HTTP {e.status_code}: {_status_message(e)}")
+        return None
+
+    async def probe(self, requested: str, *, target_dim: int | None = None) -> ServerInfo:
+        """Find the served model, its max_model_len and native dimension; check ``requested``."""
+        model_id, expected_dim = resolve_model(requested)
+        try:
+            raw = await self.client.models.with_raw_response.list(timeout=min(30.0, self.request_timeout))
+            cards = orjson.loads(raw.content).get("data", [])
+        except (openai.APIConnectionError, openai.InternalServerError) as e:
+            raise EndpointUnavailable(f"{self.base_url}: {self._describe(e)}; is vLLM running? "
+                                      f"(start it, or pass --endpoint)") from None
+        except openai.APIStatusError as e:
+            raise (self._fatal(e) or EndpointUnavailable(f"{self.base_url}: {self._describe(e)}")) from None
+        except (orjson.JSONDecodeError, AttributeError):
+            raise EndpointRejected(f"{self.base_url}/models: the answer is not vLLM's model list "
+                                   f"(is --endpoint the vLLM server?)") from None
+        served = [c.get("id") for c in cards if isinstance(c, dict) and c.get("id")]
+        note = ""
+        if model_id in served:
+            card = next(c for c in cards if c.get("id") == model_id)
+        elif len(served) == 1:
+            card = cards[0]
+            note = f"the server names its model {served[0]!r}; using it for {model_id}"
+        else:
+            raise EndpointRejected(f"{self.base_url}: serves {served or 'no model'}, not {model_id}; "
+                                   f"pass --model with one of those ids")
+        served_id = card["id"]
+        max_len = card.get("max_model_len")
+        max_len = int(max_len) if isinstance(max_len, int) and max_len > 1 else None
+        self.info = ServerInfo(self.base_url, served_id, served, max_len, native_dim=0,
+                               tokenize=False, note=note)
+        try:
+            vec, _ = await self._request(["migrator probe: a short test sentence."], served_id,
+                                         native_dim=None)
+        except BadResponse as e:
+            raise EndpointRejected(f"{self.base_url}: the test embedding is unusable ({e})") from None
+        native = int(vec.shape[1])
+        if expected_dim is not None and native != expected_dim:
+            raise EndpointRejected(f"{self.base_url}: model {served_id!r} gives {native}-dim vectors, but "
+                                   f"{model_id} has {expected_dim}; is the right model being served?")
+        self.info.native_dim = native
+        want = target_dim or native
+        if want > native or want < MIN_DIM:
+            raise UsageError(f"--dim {want}: must be between {MIN_DIM} and the model's {native} dimensions")
+        self.target_dim = want
+        self.info.tokenize = (await self.count_tokens(["probe"])) is not None
+        return self.info
+
+    # --------------------------------------------------------------- tokenize
+    def _tokenize_one(self, text: str) -> int | None:
+        body = json.dumps({"model": self.info.model if self.info else None, "prompt": text}).encode()
+        req = urllib.request.Request(self.root_url + "/tokenize", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        if self._key:
+            req.add_header("Authorization", f"Bearer {self._key}")
+        try:
+            with urllib.request.urlopen(req, timeout=min(30.0, self.request_timeout)) as r:
+                doc = json.loads(r.read())
+            count = doc.get("count")
+            return int(count) if isinstance(count, int) else None
+        except (urllib.error.URLError, OSError, ValueError, AttributeError):
+            return None
+
+    async def count_tokens(self, texts: list[str], *, concurrency: int = 8) -> list[int] | None:
+        """Exact token counts from the server's /tokenize, or None when it has none."""
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(t: str) -> int | None:
+            async with sem:
+                return await asyncio.to_thread(self._tokenize_one, t)
+
+        counts = await asyncio.gather(*(one(t) for t in texts))
+        if any(c is None for c in counts):
+            return None
+        return list(counts)
+
+    def may_be_truncated(self, text: str) -> bool:
+        """Could ``text`` reach max_model_len tokens? (Byte-level BPE: tokens <= UTF-8 bytes + EOS.)"""
+        limit = self.info.max_model_len if self.info else None
+        return limit is not None and len(text.encode("utf-8")) + 1 > limit - 1
+
+    # -------------------------------------------------------------- embedding
+    def decode(self, payload: bytes, n: int, model: str, native_dim: int | None) -> tuple[np.ndarray, int]:
+        """Validate an embeddings answer for ``n`` inputs; returns (n x native matrix, prompt tokens)."""
+        try:
+            doc = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            head = payload[:60].decode("utf-8", "replace").strip()
+            kind = "an HTML page (a proxy error?)" if head.startswith("<") else f"not JSON ({head!r}...)"
+            raise BadResponse(f"the answer is {kind}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+            raise BadResponse("the answer has no 'data' list")
+        answered_by = doc.get("model")
+        if answered_by is not None and answered_by != model:
+            raise BadResponse(f"answered by model {answered_by!r}, expected {model!r}")
+        data = doc["data"]
+        if len(data) != n:
+            raise BadResponse(f"{len(data)} embeddings for {n} inputs")
+        out: np.ndarray | None = None
+        seen = np.zeros(n, dtype=bool)
+        for item in data:
+            idx = item.get("index") if isinstance(item, dict) else None
+            if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < n:
+                raise BadResponse(f"an item has index {idx!r}, outside 0..{n - 1}")
+            if seen[idx]:
+                raise BadResponse(f"index {idx} appears twice")
+            seen[idx] = True
+            emb = item.get("embedding")
+            if isinstance(emb, str):
+                try:
+                    raw = base64.b64decode(emb, validate=True)
+                except (binascii.Error, ValueError):
+                    raise BadResponse(f"item {idx}: embedding is not valid base64") from None
+                if len(raw) % 4:
+                    raise BadResponse(f"item {idx}: {len(raw)} bytes is not whole float32 values")
+                vec = np.frombuffer(raw, dtype="<f4")
+            elif isinstance(emb, list):
+                try:
+                    vec = np.asarray(emb, dtype=np.float32)
+                except (TypeError, ValueError):
+                    raise BadResponse(f"item {idx}: embedding holds non-numbers") from None
+                if vec.ndim != 1:
+                    raise BadResponse(f"item {idx}: embedding is not a flat list")
+            else:
+                raise BadResponse(f"item {idx}: no embedding")
+            want = native_dim if native_dim else (out.shape[1] if out is not None else len(vec))
+            if len(vec) != want:
+                raise BadResponse(f"item {idx}: {len(vec)} dimensions, expected {want}")
+            if out is None:
+                out = np.empty((n, want), dtype=np.float32)
+            out[idx] = vec
+        if out is None:
+            raise BadResponse("empty answer")
+        if not np.all(np.isfinite(out)):
+            bad = int(np.where(~np.all(np.isfinite(out), axis=1))[0][0])
+            raise BadResponse(f"item {bad}: NaN or infinite values")
+        usage = doc.get("usage") if isinstance(doc.get("usage"), dict) else {}
+        tokens = usage.get("prompt_tokens")
+        return out, int(tokens) if isinstance(tokens, int) else 0
+
+    async def _request(self, texts: list[str], model: str, native_dim: int | None) -> tuple[np.ndarray, int]:
+        extra = {}
+        if self.info and self.info.max_model_len:
+            extra["truncate_prompt_tokens"] = self.info.max_model_len - 1
+        raw = await self.client.embeddings.with_raw_response.create(
+            model=model, input=texts, encoding_format="base64",
+            extra_body=extra or None, timeout=self.request_timeout)
+        return self.decode(raw.content, len(texts), model, native_dim)
+
+    async def _attempts(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        """One batch, retried on transient failures until ``retry_for`` seconds pass."""
+        assert self.info is not None and self.target_dim is not None
+        deadline = time.monotonic() + self.retry_for
+        bad = timeouts = 0
+        delay = 0.5
+        last: Exception | None = None
+        while True:
+            try:
+                vecs, tokens = await self._request(texts, self.info.model, self.info.native_dim)
+                return unit_rows(vecs, self.target_dim), tokens
+            except BadResponse as e:
+                bad += 1
+                last = e
+                if bad >= BAD_RESPONSE_TRIES:
+                    raise EndpointRejected(f"{self.base_url}: {bad} invalid answers in a row for one batch, "
+                                           f"last: {e}; nothing was written") from None
+                wait = None
+            except openai.APITimeoutError as e:
+                timeouts += 1
+                last = e
+                if timeouts > TIMEOUTS_BEFORE_SPLIT:
+                    raise _SuspectedHang() from None
+                wait = None
+            except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as e:
+                last = e
+                wait = _retry_after(e)
+            except openai.APIStatusError as e:
+                fatal = self._fatal(e)
+                if fatal is not None:
+                    if "context length" in _status_message(e).lower() and len(texts) == 1:
+                        raise PoisonedInput(0, f"the server says it is too long: {_status_message(e)}") from None
+                    if "context length" in _status_message(e).lower():
+                        raise _SuspectedHang() from None  # split to name the long input
+                    raise fatal from None
+                last = e
+                wait = _retry_after(e)
+            now = time.monotonic()
+            if now >= deadline:
+                raise EndpointUnavailable(f"{self.base_url}: still failing after {self.retry_for:g}s of "
+                                          f"retries ({self._describe(last)}); run again to resume") from None
+            if wait is None:
+                wait = delay * (0.5 + random.random())
+                delay = min(delay * 2, 30.0)
+            log.debug("retrying a batch of %d after %s (%.1fs)", len(texts), self._describe(last), wait)
+            await asyncio.sleep(min(wait, max(0.0, deadline - now)))
+
+    async def alive(self) -> bool:
+        """Does a tiny request answer promptly? Tells a poisoned input from an outage."""
+        try:
+            await asyncio.wait_for(self._request(["ping"], self.info.model, self.info.native_dim),
+                                   timeout=min(30.0, self.request_timeout))
+            return True
+        except Exception:
+            return False
+
+    async def embed(self, texts: list[str]) -> Embedded:
+        """Embed ``texts`` (in order) into unit vectors of ``target_dim``.
+
+        Raises :class:`PoisonedInput` naming the input the server never answers,
+        :class:`EndpointUnavailable` after ``retry_for`` seconds of failures,
+        :class:`EndpointRejected` for answers no retry can fix.
+        """
+        try:
+            vecs, tokens = await self._attempts(texts)
+            return Embedded(vecs, tokens)
+        except _SuspectedHang:
+            pass
+        if len(texts) == 1:
+            if await self.alive():
+                raise PoisonedInput(0, f"the server never answers this input (timed out "
+                                       f"{TIMEOUTS_BEFORE_SPLIT + 1}x while other requests answer)")
+            vecs, tokens = await self._attempts_until_deadline(texts)
+            return Embedded(vecs, tokens)
+        mid = len(texts) // 2
+        try:
+            left = await self.embed(texts[:mid])
+        except PoisonedInput as p:
+            raise p
+        try:
+            right = await self.embed(texts[mid:])
+        except PoisonedInput as p:
+            raise PoisonedInput(p.index + mid, p.detail) from None
+        return Embedded(np.concatenate([left.vectors, right.vectors]), left.prompt_tokens + right.prompt_tokens)
+
+    async def _attempts_until_deadline(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        deadline = time.monotonic() + self.retry_for
+        while True:
+            try:
+                return await self._attempts(texts)
+            except _SuspectedHang:
+                if time.monotonic() >= deadline:
+                    raise EndpointUnavailable(f"{self.base_url}: requests time out after "
+                                              f"{self.request_timeout:g}s for {self.retry_for:g}s; "
+                                              f"run again to resume") from None
+                await asyncio.sleep(1.0)
+
+    async def measure(self, texts: list[str], *, batch_size: int = 16, concurrency: int = 4,
+                      seconds: float = 3.0) -> tuple[float, int]:
+        """A short burst of real requests: (tokens per second, texts embedded)."""
+        batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)] or [["probe"]]
+        sem = asyncio.Semaphore(concurrency)
+        start = time.monotonic()
+        tokens = done = 0
+
+        async def one(b: list[str]) -> None:
+            nonlocal tokens, done
+            async with sem:
+                if time.monotonic() - start > seconds:
+                    return
+                r = await self.embed(b)
+                tokens += r.prompt_tokens
+                done += len(b)
+
+        await asyncio.gather(*(one(b) for b in batches))
+        elapsed = max(time.monotonic() - start, 1e-6)
+        return tokens / elapsed, done

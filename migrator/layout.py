@@ -1,0 +1,31 @@
+"""Names of the files migrator puts beside a live database.
+
+All live in the database's own directory (so a rename is atomic) and carry the
+migration id, so two migrations never collide and `rollback --migration ID`
+finds its own. None uses ``.tmp.``, a name some NanoVectorDB users clean up.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+OWN_MARK = ".migrator-"
+
+
+def staged_path(live: str | Path, migration_id: str) -> Path:
+    live = Path(live)
+    return live.with_name(f"{live.name}{OWN_MARK}{migration_id}.staged")
+
+
+def backup_path(live: str | Path, migration_id: str) -> Path:
+    live = Path(live)
+    return live.with_name(f"{live.name}{OWN_MARK}{migration_id}.backup")
+
+
+def displaced_path(live: str | Path, migration_id: str) -> Path:
+    """Where `rollback --force` keeps a live file that was changed after cutover."""
+    live = Path(live)
+    return live.with_name(f"{live.name}{OWN_MARK}{migration_id}.displaced")
+
+
+def is_own_file(name: str) -> bool:
+    return OWN_MARK in name

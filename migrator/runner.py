@@ -1,0 +1,344 @@
+"""Re-embedding and staging: the long-running middle of a migration.
+
+For each selected database the runner reads the stored source texts, sends
+them to the endpoint in batches (several in flight), commits each batch's new
+vectors to the job table as it arrives (vectors and "done" in one row, one
+transaction), and when a database is complete writes the new file beside the
+old one, fsyncs it, reads it back to verify it, and only then marks it staged.
+
+Interrupted at any point, the next run finds the committed batches and sends
+only what is missing. Memory holds the texts of the databases being worked on,
+never the corpus.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+from sqlalchemy import delete, select
+
+from . import fsutil, nvdb, profiles, verify
+from .endpoint import Endpoint, PoisonedInput
+from .errors import BadDatabase, DiskError, EndpointRejected, EndpointUnavailable, Interrupted
+from .layout import staged_path
+from .models import (D_EMBEDDING, D_FAILED, D_PENDING, D_STAGED, Batch, DatabaseJob, Event,
+                     Migration, utcnow)
+from .state import StateStore
+
+log = logging.getLogger("migrator.run")
+
+
+class Reporter(Protocol):
+    """What the runner tells its caller (the CLI draws bars or logs lines from it)."""
+
+    def start(self, total_records: int, done_records: int) -> None: ...
+    def advance(self, records: int) -> None: ...
+    def note(self, message: str) -> None: ...
+
+
+class NullReporter:
+    def start(self, total_records: int, done_records: int) -> None:
+        pass
+
+    def advance(self, records: int) -> None:
+        pass
+
+    def note(self, message: str) -> None:
+        log.info("%s", message)
+
+
+@dataclass
+class _Work:
+    """The in-memory side of one database being embedded."""
+
+    job_id: int
+    path: Path
+    texts: list[str]
+    ids: list[str]
+    outstanding: int = 0
+    producing: bool = True
+    failed: bool = False
+
+
+@dataclass
+class EmbedOutcome:
+    records: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    staged: int = 0
+    failed: int = 0
+    restaged: int = 0
+    truncated: list[str] = field(default_factory=list)
+
+
+def missing_ranges(n: int, done: list[tuple[int, int]], batch_size: int) -> list[tuple[int, int]]:
+    """Row ranges of [0, n) not covered by ``done`` (start, count) pairs, cut to ``batch_size``."""
+    covered = np.zeros(n, dtype=bool)
+    for start, count in done:
+        covered[start:start + count] = True
+    out = []
+    i = 0
+    while i < n:
+        if covered[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and not covered[j] and j - i < batch_size:
+            j += 1
+        out.append((i, j - i))
+        i = j
+    return out
+
+
+class Embedder:
+    """Runs the embedding and staging of one migration's jobs."""
+
+    def __init__(self, store: StateStore, migration: Migration, endpoint: Endpoint, *,
+                 batch_size: int = 32, concurrency: int = 8, fail_fast: bool = False,
+                 reporter: Reporter | None = None, stop: asyncio.Event | None = None,
+                 profile: str | None = None, text_field: str | None = None):
+        self.store = store
+        self.mig = migration
+        self.endpoint = endpoint
+        self.batch_size = max(1, batch_size)
+        self.concurrency = max(1, concurrency)
+        self.fail_fast = fail_fast
+        self.reporter = reporter or NullReporter()
+        self.stop = stop or asyncio.Event()
+        self.profile = profile
+        self.text_field = text_field
+        self.outcome = EmbedOutcome()
+        self.fatal: BaseException | None = None
+        # One thread owns every write to the job table and the filesystem, in order.
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="migrator-writer")
+
+    # ------------------------------------------------------------ job table
+    def _event(self, s, level: str, message: str, path: str | None = None) -> None:
+        s.add(Event(migration_id=self.mig.id, level=level, path=path, message=message))
+
+    def _fail(self, job_id: int, message: str) -> None:
+        with self.store.session() as s:
+            job = s.get(DatabaseJob, job_id)
+            job.state = D_FAILED
+            job.error = message
+            self._event(s, "error", message, job.path)
+        self.outcome.failed += 1
+        self.reporter.note(f"FAILED {message}")
+
+    def _prepare(self, job_id: int) -> _Work | None:
+        """Read the source, check it is still the file we scanned, find what is left to embed."""
+        with self.store.session() as s:
+            job = s.get(DatabaseJob, job_id)
+            path = Path(job.path)
+            try:
+                st = os.stat(path)
+                nf = nvdb.read(path)
+            except FileNotFoundError:
+                job.state, job.error = D_FAILED, f"{path}: the file is gone"
+                self._event(s, "error", job.error, job.path)
+                self.outcome.failed += 1
+                return None
+            except BadDatabase as e:
+                job.state, job.error = D_FAILED, str(e)
+                self._event(s, "error", job.error, job.path)
+                self.outcome.failed += 1
+                return None
+            digest = fsutil.sha256_file(path)
+            if digest != job.source_sha256:
+                # Changed since the scan: what we embedded so far belongs to another file.
+                s.execute(delete(Batch).where(Batch.database_id == job.id))
+                job.source_sha256, job.source_size, job.source_mtime_ns = digest, st.st_size, st.st_mtime_ns
+                job.source_dim, job.n_records, job.n_done = nf.embedding_dim, nf.n, 0
+                self._event(s, "warning", f"{path}: changed since it was scanned; embedding it afresh", job.path)
+            try:
+                prof = profiles.choose(nf, profile=self.profile, text_field=self.text_field)
+                texts = prof.texts(nf)
+                nf.matrix()
+            except BadDatabase as e:
+                job.state, job.error = D_FAILED, str(e)
+                self._event(s, "error", job.error, job.path)
+                self.outcome.failed += 1
+                return None
+            job.n_chars = sum(len(t) for t in texts)
+            job.error = None
+            job.state = D_EMBEDDING
+            done = [(b.start, b.count) for b in s.execute(
+                select(Batch.start, Batch.count).where(Batch.database_id == job.id)).all()]
+            job.n_done = sum(c for _, c in done)
+        work = _Work(job_id, path, texts, [r[nvdb.ID] for r in nf.data])
+        work.ranges = missing_ranges(nf.n, done, self.batch_size)  # type: ignore[attr-defined]
+        return work
+
+    def _commit_batch(self, work: _Work, start: int, vectors: np.ndarray, tokens: int,
+                      truncated: list[str]) -> None:
+        with self.store.session() as s:
+            s.add(Batch(database_id=work.job_id, start=start, count=len(vectors), dim=vectors.shape[1],
+                        vectors=np.ascontiguousarray(vectors, dtype="<f4").tobytes(), tokens=tokens))
+            job = s.get(DatabaseJob, work.job_id)
+            job.n_done = (job.n_done or 0) + len(vectors)
+            if truncated:
+                job.truncated = sorted(set(job.truncated or []) | set(truncated))
+            mig = s.get(Migration, self.mig.id)
+            mig.records_embedded += len(vectors)
+            mig.tokens_embedded += tokens
+
+    def _stage(self, job_id: int) -> str:
+        """Write, fsync and verify the new file; mark staged. Returns 'staged', 'changed' or 'failed'."""
+        with self.store.session() as s:
+            job = s.get(DatabaseJob, job_id)
+            path = Path(job.path)
+            rows = s.execute(select(Batch.start, Batch.count, Batch.dim, Batch.vectors)
+                             .where(Batch.database_id == job.id).order_by(Batch.start)).all()
+            n, target = job.n_records, self.mig.target_dim
+            want = (job.source_size, job.source_mtime_ns, job.source_sha256)
+        matrix = np.empty((n, target), dtype=np.float32)
+        covered = 0
+        for start, count, dim, blob in rows:
+            if start != covered or dim != target:
+                self._fail(job_id, f"{path}: committed batches do not tile the file (at row {start}); "
+                                   f"run again to re-embed it")
+                with self.store.session() as s:
+                    s.execute(delete(Batch).where(Batch.database_id == job_id))
+                return "failed"
+            matrix[start:start + count] = np.frombuffer(blob, dtype="<f4").reshape(count, dim)
+            covered += count
+        if covered != n:
+            return "incomplete"
+        st = os.stat(path)
+        nf = nvdb.read(path)
+        if fsutil.sha256_file(path) != want[2]:
+            with self.store.session() as s:
+                job = s.get(DatabaseJob, job_id)
+                s.execute(delete(Batch).where(Batch.database_id == job_id))
+                job.state, job.n_done = D_PENDING, 0
+                job.source_size, job.source_mtime_ns = st.st_size, st.st_mtime_ns
+                job.source_sha256 = fsutil.sha256_file(path)
+                self._event(s, "warning", f"{path}: changed while it was being embedded; "
+                                          f"it will be embedded again", job.path)
+            return "changed"
+        staged = staged_path(path, self.mig.id)
+        size, digest = fsutil.atomic_write(staged, [nvdb.render(nf, matrix)], like=st)
+        problems = verify.check_staged(staged, nf, target, expected=matrix)
+        if problems:
+            fsutil.remove_if_exists(staged)
+            self._fail(job_id, f"{path}: staged file failed verification: {'; '.join(problems)}")
+            return "failed"
+        # The staged file is durable (fsync'd, directory fsync'd) before the table says so.
+        with self.store.session() as s:
+            job = s.get(DatabaseJob, job_id)
+            job.state = D_STAGED
+            job.staged_path, job.staged_sha256, job.staged_size = str(staged), digest, size
+            job.error = None
+            s.execute(delete(Batch).where(Batch.database_id == job_id))
+        self.outcome.staged += 1
+        return "staged"
+
+    async def _w(self, fn: Callable, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.writer, fn, *args)
+
+    # ------------------------------------------------------------- pipeline
+    async def _truncation_report(self, work: _Work, start: int, count: int) -> list[str]:
+        """Ids of records in this slice the server will cut to max_model_len - 1 tokens."""
+        idx = [i for i in range(start, start + count) if self.endpoint.may_be_truncated(work.texts[i])]
+        if not idx:
+            return []
+        limit = self.endpoint.info.max_model_len - 1
+        counts = await self.endpoint.count_tokens([work.texts[i] for i in idx]) \
+            if self.endpoint.info.tokenize else None
+        if counts is None:  # no /tokenize: report every record that may be over
+            return [work.ids[i] for i in idx]
+        return [work.ids[i] for i, c in zip(idx, counts) if c > limit]
+
+    async def _embed_one(self, work: _Work, start: int, count: int) -> None:
+        texts = work.texts[start:start + count]
+        t0 = time.monotonic()
+        truncated = await self._truncation_report(work, start, count)
+        try:
+            result = await self.endpoint.embed(texts)
+        except PoisonedInput as p:
+            i = start + p.index
+            work.failed = True
+            await self._w(self._fail, work.job_id,
+                          f"{work.path}: record #{i} (__id__ {work.ids[i]!r}): {p.detail}; "
+                          f"shorten or remove that record's text, then run again")
+            return
+        self.outcome.seconds += time.monotonic() - t0
+        if truncated:
+            for rid in truncated:
+                self.reporter.note(f"TRUNCATED {work.path} record {rid!r}: longer than "
+                                   f"max_model_len-1 tokens, embedded from its first tokens")
+        await self._w(self._commit_batch, work, start, result.vectors, result.prompt_tokens, truncated)
+        self.outcome.records += count
+        self.outcome.tokens += result.prompt_tokens
+        self.outcome.truncated.extend(f"{work.path}#{r}" for r in truncated)
+        self.reporter.advance(count)
+
+    async def _finish_if_done(self, work: _Work) -> None:
+        if work.outstanding == 0 and not work.producing and not work.failed and not self.stop.is_set():
+            result = await self._w(self._stage, work.job_id)
+            if result == "changed":
+                self.outcome.restaged += 1
+
+    async def _worker(self, queue: asyncio.Queue) -> None:
+        while True:
+            item = await queue.get()
+            if item is None:
+                queue.task_done()
+                return
+            work, start, count = item
+            try:
+                if not (self.stop.is_set() or work.failed):
+                    await self._embed_one(work, start, count)
+            except (EndpointUnavailable, EndpointRejected, DiskError, Exception) as e:
+                if self.fatal is None:
+                    self.fatal = e
+                self.stop.set()
+            finally:
+                work.outstanding -= 1
+                queue.task_done()
+            try:
+                if self.fatal is None:
+                    await self._finish_if_done(work)
+            except Exception as e:
+                if self.fatal is None:
+                    self.fatal = e
+                self.stop.set()
+
+    async def run(self, job_ids: list[int]) -> EmbedOutcome:
+        queue: asyncio.Queue = asyncio.Queue(maxsize=self.concurrency * 2)
+        workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.concurrency)]
+        try:
+            for job_id in job_ids:
+                if self.stop.is_set():
+                    break
+                work = await self._w(self._prepare, job_id)
+                if work is None:
+                    if self.fail_fast:
+                        self.stop.set()
+                    continue
+                ranges = work.ranges  # type: ignore[attr-defined]
+                for start, count in ranges:
+                    if self.stop.is_set() or work.failed:
+                        break
+                    work.outstanding += 1
+                    await queue.put((work, start, count))
+                work.producing = False
+                if not ranges:
+                    await self._finish_if_done(work)
+                if work.failed and self.fail_fast:
+                    self.stop.set()
+        finally:
+            for _ in workers:
+                await queue.put(None)
+            await asyncio.gather(*workers, return_exceptions=True)
+            self.writer.shutdown(wait=True)
+        if self.fatal is not None:
+            raise self.fatal
+        return self.outcome

@@ -1,0 +1,95 @@
+"""Finding NanoVectorDB files under the roots and sizing up each one.
+
+Walking never follows a symlinked directory, and a symlinked file is reported,
+not read: a link can point outside ``--root``, into someone else's data.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from . import nvdb, profiles
+from .errors import BadDatabase, UsageError
+from .layout import is_own_file
+
+CHARS_PER_TOKEN = 4.7  # English prose with Qwen3's tokenizer (see docs): an estimate only
+
+MIGRATE = "migrate"
+SKIP = "skip"        # nothing to do (already at the target dimension)
+BAD = "bad"          # cannot be migrated as it is: named, with why
+
+
+@dataclass
+class Found:
+    path: Path
+    status: str
+    reason: str = ""
+    dim: int | None = None
+    records: int = 0
+    chars: int = 0
+    size: int = 0
+    profile: str | None = None
+    long_texts: int = 0
+    texts: list[str] | None = field(default=None, repr=False)
+
+    def est_tokens(self) -> int:
+        return int(self.chars / CHARS_PER_TOKEN) + self.records  # + one EOS each
+
+    def as_dict(self) -> dict:
+        d = {"path": str(self.path), "status": self.status, "reason": self.reason or None,
+             "dim": self.dim, "records": self.records, "chars": self.chars, "bytes": self.size,
+             "profile": self.profile}
+        return d
+
+
+def discover(roots: list[str | Path], pattern: str) -> Iterator[Path]:
+    """Every file under ``roots`` whose name matches ``pattern``, sorted, each once."""
+    seen: set[Path] = set()
+    for root in roots:
+        root = Path(root)
+        if not root.exists():
+            raise UsageError(f"--root {root}: no such directory")
+        if root.is_file():
+            candidates = [root]
+        else:
+            candidates = []
+            for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+                dirnames.sort()
+                for name in sorted(filenames):
+                    if fnmatch.fnmatchcase(name, pattern) and not is_own_file(name):
+                        candidates.append(Path(dirpath) / name)
+        for p in candidates:
+            ap = Path(os.path.abspath(p))
+            if ap not in seen:
+                seen.add(ap)
+                yield ap
+
+
+def inspect(path: Path, target_dim: int | None, *, profile: str | None = None,
+            text_field: str | None = None, keep_texts: bool = False) -> Found:
+    """Read one file and say whether and how it would be migrated. Never raises for bad content."""
+    if path.is_symlink():
+        return Found(path, BAD, "is a symlink (not followed: it may point outside --root)")
+    try:
+        nf = nvdb.read(path)
+    except BadDatabase as e:
+        return Found(path, BAD, e.problem + (f" ({e.hint})" if e.hint else ""))
+    found = Found(path, MIGRATE, dim=nf.embedding_dim, records=nf.n, size=nf.size)
+    if target_dim is not None and nf.embedding_dim == target_dim:
+        found.status, found.reason = SKIP, f"already at the target dimension {target_dim}"
+        return found
+    try:
+        prof = profiles.choose(nf, profile=profile, text_field=text_field)
+        texts = prof.texts(nf)
+        nf.matrix()  # the old vectors must be intact too: a damaged file is not migrated
+    except BadDatabase as e:
+        found.status, found.reason = BAD, e.problem + (f" ({e.hint})" if e.hint else "")
+        return found
+    found.profile = prof.name
+    found.chars = sum(len(t) for t in texts)
+    if keep_texts:
+        found.texts = texts
+    return found
