@@ -1,0 +1,95 @@
+"""Shared fixtures: an isolated environment, DVD trees, and a fake vLLM server."""
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+logging.getLogger("nano-vectordb").setLevel(logging.WARNING)
+
+ISOLATED = ("MIGRATOR_ENDPOINT", "MIGRATOR_STATE_DIR", "MIGRATOR_API_KEY", "VLLM_API_KEY",
+            "OPENAI_API_KEY", "OPENAI_BASE_URL", "MIGRATOR_STATE_URL")
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path, monkeypatch):
+    """No test sees the developer's keys, endpoint or ./state."""
+    for name in ISOLATED:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    yield
+
+
+# ---------------------------------------------------------------- helpers
+import hashlib  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from click.testing import CliRunner  # noqa: E402
+
+from migrator.cli import main as cli_main  # noqa: E402
+from migrator.testing.corpus import build_dvd_tree  # noqa: E402
+from migrator.testing.server import FakeVLLM  # noqa: E402
+
+API_KEY = "sk-test-DO-NOT-LEAK-7f3a9c"
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under root (relative path -> digest)."""
+    out = {}
+    for p in sorted(Path(root).rglob("*")):
+        if p.is_file():
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture
+def key_env(monkeypatch):
+    monkeypatch.setenv("MIGRATOR_API_KEY", API_KEY)
+    return API_KEY
+
+
+@pytest.fixture
+def server(key_env):
+    with FakeVLLM(api_key=API_KEY) as srv:
+        yield srv
+
+
+@pytest.fixture
+def dvd_tree(tmp_path):
+    """Six DVD video folders, built with the real nano-vectordb as DVD builds them."""
+    root = tmp_path / "video_database"
+    paths = build_dvd_tree(root, 6, clips=(4, 12), seed=11)
+    return root, paths
+
+
+class Cli:
+    """Runs `migrate` in-process through click's CliRunner."""
+
+    def __init__(self, endpoint: str | None, state_dir: Path):
+        self.endpoint, self.state_dir = endpoint, state_dir
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, endpoint: bool = True, state: bool = True):
+        argv = list(args)
+        cmd = argv[0]
+        if endpoint and self.endpoint and cmd in ("plan", "run"):
+            argv += ["--endpoint", self.endpoint]
+        if state and cmd in ("run", "cutover", "rollback", "status"):
+            argv += ["--state-dir", str(self.state_dir)]
+        if cmd == "run":
+            argv += ["--retry-for", "5", "--request-timeout", "10"]
+        return self.runner.invoke(cli_main, argv, catch_exceptions=False)
+
+
+@pytest.fixture
+def cli(server, tmp_path):
+    return Cli(server.base_url, tmp_path / "state")
+
+
+def spawn_migrate(*args: str, env: dict | None = None) -> subprocess.Popen:
+    """`migrate` as a real process (for kill tests)."""
+    return subprocess.Popen([sys.executable, "-m", "migrator.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

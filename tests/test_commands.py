@@ -1,0 +1,267 @@
+"""Each command through the CLI, against the fake vLLM and real DVD-built files."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import API_KEY, Cli, tree_digest
+from dvdcheck import assert_migrated
+from migrator import api
+from migrator.errors import EXIT_LOCKED, EXIT_PARTIAL
+from migrator.lock import state_lock
+from migrator.testing.server import FakeVLLM
+
+
+def _originals(paths):
+    return {p: json.loads(Path(p).read_text(encoding="utf-8")) for p in paths}
+
+
+def test_plan_reports_and_writes_nothing(cli, dvd_tree, tmp_path):
+    root, paths = dvd_tree
+    before = tree_digest(tmp_path)
+    r = cli("plan", "--root", str(root), "--model", "8b", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["totals"]["databases"] == 6 and doc["totals"]["to_migrate"] == 6
+    assert doc["totals"]["records"] == sum(len(json.loads(p.read_text())["data"]) for p in paths)
+    assert doc["totals"]["by_dim"] == {"3072": 6}
+    assert doc["totals"]["tokens_exact"] is True
+    assert doc["endpoint"]["max_model_len"] == 8192 and doc["endpoint"]["native_dim"] == 4096
+    assert doc["endpoint"]["measured_tokens_per_second"] > 0
+    assert len(doc["databases"]) == 6
+    assert tree_digest(tmp_path) == before               # no file written or changed
+    assert not (tmp_path / "state").exists()             # not even the state directory
+
+
+def test_plan_without_endpoint_estimates(tmp_path, dvd_tree):
+    root, _ = dvd_tree
+    r = Cli("http://127.0.0.1:9/v1", tmp_path / "state")("plan", "--root", str(root), "--model", "4b", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["endpoint"]["reachable"] is False and "cannot connect" in doc["endpoint"]["error"]
+    assert doc["totals"]["tokens_exact"] is False and doc["totals"]["tokens"] > 0
+    assert doc["target_dim"] == 2560
+
+
+def test_run_migrates_every_database_faithfully(cli, dvd_tree, server):
+    root, paths = dvd_tree
+    originals = _originals(paths)
+    r = cli("run", "--root", str(root), "--model", "8b", "--yes")
+    assert r.exit_code == 0, r.output
+    assert 'AOAI_EMBEDDING_LARGE_MODEL_NAME = "Qwen/Qwen3-Embedding-8B"' in r.stdout
+    assert "AOAI_EMBEDDING_LARGE_DIM = 4096" in r.stdout
+    for p in paths:
+        assert_migrated(p, originals[p], dim=4096)
+        backups = list(p.parent.glob("database.json.migrator-*.backup"))
+        assert len(backups) == 1 and json.loads(backups[0].read_text()) == originals[p]
+    # several texts per request, several requests in flight, base64 on the wire
+    assert max(server.stats.batch_sizes) > 1
+    # idempotent: a second run does nothing and says so
+    embedded = server.stats.inputs_embedded
+    r2 = cli("run", "--root", str(root), "--model", "8b", "--yes")
+    assert r2.exit_code == 0 and "nothing to do" in r2.stdout
+    assert server.stats.inputs_embedded - embedded <= 1   # only the probe
+
+
+def test_matryoshka_dim_is_cut_and_renormalised(cli, dvd_tree):
+    root, paths = dvd_tree
+    originals = _originals(paths)
+    r = cli("run", "--root", str(root), "--model", "8b", "--dim", "1024", "--yes")
+    assert r.exit_code == 0, r.output
+    for p in paths:
+        assert_migrated(p, originals[p], dim=1024)
+
+
+def test_small_model(dvd_tree, tmp_path, key_env):
+    root, paths = dvd_tree
+    originals = _originals(paths)
+    with FakeVLLM(model="Qwen/Qwen3-Embedding-0.6B", api_key=API_KEY) as srv:
+        r = Cli(srv.base_url, tmp_path / "state")("run", "--root", str(root), "--model", "0.6b", "--yes")
+        assert r.exit_code == 0, r.output
+    for p in paths:
+        assert_migrated(p, originals[p], dim=1024, native_dim=1024, seed="Qwen/Qwen3-Embedding-0.6B")
+
+
+def test_wrong_model_served_is_refused_before_any_work(dvd_tree, tmp_path, key_env):
+    root, _ = dvd_tree
+    before = tree_digest(root)
+    with FakeVLLM(model="Qwen/Qwen3-Embedding-4B", api_key=API_KEY) as srv:
+        r = Cli(srv.base_url, tmp_path / "state")("run", "--root", str(root), "--model", "8b", "--yes")
+    assert r.exit_code == 6
+    assert "2560" in r.stderr and "4096" in r.stderr
+    assert tree_digest(root) == before
+
+
+def test_no_cutover_then_cutover(cli, dvd_tree):
+    root, paths = dvd_tree
+    originals = _originals(paths)
+    before = tree_digest(root)
+    r = cli("run", "--root", str(root), "--model", "8b", "--no-cutover", "--yes")
+    assert r.exit_code == 0, r.output
+    assert "staged" in r.stdout
+    live = {k: v for k, v in tree_digest(root).items() if not ".migrator-" in k}
+    assert live == before                                      # live files untouched
+    assert len(list(root.rglob("*.staged"))) == 6
+    r = cli("cutover", "--yes")
+    assert r.exit_code == 0, r.output
+    for p in paths:
+        assert_migrated(p, originals[p], dim=4096)
+    assert not list(root.rglob("*.staged"))
+
+
+def test_rollback_restores_byte_identical(cli, dvd_tree):
+    root, paths = dvd_tree
+    before = tree_digest(root)
+    stats_before = {p: os.stat(p) for p in paths}
+    assert cli("run", "--root", str(root), "--model", "8b", "--yes").exit_code == 0
+    assert tree_digest(root) != before
+    r = cli("rollback", "--yes")
+    assert r.exit_code == 0, r.output
+    assert "6 restored" in r.stdout
+    assert tree_digest(root) == before                         # every file, byte for byte, no leftovers
+    for p in paths:
+        assert os.stat(p).st_mtime_ns == stats_before[p].st_mtime_ns
+        assert os.stat(p).st_mode == stats_before[p].st_mode
+
+
+def test_cutover_never_overwrites_a_file_changed_since_scan(cli, dvd_tree):
+    root, paths = dvd_tree
+    assert cli("run", "--root", str(root), "--model", "8b", "--no-cutover", "--yes").exit_code == 0
+    changed = paths[2]
+    doc = json.loads(changed.read_text())
+    doc["additional_data"]["fps"] = 3            # another program edits it
+    changed.write_text(json.dumps(doc))
+    edited = changed.read_bytes()
+    r = cli("cutover", "--yes")
+    assert r.exit_code == EXIT_PARTIAL
+    assert "CHANGED" in r.stdout and str(changed) in r.stdout
+    assert changed.read_bytes() == edited                     # not overwritten
+    # the next run re-embeds it from the edited content and swaps it in
+    r = cli("run", "--root", str(root), "--model", "8b", "--yes")
+    assert r.exit_code == 0, r.output
+    assert_migrated(changed, doc, dim=4096)
+
+
+def test_rollback_refuses_a_file_changed_after_cutover_unless_forced(cli, dvd_tree):
+    root, paths = dvd_tree
+    before = tree_digest(root)
+    assert cli("run", "--root", str(root), "--model", "8b", "--yes").exit_code == 0
+    victim = paths[0]
+    victim.write_bytes(victim.read_bytes().replace(b'"fps":2', b'"fps":5'))
+    edited = victim.read_bytes()
+    r = cli("rollback", "--yes")
+    assert r.exit_code == EXIT_PARTIAL
+    assert "REFUSED" in r.stdout and str(victim) in r.stdout
+    assert victim.read_bytes() == edited
+    now = tree_digest(root)
+    for p in paths[1:]:                                        # the others were restored
+        rel = str(p.relative_to(root))
+        assert now[rel] == before[rel]
+    r = cli("rollback", "--yes", "--force")
+    assert r.exit_code == 0, r.output
+    after = tree_digest(root)
+    displaced = [k for k in after if k.endswith(".displaced")]
+    assert len(displaced) == 1 and (root / displaced[0]).read_bytes() == edited
+    assert {k: v for k, v in after.items() if k not in displaced} == before
+
+
+def test_rollback_with_a_backup_deleted_restores_the_others(cli, dvd_tree):
+    root, paths = dvd_tree
+    before = tree_digest(root)
+    assert cli("run", "--root", str(root), "--model", "8b", "--yes").exit_code == 0
+    gone = next(paths[1].parent.glob("database.json.migrator-*.backup"))
+    gone.unlink()
+    migrated = paths[1].read_bytes()
+    r = cli("rollback", "--yes")
+    assert r.exit_code == EXIT_PARTIAL
+    assert "backup" in r.stdout and "gone" in r.stdout
+    assert paths[1].read_bytes() == migrated
+    after = tree_digest(root)
+    rel = str(paths[1].relative_to(root))
+    assert {k: v for k, v in after.items() if k != rel} == {k: v for k, v in before.items() if k != rel}
+
+
+def test_second_writer_exits_at_once_naming_the_holder(cli, dvd_tree, tmp_path):
+    root, _ = dvd_tree
+    with state_lock(tmp_path / "state", "run"):
+        r = cli("run", "--root", str(root), "--model", "8b", "--yes")
+    assert r.exit_code == EXIT_LOCKED
+    assert f"pid {os.getpid()}" in r.stderr and "migrate run" in r.stderr
+
+
+def test_bad_files_are_named_and_the_rest_migrate(cli, dvd_tree):
+    root, paths = dvd_tree
+    truncated = paths[0]
+    truncated.write_bytes(truncated.read_bytes()[:1000])
+    no_text = paths[1]
+    doc = json.loads(no_text.read_text())
+    del doc["data"][2]["caption"]
+    no_text.write_text(json.dumps(doc))
+    bad_bytes = {p: p.read_bytes() for p in (truncated, no_text)}
+    originals = _originals(paths[2:])
+    r = cli("run", "--root", str(root), "--model", "8b", "--yes")
+    assert r.exit_code == EXIT_PARTIAL
+    assert f"{truncated}: not valid JSON" in r.stdout
+    assert f"{no_text}: record #2" in r.stdout and "caption" in r.stdout
+    for p, raw in bad_bytes.items():
+        assert p.read_bytes() == raw
+    for p in paths[2:]:
+        assert_migrated(p, originals[p], dim=4096)
+
+
+def test_text_field_for_other_nanovectordb_files(tmp_path, cli):
+    import numpy as np
+    from nano_vectordb import NanoVectorDB
+    path = tmp_path / "kb" / "vdb_chunks.json"
+    path.parent.mkdir()
+    db = NanoVectorDB(3072, storage_file=str(path))
+    rng = np.random.default_rng(1)
+    db.upsert([{"__id__": f"chunk-{i}", "content": f"chunk number {i} about topic {i % 3}",
+                "__vector__": rng.normal(size=3072)} for i in range(7)])
+    db.save()
+    r = cli("run", "--root", str(tmp_path / "kb"), "--pattern", "vdb_*.json", "--model", "8b", "--yes")
+    assert r.exit_code == EXIT_PARTIAL and "--text-field" in r.stdout
+    r = cli("rollback", "--yes")
+    r = cli("run", "--root", str(tmp_path / "kb"), "--pattern", "vdb_*.json", "--model", "8b",
+            "--text-field", "content", "--yes")
+    assert r.exit_code == 0, r.output
+    new = NanoVectorDB(4096, storage_file=str(path))
+    assert [d["__id__"] for d in new.get([f"chunk-{i}" for i in range(7)])] == [f"chunk-{i}" for i in range(7)]
+
+
+def test_status_reports_progress_and_is_read_only(cli, dvd_tree, tmp_path):
+    root, paths = dvd_tree
+    r = cli("status")
+    assert r.exit_code == 0 and "no migrations" in r.stdout
+    assert not (tmp_path / "state").exists()
+    assert cli("run", "--root", str(root), "--model", "8b", "--yes").exit_code == 0
+    db = tmp_path / "state" / "migrator.db"
+    mtime = os.stat(db).st_mtime_ns
+    r = cli("status", "--json")
+    doc = json.loads(r.stdout)
+    m = doc["migrations"][0]
+    total = sum(len(json.loads(p.read_text())["data"]) for p in paths)
+    assert m["state"] == "done" and m["by_state"] == {"cut_over": 6}
+    assert m["records_total"] == total and m["records_left"] == 0 and m["records_embedded"] == total
+    assert m["records_per_second"] > 0 and m["backup_bytes"] > 0
+    assert os.stat(db).st_mtime_ns == mtime
+
+
+def test_api_is_callable_without_the_cli(server, dvd_tree, tmp_path):
+    root, paths = dvd_tree
+    originals = _originals(paths)
+    raw = {p: p.read_bytes() for p in paths}
+    settings = api.Settings(roots=[str(root)], model="8b", endpoint=server.base_url,
+                            state_dir=str(tmp_path / "st"))
+    report = api.plan(settings)
+    assert report["totals"]["to_migrate"] == 6
+    result = api.run(settings)
+    assert result.outcome == "done" and result.databases == {"cut_over": 6}
+    for p in paths:
+        assert_migrated(p, originals[p], dim=4096)
+    back = api.rollback(settings)
+    assert len(back.done) == 6 and not back.refused
+    assert all(p.read_bytes() == raw[p] for p in paths)

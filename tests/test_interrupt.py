@@ -1,0 +1,108 @@
+"""Stopping a run at any moment and resuming it: SIGKILL, SIGTERM, SIGINT."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import API_KEY, spawn_migrate, tree_digest
+from dvdcheck import assert_migrated
+from migrator.errors import EXIT_INTERRUPTED
+from migrator.testing.corpus import build_dvd_tree
+from migrator.testing.server import FakeVLLM
+
+BATCH, CONC = 8, 4
+
+
+def _committed(state: Path) -> int:
+    db = state / "migrator.db"
+    if not db.exists():
+        return 0
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return con.execute("select coalesce(sum(n_done),0) from databases").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
+def _wait_for(pred, timeout=60.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def slow_setup(tmp_path, key_env):
+    root = tmp_path / "video_database"
+    paths = build_dvd_tree(root, 10, clips=(12, 20), seed=5)
+    originals = {p: json.loads(p.read_text()) for p in paths}
+    total = sum(len(d["data"]) for d in originals.values())
+    # ~10k tokens/s: the run takes a few seconds, long enough to be cut mid-way
+    with FakeVLLM(api_key=API_KEY, tokens_per_second=10_000) as srv:
+        env = dict(os.environ, MIGRATOR_API_KEY=API_KEY)
+        args = ["run", "--root", str(root), "--model", "8b", "--endpoint", srv.base_url,
+                "--state-dir", str(tmp_path / "state"), "--batch-size", str(BATCH),
+                "--concurrency", str(CONC), "--yes"]
+        yield root, paths, originals, total, srv, env, args, tmp_path / "state"
+
+
+def test_sigkill_mid_run_then_resume_reembeds_at_most_one_window(slow_setup):
+    root, paths, originals, total, srv, env, args, state = slow_setup
+    before = {p: p.read_bytes() for p in paths}
+    proc = spawn_migrate(*args, env=env)
+    assert _wait_for(lambda: _committed(state) >= total // 3), proc.communicate(timeout=5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    done_at_kill = _committed(state)
+    assert 0 < done_at_kill < total
+    for p in paths:                                     # nothing swapped yet, nothing damaged
+        assert p.read_bytes() == before[p]
+    sent_before = srv.stats.inputs_embedded
+    proc = spawn_migrate(*args, env=env)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "resuming migration" in err
+    resent = srv.stats.inputs_embedded - sent_before - 1            # minus the probe
+    assert resent <= total - done_at_kill + BATCH * CONC, (resent, total, done_at_kill)
+    for p in paths:
+        assert_migrated(p, originals[p], dim=4096)
+
+
+def test_sigterm_stops_cleanly_and_resumes(slow_setup):
+    root, paths, originals, total, srv, env, args, state = slow_setup
+    proc = spawn_migrate(*args, env=env)
+    assert _wait_for(lambda: _committed(state) >= BATCH)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    assert "interrupted" in err and "migrate run" in err
+    assert not (state / "migrator.lock.json").exists()               # lock released
+    done = _committed(state)
+    assert done > 0
+    proc = spawn_migrate(*args, env=env)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    for p in paths:
+        assert_migrated(p, originals[p], dim=4096)
+
+
+def test_sigint_is_graceful_too(slow_setup):
+    root, paths, originals, total, srv, env, args, state = slow_setup
+    before = tree_digest(root)
+    proc = spawn_migrate(*args, env=env)
+    assert _wait_for(lambda: _committed(state) >= BATCH)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    assert {k: v for k, v in tree_digest(root).items() if ".migrator-" not in k} == before

@@ -1,0 +1,107 @@
+"""The NanoVectorDB reader/writer against files made by the real package."""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from migrator import nvdb
+from migrator.errors import BadDatabase
+
+logging.getLogger("nano-vectordb").setLevel(logging.WARNING)
+from nano_vectordb import NanoVectorDB  # noqa: E402
+
+
+def _real_db(path, dim=8, n=5, extra=True):
+    db = NanoVectorDB(dim, storage_file=str(path))
+    rng = np.random.default_rng(0)
+    db.upsert([{"__vector__": rng.normal(size=dim), "caption": f"[From 00:00:{i}.0 to 00:00:{i+1}.0 seconds]\nclip {i} é",
+                "time_start_secs": float(i), "time_end_secs": float(i + 1)} for i in range(n)])
+    if extra:
+        db.store_additional_data(video_length="00:01:00", fps=2, subject_registry={"a": "b"})
+    db.save()
+    return db
+
+
+def test_reads_a_real_file(tmp_path):
+    p = tmp_path / "database.json"
+    _real_db(p)
+    nf = nvdb.read(p)
+    assert nf.embedding_dim == 8 and nf.n == 5
+    m = nf.matrix()
+    assert m.shape == (5, 8)
+    assert np.allclose(np.linalg.norm(m, axis=1), 1.0, atol=1e-5)
+    assert nf.additional_data["fps"] == 2
+
+
+def test_render_keeps_records_and_loads_at_new_dim(tmp_path):
+    p = tmp_path / "database.json"
+    _real_db(p)
+    nf = nvdb.read(p)
+    new = np.eye(5, 16, dtype=np.float32)
+    out = tmp_path / "new.json"
+    out.write_bytes(nvdb.render(nf, new))
+    again = nvdb.read(out)
+    assert nvdb.same_payload(nf, again)
+    assert list(again.top) == list(nf.top)
+    assert [r["__id__"] for r in again.data] == [r["__id__"] for r in nf.data]
+    db = NanoVectorDB(16, storage_file=str(out))
+    hit = db.query(new[3], top_k=1)[0]
+    assert hit["__id__"] == nf.data[3]["__id__"]
+
+
+def test_nan_field_round_trips_with_stdlib_codec(tmp_path):
+    p = tmp_path / "database.json"
+    doc = {"embedding_dim": 2, "data": [{"__id__": "a", "x": float("nan")}],
+           "matrix": base64.b64encode(np.array([1, 0], dtype="<f4").tobytes()).decode()}
+    p.write_text(json.dumps(doc))
+    nf = nvdb.read(p)
+    assert nf.codec == "json"
+    out = nvdb.render(nf, np.array([[0, 1, 0]], dtype=np.float32))
+    assert b"NaN" in out
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"", "empty"),
+    (b'{"embedding_dim": 3, "data": [', "not valid JSON"),
+    (b"[1, 2]", "not an object"),
+    (b'{"data": [], "matrix": ""}', "missing key"),
+    (b'{"embedding_dim": 0, "data": [], "matrix": ""}', "positive integer"),
+    (b'{"embedding_dim": 2, "data": [{"__id__": "a"}, {"__id__": "a"}], "matrix": "AAAAAAAAAAAAAAAAAAAAAA=="}', "share __id__"),
+    (b'{"embedding_dim": 2, "data": [{"__id__": "a"}], "matrix": "AAAA"}', "base64 characters"),
+    (b'{"embedding_dim": 2, "data": [{"x": 1}], "matrix": "AAAAAAAAAAA="}', "no string '__id__'"),
+    (b'\xff\xfe{"embedding_dim": 2}', "not UTF-8"),
+])
+def test_bad_files_name_the_file_and_problem(tmp_path, content, words):
+    p = tmp_path / "database.json"
+    p.write_bytes(content)
+    with pytest.raises(BadDatabase) as e:
+        nvdb.read(p).matrix()
+    assert str(p) in str(e.value) and words in str(e.value)
+
+
+def test_invalid_base64_matrix(tmp_path):
+    p = tmp_path / "database.json"
+    p.write_text(json.dumps({"embedding_dim": 2, "data": [{"__id__": "a"}], "matrix": "!!!!!!!!!!!!"}))
+    with pytest.raises(BadDatabase, match="base64"):
+        nvdb.read(p).matrix()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(
+    st.binary(max_size=300),
+    st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                 lambda c: st.lists(c, max_size=4) | st.dictionaries(
+                     st.sampled_from(["embedding_dim", "data", "matrix", "__id__", "additional_data", "x"]),
+                     c, max_size=5), max_leaves=20).map(lambda o: json.dumps(o).encode()),
+))
+def test_fuzz_reader_raises_only_its_own_error(tmp_path, raw):
+    try:
+        nf = nvdb.parse(raw, tmp_path / "fuzz.json")
+        nf.matrix()
+    except BadDatabase:
+        pass
