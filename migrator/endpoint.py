@@ -50,7 +50,7 @@ MODELS = {
 KNOWN_DIMS = {model: dim for model, dim in MODELS.values()}
 
 BAD_RESPONSE_TRIES = 5     # consecutive invalid answers for one batch before we give up
-TIMEOUTS_BEFORE_SPLIT = 1  # timeouts of one batch before it is split to find a poisoned input
+TIMEOUTS_BEFORE_SPLIT = 1  # extra timeouts of a single input before we call it poisoned
 
 
 def resolve_model(name: str) -> tuple[str, int | None]:
@@ -219,12 +219,9 @@ class Endpoint:
         max_len = int(max_len) if isinstance(max_len, int) and max_len > 1 else None
         self.info = ServerInfo(self.base_url, served_id, served, max_len, native_dim=0,
                                tokenize=False, note=note)
-        try:
-            vec, _ = await self._request(["migrator probe: a short test sentence."], served_id,
-                                         native_dim=None)
-        except BadResponse as e:
-            raise EndpointRejected(f"{self.base_url}: the test embedding is unusable ({e})") from None
-        native = int(vec.shape[1])
+        native = await self._probe_dim(served_id)
+        if expected_dim is not None and native != expected_dim:
+            native = await self._probe_dim(served_id)  # once more: one odd answer is not a verdict
         if expected_dim is not None and native != expected_dim:
             raise EndpointRejected(f"{self.base_url}: model {served_id!r} gives {native}-dim vectors, but "
                                    f"{model_id} has {expected_dim}; is the right model being served?")
@@ -235,6 +232,14 @@ class Endpoint:
         self.target_dim = want
         self.info.tokenize = (await self.count_tokens(["probe"])) is not None
         return self.info
+
+    async def _probe_dim(self, model: str) -> int:
+        try:
+            vec, _ = await self._attempts(["migrator probe: a short test sentence."], model, None)
+        except _SuspectedHang:
+            raise EndpointUnavailable(f"{self.base_url}: a one-line test embedding got no answer within "
+                                      f"{self.request_timeout:g}s (twice); is the server stuck?") from None
+        return int(vec.shape[1])
 
     # --------------------------------------------------------------- tokenize
     def _tokenize_one(self, text: str) -> int | None:
@@ -337,17 +342,15 @@ class Endpoint:
             extra_body=extra or None, timeout=self.request_timeout)
         return self.decode(raw.content, len(texts), model, native_dim)
 
-    async def _attempts(self, texts: list[str]) -> tuple[np.ndarray, int]:
-        """One batch, retried on transient failures until ``retry_for`` seconds pass."""
-        assert self.info is not None and self.target_dim is not None
+    async def _attempts(self, texts: list[str], model: str, native_dim: int | None) -> tuple[np.ndarray, int]:
+        """One batch, validated, retried on transient failures until ``retry_for`` seconds pass."""
         deadline = time.monotonic() + self.retry_for
         bad = timeouts = 0
         delay = 0.5
         last: Exception | None = None
         while True:
             try:
-                vecs, tokens = await self._request(texts, self.info.model, self.info.native_dim)
-                return unit_rows(vecs, self.target_dim), tokens
+                return await self._request(texts, model, native_dim)
             except BadResponse as e:
                 bad += 1
                 last = e
@@ -355,12 +358,14 @@ class Endpoint:
                     raise EndpointRejected(f"{self.base_url}: {bad} invalid answers in a row for one batch, "
                                            f"last: {e}; nothing was written") from None
                 wait = None
-            except openai.APITimeoutError as e:
+            except openai.APITimeoutError:
+                # Possibly a poisoned input (the vLLM hang), possibly load. A batch is split
+                # at once (smaller requests are harmless under load); a single input gets
+                # one more try before we ask whether the server answers anything else.
                 timeouts += 1
-                last = e
-                if timeouts > TIMEOUTS_BEFORE_SPLIT:
+                if len(texts) > 1 or timeouts > TIMEOUTS_BEFORE_SPLIT:
                     raise _SuspectedHang() from None
-                wait = None
+                continue
             except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as e:
                 last = e
                 wait = _retry_after(e)
@@ -400,9 +405,10 @@ class Endpoint:
         :class:`EndpointUnavailable` after ``retry_for`` seconds of failures,
         :class:`EndpointRejected` for answers no retry can fix.
         """
+        assert self.info is not None and self.target_dim is not None
         try:
-            vecs, tokens = await self._attempts(texts)
-            return Embedded(vecs, tokens)
+            vecs, tokens = await self._attempts(texts, self.info.model, self.info.native_dim)
+            return Embedded(unit_rows(vecs, self.target_dim), tokens)
         except _SuspectedHang:
             pass
         if len(texts) == 1:
@@ -410,7 +416,7 @@ class Endpoint:
                 raise PoisonedInput(0, f"the server never answers this input (timed out "
                                        f"{TIMEOUTS_BEFORE_SPLIT + 1}x while other requests answer)")
             vecs, tokens = await self._attempts_until_deadline(texts)
-            return Embedded(vecs, tokens)
+            return Embedded(unit_rows(vecs, self.target_dim), tokens)
         mid = len(texts) // 2
         try:
             left = await self.embed(texts[:mid])
@@ -426,7 +432,7 @@ class Endpoint:
         deadline = time.monotonic() + self.retry_for
         while True:
             try:
-                return await self._attempts(texts)
+                return await self._attempts(texts, self.info.model, self.info.native_dim)
             except _SuspectedHang:
                 if time.monotonic() >= deadline:
                     raise EndpointUnavailable(f"{self.base_url}: requests time out after "

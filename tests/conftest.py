@@ -80,7 +80,9 @@ class Cli:
         if state and cmd in ("run", "cutover", "rollback", "status"):
             argv += ["--state-dir", str(self.state_dir)]
         if cmd == "run":
-            argv += ["--retry-for", "5", "--request-timeout", "10"]
+            for opt, default in (("--retry-for", "5"), ("--request-timeout", "10")):
+                if opt not in argv:
+                    argv += [opt, default]
         return self.runner.invoke(cli_main, argv, catch_exceptions=False)
 
 
