@@ -1,0 +1,117 @@
+"""The demo: a full migration of the bundled example DVD databases.
+
+Copies ``examples/video_database`` to a work directory (the bundled files are
+never touched), then runs the real ``migrate`` commands against it: plan, run,
+status, and loads every migrated file with the real nano-vectordb package to
+answer a query. Without ``--endpoint`` it starts migrator's own test server on
+127.0.0.1, a protocol-faithful stand-in for vLLM that is not a real model, and
+says so. With ``--endpoint`` it talks to that server (key from the environment).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples" / "video_database"
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _migrate(args: list[str], env: dict) -> int:
+    _say(f"\n$ migrate {' '.join(shlex.quote(a) for a in args)}")
+    return subprocess.call([sys.executable, "-m", "migrator.cli", *args], env=env)
+
+
+def _query_check(paths: list[Path], dim: int, endpoint: str, key: str | None, model: str) -> None:
+    """Load each migrated file with the real package and look up one caption by its own text."""
+    import openai
+    import numpy as np
+    from nano_vectordb import NanoVectorDB
+    logging.getLogger().setLevel(logging.WARNING)   # nano_vectordb's import turns on INFO for everyone
+    from migrator.profiles import DVD_PREFIX
+    client = openai.OpenAI(base_url=endpoint, api_key=key or "EMPTY")
+    for path in paths:
+        db = NanoVectorDB(dim, storage_file=str(path))
+        record = db.get([json.loads(path.read_text())["data"][len(db) // 2]["__id__"]])[0]
+        query = DVD_PREFIX.sub("", record["caption"])          # the clip's own caption
+        vec = np.asarray(client.embeddings.create(model=model, input=[query], encoding_format="float")
+                         .data[0].embedding, dtype=np.float32)[:dim]
+        hit = db.query(vec, top_k=1)[0]
+        ok = "found" if hit["__id__"] == record["__id__"] else "NOT found"
+        _say(f"  {path.parent.name}: {len(db)} records at {dim} dims load in nano-vectordb; "
+             f"its caption {query[:36]!r}... as a query -> {ok} clip {hit['time_start_secs']}s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="scripts/demo.sh", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--endpoint", help="a real vLLM base URL (key from MIGRATOR_API_KEY / VLLM_API_KEY)")
+    ap.add_argument("--model", default="8b", help="8b, 4b, 0.6b or a model id (default 8b)")
+    ap.add_argument("--dim", type=int, default=None, help="shorter Matryoshka size")
+    ap.add_argument("--workdir", default="demo-work", help="where the copy is migrated (default demo-work)")
+    args = ap.parse_args(argv)
+
+    work = Path(args.workdir).resolve()
+    if work.exists():
+        shutil.rmtree(work)
+    shutil.copytree(EXAMPLES, work / "video_database")
+    env = dict(os.environ, MIGRATOR_STATE_DIR=str(work / "state"))
+    server = None
+    if args.endpoint:
+        endpoint = args.endpoint
+        _say(f"Using the vLLM endpoint {endpoint}.")
+    else:
+        from migrator.endpoint import resolve_model
+        from migrator.testing.server import FakeVLLM
+        model_id, dim = resolve_model(args.model)
+        key = secrets.token_urlsafe(16)
+        server = FakeVLLM(model=model_id, dim=dim, api_key=key, tokens_per_second=50_000).start()
+        endpoint = server.base_url
+        env["MIGRATOR_API_KEY"] = key
+        _say("No --endpoint given, so this demo starts migrator's own TEST SERVER on "
+             f"{endpoint}:\nit speaks vLLM's protocol but is NOT a real Qwen3 model (its vectors come "
+             "from a deterministic word-hashing stand-in).\nAgainst a real vLLM: "
+             "VLLM_API_KEY=... scripts/demo.sh --endpoint http://HOST:8888/v1")
+    env["MIGRATOR_ENDPOINT"] = endpoint
+    try:
+        root = str(work / "video_database")
+        dim_args = ["--dim", str(args.dim)] if args.dim else []
+        steps = [
+            ["plan", "--root", root, "--model", args.model, *dim_args],
+            ["run", "--root", root, "--model", args.model, *dim_args, "--yes"],
+            ["status"],
+        ]
+        for step in steps:
+            code = _migrate(step, env)
+            if code != 0:
+                _say(f"\ndemo stopped: `migrate {step[0]}` exited {code}")
+                return code
+        paths = sorted((work / "video_database").glob("*/database.json"))
+        dim = json.loads(paths[0].read_text())["embedding_dim"]
+        _say("\nChecking the migrated files with the real nano-vectordb package:")
+        from migrator import config
+        from migrator.endpoint import resolve_model
+        served = json.loads(subprocess.check_output(
+            [sys.executable, "-m", "migrator.cli", "status", "--json"], env=env))["migrations"][0]["model"]
+        _query_check(paths, dim, endpoint, env.get("MIGRATOR_API_KEY") or config.api_key(), served)
+        _say(f"\nDone. The migrated copy is in {work}/video_database (backups beside each file).\n"
+             f"To put it back byte for byte: .venv/bin/migrate rollback --state-dir {work}/state")
+        return 0
+    finally:
+        if server is not None:
+            server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
