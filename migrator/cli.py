@@ -139,33 +139,40 @@ def state_option(f):
                         help="Job database and lock directory [env MIGRATOR_STATE_DIR; default ./state].")(f)
 
 
-def endpoint_options(f):
-    f = click.option("--endpoint", envvar="MIGRATOR_ENDPOINT", default=DEFAULT_ENDPOINT, show_default=True,
-                     help="vLLM OpenAI-compatible base URL [env MIGRATOR_ENDPOINT].")(f)
-    f = click.option("--api-key-file", type=click.Path(dir_okay=False), default=None,
-                     help="Read the API key from this file (else MIGRATOR_API_KEY, VLLM_API_KEY, "
-                          "OPENAI_API_KEY). Never pass a key on the command line.")(f)
-    f = click.option("--request-timeout", type=click.FloatRange(1, 3600), default=120.0, show_default=True,
-                     help="Seconds before one request counts as hung.")(f)
-    f = click.option("--retry-for", type=click.FloatRange(0, 86400), default=600.0, show_default=True,
-                     help="Seconds of failing requests before the run stops (resumable, exit 5).")(f)
-    return f
+def _stack(*options):
+    """Apply click options so that --help lists them in the order written."""
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return decorate
 
 
-def source_options(f):
-    f = click.option("--root", "roots", multiple=True, type=click.Path(file_okay=True),
-                     help="Directory to scan (repeatable), e.g. DVD's video_database/.")(f)
-    f = click.option("--pattern", default="database.json", show_default=True,
-                     help="File name (glob) of the NanoVectorDB files.")(f)
-    f = click.option("--model", default=None,
-                     help="Target model: 8b, 4b, 0.6b or a full model id.")(f)
-    f = click.option("--dim", type=click.IntRange(32, 65536), default=None,
-                     help="Shorter Matryoshka size: cut on the client and re-normalised.")(f)
-    f = click.option("--profile", type=click.Choice(["auto", "dvd"]), default=None,
-                     help="How to find each record's source text (default: detect DVD).")(f)
-    f = click.option("--text-field", default=None,
-                     help="For non-DVD files: the record field that holds the embedded text.")(f)
-    return f
+source_options = _stack(
+    click.option("--root", "roots", multiple=True, type=click.Path(file_okay=True),
+                 help="Directory to scan (repeatable), e.g. DVD's video_database/."),
+    click.option("--pattern", default="database.json", show_default=True,
+                 help="File name (glob) of the NanoVectorDB files."),
+    click.option("--model", default=None, help="Target model: 8b, 4b, 0.6b or a full model id."),
+    click.option("--dim", type=click.IntRange(32, 65536), default=None,
+                 help="Shorter Matryoshka size: cut on the client and re-normalised."),
+    click.option("--profile", type=click.Choice(["auto", "dvd"]), default=None,
+                 help="How to find each record's source text (default: detect DVD)."),
+    click.option("--text-field", default=None,
+                 help="For non-DVD files: the record field that holds the embedded text."),
+)
+
+endpoint_options = _stack(
+    click.option("--endpoint", envvar="MIGRATOR_ENDPOINT", default=DEFAULT_ENDPOINT, show_default=True,
+                 help="vLLM OpenAI-compatible base URL [env MIGRATOR_ENDPOINT]."),
+    click.option("--api-key-file", type=click.Path(dir_okay=False), default=None,
+                 help="Read the API key from this file (else MIGRATOR_API_KEY, VLLM_API_KEY, "
+                      "OPENAI_API_KEY). Never pass a key on the command line."),
+    click.option("--request-timeout", type=click.FloatRange(1, 3600), default=120.0, show_default=True,
+                 help="Seconds before one request counts as hung."),
+    click.option("--retry-for", type=click.FloatRange(0, 86400), default=600.0, show_default=True,
+                 help="Seconds of failing requests before the run stops (resumable, exit 5)."),
+)
 
 
 def _settings(**kw) -> api.Settings:

@@ -23,7 +23,6 @@ import binascii
 import json
 import logging
 import math
-import random
 import time
 import urllib.error
 import urllib.request
@@ -33,6 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 import openai
 import orjson
+import tenacity
 
 from .errors import BadResponse, EndpointRejected, EndpointUnavailable, UsageError
 
@@ -220,8 +220,11 @@ class Endpoint:
         self.info = ServerInfo(self.base_url, served_id, served, max_len, native_dim=0,
                                tokenize=False, note=note)
         native = await self._probe_dim(served_id)
-        if expected_dim is not None and native != expected_dim:
-            native = await self._probe_dim(served_id)  # once more: one odd answer is not a verdict
+        for _ in range(BAD_RESPONSE_TRIES - 1):   # one odd answer is not a verdict
+            if expected_dim is None or native == expected_dim:
+                break
+            await asyncio.sleep(0.2)
+            native = await self._probe_dim(served_id)
         if expected_dim is not None and native != expected_dim:
             raise EndpointRejected(f"{self.base_url}: model {served_id!r} gives {native}-dim vectors, but "
                                    f"{model_id} has {expected_dim}; is the right model being served?")
@@ -342,52 +345,80 @@ class Endpoint:
             extra_body=extra or None, timeout=self.request_timeout)
         return self.decode(raw.content, len(texts), model, native_dim)
 
+    def _classify(self, e: BaseException, texts: list[str]) -> BaseException | None:
+        """What a failed request means: None to retry it, or the exception to raise instead."""
+        if isinstance(e, BadResponse):
+            return None
+        if isinstance(e, openai.APITimeoutError):
+            # Possibly a poisoned input (the vLLM hang), possibly load. A batch is split at
+            # once (smaller requests are harmless under load); a single input gets one more
+            # try before we ask whether the server answers anything else.
+            return _SuspectedHang() if len(texts) > 1 else None
+        if isinstance(e, (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)):
+            return None
+        if isinstance(e, openai.APIStatusError):
+            fatal = self._fatal(e)
+            if fatal is None:
+                return None  # 408, 409 and other passing refusals
+            if "context length" in _status_message(e).lower():
+                if len(texts) == 1:
+                    return PoisonedInput(0, f"the server says it is too long: {_status_message(e)}")
+                return _SuspectedHang()  # split to name the long input
+            return fatal
+        return e  # not ours to handle
+
     async def _attempts(self, texts: list[str], model: str, native_dim: int | None) -> tuple[np.ndarray, int]:
-        """One batch, validated, retried on transient failures until ``retry_for`` seconds pass."""
-        deadline = time.monotonic() + self.retry_for
-        bad = timeouts = 0
-        delay = 0.5
-        last: Exception | None = None
-        while True:
-            try:
-                return await self._request(texts, model, native_dim)
-            except BadResponse as e:
-                bad += 1
-                last = e
-                if bad >= BAD_RESPONSE_TRIES:
-                    raise EndpointRejected(f"{self.base_url}: {bad} invalid answers in a row for one batch, "
-                                           f"last: {e}; nothing was written") from None
-                wait = None
-            except openai.APITimeoutError:
-                # Possibly a poisoned input (the vLLM hang), possibly load. A batch is split
-                # at once (smaller requests are harmless under load); a single input gets
-                # one more try before we ask whether the server answers anything else.
-                timeouts += 1
-                if len(texts) > 1 or timeouts > TIMEOUTS_BEFORE_SPLIT:
-                    raise _SuspectedHang() from None
-                continue
-            except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as e:
-                last = e
-                wait = _retry_after(e)
-            except openai.APIStatusError as e:
-                fatal = self._fatal(e)
-                if fatal is not None:
-                    if "context length" in _status_message(e).lower() and len(texts) == 1:
-                        raise PoisonedInput(0, f"the server says it is too long: {_status_message(e)}") from None
-                    if "context length" in _status_message(e).lower():
-                        raise _SuspectedHang() from None  # split to name the long input
-                    raise fatal from None
-                last = e
-                wait = _retry_after(e)
-            now = time.monotonic()
-            if now >= deadline:
+        """One batch, validated, retried with backoff until ``retry_for`` seconds pass.
+
+        Retries (tenacity): connection errors, 408/409/429/5xx (honouring Retry-After),
+        answers that fail validation (at most BAD_RESPONSE_TRIES in a row), and one
+        timeout of a single input. Everything else is raised at once.
+        """
+        counts = {"bad": 0, "timeouts": 0}
+
+        def retry_this(state: tenacity.RetryCallState) -> bool:
+            e = state.outcome.exception() if state.outcome else None
+            if e is None or self._classify(e, texts) is not None:
+                return False
+            if isinstance(e, BadResponse):
+                counts["bad"] += 1
+                return counts["bad"] < BAD_RESPONSE_TRIES
+            if isinstance(e, openai.APITimeoutError):
+                counts["timeouts"] += 1
+                return counts["timeouts"] <= TIMEOUTS_BEFORE_SPLIT
+            return True
+
+        backoff = tenacity.wait_random_exponential(multiplier=0.5, max=30)
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            e = state.outcome.exception() if state.outcome else None
+            if isinstance(e, openai.APITimeoutError):
+                return 0.0
+            after = _retry_after(e) if e is not None else None
+            return after if after is not None else backoff(state)
+
+        retrying = tenacity.AsyncRetrying(
+            retry=retry_this, wait=wait, stop=tenacity.stop_after_delay(self.retry_for), reraise=True,
+            before_sleep=lambda st: log.debug("retrying a batch of %d after %s", len(texts),
+                                              self._describe(st.outcome.exception())))
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._request(texts, model, native_dim)
+        except BaseException as e:
+            verdict = self._classify(e, texts)
+            if verdict is not None and verdict is not e:
+                raise verdict from None
+            if isinstance(e, BadResponse):
+                raise EndpointRejected(f"{self.base_url}: {counts['bad']} invalid answers in a row for one "
+                                       f"batch, last: {e}; nothing was written") from None
+            if isinstance(e, openai.APITimeoutError) and counts["timeouts"] > TIMEOUTS_BEFORE_SPLIT:
+                raise _SuspectedHang() from None
+            if isinstance(e, (openai.APIError, BadResponse)):
                 raise EndpointUnavailable(f"{self.base_url}: still failing after {self.retry_for:g}s of "
-                                          f"retries ({self._describe(last)}); run again to resume") from None
-            if wait is None:
-                wait = delay * (0.5 + random.random())
-                delay = min(delay * 2, 30.0)
-            log.debug("retrying a batch of %d after %s (%.1fs)", len(texts), self._describe(last), wait)
-            await asyncio.sleep(min(wait, max(0.0, deadline - now)))
+                                          f"retries ({self._describe(e)}); run again to resume") from None
+            raise
+        raise AssertionError("unreachable")
 
     async def alive(self) -> bool:
         """Does a tiny request answer promptly? Tells a poisoned input from an outage."""
