@@ -95,20 +95,21 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
             except MigratorError as e:
                 endpoint_report["error"] = str(e)
         found = []
+        sample: list[str] = []     # a few real texts for the throughput probe
         for path in discover(settings.roots, settings.pattern):
             f = inspect(path, target, profile=settings.profile, text_field=settings.text_field,
-                        keep_texts=bool(ep and ep.info and endpoint_report["reachable"]))
+                        keep_texts=endpoint_report["reachable"])
             if f.status == MIGRATE and f.texts is not None:
-                f.tokens = None
                 if tokenize and ep.info.tokenize:
                     counts = loop.run_until_complete(ep.count_tokens(f.texts))
                     f.tokens = sum(counts) if counts is not None else None
+                sample.extend(f.texts[:max(0, 128 - len(sample))])
+            f.texts = None         # memory holds one database's texts at a time
             found.append(f)
         todo = [f for f in found if f.status == MIGRATE]
-        exact = bool(todo) and all(getattr(f, "tokens", None) is not None for f in todo)
+        exact = bool(todo) and all(f.tokens is not None for f in todo)
         tokens = sum(f.tokens for f in todo) if exact else sum(f.est_tokens() for f in todo)
         if endpoint_report["reachable"] and todo:
-            sample = [t for f in todo for t in (f.texts or [])][:128]
             try:
                 rate, n = loop.run_until_complete(ep.measure(sample, seconds=3.0))
                 endpoint_report.update(measured_tokens_per_second=round(rate, 1), measured_texts=n)
@@ -142,13 +143,12 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
             "records": sum(f.records for f in todo), "chars": sum(f.chars for f in todo),
             "tokens": tokens, "tokens_exact": exact,
             "by_dim": {str(k): v for k, v in sorted(by_dim.items())},
-            "staging_bytes": sum(getattr(f, "new_size", 0) for f in todo),
+            "staging_bytes": sum(f.new_size for f in todo),
             "backup_bytes": sum(f.size for f in todo),
         },
         "disk": disks,
         "endpoint": endpoint_report,
-        "databases": [f.as_dict() | ({"tokens": f.tokens} if getattr(f, "tokens", None) is not None else {})
-                      for f in found],
+        "databases": [f.as_dict() for f in found],
     }
 
 
@@ -295,6 +295,12 @@ def _create_migration(settings: Settings, store: StateStore, endpoint: Endpoint,
     todo = [f for f in found if f.status == MIGRATE]
     bad = [f for f in found if f.status == BAD]
     skipped = [f for f in found if f.status == SKIP]
+    if not todo and bad:
+        # Only files that cannot be migrated: report them, start nothing (a migration
+        # holding nothing would become the default target of `rollback`).
+        return RunResult(None, "partial", f"nothing migrated: {len(bad)} database(s) cannot be migrated "
+                         f"as they are; fix them and run again", model=endpoint.info.model, target_dim=target,
+                         failures=[f"{f.path}: {f.reason}" for f in bad])
     if not todo and not bad:
         return RunResult(None, "nothing_to_do",
                          f"nothing to do: {len(skipped)} database(s) found, all already at {target} dims"
@@ -388,6 +394,9 @@ def _result(store: StateStore, mig: Migration, cut: swap.SwapResult | None, star
         outcome = "partial"
         msg = (f"migration {mig.id}: {counts.get(D_CUT_OVER, 0)} cut over, {counts.get(D_STAGED, 0)} staged, "
                f"{len(failures)} failed, {len(refused)} refused; fix what is named and run again")
+        if failures and counts.get(D_CUT_OVER):
+            msg += (f". WARNING: the {len(failures)} failed database(s) are still at their old dimension; "
+                    f"DVD cannot load them with the new config until they are migrated")
     return RunResult(mig.id, outcome, msg, model=mig.model, target_dim=mig.target_dim, databases=counts,
                      records_embedded=rec, tokens_embedded=tok, seconds=round(time.monotonic() - started, 2),
                      truncated=truncated, failures=failures + refused,

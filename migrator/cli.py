@@ -175,6 +175,14 @@ endpoint_options = _stack(
 )
 
 
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+yes_option = click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+
+
+def migration_option(default_help: str):
+    return click.option("--migration", "migration_id", default=None, help=f"Migration id ({default_help}).")
+
+
 def _settings(**kw) -> api.Settings:
     s = api.Settings()
     for k, v in kw.items():
@@ -201,7 +209,7 @@ def main(verbose: bool) -> None:
 @endpoint_options
 @click.option("--no-probe", is_flag=True, help="Do not contact the endpoint.")
 @click.option("--no-tokenize", is_flag=True, help="Estimate tokens instead of asking /tokenize.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @_handle_errors
 def plan(as_json, no_probe, no_tokenize, **kw):
     """Show what a run would do. Writes nothing."""
@@ -254,6 +262,12 @@ def _print_run(r: dict) -> None:
             click.echo(f"    {line}")
 
 
+def _finish_run(result: api.RunResult, as_json: bool) -> None:
+    _emit(result.as_dict(), as_json, _print_run)
+    if result.outcome == "partial":
+        sys.exit(errors.EXIT_PARTIAL)
+
+
 @main.command()
 @source_options
 @endpoint_options
@@ -264,8 +278,8 @@ def _print_run(r: dict) -> None:
               help="Requests in flight.")
 @click.option("--no-cutover", is_flag=True, help="Stop after staging; `migrate cutover` swaps later.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first database that cannot be migrated.")
-@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@yes_option
+@json_option
 @_handle_errors
 def run(as_json, yes, no_cutover, **kw):
     """Embed, stage, verify and cut over; resumes an unfinished migration."""
@@ -279,32 +293,27 @@ def run(as_json, yes, no_cutover, **kw):
         result = api.run(settings, reporter=reporter)
     finally:
         reporter.close()
-    _emit(result.as_dict(), as_json, _print_run)
-    if result.outcome == "partial":
-        sys.exit(errors.EXIT_PARTIAL)
+    _finish_run(result, as_json)
 
 
 @main.command()
 @state_option
-@click.option("--migration", "migration_id", default=None, help="Migration id (default: the unfinished one).")
-@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@migration_option("default: the unfinished one")
+@yes_option
+@json_option
 @_handle_errors
 def cutover(as_json, yes, migration_id, state_dir):
     """Swap staged databases in (the old ones are kept as backups)."""
     _confirm(yes, "Swap the staged databases in (the old ones are kept as backups)?")
-    result = api.cutover(_settings(state_dir=state_dir), migration_id=migration_id)
-    _emit(result.as_dict(), as_json, _print_run)
-    if result.outcome == "partial":
-        sys.exit(errors.EXIT_PARTIAL)
+    _finish_run(api.cutover(_settings(state_dir=state_dir), migration_id=migration_id), as_json)
 
 
 @main.command()
 @state_option
-@click.option("--migration", "migration_id", default=None, help="Migration id (default: the latest).")
+@migration_option("default: the latest")
 @click.option("--force", is_flag=True, help="Restore even files changed since cutover (they are kept aside).")
-@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@yes_option
+@json_option
 @_handle_errors
 def rollback(as_json, yes, force, migration_id, state_dir):
     """Put the backups back: every file byte-identical to before the migration."""
@@ -324,9 +333,9 @@ def rollback(as_json, yes, force, migration_id, state_dir):
 
 @main.command()
 @state_option
-@click.option("--migration", "migration_id", default=None, help="Only this migration.")
+@migration_option("default: all")
 @click.option("--databases", "show_dbs", is_flag=True, help="List every database.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @_handle_errors
 def status(as_json, show_dbs, migration_id, state_dir):
     """Migrations, their progress, throughput and errors. Writes nothing."""

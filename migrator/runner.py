@@ -34,6 +34,8 @@ from .state import StateStore
 
 log = logging.getLogger("migrator.run")
 
+STOP_GRACE = 10.0  # seconds in-flight requests get to finish after SIGINT/SIGTERM
+
 
 class Reporter(Protocol):
     """What the runner tells its caller (the CLI draws bars or logs lines from it)."""
@@ -62,6 +64,7 @@ class _Work:
     path: Path
     texts: list[str]
     ids: list[str]
+    ranges: list[tuple[int, int]] = field(default_factory=list)   # (start, count) still to embed
     outstanding: int = 0
     producing: bool = True
     failed: bool = False
@@ -71,7 +74,6 @@ class _Work:
 class EmbedOutcome:
     records: int = 0
     tokens: int = 0
-    seconds: float = 0.0
     staged: int = 0
     failed: int = 0
     restaged: int = 0
@@ -123,14 +125,15 @@ class Embedder:
     def _event(self, s, level: str, message: str, path: str | None = None) -> None:
         s.add(Event(migration_id=self.mig.id, level=level, path=path, message=message))
 
-    def _fail(self, job_id: int, message: str) -> None:
-        with self.store.session() as s:
-            job = s.get(DatabaseJob, job_id)
-            job.state = D_FAILED
-            job.error = message
-            self._event(s, "error", message, job.path)
+    def _mark_failed(self, s, job: DatabaseJob, message: str) -> None:
+        job.state, job.error = D_FAILED, message
+        self._event(s, "error", message, job.path)
         self.outcome.failed += 1
         self.reporter.note(f"FAILED {message}")
+
+    def _fail(self, job_id: int, message: str) -> None:
+        with self.store.session() as s:
+            self._mark_failed(s, s.get(DatabaseJob, job_id), message)
 
     def _prepare(self, job_id: int) -> _Work | None:
         """Read the source, check it is still the file we scanned, find what is left to embed."""
@@ -141,14 +144,10 @@ class Embedder:
                 st = os.stat(path)
                 nf = nvdb.read(path)
             except FileNotFoundError:
-                job.state, job.error = D_FAILED, f"{path}: the file is gone"
-                self._event(s, "error", job.error, job.path)
-                self.outcome.failed += 1
+                self._mark_failed(s, job, f"{path}: the file is gone")
                 return None
             except BadDatabase as e:
-                job.state, job.error = D_FAILED, str(e)
-                self._event(s, "error", job.error, job.path)
-                self.outcome.failed += 1
+                self._mark_failed(s, job, str(e))
                 return None
             digest = fsutil.sha256_file(path)
             if digest != job.source_sha256:
@@ -162,9 +161,7 @@ class Embedder:
                 texts = prof.texts(nf)
                 nf.matrix()
             except BadDatabase as e:
-                job.state, job.error = D_FAILED, str(e)
-                self._event(s, "error", job.error, job.path)
-                self.outcome.failed += 1
+                self._mark_failed(s, job, str(e))
                 return None
             job.n_chars = sum(len(t) for t in texts)
             job.error = None
@@ -172,9 +169,8 @@ class Embedder:
             done = [(b.start, b.count) for b in s.execute(
                 select(Batch.start, Batch.count).where(Batch.database_id == job.id)).all()]
             job.n_done = sum(c for _, c in done)
-        work = _Work(job_id, path, texts, [r[nvdb.ID] for r in nf.data])
-        work.ranges = missing_ranges(nf.n, done, self.batch_size)  # type: ignore[attr-defined]
-        return work
+        return _Work(job_id, path, texts, [r[nvdb.ID] for r in nf.data],
+                     ranges=missing_ranges(nf.n, done, self.batch_size))
 
     def _commit_batch(self, work: _Work, start: int, vectors: np.ndarray, tokens: int,
                       truncated: list[str]) -> None:
@@ -258,7 +254,6 @@ class Embedder:
 
     async def _embed_one(self, work: _Work, start: int, count: int) -> None:
         texts = work.texts[start:start + count]
-        t0 = time.monotonic()
         truncated = await self._truncation_report(work, start, count)
         try:
             result = await self.endpoint.embed(texts)
@@ -269,7 +264,6 @@ class Embedder:
                           f"{work.path}: record #{i} (__id__ {work.ids[i]!r}): {p.detail}; "
                           f"shorten or remove that record's text, then run again")
             return
-        self.outcome.seconds += time.monotonic() - t0
         if truncated:
             for rid in truncated:
                 self.reporter.note(f"TRUNCATED {work.path} record {rid!r}: longer than "
@@ -311,6 +305,40 @@ class Embedder:
                     self.fatal = e
                 self.stop.set()
 
+    async def _put(self, queue: asyncio.Queue, item) -> bool:
+        """Queue work unless a stop comes first (workers may all be inside long requests)."""
+        while not self.stop.is_set():
+            try:
+                await asyncio.wait_for(queue.put(item), timeout=0.5)
+                return True
+            except asyncio.TimeoutError:
+                continue
+        return False
+
+    async def _drain(self, queue: asyncio.Queue, workers: list[asyncio.Task]) -> None:
+        """Let in-flight batches commit; after a stop, give them STOP_GRACE seconds, then drop them."""
+        while True:
+            try:
+                work, _, _ = queue.get_nowait() or (None, 0, 0)
+            except asyncio.QueueEmpty:
+                break
+            if work is not None:
+                work.outstanding -= 1
+            queue.task_done()
+        for _ in workers:
+            queue.put_nowait(None)
+        pending = set(workers)
+        stop_seen: float | None = None
+        while pending:
+            _, pending = await asyncio.wait(pending, timeout=0.25)
+            if self.stop.is_set() and pending:
+                stop_seen = stop_seen or time.monotonic()
+                if time.monotonic() - stop_seen > STOP_GRACE:
+                    for t in pending:
+                        t.cancel()     # uncommitted answers are dropped; the next run asks again
+                    await asyncio.gather(*pending, return_exceptions=True)
+                    break
+
     async def run(self, job_ids: list[int]) -> EmbedOutcome:
         queue: asyncio.Queue = asyncio.Queue(maxsize=self.concurrency * 2)
         workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.concurrency)]
@@ -323,21 +351,21 @@ class Embedder:
                     if self.fail_fast:
                         self.stop.set()
                     continue
-                ranges = work.ranges  # type: ignore[attr-defined]
+                ranges = work.ranges
                 for start, count in ranges:
                     if self.stop.is_set() or work.failed:
                         break
                     work.outstanding += 1
-                    await queue.put((work, start, count))
+                    if not await self._put(queue, (work, start, count)):
+                        work.outstanding -= 1
+                        break
                 work.producing = False
                 if not ranges:
                     await self._finish_if_done(work)
                 if work.failed and self.fail_fast:
                     self.stop.set()
         finally:
-            for _ in workers:
-                await queue.put(None)
-            await asyncio.gather(*workers, return_exceptions=True)
+            await self._drain(queue, workers)
             self.writer.shutdown(wait=True)
         if self.fatal is not None:
             raise self.fatal

@@ -32,7 +32,8 @@ class Found:
     chars: int = 0
     size: int = 0
     profile: str | None = None
-    long_texts: int = 0
+    tokens: int | None = None      # exact, from the server's /tokenize
+    new_size: int = 0              # estimated size of the migrated file
     texts: list[str] | None = field(default=None, repr=False)
 
     def est_tokens(self) -> int:
@@ -42,6 +43,8 @@ class Found:
         d = {"path": str(self.path), "status": self.status, "reason": self.reason or None,
              "dim": self.dim, "records": self.records, "chars": self.chars, "bytes": self.size,
              "profile": self.profile}
+        if self.tokens is not None:
+            d["tokens"] = self.tokens
         return d
 
 

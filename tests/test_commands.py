@@ -265,3 +265,20 @@ def test_api_is_callable_without_the_cli(server, dvd_tree, tmp_path):
     back = api.rollback(settings)
     assert len(back.done) == 6 and not back.refused
     assert all(p.read_bytes() == raw[p] for p in paths)
+
+
+def test_a_bad_file_left_over_does_not_hide_the_migration_from_rollback(cli, dvd_tree):
+    root, paths = dvd_tree
+    before = tree_digest(root)
+    bad = paths[0]
+    bad.write_bytes(b"")                                   # zero bytes
+    before = tree_digest(root)
+    r = cli("run", "--root", str(root), "--model", "8b", "--yes")
+    assert r.exit_code == EXIT_PARTIAL and f"{bad}: file is empty" in r.stdout
+    # run again (cron): only the bad file is left; nothing new is started
+    r = cli("run", "--root", str(root), "--model", "8b", "--yes")
+    assert r.exit_code == EXIT_PARTIAL and "nothing migrated" in r.stdout
+    assert len(json.loads(cli("status", "--json").stdout)["migrations"]) == 1
+    r = cli("rollback", "--yes")
+    assert r.exit_code == 0 and "5 restored" in r.stdout
+    assert tree_digest(root) == before
