@@ -242,6 +242,9 @@ async def _run(settings: Settings, store: StateStore, reporter: Reporter) -> Run
                     raise UsageError(f"migration {active.id} to {active.requested_model} ({active.target_dim} dims) "
                                      f"is unfinished; finish it with `migrate run` or undo it with "
                                      f"`migrate rollback` before starting another")
+            if active and settings.roots and sorted(os.path.abspath(r) for r in settings.roots) != sorted(active.roots):
+                raise UsageError(f"migration {active.id} over {', '.join(active.roots)} is unfinished; finish it "
+                                 f"(`migrate run` without --root) or roll it back before migrating other roots")
             requested = settings.model or (active.requested_model if active else None)
             if not requested:
                 raise UsageError("--model is required for a new migration (8b, 4b, 0.6b or a model id)")

@@ -1,25 +1,35 @@
-"""The NanoVectorDB file format: read it strictly, write it faithfully.
+"""The NanoVectorDB file format: read it strictly and lazily, write it faithfully.
 
 A file is one JSON object ``{"embedding_dim", "data", "matrix", ["additional_data"]}``
 where ``matrix`` is base64 of a row-major float32 matrix (len(data) x embedding_dim)
 and each record in ``data`` carries ``__id__`` plus application fields.
 
-:func:`read` raises :class:`~migrator.errors.BadDatabase` (naming the file and
-what is wrong) for anything that is not such a file; it never raises anything
-else for bad content. :func:`render` produces the new file: every top-level key
-in its original order, every record and ``additional_data`` as they were, a new
-``embedding_dim`` and ``matrix``.
+Reading never loads the matrix: :func:`read` walks the top-level object,
+parses every other value, and only notes where the matrix string lies in the
+file (when its length is implied by ``data`` and ``embedding_dim`` it is not
+even scanned: the reader seeks past it). The vectors are decoded on demand,
+in chunks, so memory holds the records, not the vectors, whatever the file's
+size.
+
+:func:`read` and :func:`parse` raise :class:`~migrator.errors.BadDatabase`
+(naming the file and what is wrong) for anything that is not such a file, and
+nothing else for bad content. :func:`render` streams the new file: every
+top-level key in its original order, every record and ``additional_data`` as
+they were, a new ``embedding_dim`` and ``matrix``.
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import io
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Iterable, Iterator
 
 import numpy as np
 import orjson
@@ -29,23 +39,31 @@ from .errors import BadDatabase
 ID = "__id__"
 REQUIRED = ("embedding_dim", "data", "matrix")
 FLOAT32 = np.dtype("<f4")
+_CHUNK = 1 << 20
+_WS = b" \t\r\n"
+_SIGNIFICANT = re.compile(rb'["\\\[\]{}]')
+_DAMAGED = "the file is damaged; restore it from a backup"
+_NOT_NVDB = "not a NanoVectorDB file"
 
 
-def _b64_len(nbytes: int) -> int:
+def b64_len(nbytes: int) -> int:
     return 4 * math.ceil(nbytes / 3)
 
 
 @dataclass
 class NanoFile:
-    """A parsed NanoVectorDB file. The matrix is decoded only on demand."""
+    """A NanoVectorDB file: its records and metadata in memory, its vectors on disk."""
 
     path: Path
     embedding_dim: int
     data: list[dict]
-    matrix_b64: str
-    top: dict = field(repr=False)  # the whole top-level object, key order kept
-    codec: str = "orjson"          # which JSON library could read it (and must write it)
+    keys: list[str]                      # top-level keys in file order
+    values: dict = field(repr=False)     # every top-level value but the matrix
+    matrix_offset: int = 0               # where the base64 text starts (after the quote)
+    matrix_len: int = 0                  # its length in characters
+    codec: str = "orjson"                # which JSON library could read it (and must write it)
     size: int = 0
+    _raw: bytes | None = field(default=None, repr=False)  # when parsed from memory
 
     @property
     def n(self) -> int:
@@ -53,22 +71,188 @@ class NanoFile:
 
     @property
     def additional_data(self) -> Any:
-        return self.top.get("additional_data")
+        return self.values.get("additional_data")
+
+    def _open(self) -> IO[bytes]:
+        return io.BytesIO(self._raw) if self._raw is not None else open(self.path, "rb")
+
+    def matrix_blocks(self, rows: int = 4096) -> Iterator[np.ndarray]:
+        """The stored vectors, ``rows`` at a time (float32, little-endian)."""
+        if self.n == 0:
+            return
+        row_bytes = self.embedding_dim * 4
+        read_chars = 4 * math.ceil(max(1, rows) * row_bytes / 3)   # whole base64 quanta
+        want = self.n * row_bytes
+        got = 0
+        carry = b""
+        with self._open() as f:
+            f.seek(self.matrix_offset)
+            left = self.matrix_len
+            while left > 0:
+                text = f.read(min(left, read_chars))
+                if not text:
+                    raise BadDatabase(self.path, "the file ends inside 'matrix'", hint=_DAMAGED)
+                left -= len(text)
+                if left > 0 and len(text) % 4:
+                    extra = f.read(4 - len(text) % 4)
+                    left -= len(extra)
+                    text += extra
+                try:
+                    raw = base64.b64decode(text, validate=True)
+                except (binascii.Error, ValueError) as e:
+                    raise BadDatabase(self.path, f"'matrix' is not valid base64 ({e})", hint=_DAMAGED) from None
+                raw = carry + raw
+                whole = len(raw) - len(raw) % row_bytes
+                got += whole
+                if got > want:
+                    break
+                if whole:
+                    yield np.frombuffer(raw[:whole], dtype=FLOAT32).reshape(-1, self.embedding_dim)
+                carry = raw[whole:]
+        if got != want or carry:
+            raise BadDatabase(self.path, f"'matrix' holds {got + len(carry)} bytes, expected "
+                              f"{self.n} records x {self.embedding_dim} dims x 4", hint=_DAMAGED)
 
     def matrix(self) -> np.ndarray:
-        """The stored vectors, shape (n, embedding_dim), float32."""
-        if self.n == 0:
+        """All stored vectors at once, shape (n, embedding_dim). For small files and tests."""
+        blocks = list(self.matrix_blocks())
+        if not blocks:
             return np.zeros((0, self.embedding_dim), dtype=FLOAT32)
-        try:
-            raw = base64.b64decode(self.matrix_b64, validate=True)
-        except (binascii.Error, ValueError) as e:
-            raise BadDatabase(self.path, f"'matrix' is not valid base64 ({e})",
-                              hint="the file is damaged; restore it from a backup") from None
-        if len(raw) != self.n * self.embedding_dim * 4:
-            raise BadDatabase(self.path, f"'matrix' holds {len(raw)} bytes, expected "
-                              f"{self.n} records x {self.embedding_dim} dims x 4",
-                              hint="the file is damaged; restore it from a backup")
-        return np.frombuffer(raw, dtype=FLOAT32).reshape(self.n, self.embedding_dim)
+        return np.concatenate(blocks)
+
+    def check_matrix(self) -> str:
+        """Decode every stored vector (raising BadDatabase if damaged); returns their sha256."""
+        h = hashlib.sha256()
+        for block in self.matrix_blocks():
+            h.update(block.tobytes())
+        return h.hexdigest()
+
+
+# ------------------------------------------------------------------ reading
+class _Reader:
+    """Walks one top-level JSON object in a binary file, value by value."""
+
+    def __init__(self, f: IO[bytes], path: Path):
+        self.f, self.path = f, path
+        self.buf = bytearray()
+        self.base = 0          # file offset of buf[0]
+        self.pos = 0           # index into buf
+
+    def _more(self) -> bool:
+        chunk = self.f.read(_CHUNK)
+        if not chunk:
+            return False
+        self.buf += chunk
+        return True
+
+    def _compact(self) -> None:
+        if self.pos:
+            del self.buf[:self.pos]
+            self.base += self.pos
+            self.pos = 0
+
+    def peek(self) -> int | None:
+        while True:
+            while self.pos < len(self.buf) and self.buf[self.pos] in _WS:
+                self.pos += 1
+            if self.pos < len(self.buf):
+                return self.buf[self.pos]
+            self._compact()
+            if not self._more():
+                return None
+
+    def expect(self, char: bytes, what: str) -> None:
+        c = self.peek()
+        if c != char[0]:
+            found = "the end of the file" if c is None else repr(chr(c))
+            raise BadDatabase(self.path, f"not valid JSON: expected {what}, found {found} at byte "
+                              f"{self.base + self.pos}", hint=_DAMAGED)
+        self.pos += 1
+
+    def _search(self, pattern: re.Pattern, i: int, inside: str) -> re.Match:
+        while True:
+            m = pattern.search(self.buf, i)
+            if m is not None:
+                return m
+            i = len(self.buf)
+            if not self._more():
+                raise BadDatabase(self.path, f"not valid JSON: the file ends inside {inside}", hint=_DAMAGED)
+
+    def value_bytes(self) -> bytes:
+        """The raw bytes of the next JSON value (object, array, string or scalar)."""
+        if self.peek() is None:
+            raise BadDatabase(self.path, "not valid JSON: the file ends too early", hint=_DAMAGED)
+        self._compact()
+        first = self.buf[0]
+        if first not in b'{["':
+            try:
+                m = self._search(_DELIMITER, 0, "a value")
+                end = m.start()
+            except BadDatabase:
+                end = len(self.buf)
+            self.pos = end
+            return bytes(self.buf[:end])
+        depth, i = 0, 0
+        while True:
+            m = self._search(_SIGNIFICANT, i, "a value")
+            c, i = m.group(), m.end()
+            if c == b'"':
+                i = self._string_end(i)
+                if depth == 0:
+                    break
+            elif c in (b"{", b"["):
+                depth += 1
+            elif c in (b"}", b"]"):
+                depth -= 1
+                if depth <= 0:
+                    break
+            else:  # a backslash outside any string
+                raise BadDatabase(self.path, "not valid JSON", hint=_DAMAGED)
+        self.pos = i
+        return bytes(self.buf[:i])
+
+    def _string_end(self, i: int) -> int:
+        """Index just past the closing quote of a string whose body starts at ``i``."""
+        while True:
+            q = self._search(_QUOTE, i, "a string").start()
+            k = q - 1
+            while self.buf[k] == 0x5C:  # backslashes before the quote
+                k -= 1
+            if (q - 1 - k) % 2 == 0:
+                return q + 1
+            i = q + 1
+
+    def skip_string(self, length_hint: int | None) -> tuple[int, int]:
+        """Past a string value without keeping it: (file offset of its body, length).
+
+        With ``length_hint`` (the matrix's implied length) it seeks straight to the
+        closing quote; otherwise it scans for it. The body must hold no escapes."""
+        self.expect(b'"', "a string")
+        self._compact()
+        body = self.base
+        if length_hint is not None:
+            end = body + length_hint
+            self.f.seek(end)
+            if self.f.read(1) == b'"':
+                self.buf, self.base, self.pos = bytearray(), end + 1, 0
+                return body, length_hint
+            self.f.seek(self.base + len(self.buf))  # not where implied: scan for it
+        while True:
+            q = self.buf.find(b'"', self.pos)
+            stop = q if q >= 0 else len(self.buf)
+            if self.buf.find(b"\\", self.pos, stop) >= 0:
+                raise BadDatabase(self.path, "'matrix' is not valid base64 (it holds escapes)", hint=_DAMAGED)
+            if q >= 0:
+                self.pos = q + 1
+                return body, self.base + q - body
+            self.pos = len(self.buf)
+            self._compact()
+            if not self._more():
+                raise BadDatabase(self.path, "not valid JSON: the file ends inside 'matrix'", hint=_DAMAGED)
+
+
+_DELIMITER = re.compile(rb"[,}\]\s]")
+_QUOTE = re.compile(rb'"')
 
 
 def _loads(raw: bytes, path: Path) -> tuple[Any, str]:
@@ -80,74 +264,123 @@ def _loads(raw: bytes, path: Path) -> tuple[Any, str]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise BadDatabase(path, f"not UTF-8 text (bad byte at offset {e.start})",
+        raise BadDatabase(path, f"not UTF-8 text (bad byte in a value, offset {e.start} within it)",
                           hint="NanoVectorDB files are UTF-8 JSON; is this the right file?") from None
     try:
         return json.loads(text), "json"
-    except (json.JSONDecodeError, RecursionError, ValueError) as e:
-        where = f" at line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
-        raise BadDatabase(path, f"not valid JSON{where}",
-                          hint="truncated or damaged; restore it from a backup") from None
+    except (json.JSONDecodeError, RecursionError, ValueError):
+        raise BadDatabase(path, "not valid JSON", hint=_DAMAGED) from None
 
 
-def parse(raw: bytes, path: str | os.PathLike) -> NanoFile:
-    """Validate and wrap the bytes of a NanoVectorDB file."""
-    path = Path(path)
-    if not raw:
+def _walk(f: IO[bytes], path: Path, size: int) -> NanoFile:
+    if size == 0:
         raise BadDatabase(path, "file is empty (0 bytes)", hint="restore it from a backup or delete it")
-    top, codec = _loads(raw, path)
-    if not isinstance(top, dict):
-        raise BadDatabase(path, f"JSON top level is a {type(top).__name__}, not an object",
-                          hint="not a NanoVectorDB file")
-    missing = [k for k in REQUIRED if k not in top]
+    r = _Reader(f, path)
+    head = r.peek()
+    if head is None:
+        raise BadDatabase(path, "file holds only white space", hint=_NOT_NVDB)
+    if head != ord("{"):
+        if head >= 0x80:
+            raise BadDatabase(path, f"not UTF-8 JSON text (starts with byte 0x{head:02x})",
+                              hint="NanoVectorDB files are UTF-8 JSON; is this the right file?")
+        if head in b"[\"0123456789-tfn":
+            raise BadDatabase(path, "JSON top level is not an object", hint=_NOT_NVDB)
+        raise BadDatabase(path, "not valid JSON (does not start with '{')", hint=_DAMAGED)
+    r.pos += 1
+    keys: list[str] = []
+    values: dict = {}
+    codec = "orjson"
+    matrix_at: tuple[int, int] | None = None
+    if r.peek() == ord("}"):
+        r.pos += 1
+    else:
+        while True:
+            key, _ = _loads(r.value_bytes(), path)
+            if not isinstance(key, str):
+                raise BadDatabase(path, "not valid JSON (an object key is not a string)", hint=_DAMAGED)
+            r.expect(b":", "':'")
+            if key == "matrix" and r.peek() == ord('"'):
+                hint = None
+                if isinstance(values.get("embedding_dim"), int) and isinstance(values.get("data"), list):
+                    hint = b64_len(len(values["data"]) * values["embedding_dim"] * 4) if values["data"] else 0
+                matrix_at = r.skip_string(hint)
+                values.pop("matrix", None)
+            else:
+                value, used = _loads(r.value_bytes(), path)
+                if used == "json":
+                    codec = "json"
+                values[key] = value
+                if key == "matrix":
+                    matrix_at = None
+            if key in keys:
+                keys.remove(key)
+            keys.append(key)
+            c = r.peek()
+            if c == ord(","):
+                r.pos += 1
+                continue
+            if c == ord("}"):
+                r.pos += 1
+                break
+            raise BadDatabase(path, "not valid JSON" + (": the file ends too early" if c is None else ""),
+                              hint=_DAMAGED)
+    if r.peek() is not None:
+        raise BadDatabase(path, "not valid JSON (extra data after the object)", hint=_DAMAGED)
+    missing = [k for k in REQUIRED if k not in keys]
     if missing:
-        raise BadDatabase(path, f"missing key(s) {', '.join(missing)}", hint="not a NanoVectorDB file")
-    dim, data, matrix = top["embedding_dim"], top["data"], top["matrix"]
+        raise BadDatabase(path, f"missing key(s) {', '.join(missing)}", hint=_NOT_NVDB)
+    dim, data = values["embedding_dim"], values["data"]
     if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
-        raise BadDatabase(path, f"'embedding_dim' is {dim!r}, not a positive integer",
-                          hint="not a NanoVectorDB file")
+        raise BadDatabase(path, f"'embedding_dim' is {dim!r}, not a positive integer", hint=_NOT_NVDB)
     if not isinstance(data, list):
-        raise BadDatabase(path, "'data' is not a list", hint="not a NanoVectorDB file")
-    if not isinstance(matrix, str):
-        raise BadDatabase(path, "'matrix' is not a base64 string", hint="not a NanoVectorDB file")
+        raise BadDatabase(path, "'data' is not a list", hint=_NOT_NVDB)
+    if matrix_at is None:
+        raise BadDatabase(path, "'matrix' is not a base64 string", hint=_NOT_NVDB)
     seen: dict[str, int] = {}
     for i, rec in enumerate(data):
         if not isinstance(rec, dict):
-            raise BadDatabase(path, f"record #{i} is not an object", hint="not a NanoVectorDB file")
+            raise BadDatabase(path, f"record #{i} is not an object", hint=_NOT_NVDB)
         rid = rec.get(ID)
         if not isinstance(rid, str):
-            raise BadDatabase(path, f"record #{i} has no string '__id__'", hint="not a NanoVectorDB file")
+            raise BadDatabase(path, f"record #{i} has no string '__id__'", hint=_NOT_NVDB)
         if rid in seen:
             raise BadDatabase(path, f"records #{seen[rid]} and #{i} share __id__ {rid!r}",
                               hint="duplicate ids make the file ambiguous; deduplicate it first")
         seen[rid] = i
-    expected = _b64_len(len(data) * dim * 4) if data else None
-    if data and len(matrix) != expected:
-        raise BadDatabase(path, f"'matrix' is {len(matrix)} base64 characters, expected {expected} "
-                          f"for {len(data)} records x {dim} dims",
-                          hint="the file is damaged; restore it from a backup")
-    if not data and matrix not in ("", None):
-        if len(base64.b64decode(matrix + "=" * (-len(matrix) % 4), validate=False)) != 0:
-            raise BadDatabase(path, "'matrix' holds vectors but 'data' is empty",
-                              hint="the file is damaged; restore it from a backup")
-    return NanoFile(path=path, embedding_dim=dim, data=data, matrix_b64=matrix, top=top,
-                    codec=codec, size=len(raw))
+    offset, length = matrix_at
+    expected = b64_len(len(data) * dim * 4) if data else 0
+    if length != expected:
+        raise BadDatabase(path, f"'matrix' is {length} base64 characters, expected {expected} "
+                          f"for {len(data)} records x {dim} dims", hint=_DAMAGED)
+    return NanoFile(path=path, embedding_dim=dim, data=data, keys=keys, values=values,
+                    matrix_offset=offset, matrix_len=length, codec=codec, size=size)
+
+
+def parse(raw: bytes, path: str | os.PathLike) -> NanoFile:
+    """Validate the bytes of a NanoVectorDB file held in memory."""
+    nf = _walk(io.BytesIO(raw), Path(path), len(raw))
+    nf._raw = raw
+    return nf
 
 
 def read(path: str | os.PathLike) -> NanoFile:
+    """Open a NanoVectorDB file: records and metadata parsed, vectors left on disk."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            return _walk(f, path, os.fstat(f.fileno()).st_size)
     except IsADirectoryError:
         raise BadDatabase(path, "is a directory, not a file") from None
     except PermissionError:
         raise BadDatabase(path, "cannot be read (permission denied)",
                           hint="run as a user who can read and write it") from None
+    except FileNotFoundError:
+        raise BadDatabase(path, "no such file (deleted?)") from None
     except OSError as e:
         raise BadDatabase(path, f"cannot be read ({e.strerror})") from None
-    return parse(raw, path)
 
 
+# ------------------------------------------------------------------ writing
 def dumps(obj: Any, codec: str) -> bytes:
     """Serialise like the file was: orjson where it reads back identically, else json."""
     if codec == "orjson":
@@ -158,32 +391,65 @@ def dumps(obj: Any, codec: str) -> bytes:
     return json.dumps(obj, ensure_ascii=False).encode("utf-8")
 
 
-def encode_matrix(vectors: np.ndarray) -> str:
-    return base64.b64encode(np.ascontiguousarray(vectors, dtype=FLOAT32).tobytes()).decode("ascii")
+class MatrixEncoder:
+    """Streams float32 blocks as base64, checking their shape; keeps a hash of the raw bytes."""
+
+    def __init__(self, n: int, dim: int):
+        self.n, self.dim, self.rows = n, dim, 0
+        self.sha = hashlib.sha256()
+
+    def encode(self, blocks: Iterable[np.ndarray]) -> Iterator[bytes]:
+        carry = b""
+        for block in blocks:
+            block = np.ascontiguousarray(block, dtype=FLOAT32)
+            if block.ndim != 2 or block.shape[1] != self.dim:
+                raise ValueError(f"a block of shape {block.shape}, expected (*, {self.dim})")
+            self.rows += block.shape[0]
+            if self.rows > self.n:
+                raise ValueError(f"more than {self.n} vectors")
+            raw = block.tobytes()
+            self.sha.update(raw)
+            raw = carry + raw
+            cut = len(raw) - len(raw) % 3
+            carry = raw[cut:]
+            if cut:
+                yield base64.b64encode(raw[:cut])
+        if self.rows != self.n:
+            raise ValueError(f"{self.rows} vectors, expected {self.n}")
+        if carry:
+            yield base64.b64encode(carry)
 
 
-def render(src: NanoFile, vectors: np.ndarray) -> bytes:
-    """The bytes of ``src`` with new vectors: same keys in the same order, same records
-    and additional data, ``embedding_dim`` = vectors' width."""
-    if vectors.ndim != 2 or vectors.shape[0] != src.n:
-        raise ValueError(f"need {src.n} vectors, got shape {vectors.shape}")
-    out = {}
-    for key, value in src.top.items():
+def render(src: NanoFile, blocks: Iterable[np.ndarray] | np.ndarray, dim: int | None = None,
+           encoder: MatrixEncoder | None = None) -> Iterator[bytes]:
+    """The bytes of ``src`` with new vectors, streamed: same keys in the same order, same
+    records and additional data, ``embedding_dim`` = the vectors' width."""
+    if isinstance(blocks, np.ndarray):
+        dim = dim or int(blocks.shape[1])
+        blocks = [blocks]
+    if dim is None:
+        raise ValueError("dim is needed when vectors come as an iterator")
+    enc = encoder or MatrixEncoder(src.n, dim)
+    yield b"{"
+    for i, key in enumerate(src.keys):
+        yield (b"," if i else b"") + dumps(key, "orjson") + b":"
         if key == "embedding_dim":
-            out[key] = int(vectors.shape[1])
+            yield str(int(dim)).encode()
         elif key == "matrix":
-            out[key] = encode_matrix(vectors) if src.n else ""
+            yield b'"'
+            yield from enc.encode(blocks)
+            yield b'"'
         else:
-            out[key] = value
-    return dumps(out, src.codec)
+            yield dumps(src.values[key], src.codec)
+    yield b"}"
 
 
 def same_payload(a: NanoFile, b: NanoFile) -> bool:
     """True when records and additional data (everything but the vectors) are identical."""
     if a.n != b.n:
         return False
-    ka = [k for k in a.top if k not in ("embedding_dim", "matrix")]
-    kb = [k for k in b.top if k not in ("embedding_dim", "matrix")]
+    ka = [k for k in a.keys if k not in ("embedding_dim", "matrix")]
+    kb = [k for k in b.keys if k not in ("embedding_dim", "matrix")]
     if ka != kb:
         return False
-    return all(dumps(a.top[k], "json") == dumps(b.top[k], "json") for k in ka)
+    return all(dumps(a.values[k], "json") == dumps(b.values[k], "json") for k in ka)

@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 from sqlalchemy import delete, select
@@ -43,6 +43,14 @@ class Reporter(Protocol):
     def start(self, total_records: int, done_records: int) -> None: ...
     def advance(self, records: int) -> None: ...
     def note(self, message: str) -> None: ...
+
+
+class _Untiled(Exception):
+    """The committed batches of a database leave a gap or overlap at ``row``."""
+
+    def __init__(self, row: int):
+        super().__init__(row)
+        self.row = row
 
 
 class NullReporter:
@@ -159,7 +167,7 @@ class Embedder:
             try:
                 prof = profiles.choose(nf, profile=self.profile, text_field=self.text_field)
                 texts = prof.texts(nf)
-                nf.matrix()
+                nf.check_matrix()
             except BadDatabase as e:
                 self._mark_failed(s, job, str(e))
                 return None
@@ -185,31 +193,30 @@ class Embedder:
             mig.records_embedded += len(vectors)
             mig.tokens_embedded += tokens
 
+    def _vector_blocks(self, job_id: int, n: int, dim: int) -> Iterator[np.ndarray]:
+        """The committed vectors of one database in row order, one batch at a time."""
+        covered = 0
+        with self.store.reader() as s:
+            rows = s.execute(select(Batch.start, Batch.count, Batch.dim, Batch.vectors)
+                             .where(Batch.database_id == job_id).order_by(Batch.start)
+                             .execution_options(yield_per=64))
+            for start, count, bdim, blob in rows:
+                if start != covered or bdim != dim or len(blob) != count * dim * 4:
+                    raise _Untiled(start)
+                covered += count
+                yield np.frombuffer(blob, dtype="<f4").reshape(count, dim)
+        if covered != n:
+            raise _Untiled(covered)
+
     def _stage(self, job_id: int) -> str:
         """Write, fsync and verify the new file; mark staged. Returns 'staged', 'changed' or 'failed'."""
         with self.store.session() as s:
             job = s.get(DatabaseJob, job_id)
-            path = Path(job.path)
-            rows = s.execute(select(Batch.start, Batch.count, Batch.dim, Batch.vectors)
-                             .where(Batch.database_id == job.id).order_by(Batch.start)).all()
-            n, target = job.n_records, self.mig.target_dim
-            want = (job.source_size, job.source_mtime_ns, job.source_sha256)
-        matrix = np.empty((n, target), dtype=np.float32)
-        covered = 0
-        for start, count, dim, blob in rows:
-            if start != covered or dim != target:
-                self._fail(job_id, f"{path}: committed batches do not tile the file (at row {start}); "
-                                   f"run again to re-embed it")
-                with self.store.session() as s:
-                    s.execute(delete(Batch).where(Batch.database_id == job_id))
-                return "failed"
-            matrix[start:start + count] = np.frombuffer(blob, dtype="<f4").reshape(count, dim)
-            covered += count
-        if covered != n:
-            return "incomplete"
+            path, n, want_sha = Path(job.path), job.n_records, job.source_sha256
+        target = self.mig.target_dim
         st = os.stat(path)
         nf = nvdb.read(path)
-        if fsutil.sha256_file(path) != want[2]:
+        if nf.n != n or fsutil.sha256_file(path) != want_sha:
             with self.store.session() as s:
                 job = s.get(DatabaseJob, job_id)
                 s.execute(delete(Batch).where(Batch.database_id == job_id))
@@ -220,8 +227,18 @@ class Embedder:
                                           f"it will be embedded again", job.path)
             return "changed"
         staged = staged_path(path, self.mig.id)
-        size, digest = fsutil.atomic_write(staged, [nvdb.render(nf, matrix)], like=st)
-        problems = verify.check_staged(staged, nf, target, expected=matrix)
+        encoder = nvdb.MatrixEncoder(n, target)
+        try:
+            size, digest = fsutil.atomic_write(
+                staged, nvdb.render(nf, self._vector_blocks(job_id, n, target), target, encoder), like=st)
+        except _Untiled as e:
+            with self.store.session() as s:
+                s.execute(delete(Batch).where(Batch.database_id == job_id))
+                s.get(DatabaseJob, job_id).n_done = 0
+            self._fail(job_id, f"{path}: committed batches do not cover the file (at row {e.row}); "
+                               f"run again to re-embed it")
+            return "failed"
+        problems = verify.check_staged(staged, nf, target, vectors_sha256=encoder.sha.hexdigest())
         if problems:
             fsutil.remove_if_exists(staged)
             self._fail(job_id, f"{path}: staged file failed verification: {'; '.join(problems)}")
@@ -306,27 +323,31 @@ class Embedder:
                 self.stop.set()
 
     async def _put(self, queue: asyncio.Queue, item) -> bool:
-        """Queue work unless a stop comes first (workers may all be inside long requests)."""
-        while not self.stop.is_set():
+        """Queue an item unless a stop comes first (workers may all be inside long requests).
+
+        End-markers (None) are queued even after a stop, as long as there is room."""
+        while True:
             try:
-                await asyncio.wait_for(queue.put(item), timeout=0.5)
+                queue.put_nowait(item)
                 return True
-            except asyncio.TimeoutError:
-                continue
-        return False
+            except asyncio.QueueFull:
+                if self.stop.is_set():
+                    return False
+                await asyncio.sleep(0.005)
 
     async def _drain(self, queue: asyncio.Queue, workers: list[asyncio.Task]) -> None:
         """Let in-flight batches commit; after a stop, give them STOP_GRACE seconds, then drop them."""
-        while True:
-            try:
-                work, _, _ = queue.get_nowait() or (None, 0, 0)
-            except asyncio.QueueEmpty:
-                break
-            if work is not None:
+        if self.stop.is_set():        # queued work that no request was sent for is dropped
+            while not queue.empty():
+                work, _, _ = queue.get_nowait()
                 work.outstanding -= 1
-            queue.task_done()
-        for _ in workers:
-            queue.put_nowait(None)
+                queue.task_done()
+        for _ in workers:             # then one end-marker per worker, after the queued work
+            while not await self._put(queue, None):
+                while not queue.empty():
+                    work, _, _ = queue.get_nowait()
+                    work.outstanding -= 1
+                    queue.task_done()
         pending = set(workers)
         stop_seen: float | None = None
         while pending:

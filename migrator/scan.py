@@ -87,7 +87,7 @@ def inspect(path: Path, target_dim: int | None, *, profile: str | None = None,
     try:
         prof = profiles.choose(nf, profile=profile, text_field=text_field)
         texts = prof.texts(nf)
-        nf.matrix()  # the old vectors must be intact too: a damaged file is not migrated
+        nf.check_matrix()  # the old vectors must be intact too: a damaged file is not migrated
     except BadDatabase as e:
         found.status, found.reason = BAD, e.problem + (f" ({e.hint})" if e.hint else "")
         return found

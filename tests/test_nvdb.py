@@ -44,10 +44,10 @@ def test_render_keeps_records_and_loads_at_new_dim(tmp_path):
     nf = nvdb.read(p)
     new = np.eye(5, 16, dtype=np.float32)
     out = tmp_path / "new.json"
-    out.write_bytes(nvdb.render(nf, new))
+    out.write_bytes(b"".join(nvdb.render(nf, new)))
     again = nvdb.read(out)
     assert nvdb.same_payload(nf, again)
-    assert list(again.top) == list(nf.top)
+    assert again.keys == nf.keys
     assert [r["__id__"] for r in again.data] == [r["__id__"] for r in nf.data]
     db = NanoVectorDB(16, storage_file=str(out))
     hit = db.query(new[3], top_k=1)[0]
@@ -61,7 +61,7 @@ def test_nan_field_round_trips_with_stdlib_codec(tmp_path):
     p.write_text(json.dumps(doc))
     nf = nvdb.read(p)
     assert nf.codec == "json"
-    out = nvdb.render(nf, np.array([[0, 1, 0]], dtype=np.float32))
+    out = b"".join(nvdb.render(nf, np.array([[0, 1, 0]], dtype=np.float32)))
     assert b"NaN" in out
 
 
@@ -75,6 +75,9 @@ def test_nan_field_round_trips_with_stdlib_codec(tmp_path):
     (b'{"embedding_dim": 2, "data": [{"__id__": "a"}], "matrix": "AAAA"}', "base64 characters"),
     (b'{"embedding_dim": 2, "data": [{"x": 1}], "matrix": "AAAAAAAAAAA="}', "no string '__id__'"),
     (b'\xff\xfe{"embedding_dim": 2}', "not UTF-8"),
+    (b'{"embedding_dim": 2, "data": [{"__id__": "\xff"}], "matrix": ""}', "not UTF-8"),
+    (b'{"embedding_dim": 2, "data": [], "matrix": ""} trailing', "extra data"),
+    (b'{"embedding_dim": 2, "data": [], "matrix": "\\u0041"}', "escapes"),
 ])
 def test_bad_files_name_the_file_and_problem(tmp_path, content, words):
     p = tmp_path / "database.json"
@@ -105,3 +108,58 @@ def test_fuzz_reader_raises_only_its_own_error(tmp_path, raw):
         nf.matrix()
     except BadDatabase:
         pass
+
+
+def _doc(order, n=3, dim=4, extra=None):
+    rng = np.random.default_rng(n)
+    m = rng.normal(size=(n, dim)).astype("<f4")
+    parts = {"embedding_dim": dim, "data": [{"__id__": f"r{i}", "t": f"text {i} \\ \" }}"} for i in range(n)],
+             "matrix": base64.b64encode(m.tobytes()).decode(), "additional_data": extra or {"k": [1, {"x": "]"}]}}
+    return {k: parts[k] for k in order}, m
+
+
+@pytest.mark.parametrize("order", [
+    ["embedding_dim", "data", "matrix", "additional_data"],      # nano-vectordb's own order
+    ["matrix", "data", "additional_data", "embedding_dim"],      # matrix first: found by scanning
+    ["data", "additional_data", "matrix", "embedding_dim"],
+])
+def test_any_key_order_reads_and_streams_the_matrix(tmp_path, order):
+    doc, m = _doc(order)
+    p = tmp_path / "db.json"
+    p.write_text(json.dumps(doc, indent=1))                       # white space anywhere
+    nf = nvdb.read(p)
+    assert nf.keys == order
+    assert nf.data == doc["data"] and nf.additional_data == doc["additional_data"]
+    assert np.array_equal(nf.matrix(), m)
+    blocks = list(nf.matrix_blocks(rows=1))
+    assert len(blocks) == 3 and np.array_equal(np.concatenate(blocks), m)
+    out = b"".join(nvdb.render(nf, iter([m[:2] * 2, m[2:] * 2]), dim=4))
+    again = nvdb.parse(out, "x")
+    assert again.keys == order and nvdb.same_payload(nf, again)
+    assert np.array_equal(again.matrix(), m * 2)
+
+
+def test_matrix_block_boundaries_are_exact(tmp_path):
+    doc, m = _doc(["embedding_dim", "data", "matrix"], n=37, dim=5)   # 20-byte rows: not base64-aligned
+    p = tmp_path / "db.json"
+    p.write_text(json.dumps(doc))
+    nf = nvdb.read(p)
+    for rows in (1, 2, 3, 7, 100):
+        assert np.array_equal(np.concatenate(list(nf.matrix_blocks(rows=rows))), m)
+    assert nf.check_matrix() == __import__("hashlib").sha256(m.tobytes()).hexdigest()
+
+
+def test_render_refuses_the_wrong_number_of_vectors(tmp_path):
+    doc, m = _doc(["embedding_dim", "data", "matrix"])
+    nf = nvdb.parse(json.dumps(doc).encode(), "x")
+    with pytest.raises(ValueError):
+        b"".join(nvdb.render(nf, iter([m[:2]]), dim=4))
+
+
+def test_empty_database(tmp_path):
+    p = tmp_path / "database.json"
+    NanoVectorDB(16, storage_file=str(p)).save()
+    nf = nvdb.read(p)
+    assert nf.n == 0 and nf.matrix().shape == (0, 16)
+    out = b"".join(nvdb.render(nf, iter([]), dim=32))
+    assert json.loads(out)["embedding_dim"] == 32 and json.loads(out)["matrix"] == ""

@@ -9,7 +9,7 @@ from migrator.nvdb import NanoFile
 
 
 def _nf(records):
-    return NanoFile(path="x/database.json", embedding_dim=2, data=records, matrix_b64="", top={"data": records})
+    return NanoFile(path="x/database.json", embedding_dim=2, data=records, keys=["data"], values={"data": records})
 
 
 def test_dvd_prefix_is_removed_exactly_once():
