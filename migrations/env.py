@@ -24,7 +24,7 @@ def _url() -> str:
 
 def _run(connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata,
-                      render_as_batch=connection.dialect.name == "sqlite")
+                      render_as_batch=connection.dialect.name == "sqlite", transactional_ddl=True)
     with context.begin_transaction():
         context.run_migrations()
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from . import config, swap
-from .endpoint import DEFAULT_ENDPOINT, Endpoint, resolve_model
+from .endpoint import DEFAULT_ENDPOINT, Endpoint, normalize_endpoint, resolve_model
 from .errors import (EndpointRejected, EndpointUnavailable, Interrupted, MigratorError,
                      PartialFailure, UsageError)
 from .lock import state_lock
@@ -79,7 +79,8 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
     if not settings.roots:
         raise UsageError("no --root given: name the directory that holds the databases")
     model_id, known_dim = resolve_model(settings.model or "8b")
-    endpoint_report: dict = {"url": settings.endpoint, "reachable": False}
+    base_url, _ = normalize_endpoint(settings.endpoint)
+    endpoint_report: dict = {"url": base_url, "reachable": False}
     target = settings.dim or known_dim
     ep: Endpoint | None = None
     loop = asyncio.new_event_loop()
@@ -219,6 +220,8 @@ class _StopOnSignals:
 def run(settings: Settings, *, reporter: Reporter | None = None) -> RunResult:
     """Migrate: scan (first time), embed, stage, verify, cut over. Resumes an unfinished migration."""
     reporter = reporter or NullReporter()
+    normalize_endpoint(settings.endpoint)   # bad URL or key file: refuse before touching any state
+    config.api_key(settings.api_key_file)
     with state_lock(settings.state_path, "run"):
         store = open_state(settings.state_path)
         try:
@@ -421,8 +424,14 @@ def _pick(s, migration_id: str | None, states: tuple[str, ...], what: str) -> Mi
     return mig
 
 
+def _require_state(settings: Settings) -> None:
+    if not (settings.state_path / "migrator.db").exists():
+        raise UsageError(f"no migrations recorded in {settings.state_path} (wrong --state-dir?)")
+
+
 def cutover(settings: Settings, *, migration_id: str | None = None) -> RunResult:
     started = time.monotonic()
+    _require_state(settings)
     with state_lock(settings.state_path, "cutover"):
         store = open_state(settings.state_path)
         try:
@@ -446,6 +455,7 @@ def cutover(settings: Settings, *, migration_id: str | None = None) -> RunResult
 
 
 def rollback(settings: Settings, *, migration_id: str | None = None, force: bool = False) -> swap.SwapResult:
+    _require_state(settings)
     with state_lock(settings.state_path, "rollback"):
         store = open_state(settings.state_path)
         try:

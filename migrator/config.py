@@ -30,6 +30,8 @@ def api_key(key_file: str | os.PathLike | None = None) -> str | None:
             text = path.read_text(encoding="utf-8").strip()
         except OSError as e:
             raise UsageError(f"--api-key-file {path}: cannot read it ({e.strerror})") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"--api-key-file {path}: not UTF-8 text; it must hold the key on one line") from None
         if not text:
             raise UsageError(f"--api-key-file {path}: the file is empty")
         try:

@@ -66,11 +66,14 @@ def resolve_model(name: str) -> tuple[str, int | None]:
 def normalize_endpoint(url: str) -> tuple[str, str]:
     """(base URL ending in /v1, server root URL). Refuses URLs carrying credentials."""
     parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise UsageError(f"--endpoint {url!r} is not an http(s) URL like http://localhost:8888/v1")
-    if parts.username or parts.password:
+    if "@" in parts.netloc or "@" in url:
         raise UsageError("--endpoint must not carry credentials; put the key in MIGRATOR_API_KEY "
                          "or a file named by --api-key-file")
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(f"--endpoint {url.strip()[:80]!r} is not an http(s) URL like http://localhost:8888/v1")
+    if parts.query or parts.fragment:
+        raise UsageError("--endpoint must not carry a query string or fragment (a key belongs in "
+                         "MIGRATOR_API_KEY or --api-key-file)")
     path = parts.path.rstrip("/")
     if not path.endswith("/v1"):
         path = path + "/v1"

@@ -47,6 +47,10 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    # Let SQLAlchemy, not pysqlite, say when transactions begin, so that schema
+    # changes (DDL) are transactional too: a process killed mid-upgrade leaves
+    # the old schema, never half of the new one.
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     # Rollback journal, not WAL: WAL needs shared memory, which network
     # filesystems do not give. FULL: a commit is on disk before it returns.
@@ -55,6 +59,19 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def _sqlite_begin(conn) -> None:
+    conn.exec_driver_sql("BEGIN")
+
+
+def _unreadable(location: str, e: DatabaseError) -> StateError:
+    msg = str(getattr(e, "orig", None) or e).splitlines()[0]
+    if "locked" in msg:
+        return StateError(f"{location}: the job database is locked by another process ({msg}); "
+                          f"wait for it, or stop it")
+    return StateError(f"{location}: the job database is unreadable ({msg}); move it aside and re-run "
+                      f"(live databases are untouched), or restore it from a backup")
 
 
 def _sqlite_readonly_pragmas(dbapi_conn, _record) -> None:
@@ -73,17 +90,28 @@ class StateStore:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A unit of work: commits on success, rolls back on error."""
-        with self._sessions() as s:
-            try:
-                yield s
-                s.commit()
-            except BaseException:
-                s.rollback()
-                raise
+        """A unit of work: commits on success, rolls back on error.
 
-    def reader(self) -> Session:
-        return self._sessions()
+        A damaged or locked job database surfaces as :class:`StateError`."""
+        try:
+            with self._sessions() as s:
+                try:
+                    yield s
+                    s.commit()
+                except BaseException:
+                    s.rollback()
+                    raise
+        except DatabaseError as e:
+            raise _unreadable(self.location, e) from None
+
+    @contextmanager
+    def reader(self) -> Iterator[Session]:
+        """A read-only look (nothing is committed)."""
+        try:
+            with self._sessions() as s:
+                yield s
+        except DatabaseError as e:
+            raise _unreadable(self.location, e) from None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -102,6 +130,26 @@ def _check_revision(conn, where: str) -> str | None:
     return current
 
 
+def _recover_hot_journal(path: Path) -> None:
+    """A writer killed mid-commit leaves a journal that only a writable connection can
+    roll back; a reader opened read-only would fail. Let SQLite do its recovery first."""
+    journal = path.with_name(path.name + "-journal")
+    try:
+        if journal.stat().st_size == 0:
+            return
+    except FileNotFoundError:
+        return
+    import sqlite3
+    try:
+        con = sqlite3.connect(str(path), timeout=30)
+        try:
+            con.execute("select count(*) from sqlite_master").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        pass  # the read-only open below reports what is wrong
+
+
 def open_state(state_dir: str | os.PathLike | None = None, *, readonly: bool = False) -> StateStore | None:
     """Open (and for writers create and upgrade) the job database.
 
@@ -113,6 +161,7 @@ def open_state(state_dir: str | os.PathLike | None = None, *, readonly: bool = F
     if readonly:
         if not path.exists():
             return None
+        _recover_hot_journal(path)
         url = f"sqlite:///file:{path.resolve()}?mode=ro&uri=true"
         engine = create_engine(url)
         event.listen(engine, "connect", _sqlite_readonly_pragmas)
@@ -124,6 +173,7 @@ def open_state(state_dir: str | os.PathLike | None = None, *, readonly: bool = F
                              f"choose another with --state-dir") from None
         engine = create_engine(f"sqlite:///{path}")
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
     try:
         with engine.connect() as conn:
             current = _check_revision(conn, where)
@@ -147,9 +197,10 @@ def open_state(state_dir: str | os.PathLike | None = None, *, readonly: bool = F
             raise StateError(f"{where}: the job database is locked by another process ({msg}); "
                              f"wait for it, or stop it") from None
         raise StateError(f"{where}: cannot open the job database ({msg})") from None
-    except (DatabaseError, CommandError) as e:
+    except DatabaseError as e:
         engine.dispose()
-        msg = str(getattr(e, "orig", None) or e)
-        raise StateError(f"{where}: the job database is unreadable ({msg}); move it aside and "
-                         f"re-run (live databases are untouched), or restore it from a backup") from None
+        raise _unreadable(where, e) from None
+    except CommandError as e:
+        engine.dispose()
+        raise StateError(f"{where}: cannot bring the job database to the current schema ({e})") from None
     return StateStore(engine, where)

@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from .models import DatabaseJob, Event, Migration
-from .state import open_state
+from .state import default_state_dir, open_state
 
 
 def _bytes_on_disk(paths: list[str]) -> int:
@@ -26,9 +26,9 @@ def status(state_dir: str | os.PathLike | None = None, *, migration_id: str | No
     """A JSON-ready report of every migration (or one), newest first."""
     store = open_state(state_dir, readonly=True)
     if store is None:
-        return {"state": str(Path(state_dir or "state")), "migrations": []}
+        return {"state": str(Path(state_dir) if state_dir else default_state_dir()), "migrations": []}
     try:
-        with store.reader() as s:
+        with store.reader() as s:  # StateError if the file is damaged
             q = select(Migration).order_by(Migration.created_at.desc())
             if migration_id:
                 q = q.where(Migration.id == migration_id)

@@ -1,0 +1,436 @@
+"""The job database: Alembic schema, opening and upgrading it, refusing what it cannot
+read (newer, corrupt, half-written), and `status` as a true read-only reader."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from alembic.script import ScriptDirectory
+from click.testing import CliRunner
+
+from conftest import Cli, spawn_migrate, tree_digest
+from migrator.cli import main as cli_main
+from migrator.errors import EXIT_LOCKED, EXIT_STATE, EXIT_USAGE
+from migrator.lock import HOLDER_NAME, state_lock
+from migrator.models import Migration
+from migrator.state import DB_NAME, alembic_config, open_state
+from migrator.testing.server import FakeVLLM
+
+REPO = Path(__file__).resolve().parent.parent
+ALEMBIC = Path(sys.executable).with_name("alembic")
+JOB_TABLES = {"migrations", "databases", "batches", "events"}
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+# ---------------------------------------------------------------- helpers
+def _ro(db: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+
+
+def _tables(db: Path) -> set[str]:
+    con = _ro(db)
+    try:
+        return {r[0] for r in con.execute("select name from sqlite_master where type='table'")
+                if not r[0].startswith("sqlite_")}
+    finally:
+        con.close()
+
+
+def _versions(db: Path) -> list[str]:
+    con = _ro(db)
+    try:
+        return [r[0] for r in con.execute("select version_num from alembic_version")]
+    finally:
+        con.close()
+
+
+def _schema(db: Path) -> set[tuple]:
+    con = _ro(db)
+    try:
+        return set(con.execute("select type, name, tbl_name, sql from sqlite_master"))
+    finally:
+        con.close()
+
+
+def _file_state(p: Path) -> tuple[int, bytes]:
+    return os.stat(p).st_mtime_ns, p.read_bytes()
+
+
+def _alembic(*args: str, db: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "MIGRATOR_STATE_DIR"}
+    env["MIGRATOR_STATE_URL"] = f"sqlite:///{db}"
+    return subprocess.run([str(ALEMBIC), *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def _one_line_error(r) -> str:
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{r.stderr}"
+    assert lines[0].startswith("migrate: error: "), lines[0]
+    assert "Traceback" not in r.stderr
+    return lines[0]
+
+
+def _invoke(cli: Cli, *args: str):
+    """Like ``cli(...)`` but an uncaught exception becomes exit code 1 instead of escaping."""
+    argv = list(args) + ["--state-dir", str(cli.state_dir)]
+    if args[0] == "run":
+        argv += ["--endpoint", cli.endpoint, "--retry-for", "5", "--request-timeout", "10"]
+    return CliRunner().invoke(cli_main, argv, catch_exceptions=True)
+
+
+def _run_ok(cli, root, *extra):
+    r = cli("run", "--root", str(root), "--model", "8b", "--yes", *extra)
+    assert r.exit_code == 0, r.output
+    return r
+
+
+# ------------------------------------------------------- alembic by hand
+def test_alembic_cli_upgrade_downgrade_upgrade_and_models_match(tmp_path):
+    db = tmp_path / "x.db"
+    repo_db = REPO / "state" / DB_NAME
+    repo_db_before = _file_state(repo_db) if repo_db.exists() else None
+
+    r = _alembic("upgrade", "head", db=db)
+    assert r.returncode == 0, r.stderr
+    assert db.exists()                                   # MIGRATOR_STATE_URL was honoured
+    assert _tables(db) == JOB_TABLES | {"alembic_version"}
+    assert _versions(db) == [HEAD]
+    # a row written at head is dropped with its table by the downgrade
+    con = sqlite3.connect(db)
+    con.execute("insert into events(at, level, message) values ('2026-01-01', 'info', 'hello')")
+    con.commit()
+    con.close()
+
+    r = _alembic("downgrade", "base", db=db)
+    assert r.returncode == 0, r.stderr
+    assert _tables(db) <= {"alembic_version"}
+    if _tables(db):
+        assert _versions(db) == []
+
+    r = _alembic("upgrade", "head", db=db)
+    assert r.returncode == 0, r.stderr
+    assert _tables(db) == JOB_TABLES | {"alembic_version"}
+    assert _versions(db) == [HEAD]
+    con = _ro(db)
+    assert con.execute("select count(*) from events").fetchone()[0] == 0
+    con.close()
+
+    # the models and the migrations describe the same schema
+    r = _alembic("check", db=db)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "No new upgrade operations detected" in r.stdout + r.stderr
+
+    # the schema migrator builds for itself is the one `alembic upgrade head` builds
+    own = tmp_path / "own"
+    open_state(own).close()
+    assert _schema(own / DB_NAME) == _schema(db)
+
+    # the repository's own ./state was not touched
+    if repo_db_before is None:
+        assert not repo_db.exists()
+    else:
+        assert _file_state(repo_db) == repo_db_before
+
+
+# ------------------------------------------------------------ open_state
+def test_open_state_creates_upgrades_and_reopening_is_a_noop(tmp_path):
+    state = tmp_path / "deep" / "er" / "state"
+    assert open_state(state, readonly=True) is None       # a reader creates nothing
+    assert not (tmp_path / "deep").exists()
+
+    store = open_state(state)
+    try:
+        with store.session() as s:
+            s.add(Migration(id="m-1", model="Qwen/Qwen3-Embedding-8B", requested_model="8b",
+                            native_dim=4096, target_dim=4096, endpoint="http://x/v1",
+                            roots=["/r"], pattern="database.json", profile="auto"))
+    finally:
+        store.close()
+    db = state / DB_NAME
+    assert store.location == str(db)
+    assert _versions(db) == [HEAD]
+    assert _tables(db) == JOB_TABLES | {"alembic_version"}
+
+    before = _file_state(db)
+    time.sleep(0.02)
+    store = open_state(state)                             # second open: already at head
+    try:
+        with store.session() as s:
+            assert s.get(Migration, "m-1").requested_model == "8b"
+    finally:
+        store.close()
+    assert _file_state(db) == before                      # not a byte, not the mtime
+    assert sorted(os.listdir(state)) == [DB_NAME]         # no journal or other file left
+
+
+# --------------------------------------------- databases it cannot read
+def test_newer_schema_revision_is_refused_and_nothing_is_touched(cli, dvd_tree, server):
+    root, _ = dvd_tree
+    open_state(cli.state_dir).close()
+    db = cli.state_dir / DB_NAME
+    con = sqlite3.connect(db)
+    con.execute("update alembic_version set version_num = 'ffff9999'")
+    con.commit()
+    con.close()
+    tree_before, db_before = tree_digest(root), db.read_bytes()
+
+    r = cli("run", "--root", str(root), "--model", "8b", "--yes")
+    assert r.exit_code == EXIT_STATE, r.output
+    line = _one_line_error(r)
+    assert "newer version" in line and "ffff9999" in line and str(db) in line
+    assert server.stats.requests_total == 0               # refused before contacting the endpoint
+
+    for args in (("status",), ("status", "--json"), ("cutover", "--yes"), ("rollback", "--yes")):
+        r = cli(*args)
+        assert r.exit_code == EXIT_STATE, (args, r.output)
+        assert "newer version" in _one_line_error(r)
+
+    assert tree_digest(root) == tree_before
+    assert db.read_bytes() == db_before                   # not "upgraded" over, not rewritten
+    assert _versions(db) == ["ffff9999"]
+
+
+def test_corrupt_state_file_is_refused_in_one_line_naming_it(cli, dvd_tree, server):
+    root, _ = dvd_tree
+    cli.state_dir.mkdir()
+    db = cli.state_dir / DB_NAME
+    garbage = random.Random(7).randbytes(16384)
+    assert not garbage.startswith(b"SQLite format 3")
+    db.write_bytes(garbage)
+    tree_before = tree_digest(root)
+
+    for args in (("run", "--root", str(root), "--model", "8b", "--yes"), ("status",),
+                 ("status", "--json"), ("cutover", "--yes"), ("rollback", "--yes")):
+        r = cli(*args)
+        assert r.exit_code == EXIT_STATE, (args, r.output)
+        line = _one_line_error(r)
+        assert str(db) in line, line
+        assert r.stdout == ""
+
+    assert db.read_bytes() == garbage                     # the evidence is left as it was
+    assert tree_digest(root) == tree_before
+    assert server.stats.requests_total == 0
+
+
+def test_corruption_inside_a_table_is_a_state_error_not_a_traceback(cli, dvd_tree):
+    root, _ = dvd_tree
+    _run_ok(cli, root, "--no-cutover")                    # staged, waiting for cutover
+    db = cli.state_dir / DB_NAME
+    con = _ro(db)
+    page_size = con.execute("pragma page_size").fetchone()[0]
+    rootpage = con.execute("select rootpage from sqlite_master where name='migrations'").fetchone()[0]
+    con.close()
+    assert rootpage > 1
+    with open(db, "r+b") as f:                            # one b-tree page of the migrations table
+        f.seek((rootpage - 1) * page_size)
+        f.write(b"\xde\xad\xbe\xef" * (page_size // 4))
+    tree_before = tree_digest(root)
+
+    for args in (("status", "--json"), ("cutover", "--yes"), ("rollback", "--yes"),
+                 ("run", "--root", str(root), "--model", "8b", "--yes")):
+        r = _invoke(cli, *args)
+        assert r.exit_code == EXIT_STATE, (args, r.exit_code, repr(r.exception))
+        assert str(db) in _one_line_error(r)
+    assert tree_digest(root) == tree_before
+
+
+def _leave_hot_journal(db: Path) -> None:
+    """A writer that dies in the middle of a transaction, after SQLite spilled pages to the file."""
+    code = textwrap.dedent(f"""
+        import os, sqlite3
+        con = sqlite3.connect({str(db)!r}, isolation_level=None)
+        con.execute("pragma journal_mode=DELETE")
+        con.execute("pragma cache_size=1")
+        con.execute("begin")
+        for i in range(300):
+            con.execute("insert into events(at, level, message) values ('2026-01-01', 'error', ?)",
+                        ("uncommitted " + "x" * 3000,))
+        os._exit(9)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], timeout=60)
+    assert r.returncode == 9
+    journal = db.with_name(db.name + "-journal")
+    assert journal.exists() and journal.stat().st_size > 0   # a hot journal is left behind
+
+
+def test_writer_recovers_from_a_hot_journal_left_by_a_killed_writer(cli, dvd_tree):
+    root, _ = dvd_tree
+    before = tree_digest(root)
+    _run_ok(cli, root)
+    db = cli.state_dir / DB_NAME
+    _leave_hot_journal(db)
+    r = cli("rollback", "--yes")                          # a writer: SQLite rolls the journal back
+    assert r.exit_code == 0, r.output
+    assert "6 restored" in r.stdout
+    assert tree_digest(root) == before
+    con = _ro(db)
+    assert con.execute("select count(*) from events where message like 'uncommitted%'").fetchone()[0] == 0
+    assert con.execute("pragma integrity_check").fetchone()[0] == "ok"
+    con.close()
+    assert not db.with_name(db.name + "-journal").exists()
+
+
+def test_status_answers_after_a_writer_was_killed_mid_commit(cli, dvd_tree):
+    root, _ = dvd_tree
+    _run_ok(cli, root)
+    _leave_hot_journal(cli.state_dir / DB_NAME)
+    r = cli("status", "--json")
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.stdout)["migrations"][0]
+    assert m["state"] == "done" and m["by_state"] == {"cut_over": 6}
+    assert m["errors"] == []                              # the uncommitted rows are not reported
+
+
+_CRASH_AT_SECOND_CREATE = """
+import os, sys
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+created = 0
+
+@event.listens_for(Engine, "after_cursor_execute")
+def _die(conn, cursor, statement, params, context, executemany):
+    global created
+    if statement.lstrip().upper().startswith("CREATE"):
+        created += 1
+        if created == 2:          # alembic_version and one job table exist: the process dies
+            os._exit(9)
+
+from migrator.state import open_state
+open_state(sys.argv[1])
+"""
+
+
+def test_a_process_killed_while_creating_the_schema_does_not_brick_the_state_dir(tmp_path):
+    state = tmp_path / "state"
+    r = subprocess.run([sys.executable, "-c", _CRASH_AT_SECOND_CREATE, str(state)], timeout=60)
+    assert r.returncode == 9                              # died in the middle of the upgrade
+    store = open_state(state)                             # the next command must still start
+    store.close()
+    assert _versions(state / DB_NAME) == [HEAD]
+    assert _tables(state / DB_NAME) == JOB_TABLES | {"alembic_version"}
+
+
+# ---------------------------------------------------- status is a reader
+def test_status_on_a_fresh_directory_creates_nothing(tmp_path):
+    nested = Cli(None, tmp_path / "nested" / "st")
+    r = nested("status")
+    assert r.exit_code == 0, r.output
+    assert "no migrations" in r.stdout
+    r = nested("status", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["migrations"] == []
+    assert not (tmp_path / "nested").exists()
+    r = nested("status", state=False)                     # default ./state (cwd is tmp_path)
+    assert r.exit_code == 0 and "no migrations" in r.stdout
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_status_after_a_run_does_not_modify_the_job_database(cli, dvd_tree):
+    root, _ = dvd_tree
+    _run_ok(cli, root)
+    db = cli.state_dir / DB_NAME
+    listing = sorted(os.listdir(cli.state_dir))
+    before = _file_state(db)
+    time.sleep(0.02)
+    for args in (("status",), ("status", "--json"), ("status", "--databases")):
+        r = cli(*args)
+        assert r.exit_code == 0, r.output
+    doc = json.loads(cli("status", "--json").stdout)
+    assert doc["migrations"][0]["state"] == "done"
+    assert _file_state(db) == before
+    assert sorted(os.listdir(cli.state_dir)) == listing
+
+
+def test_status_answers_while_a_writer_holds_the_lock(cli, dvd_tree):
+    root, _ = dvd_tree
+    _run_ok(cli, root)
+    with state_lock(cli.state_dir, "run"):
+        r = cli("status", "--json")
+        assert r.exit_code == 0, r.output
+        doc = json.loads(r.stdout)
+        assert len(doc["migrations"]) == 1 and doc["migrations"][0]["state"] == "done"
+        assert (cli.state_dir / HOLDER_NAME).exists()     # status does not touch the lock
+        assert cli("cutover", "--yes").exit_code == EXIT_LOCKED   # while writers are refused
+    # and on a state directory that holds only the lock, no job database yet
+    other = Cli(None, cli.state_dir.parent / "other")
+    with state_lock(other.state_dir, "run"):
+        r = other("status", "--json")
+        assert r.exit_code == 0 and json.loads(r.stdout)["migrations"] == []
+        assert not (other.state_dir / DB_NAME).exists()
+
+
+def test_status_answers_throughout_a_real_run(tmp_path, dvd_tree, key_env):
+    root, paths = dvd_tree
+    state = tmp_path / "state"
+    db = state / DB_NAME
+    total = sum(len(json.loads(p.read_text())["data"]) for p in paths)
+    with FakeVLLM(api_key=key_env, tokens_per_second=5000) as srv:
+        reader = Cli(srv.base_url, state)
+        proc = spawn_migrate("run", "--root", str(root), "--model", "8b", "--endpoint", srv.base_url,
+                             "--state-dir", str(state), "--batch-size", "4", "--concurrency", "2",
+                             "--yes")
+        try:
+            seen = []
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:                                      # wait until the run has built its schema
+                    ready = db.exists() and _versions(db) == [HEAD]
+                except sqlite3.Error:
+                    ready = False
+                if not ready:
+                    time.sleep(0.01)
+                    continue
+                r = reader("status", "--json")
+                assert r.exit_code == 0, r.output
+                migs = json.loads(r.stdout)["migrations"]
+                if migs and proc.poll() is None:
+                    seen.append(migs[0]["records_done"])
+                time.sleep(0.05)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, err
+    assert len(seen) >= 3, seen                           # answered several times mid-run
+    assert seen == sorted(seen) and seen[0] < total       # progress only moves forward
+    m = json.loads(reader("status", "--json").stdout)["migrations"][0]
+    assert m["state"] == "done" and m["records_done"] == total
+
+
+# ------------------------------------------------- nothing to act upon
+def test_cutover_and_rollback_with_nothing_to_act_on_exit_2(cli, dvd_tree):
+    root, _ = dvd_tree
+    state = cli.state_dir
+    r = cli("cutover", "--yes")                           # fresh state directory
+    assert r.exit_code == EXIT_USAGE
+    assert "no migrations recorded" in _one_line_error(r)
+    r = cli("rollback", "--yes")
+    assert r.exit_code == EXIT_USAGE
+    assert "no migrations recorded" in _one_line_error(r)
+    assert not state.exists()                             # and nothing was created
+
+    _run_ok(cli, root)
+    after = tree_digest(root)
+    mid = json.loads(cli("status", "--json").stdout)["migrations"][0]["id"]
+    r = cli("cutover", "--yes")                           # the migration is done: nothing staged
+    assert r.exit_code == EXIT_USAGE
+    assert "no migration to cut over" in _one_line_error(r)
+    r = cli("cutover", "--yes", "--migration", mid)
+    assert r.exit_code == EXIT_USAGE
+    assert f"migration {mid} is done" in _one_line_error(r)
+    for cmd in ("rollback", "cutover"):
+        r = cli(cmd, "--yes", "--migration", "nosuch")
+        assert r.exit_code == EXIT_USAGE
+        line = _one_line_error(r)
+        assert "no migration 'nosuch'" in line and "migrate status" in line
+    assert tree_digest(root) == after                     # nothing was swapped either way
