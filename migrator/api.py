@@ -24,7 +24,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from . import config, swap
+from . import config, crashpoints, swap
 from .endpoint import DEFAULT_ENDPOINT, Endpoint, normalize_endpoint, resolve_model
 from .errors import (EndpointRejected, EndpointUnavailable, Interrupted, MigratorError,
                      PartialFailure, UsageError)
@@ -34,7 +34,7 @@ from .models import (ACTIVE_MIGRATION_STATES, D_CUT_OVER, D_EMBEDDING, D_FAILED,
                      Migration, utcnow)
 from .profiles import describe as describe_profile
 from .runner import Embedder, NullReporter, Reporter
-from .scan import BAD, MIGRATE, SKIP, discover, inspect
+from .scan import BAD, MIGRATE, SKIP, scan
 from .state import StateStore, default_state_dir, open_state
 from .status import status  # noqa: F401  (re-exported: api.status)
 from . import fsutil
@@ -59,6 +59,8 @@ class Settings:
     retry_for: float = 600.0
     cutover: bool = True
     fail_fast: bool = False
+    follow_symlinks: bool = False
+    insecure: bool = False
 
     @property
     def state_path(self) -> Path:
@@ -66,7 +68,8 @@ class Settings:
 
     def make_endpoint(self) -> Endpoint:
         return Endpoint(self.endpoint, config.api_key(self.api_key_file),
-                        request_timeout=self.request_timeout, retry_for=self.retry_for)
+                        request_timeout=self.request_timeout, retry_for=self.retry_for,
+                        verify_tls=not self.insecure)
 
 
 def dvd_config_lines(model: str, dim: int) -> list[str]:
@@ -97,9 +100,9 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
                 endpoint_report["error"] = str(e)
         found = []
         sample: list[str] = []     # a few real texts for the throughput probe
-        for path in discover(settings.roots, settings.pattern):
-            f = inspect(path, target, profile=settings.profile, text_field=settings.text_field,
-                        keep_texts=endpoint_report["reachable"])
+        for f in scan(settings.roots, settings.pattern, target, profile=settings.profile,
+                      text_field=settings.text_field, follow_symlinks=settings.follow_symlinks,
+                      keep_texts=endpoint_report["reachable"]):
             if f.status == MIGRATE and f.texts is not None:
                 if tokenize and ep.info.tokenize:
                     counts = loop.run_until_complete(ep.count_tokens(f.texts))
@@ -295,9 +298,8 @@ def _create_migration(settings: Settings, store: StateStore, endpoint: Endpoint,
     if not settings.roots:
         raise UsageError("no --root given: name the directory that holds the databases")
     target = endpoint.target_dim
-    found = []
-    for path in discover(settings.roots, settings.pattern):
-        found.append(inspect(path, target, profile=settings.profile, text_field=settings.text_field))
+    found = list(scan(settings.roots, settings.pattern, target, profile=settings.profile,
+                      text_field=settings.text_field, follow_symlinks=settings.follow_symlinks))
     todo = [f for f in found if f.status == MIGRATE]
     bad = [f for f in found if f.status == BAD]
     skipped = [f for f in found if f.status == SKIP]
@@ -333,6 +335,7 @@ def _create_migration(settings: Settings, store: StateStore, endpoint: Endpoint,
             s.add(job)
             if f.status == BAD:
                 s.add(Event(migration_id=mid, level="error", path=str(f.path), message=job.error))
+    crashpoints.reached("scan.recorded")
     reporter.note(f"migration {mid}: {len(todo)} database(s) to migrate to {endpoint.info.model} "
                   f"({target} dims), {len(skipped)} already there, {len(bad)} cannot be migrated")
     for f in bad:

@@ -160,6 +160,8 @@ source_options = _stack(
                  help="How to find each record's source text (default: detect DVD)."),
     click.option("--text-field", default=None,
                  help="For non-DVD files: the record field that holds the embedded text."),
+    click.option("--follow-symlinks", is_flag=True,
+                 help="Migrate the files that symlinked databases point to (default: refuse them)."),
 )
 
 endpoint_options = _stack(
@@ -172,6 +174,8 @@ endpoint_options = _stack(
                  help="Seconds before one request counts as hung."),
     click.option("--retry-for", type=click.FloatRange(0, 86400), default=600.0, show_default=True,
                  help="Seconds of failing requests before the run stops (resumable, exit 5)."),
+    click.option("--insecure", is_flag=True,
+                 help="Do not verify the https endpoint's TLS certificate (warns; avoid)."),
 )
 
 

@@ -18,6 +18,7 @@ ENVIRONMENT = {
     "MIGRATOR_API_KEY": "API key for the endpoint (first choice)",
     "VLLM_API_KEY": "API key for the endpoint (second choice; the key DVD already uses)",
     "OPENAI_API_KEY": "API key for the endpoint (third choice)",
+    "MIGRATOR_DB_BUSY_TIMEOUT": "seconds to wait for another process's lock on the job database (default 30)",
 }
 KEY_VARIABLES = ("MIGRATOR_API_KEY", "VLLM_API_KEY", "OPENAI_API_KEY")
 

@@ -152,9 +152,19 @@ class Endpoint:
     """An async client for one vLLM embeddings endpoint."""
 
     def __init__(self, url: str, api_key: str | None, *, request_timeout: float = 120.0,
-                 retry_for: float = 600.0, connect_timeout: float = 10.0):
+                 retry_for: float = 600.0, verify_tls: bool = True):
         self.base_url, self.root_url = normalize_endpoint(url)
         self._key = api_key
+        self._ssl = None
+        http_client = None
+        if not verify_tls and self.base_url.startswith("https:"):
+            import ssl
+            log.warning("TLS certificate verification is OFF for %s (--insecure): anyone on the "
+                        "path can read the key and the texts", self.base_url)
+            self._ssl = ssl.create_default_context()
+            self._ssl.check_hostname = False
+            self._ssl.verify_mode = ssl.CERT_NONE
+            http_client = openai.DefaultAsyncHttpxClient(verify=False)
         self.request_timeout = request_timeout
         self.retry_for = retry_for
         self.client = openai.AsyncOpenAI(
@@ -162,6 +172,7 @@ class Endpoint:
             api_key=api_key or "EMPTY",  # vLLM without --api-key accepts any
             max_retries=0,               # retries are ours: they must see validation failures too
             timeout=request_timeout,
+            http_client=http_client,
         )
         self.info: ServerInfo | None = None
         self.target_dim: int | None = None
@@ -255,7 +266,7 @@ class Endpoint:
         if self._key:
             req.add_header("Authorization", f"Bearer {self._key}")
         try:
-            with urllib.request.urlopen(req, timeout=min(30.0, self.request_timeout)) as r:
+            with urllib.request.urlopen(req, timeout=min(30.0, self.request_timeout), context=self._ssl) as r:
                 doc = json.loads(r.read())
             count = doc.get("count")
             return int(count) if isinstance(count, int) else None

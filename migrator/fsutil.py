@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from . import crashpoints
 from .errors import DiskError
 
 TMP_MARK = ".migrator-partial-"
@@ -98,6 +99,7 @@ def atomic_write(target: str | os.PathLike, chunks: Iterable[bytes], *,
             os.fsync(f.fileno())
         if like is not None:
             apply_owner_and_mode(tmp, like)
+        crashpoints.reached("write.partial")
         os.replace(tmp, target)
         fsync_dir(target.parent)
     except BaseException as e:
@@ -138,6 +140,32 @@ def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> str:
             raise
         durable_copy(src, dst)
         return "copy"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(target: str | os.PathLike) -> int:
+    """Delete temporary files a killed writer left beside ``target``; returns how many."""
+    target = Path(target)
+    removed = 0
+    for p in target.parent.glob(f".{target.name}{TMP_MARK}*"):
+        pid = p.name[len(f".{target.name}{TMP_MARK}"):].split("-", 1)[0]
+        if pid.isdigit() and _pid_alive(int(pid)) and int(pid) != os.getpid():
+            continue
+        try:
+            p.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
 
 
 def remove_if_exists(path: str | os.PathLike) -> bool:

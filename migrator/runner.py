@@ -24,7 +24,7 @@ from typing import Callable, Iterator, Protocol
 import numpy as np
 from sqlalchemy import delete, select
 
-from . import fsutil, nvdb, profiles, verify
+from . import crashpoints, fsutil, nvdb, profiles, verify
 from .endpoint import Endpoint, PoisonedInput
 from .errors import BadDatabase, DiskError, EndpointRejected, EndpointUnavailable, Interrupted
 from .layout import staged_path
@@ -157,6 +157,7 @@ class Embedder:
             except BadDatabase as e:
                 self._mark_failed(s, job, str(e))
                 return None
+            fsutil.remove_stale_partials(path)
             digest = fsutil.sha256_file(path)
             if digest != job.source_sha256:
                 # Changed since the scan: what we embedded so far belongs to another file.
@@ -192,6 +193,7 @@ class Embedder:
             mig = s.get(Migration, self.mig.id)
             mig.records_embedded += len(vectors)
             mig.tokens_embedded += tokens
+        crashpoints.reached("batch.committed")
 
     def _vector_blocks(self, job_id: int, n: int, dim: int) -> Iterator[np.ndarray]:
         """The committed vectors of one database in row order, one batch at a time."""
@@ -231,6 +233,10 @@ class Embedder:
         try:
             size, digest = fsutil.atomic_write(
                 staged, nvdb.render(nf, self._vector_blocks(job_id, n, target), target, encoder), like=st)
+        except PermissionError as e:
+            self._fail(job_id, f"{path}: cannot write the new file beside it ({e.strerror}); give this "
+                               f"user write access to {path.parent}, then run again")
+            return "failed"
         except _Untiled as e:
             with self.store.session() as s:
                 s.execute(delete(Batch).where(Batch.database_id == job_id))
@@ -238,6 +244,7 @@ class Embedder:
             self._fail(job_id, f"{path}: committed batches do not cover the file (at row {e.row}); "
                                f"run again to re-embed it")
             return "failed"
+        crashpoints.reached("stage.written")
         problems = verify.check_staged(staged, nf, target, vectors_sha256=encoder.sha.hexdigest())
         if problems:
             fsutil.remove_if_exists(staged)
@@ -250,6 +257,7 @@ class Embedder:
             job.staged_path, job.staged_sha256, job.staged_size = str(staged), digest, size
             job.error = None
             s.execute(delete(Batch).where(Batch.database_id == job_id))
+        crashpoints.reached("stage.recorded")
         self.outcome.staged += 1
         return "staged"
 

@@ -71,11 +71,29 @@ def discover(roots: list[str | Path], pattern: str) -> Iterator[Path]:
                 yield ap
 
 
+def scan(roots: list[str | Path], pattern: str, target_dim: int | None, **kw) -> Iterator[Found]:
+    """:func:`inspect` every file :func:`discover` finds, each real file once."""
+    seen: set[Path] = set()
+    for path in discover(roots, pattern):
+        found = inspect(path, target_dim, **kw)
+        if found.path in seen:
+            continue
+        seen.add(found.path)
+        yield found
+
+
 def inspect(path: Path, target_dim: int | None, *, profile: str | None = None,
-            text_field: str | None = None, keep_texts: bool = False) -> Found:
+            text_field: str | None = None, keep_texts: bool = False,
+            follow_symlinks: bool = False) -> Found:
     """Read one file and say whether and how it would be migrated. Never raises for bad content."""
     if path.is_symlink():
-        return Found(path, BAD, "is a symlink (not followed: it may point outside --root)")
+        if not follow_symlinks:
+            return Found(path, BAD, "is a symlink (not followed: it may point outside --root; "
+                                    "--follow-symlinks migrates the file it points to)")
+        target = Path(os.path.realpath(path))
+        if not target.is_file():
+            return Found(path, BAD, "is a symlink to nothing (dangling)")
+        path = target
     try:
         nf = nvdb.read(path)
     except BadDatabase as e:

@@ -57,8 +57,16 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA journal_mode=DELETE")
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={busy_timeout_ms()}")
     cur.close()
+
+
+def busy_timeout_ms() -> int:
+    """How long to wait for another process's write transaction (MIGRATOR_DB_BUSY_TIMEOUT, s)."""
+    try:
+        return int(float(os.environ.get("MIGRATOR_DB_BUSY_TIMEOUT", "30")) * 1000)
+    except ValueError:
+        return 30000
 
 
 def _sqlite_begin(conn) -> None:
@@ -76,7 +84,7 @@ def _unreadable(location: str, e: DatabaseError) -> StateError:
 
 def _sqlite_readonly_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={busy_timeout_ms()}")
     cur.close()
 
 
@@ -141,7 +149,7 @@ def _recover_hot_journal(path: Path) -> None:
         return
     import sqlite3
     try:
-        con = sqlite3.connect(str(path), timeout=30)
+        con = sqlite3.connect(str(path), timeout=busy_timeout_ms() / 1000)
         try:
             con.execute("select count(*) from sqlite_master").fetchone()
         finally:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from sqlalchemy import delete, select
 
-from . import fsutil
-from .layout import backup_path, displaced_path
+from . import crashpoints, fsutil
+from .layout import backup_path, displaced_path, staged_path
 from .models import (D_CUT_OVER, D_EMBEDDING, D_FAILED, D_PENDING, D_REFUSED, D_ROLLED_BACK,
                      D_STAGED, M_DONE, M_ROLLED_BACK, M_RUNNING, M_STAGED, Batch, DatabaseJob,
                      Event, Migration, utcnow)
@@ -110,6 +110,7 @@ def cutover(store: StateStore, migration_id: str) -> SwapResult:
                     continue
             else:
                 fsutil.link_or_copy(live, backup)
+            crashpoints.reached("cutover.backed_up")
             st = os.stat(live)
             if (st.st_ino, st.st_size, st.st_mtime_ns) != (checked.st_ino, checked.st_size, checked.st_mtime_ns):
                 fsutil.remove_if_exists(backup)
@@ -119,8 +120,10 @@ def cutover(store: StateStore, migration_id: str) -> SwapResult:
                 continue
             os.replace(staged, live)
             fsutil.fsync_dir(live.parent)
+            crashpoints.reached("cutover.replaced")
             job.state, job.backup_path = D_CUT_OVER, str(backup)
             result.done.append(job.path)
+        crashpoints.reached("cutover.recorded")
     with store.session() as s:
         mig = s.get(Migration, migration_id)
         left = s.scalar(select(DatabaseJob.id).where(
@@ -148,8 +151,8 @@ def rollback(store: StateStore, migration_id: str, *, force: bool = False) -> Sw
                 continue
             if job.state in (D_PENDING, D_EMBEDDING, D_STAGED, D_FAILED):
                 # Never swapped: the live file is the original; drop our staged work.
-                if job.staged_path:
-                    fsutil.remove_if_exists(job.staged_path)
+                fsutil.remove_if_exists(staged_path(live, migration_id))
+                fsutil.remove_stale_partials(live)
                 s.execute(delete(Batch).where(Batch.database_id == job.id))
                 job.state, job.staged_path = D_ROLLED_BACK, None
                 result.already.append(job.path)
@@ -159,6 +162,7 @@ def rollback(store: StateStore, migration_id: str, *, force: bool = False) -> Sw
             live_sha = _sha(live)
             backup_sha = _sha(backup)
             if live_sha == job.source_sha256:
+                fsutil.remove_stale_partials(live)
                 job.state, job.error = D_ROLLED_BACK, None   # restored before a crash
                 result.already.append(job.path)
                 continue
@@ -184,8 +188,11 @@ def rollback(store: StateStore, migration_id: str, *, force: bool = False) -> Sw
                 _event(s, migration_id, "warning", f"{live}: changed after cutover; kept as {keep}", job.path)
             os.replace(backup, live)
             fsutil.fsync_dir(live.parent)
+            fsutil.remove_stale_partials(live)
+            crashpoints.reached("rollback.replaced")
             job.state, job.error = D_ROLLED_BACK, None
             result.done.append(job.path)
+        crashpoints.reached("rollback.recorded")
     with store.session() as s:
         mig = s.get(Migration, migration_id)
         if not result.refused:
