@@ -54,7 +54,7 @@ class Settings:
     profile: str | None = None
     text_field: str | None = None
     batch_size: int = 32
-    concurrency: int = 8
+    concurrency: int | None = None      # None: adaptive (tuning.AdaptiveLimit)
     request_timeout: float = 120.0
     retry_for: float = 600.0
     cutover: bool = True

@@ -278,8 +278,8 @@ def _finish_run(result: api.RunResult, as_json: bool) -> None:
 @state_option
 @click.option("--batch-size", type=click.IntRange(1, 2048), default=32, show_default=True,
               help="Texts per request.")
-@click.option("--concurrency", type=click.IntRange(1, 512), default=8, show_default=True,
-              help="Requests in flight.")
+@click.option("--concurrency", type=click.IntRange(1, 512), default=None,
+              help="Requests in flight (default: found by measuring throughput while running).")
 @click.option("--no-cutover", is_flag=True, help="Stop after staging; `migrate cutover` swaps later.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first database that cannot be migrated.")
 @yes_option

@@ -176,6 +176,7 @@ class Endpoint:
         )
         self.info: ServerInfo | None = None
         self.target_dim: int | None = None
+        self.on_pushback = None   # called with a reason on 429/5xx/timeouts (see tuning.AdaptiveLimit)
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -392,6 +393,9 @@ class Endpoint:
 
         def retry_this(state: tenacity.RetryCallState) -> bool:
             e = state.outcome.exception() if state.outcome else None
+            if self.on_pushback is not None and isinstance(
+                    e, (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError)):
+                self.on_pushback(self._describe(e))
             if e is None or self._classify(e, texts) is not None:
                 return False
             if isinstance(e, BadResponse):

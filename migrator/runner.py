@@ -28,6 +28,7 @@ from . import crashpoints, fsutil, nvdb, profiles, verify
 from .endpoint import Endpoint, PoisonedInput
 from .errors import BadDatabase, DiskError, EndpointRejected, EndpointUnavailable, Interrupted
 from .layout import staged_path
+from .tuning import AdaptiveLimit
 from .models import (D_EMBEDDING, D_FAILED, D_PENDING, D_STAGED, Batch, DatabaseJob, Event,
                      Migration, utcnow)
 from .state import StateStore
@@ -35,6 +36,7 @@ from .state import StateStore
 log = logging.getLogger("migrator.run")
 
 STOP_GRACE = 10.0  # seconds in-flight requests get to finish after SIGINT/SIGTERM
+MAX_IN_FLIGHT = 64  # ceiling for the adaptive in-flight limit
 
 
 class Reporter(Protocol):
@@ -79,6 +81,18 @@ class _Work:
 
 
 @dataclass
+class _Answer:
+    """An embedded batch waiting for its group commit."""
+
+    work: _Work
+    start: int
+    vectors: np.ndarray
+    tokens: int
+    truncated: list[str]
+    done: asyncio.Future | None = None
+
+
+@dataclass
 class EmbedOutcome:
     records: int = 0
     tokens: int = 0
@@ -111,14 +125,19 @@ class Embedder:
     """Runs the embedding and staging of one migration's jobs."""
 
     def __init__(self, store: StateStore, migration: Migration, endpoint: Endpoint, *,
-                 batch_size: int = 32, concurrency: int = 8, fail_fast: bool = False,
+                 batch_size: int = 32, concurrency: int | None = None, fail_fast: bool = False,
                  reporter: Reporter | None = None, stop: asyncio.Event | None = None,
                  profile: str | None = None, text_field: str | None = None):
         self.store = store
         self.mig = migration
         self.endpoint = endpoint
         self.batch_size = max(1, batch_size)
-        self.concurrency = max(1, concurrency)
+        # concurrency None: found by measuring (tuning.AdaptiveLimit); a number: fixed
+        self.limit = AdaptiveLimit(fixed=concurrency, maximum=MAX_IN_FLIGHT)
+        self.concurrency = self.limit.maximum
+        endpoint.on_pushback = self.limit.throttled
+        self._pending: list[_Answer] = []
+        self._flusher: asyncio.Task | None = None
         self.fail_fast = fail_fast
         self.reporter = reporter or NullReporter()
         self.stop = stop or asyncio.Event()
@@ -181,19 +200,48 @@ class Embedder:
         return _Work(job_id, path, texts, [r[nvdb.ID] for r in nf.data],
                      ranges=missing_ranges(nf.n, done, self.batch_size))
 
-    def _commit_batch(self, work: _Work, start: int, vectors: np.ndarray, tokens: int,
-                      truncated: list[str]) -> None:
+    def _commit_batches(self, items: list[_Answer]) -> None:
+        """Group commit: every answered batch waiting now, in one transaction.
+
+        Each batch row (its vectors) and its done-mark (n_done) go in together."""
         with self.store.session() as s:
-            s.add(Batch(database_id=work.job_id, start=start, count=len(vectors), dim=vectors.shape[1],
-                        vectors=np.ascontiguousarray(vectors, dtype="<f4").tobytes(), tokens=tokens))
-            job = s.get(DatabaseJob, work.job_id)
-            job.n_done = (job.n_done or 0) + len(vectors)
-            if truncated:
-                job.truncated = sorted(set(job.truncated or []) | set(truncated))
             mig = s.get(Migration, self.mig.id)
-            mig.records_embedded += len(vectors)
-            mig.tokens_embedded += tokens
-        crashpoints.reached("batch.committed")
+            for a in items:
+                s.add(Batch(database_id=a.work.job_id, start=a.start, count=len(a.vectors),
+                            dim=a.vectors.shape[1], tokens=a.tokens,
+                            vectors=np.ascontiguousarray(a.vectors, dtype="<f4").tobytes()))
+                job = s.get(DatabaseJob, a.work.job_id)
+                job.n_done = (job.n_done or 0) + len(a.vectors)
+                if a.truncated:
+                    job.truncated = sorted(set(job.truncated or []) | set(a.truncated))
+                mig.records_embedded += len(a.vectors)
+                mig.tokens_embedded += a.tokens
+        for _ in items:
+            crashpoints.reached("batch.committed")
+
+    async def _commit(self, answer: "_Answer") -> None:
+        """Queue an answered batch for the next group commit and wait until it is durable."""
+        answer.done = asyncio.get_running_loop().create_future()
+        self._pending.append(answer)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        await answer.done
+
+    async def _flush(self) -> None:
+        while self._pending:
+            items, self._pending = self._pending, []
+            try:
+                await self._w(self._commit_batches, items)
+            except BaseException as e:
+                for a in items:
+                    if not a.done.done():
+                        a.done.set_exception(e)
+                if isinstance(e, asyncio.CancelledError):
+                    raise
+                continue
+            for a in items:
+                if not a.done.done():
+                    a.done.set_result(None)
 
     def _vector_blocks(self, job_id: int, n: int, dim: int) -> Iterator[np.ndarray]:
         """The committed vectors of one database in row order, one batch at a time."""
@@ -281,7 +329,10 @@ class Embedder:
         texts = work.texts[start:start + count]
         truncated = await self._truncation_report(work, start, count)
         try:
-            result = await self.endpoint.embed(texts)
+            async with self.limit:
+                t0 = time.monotonic()
+                result = await self.endpoint.embed(texts)
+                self.limit.record(result.prompt_tokens or count, time.monotonic() - t0)
         except PoisonedInput as p:
             i = start + p.index
             work.failed = True
@@ -293,7 +344,7 @@ class Embedder:
             for rid in truncated:
                 self.reporter.note(f"TRUNCATED {work.path} record {rid!r}: longer than "
                                    f"max_model_len-1 tokens, embedded from its first tokens")
-        await self._w(self._commit_batch, work, start, result.vectors, result.prompt_tokens, truncated)
+        await self._commit(_Answer(work, start, result.vectors, result.prompt_tokens, truncated))
         self.outcome.records += count
         self.outcome.tokens += result.prompt_tokens
         self.outcome.truncated.extend(f"{work.path}#{r}" for r in truncated)
