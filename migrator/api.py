@@ -329,7 +329,7 @@ def _create_migration(settings: Settings, store: StateStore, endpoint: Endpoint,
             job = DatabaseJob(migration_id=mid, path=str(f.path),
                               state=D_PENDING if f.status == MIGRATE else D_FAILED,
                               source_size=st.st_size if st else 0, source_mtime_ns=st.st_mtime_ns if st else 0,
-                              source_sha256=fsutil.sha256_file(f.path) if st and f.status == MIGRATE else "",
+                              source_sha256="",   # hashed when first read for embedding
                               source_dim=f.dim or 0, n_records=f.records, n_chars=f.chars,
                               error=None if f.status == MIGRATE else f"{f.path}: {f.reason}")
             s.add(job)
@@ -357,13 +357,8 @@ async def _embed_pending(settings: Settings, store: StateStore, mig: Migration, 
                     st = os.stat(j.path)
                 except OSError:
                     continue
-                if (st.st_size, st.st_mtime_ns) == (j.source_size, j.source_mtime_ns) and j.source_sha256:
+                if (st.st_size, st.st_mtime_ns) == (j.source_size, j.source_mtime_ns):
                     continue
-                if not j.source_sha256:
-                    if (st.st_size, st.st_mtime_ns) == (j.source_size, j.source_mtime_ns):
-                        continue
-                    j.source_size, j.source_mtime_ns = st.st_size, st.st_mtime_ns
-                    j.source_sha256 = fsutil.sha256_file(j.path)
                 j.state = D_PENDING
             retry.append(j)
         total = sum(j.n_records for j in retry)

@@ -169,21 +169,25 @@ class Embedder:
             path = Path(job.path)
             try:
                 st = os.stat(path)
-                nf = nvdb.read(path)
             except FileNotFoundError:
                 self._mark_failed(s, job, f"{path}: the file is gone")
                 return None
+            # the file as we last saw it: a failed database is retried only once this changes
+            job.source_size, job.source_mtime_ns = st.st_size, st.st_mtime_ns
+            try:
+                nf = nvdb.read(path)
             except BadDatabase as e:
                 self._mark_failed(s, job, str(e))
                 return None
             fsutil.remove_stale_partials(path)
             digest = fsutil.sha256_file(path)
-            if digest != job.source_sha256:
-                # Changed since the scan: what we embedded so far belongs to another file.
+            if job.source_sha256 and digest != job.source_sha256:
+                # Changed since we first read it: what we embedded belongs to another file.
                 s.execute(delete(Batch).where(Batch.database_id == job.id))
-                job.source_sha256, job.source_size, job.source_mtime_ns = digest, st.st_size, st.st_mtime_ns
-                job.source_dim, job.n_records, job.n_done = nf.embedding_dim, nf.n, 0
-                self._event(s, "warning", f"{path}: changed since it was scanned; embedding it afresh", job.path)
+                job.n_done = 0
+                self._event(s, "warning", f"{path}: changed since it was first read; embedding it afresh",
+                            job.path)
+            job.source_sha256, job.source_dim, job.n_records = digest, nf.embedding_dim, nf.n
             try:
                 prof = profiles.choose(nf, profile=self.profile, text_field=self.text_field)
                 texts = prof.texts(nf)

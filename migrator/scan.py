@@ -84,8 +84,11 @@ def scan(roots: list[str | Path], pattern: str, target_dim: int | None, **kw) ->
 
 def inspect(path: Path, target_dim: int | None, *, profile: str | None = None,
             text_field: str | None = None, keep_texts: bool = False,
-            follow_symlinks: bool = False) -> Found:
-    """Read one file and say whether and how it would be migrated. Never raises for bad content."""
+            follow_symlinks: bool = False, check_vectors: bool = False) -> Found:
+    """Read one file and say whether and how it would be migrated. Never raises for bad content.
+
+    The matrix is skipped, not decoded, unless ``check_vectors``: a scan reads
+    records only, and `run` decodes the old vectors when it embeds the file."""
     if path.is_symlink():
         if not follow_symlinks:
             return Found(path, BAD, "is a symlink (not followed: it may point outside --root; "
@@ -105,7 +108,8 @@ def inspect(path: Path, target_dim: int | None, *, profile: str | None = None,
     try:
         prof = profiles.choose(nf, profile=profile, text_field=text_field)
         texts = prof.texts(nf)
-        nf.check_matrix()  # the old vectors must be intact too: a damaged file is not migrated
+        if check_vectors:
+            nf.check_matrix()  # decodes every old vector: a damaged file is not migrated
     except BadDatabase as e:
         found.status, found.reason = BAD, e.problem + (f" ({e.hint})" if e.hint else "")
         return found
