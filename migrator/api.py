@@ -270,7 +270,9 @@ async def _run(settings: Settings, store: StateStore, reporter: Reporter) -> Run
                 reporter.note(f"resuming migration {mig.id} ({mig.requested_model}, {mig.target_dim} dims)")
             cut = None
             for _ in range(3):  # a database changed under us is re-embedded, a bounded number of times
-                await _embed_pending(settings, store, mig, endpoint, reporter, stop)
+                failed_fast = await _embed_pending(settings, store, mig, endpoint, reporter, stop)
+                if failed_fast:
+                    break          # --fail-fast: report the failure (exit 4), nothing swapped
                 if stop.is_set():
                     raise Interrupted(f"interrupted; committed work is kept. Run `migrate run` again "
                                       f"to resume migration {mig.id}")
@@ -283,10 +285,11 @@ async def _run(settings: Settings, store: StateStore, reporter: Reporter) -> Run
                         if m.state == M_RUNNING:
                             m.state = M_STAGED
                     break
-                if counts.get(D_STAGED):
-                    cut = await asyncio.to_thread(swap.cutover, store, mig.id)
-                    if cut.restage:
-                        continue
+                # also with nothing staged: a kill after the last swap leaves the
+                # migration running with every database cut over; cutover closes it
+                cut = await asyncio.to_thread(swap.cutover, store, mig.id)
+                if cut.restage:
+                    continue
                 break
             return _result(store, mig, cut, started)
     finally:
@@ -303,6 +306,10 @@ def _create_migration(settings: Settings, store: StateStore, endpoint: Endpoint,
     todo = [f for f in found if f.status == MIGRATE]
     bad = [f for f in found if f.status == BAD]
     skipped = [f for f in found if f.status == SKIP]
+    if bad and settings.fail_fast:
+        return RunResult(None, "partial", f"--fail-fast: {len(bad)} database(s) cannot be migrated as they "
+                         f"are; nothing was started", model=endpoint.info.model, target_dim=target,
+                         failures=[f"{f.path}: {f.reason}" for f in bad])
     if not todo and bad:
         # Only files that cannot be migrated: report them, start nothing (a migration
         # holding nothing would become the default target of `rollback`).
@@ -344,7 +351,8 @@ def _create_migration(settings: Settings, store: StateStore, endpoint: Endpoint,
 
 
 async def _embed_pending(settings: Settings, store: StateStore, mig: Migration, endpoint: Endpoint,
-                         reporter: Reporter, stop: asyncio.Event) -> None:
+                         reporter: Reporter, stop: asyncio.Event) -> bool:
+    """Embed and stage what is left. True when --fail-fast stopped it at a failure."""
     with store.session() as s:
         jobs = s.scalars(select(DatabaseJob).where(
             DatabaseJob.migration_id == mig.id,
@@ -364,7 +372,7 @@ async def _embed_pending(settings: Settings, store: StateStore, mig: Migration, 
         total = sum(j.n_records for j in retry)
         done = sum(j.n_done or 0 for j in retry)
     if not retry:
-        return
+        return False
     reporter.start(total, done)
     t0 = time.monotonic()
     embedder = Embedder(store, mig, endpoint, batch_size=settings.batch_size,
@@ -372,7 +380,8 @@ async def _embed_pending(settings: Settings, store: StateStore, mig: Migration, 
                         reporter=reporter, stop=stop, profile=settings.profile,
                         text_field=settings.text_field)
     try:
-        await embedder.run([j.id for j in retry])
+        outcome = await embedder.run([j.id for j in retry])
+        return settings.fail_fast and outcome.failed > 0
     finally:
         with store.session() as s:
             m = s.get(Migration, mig.id)

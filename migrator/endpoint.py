@@ -212,8 +212,11 @@ class Endpoint:
             raw = await self.client.models.with_raw_response.list(timeout=min(30.0, self.request_timeout))
             cards = orjson.loads(raw.content).get("data", [])
         except (openai.APIConnectionError, openai.InternalServerError) as e:
-            raise EndpointUnavailable(f"{self.base_url}: {self._describe(e)}; is vLLM running? "
-                                      f"(start it, or pass --endpoint)") from None
+            what = self._describe(e)
+            hint = ("the server's TLS certificate is not trusted: give it a trusted one, or pass "
+                    "--insecure" if "CERTIFICATE_VERIFY_FAILED" in what else
+                    "is vLLM running? (start it, or pass --endpoint)")
+            raise EndpointUnavailable(f"{self.base_url}: {what}; {hint}") from None
         except openai.APIStatusError as e:
             raise (self._fatal(e) or EndpointUnavailable(f"{self.base_url}: {self._describe(e)}")) from None
         except (orjson.JSONDecodeError, AttributeError):

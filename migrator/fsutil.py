@@ -13,6 +13,7 @@ import hashlib
 import os
 import secrets
 import shutil
+from glob import escape as glob_escape
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -65,14 +66,15 @@ def temp_path_for(target: Path) -> Path:
     return target.with_name(f".{target.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
 
 
-def apply_owner_and_mode(path: str | os.PathLike, like: os.stat_result) -> None:
-    """Give ``path`` the permission bits (and, where allowed, owner) of ``like``."""
-    os.chmod(path, like.st_mode & 0o7777)
+def apply_owner_and_mode(fd_or_path: int | str | os.PathLike, like: os.stat_result) -> None:
+    """Give a file (an open descriptor, or a path) the owner, where allowed, and the
+    permission bits of ``like``. Owner first: chown clears set-id bits."""
     if hasattr(os, "chown"):
         try:
-            os.chown(path, like.st_uid, like.st_gid)
+            os.chown(fd_or_path, like.st_uid, like.st_gid)
         except PermissionError:
             pass  # not root: the file stays ours, its mode still matches
+    os.chmod(fd_or_path, like.st_mode & 0o7777)
 
 
 def atomic_write(target: str | os.PathLike, chunks: Iterable[bytes], *,
@@ -96,13 +98,16 @@ def atomic_write(target: str | os.PathLike, chunks: Iterable[bytes], *,
                 h.update(chunk)
                 size += len(chunk)
             f.flush()
+            if like is not None:          # before the fsync, so the mode is durable with the data
+                apply_owner_and_mode(f.fileno(), like)
             os.fsync(f.fileno())
-        if like is not None:
-            apply_owner_and_mode(tmp, like)
         crashpoints.reached("write.partial")
         os.replace(tmp, target)
         fsync_dir(target.parent)
     except BaseException as e:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()   # a generator reading the job table must let go of it now
         try:
             os.unlink(tmp)
         except FileNotFoundError:
@@ -156,8 +161,10 @@ def remove_stale_partials(target: str | os.PathLike) -> int:
     """Delete temporary files a killed writer left beside ``target``; returns how many."""
     target = Path(target)
     removed = 0
-    for p in target.parent.glob(f".{target.name}{TMP_MARK}*"):
-        pid = p.name[len(f".{target.name}{TMP_MARK}"):].split("-", 1)[0]
+    # ours are ".<name>...migrator-partial-<pid>-<hex>": for the live name and for every
+    # file kept beside it (".<name>.migrator-<id>.staged.migrator-partial-...")
+    for p in target.parent.glob(f".{glob_escape(target.name)}*{TMP_MARK}*"):
+        pid = p.name.rsplit(TMP_MARK, 1)[1].split("-", 1)[0]
         if pid.isdigit() and _pid_alive(int(pid)) and int(pid) != os.getpid():
             continue
         try:

@@ -39,6 +39,7 @@ from .errors import BadDatabase
 ID = "__id__"
 REQUIRED = ("embedding_dim", "data", "matrix")
 FLOAT32 = np.dtype("<f4")
+BLOCK_BYTES = 4 << 20  # vectors decoded at a time
 _CHUNK = 1 << 16   # header reads: a DVD file's records fit in one or two chunks
 _WS = b" \t\r\n"
 _SIGNIFICANT = re.compile(rb'["\\\[\]{}]')
@@ -76,11 +77,12 @@ class NanoFile:
     def _open(self) -> IO[bytes]:
         return io.BytesIO(self._raw) if self._raw is not None else open(self.path, "rb")
 
-    def matrix_blocks(self, rows: int = 4096) -> Iterator[np.ndarray]:
-        """The stored vectors, ``rows`` at a time (float32, little-endian)."""
+    def matrix_blocks(self, rows: int | None = None) -> Iterator[np.ndarray]:
+        """The stored vectors, ``rows`` at a time (default: about 4 MiB), float32."""
         if self.n == 0:
             return
         row_bytes = self.embedding_dim * 4
+        rows = rows or max(1, BLOCK_BYTES // row_bytes)
         read_chars = 4 * math.ceil(max(1, rows) * row_bytes / 3)   # whole base64 quanta
         want = self.n * row_bytes
         got = 0
@@ -280,6 +282,23 @@ _FAST_PATH_LIMIT = 256 << 20
 _QUOTE = re.compile(rb'"')
 
 
+def _where_not_utf8(raw: bytes, offset: int) -> str:
+    """Name the record that holds a non-UTF-8 byte, if the value is a list of records."""
+    try:
+        value = json.loads(raw.decode("utf-8", "surrogateescape"))
+    except (ValueError, RecursionError):
+        return f"bad byte at offset {offset} of a value"
+    if isinstance(value, list):
+        for i, rec in enumerate(value):
+            try:
+                json.dumps(rec, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                rid = rec.get(ID) if isinstance(rec, dict) else None
+                return f"record #{i}" + (f" (__id__ {rid!r})" if isinstance(rid, str) else "") + \
+                    " holds bytes that are not UTF-8"
+    return f"bad byte at offset {offset} of a value"
+
+
 def _loads(raw: bytes, path: Path) -> tuple[Any, str]:
     try:
         return orjson.loads(raw), "orjson"
@@ -289,8 +308,8 @@ def _loads(raw: bytes, path: Path) -> tuple[Any, str]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise BadDatabase(path, f"not UTF-8 text (bad byte in a value, offset {e.start} within it)",
-                          hint="NanoVectorDB files are UTF-8 JSON; is this the right file?") from None
+        raise BadDatabase(path, f"not UTF-8 text ({_where_not_utf8(raw, e.start)})",
+                          hint="NanoVectorDB files are UTF-8 JSON; fix or remove that record") from None
     try:
         return json.loads(text), "json"
     except (json.JSONDecodeError, RecursionError, ValueError):

@@ -32,9 +32,11 @@ class Profile:
             value = value[0]
         if not isinstance(value, str):
             what = "has no" if value is None else f"has a non-text ({type(value).__name__})"
+            hint = "nothing to embed; fix or remove that record"
+            if self.name != "dvd":
+                hint += ", or pick another --text-field"
             raise BadDatabase(nf.path, f"record #{index} (__id__ {record.get(ID)!r}) {what} "
-                              f"'{self.text_field}' field",
-                              hint="nothing to embed; fix or remove that record, or pick another --text-field")
+                              f"'{self.text_field}' field", hint=hint)
         if self.name == "dvd":
             value = DVD_PREFIX.sub("", value, count=1)
         if not value.strip():
@@ -51,11 +53,12 @@ DVD = Profile("dvd", "caption")
 
 
 def looks_like_dvd(nf: NanoFile) -> bool:
-    if not nf.data:
-        ad = nf.additional_data
-        return isinstance(ad, dict) and "video_length" in ad
-    rec = nf.data[0]
-    return isinstance(rec.get("caption"), str) and "time_start_secs" in rec
+    """DVD's additional_data, or any record shaped like DVD's (so one damaged record
+    is reported as such, not as a different kind of file)."""
+    ad = nf.additional_data
+    if isinstance(ad, dict) and "video_length" in ad and "video_file_root" in ad:
+        return True
+    return any(isinstance(r.get("caption"), str) and "time_start_secs" in r for r in nf.data[:64])
 
 
 def choose(nf: NanoFile, *, profile: str | None = None, text_field: str | None = None) -> Profile:

@@ -253,7 +253,7 @@ class Embedder:
         with self.store.reader() as s:
             rows = s.execute(select(Batch.start, Batch.count, Batch.dim, Batch.vectors)
                              .where(Batch.database_id == job_id).order_by(Batch.start)
-                             .execution_options(yield_per=64))
+                             .execution_options(yield_per=1))   # one batch in memory at a time
             for start, count, bdim, blob in rows:
                 if start != covered or bdim != dim or len(blob) != count * dim * 4:
                     raise _Untiled(start)

@@ -171,7 +171,7 @@ def open_state(state_dir: str | os.PathLike | None = None, *, readonly: bool = F
             return None
         _recover_hot_journal(path)
         url = f"sqlite:///file:{path.resolve()}?mode=ro&uri=true"
-        engine = create_engine(url)
+        engine = create_engine(url, connect_args={"timeout": busy_timeout_ms() / 1000})
         event.listen(engine, "connect", _sqlite_readonly_pragmas)
     else:
         try:
@@ -179,7 +179,7 @@ def open_state(state_dir: str | os.PathLike | None = None, *, readonly: bool = F
         except OSError as e:
             raise StateError(f"{state_dir}: cannot create the state directory ({e.strerror}); "
                              f"choose another with --state-dir") from None
-        engine = create_engine(f"sqlite:///{path}")
+        engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": busy_timeout_ms() / 1000})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
     try:

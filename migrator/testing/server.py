@@ -36,6 +36,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -435,6 +436,14 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.server.app._track(self.connection, True)
+        if isinstance(self.connection, ssl.SSLSocket):
+            # TLS mode: the handshake runs here, in this connection's thread, so a
+            # client that rejects the certificate (or never speaks TLS) blocks no one.
+            try:
+                self.connection.do_handshake()
+            except BaseException:
+                self.server.app._track(self.connection, False)
+                raise
 
     def finish(self) -> None:
         try:
@@ -527,6 +536,9 @@ class FakeVLLM:
     Attributes for tests: ``faults`` (a ``FaultQueue``), ``stats`` (a
     ``ServerStats``), ``dead`` (set True to make ``/health`` answer 503),
     ``base_url`` (``http://127.0.0.1:PORT/v1``) and ``root_url``.
+
+    TLS mode: pass ``ssl_context`` (a server-side ``ssl.SSLContext`` holding
+    the certificate) and the same server speaks https on the same port.
     """
 
     def __init__(
@@ -545,6 +557,7 @@ class FakeVLLM:
         request_overhead_s: float = 0.0,
         hang_blocks_others: bool = True,
         verbose: bool = False,
+        ssl_context: Optional[ssl.SSLContext] = None,
     ):
         if error_shape not in ("new", "old"):
             raise ValueError("error_shape must be 'new' or 'old'")
@@ -559,6 +572,7 @@ class FakeVLLM:
         self.request_overhead_s = float(request_overhead_s)
         self.hang_blocks_others = hang_blocks_others
         self.verbose = verbose
+        self.ssl_context = ssl_context  # server-side context: serve https (TLS mode)
         self.dead = False
         self.faults = FaultQueue()
         self.stats = ServerStats()
@@ -597,6 +611,9 @@ class FakeVLLM:
         self._stopping.clear()
         self._poisoned.clear()
         self._httpd = _HTTPServer((self.host, self.port), self)
+        if self.ssl_context is not None:
+            self._httpd.socket = self.ssl_context.wrap_socket(
+                self._httpd.socket, server_side=True, do_handshake_on_connect=False)
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
@@ -632,7 +649,8 @@ class FakeVLLM:
 
     @property
     def root_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def base_url(self) -> str:
