@@ -267,10 +267,14 @@ class Embedder:
         with self.store.session() as s:
             job = s.get(DatabaseJob, job_id)
             path, n, want_sha = Path(job.path), job.n_records, job.source_sha256
+            want_size, want_mtime = job.source_size, job.source_mtime_ns
         target = self.mig.target_dim
         st = os.stat(path)
         nf = nvdb.read(path)
-        if nf.n != n or fsutil.sha256_file(path) != want_sha:
+        # Unchanged size and mtime since it was hashed: not hashed again here (cutover
+        # compares the live file's hash with want_sha before any swap anyway).
+        unchanged = (st.st_size, st.st_mtime_ns) == (want_size, want_mtime)
+        if nf.n != n or (not unchanged and fsutil.sha256_file(path) != want_sha):
             with self.store.session() as s:
                 job = s.get(DatabaseJob, job_id)
                 s.execute(delete(Batch).where(Batch.database_id == job_id))

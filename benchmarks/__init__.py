@@ -1,0 +1,1 @@
+"""Benchmarks for migrator: see benchmarks/run.py and docs/BENCHMARKS.md."""
