@@ -33,7 +33,6 @@ import argparse
 import base64
 import hashlib
 import os
-import signal
 import sys
 import threading
 import time
@@ -45,7 +44,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from migrator.testing.server import FakeVLLM, _json_reply  # noqa: E402
+from migrator.testing.server import FakeVLLM, _json_reply, serve_until_signalled  # noqa: E402
 
 POOL_SIZE = 64
 
@@ -158,18 +157,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     srv = BenchVLLM(model=args.model, host=args.host, port=args.port,
                     tokens_per_second=args.tokens_per_second,
                     request_overhead_s=args.request_overhead)
-    done = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
-    srv.start()
-    tmp = args.ready_file + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.write(srv.base_url + "\n")
-    os.replace(tmp, args.ready_file)
-    while not done.wait(0.5):
-        pass
-    srv.stop()
-    return 0
+    return serve_until_signalled(srv, args.ready_file, "benchmark vLLM stand-in")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import random
 import shutil
@@ -35,7 +34,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from migrator.testing.corpus import make_captions, video_ids
+from migrator.testing.corpus import NanoVectorDB, caption_text, dvd_time, make_captions, video_ids
 from migrator.testing.embedder import prompt_words
 
 OLD_DIM = 3072
@@ -43,30 +42,7 @@ MANIFEST = "bench-manifest.json"
 FORMAT = 2  # bump when the layout or the text generator changes
 
 
-def _nvdb_class():
-    """nano_vectordb configures the root logger on import; keep it quiet."""
-    root = logging.getLogger()
-    before = list(root.handlers), root.level
-    from nano_vectordb import NanoVectorDB
-    for h in root.handlers[:]:
-        if h not in before[0]:
-            root.removeHandler(h)
-    root.setLevel(before[1])
-    logging.getLogger("nano-vectordb").setLevel(logging.WARNING)
-    return NanoVectorDB
-
-
 # ----------------------------------------------------------------- DVD text
-def hhmmss(seconds: float) -> str:
-    """DVD's time format for float seconds: 00:01:10.0 (seconds unpadded)."""
-    seconds = float(seconds)
-    h = int(seconds // 3600)
-    seconds %= 3600
-    m = int(seconds // 60)
-    seconds %= 60
-    return f"{h:02}:{m:02}:{seconds:02}"
-
-
 def clip_texts(captions: dict) -> list[tuple[float, float, str]]:
     """(start, end, bare caption) for each caption DVD would embed, in file order."""
     out = []
@@ -110,7 +86,6 @@ def split_records(total: int, databases: int, rng: random.Random,
 def _build_one(args: tuple) -> tuple[int, int, int]:
     """Write one video folder; returns (records, tokens, chars)."""
     video_dir, n_clips, seed = args
-    NanoVectorDB = _nvdb_class()
     video_dir = Path(video_dir)
     rng = random.Random(seed)
     captions = make_captions(rng, n_clips)
@@ -121,13 +96,13 @@ def _build_one(args: tuple) -> tuple[int, int, int]:
     clips = clip_texts(captions)
     vecs = np.random.default_rng(seed).standard_normal((len(clips), OLD_DIM))
     records = [{"__vector__": vecs[i], "time_start_secs": s, "time_end_secs": e,
-                "caption": f"[From {hhmmss(s)} to {hhmmss(e)} seconds]\n" + text}
+                "caption": caption_text(s, e, text)}
                for i, (s, e, text) in enumerate(clips)]
     db = NanoVectorDB(OLD_DIM, storage_file=str(video_dir / "database.json"))
     db.upsert(records)
     ends = [float(k.split("_")[1]) for k in captions if "_" in k and k[0].isdigit()]
     db.store_additional_data(subject_registry=captions.get("subject_registry"),
-                             video_length=hhmmss(max(ends)),
+                             video_length=dvd_time(max(ends)),
                              video_file_root=os.path.abspath(video_dir), fps=2)
     db.save()
     tokens = sum(prompt_words(t)[1] for _, _, t in clips)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import multiprocessing
 import os
 import sys
@@ -34,29 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
+# DVD's record layout and time format, and nano-vectordb imported without its INFO logging
+from migrator.testing.corpus import NanoVectorDB, caption_text, dvd_time
+
 _URL = None
 _MODEL = None
 BATCH = 128
-
-
-def _nvdb_class():
-    root = logging.getLogger()
-    before = list(root.handlers), root.level
-    from nano_vectordb import NanoVectorDB
-    for h in root.handlers[:]:
-        if h not in before[0]:
-            root.removeHandler(h)
-    root.setLevel(before[1])
-    logging.getLogger("nano-vectordb").setLevel(logging.WARNING)
-    return NanoVectorDB
-
-
-def seconds_to_hhmmss(seconds: float) -> str:
-    h = int(seconds // 3600)
-    seconds %= 3600
-    m = int(seconds // 60)
-    seconds %= 60
-    return f"{h:02}:{m:02}:{seconds:02}"
 
 
 def _init_worker(url: str, model: str) -> None:
@@ -96,7 +78,7 @@ def read_scripts(captions_path: Path) -> list:
     return scripts
 
 
-def build_video(NanoVectorDB, captions_path: Path, db_path: Path, dim: int, url: str,
+def build_video(captions_path: Path, db_path: Path, dim: int, url: str,
                 model: str) -> int:
     scripts = read_scripts(captions_path)
     batches = [scripts[i:i + BATCH] for i in range(0, len(scripts), BATCH)]
@@ -108,15 +90,14 @@ def build_video(NanoVectorDB, captions_path: Path, db_path: Path, dim: int, url:
     vdb = NanoVectorDB(dim, storage_file=str(db_path))
     data = []
     for (t1, t2), info, emb in rows:
-        prefix = f"[From {seconds_to_hhmmss(t1)} to {seconds_to_hhmmss(t2)} seconds]\n"
         data.append({"__vector__": np.array(emb), "time_start_secs": t1, "time_end_secs": t2,
-                     "caption": prefix + info["caption"]})
+                     "caption": caption_text(t1, t2, info["caption"])})
     vdb.upsert(data)
     with open(captions_path) as fh:
         captions = json.load(fh)
     registry = captions.pop("subject_registry", captions.pop("character_registry", None))
     length = max(float(k.split("_")[1]) for k in captions)
-    vdb.store_additional_data(subject_registry=registry, video_length=seconds_to_hhmmss(length),
+    vdb.store_additional_data(subject_registry=registry, video_length=dvd_time(length),
                               video_file_root=str(db_path.parent), fps=2)
     vdb.save()
     return len(data)
@@ -129,7 +110,6 @@ def main(argv=None) -> int:
     ap.add_argument("--model", required=True)
     ap.add_argument("--dim", type=int, required=True)
     args = ap.parse_args(argv)
-    NanoVectorDB = _nvdb_class()
     url = args.endpoint.rstrip("/") + "/embeddings"
     records = 0
     videos = sorted(p for p in Path(args.root).iterdir() if (p / "captions" / "captions.json").exists())
@@ -137,7 +117,7 @@ def main(argv=None) -> int:
         db_path = video / "database.json"
         if db_path.exists():
             os.remove(db_path)  # the user deletes the old database ...
-        records += build_video(NanoVectorDB, video / "captions" / "captions.json", db_path,
+        records += build_video(video / "captions" / "captions.json", db_path,
                                args.dim, url, args.model)  # ... and DVD builds it again
     print(json.dumps({"databases": len(videos), "records": records}))
     return 0

@@ -12,27 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
-import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
-PREFIX = re.compile(r"^\[From [0-9:.]+ to [0-9:.]+ seconds\]\n")
+from migrator.profiles import DVD_PREFIX
+from migrator.testing.corpus import NanoVectorDB
 
-
-def _nvdb_class():
-    root = logging.getLogger()
-    before = list(root.handlers), root.level
-    from nano_vectordb import NanoVectorDB
-    for h in root.handlers[:]:
-        if h not in before[0]:
-            root.removeHandler(h)
-    root.setLevel(before[1])
-    logging.getLogger("nano-vectordb").setLevel(logging.WARNING)
-    return NanoVectorDB
 
 
 def main(argv=None) -> int:
@@ -44,7 +32,6 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     args = ap.parse_args(argv)
     import openai
-    NanoVectorDB = _nvdb_class()
     client = openai.OpenAI(base_url=args.endpoint, api_key=os.environ.get("OPENAI_API_KEY", "EMPTY"))
     paths = sorted(Path(args.root).glob("*/database.json"))
     records = 0
@@ -52,7 +39,7 @@ def main(argv=None) -> int:
         with open(path, encoding="utf-8") as fh:
             doc = json.load(fh)
         rows = doc["data"]
-        texts = [PREFIX.sub("", r["caption"], count=1) for r in rows]
+        texts = [DVD_PREFIX.sub("", r["caption"], count=1) for r in rows]
         vectors = []
         for i in range(0, len(texts), args.batch):
             resp = client.embeddings.create(model=args.model, input=texts[i:i + args.batch])

@@ -102,7 +102,7 @@ def contender_cmd(name: str, root: Path, state: Path, url: str, dim: int, loop_b
 def verify_tree(root: Path, pristine: Path, dim: int, sample: int = 25) -> list[str]:
     """Load a sample of the migrated databases with the real nano-vectordb at
     the new dimension; each must hold as many records as before."""
-    NanoVectorDB = corp._nvdb_class()
+    NanoVectorDB = corp.NanoVectorDB
     import orjson
     problems = []
     dbs = sorted(Path(pristine).glob("*/database.json"))

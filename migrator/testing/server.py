@@ -1018,6 +1018,22 @@ def _partial_response(stage: str) -> bytes:
 # --------------------------------------------------------------------------- #
 # Process mode                                                                #
 # --------------------------------------------------------------------------- #
+def serve_until_signalled(srv: "FakeVLLM", ready_file: Optional[str], banner: str) -> int:
+    """Start ``srv``, announce it (stderr line, ready file), serve until SIGTERM/SIGINT, stop."""
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    srv.start()
+    print(f"{banner} listening on {srv.base_url} model={srv.model} dim={srv.dim}",
+          file=sys.stderr, flush=True)
+    if ready_file:
+        _write_ready_file(ready_file, srv.base_url)
+    while not done.wait(0.5):
+        pass
+    srv.stop()
+    return 0
+
+
 def _write_ready_file(path: str, text: str) -> None:
     tmp = f"{path}.tmp.{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as fh:
@@ -1068,18 +1084,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         seed=args.seed, tokens_per_second=args.tokens_per_second,
         request_overhead_s=args.request_overhead,
         hang_blocks_others=not args.no_hang_blocks_others, verbose=args.verbose)
-    done = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
-    srv.start()
-    print(f"{BANNER} listening on {srv.base_url} model={srv.model} dim={srv.dim}",
-          file=sys.stderr, flush=True)
-    if args.ready_file:
-        _write_ready_file(args.ready_file, srv.base_url)
-    while not done.wait(0.5):
-        pass
-    srv.stop()
-    return 0
+    return serve_until_signalled(srv, args.ready_file, BANNER)
 
 
 if __name__ == "__main__":
