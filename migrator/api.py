@@ -24,20 +24,18 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from . import config, crashpoints, swap
+from . import config, crashpoints, fsutil, swap
 from .endpoint import DEFAULT_ENDPOINT, Endpoint, normalize_endpoint, resolve_model
-from .errors import (EndpointRejected, EndpointUnavailable, Interrupted, MigratorError,
-                     PartialFailure, UsageError)
+from .errors import EndpointRejected, Interrupted, MigratorError, UsageError
 from .lock import state_lock
 from .models import (ACTIVE_MIGRATION_STATES, D_CUT_OVER, D_EMBEDDING, D_FAILED, D_PENDING,
                      D_STAGED, M_DONE, M_ROLLED_BACK, M_RUNNING, M_STAGED, DatabaseJob, Event,
-                     Migration, utcnow)
+                     Migration)
 from .profiles import describe as describe_profile
 from .runner import Embedder, NullReporter, Reporter
 from .scan import BAD, MIGRATE, SKIP, scan
 from .state import StateStore, default_state_dir, open_state
 from .status import status  # noqa: F401  (re-exported: api.status)
-from . import fsutil
 
 
 @dataclass
@@ -127,13 +125,16 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
     # Disk: the new file is staged beside the old one; after cutover the old one
     # stays as the backup (a hard link: no extra space), so each new file is extra.
     need_by_dev: Counter = Counter()
+    where_of_dev: dict[int, Path] = {}       # one directory on each filesystem, to ask for free space
     for f in todo:
         new_size = f.size + int((f.records * 4 * ((target or f.dim) - f.dim)) * 4 / 3)
         f.new_size = max(new_size, 0)
-        need_by_dev[os.stat(f.path.parent).st_dev] += f.new_size
+        dev = os.stat(f.path.parent).st_dev
+        where_of_dev.setdefault(dev, f.path.parent)
+        need_by_dev[dev] += f.new_size
     disks = []
     for dev, need in need_by_dev.items():
-        where = next(f.path.parent for f in todo if os.stat(f.path.parent).st_dev == dev)
+        where = where_of_dev[dev]
         free = fsutil.free_bytes(where)
         disks.append({"filesystem_of": str(where), "needed_bytes": need, "free_bytes": free,
                       "enough": need < free})

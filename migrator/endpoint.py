@@ -22,11 +22,10 @@ import base64
 import binascii
 import json
 import logging
-import math
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np

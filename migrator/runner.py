@@ -26,12 +26,12 @@ from sqlalchemy import delete, select
 
 from . import crashpoints, fsutil, nvdb, profiles, verify
 from .endpoint import Endpoint, PoisonedInput
-from .errors import BadDatabase, DiskError, EndpointRejected, EndpointUnavailable, Interrupted
+from .errors import BadDatabase
 from .layout import staged_path
-from .tuning import AdaptiveLimit
 from .models import (D_EMBEDDING, D_FAILED, D_PENDING, D_STAGED, Batch, DatabaseJob, Event,
-                     Migration, utcnow)
+                     Migration)
 from .state import StateStore
+from .tuning import AdaptiveLimit
 
 log = logging.getLogger("migrator.run")
 
@@ -274,13 +274,14 @@ class Embedder:
         # Unchanged size and mtime since it was hashed: not hashed again here (cutover
         # compares the live file's hash with want_sha before any swap anyway).
         unchanged = (st.st_size, st.st_mtime_ns) == (want_size, want_mtime)
-        if nf.n != n or (not unchanged and fsutil.sha256_file(path) != want_sha):
+        digest = want_sha if unchanged else fsutil.sha256_file(path)
+        if nf.n != n or digest != want_sha:
             with self.store.session() as s:
                 job = s.get(DatabaseJob, job_id)
                 s.execute(delete(Batch).where(Batch.database_id == job_id))
                 job.state, job.n_done = D_PENDING, 0
                 job.source_size, job.source_mtime_ns = st.st_size, st.st_mtime_ns
-                job.source_sha256 = fsutil.sha256_file(path)
+                job.source_sha256 = fsutil.sha256_file(path) if unchanged else digest
                 self._event(s, "warning", f"{path}: changed while it was being embedded; "
                                           f"it will be embedded again", job.path)
             return "changed"
@@ -374,7 +375,7 @@ class Embedder:
             try:
                 if not (self.stop.is_set() or work.failed):
                     await self._embed_one(work, start, count)
-            except (EndpointUnavailable, EndpointRejected, DiskError, Exception) as e:
+            except Exception as e:   # endpoint gave up, disk full, a bug: stop everything
                 if self.fatal is None:
                     self.fatal = e
                 self.stop.set()

@@ -5,7 +5,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from .models import DatabaseJob, Event, Migration
 from .state import default_state_dir, open_state

@@ -27,7 +27,7 @@ from sqlalchemy import delete, select
 from . import crashpoints, fsutil
 from .layout import backup_path, displaced_path, staged_path
 from .models import (D_CUT_OVER, D_EMBEDDING, D_FAILED, D_PENDING, D_REFUSED, D_ROLLED_BACK,
-                     D_STAGED, M_DONE, M_ROLLED_BACK, M_RUNNING, M_STAGED, Batch, DatabaseJob,
+                     D_STAGED, M_DONE, M_ROLLED_BACK, M_RUNNING, Batch, DatabaseJob,
                      Event, Migration, utcnow)
 from .state import StateStore
 
