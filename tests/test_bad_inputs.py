@@ -19,6 +19,7 @@ import os
 import random
 import re
 import shutil
+import stat
 import sqlite3
 import ssl
 import subprocess
@@ -359,6 +360,15 @@ def _migrate_as_nobody(args: list[str], *, cwd: Path, warm: list[str]) -> subpro
                           timeout=120)
 
 
+def _readable_by_others(path: Path) -> bool:
+    """Can a user who owns nothing read ``path`` (every parent searchable, the files readable)?"""
+    path = path.resolve()
+    for parent in [path, *path.parents]:
+        if not os.stat(parent).st_mode & stat.S_IXOTH:
+            return False
+    return all(os.stat(f).st_mode & stat.S_IROTH for f in path.rglob("*.py"))
+
+
 @pytest.fixture
 def world_readable_dir():
     """A 0755 directory chain (pytest's tmp dirs are 0700: nobody could not even enter them)."""
@@ -380,6 +390,10 @@ def _chown_tree(path: Path, uid: int, gid: int) -> None:
 
 
 def test_a_directory_without_write_permission_fails_alone(server, world_readable_dir, _template, tmp_path):
+    from migrator.state import migrations_dir
+    if not _readable_by_others(migrations_dir()):   # e.g. an editable install inside a 0700 clone
+        pytest.skip(f"{migrations_dir()} is not readable by other users, so no other user can run "
+                    f"this checkout of migrator")
     base = world_readable_dir
     root = base / "video_database"
     shutil.copytree(_template, root)
