@@ -18,7 +18,7 @@ finite non-zero values. Anything else is retried, never stored.
 from __future__ import annotations
 
 import asyncio
-import base64
+import inspect
 import binascii
 import json
 import logging
@@ -33,6 +33,7 @@ import openai
 import orjson
 import tenacity
 
+from . import nvdb
 from .errors import BadResponse, EndpointRejected, EndpointUnavailable, UsageError
 
 log = logging.getLogger("migrator.endpoint")
@@ -173,6 +174,8 @@ class Endpoint:
             timeout=request_timeout,
             http_client=http_client,
         )
+        # newer SDKs take raw request bytes as `content`, older ones as `body`
+        self._raw_body_arg = "content" if "content" in inspect.signature(self.client.post).parameters else "body"
         self.info: ServerInfo | None = None
         self.target_dim: int | None = None
         self.on_pushback = None   # called with a reason on 429/5xx/timeouts (see tuning.AdaptiveLimit)
@@ -323,7 +326,7 @@ class Endpoint:
             emb = item.get("embedding")
             if isinstance(emb, str):
                 try:
-                    raw = base64.b64decode(emb, validate=True)
+                    raw = nvdb.b64decode_strict(emb)
                 except (binascii.Error, ValueError):
                     raise BadResponse(f"item {idx}: embedding is not valid base64") from None
                 if len(raw) % 4:
@@ -354,12 +357,16 @@ class Endpoint:
         return out, int(tokens) if isinstance(tokens, int) else 0
 
     async def _request(self, texts: list[str], model: str, native_dim: int | None) -> tuple[np.ndarray, int]:
-        extra = {}
+        body = {"model": model, "input": texts, "encoding_format": "base64"}
         if self.info and self.info.max_model_len:
-            extra["truncate_prompt_tokens"] = self.info.max_model_len - 1
-        raw = await self.client.embeddings.with_raw_response.create(
-            model=model, input=texts, encoding_format="base64",
-            extra_body=extra or None, timeout=self.request_timeout)
+            body["truncate_prompt_tokens"] = self.info.max_model_len - 1
+        # The same request `client.embeddings.create(..., encoding_format="base64", extra_body=...)`
+        # sends, through the same client (auth, errors, timeouts), without the SDK walking every
+        # input to transform it and json-encoding it in Python: a third of the client's CPU.
+        payload = {self._raw_body_arg: orjson.dumps(body)}
+        raw = await self.client.post("/embeddings", **payload, cast_to=openai.HttpxBinaryResponseContent,
+                                     options={"timeout": self.request_timeout,
+                                              "headers": {"Content-Type": "application/json"}})
         return self.decode(raw.content, len(texts), model, native_dim)
 
     def _classify(self, e: BaseException, texts: list[str]) -> BaseException | None:

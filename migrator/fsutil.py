@@ -13,7 +13,6 @@ import hashlib
 import os
 import secrets
 import shutil
-from glob import escape as glob_escape
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -163,8 +162,15 @@ def remove_stale_partials(target: str | os.PathLike) -> int:
     removed = 0
     # ours are ".<name>...migrator-partial-<pid>-<hex>": for the live name and for every
     # file kept beside it (".<name>.migrator-<id>.staged.migrator-partial-...")
-    for p in target.parent.glob(f".{glob_escape(target.name)}*{TMP_MARK}*"):
-        pid = p.name.rsplit(TMP_MARK, 1)[1].split("-", 1)[0]
+    prefix = f".{target.name}"
+    try:
+        names = [e.name for e in os.scandir(target.parent)
+                 if e.name.startswith(prefix) and TMP_MARK in e.name[len(prefix):]]
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        p = target.parent / name
+        pid = name.rsplit(TMP_MARK, 1)[1].split("-", 1)[0]
         if pid.isdigit() and _pid_alive(int(pid)) and int(pid) != os.getpid():
             continue
         try:

@@ -1,42 +1,78 @@
 """Re-embedding and staging: the long-running middle of a migration.
 
-For each selected database the runner reads the stored source texts, sends
-them to the endpoint in batches (several in flight), commits each batch's new
-vectors to the job table as it arrives (vectors and "done" in one row, one
-transaction), and when a database is complete writes the new file beside the
-old one, fsyncs it, reads it back to verify it, and only then marks it staged.
+The pipeline, per run:
 
-Interrupted at any point, the next run finds the committed batches and sends
-only what is missing. Memory holds the texts of the databases being worked on,
-never the corpus.
+- **read** (I/O threads, a few databases ahead): each selected database is read
+  once, hashed, checked and its source texts taken out;
+- **pack**: texts go to the endpoint in requests of ``batch_size``, filled
+  across databases (DVD databases are small: one request often serves two or
+  three), several requests in flight, their number tuned by
+  :class:`~migrator.tuning.AdaptiveLimit`;
+- **keep**: a database of at most ``IN_MEMORY_BATCHES`` batches keeps its new
+  vectors in memory until it is complete; a larger one commits each answered
+  batch (vectors and done-mark in one row) to the job table, so an interrupted
+  run resumes inside it;
+- **stage** (I/O threads): a complete database is written beside the old one,
+  fsync'd, read back and verified, and only then marked staged.
+
+Every job-table write goes through :class:`~migrator.journal.Journal` (one
+thread, one transaction for everything waiting). The rule that makes that
+safe: a change that describes a file is submitted only after the file is
+durable, and a batch of vectors is acknowledged only once committed.
+
+Interrupted at any point, the next run loses at most the requests in flight and
+the answered rows of small databases not yet staged; everything staged or
+committed is kept. Memory holds the databases being worked on (a bounded
+number of rows), never the corpus.
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.engine import Connection
 
 from . import crashpoints, fsutil, nvdb, profiles, verify
 from .endpoint import Endpoint, PoisonedInput
 from .errors import BadDatabase
+from .journal import Journal
 from .layout import staged_path
-from .models import (D_EMBEDDING, D_FAILED, D_PENDING, D_STAGED, Batch, DatabaseJob, Event,
-                     Migration)
+from .models import D_EMBEDDING, D_FAILED, D_PENDING, D_STAGED, Batch, DatabaseJob, Event, Migration
 from .state import StateStore
 from .tuning import AdaptiveLimit
 
 log = logging.getLogger("migrator.run")
 
-STOP_GRACE = 10.0  # seconds in-flight requests get to finish after SIGINT/SIGTERM
-MAX_IN_FLIGHT = 64  # ceiling for the adaptive in-flight limit
+STOP_GRACE = 10.0      # seconds in-flight requests get to finish after SIGINT/SIGTERM
+MAX_IN_FLIGHT = 64     # ceiling for the adaptive in-flight limit
+IN_MEMORY_BATCHES = 4  # a database of at most this many batches is kept in memory until staged
+READ_AHEAD = 4         # databases read ahead of the requests
+IO_THREADS = 3         # reading, writing and verifying files (hashing and fsync release the GIL)
+
+_jobs = DatabaseJob.__table__
+_batches = Batch.__table__
+_events = Event.__table__
+_migrations = Migration.__table__
+
+# Hot-path statements, built once (the journal runs a sequence of one as executemany).
+# An UPDATE without .values() sets the columns named in each parameter row.
+_SET_PREPARED = update(_jobs).where(_jobs.c.id == bindparam("_id"))
+_SET_STAGED = update(_jobs).where(_jobs.c.id == bindparam("_id"))
+_SET_STAGED_BATCHES = update(_jobs).where(_jobs.c.id == bindparam("_id"))
+_COUNT_EMBEDDED = update(_migrations).where(_migrations.c.id == bindparam("_mid")).values(
+    records_embedded=_migrations.c.records_embedded + bindparam("_records"),
+    tokens_embedded=_migrations.c.tokens_embedded + bindparam("_tokens"))
+_DROP_BATCHES = delete(_batches).where(_batches.c.database_id == bindparam("_id"))
 
 
 class Reporter(Protocol):
@@ -45,14 +81,6 @@ class Reporter(Protocol):
     def start(self, total_records: int, done_records: int) -> None: ...
     def advance(self, records: int) -> None: ...
     def note(self, message: str) -> None: ...
-
-
-class _Untiled(Exception):
-    """The committed batches of a database leave a gap or overlap at ``row``."""
-
-    def __init__(self, row: int):
-        super().__init__(row)
-        self.row = row
 
 
 class NullReporter:
@@ -66,30 +94,61 @@ class NullReporter:
         log.info("%s", message)
 
 
+class _Untiled(Exception):
+    """The committed batches of a database leave a gap or overlap at ``row``."""
+
+    def __init__(self, row: int):
+        super().__init__(row)
+        self.row = row
+
+
+@dataclass
+class _Job:
+    """A job-table row, as far as the run needs it."""
+
+    id: int
+    path: str
+    source_sha256: str
+    n_done: int
+    truncated: list | None
+
+
+@dataclass
+class _Failed:
+    job: _Job
+    message: str
+    st: os.stat_result | None = None
+
+
 @dataclass
 class _Work:
     """The in-memory side of one database being embedded."""
 
-    job_id: int
+    job: _Job
     path: Path
+    nf: nvdb.NanoFile
+    st: os.stat_result
+    sha: str
     texts: list[str]
     ids: list[str]
-    ranges: list[tuple[int, int]] = field(default_factory=list)   # (start, count) still to embed
-    outstanding: int = 0
+    ranges: list[tuple[int, int]]            # (start, count) still to embed
+    in_memory: bool
+    vectors: np.ndarray | None = None        # in memory: n x target, filled as answers come
+    rows: int = 0                            # what it counts against the memory bound
+    left: int = 0                            # in memory: rows not answered yet
+    tokens: int = 0
+    truncated: list[str] = field(default_factory=list)
+    outstanding: int = 0                     # slices queued or in flight
     producing: bool = True
     failed: bool = False
+    finished: bool = False
 
 
 @dataclass
-class _Answer:
-    """An embedded batch waiting for its group commit."""
-
+class _Slice:
     work: _Work
     start: int
-    vectors: np.ndarray
-    tokens: int
-    truncated: list[str]
-    done: asyncio.Future | None = None
+    count: int
 
 
 @dataclass
@@ -121,6 +180,10 @@ def missing_ranges(n: int, done: list[tuple[int, int]], batch_size: int) -> list
     return out
 
 
+def _event(conn: Connection, mid: str, level: str, message: str, path: str | None) -> None:
+    conn.execute(insert(_events).values(migration_id=mid, level=level, path=path, message=message))
+
+
 class Embedder:
     """Runs the embedding and staging of one migration's jobs."""
 
@@ -130,14 +193,14 @@ class Embedder:
                  profile: str | None = None, text_field: str | None = None):
         self.store = store
         self.mig = migration
+        self.mid = migration.id
+        self.target = migration.target_dim
         self.endpoint = endpoint
         self.batch_size = max(1, batch_size)
         # concurrency None: found by measuring (tuning.AdaptiveLimit); a number: fixed
         self.limit = AdaptiveLimit(fixed=concurrency, maximum=MAX_IN_FLIGHT)
         self.concurrency = self.limit.maximum
         endpoint.on_pushback = self.limit.throttled
-        self._pending: list[_Answer] = []
-        self._flusher: asyncio.Task | None = None
         self.fail_fast = fail_fast
         self.reporter = reporter or NullReporter()
         self.stop = stop or asyncio.Event()
@@ -145,115 +208,107 @@ class Embedder:
         self.text_field = text_field
         self.outcome = EmbedOutcome()
         self.fatal: BaseException | None = None
-        # One thread owns every write to the job table and the filesystem, in order.
-        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="migrator-writer")
+        self.journal: Journal | None = None
+        self.io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="migrator-io")
+        self._tasks: set[asyncio.Task] = set()
+        self._alive_rows = 0
+        self._room: asyncio.Condition | None = None
 
-    # ------------------------------------------------------------ job table
-    def _event(self, s, level: str, message: str, path: str | None = None) -> None:
-        s.add(Event(migration_id=self.mig.id, level=level, path=path, message=message))
+    # ----------------------------------------------------------- job table
+    def _submit(self, change: Callable[[Connection], object], after: str | None = None,
+                times: int = 1) -> Future:
+        fut = self.journal.submit(change)
+        if after:
+            def reached(f: Future) -> None:
+                if f.exception() is None:
+                    for _ in range(times):
+                        crashpoints.reached(after)
+            fut.add_done_callback(reached)
+        return fut
 
-    def _mark_failed(self, s, job: DatabaseJob, message: str) -> None:
-        job.state, job.error = D_FAILED, message
-        self._event(s, "error", message, job.path)
+    def _fail(self, job: _Job, message: str, st: os.stat_result | None = None) -> Future:
         self.outcome.failed += 1
         self.reporter.note(f"FAILED {message}")
+        mid = self.mid
 
-    def _fail(self, job_id: int, message: str) -> None:
-        with self.store.session() as s:
-            self._mark_failed(s, s.get(DatabaseJob, job_id), message)
+        def change(conn: Connection) -> None:
+            values = {"state": D_FAILED, "error": message}
+            if st is not None:   # retried only once the file changes from this
+                values.update(source_size=st.st_size, source_mtime_ns=st.st_mtime_ns)
+            conn.execute(update(_jobs).where(_jobs.c.id == job.id).values(**values))
+            _event(conn, mid, "error", message, job.path)
+        return self._submit(change)
 
-    def _prepare(self, job_id: int) -> _Work | None:
-        """Read the source, check it is still the file we scanned, find what is left to embed."""
-        with self.store.session() as s:
-            job = s.get(DatabaseJob, job_id)
-            path = Path(job.path)
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:
-                self._mark_failed(s, job, f"{path}: the file is gone")
-                return None
-            # the file as we last saw it: a failed database is retried only once this changes
-            job.source_size, job.source_mtime_ns = st.st_size, st.st_mtime_ns
-            try:
+    def _done_ranges(self, job_id: int) -> list[tuple[int, int]]:
+        with self.store.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(
+                select(_batches.c.start, _batches.c.count).where(_batches.c.database_id == job_id))]
+
+    # ------------------------------------------------------------- reading
+    def _load(self, job: _Job) -> _Work | _Failed:
+        """Read the source once: hash it, check it, take its texts. Touches no job table row."""
+        path = Path(job.path)
+        try:
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                raw = f.read() if st.st_size <= nvdb.WHOLE_FILE else None
+        except FileNotFoundError:
+            return _Failed(job, f"{path}: the file is gone")
+        except IsADirectoryError:
+            return _Failed(job, f"{path}: is a directory, not a file")
+        except OSError as e:
+            return _Failed(job, f"{path}: cannot be read ({e.strerror}); run as a user who can read "
+                                f"and write it", os.stat(path) if os.path.exists(path) else None)
+        try:
+            if raw is not None:
+                nf = nvdb.parse(raw, path)
+                digest = hashlib.sha256(raw).hexdigest()
+            else:
                 nf = nvdb.read(path)
-            except BadDatabase as e:
-                self._mark_failed(s, job, str(e))
-                return None
-            fsutil.remove_stale_partials(path)
-            digest = fsutil.sha256_file(path)
-            if job.source_sha256 and digest != job.source_sha256:
-                # Changed since we first read it: what we embedded belongs to another file.
-                s.execute(delete(Batch).where(Batch.database_id == job.id))
-                job.n_done = 0
-                self._event(s, "warning", f"{path}: changed since it was first read; embedding it afresh",
-                            job.path)
-            job.source_sha256, job.source_dim, job.n_records = digest, nf.embedding_dim, nf.n
-            try:
-                prof = profiles.choose(nf, profile=self.profile, text_field=self.text_field)
-                texts = prof.texts(nf)
-                nf.check_matrix()
-            except BadDatabase as e:
-                self._mark_failed(s, job, str(e))
-                return None
-            job.n_chars = sum(len(t) for t in texts)
-            job.error = None
-            job.state = D_EMBEDDING
-            done = [(b.start, b.count) for b in s.execute(
-                select(Batch.start, Batch.count).where(Batch.database_id == job.id)).all()]
-            job.n_done = sum(c for _, c in done)
-        return _Work(job_id, path, texts, [r[nvdb.ID] for r in nf.data],
-                     ranges=missing_ranges(nf.n, done, self.batch_size))
+                digest = fsutil.sha256_file(path)
+            prof = profiles.choose(nf, profile=self.profile, text_field=self.text_field)
+            texts = prof.texts(nf)
+            nf.check_matrix()
+        except BadDatabase as e:
+            return _Failed(job, str(e), st)
+        nf._raw = None    # the old vectors are not needed again; keep only the records
+        fsutil.remove_stale_partials(path)
+        changed = bool(job.source_sha256) and digest != job.source_sha256
+        done = self._done_ranges(job.id) if job.n_done and not changed else []
+        in_memory = not done and nf.n <= IN_MEMORY_BATCHES * self.batch_size
+        work = _Work(job, path, nf, st, digest, texts, [r[nvdb.ID] for r in nf.data],
+                     ranges=missing_ranges(nf.n, done, self.batch_size), in_memory=in_memory)
+        if in_memory:
+            work.vectors = np.empty((nf.n, self.target), dtype=nvdb.FLOAT32)
+            work.left = nf.n
+            work.rows = nf.n
+        else:
+            work.rows = min(nf.n, IN_MEMORY_BATCHES * self.batch_size)
+        return work
 
-    def _commit_batches(self, items: list[_Answer]) -> None:
-        """Group commit: every answered batch waiting now, in one transaction.
+    def _prepared(self, w: _Work) -> None:
+        """Record that a database is being embedded, as it was read."""
+        job, mid = w.job, self.mid
+        if job.source_sha256 and w.sha != job.source_sha256:
+            def forget(conn: Connection) -> None:   # what we embedded before belongs to another file
+                conn.execute(_DROP_BATCHES, {"_id": job.id})
+                conn.execute(update(_jobs).where(_jobs.c.id == job.id).values(n_done=0))
+                _event(conn, mid, "warning", f"{w.path}: changed since it was first read; "
+                                             f"embedding it afresh", job.path)
+            self._submit(forget)
+        self.journal.execute(_SET_PREPARED, dict(
+            _id=job.id, source_size=w.st.st_size, source_mtime_ns=w.st.st_mtime_ns, source_sha256=w.sha,
+            source_dim=w.nf.embedding_dim, n_records=w.nf.n, n_chars=sum(len(t) for t in w.texts),
+            error=None, state=D_EMBEDDING))
 
-        Each batch row (its vectors) and its done-mark (n_done) go in together."""
-        with self.store.session() as s:
-            mig = s.get(Migration, self.mig.id)
-            for a in items:
-                s.add(Batch(database_id=a.work.job_id, start=a.start, count=len(a.vectors),
-                            dim=a.vectors.shape[1], tokens=a.tokens,
-                            vectors=np.ascontiguousarray(a.vectors, dtype="<f4").tobytes()))
-                job = s.get(DatabaseJob, a.work.job_id)
-                job.n_done = (job.n_done or 0) + len(a.vectors)
-                if a.truncated:
-                    job.truncated = sorted(set(job.truncated or []) | set(a.truncated))
-                mig.records_embedded += len(a.vectors)
-                mig.tokens_embedded += a.tokens
-        for _ in items:
-            crashpoints.reached("batch.committed")
-
-    async def _commit(self, answer: "_Answer") -> None:
-        """Queue an answered batch for the next group commit and wait until it is durable."""
-        answer.done = asyncio.get_running_loop().create_future()
-        self._pending.append(answer)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        await answer.done
-
-    async def _flush(self) -> None:
-        while self._pending:
-            items, self._pending = self._pending, []
-            try:
-                await self._w(self._commit_batches, items)
-            except BaseException as e:
-                for a in items:
-                    if not a.done.done():
-                        a.done.set_exception(e)
-                if isinstance(e, asyncio.CancelledError):
-                    raise
-                continue
-            for a in items:
-                if not a.done.done():
-                    a.done.set_result(None)
-
+    # ------------------------------------------------------------- staging
     def _vector_blocks(self, job_id: int, n: int, dim: int) -> Iterator[np.ndarray]:
         """The committed vectors of one database in row order, one batch at a time."""
         covered = 0
-        with self.store.reader() as s:
-            rows = s.execute(select(Batch.start, Batch.count, Batch.dim, Batch.vectors)
-                             .where(Batch.database_id == job_id).order_by(Batch.start)
-                             .execution_options(yield_per=1))   # one batch in memory at a time
+        with self.store.engine.connect() as conn:
+            rows = conn.execution_options(yield_per=1).execute(
+                select(_batches.c.start, _batches.c.count, _batches.c.dim, _batches.c.vectors)
+                .where(_batches.c.database_id == job_id).order_by(_batches.c.start))
             for start, count, bdim, blob in rows:
                 if start != covered or bdim != dim or len(blob) != count * dim * 4:
                     raise _Untiled(start)
@@ -262,133 +317,216 @@ class Embedder:
         if covered != n:
             raise _Untiled(covered)
 
-    def _stage(self, job_id: int) -> str:
-        """Write, fsync and verify the new file; mark staged. Returns 'staged', 'changed' or 'failed'."""
-        with self.store.session() as s:
-            job = s.get(DatabaseJob, job_id)
-            path, n, want_sha = Path(job.path), job.n_records, job.source_sha256
-            want_size, want_mtime = job.source_size, job.source_mtime_ns
-        target = self.mig.target_dim
-        st = os.stat(path)
-        nf = nvdb.read(path)
-        # Unchanged size and mtime since it was hashed: not hashed again here (cutover
-        # compares the live file's hash with want_sha before any swap anyway).
-        unchanged = (st.st_size, st.st_mtime_ns) == (want_size, want_mtime)
-        digest = want_sha if unchanged else fsutil.sha256_file(path)
-        if nf.n != n or digest != want_sha:
-            with self.store.session() as s:
-                job = s.get(DatabaseJob, job_id)
-                s.execute(delete(Batch).where(Batch.database_id == job_id))
-                job.state, job.n_done = D_PENDING, 0
-                job.source_size, job.source_mtime_ns = st.st_size, st.st_mtime_ns
-                job.source_sha256 = fsutil.sha256_file(path) if unchanged else digest
-                self._event(s, "warning", f"{path}: changed while it was being embedded; "
-                                          f"it will be embedded again", job.path)
-            return "changed"
-        staged = staged_path(path, self.mig.id)
-        encoder = nvdb.MatrixEncoder(n, target)
+    def _stage(self, w: _Work) -> str:
+        """Write, fsync and verify the new file, then queue its record (I/O thread).
+        Returns 'staged', 'changed' (to embed again) or 'failed'."""
+        path, n, target, mid, job = w.path, w.nf.n, self.target, self.mid, w.job
         try:
-            size, digest = fsutil.atomic_write(
-                staged, nvdb.render(nf, self._vector_blocks(job_id, n, target), target, encoder), like=st)
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        if st is None or (st.st_size, st.st_mtime_ns, st.st_ino) != (w.st.st_size, w.st.st_mtime_ns, w.st.st_ino):
+            digest = fsutil.sha256_file(path) if st is not None else ""
+
+            def reset(conn: Connection) -> None:
+                conn.execute(delete(_batches).where(_batches.c.database_id == job.id))
+                values = dict(state=D_PENDING, n_done=0, source_sha256=digest)
+                if st is not None:
+                    values.update(source_size=st.st_size, source_mtime_ns=st.st_mtime_ns)
+                conn.execute(update(_jobs).where(_jobs.c.id == job.id).values(**values))
+                _event(conn, mid, "warning", f"{path}: changed while it was being embedded; "
+                                             f"it will be embedded again", job.path)
+            self._submit(reset)
+            return "changed"
+        staged = staged_path(path, mid)
+        encoder = nvdb.MatrixEncoder(n, target)
+        blocks = w.vectors if w.in_memory else self._vector_blocks(job.id, n, target)
+        try:
+            size, digest = fsutil.atomic_write(staged, nvdb.render(w.nf, blocks, target, encoder), like=st)
         except PermissionError as e:
-            self._fail(job_id, f"{path}: cannot write the new file beside it ({e.strerror}); give this "
-                               f"user write access to {path.parent}, then run again")
+            self._fail(job, f"{path}: cannot write the new file beside it ({e.strerror}); give this "
+                            f"user write access to {path.parent}, then run again")
             return "failed"
         except _Untiled as e:
-            with self.store.session() as s:
-                s.execute(delete(Batch).where(Batch.database_id == job_id))
-                s.get(DatabaseJob, job_id).n_done = 0
-            self._fail(job_id, f"{path}: committed batches do not cover the file (at row {e.row}); "
-                               f"run again to re-embed it")
+            self._submit(lambda conn: (
+                conn.execute(delete(_batches).where(_batches.c.database_id == job.id)),
+                conn.execute(update(_jobs).where(_jobs.c.id == job.id).values(n_done=0))))
+            self._fail(job, f"{path}: committed batches do not cover the file (at row {e.row}); "
+                            f"run again to re-embed it")
             return "failed"
         crashpoints.reached("stage.written")
-        problems = verify.check_staged(staged, nf, target, vectors_sha256=encoder.sha.hexdigest())
+        problems = verify.check_staged(staged, w.nf, target, vectors_sha256=encoder.sha.hexdigest(),
+                                       file_sha256=digest)
         if problems:
             fsutil.remove_if_exists(staged)
-            self._fail(job_id, f"{path}: staged file failed verification: {'; '.join(problems)}")
+            self._fail(job, f"{path}: staged file failed verification: {'; '.join(problems)}")
             return "failed"
-        # The staged file is durable (fsync'd, directory fsync'd) before the table says so.
-        with self.store.session() as s:
-            job = s.get(DatabaseJob, job_id)
-            job.state = D_STAGED
-            job.staged_path, job.staged_sha256, job.staged_size = str(staged), digest, size
-            job.error = None
-            s.execute(delete(Batch).where(Batch.database_id == job_id))
-        crashpoints.reached("stage.recorded")
-        self.outcome.staged += 1
+        # The staged file is durable (fsync'd, directory fsync'd) before this is queued.
+        values = dict(_id=job.id, state=D_STAGED, staged_path=str(staged), staged_sha256=digest,
+                      staged_size=size, n_done=n, error=None)
+        if w.in_memory:
+            values["truncated"] = sorted(set(job.truncated or []) | set(w.truncated)) or None
+            self.journal.execute(_COUNT_EMBEDDED, dict(_mid=mid, _records=n, _tokens=w.tokens))
+            fut = self.journal.execute(_SET_STAGED, values)
+        else:
+            self.journal.execute(_DROP_BATCHES, {"_id": job.id})
+            fut = self.journal.execute(_SET_STAGED_BATCHES, values)
+        fut.add_done_callback(lambda f: f.exception() is None and crashpoints.reached("stage.recorded"))
         return "staged"
 
-    async def _w(self, fn: Callable, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.writer, fn, *args)
+    async def _finish_if_done(self, w: _Work) -> None:
+        if w.finished or w.outstanding or w.producing:
+            return
+        if w.failed or self.stop.is_set():
+            self._release(w)
+            return
+        w.finished = True
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self.io, self._stage, w)
+        finally:
+            self._release(w)
+        if result == "changed":
+            self.outcome.restaged += 1
+        elif result == "staged":
+            self.outcome.staged += 1
 
-    # ------------------------------------------------------------- pipeline
-    async def _truncation_report(self, work: _Work, start: int, count: int) -> list[str]:
+    # ------------------------------------------------------------ embedding
+    async def _truncation_report(self, sl: _Slice) -> list[str]:
         """Ids of records in this slice the server will cut to max_model_len - 1 tokens."""
-        idx = [i for i in range(start, start + count) if self.endpoint.may_be_truncated(work.texts[i])]
+        w = sl.work
+        idx = [i for i in range(sl.start, sl.start + sl.count) if self.endpoint.may_be_truncated(w.texts[i])]
         if not idx:
             return []
         limit = self.endpoint.info.max_model_len - 1
-        counts = await self.endpoint.count_tokens([work.texts[i] for i in idx]) \
+        counts = await self.endpoint.count_tokens([w.texts[i] for i in idx]) \
             if self.endpoint.info.tokenize else None
         if counts is None:  # no /tokenize: report every record that may be over
-            return [work.ids[i] for i in idx]
-        return [work.ids[i] for i, c in zip(idx, counts) if c > limit]
+            return [w.ids[i] for i in idx]
+        return [w.ids[i] for i, c in zip(idx, counts) if c > limit]
 
-    async def _embed_one(self, work: _Work, start: int, count: int) -> None:
-        texts = work.texts[start:start + count]
-        truncated = await self._truncation_report(work, start, count)
+    def _commit_batches(self, answers: list[tuple[_Slice, np.ndarray, int, list[str]]]) -> Future:
+        """Batch rows of large databases: vectors and done-mark in one row, in one transaction."""
+        mid = self.mid
+        rows = [dict(database_id=sl.work.job.id, start=sl.start, count=sl.count, dim=v.shape[1],
+                     tokens=tokens, vectors=np.ascontiguousarray(v, dtype="<f4").tobytes())
+                for sl, v, tokens, _ in answers]
+
+        def change(conn: Connection) -> None:
+            conn.execute(insert(_batches), rows)
+            for sl, v, tokens, truncated in answers:
+                values = {"n_done": _jobs.c.n_done + sl.count}
+                if truncated:
+                    old = conn.execute(select(_jobs.c.truncated).where(_jobs.c.id == sl.work.job.id)).scalar()
+                    values["truncated"] = sorted(set(old or []) | set(truncated))
+                conn.execute(update(_jobs).where(_jobs.c.id == sl.work.job.id).values(**values))
+            conn.execute(update(_migrations).where(_migrations.c.id == mid).values(
+                records_embedded=_migrations.c.records_embedded + sum(r["count"] for r in rows),
+                tokens_embedded=_migrations.c.tokens_embedded + sum(r["tokens"] for r in rows)))
+        return self._submit(change, after="batch.committed", times=len(rows))
+
+    async def _embed_request(self, slices: list[_Slice]) -> None:
+        slices = [sl for sl in slices if not sl.work.failed]
+        if not slices:
+            return
+        texts = [t for sl in slices for t in sl.work.texts[sl.start:sl.start + sl.count]]
+        truncated = [await self._truncation_report(sl) for sl in slices]
         try:
             async with self.limit:
                 t0 = time.monotonic()
                 result = await self.endpoint.embed(texts)
-                self.limit.record(result.prompt_tokens or count, time.monotonic() - t0)
+                self.limit.record(result.prompt_tokens or len(texts), time.monotonic() - t0)
         except PoisonedInput as p:
-            i = start + p.index
-            work.failed = True
-            await self._w(self._fail, work.job_id,
-                          f"{work.path}: record #{i} (__id__ {work.ids[i]!r}): {p.detail}; "
-                          f"shorten or remove that record's text, then run again")
-            return
-        if truncated:
-            for rid in truncated:
-                self.reporter.note(f"TRUNCATED {work.path} record {rid!r}: longer than "
+            at = p.index
+            for k, sl in enumerate(slices):
+                if at < sl.count:
+                    i = sl.start + at
+                    sl.work.failed = True
+                    self._fail(sl.work.job, f"{sl.work.path}: record #{i} (__id__ {sl.work.ids[i]!r}): "
+                                            f"{p.detail}; shorten or remove that record's text, then run again")
+                    await self._embed_request(slices[:k] + slices[k + 1:])   # the others again, without it
+                    return
+                at -= sl.count
+            raise
+        # tokens are counted for the whole request; share them out by characters
+        chars = [sum(len(t) for t in sl.work.texts[sl.start:sl.start + sl.count]) for sl in slices]
+        total_chars = max(1, sum(chars))
+        answers = []
+        row = 0
+        for sl, c, trunc in zip(slices, chars, truncated):
+            v = result.vectors[row:row + sl.count]
+            row += sl.count
+            tokens = round(result.prompt_tokens * c / total_chars)
+            for rid in trunc:
+                self.reporter.note(f"TRUNCATED {sl.work.path} record {rid!r}: longer than "
                                    f"max_model_len-1 tokens, embedded from its first tokens")
-        await self._commit(_Answer(work, start, result.vectors, result.prompt_tokens, truncated))
-        self.outcome.records += count
+            self.outcome.truncated.extend(f"{sl.work.path}#{r}" for r in trunc)
+            if sl.work.in_memory:
+                sl.work.vectors[sl.start:sl.start + sl.count] = v
+                sl.work.left -= sl.count
+                sl.work.tokens += tokens
+                sl.work.truncated.extend(trunc)
+            else:
+                answers.append((sl, v, tokens, trunc))
+        if answers:   # acknowledged only once durable
+            await asyncio.wrap_future(self._commit_batches(answers))
+        self.outcome.records += len(texts)
         self.outcome.tokens += result.prompt_tokens
-        self.outcome.truncated.extend(f"{work.path}#{r}" for r in truncated)
-        self.reporter.advance(count)
+        self.reporter.advance(len(texts))
 
-    async def _finish_if_done(self, work: _Work) -> None:
-        if work.outstanding == 0 and not work.producing and not work.failed and not self.stop.is_set():
-            result = await self._w(self._stage, work.job_id)
-            if result == "changed":
-                self.outcome.restaged += 1
-
-    async def _worker(self, queue: asyncio.Queue) -> None:
+    async def _worker(self, requests: asyncio.Queue) -> None:
         while True:
-            item = await queue.get()
-            if item is None:
-                queue.task_done()
+            req = await requests.get()
+            if req is None:
+                requests.task_done()
                 return
-            work, start, count = item
             try:
-                if not (self.stop.is_set() or work.failed):
-                    await self._embed_one(work, start, count)
+                if not self.stop.is_set():
+                    await self._embed_request(req)
             except Exception as e:   # endpoint gave up, disk full, a bug: stop everything
-                if self.fatal is None:
-                    self.fatal = e
-                self.stop.set()
+                self._fatal(e)
             finally:
-                work.outstanding -= 1
-                queue.task_done()
-            try:
-                if self.fatal is None:
-                    await self._finish_if_done(work)
-            except Exception as e:
-                if self.fatal is None:
-                    self.fatal = e
-                self.stop.set()
+                for sl in req:
+                    sl.work.outstanding -= 1
+                requests.task_done()
+            for w in {id(sl.work): sl.work for sl in req}.values():
+                self._spawn(self._finish_if_done(w))
+
+    # ------------------------------------------------------------ plumbing
+    def _fatal(self, e: BaseException) -> None:
+        if self.fatal is None:
+            self.fatal = e
+        self.stop.set()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                self._fatal(t.exception())
+        task.add_done_callback(done)
+
+    def _bound(self) -> int:
+        """Rows of databases allowed in memory at once: enough to fill the requests in flight."""
+        return (self.limit.limit + 2 + IN_MEMORY_BATCHES) * self.batch_size
+
+    async def _admit(self, w: _Work) -> None:
+        async with self._room:
+            await self._room.wait_for(lambda: self._alive_rows == 0 or self.stop.is_set()
+                                      or self._alive_rows + w.rows <= self._bound())
+            self._alive_rows += w.rows
+
+    def _release(self, w: _Work) -> None:
+        if w.rows:
+            self._alive_rows -= w.rows
+            w.rows = 0
+            w.vectors = None
+            self._spawn(self._wake_room())
+
+    async def _wake_room(self) -> None:
+        async with self._room:
+            self._room.notify_all()
 
     async def _put(self, queue: asyncio.Queue, item) -> bool:
         """Queue an item unless a stop comes first (workers may all be inside long requests).
@@ -403,19 +541,23 @@ class Embedder:
                     return False
                 await asyncio.sleep(0.005)
 
+    def _discard_queued(self, queue: asyncio.Queue) -> None:
+        while not queue.empty():
+            req = queue.get_nowait()
+            if req is not None:
+                for sl in req:
+                    sl.work.outstanding -= 1
+                for w in {id(sl.work): sl.work for sl in req}.values():
+                    self._spawn(self._finish_if_done(w))
+            queue.task_done()
+
     async def _drain(self, queue: asyncio.Queue, workers: list[asyncio.Task]) -> None:
         """Let in-flight batches commit; after a stop, give them STOP_GRACE seconds, then drop them."""
         if self.stop.is_set():        # queued work that no request was sent for is dropped
-            while not queue.empty():
-                work, _, _ = queue.get_nowait()
-                work.outstanding -= 1
-                queue.task_done()
+            self._discard_queued(queue)
         for _ in workers:             # then one end-marker per worker, after the queued work
             while not await self._put(queue, None):
-                while not queue.empty():
-                    work, _, _ = queue.get_nowait()
-                    work.outstanding -= 1
-                    queue.task_done()
+                self._discard_queued(queue)
         pending = set(workers)
         stop_seen: float | None = None
         while pending:
@@ -424,38 +566,93 @@ class Embedder:
                 stop_seen = stop_seen or time.monotonic()
                 if time.monotonic() - stop_seen > STOP_GRACE:
                     for t in pending:
-                        t.cancel()     # uncommitted answers are dropped; the next run asks again
+                        t.cancel()     # unanswered requests are dropped; the next run asks again
                     await asyncio.gather(*pending, return_exceptions=True)
                     break
+        while self._tasks:            # stagings under way finish (they are short and local)
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def run(self, job_ids: list[int]) -> EmbedOutcome:
-        queue: asyncio.Queue = asyncio.Queue(maxsize=self.concurrency * 2)
-        workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.concurrency)]
+    async def _produce(self, jobs: list[_Job], queue: asyncio.Queue) -> None:
+        loop = asyncio.get_running_loop()
+        ahead: deque[asyncio.Future] = deque()
+        todo = iter(jobs)
+        req: list[_Slice] = []
+        fill = 0
+
+        def read_ahead() -> None:
+            while len(ahead) < READ_AHEAD and not self.stop.is_set():
+                job = next(todo, None)
+                if job is None:
+                    return
+                ahead.append(loop.run_in_executor(self.io, self._load, job))
+
         try:
-            for job_id in job_ids:
-                if self.stop.is_set():
-                    break
-                work = await self._w(self._prepare, job_id)
-                if work is None:
+            read_ahead()
+            while ahead and not self.stop.is_set():
+                work = await ahead.popleft()
+                read_ahead()
+                if isinstance(work, _Failed):
+                    self._fail(work.job, work.message, work.st)
                     if self.fail_fast:
                         self.stop.set()
                     continue
-                ranges = work.ranges
-                for start, count in ranges:
-                    if self.stop.is_set() or work.failed:
-                        break
-                    work.outstanding += 1
-                    if not await self._put(queue, (work, start, count)):
-                        work.outstanding -= 1
-                        break
+                await self._admit(work)
+                if self.stop.is_set():
+                    self._release(work)
+                    break
+                self._prepared(work)
+                for start, count in work.ranges:
+                    while count and not self.stop.is_set():
+                        take = min(count, self.batch_size - fill)
+                        req.append(_Slice(work, start, take))
+                        work.outstanding += 1
+                        fill += take
+                        start += take
+                        count -= take
+                        if fill == self.batch_size:
+                            sent, req, fill = req, [], 0
+                            if not await self._put(queue, sent):
+                                for sl in sent:
+                                    sl.work.outstanding -= 1
                 work.producing = False
-                if not ranges:
+                if not work.ranges:
                     await self._finish_if_done(work)
-                if work.failed and self.fail_fast:
-                    self.stop.set()
+            if req and not self.stop.is_set():
+                await self._put(queue, req)
+            elif req:
+                for sl in req:
+                    sl.work.outstanding -= 1
+        finally:
+            for fut in ahead:         # read but never started: nothing to undo
+                fut.cancel()
+
+    async def run(self, job_ids: list[int]) -> EmbedOutcome:
+        self.journal = Journal(self.store)
+        self._room = asyncio.Condition()
+        with self.store.engine.connect() as conn:
+            rows = {r.id: _Job(r.id, r.path, r.source_sha256 or "", r.n_done or 0, r.truncated)
+                    for r in conn.execute(select(_jobs.c.id, _jobs.c.path, _jobs.c.source_sha256,
+                                                 _jobs.c.n_done, _jobs.c.truncated)
+                                          .where(_jobs.c.migration_id == self.mid))
+                    }
+        jobs = [rows[i] for i in job_ids if i in rows]
+        del rows
+        queue: asyncio.Queue = asyncio.Queue(maxsize=self.concurrency * 2)
+        workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.concurrency)]
+        try:
+            try:
+                await self._produce(jobs, queue)
+            except Exception as e:
+                self._fatal(e)
+            if self.stop.is_set():
+                self._discard_queued(queue)
         finally:
             await self._drain(queue, workers)
-            self.writer.shutdown(wait=True)
+            await asyncio.get_running_loop().run_in_executor(None, self.journal.close)
+            self.io.shutdown(wait=True)
+        broken = self.journal.broken
+        if self.fatal is None and broken is not None:
+            self.fatal = broken
         if self.fatal is not None:
             raise self.fatal
         return self.outcome

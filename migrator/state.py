@@ -18,7 +18,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -109,6 +109,15 @@ class StateStore:
                 except BaseException:
                     s.rollback()
                     raise
+        except DatabaseError as e:
+            raise _unreadable(self.location, e) from None
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A Core connection in one transaction (for hot paths: no ORM objects)."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
         except DatabaseError as e:
             raise _unreadable(self.location, e) from None
 

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.engine import Connection
 
 from . import crashpoints, fsutil
 from .layout import backup_path, displaced_path, staged_path
@@ -32,6 +35,14 @@ from .models import (D_CUT_OVER, D_EMBEDDING, D_FAILED, D_PENDING, D_REFUSED, D_
 from .state import StateStore
 
 log = logging.getLogger("migrator.swap")
+
+CHECK_THREADS = 2       # hashing live and staged files (sha256 releases the GIL)
+RECORD_EVERY = 256      # swaps recorded in one commit at most...
+RECORD_SECONDS = 0.25   # ...or after this long
+
+_jobs = DatabaseJob.__table__
+_batches = Batch.__table__
+_events = Event.__table__
 
 
 @dataclass
@@ -58,72 +69,112 @@ def _event(s, mid: str, level: str, message: str, path: str | None = None) -> No
     s.add(Event(migration_id=mid, level=level, path=path, message=message))
 
 
-def _reset_to_pending(s, job: DatabaseJob, why: str) -> None:
+def _reset_to_pending(conn: Connection, job, why: str) -> None:
+    """A staged database that may not be swapped in: drop the staged file, embed it again."""
     if job.staged_path:
         fsutil.remove_if_exists(job.staged_path)
-    s.execute(delete(Batch).where(Batch.database_id == job.id))
-    job.state, job.n_done, job.staged_path, job.staged_sha256, job.staged_size = D_PENDING, 0, None, None, None
-    job.error = why
-    _event(s, job.migration_id, "warning", why, job.path)
+    conn.execute(delete(_batches).where(_batches.c.database_id == job.id))
+    conn.execute(update(_jobs).where(_jobs.c.id == job.id).values(
+        state=D_PENDING, n_done=0, staged_path=None, staged_sha256=None, staged_size=None, error=why))
+    conn.execute(insert(_events).values(migration_id=job.migration_id, level="warning", path=job.path,
+                                        message=why))
+
+
+def _check(job) -> tuple[str, str | None, os.stat_result | None]:
+    """Where one staged database stands, reading only (an I/O thread): (verdict, why, live stat)."""
+    live, staged = Path(job.path), Path(job.staged_path)
+    try:
+        st = os.stat(live)    # before the hash: a change after it shows in phase 2's stat
+    except FileNotFoundError:
+        st = None
+    live_sha = _sha(live)
+    if live_sha is not None and live_sha == job.staged_sha256:
+        return "already", None, None             # swapped before a crash, not yet recorded
+    if live_sha != job.source_sha256:
+        return "restage", (f"{live}: changed since it was scanned (now "
+                           f"{'missing' if live_sha is None else 'different content'}); "
+                           f"not overwritten, it will be embedded again"), None
+    if _sha(staged) != job.staged_sha256:
+        return "restage", f"{staged}: the staged file is missing or altered; it will be staged again", None
+    return "ready", None, st
 
 
 def cutover(store: StateStore, migration_id: str) -> SwapResult:
-    """Swap every staged database of the migration into place."""
+    """Swap every staged database of the migration into place.
+
+    Phase 1 checks every database (hashes, in a few threads) and touches no
+    file. Phase 2 swaps them one after another, each durable (directory
+    fsync) before it is recorded; records are committed in groups, since a
+    swap not yet recorded is found again by its hash (phase 1, 'already').
+    """
     result = SwapResult(migration_id)
-    with store.session() as s:
-        jobs = s.scalars(select(DatabaseJob).where(DatabaseJob.migration_id == migration_id,
-                                                   DatabaseJob.state == D_STAGED)
-                         .order_by(DatabaseJob.id)).all()
-        ready: list[tuple[int, os.stat_result]] = []
-        # Phase 1: the slow checks, no file touched.
-        for job in jobs:
-            live, staged = Path(job.path), Path(job.staged_path)
-            live_sha = _sha(live)
-            if live_sha is not None and live_sha == job.staged_sha256:
-                job.state, job.backup_path = D_CUT_OVER, str(backup_path(live, migration_id))
-                result.already.append(job.path)           # swapped before a crash, not yet recorded
-                continue
-            if live_sha != job.source_sha256:
-                why = (f"{live}: changed since it was scanned (now "
-                       f"{'missing' if live_sha is None else 'different content'}); "
-                       f"not overwritten, it will be embedded again")
-                _reset_to_pending(s, job, why)
+    with store.engine.connect() as conn:
+        jobs = conn.execute(select(_jobs.c.id, _jobs.c.migration_id, _jobs.c.path, _jobs.c.staged_path,
+                                   _jobs.c.staged_sha256, _jobs.c.source_sha256)
+                            .where(_jobs.c.migration_id == migration_id, _jobs.c.state == D_STAGED)
+                            .order_by(_jobs.c.id)).all()
+    # Phase 1: the slow checks, no file touched.
+    with ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="migrator-check") as pool:
+        verdicts = list(pool.map(_check, jobs, chunksize=16))
+    ready: list[tuple[object, os.stat_result]] = []
+    with store.connection() as conn:
+        for job, (verdict, why, st) in zip(jobs, verdicts):
+            if verdict == "already":
+                conn.execute(update(_jobs).where(_jobs.c.id == job.id).values(
+                    state=D_CUT_OVER, backup_path=str(backup_path(job.path, migration_id))))
+                result.already.append(job.path)
+            elif verdict == "restage":
+                _reset_to_pending(conn, job, why)
                 result.restage.append(job.path)
-                continue
-            if _sha(staged) != job.staged_sha256:
-                why = f"{staged}: the staged file is missing or altered; it will be staged again"
-                _reset_to_pending(s, job, why)
-                result.restage.append(job.path)
-                continue
-            ready.append((job.id, os.stat(live)))
-    # Phase 2: the swaps, each recorded as soon as it is durable.
-    for job_id, checked in ready:
-        with store.session() as s:
-            job = s.get(DatabaseJob, job_id)
-            live, staged = Path(job.path), Path(job.staged_path)
-            backup = backup_path(live, migration_id)
-            if backup.exists():
-                if _sha(backup) != job.source_sha256:
-                    msg = f"{backup}: exists with other content; move it away, then run cutover again"
-                    result.refused.append(msg)
-                    _event(s, migration_id, "error", msg, job.path)
-                    continue
             else:
-                fsutil.link_or_copy(live, backup)
-            crashpoints.reached("cutover.backed_up")
-            st = os.stat(live)
-            if (st.st_ino, st.st_size, st.st_mtime_ns) != (checked.st_ino, checked.st_size, checked.st_mtime_ns):
-                fsutil.remove_if_exists(backup)
-                _reset_to_pending(s, job, f"{live}: changed during cutover; not overwritten, "
-                                          f"it will be embedded again")
-                result.restage.append(job.path)
+                ready.append((job, st))
+    del verdicts
+    # Phase 2: the swaps, each durable before it is recorded; recorded in groups.
+    swapped: list[tuple[int, str]] = []
+    last = time.monotonic()
+
+    def record() -> None:
+        nonlocal last
+        if swapped:
+            with store.connection() as conn:
+                conn.execute(update(_jobs).where(_jobs.c.id == bindparam("_id"))
+                             .values(state=D_CUT_OVER, backup_path=bindparam("_backup")),
+                             [{"_id": i, "_backup": b} for i, b in swapped])
+            for _ in swapped:
+                crashpoints.reached("cutover.recorded")
+            swapped.clear()
+        last = time.monotonic()
+
+    for job, checked in ready:
+        live, staged = Path(job.path), Path(job.staged_path)
+        backup = backup_path(live, migration_id)
+        if backup.exists():
+            if _sha(backup) != job.source_sha256:
+                msg = f"{backup}: exists with other content; move it away, then run cutover again"
+                result.refused.append(msg)
+                with store.connection() as conn:
+                    conn.execute(insert(_events).values(migration_id=migration_id, level="error",
+                                                        path=job.path, message=msg))
                 continue
-            os.replace(staged, live)
-            fsutil.fsync_dir(live.parent)
-            crashpoints.reached("cutover.replaced")
-            job.state, job.backup_path = D_CUT_OVER, str(backup)
-            result.done.append(job.path)
-        crashpoints.reached("cutover.recorded")
+        else:
+            fsutil.link_or_copy(live, backup)
+        crashpoints.reached("cutover.backed_up")
+        st = os.stat(live)
+        if (st.st_ino, st.st_size, st.st_mtime_ns) != (checked.st_ino, checked.st_size, checked.st_mtime_ns):
+            fsutil.remove_if_exists(backup)
+            with store.connection() as conn:
+                _reset_to_pending(conn, job, f"{live}: changed during cutover; not overwritten, "
+                                             f"it will be embedded again")
+            result.restage.append(job.path)
+            continue
+        os.replace(staged, live)
+        fsutil.fsync_dir(live.parent)
+        crashpoints.reached("cutover.replaced")
+        swapped.append((job.id, str(backup)))
+        result.done.append(job.path)
+        if len(swapped) >= RECORD_EVERY or time.monotonic() - last >= RECORD_SECONDS:
+            record()
+    record()
     with store.session() as s:
         mig = s.get(Migration, migration_id)
         left = s.scalar(select(DatabaseJob.id).where(

@@ -2,30 +2,43 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
 
-from . import nvdb
+from . import fsutil, nvdb
 from .errors import BadDatabase
 
 NORM_TOLERANCE = 1e-3
 
 
 def check_staged(staged: Path, source: nvdb.NanoFile, target_dim: int,
-                 vectors_sha256: str | None = None) -> list[str]:
+                 vectors_sha256: str | None = None, file_sha256: str | None = None) -> list[str]:
     """Problems with ``staged`` as the migrated form of ``source`` (empty list: good).
 
     Reads the staged file back from disk, as a new reader would: it parses as a
     NanoVectorDB file; the dimension is the target; every record, field and
     ``additional_data`` is identical and in the same order; the matrix holds one
     finite unit vector per record, and (given ``vectors_sha256``) exactly the
-    vectors that were committed. Vectors are checked block by block.
+    vectors that were committed, and (given ``file_sha256``) exactly the bytes
+    that were written. A file of up to ``nvdb.WHOLE_FILE`` bytes is read once;
+    a larger one is checked block by block.
     """
     try:
-        new = nvdb.read(staged)
+        if os.path.getsize(staged) <= nvdb.WHOLE_FILE:
+            raw = Path(staged).read_bytes()
+            if file_sha256 is not None and hashlib.sha256(raw).hexdigest() != file_sha256:
+                return ["the file read back differs from the bytes written"]
+            new = nvdb.parse(raw, staged)
+        else:
+            if file_sha256 is not None and fsutil.sha256_file(staged) != file_sha256:
+                return ["the file read back differs from the bytes written"]
+            new = nvdb.read(staged)
     except BadDatabase as e:
         return [f"staged file does not read back: {e.problem}"]
+    except OSError as e:
+        return [f"staged file does not read back ({e.strerror})"]
     problems = []
     if new.embedding_dim != target_dim:
         problems.append(f"embedding_dim is {new.embedding_dim}, expected {target_dim}")

@@ -626,14 +626,19 @@ def test_modes_and_owners_are_kept_and_staged_files_are_never_wider(cli, server,
     assert want[private] == (0o600, NOBODY, NOBODY) and want[public][0] == 0o644
     raw = {p: p.read_bytes() for p in paths}
     originals = _originals(paths)
-    # the first temporary file (the private database's staged file, not yet renamed)
+    # killed with a staged file written and not yet renamed (others may be half-written
+    # beside it: databases are staged a few at a time)
     p = _crash_at_first_temporary(server, root, tmp_path / "state")
     assert p.returncode == -9, p.stderr
     partial = _temporaries(root)
-    assert len(partial) == 1 and partial[0].parent == private.parent, partial
-    st = os.stat(partial[0])
-    assert st.st_mode & 0o077 == 0, oct(st.st_mode)                  # never readable by others
-    assert (st.st_uid, st.st_gid) == (NOBODY, NOBODY)
+    assert partial
+    for tmp in partial:
+        db = tmp.parent / "database.json"
+        st = os.stat(tmp)
+        assert st.st_mode & 0o7777 & ~want[db][0] == 0, (tmp, oct(st.st_mode))   # never wider
+        if db == private:
+            assert st.st_mode & 0o077 == 0, oct(st.st_mode)          # never readable by others
+            assert st.st_uid in (0, NOBODY), st.st_uid               # ours until chown, then nobody's
     # staged files: the original's mode and owner, nothing wider
     r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--no-cutover")
     assert r.exit_code == EXIT_OK, r.output
@@ -660,7 +665,7 @@ def test_a_temporary_left_by_a_killed_writer_is_removed_by_the_next_run(cli, ser
     originals = _originals(paths)
     p = _crash_at_first_temporary(server, root, tmp_path / "state")
     assert p.returncode == -9, p.stderr
-    assert len(_temporaries(root)) == 1
+    assert len(_temporaries(root)) >= 1    # databases are staged a few at a time
     r = cli("run", "--root", str(root), "--model", "8b", "--yes")
     assert r.exit_code == EXIT_OK, r.output
     for db in paths:

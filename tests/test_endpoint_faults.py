@@ -39,7 +39,8 @@ def test_transient_faults_are_retried_and_never_written(cli, dvd_tree, server, k
     root, paths = dvd_tree
     originals = _originals(paths)
     server.faults.add(kind, times=times, **params)
-    r = cli("run", "--root", str(root), "--model", "8b", "--yes")
+    # small batches: enough requests for every fault to fire on a different one
+    r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--batch-size", "4")
     assert r.exit_code == 0, r.output
     assert server.stats.faults_fired.get(kind) == times
     for p in paths:

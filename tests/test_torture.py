@@ -51,6 +51,7 @@ from conftest import API_KEY, tree_digest
 from dvdcheck import assert_migrated
 from migrator import api, crashpoints
 from migrator.fsutil import TMP_MARK
+from migrator.runner import IN_MEMORY_BATCHES, IO_THREADS
 from migrator.layout import OWN_MARK, backup_path, staged_path
 from migrator.profiles import DVD_PREFIX
 from migrator.state import open_state
@@ -63,7 +64,7 @@ from nano_vectordb import NanoVectorDB  # noqa: E402  (after corpus: root logger
 QUICK_KILLS = int(os.environ.get("MIGRATOR_TORTURE_KILLS", "60"))
 SLOW_KILLS = 400
 N_DBS = 20
-CLIPS = (3, 8)
+CLIPS = (3, 24)   # both sides of IN_MEMORY_BATCHES x BATCH = 16 records
 BATCH, CONC = 4, 2
 TOKENS_PER_SECOND = 50_000        # the fake server's cap: a whole run lasts ~1.5 s, long enough to cut
 OLD_DIM, NEW_DIM = 3072, 4096
@@ -420,8 +421,9 @@ class Torture:
                 assert live[p] == self.orig_sha[p], f"{name}: replaced while the job is {state}"
                 assert backup_sha is None, f"{name}: a backup exists while the job is {state}"
                 if staged_sha is not None:        # written (maybe verified), not yet recorded
-                    assert state == "embedding", f"{name}: a staged file exists for a {state} job"
-                    assert j["n_done"] == j["n_records"], f"{name}: staged before every batch committed"
+                    # a large database is staged once every batch is committed; a small one
+                    # (vectors in memory) commits none, and may not even be marked embedding yet
+                    assert j["n_done"] in (0, j["n_records"]), f"{name}: staged before every batch committed"
                     self.check_new(p, staged.read_bytes(), f"{staged} (unrecorded)")
                     self.checks["staged_file_checks"] += 1
             elif state == "staged":
@@ -469,8 +471,9 @@ class Torture:
         if point == "scan.recorded":
             return 1 if snap.migration is None else 0
         unstaged = [j for j in jobs if j["state"] in ("pending", "embedding")]
-        if point == "batch.committed":
-            left = sum(math.ceil((j["n_records"] - (j["n_done"] or 0)) / BATCH) for j in unstaged)
+        if point == "batch.committed":   # only databases too large to be embedded in memory
+            left = sum(math.ceil((j["n_records"] - (j["n_done"] or 0)) / BATCH) for j in unstaged
+                       if j["n_records"] > IN_MEMORY_BATCHES * BATCH)
             return min(4, left)
         if point in ("write.partial", "stage.written", "stage.recorded"):
             return min(2, len(unstaged))
@@ -731,8 +734,9 @@ def test_a_kill_while_a_staged_file_is_written_leaves_nothing_behind(tmp_path, m
         assert c.killed, f"write.partial was never reached: {c.payload}"
         t.check_after("the kill at write.partial:1", rolling_back=False)
         temps = [f for f in t.own_files() if TMP_MARK in f]
-        assert len(temps) == 1, f"the killed writer left {temps}"
-        assert Path(temps[0]).stat().st_size > 0
+        # databases are staged a few at a time: the one that reached the point is complete
+        assert 1 <= len(temps) <= IO_THREADS, f"the killed writer left {temps}"
+        assert max(Path(f).stat().st_size for f in temps) > 0
         c = t.cycle("run", None, None)
         assert not c.killed and c.code == 0 and c.payload["outcome"] == "done", c.payload
         t.check_after("the resumed run", rolling_back=False)

@@ -673,6 +673,12 @@ class FakeVLLM:
         handler = methods.get(method)
         if handler is None:
             return _json_reply(405, {"detail": "Method Not Allowed"})
+        ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if method == "POST" and ctype and ctype != "application/json" and not ctype.endswith("+json"):
+            # FastAPI (vLLM's server) reads a JSON body only under a JSON content type
+            return _json_reply(422, {"detail": [{"type": "model_attributes_type", "loc": ["body"],
+                                                 "msg": "Input should be a valid dictionary or object "
+                                                        "to extract fields from"}]})
         try:
             return handler(body)
         except _ApiError as err:

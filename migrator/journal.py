@@ -1,0 +1,130 @@
+"""Group commit: every write a run makes to the job table, from one thread.
+
+A commit of the job table costs several fsyncs (rollback journal,
+``synchronous=FULL``). One per database, or per batch, would cap a run at a few
+hundred databases a second, however fast the server. So the runner hands each
+change to :class:`Journal` as a small function of a SQLAlchemy connection;
+the journal's thread runs everything waiting in one transaction, commits once
+and then resolves each change's future. Changes commit in the order they were
+submitted, and a change whose future has resolved is durable.
+
+Most changes are one row per database; :meth:`Journal.execute` queues a
+statement and its parameters, and a run of the same statement goes to SQLite as
+one ``executemany``.
+
+The runner never waits on a future unless it must (a batch of vectors is
+acknowledged only once durable); the rule that makes this safe is that a
+change describing a file is submitted only after that file is durable.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any, Callable
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.expression import Executable
+
+from .state import StateStore
+
+Change = Callable[[Connection], Any]
+
+
+class _Statement:
+    __slots__ = ("statement", "params")
+
+    def __init__(self, statement: Executable, params: dict):
+        self.statement, self.params = statement, params
+
+MAX_GROUP = 512        # changes in one transaction at most
+LINGER = 0.002         # seconds a lone change waits for company before it commits
+
+
+class Journal:
+    """A thread that owns every write to the job table during a run."""
+
+    def __init__(self, store: StateStore, *, name: str = "migrator-journal"):
+        self.store = store
+        self._q: queue.SimpleQueue[tuple[Change, Future] | None] = queue.SimpleQueue()
+        self._broken: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+        self.commits = 0
+
+    def submit(self, change: Change) -> Future:
+        """Queue ``change``; the future resolves (to its result) once it is committed."""
+        fut: Future = Future()
+        if self._broken is not None:
+            fut.set_exception(self._broken)
+        else:
+            self._q.put((change, fut))
+        return fut
+
+    def execute(self, statement: Executable, params: dict) -> Future:
+        """Queue one statement with its parameters. Consecutive ones of the same statement
+        run as one ``executemany`` (the hot path: one row per database)."""
+        return self.submit(_Statement(statement, params))
+
+    @property
+    def broken(self) -> BaseException | None:
+        """Why the journal stopped committing (None: it did not)."""
+        return self._broken
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the thread."""
+        self._q.put(None)
+        self._thread.join()
+
+    def _loop(self) -> None:
+        closing = False
+        while not closing:
+            first = self._q.get()
+            if first is None:
+                return
+            if self._q.empty():
+                time.sleep(LINGER)   # let the changes of the next few moments join this commit
+            group = [first]
+            while len(group) < MAX_GROUP:
+                try:
+                    item = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    closing = True
+                    break
+                group.append(item)
+            self._commit(group)
+
+    def _commit(self, group: list[tuple[Change, Future]]) -> None:
+        if self._broken is not None:
+            for _, fut in group:
+                fut.set_exception(self._broken)
+            return
+        results: list = []
+        try:
+            with self.store.connection() as conn:
+                i = 0
+                while i < len(group):
+                    change = group[i][0]
+                    if isinstance(change, _Statement):
+                        j = i + 1
+                        while (j < len(group) and isinstance(group[j][0], _Statement)
+                               and group[j][0].statement is change.statement):
+                            j += 1
+                        conn.execute(change.statement, [c.params for c, _ in group[i:j]])
+                        results.extend([None] * (j - i))
+                        i = j
+                    else:
+                        results.append(change(conn))
+                        i += 1
+        except BaseException as e:   # noqa: BLE001 - handed to every waiter
+            # later changes may build on these (staged after prepared): none may commit now
+            self._broken = e
+            for _, fut in group:
+                fut.set_exception(e)
+            return
+        self.commits += 1
+        for (_, fut), result in zip(group, results):
+            fut.set_result(result)
