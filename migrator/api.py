@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, insert, select
 
 from . import config, crashpoints, fsutil, swap
 from .endpoint import DEFAULT_ENDPOINT, Endpoint, normalize_endpoint, resolve_model
@@ -188,14 +188,16 @@ def _active(s) -> Migration | None:
 
 
 def _job_counts(store: StateStore, mid: str) -> dict:
-    with store.session() as s:
-        return dict(Counter(s.scalars(select(DatabaseJob.state).where(DatabaseJob.migration_id == mid)).all()))
+    with store.reader() as s:
+        return {state: n for state, n in s.execute(
+            select(DatabaseJob.state, func.count()).where(DatabaseJob.migration_id == mid)
+            .group_by(DatabaseJob.state))}
 
 
 def _failures(store: StateStore, mid: str) -> list[str]:
-    with store.session() as s:
-        return [j.error or j.path for j in s.scalars(select(DatabaseJob).where(
-            DatabaseJob.migration_id == mid, DatabaseJob.state == D_FAILED)).all()]
+    with store.reader() as s:
+        return [error or path for path, error in s.execute(select(DatabaseJob.path, DatabaseJob.error).where(
+            DatabaseJob.migration_id == mid, DatabaseJob.state == D_FAILED))]
 
 
 class _StopOnSignals:
@@ -332,17 +334,24 @@ def _create_migration(settings: Settings, store: StateStore, endpoint: Endpoint,
                         profile=describe_profile(settings.text_field, settings.profile))
         s.add(mig)
         s.flush()
-        for f in todo + bad:
-            st = os.stat(f.path) if f.path.exists() else None
-            job = DatabaseJob(migration_id=mid, path=str(f.path),
-                              state=D_PENDING if f.status == MIGRATE else D_FAILED,
-                              source_size=st.st_size if st else 0, source_mtime_ns=st.st_mtime_ns if st else 0,
-                              source_sha256="",   # hashed when first read for embedding
-                              source_dim=f.dim or 0, n_records=f.records, n_chars=f.chars,
-                              error=None if f.status == MIGRATE else f"{f.path}: {f.reason}")
-            s.add(job)
-            if f.status == BAD:
-                s.add(Event(migration_id=mid, level="error", path=str(f.path), message=job.error))
+        conn = s.connection()     # one row per database: plain executemany, no ORM objects
+        for i in range(0, len(found), 1000):
+            rows, events = [], []
+            for f in found[i:i + 1000]:
+                if f.status == SKIP:
+                    continue
+                error = None if f.status == MIGRATE else f"{f.path}: {f.reason}"
+                rows.append(dict(migration_id=mid, path=str(f.path),
+                                 state=D_PENDING if f.status == MIGRATE else D_FAILED,
+                                 source_size=f.size, source_mtime_ns=f.mtime_ns,
+                                 source_sha256="",   # hashed when first read for embedding
+                                 source_dim=f.dim or 0, n_records=f.records, n_chars=f.chars, error=error))
+                if error:
+                    events.append(dict(migration_id=mid, level="error", path=str(f.path), message=error))
+            if rows:
+                conn.execute(insert(DatabaseJob.__table__), rows)
+            if events:
+                conn.execute(insert(Event.__table__), events)
     crashpoints.reached("scan.recorded")
     reporter.note(f"migration {mid}: {len(todo)} database(s) to migrate to {endpoint.info.model} "
                   f"({target} dims), {len(skipped)} already there, {len(bad)} cannot be migrated")
@@ -395,8 +404,9 @@ def _result(store: StateStore, mig: Migration, cut: swap.SwapResult | None, star
     with store.session() as s:
         m = s.get(Migration, mig.id)
         state = m.state
-        truncated = [f"{j.path}#{r}" for j in s.scalars(select(DatabaseJob).where(
-            DatabaseJob.migration_id == mig.id)).all() for r in (j.truncated or [])]
+        truncated = [f"{path}#{r}" for path, ids in s.execute(
+            select(DatabaseJob.path, DatabaseJob.truncated).where(
+                DatabaseJob.migration_id == mig.id, DatabaseJob.truncated.is_not(None))) for r in (ids or [])]
         rec, tok = m.records_embedded, m.tokens_embedded
     refused = cut.refused if cut else []
     if state == M_DONE and not failures:

@@ -71,6 +71,7 @@ class NanoFile:
     matrix_len: int = 0                  # its length in characters
     codec: str = "orjson"                # which JSON library could read it (and must write it)
     size: int = 0
+    mtime_ns: int = 0                    # as read (0 when parsed from memory)
     _raw: bytes | None = field(default=None, repr=False)  # when parsed from memory
 
     @property
@@ -420,7 +421,10 @@ def read(path: str | os.PathLike) -> NanoFile:
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            return _walk(f, path, os.fstat(f.fileno()).st_size)
+            st = os.fstat(f.fileno())
+            nf = _walk(f, path, st.st_size)
+            nf.mtime_ns = st.st_mtime_ns
+            return nf
     except IsADirectoryError:
         raise BadDatabase(path, "is a directory, not a file") from None
     except PermissionError:

@@ -248,6 +248,10 @@ class Embedder:
     def _load(self, job: _Job) -> _Work | _Failed:
         """Read the source once: hash it, check it, take its texts. Touches no job table row."""
         path = Path(job.path)
+        if path.is_symlink():   # jobs name real files (--follow-symlinks records the target)
+            return _Failed(job, f"{path}: is a symlink (not followed: it may point outside --root; "
+                                f"--follow-symlinks migrates the file it points to)", os.stat(path)
+                           if path.exists() else None)
         try:
             with open(path, "rb") as f:
                 st = os.fstat(f.fileno())

@@ -31,6 +31,7 @@ class Found:
     records: int = 0
     chars: int = 0
     size: int = 0
+    mtime_ns: int = 0
     profile: str | None = None
     tokens: int | None = None      # exact, from the server's /tokenize
     new_size: int = 0              # estimated size of the migrated file
@@ -91,8 +92,10 @@ def inspect(path: Path, target_dim: int | None, *, profile: str | None = None,
     records only, and `run` decodes the old vectors when it embeds the file."""
     if path.is_symlink():
         if not follow_symlinks:
+            st = os.stat(path) if path.exists() else None
             return Found(path, BAD, "is a symlink (not followed: it may point outside --root; "
-                                    "--follow-symlinks migrates the file it points to)")
+                                    "--follow-symlinks migrates the file it points to)",
+                         size=st.st_size if st else 0, mtime_ns=st.st_mtime_ns if st else 0)
         target = Path(os.path.realpath(path))
         if not target.is_file():
             return Found(path, BAD, "is a symlink to nothing (dangling)")
@@ -100,8 +103,13 @@ def inspect(path: Path, target_dim: int | None, *, profile: str | None = None,
     try:
         nf = nvdb.read(path)
     except BadDatabase as e:
-        return Found(path, BAD, e.problem + (f" ({e.hint})" if e.hint else ""))
-    found = Found(path, MIGRATE, dim=nf.embedding_dim, records=nf.n, size=nf.size)
+        try:
+            st = os.stat(path)       # a failed file is tried again once it changes from this
+            size, mtime_ns = st.st_size, st.st_mtime_ns
+        except OSError:
+            size = mtime_ns = 0
+        return Found(path, BAD, e.problem + (f" ({e.hint})" if e.hint else ""), size=size, mtime_ns=mtime_ns)
+    found = Found(path, MIGRATE, dim=nf.embedding_dim, records=nf.n, size=nf.size, mtime_ns=nf.mtime_ns)
     if target_dim is not None and nf.embedding_dim == target_dim:
         found.status, found.reason = SKIP, f"already at the target dimension {target_dim}"
         return found

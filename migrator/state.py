@@ -12,11 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DatabaseError, OperationalError
@@ -25,6 +20,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from .errors import StateError
 
 DB_NAME = "migrator.db"
+# The newest revision in migrations/versions. A new revision must update this (a test
+# compares it with Alembic's head); a job database at it is opened without Alembic.
+HEAD_REVISION = "0001"
 
 
 def default_state_dir() -> Path:
@@ -38,7 +36,10 @@ def migrations_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "migrations"  # running from a source tree
 
 
-def alembic_config(url: str | None = None) -> Config:
+def alembic_config(url: str | None = None):
+    """Alembic's configuration for our migrations (Alembic is imported only when needed:
+    a job database already at :data:`HEAD_REVISION` never loads it)."""
+    from alembic.config import Config
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     if url:
@@ -134,7 +135,20 @@ class StateStore:
         self.engine.dispose()
 
 
+def _stored_revision(conn) -> str | None:
+    """The schema revision the job database records, read without Alembic (None: none yet)."""
+    try:
+        row = conn.exec_driver_sql("select version_num from alembic_version").first()
+    except DatabaseError:
+        conn.rollback()
+        return None
+    conn.rollback()    # end the read transaction: Alembic may begin its own
+    return row[0] if row else None
+
+
 def _check_revision(conn, where: str) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
     script = ScriptDirectory.from_config(alembic_config())
     current = MigrationContext.configure(conn).get_current_revision()
     if current is not None:
@@ -193,6 +207,10 @@ def open_state(state_dir: str | os.PathLike | None = None, *, readonly: bool = F
         event.listen(engine, "begin", _sqlite_begin)
     try:
         with engine.connect() as conn:
+            if _stored_revision(conn) == HEAD_REVISION:
+                return StateStore(engine, where)      # the usual case: nothing for Alembic to do
+            from alembic import command
+            from alembic.script import ScriptDirectory
             current = _check_revision(conn, where)
             if readonly:
                 head = ScriptDirectory.from_config(alembic_config()).get_current_head()
@@ -217,7 +235,10 @@ def open_state(state_dir: str | os.PathLike | None = None, *, readonly: bool = F
     except DatabaseError as e:
         engine.dispose()
         raise _unreadable(where, e) from None
-    except CommandError as e:
+    except Exception as e:
         engine.dispose()
+        from alembic.util import CommandError
+        if not isinstance(e, CommandError):
+            raise
         raise StateError(f"{where}: cannot bring the job database to the current schema ({e})") from None
     return StateStore(engine, where)

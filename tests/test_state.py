@@ -21,13 +21,18 @@ from migrator.cli import main as cli_main
 from migrator.errors import EXIT_LOCKED, EXIT_STATE, EXIT_USAGE
 from migrator.lock import HOLDER_NAME, state_lock
 from migrator.models import Migration
-from migrator.state import DB_NAME, alembic_config, open_state
+from migrator.state import DB_NAME, HEAD_REVISION, alembic_config, open_state
 from migrator.testing.server import FakeVLLM
 
 REPO = Path(__file__).resolve().parent.parent
 ALEMBIC = Path(sys.executable).with_name("alembic")
 JOB_TABLES = {"migrations", "databases", "batches", "events"}
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def test_the_fast_open_knows_alembics_head():
+    """open_state skips Alembic when the job database is at HEAD_REVISION: it must be the head."""
+    assert HEAD_REVISION == HEAD
 
 
 # ---------------------------------------------------------------- helpers
