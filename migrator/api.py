@@ -24,7 +24,7 @@ from pathlib import Path
 
 from sqlalchemy import func, insert, select
 
-from . import config, crashpoints, fsutil, swap
+from . import allocator, config, crashpoints, fsutil, swap
 from .endpoint import DEFAULT_ENDPOINT, Endpoint, normalize_endpoint, resolve_model
 from .errors import EndpointRejected, Interrupted, MigratorError, UsageError
 from .lock import state_lock
@@ -226,6 +226,7 @@ class _StopOnSignals:
 def run(settings: Settings, *, reporter: Reporter | None = None) -> RunResult:
     """Migrate: scan (first time), embed, stage, verify, cut over. Resumes an unfinished migration."""
     reporter = reporter or NullReporter()
+    allocator.tune()       # before the run's threads start: memory flat in the number of databases
     normalize_endpoint(settings.endpoint)   # bad URL or key file: refuse before touching any state
     config.api_key(settings.api_key_file)
     with state_lock(settings.state_path, "run"):

@@ -286,6 +286,7 @@ class _Reader:
 
 _DELIMITER = re.compile(rb"[,}\]\s]")
 _BEFORE_MATRIX = re.compile(rb',\s*"matrix"\s*:')
+_BEFORE_END = re.compile(rb'\s*\}\s*\Z')       # the last value of the top-level object
 _FAST_PATH_LIMIT = 256 << 20
 _QUOTE = re.compile(rb'"')
 
@@ -358,7 +359,12 @@ def _walk(f: IO[bytes], path: Path, size: int) -> NanoFile:
                 matrix_at = r.skip_string(hint)
                 values.pop("matrix", None)
             else:
-                fast = r.value_before(_BEFORE_MATRIX) if key == "data" else None
+                if key == "data":
+                    fast = r.value_before(_BEFORE_MATRIX)
+                elif matrix_at is not None:   # after the matrix: the rest is small, try "last value"
+                    fast = r.value_before(_BEFORE_END)
+                else:
+                    fast = None
                 value, used = fast or _loads(r.value_bytes(), path)
                 if used == "json":
                     codec = "json"

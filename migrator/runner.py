@@ -42,7 +42,7 @@ import numpy as np
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
-from . import crashpoints, fsutil, nvdb, profiles, verify
+from . import allocator, crashpoints, fsutil, nvdb, profiles, verify
 from .endpoint import Endpoint, PoisonedInput
 from .errors import BadDatabase
 from .journal import Journal
@@ -58,6 +58,7 @@ MAX_IN_FLIGHT = 64     # ceiling for the adaptive in-flight limit
 IN_MEMORY_BATCHES = 4  # a database of at most this many batches is kept in memory until staged
 READ_AHEAD = 4         # databases read ahead of the requests
 IO_THREADS = 3         # reading, writing and verifying files (hashing and fsync release the GIL)
+TRIM_EVERY = 64        # staged databases between handing freed memory back (allocator.trim)
 
 _jobs = DatabaseJob.__table__
 _batches = Batch.__table__
@@ -393,6 +394,8 @@ class Embedder:
             self.outcome.restaged += 1
         elif result == "staged":
             self.outcome.staged += 1
+            if self.outcome.staged % TRIM_EVERY == 0:
+                allocator.trim()
 
     # ------------------------------------------------------------ embedding
     async def _truncation_report(self, sl: _Slice) -> list[str]:

@@ -163,3 +163,34 @@ def test_empty_database(tmp_path):
     assert nf.n == 0 and nf.matrix().shape == (0, 16)
     out = b"".join(nvdb.render(nf, iter([]), dim=32))
     assert json.loads(out)["embedding_dim"] == 32 and json.loads(out)["matrix"] == ""
+
+
+@pytest.mark.parametrize("tail, ok", [
+    (b', "additional_data": {"a": {"b": [1, {"c": "}"}]}, "n": 2}}', True),   # braces inside the last value
+    (b', "additional_data": {"a": 1}}  \n', True),
+    (b', "additional_data": {"a": 1}} {"x": 1}', False),                     # extra data after the object
+    (b', "additional_data": {"a": 1}, "more": [1, 2]}', True),               # two values after the matrix
+])
+def test_values_after_the_matrix_read_exactly(tmp_path, tail, ok):
+    """The last value is taken in one piece (regex for the closing brace, then orjson);
+    anything that guess gets wrong falls back to the token walk, or is refused."""
+    m = np.ones((2, 4), dtype="<f4") / 2
+    raw = (b'{"embedding_dim": 4, "data": [{"__id__": "a"}, {"__id__": "b"}], "matrix": "'
+           + base64.b64encode(m.tobytes()) + b'"' + tail)
+    for nf in (lambda: nvdb.parse(raw, "x.json"), lambda: _write_read(tmp_path, raw)):
+        if ok:
+            got = nf()
+            want = json.loads(raw)
+            assert got.keys == list(want) and got.additional_data == want["additional_data"]
+            assert {k: got.values[k] for k in got.keys if k != "matrix"} == \
+                   {k: v for k, v in want.items() if k != "matrix"}
+        else:
+            with pytest.raises(BadDatabase, match="extra data"):
+                nf()
+
+
+def _write_read(tmp_path, raw: bytes) -> nvdb.NanoFile:
+    p = tmp_path / "db.json"
+    p.write_bytes(raw)
+    return nvdb.read(p)
+

@@ -1,0 +1,58 @@
+"""Keeping a long run's memory flat: glibc malloc settings, and giving freed memory back.
+
+A run reads, renders and verifies one database after another: buffers of a
+few hundred KB to tens of MB, allocated and freed thousands of times by
+several threads. Python frees them all (the live heap is flat: measured with
+tracemalloc, 66 MB over 10 databases and 68 MB over 2,000), but glibc keeps
+what it freed: its mmap threshold rises after each large free, so later large
+buffers come from the heap and fragment it, and each thread gets its own
+arena. The process's RSS then grows with the number of databases, although
+nothing is alive.
+
+:func:`tune` fixes the mmap threshold at 128 KiB (large buffers are mapped
+and unmapped, never parked in the heap) and caps the arenas at 2;
+:func:`trim` hands free heap pages back to the kernel. Elsewhere than glibc
+both do nothing.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+M_ARENA_MAX = -8
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 128 * 1024
+ARENA_MAX = 2
+
+_libc = None
+
+
+def _glibc():
+    global _libc
+    if _libc is None:
+        _libc = False
+        if sys.platform.startswith("linux"):
+            try:
+                lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+                lib.mallopt  # noqa: B018 - glibc (and not musl) has both
+                lib.malloc_trim
+                _libc = lib
+            except (OSError, AttributeError):
+                pass
+    return _libc or None
+
+
+def tune() -> bool:
+    """Apply the settings; True when they took effect (glibc)."""
+    lib = _glibc()
+    if lib is None:
+        return False
+    return bool(lib.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(lib.mallopt(M_ARENA_MAX, ARENA_MAX))
+
+
+def trim() -> None:
+    """Give free heap memory back to the kernel (cheap: about a millisecond)."""
+    lib = _glibc()
+    if lib is not None:
+        lib.malloc_trim(0)
