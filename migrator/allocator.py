@@ -1,18 +1,16 @@
-"""Keeping a long run's memory flat: glibc malloc settings, and giving freed memory back.
+"""Keeping a long run's memory from creeping: glibc arenas, and giving freed memory back.
 
 A run reads, renders and verifies one database after another: buffers of a
 few hundred KB to tens of MB, allocated and freed thousands of times by
 several threads. Python frees them all (the live heap is flat: measured with
 tracemalloc, 66 MB over 10 databases and 68 MB over 2,000), but glibc keeps
-what it freed: its mmap threshold rises after each large free, so later large
-buffers come from the heap and fragment it, and each thread gets its own
-arena. The process's RSS then grows with the number of databases, although
-nothing is alive.
+much of what was freed, in one arena per thread, fragmented.
 
-:func:`tune` fixes the mmap threshold at 128 KiB (large buffers are mapped
-and unmapped, never parked in the heap) and caps the arenas at 2;
-:func:`trim` hands free heap pages back to the kernel. Elsewhere than glibc
-both do nothing.
+:func:`tune` caps the arenas at 2; :func:`trim` hands free heap pages back to
+the kernel. Elsewhere than glibc both do nothing. (Fixing the mmap threshold
+as well kept RSS lower still, but every large buffer then cost an mmap, page
+faults and an munmap: system CPU time doubled and the 4096-dim ceiling fell
+by a quarter; see docs/BENCHMARKS.md.)
 """
 from __future__ import annotations
 
@@ -21,8 +19,6 @@ import ctypes.util
 import sys
 
 M_ARENA_MAX = -8
-M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 128 * 1024
 ARENA_MAX = 2
 
 _libc = None
@@ -48,7 +44,7 @@ def tune() -> bool:
     lib = _glibc()
     if lib is None:
         return False
-    return bool(lib.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(lib.mallopt(M_ARENA_MAX, ARENA_MAX))
+    return bool(lib.mallopt(M_ARENA_MAX, ARENA_MAX))
 
 
 def trim() -> None:
