@@ -7,10 +7,11 @@ tracemalloc, 66 MB over 10 databases and 68 MB over 2,000), but glibc keeps
 much of what was freed, in one arena per thread, fragmented.
 
 :func:`tune` caps the arenas at 2; :func:`trim` hands free heap pages back to
-the kernel. Elsewhere than glibc both do nothing. (Fixing the mmap threshold
-as well kept RSS lower still, but every large buffer then cost an mmap, page
-faults and an munmap: system CPU time doubled and the 4096-dim ceiling fell
-by a quarter; see docs/BENCHMARKS.md.)
+the kernel. Elsewhere than glibc both do nothing. Measured: peak RSS over
+10,000 databases 173 MB instead of 188 MB, no measurable cost in speed.
+(Fixing the mmap threshold as well kept RSS lower still, but every large
+buffer then cost an mmap, page faults and an munmap: system CPU time doubled
+and the 4096-dim ceiling fell by a quarter; see docs/BENCHMARKS.md.)
 """
 from __future__ import annotations
 

@@ -24,9 +24,10 @@ from pathlib import Path
 
 from sqlalchemy import func, insert, select
 
-from . import allocator, config, crashpoints, fsutil, swap
+from . import allocator, config, crashpoints, fsutil, swap, window
+from .control import Control
 from .endpoint import DEFAULT_ENDPOINT, Endpoint, normalize_endpoint, resolve_model
-from .errors import EndpointRejected, Interrupted, MigratorError, UsageError
+from .errors import EndpointRejected, Interrupted, MigratorError, UsageError, WindowEnded
 from .lock import state_lock
 from .models import (ACTIVE_MIGRATION_STATES, D_CUT_OVER, D_EMBEDDING, D_FAILED, D_PENDING,
                      D_STAGED, M_DONE, M_ROLLED_BACK, M_RUNNING, M_STAGED, DatabaseJob, Event,
@@ -59,6 +60,8 @@ class Settings:
     fail_fast: bool = False
     follow_symlinks: bool = False
     insecure: bool = False
+    max_duration: str | None = None     # e.g. "45m": stop in time (resumable, exit 9)
+    until: str | None = None            # e.g. "06:00" local time: the same
 
     @property
     def state_path(self) -> Path:
@@ -227,20 +230,33 @@ def run(settings: Settings, *, reporter: Reporter | None = None) -> RunResult:
     """Migrate: scan (first time), embed, stage, verify, cut over. Resumes an unfinished migration."""
     reporter = reporter or NullReporter()
     allocator.tune()       # before the run's threads start: memory flat in the number of databases
+    deadline = window.time_left(settings.max_duration, settings.until)   # bad values: refuse now
     normalize_endpoint(settings.endpoint)   # bad URL or key file: refuse before touching any state
     config.api_key(settings.api_key_file)
     with state_lock(settings.state_path, "run"):
         store = open_state(settings.state_path)
         try:
-            return asyncio.run(_run(settings, store, reporter))
+            return asyncio.run(_run(settings, store, reporter, deadline))
         finally:
             store.close()
 
 
-async def _run(settings: Settings, store: StateStore, reporter: Reporter) -> RunResult:
+async def _window(seconds: float, stop: asyncio.Event, ended: list, reporter: Reporter) -> None:
+    await asyncio.sleep(seconds)
+    if not stop.is_set():
+        ended.append(True)
+        reporter.note(f"the time window ends now ({seconds:.0f} s after the start): finishing the "
+                      f"requests in flight, then stopping")
+        stop.set()
+
+
+async def _run(settings: Settings, store: StateStore, reporter: Reporter,
+               deadline: float | None = None) -> RunResult:
     stop = asyncio.Event()
     started = time.monotonic()
     endpoint = settings.make_endpoint()
+    ended: list = []
+    timer = asyncio.create_task(_window(deadline, stop, ended, reporter)) if deadline is not None else None
     try:
         with _StopOnSignals(asyncio.get_running_loop(), stop):
             with store.session() as s:
@@ -277,6 +293,9 @@ async def _run(settings: Settings, store: StateStore, reporter: Reporter) -> Run
                 failed_fast = await _embed_pending(settings, store, mig, endpoint, reporter, stop)
                 if failed_fast:
                     break          # --fail-fast: report the failure (exit 4), nothing swapped
+                if stop.is_set() and ended:
+                    raise WindowEnded(f"stopped at the end of the time window; everything staged or "
+                                      f"committed is kept. `migrate run` resumes migration {mig.id}")
                 if stop.is_set():
                     raise Interrupted(f"interrupted; committed work is kept. Run `migrate run` again "
                                       f"to resume migration {mig.id}")
@@ -297,6 +316,8 @@ async def _run(settings: Settings, store: StateStore, reporter: Reporter) -> Run
                 break
             return _result(store, mig, cut, started)
     finally:
+        if timer is not None:
+            timer.cancel()
         await endpoint.aclose()
 
 
@@ -389,7 +410,7 @@ async def _embed_pending(settings: Settings, store: StateStore, mig: Migration, 
     embedder = Embedder(store, mig, endpoint, batch_size=settings.batch_size,
                         concurrency=settings.concurrency, fail_fast=settings.fail_fast,
                         reporter=reporter, stop=stop, profile=settings.profile,
-                        text_field=settings.text_field)
+                        text_field=settings.text_field, control=Control(settings.state_path))
     try:
         outcome = await embedder.run([j.id for j in retry])
         return settings.fail_fast and outcome.failed > 0

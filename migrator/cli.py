@@ -9,12 +9,14 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 import time
+from pathlib import Path
 
 import click
 
-from . import api, errors
+from . import api, errors, window
 from .config import ENVIRONMENT
 from .endpoint import DEFAULT_ENDPOINT
 
@@ -93,9 +95,41 @@ def _setup_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s migrate: %(message)s", "%Y-%m-%d %H:%M:%S"))
     root = logging.getLogger("migrator")
+    for old in root.handlers:
+        old.close()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     root.propagate = False
+
+
+class _StateLog(logging.FileHandler):
+    """The state directory's log file, opened at the first line written once the directory
+    exists (the command creates it; a refused command must not)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.stream is None and not os.path.isdir(os.path.dirname(self.baseFilename)):
+            return
+        super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass            # an unwritable log file never stops (or clutters) a migration
+
+
+def _log_to_state_dir(state_dir: str | None) -> None:
+    """Also append every log line to <state dir>/migrator.log (the writers: run, cutover, rollback)."""
+    from .cron import LOG_NAME
+    from .state import default_state_dir
+    d = Path(state_dir) if state_dir else default_state_dir()
+    handler = _StateLog(d / LOG_NAME, encoding="utf-8", delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(message)s", "%Y-%m-%d %H:%M:%S"))
+    logging.getLogger("migrator").addHandler(handler)
+
+
+def _to_log_file(message: str) -> None:
+    """A line for the state directory's log file only (stdout or stderr already shows it)."""
+    for h in logging.getLogger("migrator").handlers:
+        if isinstance(h, logging.FileHandler):
+            h.handle(logging.makeLogRecord({"msg": message, "levelno": logging.INFO, "levelname": "INFO"}))
 
 
 def _handle_errors(fn):
@@ -105,6 +139,7 @@ def _handle_errors(fn):
             return fn(*args, **kwargs)
         except errors.MigratorError as e:
             click.echo(f"migrate: error: {e}", err=True)
+            _to_log_file(f"error (exit {e.exit_code}): {e}")
             sys.exit(e.exit_code)
     return wrapper
 
@@ -178,6 +213,14 @@ endpoint_options = _stack(
                  help="Do not verify the https endpoint's TLS certificate (warns; avoid)."),
 )
 
+
+window_options = _stack(
+    click.option("--max-duration", default=None, metavar="DURATION",
+                 help="Stop in time (45m, 2h, 1h30m): in-flight requests finish, the work is kept, "
+                      "exit 9; the next run resumes."),
+    click.option("--until", default=None, metavar="HH:MM",
+                 help="Stop at this local time (e.g. 06:00), as --max-duration does."),
+)
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 yes_option = click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -267,6 +310,7 @@ def _print_run(r: dict) -> None:
 
 
 def _finish_run(result: api.RunResult, as_json: bool) -> None:
+    _to_log_file(f"{result.outcome}: {result.message}")
     _emit(result.as_dict(), as_json, _print_run)
     if result.outcome == "partial":
         sys.exit(errors.EXIT_PARTIAL)
@@ -282,12 +326,14 @@ def _finish_run(result: api.RunResult, as_json: bool) -> None:
               help="Requests in flight (default: found by measuring throughput while running).")
 @click.option("--no-cutover", is_flag=True, help="Stop after staging; `migrate cutover` swaps later.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first database that cannot be migrated.")
+@window_options
 @yes_option
 @json_option
 @_handle_errors
 def run(as_json, yes, no_cutover, **kw):
     """Embed, stage, verify and cut over; resumes an unfinished migration."""
     settings = _settings(**kw)
+    _log_to_state_dir(settings.state_dir)
     settings.cutover = not no_cutover
     _confirm(yes, f"Migrate the databases under {', '.join(settings.roots) or '(the unfinished migration)'} "
                   f"to {settings.model or 'the unfinished migration`s model'}"
@@ -309,6 +355,7 @@ def run(as_json, yes, no_cutover, **kw):
 def cutover(as_json, yes, migration_id, state_dir):
     """Swap staged databases in (the old ones are kept as backups)."""
     _confirm(yes, "Swap the staged databases in (the old ones are kept as backups)?")
+    _log_to_state_dir(state_dir)
     _finish_run(api.cutover(_settings(state_dir=state_dir), migration_id=migration_id), as_json)
 
 
@@ -322,6 +369,7 @@ def cutover(as_json, yes, migration_id, state_dir):
 def rollback(as_json, yes, force, migration_id, state_dir):
     """Put the backups back: every file byte-identical to before the migration."""
     _confirm(yes, "Restore the databases from their backups?")
+    _log_to_state_dir(state_dir)
     result = api.rollback(_settings(state_dir=state_dir), migration_id=migration_id, force=force)
 
     def human(r):
@@ -330,6 +378,8 @@ def rollback(as_json, yes, force, migration_id, state_dir):
         for line in r["refused"]:
             click.echo(f"  REFUSED {line}")
 
+    _to_log_file(f"rollback of migration {result.migration_id}: {len(result.done)} restored, "
+                 f"{len(result.already)} already as before, {len(result.refused)} refused")
     _emit(result.as_dict(), as_json, human)
     if result.refused:
         sys.exit(errors.EXIT_PARTIAL)
@@ -363,6 +413,52 @@ def status(as_json, show_dbs, migration_id, state_dir):
                 click.echo(f"    error {e['at']}: {e['message']}")
 
     _emit(report, as_json, human)
+
+
+@main.command("cron")
+@click.option("--every", required=True, metavar="DURATION", help="How often to run: 15m, 1h, 1d.")
+@click.option("--systemd", is_flag=True, help="Print a systemd service and timer instead of a crontab line.")
+@source_options
+@endpoint_options
+@state_option
+@click.option("--batch-size", type=click.IntRange(1, 2048), default=None, help="As for `run`.")
+@click.option("--concurrency", type=click.IntRange(1, 512), default=None, help="As for `run`.")
+@click.option("--no-cutover", is_flag=True, help="As for `run`.")
+@window_options
+@click.pass_context
+@_handle_errors
+def cron_cmd(ctx, every, systemd, **kw):
+    """Print a ready crontab line (or systemd units) that runs and resumes the migration."""
+    from . import cron
+    from .endpoint import normalize_endpoint
+    from .state import default_state_dir
+    normalize_endpoint(kw["endpoint"])            # refuse a URL with credentials before printing it
+    if kw.get("max_duration"):
+        window.parse_duration(kw["max_duration"])
+    if kw.get("until"):
+        window.seconds_until(kw["until"])
+    if not kw["roots"]:
+        raise errors.UsageError("--root is required: the schedule must name the databases")
+    args: list[str] = []
+    for param in ctx.command.params:
+        name = param.name
+        if name in ("every", "systemd", "state_dir") or not isinstance(param, click.Option):
+            continue
+        value = kw.get(name)
+        if value in (None, False, ()) or (name == "endpoint" and value == DEFAULT_ENDPOINT) \
+                or value == param.default:
+            continue
+        flag = param.opts[-1] if param.opts[-1].startswith("--") else param.opts[0]
+        if param.is_flag:
+            args.append(flag)
+            continue
+        for v in (value if param.multiple else [value]):
+            if name in ("roots", "api_key_file"):
+                v = str(Path(v).resolve())
+            args += [flag, str(v)]
+    state_dir = Path(kw["state_dir"]) if kw["state_dir"] else default_state_dir()
+    make = cron.systemd_units if systemd else cron.crontab
+    click.echo(make(args, state_dir, every, Path.cwd(), kw.get("api_key_file")), nl=False)
 
 
 @main.command("env")

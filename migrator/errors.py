@@ -16,6 +16,7 @@ EXIT_ENDPOINT_DOWN = 5     # endpoint unreachable / timing out for too long: res
 EXIT_ENDPOINT_REJECTED = 6 # endpoint refuses us: bad key, unknown model, wrong dimension
 EXIT_STATE = 7             # the state database is corrupt, locked or from a newer version
 EXIT_DISK = 8              # no space / I/O error while writing
+EXIT_WINDOW = 9            # stopped at --max-duration / --until: resumable, run again in the next window
 EXIT_NOTHING = 0           # nothing to do is success
 EXIT_INTERRUPTED = 130     # SIGINT/SIGTERM: stopped cleanly, resumable
 
@@ -61,6 +62,11 @@ class StateError(MigratorError):
 
 class DiskError(MigratorError):
     exit_code = EXIT_DISK
+
+
+class WindowEnded(MigratorError):
+    """The run's time window (--max-duration, --until) ended; everything done is kept."""
+    exit_code = EXIT_WINDOW
 
 
 class Interrupted(MigratorError):

@@ -43,6 +43,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
 from . import allocator, crashpoints, fsutil, nvdb, profiles, verify
+from .control import Control
 from .endpoint import Endpoint, PoisonedInput
 from .errors import BadDatabase
 from .journal import Journal
@@ -136,7 +137,7 @@ class _Work:
     in_memory: bool
     vectors: np.ndarray | None = None        # in memory: n x target, filled as answers come
     rows: int = 0                            # what it counts against the memory bound
-    left: int = 0                            # in memory: rows not answered yet
+    left: int = 0                            # rows still to embed (and, if large, to commit)
     tokens: int = 0
     truncated: list[str] = field(default_factory=list)
     outstanding: int = 0                     # slices queued or in flight
@@ -191,7 +192,8 @@ class Embedder:
     def __init__(self, store: StateStore, migration: Migration, endpoint: Endpoint, *,
                  batch_size: int = 32, concurrency: int | None = None, fail_fast: bool = False,
                  reporter: Reporter | None = None, stop: asyncio.Event | None = None,
-                 profile: str | None = None, text_field: str | None = None):
+                 profile: str | None = None, text_field: str | None = None,
+                 control: Control | None = None):
         self.store = store
         self.mig = migration
         self.mid = migration.id
@@ -208,6 +210,7 @@ class Embedder:
         self.profile = profile
         self.text_field = text_field
         self.outcome = EmbedOutcome()
+        self.control = control
         self.fatal: BaseException | None = None
         self.journal: Journal | None = None
         self.io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="migrator-io")
@@ -283,9 +286,9 @@ class Embedder:
         in_memory = not done and nf.n <= IN_MEMORY_BATCHES * self.batch_size
         work = _Work(job, path, nf, st, digest, texts, [r[nvdb.ID] for r in nf.data],
                      ranges=missing_ranges(nf.n, done, self.batch_size), in_memory=in_memory)
+        work.left = sum(count for _, count in work.ranges)
         if in_memory:
             work.vectors = np.empty((nf.n, self.target), dtype=nvdb.FLOAT32)
-            work.left = nf.n
             work.rows = nf.n
         else:
             work.rows = min(nf.n, IN_MEMORY_BATCHES * self.batch_size)
@@ -382,7 +385,9 @@ class Embedder:
     async def _finish_if_done(self, w: _Work) -> None:
         if w.finished or w.outstanding or w.producing:
             return
-        if w.failed or self.stop.is_set():
+        # After a stop (signal, time window) a database whose every row is in is still staged:
+        # that is what the grace for requests in flight is for. One with rows missing never is.
+        if w.failed or w.left or self.fatal is not None:
             self._release(w)
             return
         w.finished = True
@@ -436,6 +441,12 @@ class Embedder:
         if not slices:
             return
         texts = [t for sl in slices for t in sl.work.texts[sl.start:sl.start + sl.count]]
+        if self.control is not None:      # an operator's PAUSE and THROTTLE files
+            await self.control.wait_while_paused(self.stop)
+            self.limit.set_cap(self.control.throttle.max_in_flight)
+            await self.control.pace(sum(len(t) for t in texts) // 4 + len(texts), self.stop)
+            if self.stop.is_set():
+                return                    # unsent: the next run asks again
         truncated = [await self._truncation_report(sl) for sl in slices]
         try:
             async with self.limit:
@@ -476,6 +487,8 @@ class Embedder:
                 answers.append((sl, v, tokens, trunc))
         if answers:   # acknowledged only once durable
             await asyncio.wrap_future(self._commit_batches(answers))
+            for sl, _, _, _ in answers:
+                sl.work.left -= sl.count
         self.outcome.records += len(texts)
         self.outcome.tokens += result.prompt_tokens
         self.reporter.advance(len(texts))

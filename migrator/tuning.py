@@ -38,6 +38,7 @@ class AdaptiveLimit:
         self.maximum = max(1, fixed or maximum)
         self.limit = fixed or min(start, self.maximum)
         self.in_flight = 0
+        self.cap: int | None = None
         self._cond = asyncio.Condition()
         self._window_start = time.monotonic()
         self._window_tokens = 0
@@ -52,7 +53,7 @@ class AdaptiveLimit:
 
     async def __aenter__(self) -> "AdaptiveLimit":
         async with self._cond:
-            await self._cond.wait_for(lambda: self.in_flight < self.limit)
+            await self._cond.wait_for(lambda: self.in_flight < self.allowed)
             self.in_flight += 1
         return self
 
@@ -60,6 +61,17 @@ class AdaptiveLimit:
         async with self._cond:
             self.in_flight -= 1
             self._cond.notify_all()
+
+    @property
+    def allowed(self) -> int:
+        """Requests that may be in flight now: the limit, under an operator's cap if any."""
+        return min(self.limit, self.cap) if self.cap else self.limit
+
+    def set_cap(self, cap: int | None) -> None:
+        """An operator's ceiling (control.THROTTLE), applied on top of the measured limit."""
+        if cap != self.cap:
+            self.cap = cap
+            asyncio.get_event_loop().create_task(self._wake())
 
     def _set(self, limit: int, why: str) -> None:
         limit = max(1, min(self.maximum, limit))

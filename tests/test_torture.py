@@ -673,7 +673,10 @@ def _torture(tmp_path: Path, monkeypatch, capsys, kills: int) -> None:
         _warm_imports(tmp_path, t._settings)
         failure = None
         try:
-            while t.kills < t.target:
+            extra = 0
+            while t.kills < t.target or (not t.last_swap_tried and extra < 4):
+                if t.kills >= t.target:   # the window after the last swap is a scheduling matter
+                    extra += 1            # of chance: a few more rounds to land a kill in it
                 t.one_round()
         except BaseException as e:
             failure = e

@@ -1,0 +1,207 @@
+"""Running from cron: time windows, PAUSE and THROTTLE files, the log file, printed schedules.
+
+Real `migrate` processes against the fake vLLM on 127.0.0.1, real files.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from conftest import API_KEY, spawn_migrate, tree_digest
+from dvdcheck import assert_migrated
+from migrator import window
+from migrator.control import Throttle, read_throttle
+from migrator.errors import EXIT_LOCKED, EXIT_OK, EXIT_USAGE, EXIT_WINDOW, UsageError
+from migrator.testing.corpus import build_dvd_tree
+from migrator.testing.server import FakeVLLM
+
+
+# ------------------------------------------------------------- the window
+@pytest.mark.parametrize("text, seconds", [("45m", 2700), ("1h30m", 5400), ("90s", 90), ("2d", 172800),
+                                           ("600", 600), ("1.5h", 5400)])
+def test_durations(text, seconds):
+    assert window.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "45x", "m", "-5m", "0", "1h 30m", "5m30"])
+def test_bad_durations_say_how_to_write_one(text):
+    with pytest.raises(UsageError, match="duration"):
+        window.parse_duration(text)
+
+
+def test_until_is_the_next_such_time_of_day():
+    now = datetime(2026, 11, 23, 22, 30)
+    assert window.seconds_until("06:00", now) == 7.5 * 3600          # tomorrow morning
+    assert window.seconds_until("23:00", now) == 30 * 60              # later today
+    assert window.seconds_until("22:30", now) == 24 * 3600            # now: the next one
+    assert window.time_left("2h", "23:00", now) == 30 * 60            # the earlier limit wins
+    with pytest.raises(UsageError, match="time of day"):
+        window.seconds_until("25:00", now)
+
+
+@pytest.fixture
+def slow(tmp_path):
+    """Ten DVD databases and a server slow enough (4,000 tokens/s: ~7 s of work) to stop a run mid-way."""
+    root = tmp_path / "video_database"
+    paths = build_dvd_tree(root, 10, clips=(12, 20), seed=5)
+    originals = {p: json.loads(p.read_text()) for p in paths}
+    state = tmp_path / "state"
+    with FakeVLLM(api_key=API_KEY, tokens_per_second=4_000) as srv:
+        env = dict(os.environ, MIGRATOR_API_KEY=API_KEY)
+        args = ["run", "--root", str(root), "--model", "8b", "--endpoint", srv.base_url,
+                "--state-dir", str(state), "--yes", "--json"]
+        yield root, paths, originals, srv, env, args, state
+
+
+def _run(args, env, timeout=120):
+    return subprocess.run([sys.executable, "-m", "migrator.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_max_duration_stops_in_time_keeps_the_work_and_the_next_run_finishes(slow):
+    root, paths, originals, srv, env, args, state = slow
+    before = tree_digest(root)
+    t0 = time.monotonic()
+    p = _run(args + ["--max-duration", "3s"], env)
+    took = time.monotonic() - t0
+    assert p.returncode == EXIT_WINDOW, p.stderr
+    assert "time window" in p.stderr and "resumes" in p.stderr
+    assert took < 3 + 10 + 5, took                       # the window plus at most the stop grace
+    now = tree_digest(root)
+    assert {k: now[k] for k in before} == before, "a live database changed although the run stopped before cutover"
+    assert any(".staged" in k for k in now), "nothing was staged in the window"
+    answered_first = srv.stats.inputs_embedded
+    assert answered_first > 0
+    p = _run(args, env)
+    assert p.returncode == EXIT_OK, p.stderr
+    assert json.loads(p.stdout)["outcome"] == "done"
+    for path in paths:
+        assert_migrated(path, originals[path], dim=4096)
+    total = sum(len(d["data"]) for d in originals.values())
+    assert srv.stats.inputs_embedded < total + 400, "the second run redid what the first had kept"
+
+
+def test_pause_file_holds_requests_until_removed(slow):
+    root, paths, originals, srv, env, args, state = slow
+    state.mkdir(parents=True)
+    (state / "PAUSE").touch()
+    proc = spawn_migrate(*args, env=env)
+    try:
+        time.sleep(4)
+        assert proc.poll() is None
+        probed = srv.stats.inputs_embedded
+        assert probed <= 8, f"{probed} texts embedded while paused (only the start-up probe may run)"
+        (state / "PAUSE").unlink()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == EXIT_OK, err
+    assert "PAUSE found: pausing" in err and "removed: resuming" in err
+    for path in paths:
+        assert_migrated(path, originals[path], dim=4096)
+
+
+def test_throttle_file_caps_requests_in_flight(tmp_path, key_env):
+    root = tmp_path / "video_database"
+    paths = build_dvd_tree(root, 8, clips=(10, 20), seed=9)
+    originals = {p: json.loads(p.read_text()) for p in paths}
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "THROTTLE").write_text("# share the GPU with the chat model\nmax_in_flight = 1\n")
+    with FakeVLLM(api_key=API_KEY, tokens_per_second=20_000) as srv:
+        p = _run(["run", "--root", str(root), "--model", "8b", "--endpoint", srv.base_url,
+                  "--state-dir", str(state), "--yes", "--batch-size", "8", "--concurrency", "6"],
+                 dict(os.environ, MIGRATOR_API_KEY=API_KEY))
+        assert p.returncode == EXIT_OK, p.stderr
+        assert srv.stats.max_in_flight == 1, f"{srv.stats.max_in_flight} requests in flight under a cap of 1"
+        assert "throttle now: max_in_flight = 1" in p.stderr
+    for path in paths:
+        assert_migrated(path, originals[path], dim=4096)
+
+
+def test_throttle_file_parsing(tmp_path):
+    f = tmp_path / "THROTTLE"
+    assert read_throttle(f) == Throttle()
+    f.write_text("max_in_flight = 3\ntokens_per_second = 1500.5  # night\nbogus = 1\nmax_in_flight\n")
+    assert read_throttle(f) == Throttle(max_in_flight=3, tokens_per_second=1500.5)
+
+
+def test_every_run_appends_to_the_state_log_without_the_key(cli, dvd_tree):
+    root, _ = dvd_tree
+    r = cli("run", "--root", str(root), "--model", "8b", "--yes")
+    assert r.exit_code == EXIT_OK, r.output
+    log = (cli.state_dir / "migrator.log").read_text()
+    assert "migration" in log and "progress:" in log
+    assert API_KEY not in log
+    r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--until", "6am")
+    assert r.exit_code == EXIT_USAGE
+    assert (cli.state_dir / "migrator.log").read_text().startswith(log), "the log is appended to"
+
+
+# ------------------------------------------------------------- schedules
+def _cron(*args, env=None):
+    return _run(["cron", *args], env or dict(os.environ, MIGRATOR_API_KEY=API_KEY))
+
+
+def test_the_printed_crontab_line_runs_the_migration_as_cron_would(tmp_path, server, dvd_tree):
+    """Paste-ready: the command part of the line, run by sh with cron's bare environment, migrates."""
+    root, paths = dvd_tree
+    originals = {p: json.loads(p.read_text()) for p in paths}
+    key = tmp_path / "key"
+    key.write_text(API_KEY + "\n")
+    key.chmod(0o600)
+    state = tmp_path / "state"
+    p = _cron("--every", "15m", "--root", str(root), "--model", "8b", "--endpoint", server.base_url,
+              "--api-key-file", str(key), "--state-dir", str(state), "--max-duration", "14m")
+    assert p.returncode == EXIT_OK, p.stderr
+    assert API_KEY not in p.stdout
+    line = [ln for ln in p.stdout.splitlines() if ln and not ln.startswith("#")]
+    assert len(line) == 1
+    fields = line[0].split(" ", 5)
+    assert fields[:5] == ["*/15", "*", "*", "*", "*"]
+    command = fields[5]
+    assert str(key.resolve()) in command and str(state.resolve()) in command and "--yes" in command
+    assert "--max-duration 14m" in command
+    r = subprocess.run(["/bin/sh", "-c", command], env={"PATH": "/usr/bin:/bin"}, cwd="/",
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == EXIT_OK, r.stderr + ((state / "cron.log").read_text() if (state / "cron.log").exists() else "")
+    for path in paths:
+        assert_migrated(path, originals[path], dim=4096)
+    assert "done" in (state / "migrator.log").read_text()
+
+
+def test_systemd_units_treat_lock_and_window_exits_as_success(tmp_path):
+    p = _cron("--every", "1h", "--systemd", "--root", str(tmp_path), "--model", "8b",
+              "--state-dir", str(tmp_path / "state"))
+    assert p.returncode == EXIT_OK, p.stderr
+    out = p.stdout
+    assert f"SuccessExitStatus={EXIT_LOCKED} {EXIT_WINDOW}" in out
+    assert "OnUnitInactiveSec=3600s" in out and "[Install]" in out and "WantedBy=timers.target" in out
+    assert "--api-key-file" in out      # the comment telling the user where the key must come from
+    exec_start = next(ln for ln in out.splitlines() if ln.startswith("ExecStart="))
+    argv = shlex.split(exec_start[len("ExecStart="):])
+    assert Path(argv[0]).is_absolute() and argv[1:4] == ["-m", "migrator.cli", "run"]
+
+
+@pytest.mark.parametrize("every", ["7m", "45s", "5h", "3d", "soon"])
+def test_schedules_cron_cannot_express_are_refused(every, tmp_path):
+    p = _cron("--every", every, "--root", str(tmp_path), "--model", "8b")
+    assert p.returncode == EXIT_USAGE
+    assert "--every" in p.stderr or "duration" in p.stderr
+
+
+def test_bad_window_values_are_refused_before_anything_runs(cli, dvd_tree):
+    root, _ = dvd_tree
+    before = tree_digest(root)
+    r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--until", "6am")
+    assert r.exit_code == EXIT_USAGE and "time of day" in r.output
+    assert tree_digest(root) == before and not (cli.state_dir / "migrator.db").exists()
