@@ -20,18 +20,19 @@ import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 from pathlib import Path
 
 from sqlalchemy import func, insert, select
 
-from . import allocator, config, crashpoints, fsutil, swap, window
+from . import allocator, cleanup, config, crashpoints, fsutil, swap, window
 from .control import Control
 from .endpoint import DEFAULT_ENDPOINT, Endpoint, normalize_endpoint, resolve_model
 from .errors import EndpointRejected, Interrupted, MigratorError, UsageError, WindowEnded
 from .lock import state_lock
 from .models import (ACTIVE_MIGRATION_STATES, D_CUT_OVER, D_EMBEDDING, D_FAILED, D_PENDING,
-                     D_STAGED, M_DONE, M_ROLLED_BACK, M_RUNNING, M_STAGED, DatabaseJob, Event,
-                     Migration)
+                     D_STAGED, M_DONE, M_FINALIZED, M_ROLLED_BACK, M_RUNNING, M_STAGED, DatabaseJob,
+                     Event, Migration)
 from .profiles import describe as describe_profile
 from .runner import Embedder, NullReporter, Reporter
 from .scan import BAD, MIGRATE, SKIP, scan
@@ -500,11 +501,45 @@ def rollback(settings: Settings, *, migration_id: str | None = None, force: bool
         store = open_state(settings.state_path)
         try:
             with store.session() as s:
-                mig = _pick(s, migration_id, (M_DONE, M_STAGED, M_RUNNING), "roll back")
+                # the latest, finalized ones included: never an older one behind a finalized one
+                mig = _pick(s, migration_id, (M_DONE, M_STAGED, M_RUNNING, M_FINALIZED), "roll back")
                 if mig.state == M_ROLLED_BACK:
                     return swap.SwapResult(mig.id)
+                if mig.state == M_FINALIZED:
+                    raise UsageError(f"migration {mig.id} was finalized: its backups were deleted, so it "
+                                     f"cannot be rolled back")
                 if mig.state not in (M_DONE, M_STAGED, M_RUNNING):
                     raise UsageError(f"migration {mig.id} is {mig.state}; it cannot be rolled back")
             return swap.rollback(store, mig.id, force=force)
+        finally:
+            store.close()
+
+
+# --------------------------------------------------------------- finalize
+def finalize(settings: Settings, *, migration_id: str | None = None,
+             confirm: Callable[[cleanup.Leftovers], bool] | None = None) -> dict:
+    """Delete the backups and leftovers of a finished migration; rollback is impossible after.
+
+    ``confirm`` is shown what would be deleted and how much space that frees (under the
+    lock, so it stays true) and returns whether to go ahead."""
+    _require_state(settings)
+    with state_lock(settings.state_path, "finalize"):
+        store = open_state(settings.state_path)
+        try:
+            with store.session() as s:
+                mig = _pick(s, migration_id, (M_DONE, M_FINALIZED), "finalize")
+                state, mid = mig.state, mig.id
+            if state in (M_RUNNING, M_STAGED):
+                raise UsageError(f"migration {mid} is unfinished ({state}); finish it with `migrate run` "
+                                 f"or undo it with `migrate rollback` before finalizing")
+            if state == M_ROLLED_BACK:
+                raise UsageError(f"migration {mid} was rolled back; it has no backups to delete")
+            found = cleanup.leftovers(store, mid)
+            if confirm is not None and not confirm(found):
+                raise UsageError("cancelled; nothing was deleted")
+            done = cleanup.finalize(store, mid)
+            return {**done.as_dict(), "state": M_FINALIZED,
+                    "message": f"migration {mid} finalized: {len(done.files)} file(s) deleted, "
+                               f"{done.bytes_freed} bytes freed; it can no longer be rolled back"}
         finally:
             store.close()

@@ -415,6 +415,31 @@ def status(as_json, show_dbs, migration_id, state_dir):
     _emit(report, as_json, human)
 
 
+@main.command()
+@state_option
+@migration_option("default: the latest finished one")
+@yes_option
+@json_option
+@_handle_errors
+def finalize(as_json, yes, migration_id, state_dir):
+    """Delete a finished migration's backups, after saying how much space that frees.
+    Rollback is impossible after it."""
+    _log_to_state_dir(state_dir)
+
+    def confirm(found) -> bool:
+        question = (f"Delete {len(found.files)} backup/leftover file(s) of migration {found.migration_id}, "
+                    f"freeing {_human_bytes(found.bytes_freed)}? It can never be rolled back after this.")
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise errors.UsageError(f"{question} Not asked without a terminal: add --yes to confirm")
+        return click.confirm(question, default=False, err=True)
+
+    result = api.finalize(_settings(state_dir=state_dir), migration_id=migration_id, confirm=confirm)
+    _to_log_file(result["message"])
+    _emit(result, as_json, lambda r: click.echo(f"{r['message']} ({_human_bytes(r['bytes_freed'])})"))
+
+
 @main.command("cron")
 @click.option("--every", required=True, metavar="DURATION", help="How often to run: 15m, 1h, 1d.")
 @click.option("--systemd", is_flag=True, help="Print a systemd service and timer instead of a crontab line.")
