@@ -25,10 +25,10 @@ from pathlib import Path
 
 from sqlalchemy import func, insert, select
 
-from . import allocator, cleanup, config, crashpoints, fsutil, swap, window
+from . import allocator, cleanup, config, crashpoints, fsutil, hooks, swap, window
 from .control import Control
 from .endpoint import DEFAULT_ENDPOINT, Endpoint, normalize_endpoint, resolve_model
-from .errors import EndpointRejected, Interrupted, MigratorError, UsageError, WindowEnded
+from .errors import EndpointRejected, Interrupted, LockHeld, MigratorError, UsageError, WindowEnded
 from .lock import state_lock
 from .models import (ACTIVE_MIGRATION_STATES, D_CUT_OVER, D_EMBEDDING, D_FAILED, D_PENDING,
                      D_STAGED, M_DONE, M_FINALIZED, M_ROLLED_BACK, M_RUNNING, M_STAGED, DatabaseJob,
@@ -63,6 +63,9 @@ class Settings:
     insecure: bool = False
     max_duration: str | None = None     # e.g. "45m": stop in time (resumable, exit 9)
     until: str | None = None            # e.g. "06:00" local time: the same
+    on_before_cutover: str | None = None  # shell commands (hooks.py); a failing one holds cutover
+    on_success: str | None = None
+    on_failure: str | None = None
 
     @property
     def state_path(self) -> Path:
@@ -165,7 +168,7 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
 @dataclass
 class RunResult:
     migration_id: str | None
-    outcome: str                  # nothing_to_do | staged | done | partial
+    outcome: str                  # nothing_to_do | staged | done | partial | held
     message: str
     model: str | None = None
     target_dim: int | None = None
@@ -237,9 +240,31 @@ def run(settings: Settings, *, reporter: Reporter | None = None) -> RunResult:
     with state_lock(settings.state_path, "run"):
         store = open_state(settings.state_path)
         try:
-            return asyncio.run(_run(settings, store, reporter, deadline))
+            try:
+                result = asyncio.run(_run(settings, store, reporter, deadline))
+            except (WindowEnded, LockHeld):
+                raise                    # the normal ends of a cron tick: no failure to report
+            except MigratorError as e:
+                hooks.run_hook("failure", settings.on_failure,
+                               {"outcome": "error", "exit_code": e.exit_code, "message": str(e),
+                                "state_dir": settings.state_path.resolve()})
+                raise
+            hooks.run_hook("success" if result.outcome in ("done", "staged", "nothing_to_do") else "failure",
+                           settings.on_success if result.outcome in ("done", "staged", "nothing_to_do")
+                           else settings.on_failure, _hook_figures(result, settings))
+            return result
         finally:
             store.close()
+
+
+def _hook_figures(result: "RunResult", settings: Settings) -> dict:
+    return {"migration_id": result.migration_id, "outcome": result.outcome, "message": result.message,
+            "model": result.model, "target_dim": result.target_dim,
+            "databases_cut_over": result.databases.get(D_CUT_OVER, 0),
+            "databases_staged": result.databases.get(D_STAGED, 0),
+            "databases_failed": result.databases.get(D_FAILED, 0),
+            "records_embedded": result.records_embedded, "tokens_embedded": result.tokens_embedded,
+            "seconds": result.seconds, "state_dir": settings.state_path.resolve()}
 
 
 async def _window(seconds: float, stop: asyncio.Event, ended: list, reporter: Reporter) -> None:
@@ -309,6 +334,19 @@ async def _run(settings: Settings, store: StateStore, reporter: Reporter,
                         if m.state == M_RUNNING:
                             m.state = M_STAGED
                     break
+                if settings.on_before_cutover and counts.get(D_STAGED):
+                    figures = _hook_figures(_result(store, mig, None, started), settings)
+                    code = await asyncio.to_thread(hooks.run_hook, "before_cutover",
+                                                   settings.on_before_cutover, figures)
+                    if code:
+                        with store.session() as s:
+                            s.get(Migration, mig.id).state = M_STAGED
+                        held = _result(store, mig, None, started)
+                        held.outcome = "held"
+                        held.message = (f"migration {mig.id}: {counts.get(D_STAGED)} database(s) staged; the "
+                                        f"--on-before-cutover hook exited {code}, so nothing was swapped. "
+                                        f"`migrate cutover` or the next `migrate run` swaps them")
+                        return held
                 # also with nothing staged: a kill after the last swap leaves the
                 # migration running with every database cut over; cutover closes it
                 cut = await asyncio.to_thread(swap.cutover, store, mig.id)

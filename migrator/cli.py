@@ -222,6 +222,14 @@ window_options = _stack(
                  help="Stop at this local time (e.g. 06:00), as --max-duration does."),
 )
 
+hook_options = _stack(
+    click.option("--on-before-cutover", default=None, metavar="CMD",
+                 help="Shell command run once everything is staged; if it fails nothing is swapped (exit 10)."),
+    click.option("--on-success", default=None, metavar="CMD", help="Shell command run when the run succeeds."),
+    click.option("--on-failure", default=None, metavar="CMD",
+                 help="Shell command run when the run fails. Hooks get MIGRATOR_* figures, never the key."),
+)
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 yes_option = click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 
@@ -314,6 +322,8 @@ def _finish_run(result: api.RunResult, as_json: bool) -> None:
     _emit(result.as_dict(), as_json, _print_run)
     if result.outcome == "partial":
         sys.exit(errors.EXIT_PARTIAL)
+    if result.outcome == "held":
+        sys.exit(errors.EXIT_HELD)
 
 
 @main.command()
@@ -327,6 +337,7 @@ def _finish_run(result: api.RunResult, as_json: bool) -> None:
 @click.option("--no-cutover", is_flag=True, help="Stop after staging; `migrate cutover` swaps later.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first database that cannot be migrated.")
 @window_options
+@hook_options
 @yes_option
 @json_option
 @_handle_errors
@@ -450,6 +461,7 @@ def finalize(as_json, yes, migration_id, state_dir):
 @click.option("--concurrency", type=click.IntRange(1, 512), default=None, help="As for `run`.")
 @click.option("--no-cutover", is_flag=True, help="As for `run`.")
 @window_options
+@hook_options
 @click.pass_context
 @_handle_errors
 def cron_cmd(ctx, every, systemd, **kw):

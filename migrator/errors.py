@@ -17,6 +17,7 @@ EXIT_ENDPOINT_REJECTED = 6 # endpoint refuses us: bad key, unknown model, wrong 
 EXIT_STATE = 7             # the state database is corrupt, locked or from a newer version
 EXIT_DISK = 8              # no space / I/O error while writing
 EXIT_WINDOW = 9            # stopped at --max-duration / --until: resumable, run again in the next window
+EXIT_HELD = 10             # everything staged, but the --on-before-cutover hook said no: nothing swapped
 EXIT_NOTHING = 0           # nothing to do is success
 EXIT_INTERRUPTED = 130     # SIGINT/SIGTERM: stopped cleanly, resumable
 

@@ -77,7 +77,7 @@ class Cli:
         cmd = argv[0]
         if endpoint and self.endpoint and cmd in ("plan", "run"):
             argv += ["--endpoint", self.endpoint]
-        if state and cmd in ("run", "cutover", "rollback", "status"):
+        if state and cmd in ("run", "cutover", "rollback", "status", "finalize"):
             argv += ["--state-dir", str(self.state_dir)]
         if cmd == "run":
             for opt, default in (("--retry-for", "5"), ("--request-timeout", "10")):

@@ -19,7 +19,7 @@ from conftest import API_KEY, spawn_migrate, tree_digest
 from dvdcheck import assert_migrated
 from migrator import window
 from migrator.control import Throttle, read_throttle
-from migrator.errors import EXIT_LOCKED, EXIT_OK, EXIT_USAGE, EXIT_WINDOW, UsageError
+from migrator.errors import EXIT_HELD, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, EXIT_WINDOW, UsageError
 from migrator.testing.corpus import build_dvd_tree
 from migrator.testing.server import FakeVLLM
 
@@ -205,3 +205,55 @@ def test_bad_window_values_are_refused_before_anything_runs(cli, dvd_tree):
     r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--until", "6am")
     assert r.exit_code == EXIT_USAGE and "time of day" in r.output
     assert tree_digest(root) == before and not (cli.state_dir / "migrator.db").exists()
+
+
+# ----------------------------------------------------------------- hooks
+def _hook(tmp_path, name, code=0):
+    """A hook script that records its environment as JSON and exits with ``code``."""
+    out = tmp_path / f"{name}.json"
+    script = tmp_path / f"{name}.py"
+    script.write_text("import json, os, sys\n"
+                      f"json.dump(dict(os.environ), open({str(out)!r}, 'w'))\n"
+                      f"sys.exit({code})\n")
+    return f"{shlex.quote(sys.executable)} {shlex.quote(str(script))}", out
+
+
+def test_a_failing_before_cutover_hook_holds_the_cutover_until_it_passes(cli, dvd_tree, tmp_path):
+    root, paths = dvd_tree
+    originals = {p: json.loads(p.read_text()) for p in paths}
+    before = tree_digest(root)
+    refuse, refused_env = _hook(tmp_path, "refuse", code=3)
+    ok, ok_env = _hook(tmp_path, "ok")
+    failed, failed_env = _hook(tmp_path, "failed")
+    r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--json",
+            "--on-before-cutover", refuse, "--on-failure", failed)
+    assert r.exit_code == EXIT_HELD, r.output
+    doc = json.loads(r.stdout)
+    assert doc["outcome"] == "held" and "exited 3" in doc["message"]
+    now = tree_digest(root)
+    assert {k: now[k] for k in before} == before, "a database was swapped although the hook said no"
+    env = json.loads(refused_env.read_text())
+    assert env["MIGRATOR_EVENT"] == "before_cutover" and env["MIGRATOR_DATABASES_STAGED"] == str(len(paths))
+    assert int(env["MIGRATOR_RECORDS_EMBEDDED"]) == sum(len(d["data"]) for d in originals.values())
+    assert API_KEY not in json.dumps(env) and "MIGRATOR_API_KEY" not in env
+    assert json.loads(failed_env.read_text())["MIGRATOR_OUTCOME"] == "held"
+    assert json.loads(cli("status", "--json").stdout)["migrations"][0]["state"] == "staged"
+
+    r = cli("run", "--yes", "--json", "--on-before-cutover", ok, "--on-success", ok)
+    assert r.exit_code == EXIT_OK, r.output
+    assert json.loads(r.stdout)["outcome"] == "done"
+    env = json.loads(ok_env.read_text())          # the success hook ran last
+    assert env["MIGRATOR_EVENT"] == "success" and env["MIGRATOR_DATABASES_CUT_OVER"] == str(len(paths))
+    for p in paths:
+        assert_migrated(p, originals[p], dim=4096)
+
+
+def test_the_failure_hook_hears_of_an_endpoint_that_is_down(cli, dvd_tree, tmp_path):
+    root, _ = dvd_tree
+    failed, failed_env = _hook(tmp_path, "failed")
+    r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--on-failure", failed,
+            "--retry-for", "1", endpoint=False)
+    assert r.exit_code != EXIT_OK
+    env = json.loads(failed_env.read_text())
+    assert env["MIGRATOR_EVENT"] == "failure" and env["MIGRATOR_OUTCOME"] == "error"
+    assert env["MIGRATOR_EXIT_CODE"] == str(r.exit_code) and env["MIGRATOR_MESSAGE"]
