@@ -25,7 +25,7 @@ from pathlib import Path
 
 from sqlalchemy import func, insert, select
 
-from . import allocator, cleanup, config, crashpoints, fsutil, hooks, swap, window
+from . import allocator, cleanup, config, crashpoints, fsutil, gate, hooks, swap, window
 from .control import Control
 from .endpoint import DEFAULT_ENDPOINT, Endpoint, normalize_endpoint, resolve_model
 from .errors import EndpointRejected, Interrupted, LockHeld, MigratorError, UsageError, WindowEnded
@@ -168,7 +168,7 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
 @dataclass
 class RunResult:
     migration_id: str | None
-    outcome: str                  # nothing_to_do | staged | done | partial | held
+    outcome: str                  # nothing_to_do | staged | done | partial | held | gate_failed
     message: str
     model: str | None = None
     target_dim: int | None = None
@@ -180,6 +180,7 @@ class RunResult:
     failures: list[str] = field(default_factory=list)
     cutover: dict | None = None
     config_lines: list[str] = field(default_factory=list)
+    gate: dict | None = None      # the quality gate's report, when it ran and failed
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -334,6 +335,25 @@ async def _run(settings: Settings, store: StateStore, reporter: Reporter,
                         if m.state == M_RUNNING:
                             m.state = M_STAGED
                     break
+                if counts.get(D_STAGED):
+                    report = await gate.check(store, mig.id, mig.target_dim, endpoint,
+                                              profile=settings.profile, text_field=settings.text_field,
+                                              every_database=False)
+                    reporter.note(f"quality gate: {'passed' if report.passed else 'FAILED'} "
+                                  f"({report.databases} staged, {report.self_hits}/{report.sampled} sampled "
+                                  f"records found by their own text"
+                                  + (f", neighbourhood overlap {report.overlap:.2f} vs {report.chance:.2f} "
+                                     f"by chance" if report.overlap is not None else "") + ")")
+                    if not report.passed:
+                        with store.session() as s:
+                            s.get(Migration, mig.id).state = M_STAGED
+                        held = _result(store, mig, None, started)
+                        held.outcome = "gate_failed"
+                        held.failures = report.problems + held.failures
+                        held.message = (f"migration {mig.id}: the quality gate failed, nothing was swapped: "
+                                        f"{report.problems[0]}")
+                        held.gate = report.as_dict()
+                        return held
                 if settings.on_before_cutover and counts.get(D_STAGED):
                     figures = _hook_figures(_result(store, mig, None, started), settings)
                     code = await asyncio.to_thread(hooks.run_hook, "before_cutover",
@@ -581,3 +601,28 @@ def finalize(settings: Settings, *, migration_id: str | None = None,
                                f"{done.bytes_freed} bytes freed; it can no longer be rolled back"}
         finally:
             store.close()
+
+
+# ----------------------------------------------------------------- verify
+def verify(settings: Settings, *, migration_id: str | None = None) -> dict:
+    """The quality gate on a migration's staged databases (what runs before every cutover)."""
+    _require_state(settings)
+    config.api_key(settings.api_key_file)
+    store = open_state(settings.state_path, readonly=True)
+    try:
+        with store.reader() as s:
+            mig = _pick(s, migration_id, (M_STAGED, M_RUNNING), "verify")
+            mid, target, requested = mig.id, mig.target_dim, mig.requested_model
+
+        async def go() -> gate.GateReport:
+            endpoint = settings.make_endpoint()
+            try:
+                await endpoint.probe(requested, target_dim=target)
+                return await gate.check(store, mid, target, endpoint, profile=settings.profile,
+                                        text_field=settings.text_field)
+            finally:
+                await endpoint.aclose()
+
+        return asyncio.run(go()).as_dict()
+    finally:
+        store.close()

@@ -324,6 +324,8 @@ def _finish_run(result: api.RunResult, as_json: bool) -> None:
         sys.exit(errors.EXIT_PARTIAL)
     if result.outcome == "held":
         sys.exit(errors.EXIT_HELD)
+    if result.outcome == "gate_failed":
+        sys.exit(errors.EXIT_GATE)
 
 
 @main.command()
@@ -424,6 +426,32 @@ def status(as_json, show_dbs, migration_id, state_dir):
                 click.echo(f"    error {e['at']}: {e['message']}")
 
     _emit(report, as_json, human)
+
+
+@main.command()
+@endpoint_options
+@state_option
+@click.option("--profile", type=click.Choice(["auto", "dvd"]), default=None, help="As for `run`.")
+@click.option("--text-field", default=None, help="As for `run`.")
+@migration_option("default: the unfinished one")
+@json_option
+@_handle_errors
+def verify(as_json, migration_id, **kw):
+    """The quality gate on staged databases (it also runs before every cutover). Writes nothing."""
+    report = api.verify(_settings(**kw), migration_id=migration_id)
+
+    def human(r):
+        click.echo(f"migration {r['migration']}: quality gate {'PASSED' if r['passed'] else 'FAILED'}: "
+                   f"{r['databases']} staged database(s); {r['self_hits']}/{r['sampled_records']} sampled "
+                   f"records found by their own text"
+                   + (f"; neighbourhood overlap {r['neighbourhood_overlap']} (chance "
+                      f"{r['overlap_by_chance']})" if r["neighbourhood_overlap"] is not None else ""))
+        for line in r["problems"]:
+            click.echo(f"  FAILED {line}")
+
+    _emit(report, as_json, human)
+    if not report["passed"]:
+        sys.exit(errors.EXIT_GATE)
 
 
 @main.command()

@@ -18,6 +18,7 @@ EXIT_STATE = 7             # the state database is corrupt, locked or from a new
 EXIT_DISK = 8              # no space / I/O error while writing
 EXIT_WINDOW = 9            # stopped at --max-duration / --until: resumable, run again in the next window
 EXIT_HELD = 10             # everything staged, but the --on-before-cutover hook said no: nothing swapped
+EXIT_GATE = 11             # the quality gate failed (report names what): nothing swapped
 EXIT_NOTHING = 0           # nothing to do is success
 EXIT_INTERRUPTED = 130     # SIGINT/SIGTERM: stopped cleanly, resumable
 

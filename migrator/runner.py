@@ -364,7 +364,7 @@ class Embedder:
             return "failed"
         crashpoints.reached("stage.written")
         problems = verify.check_staged(staged, w.nf, target, vectors_sha256=encoder.sha.hexdigest(),
-                                       file_sha256=digest)
+                                       file_sha256=digest, texts=w.texts)
         if problems:
             fsutil.remove_if_exists(staged)
             self._fail(job, f"{path}: staged file failed verification: {'; '.join(problems)}")

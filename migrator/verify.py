@@ -14,13 +14,15 @@ NORM_TOLERANCE = 1e-3
 
 
 def check_staged(staged: Path, source: nvdb.NanoFile, target_dim: int,
-                 vectors_sha256: str | None = None, file_sha256: str | None = None) -> list[str]:
+                 vectors_sha256: str | None = None, file_sha256: str | None = None,
+                 texts: list[str] | None = None) -> list[str]:
     """Problems with ``staged`` as the migrated form of ``source`` (empty list: good).
 
     Reads the staged file back from disk, as a new reader would: it parses as a
     NanoVectorDB file; the dimension is the target; every record, field and
     ``additional_data`` is identical and in the same order; the matrix holds one
-    finite unit vector per record, and (given ``vectors_sha256``) exactly the
+    finite unit vector per record (given ``texts``, no two records with different
+    texts share one), and (given ``vectors_sha256``) exactly the
     vectors that were committed, and (given ``file_sha256``) exactly the bytes
     that were written. A file of up to ``nvdb.WHOLE_FILE`` bytes is read once;
     a larger one is checked block by block.
@@ -50,11 +52,19 @@ def check_staged(staged: Path, source: nvdb.NanoFile, target_dim: int,
         return problems
     h = hashlib.sha256()
     worst = 0.0
+    seen: dict[bytes, int] = {}
+    at = 0
     try:
         for block in new.matrix_blocks():
             h.update(block.tobytes())
             if not np.all(np.isfinite(block)):
                 return ["matrix holds NaN or infinite values"]
+            if texts is not None:   # one vector for two different texts: a server answering nonsense
+                for i, row in enumerate(block, start=at):
+                    j = seen.setdefault(hashlib.blake2b(row.tobytes(), digest_size=16).digest(), i)
+                    if j != i and texts[j] != texts[i]:
+                        return [f"records #{j} and #{i} have different texts but the same vector"]
+                at += len(block)
             norms = np.linalg.norm(block.astype(np.float64), axis=1)
             worst = max(worst, float(np.max(np.abs(norms - 1.0))) if len(norms) else 0.0)
     except BadDatabase as e:

@@ -360,7 +360,7 @@ def test_stop_does_not_hang_while_a_request_is_stuck():
 def test_fault_kinds_are_validated(srv):
     assert set(FAULT_KINDS) == {"status", "html", "reset", "hang", "delay", "wrong_dim",
                                 "nan", "too_few", "dup_index", "shuffle", "wrong_model",
-                                "garbage", "zero"}
+                                "garbage", "misorder", "zero"}
     with pytest.raises(ValueError):
         srv.faults.add("explode")
     with pytest.raises(ValueError):

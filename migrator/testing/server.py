@@ -81,6 +81,7 @@ FAULT_KINDS: dict[str, frozenset[str]] = {
     "shuffle": frozenset({"seed"}),
     "wrong_model": frozenset({"model"}),
     "garbage": frozenset({"seed"}),
+    "misorder": frozenset(),          # each index gets its neighbour's vector: passes every per-answer check
     "zero": frozenset({"item"}),
 }
 # Faults that answer (or refuse to answer) instead of the model.
@@ -983,6 +984,8 @@ def _mangle_vectors(fault: Fault, vectors: list[np.ndarray], words: list[list[st
     if kind == "garbage":
         rng = np.random.default_rng(p.get("seed"))
         return [_unit(rng.standard_normal(len(v))) for v in vectors]
+    if kind == "misorder":
+        return vectors[1:] + vectors[:1] if len(vectors) > 1 else vectors
     if kind in ("nan", "zero"):
         item = int(p.get("item", 0)) % len(vectors)
         vectors = [v.copy() for v in vectors]

@@ -1,0 +1,234 @@
+"""The quality gate: checks on the staged databases before any of them replaces a live one.
+
+Every staged file was verified when it was written (records, dimension, unit
+norms, the committed vectors). The gate looks again, as a whole, right before
+cutover (and on demand with ``migrate verify``), and adds what a per-file
+check cannot see: whether the new vectors *mean* anything.
+
+- **Structure**: the file is still the one verified (SHA-256), it parses,
+  has the records of its source and the target dimension, finite unit rows,
+  and no two records with different texts share a vector (a server answering
+  the same vector for everything passes every per-answer check). `migrate
+  verify` reads every staged database; before cutover `run` reads the
+  sampled ones, since staging verified each file the same way and cutover
+  checks by hash that it is still that file.
+- **Self-retrieval**, on a sample: each sampled record's own text, embedded
+  as a Qwen3 query (with an instruction), must find that record among the top
+  k of its new database. Random vectors, or vectors attached to the wrong
+  records, fail this.
+- **Neighbourhoods**, on the same sample: the top-k neighbours of a record
+  under the new vectors must overlap those under the old vectors clearly more
+  than chance. Two real embedding models agree on what is close; garbage does
+  not.
+
+A failed gate holds the cutover (exit 11) and says what failed.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+
+from . import fsutil, nvdb, profiles
+from .errors import BadDatabase
+from .models import D_STAGED, DatabaseJob
+from .state import StateStore
+
+SAMPLE_DATABASES = 40       # databases sampled for the semantic checks
+SAMPLE_PER_DATABASE = 3     # records sampled in each
+SELF_HIT_FLOOR = 0.9        # share of sampled records that must find themselves in the top k
+OVERLAP_OVER_CHANCE = 1.5   # mean old/new neighbourhood overlap must beat chance by this factor
+MIN_OVERLAP_SAMPLES = 10    # fewer (tiny databases only): the overlap test is not decisive, skipped
+NORM_TOLERANCE = 1e-3
+QUERY_TASK = "Given a web search query, retrieve relevant passages that answer the query"
+
+
+def as_query(text: str) -> str:
+    """Qwen3-Embedding's query form (documents are embedded without an instruction)."""
+    return f"Instruct: {QUERY_TASK}\nQuery:{text}"
+
+
+def top_k(n: int) -> int:
+    """How deep a record must be found: 1 in a 4-record database, up to 5 in larger ones."""
+    return max(1, min(5, n // 4))
+
+
+@dataclass
+class GateReport:
+    migration_id: str
+    databases: int = 0
+    problems: list[str] = field(default_factory=list)   # one line each: file and what is wrong
+    sampled: int = 0
+    self_hits: int = 0
+    overlap: float | None = None        # mean |top-k old ∩ top-k new| / k over the sample
+    chance: float | None = None         # what random vectors would give on the same databases
+    overlap_samples: int = 0
+    checked: int = 0                    # databases read again (all, or the sample)
+    skipped: list[str] = field(default_factory=list)   # staged files cutover will re-stage
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict:
+        return {"migration": self.migration_id, "passed": self.passed, "databases": self.databases,
+                "databases_read": self.checked,
+                "sampled_records": self.sampled, "self_hits": self.self_hits,
+                "neighbourhood_overlap": None if self.overlap is None else round(self.overlap, 3),
+                "overlap_by_chance": None if self.chance is None else round(self.chance, 3),
+                "problems": self.problems, "skipped": self.skipped}
+
+
+BLOCK_ROWS = 256    # rows of the new and old matrices read together: a few MB at 3072 dims
+
+
+def _unit(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float32)   # float32: enough to rank neighbours, half the memory
+    return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+
+
+@dataclass
+class _Checked:
+    problems: list[str]
+    skipped: str | None = None        # why this database was not checked (cutover re-stages it)
+    hits: int = 0                     # sampled records found by their own query in the top k
+    samples: int = 0
+    overlaps: list[float] = field(default_factory=list)
+    chances: list[float] = field(default_factory=list)
+
+
+def _texts(job, profile: str | None, text_field: str | None) -> list[str] | None:
+    try:
+        src = nvdb.read(job.path)
+        return profiles.choose(src, profile=profile, text_field=text_field).texts(src)
+    except (BadDatabase, OSError):
+        return None       # _structure reports it
+
+
+def _structure(job, target_dim: int, picked: list[int], queries: np.ndarray | None,
+               texts: list[str] | None) -> _Checked:
+    """Check one staged database, streaming its new and old matrices in blocks; for the
+    ``picked`` rows also score their ``queries`` and compare neighbourhoods."""
+    staged, live = Path(job.staged_path), Path(job.path)
+    try:
+        digest = fsutil.sha256_file(staged)
+    except FileNotFoundError:
+        digest = None
+    if digest != job.staged_sha256:
+        # Swapped before a crash, or altered since staging: cutover tells which (by hashes)
+        # and re-stages an altered one; it is not this gate's to judge.
+        return _Checked([], skipped=f"{staged}: missing or changed since staging; cutover sorts it out")
+    try:
+        new = nvdb.read(staged)
+        src = nvdb.read(live)
+    except (BadDatabase, OSError) as e:
+        return _Checked([f"{staged}: {e}"])
+    if new.embedding_dim != target_dim:
+        return _Checked([f"{staged}: {new.embedding_dim} dims, expected {target_dim}"])
+    if new.n != src.n or new.n != job.n_records or not nvdb.same_payload(new, src) or texts is None:
+        return _Checked([f"{staged}: records differ from its source {live}"])
+    n, p = new.n, len(picked)
+    # pass 1: the picked rows' vectors, old and new
+    new_rows, old_rows = np.zeros((p, target_dim)), np.zeros((p, src.embedding_dim))
+    at = 0
+    for nb, ob in zip(new.matrix_blocks(BLOCK_ROWS), src.matrix_blocks(BLOCK_ROWS)):
+        for k, r in enumerate(picked):
+            if at <= r < at + len(nb):
+                new_rows[k], old_rows[k] = nb[r - at], ob[r - at]
+        at += len(nb)
+    new_rows, old_rows = _unit(new_rows), _unit(old_rows)
+    # pass 2: every row checked; similarities of the picked rows (and their queries) to all
+    new_sims, old_sims, q_sims = np.zeros((p, n)), np.zeros((p, n)), np.zeros((p, n))
+    seen: dict[bytes, int] = {}
+    worst, at = 0.0, 0
+    for nb, ob in zip(new.matrix_blocks(BLOCK_ROWS), src.matrix_blocks(BLOCK_ROWS)):
+        if not np.all(np.isfinite(nb)):
+            return _Checked([f"{staged}: NaN or infinite values"])
+        worst = max(worst, float(np.max(np.abs(np.linalg.norm(nb, axis=1).astype(np.float64) - 1.0))))
+        for i, row in enumerate(nb, start=at):
+            j = seen.setdefault(hashlib.blake2b(row.tobytes(), digest_size=16).digest(), i)
+            if j != i and texts[j] != texts[i]:
+                return _Checked([f"{staged}: records #{j} and #{i} have different texts but the same "
+                                 f"vector (is the server answering one vector for everything?)"])
+        if p:
+            nu, ou = _unit(nb), _unit(ob)
+            new_sims[:, at:at + len(nb)] = new_rows @ nu.T
+            old_sims[:, at:at + len(nb)] = old_rows @ ou.T
+            q_sims[:, at:at + len(nb)] = queries @ nu.T
+        at += len(nb)
+    if worst > NORM_TOLERANCE:
+        return _Checked([f"{staged}: a vector's norm is off by {worst:.2g}"])
+    out = _Checked([])
+    k = top_k(n)
+    for qi, i in enumerate(picked):
+        out.samples += 1
+        out.hits += int(i in np.argsort(-q_sims[qi], kind="stable")[:k])
+        if n - 1 > 2 * k:               # room for the neighbourhoods to differ by chance
+            ns, os_ = new_sims[qi].copy(), old_sims[qi].copy()
+            ns[i] = os_[i] = -np.inf    # not its own neighbour
+            by_new = set(np.argsort(-ns, kind="stable")[:k].tolist())
+            by_old = set(np.argsort(-os_, kind="stable")[:k].tolist())
+            out.overlaps.append(len(by_new & by_old) / k)
+            out.chances.append(k / (n - 1))
+    return out
+
+
+async def check(store: StateStore, migration_id: str, target_dim: int, endpoint, *,
+                profile: str | None = None, text_field: str | None = None,
+                every_database: bool = True) -> GateReport:
+    """Run the gate over the migration's staged databases. ``endpoint`` embeds the sampled
+    queries (None: structure only). Memory: one block of rows at a time, whatever the size.
+
+    ``every_database=False`` (what `run` does before cutover) re-reads only the sampled
+    databases: each of the others was verified the same way when it was staged (records,
+    dimension, unit rows, no shared vectors, the committed vectors), and cutover checks by
+    hash that it is still that file. `migrate verify` reads them all."""
+    import asyncio
+    report = GateReport(migration_id)
+    with store.reader() as s:
+        jobs = s.execute(select(DatabaseJob.id, DatabaseJob.path, DatabaseJob.staged_path,
+                                DatabaseJob.staged_sha256, DatabaseJob.n_records)
+                         .where(DatabaseJob.migration_id == migration_id, DatabaseJob.state == D_STAGED)
+                         .order_by(DatabaseJob.id)).all()
+    report.databases = len(jobs)
+    rng = random.Random(migration_id)
+    sampled_ids = {j.id for j in rng.sample(jobs, min(SAMPLE_DATABASES, len(jobs)))} if endpoint else set()
+    overlaps: list[float] = []
+    chances: list[float] = []
+    for job in jobs:
+        if not every_database and job.id not in sampled_ids:
+            continue
+        report.checked += 1
+        texts = await asyncio.to_thread(_texts, job, profile, text_field)
+        picked: list[int] = []
+        queries = None
+        if job.id in sampled_ids and texts and len(texts) >= 2:
+            picked = sorted(rng.sample(range(len(texts)), min(SAMPLE_PER_DATABASE, len(texts))))
+            queries = (await endpoint.embed([as_query(texts[i]) for i in picked])).vectors.astype(np.float64)
+        c = await asyncio.to_thread(_structure, job, target_dim, picked, queries, texts)
+        report.problems += c.problems
+        if c.skipped:
+            report.skipped.append(c.skipped)
+        report.sampled += c.samples
+        report.self_hits += c.hits
+        overlaps += c.overlaps
+        chances += c.chances
+    samples, hits = report.sampled, report.self_hits
+    if samples and hits < SELF_HIT_FLOOR * samples:
+        report.problems.append(
+            f"self-retrieval: only {hits} of {samples} sampled records are found by their own text among "
+            f"the top results of their new database (at least {SELF_HIT_FLOOR:.0%} must be): the new "
+            f"vectors do not belong to their records (wrong order, garbage, or a different model)")
+    if len(overlaps) >= MIN_OVERLAP_SAMPLES:
+        report.overlap_samples = len(overlaps)
+        report.overlap, report.chance = float(np.mean(overlaps)), float(np.mean(chances))
+        if report.overlap < OVERLAP_OVER_CHANCE * report.chance:
+            report.problems.append(
+                f"neighbourhoods: the new vectors' nearest neighbours overlap the old ones' by "
+                f"{report.overlap:.2f} on average, no better than random vectors would "
+                f"({report.chance:.2f}); the new model does not see these texts as the old one did")
+    return report

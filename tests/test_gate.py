@@ -1,0 +1,80 @@
+"""The quality gate before cutover: a server that answers well-formed nonsense must not get swapped in."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import tree_digest
+from dvdcheck import assert_migrated
+from migrator.errors import EXIT_GATE, EXIT_OK
+from migrator.testing.corpus import build_dvd_tree
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """Twelve DVD databases of 10-30 records: enough for every check of the gate to count."""
+    root = tmp_path / "video_database"
+    paths = build_dvd_tree(root, 12, clips=(10, 30), seed=41)
+    return root, paths
+
+
+def test_a_good_migration_passes_and_says_by_how_much(cli, tree):
+    root, paths = tree
+    originals = {p: json.loads(p.read_text()) for p in paths}
+    r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--no-cutover")
+    assert r.exit_code == EXIT_OK, r.output
+    r = cli("verify", "--json", "--state-dir", str(cli.state_dir), "--endpoint", cli.endpoint)
+    assert r.exit_code == EXIT_OK, r.output
+    doc = json.loads(r.stdout)
+    assert doc["passed"] and doc["databases"] == len(paths) and doc["problems"] == []
+    assert doc["sampled_records"] >= 30 and doc["self_hits"] >= 0.9 * doc["sampled_records"]
+    assert doc["neighbourhood_overlap"] > 1.5 * doc["overlap_by_chance"], doc
+    print(f"\ngate on a good migration: {doc}")
+    r = cli("run", "--yes")                                   # the gate runs again, then cutover
+    assert r.exit_code == EXIT_OK, r.output
+    assert "quality gate: passed" in r.stderr
+    for p in paths:
+        assert_migrated(p, originals[p], dim=4096)
+
+
+@pytest.mark.parametrize("fault, words", [
+    ("garbage", "self-retrieval"),      # random unit vectors: every per-answer check passes
+    ("misorder", "self-retrieval"),     # each input gets its neighbour's vector
+])
+def test_well_formed_nonsense_fails_the_gate_and_nothing_is_swapped(cli, server, tree, fault, words):
+    root, paths = tree
+    before = tree_digest(root)
+    server.faults.add(fault, times=None)
+    r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--json")
+    assert r.exit_code == EXIT_GATE, r.output
+    doc = json.loads(r.stdout)
+    assert doc["outcome"] == "gate_failed" and words in doc["message"]
+    assert not doc["gate"]["passed"] and doc["gate"]["problems"]
+    now = tree_digest(root)
+    assert {k: now[k] for k in before} == before, "a live database was replaced although the gate failed"
+    status = json.loads(cli("status", "--json").stdout)["migrations"][0]
+    assert status["state"] == "staged"
+    # the server is mended, the bad staged files stay bad: the gate keeps holding
+    server.faults.clear()
+    r = cli("verify", "--json", "--state-dir", str(cli.state_dir), "--endpoint", cli.endpoint)
+    assert r.exit_code == EXIT_GATE, r.output
+
+
+def test_a_staged_file_altered_after_staging_is_staged_again_not_swapped(cli, tree):
+    """Not the gate's to judge: it names the file, and cutover (which compares hashes) re-stages it."""
+    root, paths = tree
+    originals = {p: json.loads(p.read_text()) for p in paths}
+    r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--no-cutover")
+    assert r.exit_code == EXIT_OK, r.output
+    staged = next(paths[0].parent.glob("database.json.migrator-*.staged"))
+    raw = staged.read_bytes()
+    assert b'"embedding_dim":4096' in raw
+    staged.write_bytes(raw.replace(b'"embedding_dim":4096', b'"embedding_dim":1024'))
+    r = cli("verify", "--json", "--state-dir", str(cli.state_dir), "--endpoint", cli.endpoint)
+    doc = json.loads(r.stdout)
+    assert any(str(staged) in line for line in doc["skipped"]), doc
+    r = cli("run", "--yes", "--json")
+    assert r.exit_code == EXIT_OK, r.output
+    for p in paths:                 # the altered file never went live: it was embedded again
+        assert_migrated(p, originals[p], dim=4096)
