@@ -66,6 +66,7 @@ class Settings:
     on_before_cutover: str | None = None  # shell commands (hooks.py); a failing one holds cutover
     on_success: str | None = None
     on_failure: str | None = None
+    quality_gate: bool = True           # False: cutover without the semantic gate (benchmarks only)
 
     @property
     def state_path(self) -> Path:
@@ -335,7 +336,10 @@ async def _run(settings: Settings, store: StateStore, reporter: Reporter,
                         if m.state == M_RUNNING:
                             m.state = M_STAGED
                     break
-                if counts.get(D_STAGED):
+                if counts.get(D_STAGED) and not settings.quality_gate:
+                    reporter.note("quality gate: SKIPPED (--no-quality-gate); staging verified each "
+                                  "file, nothing checked that the vectors mean anything")
+                elif counts.get(D_STAGED):
                     report = await gate.check(store, mig.id, mig.target_dim, endpoint,
                                               profile=settings.profile, text_field=settings.text_field,
                                               every_database=False)

@@ -340,12 +340,16 @@ def _finish_run(result: api.RunResult, as_json: bool) -> None:
 @click.option("--fail-fast", is_flag=True, help="Stop at the first database that cannot be migrated.")
 @window_options
 @hook_options
+@click.option("--no-quality-gate", is_flag=True,
+              help="Cut over without the semantic quality gate. Only for servers known to answer "
+                   "non-semantic vectors (throughput benchmarks); never for a real migration.")
 @yes_option
 @json_option
 @_handle_errors
-def run(as_json, yes, no_cutover, **kw):
+def run(as_json, yes, no_cutover, no_quality_gate, **kw):
     """Embed, stage, verify and cut over; resumes an unfinished migration."""
     settings = _settings(**kw)
+    settings.quality_gate = not no_quality_gate
     _log_to_state_dir(settings.state_dir)
     settings.cutover = not no_cutover
     _confirm(yes, f"Migrate the databases under {', '.join(settings.roots) or '(the unfinished migration)'} "

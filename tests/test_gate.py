@@ -78,3 +78,12 @@ def test_a_staged_file_altered_after_staging_is_staged_again_not_swapped(cli, tr
     assert r.exit_code == EXIT_OK, r.output
     for p in paths:                 # the altered file never went live: it was embedded again
         assert_migrated(p, originals[p], dim=4096)
+
+
+def test_no_quality_gate_skips_it_and_says_so(cli, server, tree):
+    """The benchmark's escape hatch (its server answers random vectors by design): loud, not silent."""
+    root, _ = tree
+    server.faults.add("garbage", times=None)
+    r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--no-quality-gate")
+    assert r.exit_code == EXIT_OK, r.output
+    assert "quality gate: SKIPPED" in r.stderr
