@@ -25,7 +25,6 @@ A failed gate holds the cutover (exit 11) and says what failed.
 """
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from . import fsutil, nvdb, profiles
 from .errors import BadDatabase
 from .models import D_STAGED, DatabaseJob
 from .state import StateStore
+from .verify import SharedVectors
 
 SAMPLE_DATABASES = 40       # databases sampled for the semantic checks
 SAMPLE_PER_DATABASE = 3     # records sampled in each
@@ -143,17 +143,14 @@ def _structure(job, target_dim: int, picked: list[int], queries: np.ndarray | No
     new_rows, old_rows = _unit(new_rows), _unit(old_rows)
     # pass 2: every row checked; similarities of the picked rows (and their queries) to all
     new_sims, old_sims, q_sims = np.zeros((p, n)), np.zeros((p, n)), np.zeros((p, n))
-    seen: dict[bytes, int] = {}
+    shared = SharedVectors(texts)
     worst, at = 0.0, 0
     for nb, ob in zip(new.matrix_blocks(BLOCK_ROWS), src.matrix_blocks(BLOCK_ROWS)):
         if not np.all(np.isfinite(nb)):
             return _Checked([f"{staged}: NaN or infinite values"])
         worst = max(worst, float(np.max(np.abs(np.linalg.norm(nb, axis=1).astype(np.float64) - 1.0))))
-        for i, row in enumerate(nb, start=at):
-            j = seen.setdefault(hashlib.blake2b(row.tobytes(), digest_size=16).digest(), i)
-            if j != i and texts[j] != texts[i]:
-                return _Checked([f"{staged}: records #{j} and #{i} have different texts but the same "
-                                 f"vector (is the server answering one vector for everything?)"])
+        if problem := shared.add(nb):
+            return _Checked([f"{staged}: {problem} (is the server answering one vector for everything?)"])
         if p:
             nu, ou = _unit(nb), _unit(ob)
             new_sims[:, at:at + len(nb)] = new_rows @ nu.T

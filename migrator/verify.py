@@ -13,6 +13,23 @@ from .errors import BadDatabase
 NORM_TOLERANCE = 1e-3
 
 
+class SharedVectors:
+    """Two records with different texts but one vector (a server answering one vector for
+    everything passes every per-answer check): fed block by block, in row order."""
+
+    def __init__(self, texts: list[str]):
+        self.texts, self.seen, self.at = texts, {}, 0
+
+    def add(self, block: np.ndarray) -> str | None:
+        """A one-line problem, or None."""
+        for i, row in enumerate(block, start=self.at):
+            j = self.seen.setdefault(hashlib.blake2b(row.tobytes(), digest_size=16).digest(), i)
+            if j != i and self.texts[j] != self.texts[i]:
+                return f"records #{j} and #{i} have different texts but the same vector"
+        self.at += len(block)
+        return None
+
+
 def check_staged(staged: Path, source: nvdb.NanoFile, target_dim: int,
                  vectors_sha256: str | None = None, file_sha256: str | None = None,
                  texts: list[str] | None = None) -> list[str]:
@@ -52,19 +69,14 @@ def check_staged(staged: Path, source: nvdb.NanoFile, target_dim: int,
         return problems
     h = hashlib.sha256()
     worst = 0.0
-    seen: dict[bytes, int] = {}
-    at = 0
+    shared = SharedVectors(texts) if texts is not None else None
     try:
         for block in new.matrix_blocks():
             h.update(block.tobytes())
             if not np.all(np.isfinite(block)):
                 return ["matrix holds NaN or infinite values"]
-            if texts is not None:   # one vector for two different texts: a server answering nonsense
-                for i, row in enumerate(block, start=at):
-                    j = seen.setdefault(hashlib.blake2b(row.tobytes(), digest_size=16).digest(), i)
-                    if j != i and texts[j] != texts[i]:
-                        return [f"records #{j} and #{i} have different texts but the same vector"]
-                at += len(block)
+            if shared is not None and (problem := shared.add(block)):
+                return [problem]
             norms = np.linalg.norm(block.astype(np.float64), axis=1)
             worst = max(worst, float(np.max(np.abs(norms - 1.0))) if len(norms) else 0.0)
     except BadDatabase as e:

@@ -87,3 +87,13 @@ def test_no_quality_gate_skips_it_and_says_so(cli, server, tree):
     r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--no-quality-gate")
     assert r.exit_code == EXIT_OK, r.output
     assert "quality gate: SKIPPED" in r.stderr
+
+
+def test_one_vector_for_two_different_texts_is_caught_across_blocks():
+    import numpy as np
+    from migrator.verify import SharedVectors
+    m = np.full((3, 4), 0.5, dtype="<f4")
+    shared = SharedVectors(["a dog", "a cat", "a dog"])
+    assert shared.add(m[:1]) is None
+    assert "records #0 and #1" in shared.add(m[1:])
+    assert SharedVectors(["same", "same"]).add(m[:2]) is None    # equal texts may share a vector
