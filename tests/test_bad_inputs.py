@@ -44,7 +44,7 @@ from migrator.errors import (EXIT_DISK, EXIT_ENDPOINT_DOWN, EXIT_ENDPOINT_REJECT
 from migrator.fsutil import TMP_MARK
 from migrator.layout import OWN_MARK
 from migrator.profiles import DVD_PREFIX
-from migrator.testing.corpus import (build_dvd_database, build_dvd_tree, caption_text, dvd_time,
+from migrator.testing.corpus import (OLD_MODEL, build_dvd_database, build_dvd_tree, caption_text, dvd_time,
                                      make_captions)
 from migrator.testing.embedder import embed
 from migrator.testing.server import FakeVLLM
@@ -760,18 +760,20 @@ def test_a_host_name_that_does_not_resolve_is_exit_5(tree, tmp_path, key_env):
 
 
 # --------------------------------------------------- a large file, bounded memory
-def _write_big_dvd_database(path: Path, n: int, dim: int = 3072, seed: int = 5) -> int:
+def _write_big_dvd_database(path: Path, n: int, dim: int = 3072) -> int:
     """A DVD-shaped NanoVectorDB file of ``n`` records, written directly in nano-vectordb's layout
     (``json.dump`` of {embedding_dim, data, matrix, additional_data}, the matrix base64 of float32),
     without holding the matrix in memory. Returns its size."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
     words = ("man woman chef dog cyclist walks toward points at kitchen street table door laptop "
              "coffee camera pans left slowly red blue bicycle lamp map box").split()
     with open(path, "wb") as f:
         f.write(b'{"embedding_dim": %d, "data": [' % dim)
+        def text_of(i: int) -> str:
+            return " ".join(words[(i * 7 + k * 5) % len(words)] for k in range(10)) + f", clip {i}."
+
         for i in range(n):
-            text = " ".join(words[(i * 7 + k * 5) % len(words)] for k in range(10)) + f", clip {i}."
+            text = text_of(i)
             rec = {"__id__": hashlib.md5(str(i).encode()).hexdigest(),
                    "time_start_secs": float(i * 10), "time_end_secs": float(i * 10 + 10),
                    "caption": caption_text(i * 10, i * 10 + 10, text)}
@@ -779,7 +781,9 @@ def _write_big_dvd_database(path: Path, n: int, dim: int = 3072, seed: int = 5) 
         f.write(b'], "matrix": "')
         step = 3 * 512                                   # whole rows (dim * 4 bytes is a multiple of 3)
         for start in range(0, n, step):
-            m = rng.standard_normal((min(step, n - start), dim), dtype=np.float32)
+            # the stand-in "old model": meaningful neighbourhoods, as the quality gate expects
+            m = np.array([embed(text_of(i), dim, seed=OLD_MODEL)
+                          for i in range(start, min(start + step, n))], dtype=np.float32)
             m /= np.linalg.norm(m, axis=1, keepdims=True)
             f.write(base64.b64encode(m.astype("<f4").tobytes()))
         extra = {"subject_registry": {}, "video_length": dvd_time(n * 10),
