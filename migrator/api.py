@@ -13,6 +13,8 @@ raises :class:`~migrator.errors.MigratorError` subclasses for expected failures.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import os
 import secrets
 import signal
@@ -35,6 +37,7 @@ from .models import (ACTIVE_MIGRATION_STATES, D_CUT_OVER, D_EMBEDDING, D_FAILED,
                      Event, Migration)
 from .profiles import describe as describe_profile
 from .runner import Embedder, NullReporter, Reporter
+from .serve import ManagedServer
 from .scan import BAD, MIGRATE, SKIP, scan
 from .state import StateStore, default_state_dir, open_state
 from .status import status  # noqa: F401  (re-exported: api.status)
@@ -67,6 +70,11 @@ class Settings:
     on_success: str | None = None
     on_failure: str | None = None
     quality_gate: bool = True           # False: cutover without the semantic gate (benchmarks only)
+    serve: bool = False                 # start `vllm serve` for the run, stop it after (serve.py)
+    serve_gpu: str | None = None        # CUDA_VISIBLE_DEVICES for it
+    serve_memory_fraction: float | None = None
+    serve_args: tuple = ()              # extra `vllm serve` flags
+    serve_timeout: float = 1800.0       # seconds to wait for it to load the model
 
     @property
     def state_path(self) -> Path:
@@ -239,24 +247,31 @@ def run(settings: Settings, *, reporter: Reporter | None = None) -> RunResult:
     deadline = window.time_left(settings.max_duration, settings.until)   # bad values: refuse now
     normalize_endpoint(settings.endpoint)   # bad URL or key file: refuse before touching any state
     config.api_key(settings.api_key_file)
-    with state_lock(settings.state_path, "run"):
+    if settings.serve and not settings.model:
+        raise UsageError("--serve needs --model: it names the model vllm must load")
+    with state_lock(settings.state_path, "run"), contextlib.ExitStack() as owned:
         store = open_state(settings.state_path)
+        owned.callback(store.close)
         try:
-            try:
-                result = asyncio.run(_run(settings, store, reporter, deadline))
-            except (WindowEnded, LockHeld):
-                raise                    # the normal ends of a cron tick: no failure to report
-            except MigratorError as e:
-                hooks.run_hook("failure", settings.on_failure,
-                               {"outcome": "error", "exit_code": e.exit_code, "message": str(e),
-                                "state_dir": settings.state_path.resolve()})
-                raise
-            hooks.run_hook("success" if result.outcome in ("done", "staged", "nothing_to_do") else "failure",
-                           settings.on_success if result.outcome in ("done", "staged", "nothing_to_do")
-                           else settings.on_failure, _hook_figures(result, settings))
-            return result
-        finally:
-            store.close()
+            if settings.serve:    # our own vLLM: stopped on the way out, whatever happens
+                server = owned.enter_context(ManagedServer(
+                    resolve_model(settings.model)[0], log_dir=settings.state_path,
+                    api_key=config.api_key(settings.api_key_file), gpu=settings.serve_gpu,
+                    memory_fraction=settings.serve_memory_fraction, extra_args=tuple(settings.serve_args),
+                    startup_timeout=settings.serve_timeout))
+                settings = dataclasses.replace(settings, endpoint=server)
+            result = asyncio.run(_run(settings, store, reporter, deadline))
+        except (WindowEnded, LockHeld):
+            raise                    # the normal ends of a cron tick: no failure to report
+        except MigratorError as e:
+            hooks.run_hook("failure", settings.on_failure,
+                           {"outcome": "error", "exit_code": e.exit_code, "message": str(e),
+                            "state_dir": settings.state_path.resolve()})
+            raise
+        ok = result.outcome in ("done", "staged", "nothing_to_do")
+        hooks.run_hook("success" if ok else "failure", settings.on_success if ok else settings.on_failure,
+                       _hook_figures(result, settings))
+        return result
 
 
 def _hook_figures(result: "RunResult", settings: Settings) -> dict:

@@ -340,6 +340,16 @@ def _finish_run(result: api.RunResult, as_json: bool) -> None:
 @click.option("--fail-fast", is_flag=True, help="Stop at the first database that cannot be migrated.")
 @window_options
 @hook_options
+@click.option("--serve", is_flag=True,
+              help="Start `vllm serve MODEL --runner pooling --max-model-len 8192` for this run and stop "
+                   "it afterwards (also on failure or Ctrl-C). Output in <state dir>/vllm.log.")
+@click.option("--serve-gpu", default=None, metavar="INDEX", help="With --serve: CUDA_VISIBLE_DEVICES.")
+@click.option("--serve-memory-fraction", type=click.FloatRange(0.05, 1.0), default=None,
+              help="With --serve: --gpu-memory-utilization.")
+@click.option("--serve-arg", "serve_args", multiple=True, metavar="FLAG",
+              help="With --serve: one more `vllm serve` argument (repeatable), e.g. --serve-arg=--dtype=half.")
+@click.option("--serve-timeout", type=click.FloatRange(1, 86400), default=None,
+              help="With --serve: seconds to wait for the model to load (default 1800).")
 @click.option("--no-quality-gate", is_flag=True,
               help="Cut over without the semantic quality gate. Only for servers known to answer "
                    "non-semantic vectors (throughput benchmarks); never for a real migration.")

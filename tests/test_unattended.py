@@ -10,6 +10,7 @@ import shlex
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import datetime
 from pathlib import Path
 
@@ -257,3 +258,89 @@ def test_the_failure_hook_hears_of_an_endpoint_that_is_down(cli, dvd_tree, tmp_p
     env = json.loads(failed_env.read_text())
     assert env["MIGRATOR_EVENT"] == "failure" and env["MIGRATOR_OUTCOME"] == "error"
     assert env["MIGRATOR_EXIT_CODE"] == str(r.exit_code) and env["MIGRATOR_MESSAGE"]
+
+
+# ------------------------------------------------------------ --serve
+STAND_IN = """#!{python}
+# a stand-in `vllm`: records how it was started, then serves the fake vLLM (or hangs)
+import json, os, sys
+args = sys.argv[1:]
+rec = {{"argv": args, "pid": os.getpid(), "key_in_env": os.environ.get("VLLM_API_KEY"),
+       "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}}
+open(os.environ["STAND_IN_RECORD"], "w").write(json.dumps(rec))
+if os.environ.get("STAND_IN_HANG"):
+    import time
+    time.sleep(3600)
+get = lambda name: args[args.index(name) + 1]
+os.execv(sys.executable, [sys.executable, "-m", "migrator.testing.server", "--host", get("--host"),
+                          "--port", get("--port"), "--model", args[1], "--dim", "4096",
+                          "--max-model-len", get("--max-model-len"), "--api-key-env", "VLLM_API_KEY"])
+"""
+
+
+@pytest.fixture
+def stand_in(tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    exe = bindir / "vllm"
+    exe.write_text(STAND_IN.format(python=sys.executable))
+    exe.chmod(0o755)
+    record = tmp_path / "vllm-started.json"
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", MIGRATOR_API_KEY=API_KEY,
+               STAND_IN_RECORD=str(record))
+    return env, record
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_serve_starts_vllm_migrates_and_stops_it(tmp_path, dvd_tree, stand_in, server):
+    root, paths = dvd_tree
+    originals = {p: json.loads(p.read_text()) for p in paths}
+    env, record = stand_in
+    state = tmp_path / "state"
+    p = _run(["run", "--serve", "--serve-gpu", "1", "--serve-memory-fraction", "0.5",
+              "--serve-arg=--dtype=half", "--root", str(root), "--model", "8b",
+              "--state-dir", str(state), "--yes", "--json"], env)
+    assert p.returncode == EXIT_OK, p.stderr
+    assert json.loads(p.stdout)["outcome"] == "done"
+    for path in paths:
+        assert_migrated(path, originals[path], dim=4096)
+    started = json.loads(record.read_text())
+    argv = started["argv"]
+    assert argv[:6] == ["serve", "Qwen/Qwen3-Embedding-8B", "--runner", "pooling", "--max-model-len", "8192"]
+    assert "--gpu-memory-utilization" in argv and "--dtype=half" in argv and started["gpu"] == "1"
+    assert started["key_in_env"] == API_KEY and API_KEY not in " ".join(argv)   # never in its argv
+    assert not _alive(started["pid"]), "the vLLM we started is still running"
+    assert "stopping the vLLM we started" in p.stderr
+    # a vLLM someone else runs (this fixture's) was never signalled: it still answers
+    with urllib.request.urlopen(server.base_url.rsplit("/v1", 1)[0] + "/health", timeout=5) as r:
+        assert r.status == 200
+
+
+def test_serve_stops_what_it_started_when_the_model_never_loads(tmp_path, dvd_tree, stand_in):
+    root, _ = dvd_tree
+    env, record = stand_in
+    env = dict(env, STAND_IN_HANG="1")
+    before = tree_digest(root)
+    t0 = time.monotonic()
+    p = _run(["run", "--serve", "--serve-timeout", "3", "--root", str(root), "--model", "8b",
+              "--state-dir", str(tmp_path / "state"), "--yes"], env)
+    assert p.returncode == 5, p.stderr
+    assert "did not serve" in p.stderr and "vllm.log" in p.stderr
+    assert time.monotonic() - t0 < 60
+    assert not _alive(json.loads(record.read_text())["pid"])
+    assert tree_digest(root) == before
+
+
+def test_serve_without_vllm_installed_says_what_to_do(tmp_path, dvd_tree):
+    root, _ = dvd_tree
+    env = dict(os.environ, PATH="/nonexistent", MIGRATOR_API_KEY=API_KEY)
+    p = _run(["run", "--serve", "--root", str(root), "--model", "8b",
+              "--state-dir", str(tmp_path / "state"), "--yes"], env)
+    assert p.returncode == EXIT_USAGE and "no 'vllm' on PATH" in p.stderr
