@@ -29,7 +29,7 @@ from sqlalchemy import func, insert, select
 
 from . import allocator, cleanup, config, crashpoints, fsutil, gate, hooks, swap, window
 from .control import Control
-from .endpoint import DEFAULT_ENDPOINT, Endpoint, normalize_endpoint, resolve_model
+from .endpoint import DEFAULT_ENDPOINT, Endpoint, PoisonedInput, normalize_endpoint, resolve_model
 from .errors import EndpointRejected, Interrupted, LockHeld, MigratorError, UsageError, WindowEnded
 from .lock import state_lock
 from .models import (ACTIVE_MIGRATION_STATES, D_CUT_OVER, D_EMBEDDING, D_FAILED, D_PENDING,
@@ -331,6 +331,7 @@ async def _run(settings: Settings, store: StateStore, reporter: Reporter,
                                            f"migration {mig.id} was started with {mig.native_dim}; "
                                            f"point --endpoint at the same model")
                 reporter.note(f"resuming migration {mig.id} ({mig.requested_model}, {mig.target_dim} dims)")
+            await _sanity_probe(settings, store, mig, endpoint, reporter)
             cut = None
             for _ in range(3):  # a database changed under us is re-embedded, a bounded number of times
                 failed_fast = await _embed_pending(settings, store, mig, endpoint, reporter, stop)
@@ -397,6 +398,41 @@ async def _run(settings: Settings, store: StateStore, reporter: Reporter,
         if timer is not None:
             timer.cancel()
         await endpoint.aclose()
+
+
+SANITY_TEXTS = 3
+
+
+def _stored_texts(settings: Settings, store: StateStore, mig: Migration, n: int) -> list[str]:
+    """The first ``n`` source texts of the first database still to embed (none: nothing left)."""
+    with store.reader() as s:
+        paths = s.scalars(select(DatabaseJob.path).where(
+            DatabaseJob.migration_id == mig.id, DatabaseJob.state.in_([D_PENDING, D_EMBEDDING]))
+            .order_by(DatabaseJob.id).limit(5)).all()
+    from . import nvdb, profiles
+    for path in paths:
+        try:
+            nf = nvdb.read(path)
+            texts = profiles.choose(nf, profile=settings.profile, text_field=settings.text_field).texts(nf)
+        except (MigratorError, OSError):
+            continue       # the pipeline reports a bad file in its place
+        if texts:
+            return texts[:n]
+    return []
+
+
+async def _sanity_probe(settings: Settings, store: StateStore, mig: Migration, endpoint: Endpoint,
+                        reporter: Reporter) -> None:
+    """Before hours are spent: a few stored texts, embedded, come back from the expected model at
+    the expected dimension (Endpoint.embed checks both and raises EndpointRejected if not)."""
+    texts = await asyncio.to_thread(_stored_texts, settings, store, mig, SANITY_TEXTS)
+    if texts:
+        try:
+            got = await endpoint.embed(texts)
+        except PoisonedInput:
+            return         # one of these texts is never answered: the pipeline names its record
+        reporter.note(f"sanity probe: {len(texts)} stored texts embedded by {endpoint.info.model} "
+                      f"into {got.vectors.shape[1]} dims, as expected")
 
 
 def _create_migration(settings: Settings, store: StateStore, endpoint: Endpoint, requested: str,

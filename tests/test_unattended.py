@@ -142,6 +142,7 @@ def test_every_run_appends_to_the_state_log_without_the_key(cli, dvd_tree):
     assert r.exit_code == EXIT_OK, r.output
     log = (cli.state_dir / "migrator.log").read_text()
     assert "migration" in log and "progress:" in log
+    assert "sanity probe: 3 stored texts embedded by Qwen/Qwen3-Embedding-8B into 4096 dims" in log
     assert API_KEY not in log
     r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--until", "6am")
     assert r.exit_code == EXIT_USAGE
