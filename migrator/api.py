@@ -598,6 +598,16 @@ def cutover(settings: Settings, *, migration_id: str | None = None) -> RunResult
             if unstaged:
                 raise UsageError(f"migration {mig.id}: {unstaged} database(s) are not staged yet; "
                                  f"`migrate run --no-cutover` finishes staging them")
+            # The gate's structural half on every staged database (this command has no endpoint
+            # for the semantic half: `migrate run` and `migrate verify` do both).
+            report = asyncio.run(gate.check(store, mig.id, mig.target_dim, None))
+            if not report.passed:
+                held = _result(store, mig, None, started)
+                held.outcome, held.gate = "gate_failed", report.as_dict()
+                held.failures = report.problems + held.failures
+                held.message = (f"migration {mig.id}: the quality gate failed, nothing was swapped: "
+                                f"{report.problems[0]}")
+                return held
             cut = swap.cutover(store, mig.id)
             result = _result(store, mig, cut, started)
             if cut.restage:

@@ -127,6 +127,13 @@ def _structure(job, target_dim: int, picked: list[int], queries: np.ndarray | No
         # and re-stages an altered one; it is not this gate's to judge.
         return _Checked([], skipped=f"{staged}: missing or changed since staging; cutover sorts it out")
     try:
+        live_digest = fsutil.sha256_file(live)
+    except FileNotFoundError:
+        live_digest = None
+    if live_digest != job.source_sha256:
+        # the live file changed since it was read: cutover leaves it alone and embeds it again
+        return _Checked([], skipped=f"{live}: changed since it was read; cutover embeds it again")
+    try:
         new = nvdb.read(staged)
         src = nvdb.read(live)
     except (BadDatabase, OSError) as e:
@@ -195,7 +202,7 @@ async def check(store: StateStore, migration_id: str, target_dim: int, endpoint,
     report = GateReport(migration_id)
     with store.reader() as s:
         jobs = s.execute(select(DatabaseJob.id, DatabaseJob.path, DatabaseJob.staged_path,
-                                DatabaseJob.staged_sha256, DatabaseJob.n_records)
+                                DatabaseJob.staged_sha256, DatabaseJob.source_sha256, DatabaseJob.n_records)
                          .where(DatabaseJob.migration_id == migration_id, DatabaseJob.state == D_STAGED)
                          .order_by(DatabaseJob.id)).all()
     report.databases = len(jobs)

@@ -1,14 +1,19 @@
 """The quality gate before cutover: a server that answers well-formed nonsense must not get swapped in."""
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import sqlite3
 
+import numpy as np
 import pytest
 
 from conftest import tree_digest
 from dvdcheck import assert_migrated
 from migrator.errors import EXIT_GATE, EXIT_OK
 from migrator.testing.corpus import build_dvd_tree
+from migrator.verify import SharedVectors
 
 
 @pytest.fixture
@@ -90,10 +95,35 @@ def test_no_quality_gate_skips_it_and_says_so(cli, server, tree):
 
 
 def test_one_vector_for_two_different_texts_is_caught_across_blocks():
-    import numpy as np
-    from migrator.verify import SharedVectors
     m = np.full((3, 4), 0.5, dtype="<f4")
     shared = SharedVectors(["a dog", "a cat", "a dog"])
     assert shared.add(m[:1]) is None
     assert "records #0 and #1" in shared.add(m[1:])
     assert SharedVectors(["same", "same"]).add(m[:2]) is None    # equal texts may share a vector
+
+
+def test_migrate_cutover_checks_structure_first(cli, tree):
+    """By hand, without an endpoint: the gate's structural half still runs before any swap."""
+    root, paths = tree
+    r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--no-cutover")
+    assert r.exit_code == EXIT_OK, r.output
+    before = tree_digest(root)
+    # a staged file that still hashes as recorded but holds one vector twice: rewrite it and
+    # its recorded hash, as a bug in staging would have
+    staged = next(paths[0].parent.glob("database.json.migrator-*.staged"))
+    doc = json.loads(staged.read_text())
+    m = np.frombuffer(base64.b64decode(doc["matrix"]), dtype="<f4").reshape(len(doc["data"]), -1).copy()
+    m[1] = m[0]
+    doc["matrix"] = base64.b64encode(m.tobytes()).decode()
+    staged.write_text(json.dumps(doc))
+    con = sqlite3.connect(cli.state_dir / "migrator.db")
+    con.execute("update databases set staged_sha256 = ? where staged_path = ?",
+                (hashlib.sha256(staged.read_bytes()).hexdigest(), str(staged)))
+    con.commit()
+    con.close()
+    r = cli("cutover", "--yes", "--json")
+    assert r.exit_code == EXIT_GATE, r.output
+    assert "same vector" in json.loads(r.stdout)["message"]
+    now = tree_digest(root)
+    assert {k: now[k] for k in before if k.endswith("database.json")} == \
+        {k: v for k, v in before.items() if k.endswith("database.json")}
