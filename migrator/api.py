@@ -367,13 +367,7 @@ async def _run(settings: Settings, store: StateStore, reporter: Reporter,
                     if not report.passed:
                         with store.session() as s:
                             s.get(Migration, mig.id).state = M_STAGED
-                        held = _result(store, mig, None, started)
-                        held.outcome = "gate_failed"
-                        held.failures = report.problems + held.failures
-                        held.message = (f"migration {mig.id}: the quality gate failed, nothing was swapped: "
-                                        f"{report.problems[0]}")
-                        held.gate = report.as_dict()
-                        return held
+                        return _gate_failed(store, mig, report, started)
                 if settings.on_before_cutover and counts.get(D_STAGED):
                     figures = _hook_figures(_result(store, mig, None, started), settings)
                     code = await asyncio.to_thread(hooks.run_hook, "before_cutover",
@@ -565,6 +559,15 @@ def _result(store: StateStore, mig: Migration, cut: swap.SwapResult | None, star
 
 
 # ---------------------------------------------------------- cutover/rollback
+def _gate_failed(store: StateStore, mig: Migration, report: "gate.GateReport", started: float) -> RunResult:
+    """The result of a run or cutover held by the quality gate: nothing swapped, each problem named."""
+    held = _result(store, mig, None, started)
+    held.outcome, held.gate = "gate_failed", report.as_dict()
+    held.failures = report.problems + held.failures
+    held.message = f"migration {mig.id}: the quality gate failed, nothing was swapped: {report.problems[0]}"
+    return held
+
+
 def _pick(s, migration_id: str | None, states: tuple[str, ...], what: str) -> Migration:
     if migration_id:
         mig = s.get(Migration, migration_id)
@@ -602,12 +605,7 @@ def cutover(settings: Settings, *, migration_id: str | None = None) -> RunResult
             # for the semantic half: `migrate run` and `migrate verify` do both).
             report = asyncio.run(gate.check(store, mig.id, mig.target_dim, None))
             if not report.passed:
-                held = _result(store, mig, None, started)
-                held.outcome, held.gate = "gate_failed", report.as_dict()
-                held.failures = report.problems + held.failures
-                held.message = (f"migration {mig.id}: the quality gate failed, nothing was swapped: "
-                                f"{report.problems[0]}")
-                return held
+                return _gate_failed(store, mig, report, started)
             cut = swap.cutover(store, mig.id)
             result = _result(store, mig, cut, started)
             if cut.restage:

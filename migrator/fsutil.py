@@ -44,6 +44,14 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def sha256_if_exists(path: str | os.PathLike) -> str | None:
+    """sha256 hex of the file, or None when there is no such file."""
+    try:
+        return sha256_file(path)
+    except FileNotFoundError:
+        return None
+
+
 @dataclass(frozen=True)
 class FileIdentity:
     """What makes a file 'the one we scanned': size, mtime and content hash."""

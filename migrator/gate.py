@@ -118,19 +118,11 @@ def _structure(job, target_dim: int, picked: list[int], queries: np.ndarray | No
     """Check one staged database, streaming its new and old matrices in blocks; for the
     ``picked`` rows also score their ``queries`` and compare neighbourhoods."""
     staged, live = Path(job.staged_path), Path(job.path)
-    try:
-        digest = fsutil.sha256_file(staged)
-    except FileNotFoundError:
-        digest = None
-    if digest != job.staged_sha256:
+    if fsutil.sha256_if_exists(staged) != job.staged_sha256:
         # Swapped before a crash, or altered since staging: cutover tells which (by hashes)
         # and re-stages an altered one; it is not this gate's to judge.
         return _Checked([], skipped=f"{staged}: missing or changed since staging; cutover sorts it out")
-    try:
-        live_digest = fsutil.sha256_file(live)
-    except FileNotFoundError:
-        live_digest = None
-    if live_digest != job.source_sha256:
+    if fsutil.sha256_if_exists(live) != job.source_sha256:
         # the live file changed since it was read: cutover leaves it alone and embeds it again
         return _Checked([], skipped=f"{live}: changed since it was read; cutover embeds it again")
     try:

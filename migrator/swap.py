@@ -58,13 +58,6 @@ class SwapResult:
                 "restage": self.restage, "refused": self.refused}
 
 
-def _sha(path: Path) -> str | None:
-    try:
-        return fsutil.sha256_file(path)
-    except FileNotFoundError:
-        return None
-
-
 def _event(s, mid: str, level: str, message: str, path: str | None = None) -> None:
     s.add(Event(migration_id=mid, level=level, path=path, message=message))
 
@@ -87,14 +80,14 @@ def _check(job) -> tuple[str, str | None, os.stat_result | None]:
         st = os.stat(live)    # before the hash: a change after it shows in phase 2's stat
     except FileNotFoundError:
         st = None
-    live_sha = _sha(live)
+    live_sha = fsutil.sha256_if_exists(live)
     if live_sha is not None and live_sha == job.staged_sha256:
         return "already", None, None             # swapped before a crash, not yet recorded
     if live_sha != job.source_sha256:
         return "restage", (f"{live}: changed since it was scanned (now "
                            f"{'missing' if live_sha is None else 'different content'}); "
                            f"not overwritten, it will be embedded again"), None
-    if _sha(staged) != job.staged_sha256:
+    if fsutil.sha256_if_exists(staged) != job.staged_sha256:
         return "restage", f"{staged}: the staged file is missing or altered; it will be staged again", None
     return "ready", None, st
 
@@ -149,7 +142,7 @@ def cutover(store: StateStore, migration_id: str) -> SwapResult:
         live, staged = Path(job.path), Path(job.staged_path)
         backup = backup_path(live, migration_id)
         if backup.exists():
-            if _sha(backup) != job.source_sha256:
+            if fsutil.sha256_if_exists(backup) != job.source_sha256:
                 msg = f"{backup}: exists with other content; move it away, then run cutover again"
                 result.refused.append(msg)
                 with store.connection() as conn:
@@ -210,8 +203,8 @@ def rollback(store: StateStore, migration_id: str, *, force: bool = False) -> Sw
                 continue
             # D_CUT_OVER or D_REFUSED: the live file should be ours, the backup the original.
             backup = Path(job.backup_path or backup_path(live, migration_id))
-            live_sha = _sha(live)
-            backup_sha = _sha(backup)
+            live_sha = fsutil.sha256_if_exists(live)
+            backup_sha = fsutil.sha256_if_exists(backup)
             if live_sha == job.source_sha256:
                 fsutil.remove_stale_partials(live)
                 job.state, job.error = D_ROLLED_BACK, None   # restored before a crash
