@@ -173,10 +173,15 @@ def _structure(job, target_dim: int, picked: list[int], queries: np.ndarray | No
         if n - 1 > 2 * k:               # room for the neighbourhoods to differ by chance
             ns, os_ = new_sims[qi].copy(), old_sims[qi].copy()
             ns[i] = os_[i] = -np.inf    # not its own neighbour
-            by_new = set(np.argsort(-ns, kind="stable")[:k].tolist())
-            by_old = set(np.argsort(-os_, kind="stable")[:k].tolist())
-            out.overlaps.append(len(by_new & by_old) / k)
-            out.chances.append(k / (n - 1))
+            by_new = np.argsort(-ns, kind="stable")[:k]
+            # the old top k, with whatever ties its k-th (near-identical texts: which of them
+            # ranks first is chance, so any of them is as good a neighbour)
+            kth_old = np.partition(os_, -k)[-k]
+            in_old = os_ >= kth_old - TIE
+            chance = float(np.count_nonzero(in_old)) / (n - 1)
+            if chance * OVERLAP_OVER_CHANCE < 1.0:   # else even a perfect model could not beat it
+                out.overlaps.append(float(np.count_nonzero(in_old[by_new])) / k)
+                out.chances.append(chance)
     return out
 
 
