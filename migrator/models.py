@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import (JSON, BigInteger, DateTime, Float, ForeignKey, Integer, LargeBinary,
+from sqlalchemy import (JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
                         String, Text, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -72,7 +72,8 @@ class Migration(Base):
 
 class DatabaseJob(Base):
     __tablename__ = "databases"
-    __table_args__ = (UniqueConstraint("migration_id", "path", name="uq_databases_migration_path"),)
+    __table_args__ = (UniqueConstraint("migration_id", "path", name="uq_databases_migration_path"),
+                      Index("ix_databases_migration_state", "migration_id", "state"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     migration_id: Mapped[str] = mapped_column(ForeignKey("migrations.id"), index=True)
@@ -92,6 +93,10 @@ class DatabaseJob(Base):
     backup_path: Mapped[str | None] = mapped_column(String(4096))
     error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    # Which worker holds it (leases.py), until when (epoch seconds by the job database's
+    # clock); the owner is kept after staging, to say which worker staged it.
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_until: Mapped[float | None] = mapped_column(Float)
 
     migration: Mapped[Migration] = relationship(back_populates="databases")
     batches: Mapped[list["Batch"]] = relationship(back_populates="database",

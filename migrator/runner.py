@@ -36,13 +36,13 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import AsyncIterator, Callable, Iterator, Protocol
 
 import numpy as np
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
-from . import allocator, crashpoints, fsutil, nvdb, profiles, verify
+from . import allocator, crashpoints, fsutil, leases, nvdb, profiles, verify
 from .control import Control
 from .endpoint import Endpoint, PoisonedInput
 from .errors import BadDatabase
@@ -60,6 +60,7 @@ IN_MEMORY_BATCHES = 4  # a database of at most this many batches is kept in memo
 READ_AHEAD = 4         # databases read ahead of the requests
 IO_THREADS = 3         # reading, writing and verifying files (hashing and fsync release the GIL)
 TRIM_EVERY = 64        # staged databases between handing freed memory back (allocator.trim)
+MAX_CHANGES = 3        # a database changed under the run this often is failed, not embedded again
 
 _jobs = DatabaseJob.__table__
 _batches = Batch.__table__
@@ -104,15 +105,7 @@ class _Untiled(Exception):
         self.row = row
 
 
-@dataclass
-class _Job:
-    """A job-table row, as far as the run needs it."""
-
-    id: int
-    path: str
-    source_sha256: str
-    n_done: int
-    truncated: list | None
+_Job = leases.Claimed     # a job-table row, as far as the run needs it
 
 
 @dataclass
@@ -217,6 +210,11 @@ class Embedder:
         self._tasks: set[asyncio.Task] = set()
         self._alive_rows = 0
         self._room: asyncio.Condition | None = None
+        self.owner = leases.worker_name()
+        self.held: set[int] = set()          # databases this worker holds a lease on
+        self.lost: set[int] = set()          # ... that another worker took over (we were too slow)
+        self._works: dict[int, _Work] = {}
+        self._changes: dict[int, int] = {}   # times a database changed under this run
 
     # ----------------------------------------------------------- job table
     def _submit(self, change: Callable[[Connection], object], after: str | None = None,
@@ -236,7 +234,7 @@ class Embedder:
         mid = self.mid
 
         def change(conn: Connection) -> None:
-            values = {"state": D_FAILED, "error": message}
+            values = {"state": D_FAILED, "error": message, "lease_until": None}
             if st is not None:   # retried only once the file changes from this
                 values.update(source_size=st.st_size, source_mtime_ns=st.st_mtime_ns)
             conn.execute(update(_jobs).where(_jobs.c.id == job.id).values(**values))
@@ -334,11 +332,16 @@ class Embedder:
         except FileNotFoundError:
             st = None
         if st is None or (st.st_size, st.st_mtime_ns, st.st_ino) != (w.st.st_size, w.st.st_mtime_ns, w.st.st_ino):
+            self._changes[job.id] = changes = self._changes.get(job.id, 0) + 1
+            if changes >= MAX_CHANGES and st is not None:   # something keeps writing it
+                self._fail(job, f"{path}: changed {changes} times while it was being embedded; run "
+                                f"again once nothing writes to it", st)
+                return "failed"
             digest = fsutil.sha256_file(path) if st is not None else ""
 
             def reset(conn: Connection) -> None:
                 conn.execute(delete(_batches).where(_batches.c.database_id == job.id))
-                values = dict(state=D_PENDING, n_done=0, source_sha256=digest)
+                values = dict(state=D_PENDING, n_done=0, source_sha256=digest, lease_until=None)
                 if st is not None:
                     values.update(source_size=st.st_size, source_mtime_ns=st.st_mtime_ns)
                 conn.execute(update(_jobs).where(_jobs.c.id == job.id).values(**values))
@@ -371,7 +374,7 @@ class Embedder:
             return "failed"
         # The staged file is durable (fsync'd, directory fsync'd) before this is queued.
         values = dict(_id=job.id, state=D_STAGED, staged_path=str(staged), staged_sha256=digest,
-                      staged_size=size, n_done=n, error=None)
+                      staged_size=size, n_done=n, error=None, lease_until=None)
         if w.in_memory:
             values["truncated"] = sorted(set(job.truncated or []) | set(w.truncated)) or None
             self.journal.execute(_COUNT_EMBEDDED, dict(_mid=mid, _records=n, _tokens=w.tokens))
@@ -478,6 +481,8 @@ class Embedder:
                 self.reporter.note(f"TRUNCATED {sl.work.path} record {rid!r}: longer than "
                                    f"max_model_len-1 tokens, embedded from its first tokens")
             self.outcome.truncated.extend(f"{sl.work.path}#{r}" for r in trunc)
+            if sl.work.failed:
+                continue                  # dropped meanwhile (lease lost): nothing to keep
             if sl.work.in_memory:
                 sl.work.vectors[sl.start:sl.start + sl.count] = v
                 sl.work.left -= sl.count
@@ -538,6 +543,8 @@ class Embedder:
             self._alive_rows += w.rows
 
     def _release(self, w: _Work) -> None:
+        self.held.discard(w.job.id)
+        self._works.pop(w.job.id, None)
         if w.rows:
             self._alive_rows -= w.rows
             w.rows = 0
@@ -592,29 +599,61 @@ class Embedder:
         while self._tasks:            # stagings under way finish (they are short and local)
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def _produce(self, jobs: list[_Job], queue: asyncio.Queue) -> None:
+    async def _claims(self) -> AsyncIterator[_Job]:
+        """The databases this worker takes on, claimed a few at a time (leases.py)."""
+        while not self.stop.is_set():
+            got = await asyncio.wrap_future(self.journal.submit(
+                lambda conn: leases.claim(conn, self.mid, self.owner)))
+            if not got:
+                return
+            self.held.update(j.id for j in got)
+            for job in got:
+                yield job
+
+    async def _renew_leases(self) -> None:
+        """Keep this worker's leases alive; drop a database another worker took over."""
+        while True:
+            await asyncio.sleep(leases.LEASE_SECONDS / 4)
+            ids = sorted(self.held)
+            lost = await asyncio.wrap_future(self.journal.submit(
+                lambda conn: leases.renew(conn, self.owner, ids)))
+            for job_id in lost & self.held:
+                self.lost.add(job_id)
+                w = self._works.get(job_id)
+                log.warning("%s: lease lost (this worker was stalled past it); another worker has "
+                            "it now, dropping it here", w.path if w else f"database #{job_id}")
+                if w is not None:
+                    w.failed = True
+                    self._spawn(self._finish_if_done(w))
+
+    async def _produce(self, queue: asyncio.Queue) -> None:
         loop = asyncio.get_running_loop()
         ahead: deque[asyncio.Future] = deque()
-        todo = iter(jobs)
+        claims = self._claims()
         req: list[_Slice] = []
         fill = 0
 
-        def read_ahead() -> None:
+        async def read_ahead() -> None:
             while len(ahead) < READ_AHEAD and not self.stop.is_set():
-                job = next(todo, None)
+                job = await anext(claims, None)
                 if job is None:
                     return
                 ahead.append(loop.run_in_executor(self.io, self._load, job))
 
         try:
-            read_ahead()
+            await read_ahead()
             while ahead and not self.stop.is_set():
                 work = await ahead.popleft()
-                read_ahead()
+                await read_ahead()
                 if isinstance(work, _Failed):
+                    self.held.discard(work.job.id)
                     self._fail(work.job, work.message, work.st)
                     if self.fail_fast:
                         self.stop.set()
+                    continue
+                self._works[work.job.id] = work
+                if work.job.id in self.lost:
+                    self._release(work)
                     continue
                 await self._admit(work)
                 if self.stop.is_set():
@@ -645,29 +684,28 @@ class Embedder:
         finally:
             for fut in ahead:         # read but never started: nothing to undo
                 fut.cancel()
+            await claims.aclose()
 
-    async def run(self, job_ids: list[int]) -> EmbedOutcome:
+    async def run(self) -> EmbedOutcome:
+        """Claim, embed and stage databases of the migration until none is left to claim."""
         self.journal = Journal(self.store)
         self._room = asyncio.Condition()
-        with self.store.engine.connect() as conn:
-            rows = {r.id: _Job(r.id, r.path, r.source_sha256 or "", r.n_done or 0, r.truncated)
-                    for r in conn.execute(select(_jobs.c.id, _jobs.c.path, _jobs.c.source_sha256,
-                                                 _jobs.c.n_done, _jobs.c.truncated)
-                                          .where(_jobs.c.migration_id == self.mid))
-                    }
-        jobs = [rows[i] for i in job_ids if i in rows]
-        del rows
         queue: asyncio.Queue = asyncio.Queue(maxsize=self.concurrency * 2)
         workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.concurrency)]
+        renewer = asyncio.create_task(self._renew_leases())
         try:
             try:
-                await self._produce(jobs, queue)
+                await self._produce(queue)
             except Exception as e:
                 self._fatal(e)
             if self.stop.is_set():
                 self._discard_queued(queue)
         finally:
             await self._drain(queue, workers)
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
+            if self.journal.broken is None:   # what is left unfinished, others may take at once
+                self.journal.submit(lambda conn: leases.release_all(conn, self.mid, self.owner))
             await asyncio.get_running_loop().run_in_executor(None, self.journal.close)
             self.io.shutdown(wait=True)
         broken = self.journal.broken

@@ -12,7 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,7 +23,7 @@ from .errors import StateError
 DB_NAME = "migrator.db"
 # The newest revision in migrations/versions. A new revision must update this (a test
 # compares it with Alembic's head); a job database at it is opened without Alembic.
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 
 def default_state_dir() -> Path:
@@ -181,43 +182,90 @@ def _recover_hot_journal(path: Path) -> None:
         pass  # the read-only open below reports what is wrong
 
 
-def open_state(state_dir: str | os.PathLike | None = None, *, readonly: bool = False) -> StateStore | None:
+def state_url(url: str | None = None) -> str | None:
+    """The job database's URL when it is a server (``--state-url`` or MIGRATOR_STATE_URL);
+    None: the default SQLite file in the state directory."""
+    return url or os.environ.get("MIGRATOR_STATE_URL") or None
+
+
+def shown_url(url: str) -> str:
+    """A URL as it may be printed or logged: never with its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable --state-url>"
+
+
+def _server_engine(url: str, *, readonly: bool, application: str) -> Engine:
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise StateError(f"--state-url: cannot parse {shown_url(url)!r}; expected "
+                         f"postgresql+psycopg://USER@HOST:PORT/DATABASE") from None
+    if parsed.get_backend_name() != "postgresql":
+        raise StateError(f"--state-url {shown_url(url)}: only PostgreSQL "
+                         f"(postgresql+psycopg://...) is supported; leave it out for SQLite")
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    args: dict = {"application_name": application[:60], "connect_timeout": 10}
+    if readonly:
+        args["options"] = "-c default_transaction_read_only=on"
+    return create_engine(parsed, connect_args=args, pool_pre_ping=True)
+
+
+# Session-level advisory lock keys (PostgreSQL): one schema upgrade at a time.
+SCHEMA_LOCK_KEY = 0x6D69_6772_0001
+
+
+def open_state(state_dir: str | os.PathLike | None = None, *, readonly: bool = False,
+               url: str | None = None, application: str = "migrator") -> StateStore | None:
     """Open (and for writers create and upgrade) the job database.
 
-    Returns None for a reader when no job database exists yet.
+    With ``url`` (PostgreSQL) the job table lives on that server and is shared by every
+    worker pointed at it; otherwise it is ``<state_dir>/migrator.db``. Returns None for a
+    reader when no SQLite job database exists yet.
     """
-    state_dir = Path(state_dir) if state_dir else default_state_dir()
-    path = state_dir / DB_NAME
-    where = str(path)
-    if readonly:
-        if not path.exists():
-            return None
-        _recover_hot_journal(path)
-        url = f"sqlite:///file:{path.resolve()}?mode=ro&uri=true"
-        engine = create_engine(url, connect_args={"timeout": busy_timeout_ms() / 1000})
-        event.listen(engine, "connect", _sqlite_readonly_pragmas)
+    if url:
+        engine = _server_engine(url, readonly=readonly, application=application)
+        where = shown_url(url)
     else:
-        try:
-            state_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise StateError(f"{state_dir}: cannot create the state directory ({e.strerror}); "
-                             f"choose another with --state-dir") from None
-        engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": busy_timeout_ms() / 1000})
-        event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin)
+        state_dir = Path(state_dir) if state_dir else default_state_dir()
+        path = state_dir / DB_NAME
+        where = str(path)
+        if readonly:
+            if not path.exists():
+                return None
+            _recover_hot_journal(path)
+            engine = create_engine(f"sqlite:///file:{path.resolve()}?mode=ro&uri=true",
+                                   connect_args={"timeout": busy_timeout_ms() / 1000})
+            event.listen(engine, "connect", _sqlite_readonly_pragmas)
+        else:
+            try:
+                state_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StateError(f"{state_dir}: cannot create the state directory ({e.strerror}); "
+                                 f"choose another with --state-dir") from None
+            engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": busy_timeout_ms() / 1000})
+            event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "begin", _sqlite_begin)
     try:
         with engine.connect() as conn:
             if _stored_revision(conn) == HEAD_REVISION:
                 return StateStore(engine, where)      # the usual case: nothing for Alembic to do
             from alembic import command
             from alembic.script import ScriptDirectory
-            current = _check_revision(conn, where)
             if readonly:
+                current = _check_revision(conn, where)
                 head = ScriptDirectory.from_config(alembic_config()).get_current_head()
                 if current != head:
                     raise StateError(f"{where}: the job database is at schema revision {current!r}, "
                                      f"not {head!r}; any run, cutover or rollback upgrades it")
             else:
+                if conn.dialect.name == "postgresql":
+                    # workers starting together: one upgrades, the others wait for it (the lock
+                    # ends with the transaction Alembic commits)
+                    conn.execute(text("select pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+                _check_revision(conn, where)
                 cfg = alembic_config()
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
@@ -227,7 +275,7 @@ def open_state(state_dir: str | os.PathLike | None = None, *, readonly: bool = F
         raise
     except OperationalError as e:
         engine.dispose()
-        msg = str(e.orig) if e.orig else str(e)
+        msg = (str(e.orig) if e.orig else str(e)).strip().splitlines()[0]
         if "locked" in msg:
             raise StateError(f"{where}: the job database is locked by another process ({msg}); "
                              f"wait for it, or stop it") from None
