@@ -25,13 +25,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 from pathlib import Path
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 
 from . import allocator, cleanup, config, crashpoints, fsutil, gate, hooks, swap, window
 from .control import Control
 from .endpoint import DEFAULT_ENDPOINT, Endpoint, PoisonedInput, normalize_endpoint, resolve_model
 from .errors import EndpointRejected, Interrupted, LockHeld, MigratorError, UsageError, WindowEnded
-from .lock import state_lock
+from .lock import WriterLock, server_lock, state_lock
 from .models import (ACTIVE_MIGRATION_STATES, D_CUT_OVER, D_EMBEDDING, D_FAILED, D_PENDING,
                      D_STAGED, M_DONE, M_FINALIZED, M_ROLLED_BACK, M_RUNNING, M_STAGED, DatabaseJob,
                      Event, Migration)
@@ -39,7 +39,7 @@ from .profiles import describe as describe_profile
 from .runner import Embedder, NullReporter, Reporter
 from .serve import ManagedServer
 from .scan import BAD, MIGRATE, SKIP, scan
-from .state import StateStore, default_state_dir, open_state
+from .state import StateStore, default_state_dir, open_state, state_url
 from .status import status  # noqa: F401  (re-exported: api.status)
 
 
@@ -54,6 +54,7 @@ class Settings:
     endpoint: str = DEFAULT_ENDPOINT
     api_key_file: str | None = None
     state_dir: str | None = None
+    state_url: str | None = None        # a shared PostgreSQL job table (None: SQLite in state_dir)
     profile: str | None = None
     text_field: str | None = None
     batch_size: int = 32
@@ -84,6 +85,38 @@ class Settings:
         return Endpoint(self.endpoint, config.api_key(self.api_key_file),
                         request_timeout=self.request_timeout, retry_for=self.retry_for,
                         verify_tls=not self.insecure)
+
+
+@contextlib.contextmanager
+def _writer(settings: Settings, command: str, *, shared: bool = False):
+    """The job table, opened for writing under the writers' lock: the state directory's file
+    lock (SQLite), or the server's advisory lock (PostgreSQL; ``shared`` for `run` workers)."""
+    url = state_url(settings.state_url)
+    if url:
+        import socket
+        store = open_state(url=url, application=f"migrate {command} {os.getpid()}@{socket.gethostname()}")
+        try:
+            with server_lock(store.engine, store.location, command, shared=shared) as held:
+                yield store, held
+        finally:
+            store.close()
+    else:
+        if command != "run":
+            _require_state(settings)
+        with state_lock(settings.state_path, command):
+            store = open_state(settings.state_path)
+            try:
+                yield store, WriterLock()
+            finally:
+                store.close()
+
+
+def _reader(settings: Settings) -> StateStore:
+    url = state_url(settings.state_url)
+    if url:
+        return open_state(url=url, readonly=True)
+    _require_state(settings)
+    return open_state(settings.state_path, readonly=True)
 
 
 def dvd_config_lines(model: str, dim: int) -> list[str]:
@@ -249,9 +282,7 @@ def run(settings: Settings, *, reporter: Reporter | None = None) -> RunResult:
     config.api_key(settings.api_key_file)
     if settings.serve and not settings.model:
         raise UsageError("--serve needs --model: it names the model vllm must load")
-    with state_lock(settings.state_path, "run"), contextlib.ExitStack() as owned:
-        store = open_state(settings.state_path)
-        owned.callback(store.close)
+    with _writer(settings, "run", shared=True) as (store, held), contextlib.ExitStack() as owned:
         try:
             if settings.serve:    # our own vLLM: stopped on the way out, whatever happens
                 server = owned.enter_context(ManagedServer(
@@ -260,7 +291,7 @@ def run(settings: Settings, *, reporter: Reporter | None = None) -> RunResult:
                     memory_fraction=settings.serve_memory_fraction, extra_args=tuple(settings.serve_args),
                     startup_timeout=settings.serve_timeout))
                 settings = dataclasses.replace(settings, endpoint=server)
-            result = asyncio.run(_run(settings, store, reporter, deadline))
+            result = asyncio.run(_run(settings, store, reporter, deadline, held))
         except (WindowEnded, LockHeld):
             raise                    # the normal ends of a cron tick: no failure to report
         except MigratorError as e:
@@ -294,58 +325,50 @@ async def _window(seconds: float, stop: asyncio.Event, ended: list, reporter: Re
 
 
 async def _run(settings: Settings, store: StateStore, reporter: Reporter,
-               deadline: float | None = None) -> RunResult:
+               deadline: float | None = None, held: WriterLock | None = None) -> RunResult:
+    held = held or WriterLock()
     stop = asyncio.Event()
     started = time.monotonic()
     endpoint = settings.make_endpoint()
     ended: list = []
     timer = asyncio.create_task(_window(deadline, stop, ended, reporter)) if deadline is not None else None
+
+    def stopped() -> MigratorError:
+        if ended:
+            return WindowEnded(f"stopped at the end of the time window; everything staged or "
+                               f"committed is kept. `migrate run` resumes migration {mig.id}")
+        return Interrupted(f"interrupted; committed work is kept. Run `migrate run` again "
+                           f"to resume migration {mig.id}")
+
     try:
         with _StopOnSignals(asyncio.get_running_loop(), stop):
-            with store.session() as s:
-                active = _active(s)
-            if active and settings.model:
-                want_model = resolve_model(settings.model)[0]
-                if want_model != resolve_model(active.requested_model)[0] or (
-                        settings.dim and settings.dim != active.target_dim):
-                    raise UsageError(f"migration {active.id} to {active.requested_model} ({active.target_dim} dims) "
-                                     f"is unfinished; finish it with `migrate run` or undo it with "
-                                     f"`migrate rollback` before starting another")
-            if active and settings.roots and sorted(os.path.abspath(r) for r in settings.roots) != sorted(active.roots):
-                raise UsageError(f"migration {active.id} over {', '.join(active.roots)} is unfinished; finish it "
-                                 f"(`migrate run` without --root) or roll it back before migrating other roots")
-            requested = settings.model or (active.requested_model if active else None)
-            if not requested:
-                raise UsageError("--model is required for a new migration (8b, 4b, 0.6b or a model id)")
-            info = await endpoint.probe(requested, target_dim=settings.dim or (active.target_dim if active else None))
-            if info.note:
-                reporter.note(info.note)
-            if active is None:
-                mig = await asyncio.to_thread(_create_migration, settings, store, endpoint, requested, reporter)
-                if isinstance(mig, RunResult):
-                    return mig
-            else:
-                mig = active
-                if info.native_dim != mig.native_dim or endpoint.target_dim != mig.target_dim:
-                    raise EndpointRejected(f"{endpoint.base_url}: serves {info.native_dim}-dim vectors but "
-                                           f"migration {mig.id} was started with {mig.native_dim}; "
-                                           f"point --endpoint at the same model")
-                reporter.note(f"resuming migration {mig.id} ({mig.requested_model}, {mig.target_dim} dims)")
+            mig = await _start_or_resume(settings, store, endpoint, reporter, held, stop)
+            if isinstance(mig, RunResult):
+                return mig
+            if held.exclusive:     # the only writer: any lease left is a dead run's
+                await asyncio.to_thread(_clear_leases, store, mig.id)
             await _sanity_probe(settings, store, mig, endpoint, reporter)
             cut = None
-            for _ in range(3):  # a database changed under us is re-embedded, a bounded number of times
+            rounds = 0
+            while True:
                 failed_fast = await _embed_pending(settings, store, mig, endpoint, reporter, stop)
                 if failed_fast:
                     break          # --fail-fast: report the failure (exit 4), nothing swapped
-                if stop.is_set() and ended:
-                    raise WindowEnded(f"stopped at the end of the time window; everything staged or "
-                                      f"committed is kept. `migrate run` resumes migration {mig.id}")
                 if stop.is_set():
-                    raise Interrupted(f"interrupted; committed work is kept. Run `migrate run` again "
-                                      f"to resume migration {mig.id}")
+                    raise stopped()
                 counts = _job_counts(store, mig.id)
                 if counts.get(D_PENDING) or counts.get(D_EMBEDDING):
-                    continue
+                    free = await _wait_for_others(store, mig.id, reporter, stop)
+                    if stop.is_set():
+                        raise stopped()
+                    rounds += 1
+                    if free and rounds < MAX_ROUNDS:
+                        continue   # left by a worker that stopped or died, or changed under us
+                    if free:
+                        break      # reported as partial: `migrate run` again takes them
+                    continue       # the others finished theirs: see what is left
+                if not held.try_exclusive():
+                    return _left_to_others(store, mig, started)
                 if not settings.cutover:
                     with store.session() as s:
                         m = s.get(Migration, mig.id)
@@ -369,22 +392,14 @@ async def _run(settings: Settings, store: StateStore, reporter: Reporter,
                             s.get(Migration, mig.id).state = M_STAGED
                         return _gate_failed(store, mig, report, started)
                 if settings.on_before_cutover and counts.get(D_STAGED):
-                    figures = _hook_figures(_result(store, mig, None, started), settings)
-                    code = await asyncio.to_thread(hooks.run_hook, "before_cutover",
-                                                   settings.on_before_cutover, figures)
-                    if code:
-                        with store.session() as s:
-                            s.get(Migration, mig.id).state = M_STAGED
-                        held = _result(store, mig, None, started)
-                        held.outcome = "held"
-                        held.message = (f"migration {mig.id}: {counts.get(D_STAGED)} database(s) staged; the "
-                                        f"--on-before-cutover hook exited {code}, so nothing was swapped. "
-                                        f"`migrate cutover` or the next `migrate run` swaps them")
-                        return held
+                    held_result = await _before_cutover_hook(store, mig, settings, started)
+                    if held_result is not None:
+                        return held_result
                 # also with nothing staged: a kill after the last swap leaves the
                 # migration running with every database cut over; cutover closes it
                 cut = await asyncio.to_thread(swap.cutover, store, mig.id)
-                if cut.restage:
+                if cut.restage and rounds < MAX_ROUNDS:
+                    rounds += 1
                     continue
                 break
             return _result(store, mig, cut, started)
@@ -392,6 +407,111 @@ async def _run(settings: Settings, store: StateStore, reporter: Reporter,
         if timer is not None:
             timer.cancel()
         await endpoint.aclose()
+
+
+async def _start_or_resume(settings: Settings, store: StateStore, endpoint: Endpoint, reporter: Reporter,
+                           held: WriterLock, stop: asyncio.Event) -> Migration | RunResult:
+    """The unfinished migration (checked against what was asked), or a new one, scanned and
+    recorded. With several workers, one at a time gets here: the others wait, then resume it."""
+    waited = False
+    while not held.try_scan():
+        if not waited:
+            reporter.note("another worker is deciding what to migrate (scanning); waiting for it")
+            waited = True
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+            raise Interrupted("interrupted before anything started; nothing to resume")
+        except asyncio.TimeoutError:
+            pass
+    try:
+        with store.session() as s:
+            active = _active(s)
+        if active and settings.model:
+            want_model = resolve_model(settings.model)[0]
+            if want_model != resolve_model(active.requested_model)[0] or (
+                    settings.dim and settings.dim != active.target_dim):
+                raise UsageError(f"migration {active.id} to {active.requested_model} ({active.target_dim} dims) "
+                                 f"is unfinished; finish it with `migrate run` or undo it with "
+                                 f"`migrate rollback` before starting another")
+        if active and settings.roots and sorted(os.path.abspath(r) for r in settings.roots) != sorted(active.roots):
+            raise UsageError(f"migration {active.id} over {', '.join(active.roots)} is unfinished; finish it "
+                             f"(`migrate run` without --root) or roll it back before migrating other roots")
+        requested = settings.model or (active.requested_model if active else None)
+        if not requested:
+            raise UsageError("--model is required for a new migration (8b, 4b, 0.6b or a model id)")
+        info = await endpoint.probe(requested, target_dim=settings.dim or (active.target_dim if active else None))
+        if info.note:
+            reporter.note(info.note)
+        if active is None:
+            return await asyncio.to_thread(_create_migration, settings, store, endpoint, requested, reporter)
+        if info.native_dim != active.native_dim or endpoint.target_dim != active.target_dim:
+            raise EndpointRejected(f"{endpoint.base_url}: serves {info.native_dim}-dim vectors but "
+                                   f"migration {active.id} was started with {active.native_dim}; "
+                                   f"point --endpoint at the same model")
+        reporter.note(f"resuming migration {active.id} ({active.requested_model}, {active.target_dim} dims)")
+        return active
+    finally:
+        held.end_scan()
+
+
+def _clear_leases(store: StateStore, mid: str) -> None:
+    with store.connection() as conn:
+        conn.execute(update(DatabaseJob.__table__).where(
+            DatabaseJob.__table__.c.migration_id == mid, DatabaseJob.__table__.c.lease_until.is_not(None))
+            .values(lease_until=None))
+
+
+MAX_ROUNDS = 10    # embedding passes of one run (each after others stopped or files changed)
+
+
+async def _wait_for_others(store: StateStore, mid: str, reporter: Reporter, stop: asyncio.Event) -> int:
+    """While other workers hold what is left, wait: until they finish it, or a lease of theirs
+    runs out (a worker died) or is given back. Returns how many are free to claim now."""
+    from . import leases
+    said = 0.0
+    while not stop.is_set():
+        with store.connection() as conn:
+            others, wait = leases.held_by_others(conn, mid, owner="")   # ours were given back
+            free = leases.claimable(conn, mid)
+        if free or not others:
+            return free
+        if time.monotonic() - said > 300:
+            reporter.note(f"{others} database(s) held by other workers; waiting for them to finish "
+                          f"(or for their leases to run out)")
+            said = time.monotonic()
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=min(max(wait or 0.0, 0.5), 5.0))
+        except asyncio.TimeoutError:
+            pass
+    return 0
+
+
+def _left_to_others(store: StateStore, mig: Migration, started: float) -> RunResult:
+    """Everything is staged, and another worker is still running: that one cuts over."""
+    result = _result(store, mig, None, started)
+    result.outcome = "staged"
+    result.message = (f"migration {mig.id}: everything is staged; another worker still running "
+                      f"does the cutover")
+    return result
+
+
+async def _before_cutover_hook(store: StateStore, mig: Migration, settings: Settings,
+                               started: float) -> RunResult | None:
+    """Run --on-before-cutover; a failing hook holds the cutover (the result says so)."""
+    figures = _hook_figures(_result(store, mig, None, started), settings)
+    code = await asyncio.to_thread(hooks.run_hook, "before_cutover", settings.on_before_cutover, figures)
+    if not code:
+        return None
+    with store.session() as s:
+        m = s.get(Migration, mig.id)
+        if m.state == M_RUNNING:
+            m.state = M_STAGED
+    held = _result(store, mig, None, started)
+    held.outcome = "held"
+    held.message = (f"migration {mig.id}: {held.databases.get(D_STAGED, 0)} database(s) staged; the "
+                    f"--on-before-cutover hook exited {code}, so nothing was swapped. "
+                    f"`migrate cutover` or the next `migrate run` swaps them")
+    return held
 
 
 SANITY_TEXTS = 3
@@ -520,12 +640,12 @@ async def _embed_pending(settings: Settings, store: StateStore, mig: Migration, 
                         reporter=reporter, stop=stop, profile=settings.profile,
                         text_field=settings.text_field, control=Control(settings.state_path))
     try:
-        outcome = await embedder.run([j.id for j in retry])
+        outcome = await embedder.run()
         return settings.fail_fast and outcome.failed > 0
     finally:
-        with store.session() as s:
-            m = s.get(Migration, mig.id)
-            m.embed_seconds += time.monotonic() - t0
+        with store.connection() as conn:    # an increment: several workers may add at once
+            conn.execute(update(Migration.__table__).where(Migration.__table__.c.id == mig.id).values(
+                embed_seconds=Migration.__table__.c.embed_seconds + (time.monotonic() - t0)))
 
 
 def _result(store: StateStore, mig: Migration, cut: swap.SwapResult | None, started: float) -> RunResult:
@@ -587,53 +707,48 @@ def _require_state(settings: Settings) -> None:
 
 
 def cutover(settings: Settings, *, migration_id: str | None = None) -> RunResult:
+    """Swap a staged migration in. The gate's structural half runs first on every staged
+    database (this command has no endpoint for the semantic half: `run` and `verify` do both),
+    then the --on-before-cutover hook, if any; either can hold the cutover."""
     started = time.monotonic()
-    _require_state(settings)
-    with state_lock(settings.state_path, "cutover"):
-        store = open_state(settings.state_path)
-        try:
-            with store.session() as s:
-                mig = _pick(s, migration_id, (M_STAGED, M_RUNNING), "cut over")
-                if mig.state not in (M_STAGED, M_RUNNING):
-                    raise UsageError(f"migration {mig.id} is {mig.state}; nothing to cut over")
-            counts = _job_counts(store, mig.id)
-            unstaged = counts.get(D_PENDING, 0) + counts.get(D_EMBEDDING, 0)
-            if unstaged:
-                raise UsageError(f"migration {mig.id}: {unstaged} database(s) are not staged yet; "
-                                 f"`migrate run --no-cutover` finishes staging them")
-            # The gate's structural half on every staged database (this command has no endpoint
-            # for the semantic half: `migrate run` and `migrate verify` do both).
-            report = asyncio.run(gate.check(store, mig.id, mig.target_dim, None))
-            if not report.passed:
-                return _gate_failed(store, mig, report, started)
-            cut = swap.cutover(store, mig.id)
-            result = _result(store, mig, cut, started)
-            if cut.restage:
-                result.outcome = "partial"
-                result.message += f"; {len(cut.restage)} changed since the scan: `migrate run` re-stages them"
-            return result
-        finally:
-            store.close()
+    with _writer(settings, "cutover") as (store, _):
+        with store.session() as s:
+            mig = _pick(s, migration_id, (M_STAGED, M_RUNNING), "cut over")
+            if mig.state not in (M_STAGED, M_RUNNING):
+                raise UsageError(f"migration {mig.id} is {mig.state}; nothing to cut over")
+        counts = _job_counts(store, mig.id)
+        unstaged = counts.get(D_PENDING, 0) + counts.get(D_EMBEDDING, 0)
+        if unstaged:
+            raise UsageError(f"migration {mig.id}: {unstaged} database(s) are not staged yet; "
+                             f"`migrate run --no-cutover` finishes staging them")
+        report = asyncio.run(gate.check(store, mig.id, mig.target_dim, None))
+        if not report.passed:
+            return _gate_failed(store, mig, report, started)
+        if settings.on_before_cutover and counts.get(D_STAGED):
+            held = asyncio.run(_before_cutover_hook(store, mig, settings, started))
+            if held is not None:
+                return held
+        cut = swap.cutover(store, mig.id)
+        result = _result(store, mig, cut, started)
+        if cut.restage:
+            result.outcome = "partial"
+            result.message += f"; {len(cut.restage)} changed since the scan: `migrate run` re-stages them"
+        return result
 
 
 def rollback(settings: Settings, *, migration_id: str | None = None, force: bool = False) -> swap.SwapResult:
-    _require_state(settings)
-    with state_lock(settings.state_path, "rollback"):
-        store = open_state(settings.state_path)
-        try:
-            with store.session() as s:
-                # the latest, finalized ones included: never an older one behind a finalized one
-                mig = _pick(s, migration_id, (M_DONE, M_STAGED, M_RUNNING, M_FINALIZED), "roll back")
-                if mig.state == M_ROLLED_BACK:
-                    return swap.SwapResult(mig.id)
-                if mig.state == M_FINALIZED:
-                    raise UsageError(f"migration {mig.id} was finalized: its backups were deleted, so it "
-                                     f"cannot be rolled back")
-                if mig.state not in (M_DONE, M_STAGED, M_RUNNING):
-                    raise UsageError(f"migration {mig.id} is {mig.state}; it cannot be rolled back")
-            return swap.rollback(store, mig.id, force=force)
-        finally:
-            store.close()
+    with _writer(settings, "rollback") as (store, _):
+        with store.session() as s:
+            # the latest, finalized ones included: never an older one behind a finalized one
+            mig = _pick(s, migration_id, (M_DONE, M_STAGED, M_RUNNING, M_FINALIZED), "roll back")
+            if mig.state == M_ROLLED_BACK:
+                return swap.SwapResult(mig.id)
+            if mig.state == M_FINALIZED:
+                raise UsageError(f"migration {mig.id} was finalized: its backups were deleted, so it "
+                                 f"cannot be rolled back")
+            if mig.state not in (M_DONE, M_STAGED, M_RUNNING):
+                raise UsageError(f"migration {mig.id} is {mig.state}; it cannot be rolled back")
+        return swap.rollback(store, mig.id, force=force)
 
 
 # --------------------------------------------------------------- finalize
@@ -643,35 +758,29 @@ def finalize(settings: Settings, *, migration_id: str | None = None,
 
     ``confirm`` is shown what would be deleted and how much space that frees (under the
     lock, so it stays true) and returns whether to go ahead."""
-    _require_state(settings)
-    with state_lock(settings.state_path, "finalize"):
-        store = open_state(settings.state_path)
-        try:
-            with store.session() as s:
-                mig = _pick(s, migration_id, (M_DONE, M_FINALIZED), "finalize")
-                state, mid = mig.state, mig.id
-            if state in (M_RUNNING, M_STAGED):
-                raise UsageError(f"migration {mid} is unfinished ({state}); finish it with `migrate run` "
-                                 f"or undo it with `migrate rollback` before finalizing")
-            if state == M_ROLLED_BACK:
-                raise UsageError(f"migration {mid} was rolled back; it has no backups to delete")
-            found = cleanup.leftovers(store, mid)
-            if confirm is not None and not confirm(found):
-                raise UsageError("cancelled; nothing was deleted")
-            done = cleanup.finalize(store, mid)
-            return {**done.as_dict(), "state": M_FINALIZED,
-                    "message": f"migration {mid} finalized: {len(done.files)} file(s) deleted, "
-                               f"{done.bytes_freed} bytes freed; it can no longer be rolled back"}
-        finally:
-            store.close()
+    with _writer(settings, "finalize") as (store, _):
+        with store.session() as s:
+            mig = _pick(s, migration_id, (M_DONE, M_FINALIZED), "finalize")
+            state, mid = mig.state, mig.id
+        if state in (M_RUNNING, M_STAGED):
+            raise UsageError(f"migration {mid} is unfinished ({state}); finish it with `migrate run` "
+                             f"or undo it with `migrate rollback` before finalizing")
+        if state == M_ROLLED_BACK:
+            raise UsageError(f"migration {mid} was rolled back; it has no backups to delete")
+        found = cleanup.leftovers(store, mid)
+        if confirm is not None and not confirm(found):
+            raise UsageError("cancelled; nothing was deleted")
+        done = cleanup.finalize(store, mid)
+        return {**done.as_dict(), "state": M_FINALIZED,
+                "message": f"migration {mid} finalized: {len(done.files)} file(s) deleted, "
+                           f"{done.bytes_freed} bytes freed; it can no longer be rolled back"}
 
 
 # ----------------------------------------------------------------- verify
 def verify(settings: Settings, *, migration_id: str | None = None) -> dict:
     """The quality gate on a migration's staged databases (what runs before every cutover)."""
-    _require_state(settings)
     config.api_key(settings.api_key_file)
-    store = open_state(settings.state_path, readonly=True)
+    store = _reader(settings)
     try:
         with store.reader() as s:
             mig = _pick(s, migration_id, (M_STAGED, M_RUNNING), "verify")

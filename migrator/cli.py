@@ -169,9 +169,29 @@ def _human_bytes(n: int | None) -> str:
 
 
 # ------------------------------------------------------------- options
+def _no_password_in_argv(ctx, param, value):
+    """A password on the command line is seen by every user of the host (ps): refuse it."""
+    if value and ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE:
+        from sqlalchemy.engine import make_url
+        try:
+            has_password = make_url(value).password is not None
+        except Exception:
+            has_password = False
+        if has_password:
+            raise click.BadParameter("holds a password, which every user of this host could read; "
+                                     "leave it out and put it in PGPASSWORD or ~/.pgpass, or give the "
+                                     "whole URL in MIGRATOR_STATE_URL")
+    return value
+
+
 def state_option(f):
+    f = click.option("--state-url", envvar="MIGRATOR_STATE_URL", default=None, metavar="URL",
+                     callback=_no_password_in_argv,
+                     help="A shared PostgreSQL job table, postgresql+psycopg://USER@HOST/DB, for several "
+                          "workers [env MIGRATOR_STATE_URL; default: SQLite in the state directory].")(f)
     return click.option("--state-dir", envvar="MIGRATOR_STATE_DIR", default=None, metavar="DIR",
-                        help="Job database and lock directory [env MIGRATOR_STATE_DIR; default ./state].")(f)
+                        help="Job database (SQLite), lock and log directory [env MIGRATOR_STATE_DIR; "
+                             "default ./state].")(f)
 
 
 def _stack(*options):
@@ -376,14 +396,16 @@ def run(as_json, yes, no_cutover, no_quality_gate, **kw):
 @main.command()
 @state_option
 @migration_option("default: the unfinished one")
+@click.option("--on-before-cutover", default=None, metavar="CMD",
+              help="Shell command run first; if it fails nothing is swapped (exit 10).")
 @yes_option
 @json_option
 @_handle_errors
-def cutover(as_json, yes, migration_id, state_dir):
+def cutover(as_json, yes, migration_id, **kw):
     """Swap staged databases in (the old ones are kept as backups)."""
     _confirm(yes, "Swap the staged databases in (the old ones are kept as backups)?")
-    _log_to_state_dir(state_dir)
-    _finish_run(api.cutover(_settings(state_dir=state_dir), migration_id=migration_id), as_json)
+    _log_to_state_dir(kw["state_dir"])
+    _finish_run(api.cutover(_settings(**kw), migration_id=migration_id), as_json)
 
 
 @main.command()
@@ -393,11 +415,11 @@ def cutover(as_json, yes, migration_id, state_dir):
 @yes_option
 @json_option
 @_handle_errors
-def rollback(as_json, yes, force, migration_id, state_dir):
+def rollback(as_json, yes, force, migration_id, **kw):
     """Put the backups back: every file byte-identical to before the migration."""
     _confirm(yes, "Restore the databases from their backups?")
-    _log_to_state_dir(state_dir)
-    result = api.rollback(_settings(state_dir=state_dir), migration_id=migration_id, force=force)
+    _log_to_state_dir(kw["state_dir"])
+    result = api.rollback(_settings(**kw), migration_id=migration_id, force=force)
 
     def human(r):
         click.echo(f"rollback of migration {r['migration']}: {len(r['done'])} restored, "
@@ -418,9 +440,9 @@ def rollback(as_json, yes, force, migration_id, state_dir):
 @click.option("--databases", "show_dbs", is_flag=True, help="List every database.")
 @json_option
 @_handle_errors
-def status(as_json, show_dbs, migration_id, state_dir):
+def status(as_json, show_dbs, migration_id, state_dir, state_url):
     """Migrations, their progress, throughput and errors. Writes nothing."""
-    report = api.status(state_dir, migration_id=migration_id)
+    report = api.status(state_dir, migration_id=migration_id, url=state_url)
 
     def human(r):
         if not r["migrations"]:
@@ -474,10 +496,10 @@ def verify(as_json, migration_id, **kw):
 @yes_option
 @json_option
 @_handle_errors
-def finalize(as_json, yes, migration_id, state_dir):
+def finalize(as_json, yes, migration_id, **kw):
     """Delete a finished migration's backups, after saying how much space that frees.
     Rollback is impossible after it."""
-    _log_to_state_dir(state_dir)
+    _log_to_state_dir(kw["state_dir"])
 
     def confirm(found) -> bool:
         question = (f"Delete {len(found.files)} backup/leftover file(s) of migration {found.migration_id}, "
@@ -488,7 +510,7 @@ def finalize(as_json, yes, migration_id, state_dir):
             raise errors.UsageError(f"{question} Not asked without a terminal: add --yes to confirm")
         return click.confirm(question, default=False, err=True)
 
-    result = api.finalize(_settings(state_dir=state_dir), migration_id=migration_id, confirm=confirm)
+    result = api.finalize(_settings(**kw), migration_id=migration_id, confirm=confirm)
     _to_log_file(result["message"])
     _emit(result, as_json, lambda r: click.echo(f"{r['message']} ({_human_bytes(r['bytes_freed'])})"))
 
@@ -521,7 +543,7 @@ def cron_cmd(ctx, every, systemd, **kw):
     args: list[str] = []
     for param in ctx.command.params:
         name = param.name
-        if name in ("every", "systemd", "state_dir") or not isinstance(param, click.Option):
+        if name in ("every", "systemd", "state_dir", "state_url") or not isinstance(param, click.Option):
             continue
         value = kw.get(name)
         if value in (None, False, ()) or (name == "endpoint" and value == DEFAULT_ENDPOINT) \
@@ -535,6 +557,12 @@ def cron_cmd(ctx, every, systemd, **kw):
             if name in ("roots", "api_key_file"):
                 v = str(Path(v).resolve())
             args += [flag, str(v)]
+    if kw.get("state_url"):
+        from sqlalchemy.engine import make_url
+        if make_url(kw["state_url"]).password is not None:
+            raise errors.UsageError("MIGRATOR_STATE_URL holds a password, which must not go into a crontab "
+                                    "or unit file; put it in ~/.pgpass of the user cron runs as")
+        args += ["--state-url", kw["state_url"]]
     state_dir = Path(kw["state_dir"]) if kw["state_dir"] else default_state_dir()
     make = cron.systemd_units if systemd else cron.crontab
     click.echo(make(args, state_dir, every, Path.cwd(), kw.get("api_key_file")), nl=False)

@@ -19,6 +19,9 @@ ENVIRONMENT = {
     "VLLM_API_KEY": "API key for the endpoint (second choice; the key DVD already uses)",
     "OPENAI_API_KEY": "API key for the endpoint (third choice)",
     "MIGRATOR_DB_BUSY_TIMEOUT": "seconds to wait for another process's lock on the job database (default 30)",
+    "MIGRATOR_STATE_URL": "a shared PostgreSQL job table, postgresql+psycopg://USER@HOST/DB (default: SQLite "
+                          "in the state directory); its password here, in PGPASSWORD or in ~/.pgpass",
+    "MIGRATOR_LEASE_SECONDS": "how long a worker's claim on a database lasts unrenewed (default 60)",
 }
 KEY_VARIABLES = ("MIGRATOR_API_KEY", "VLLM_API_KEY", "OPENAI_API_KEY")
 

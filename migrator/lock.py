@@ -1,9 +1,10 @@
-"""One writer per state directory.
+"""One writer per job table.
 
-`run`, `cutover` and `rollback` hold an OS file lock (``filelock``: flock on
+With the default SQLite job table, `run`, `cutover` and `rollback` hold an OS file lock (``filelock``: flock on
 POSIX, released by the kernel when the holder dies, even by SIGKILL) on
 ``<state>/migrator.lock``. Next to it, ``migrator.lock.json`` names the holder
-so a second command can say who is in the way.
+so a second command can say who is in the way. With a PostgreSQL job table
+the lock is the server's (see below), and several `run` workers share it.
 """
 from __future__ import annotations
 
@@ -59,3 +60,99 @@ def state_lock(state_dir: str | os.PathLike, command: str) -> Iterator[None]:
         except OSError:
             pass
         lock.release()
+
+
+# ------------------------------------------------------------------ PostgreSQL
+# With a shared job table (PostgreSQL) the lock must hold across hosts, so it is the
+# server's: a session-level advisory lock on a connection held open for the duration,
+# released by the server when that connection ends, also when its process is killed.
+# Workers (`run`) hold it shared; `cutover`, `rollback` and `finalize` exclusive. A
+# worker that finds everything staged trades its shared hold for an exclusive one
+# before it cuts over: only one does, and never while another worker is still running.
+WRITERS_KEY = 0x6D69_6772_0010      # 'migr' + 0x10
+SCAN_KEY = 0x6D69_6772_0011         # held while a worker scans and records a new migration
+
+
+class WriterLock:
+    """What a writer holds: for SQLite, the state directory's file lock (always exclusive);
+    for PostgreSQL, the advisory lock on its own connection."""
+
+    exclusive = True
+
+    def try_exclusive(self) -> bool:
+        """Hold the lock exclusively (a worker about to cut over). False: others hold it."""
+        return True
+
+    def try_scan(self) -> bool:
+        """One worker at a time decides whether to start a new migration (and scans for it):
+        True when this one may now; end it with :meth:`end_scan`."""
+        return True
+
+    def end_scan(self) -> None:
+        pass
+
+
+class ServerLock(WriterLock):
+    def __init__(self, engine, location: str):
+        self.conn = engine.connect()
+        self.location = location
+        self.exclusive = False
+
+    def _ask(self, sql: str, key: int = WRITERS_KEY):
+        from sqlalchemy import text
+        value = self.conn.execute(text(sql), {"k": key}).scalar()
+        self.conn.commit()
+        return value
+
+    def acquire(self, shared: bool) -> bool:
+        ok = self._ask("select pg_try_advisory_lock_shared(:k)" if shared else "select pg_try_advisory_lock(:k)")
+        self.exclusive = bool(ok) and not shared
+        return bool(ok)
+
+    def try_exclusive(self) -> bool:
+        if self.exclusive:
+            return True
+        self._ask("select pg_advisory_unlock_shared(:k)")
+        if self.acquire(shared=False):
+            return True
+        self.acquire(shared=True)    # keep our shared hold; another worker will cut over
+        return False
+
+    def try_scan(self) -> bool:
+        return bool(self._ask("select pg_try_advisory_lock(:k)", SCAN_KEY))
+
+    def end_scan(self) -> None:
+        self._ask("select pg_advisory_unlock(:k)", SCAN_KEY)
+
+    def holders(self) -> str:
+        from sqlalchemy import text
+        rows = self.conn.execute(text(
+            "select a.application_name, host(a.client_addr), l.mode from pg_locks l "
+            "join pg_stat_activity a on a.pid = l.pid where l.locktype = 'advisory' and l.granted "
+            "and l.classid = :hi and l.objid = :lo and a.pid <> pg_backend_pid()"),
+            {"hi": WRITERS_KEY >> 32, "lo": WRITERS_KEY & 0xFFFFFFFF}).all()
+        self.conn.commit()
+        if not rows:
+            return "another migrate process"
+        return "; ".join(f"'{name or 'a client'}' from {addr or 'a local socket'}"
+                         + (" (shared)" if "Share" in mode and "Exclusive" not in mode else "")
+                         for name, addr, mode in rows)
+
+    def close(self) -> None:
+        try:
+            self.conn.close()       # the server releases every advisory lock of the session
+        except Exception:           # noqa: BLE001 - the connection may already be gone
+            pass
+
+
+@contextmanager
+def server_lock(engine, location: str, command: str, *, shared: bool) -> Iterator[ServerLock]:
+    """Hold the shared job table's writer lock (shared for workers), or raise LockHeld at once."""
+    lock = ServerLock(engine, location)
+    try:
+        if not lock.acquire(shared):
+            raise LockHeld(f"{location}: held by {lock.holders()}; wait for it to finish or stop "
+                           f"it, then run again")
+        yield lock
+    finally:
+        lock.close()

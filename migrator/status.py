@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from .models import DatabaseJob, Event, Migration
-from .state import default_state_dir, open_state
+from .state import default_state_dir, open_state, state_url
 
 
 def _bytes_on_disk(paths: list[str]) -> int:
@@ -22,9 +22,9 @@ def _bytes_on_disk(paths: list[str]) -> int:
 
 
 def status(state_dir: str | os.PathLike | None = None, *, migration_id: str | None = None,
-           errors: int = 20) -> dict:
+           errors: int = 20, url: str | None = None) -> dict:
     """A JSON-ready report of every migration (or one), newest first."""
-    store = open_state(state_dir, readonly=True)
+    store = open_state(state_dir, readonly=True, url=state_url(url))
     if store is None:
         return {"state": str(Path(state_dir) if state_dir else default_state_dir()), "migrations": []}
     try:
