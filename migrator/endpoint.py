@@ -18,10 +18,12 @@ finite non-zero values. Anything else is retried, never stored.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import binascii
+import inspect
 import json
 import logging
+import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -173,12 +175,19 @@ class Endpoint:
             max_retries=0,               # retries are ours: they must see validation failures too
             timeout=request_timeout,
             http_client=http_client,
+            # which migrate process sent a request, for the server's logs (vLLM ignores it)
+            default_headers={"X-Migrator-Worker": f"{socket.gethostname()}:{os.getpid()}"},
         )
         # newer SDKs take raw request bytes as `content`, older ones as `body`
         self._raw_body_arg = "content" if "content" in inspect.signature(self.client.post).parameters else "body"
         self.info: ServerInfo | None = None
         self.target_dim: int | None = None
         self.on_pushback = None   # called with a reason on 429/5xx/timeouts (see tuning.AdaptiveLimit)
+        # Set by pool.EndpointPool: True while another endpoint could take this one's request.
+        # Then a connection error or 5xx is raised at once (EndpointUnavailable) instead of
+        # retried here, and a timed-out batch is split only if a tiny request still answers.
+        # None (a lone endpoint): retry here for `retry_for`, as always.
+        self.can_fail_over = None
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -407,6 +416,10 @@ class Endpoint:
                 self.on_pushback(self._describe(e))
             if e is None or self._classify(e, texts) is not None:
                 return False
+            if isinstance(e, (openai.APIConnectionError, openai.InternalServerError)) and \
+                    not isinstance(e, openai.APITimeoutError) and self._may_fail_over():
+                counts["handed_over"] = 1
+                return False
             if isinstance(e, BadResponse):
                 counts["bad"] += 1
                 return counts["bad"] < BAD_RESPONSE_TRIES
@@ -436,6 +449,8 @@ class Endpoint:
             verdict = self._classify(e, texts)
             if verdict is not None and verdict is not e:
                 raise verdict from None
+            if counts.get("handed_over"):
+                raise EndpointUnavailable(f"{self.base_url}: {self._describe(e)}") from None
             if isinstance(e, BadResponse):
                 raise EndpointRejected(f"{self.base_url}: {counts['bad']} invalid answers in a row for one "
                                        f"batch, last: {e}; nothing was written") from None
@@ -446,6 +461,10 @@ class Endpoint:
                                           f"retries ({self._describe(e)}); run again to resume") from None
             raise
         raise AssertionError("unreachable")
+
+    def _may_fail_over(self) -> bool:
+        """Could another endpoint take this request (see ``can_fail_over``)?"""
+        return self.can_fail_over is not None and bool(self.can_fail_over())
 
     async def alive(self) -> bool:
         """Does a tiny request answer promptly? Tells a poisoned input from an outage."""
@@ -469,10 +488,16 @@ class Endpoint:
             return Embedded(unit_rows(vecs, self.target_dim), tokens)
         except _SuspectedHang:
             pass
+        if len(texts) > 1 and self._may_fail_over() and not await self.alive():
+            raise EndpointUnavailable(f"{self.base_url}: no answer within {self.request_timeout:g}s, "
+                                      f"not even to a one-line test") from None
         if len(texts) == 1:
             if await self.alive():
                 raise PoisonedInput(0, f"the server never answers this input (timed out "
                                        f"{TIMEOUTS_BEFORE_SPLIT + 1}x while other requests answer)")
+            if self._may_fail_over():
+                raise EndpointUnavailable(f"{self.base_url}: no answer within {self.request_timeout:g}s, "
+                                          f"not even to a one-line test") from None
             vecs, tokens = await self._attempts_until_deadline(texts)
             return Embedded(unit_rows(vecs, self.target_dim), tokens)
         mid = len(texts) // 2
