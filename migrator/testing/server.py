@@ -14,6 +14,14 @@ never a real model.  On top of that, tests make the endpoint hostile with
 queued faults (``srv.faults.add("status", status=503)`` or, for a server in
 another process, ``POST /_admin/faults``).  ``/_admin/*`` exists only here.
 
+``/metrics`` speaks vLLM's Prometheus text format (``vllm:num_requests_waiting
+{engine="0",model_name="..."} 0.0``).  The fake itself never queues (every
+request runs at once, sharing the capacity), so its own waiting figure is 0;
+tests play other tenants of a shared GPU with ``srv.other_waiting`` /
+``srv.other_running`` (added to the figures) and ``srv.engines`` (the figures
+split over that many ``engine`` label sets, like a data-parallel vLLM), or
+``POST /_admin/queue {"waiting": 12, "running": 3, "engines": 2}``.
+
 In-process::
 
     with FakeVLLM(model="Qwen/Qwen3-Embedding-8B", api_key="k") as srv:
@@ -536,7 +544,9 @@ class FakeVLLM:
 
     Attributes for tests: ``faults`` (a ``FaultQueue``), ``stats`` (a
     ``ServerStats``), ``dead`` (set True to make ``/health`` answer 503),
-    ``base_url`` (``http://127.0.0.1:PORT/v1``) and ``root_url``.
+    ``other_waiting`` / ``other_running`` (other tenants' requests, added to
+    ``/metrics``), ``engines`` (engine label sets ``/metrics`` splits its figures
+    over), ``base_url`` (``http://127.0.0.1:PORT/v1``) and ``root_url``.
 
     TLS mode: pass ``ssl_context`` (a server-side ``ssl.SSLContext`` holding
     the certificate) and the same server speaks https on the same port.
@@ -575,6 +585,9 @@ class FakeVLLM:
         self.verbose = verbose
         self.ssl_context = ssl_context  # server-side context: serve https (TLS mode)
         self.dead = False
+        self.other_waiting = 0     # other tenants' requests, as /metrics reports them
+        self.other_running = 0
+        self.engines = 1           # /metrics splits its figures over this many engines
         self.faults = FaultQueue()
         self.stats = ServerStats()
         self.created = int(time.time())
@@ -601,6 +614,7 @@ class FakeVLLM:
                                "GET": self._admin_list_faults},
             "/_admin/stats": {"GET": lambda body: _json_reply(200, self.stats.snapshot())},
             "/_admin/health": {"POST": self._admin_health},
+            "/_admin/queue": {"POST": self._admin_queue, "GET": self._admin_queue_figures},
         }
 
     # -- lifecycle ---------------------------------------------------------
@@ -919,20 +933,24 @@ class FakeVLLM:
         return _Reply(503 if self.dead else 200, b"", "")
 
     def _metrics(self, body: bytes) -> _Reply:
-        running = self.stats.running
+        engines = max(1, int(self.engines))
+        running = _split(self.stats.running + int(self.other_running), engines)
+        waiting = _split(int(self.other_waiting), engines)   # the fake never queues its own
+        tokens = _split(self.stats.prompt_tokens, engines)
         lines: list[str] = []
-        for name, kind, help_text, value in (
+        for name, kind, help_text, values in (
             ("vllm:num_requests_running", "gauge",
              "Number of requests in model execution batches.", running),
             ("vllm:num_requests_waiting", "gauge",
-             "Number of requests waiting to be processed.", 0),
+             "Number of requests waiting to be processed.", waiting),
             ("vllm:kv_cache_usage_perc", "gauge",
-             "KV-cache usage. 1 means 100 percent usage.", min(1.0, running / 64)),
+             "KV-cache usage. 1 means 100 percent usage.", [min(1.0, r / 64) for r in running]),
             ("vllm:prompt_tokens_total", "counter",
-             "Number of prefill tokens processed.", self.stats.prompt_tokens),
+             "Number of prefill tokens processed.", tokens),
         ):
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}",
-                      f'{name}{{engine="0",model_name="{self.model}"}} {float(value)}']
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+            lines += [f'{name}{{engine="{e}",model_name="{self.model}"}} {float(v)}'
+                      for e, v in enumerate(values)]
         return _Reply(200, ("\n".join(lines) + "\n").encode(),
                       "text/plain; version=0.0.4; charset=utf-8")
 
@@ -959,6 +977,30 @@ class FakeVLLM:
     def _admin_health(self, body: bytes) -> _Reply:
         self.dead = bool(_parse_object(body).get("dead", False))
         return _json_reply(200, {"ok": True, "dead": self.dead})
+
+    def _admin_queue(self, body: bytes) -> _Reply:
+        """``{"waiting": N, "running": N, "engines": N}`` (any of them): other tenants'
+        requests as ``/metrics`` reports them, and its engine count."""
+        req = _parse_object(body)
+        unknown = set(req) - {"waiting", "running", "engines"}
+        if unknown:
+            raise _bad(f"unknown field(s) {sorted(unknown)}; known: engines, running, waiting")
+        for key, least in (("waiting", 0), ("running", 0), ("engines", 1)):
+            if key in req and not (_is_int(req[key]) and req[key] >= least):
+                raise _bad(f"{key} must be an integer >= {least}", key)
+        self.other_waiting = req.get("waiting", self.other_waiting)
+        self.other_running = req.get("running", self.other_running)
+        self.engines = req.get("engines", self.engines)
+        return self._admin_queue_figures(b"")
+
+    def _admin_queue_figures(self, body: bytes) -> _Reply:
+        return _json_reply(200, {"waiting": self.other_waiting, "running": self.other_running,
+                                 "engines": self.engines})
+
+
+def _split(total: int, parts: int) -> list[int]:
+    """``total`` shared out over ``parts`` engines as evenly as whole requests go."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
 # --------------------------------------------------------------------------- #
