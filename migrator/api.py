@@ -28,7 +28,7 @@ from pathlib import Path
 from sqlalchemy import func, insert, select, update
 
 from . import allocator, cleanup, config, crashpoints, fsutil, gate, hooks, swap, window
-from .control import Control
+from .control import Control, metrics_url_for
 from .endpoint import DEFAULT_ENDPOINT, Endpoint, PoisonedInput, normalize_endpoint, resolve_model
 from .errors import EndpointRejected, Interrupted, LockHeld, MigratorError, UsageError, WindowEnded
 from .lock import WriterLock, server_lock, state_lock
@@ -36,6 +36,7 @@ from .models import (ACTIVE_MIGRATION_STATES, D_CUT_OVER, D_EMBEDDING, D_FAILED,
                      D_STAGED, M_DONE, M_FINALIZED, M_ROLLED_BACK, M_RUNNING, M_STAGED, DatabaseJob,
                      Event, Migration)
 from .profiles import describe as describe_profile
+from .pool import EndpointPool, make_endpoint
 from .runner import Embedder, NullReporter, Reporter
 from .serve import ManagedServer
 from .scan import BAD, MIGRATE, SKIP, scan
@@ -51,7 +52,7 @@ class Settings:
     pattern: str = "database.json"
     model: str | None = None
     dim: int | None = None
-    endpoint: str = DEFAULT_ENDPOINT
+    endpoint: str | list[str] = DEFAULT_ENDPOINT   # one URL, or several (pool.EndpointPool)
     api_key_file: str | None = None
     state_dir: str | None = None
     state_url: str | None = None        # a shared PostgreSQL job table (None: SQLite in state_dir)
@@ -76,15 +77,32 @@ class Settings:
     serve_memory_fraction: float | None = None
     serve_args: tuple = ()              # extra `vllm serve` flags
     serve_timeout: float = 1800.0       # seconds to wait for it to load the model
+    backoff_queue: int | None = None    # back off while vLLM's /metrics shows more waiting (control.py)
+    metrics_url: str | None = None      # whose queue to watch (default: the first endpoint's /metrics)
 
     @property
     def state_path(self) -> Path:
         return Path(self.state_dir) if self.state_dir else default_state_dir()
 
-    def make_endpoint(self) -> Endpoint:
-        return Endpoint(self.endpoint, config.api_key(self.api_key_file),
-                        request_timeout=self.request_timeout, retry_for=self.retry_for,
-                        verify_tls=not self.insecure)
+    @property
+    def endpoint_urls(self) -> list[str]:
+        return [self.endpoint] if isinstance(self.endpoint, str) else list(self.endpoint) or [DEFAULT_ENDPOINT]
+
+    def check_endpoints(self) -> list[str]:
+        """The endpoints' base URLs; a malformed one (or one with credentials) is refused."""
+        return [normalize_endpoint(u)[0] for u in self.endpoint_urls]
+
+    def make_endpoint(self) -> Endpoint | EndpointPool:
+        return make_endpoint(self.endpoint_urls, config.api_key(self.api_key_file),
+                             request_timeout=self.request_timeout, retry_for=self.retry_for,
+                             verify_tls=not self.insecure)
+
+    def make_control(self) -> Control:
+        metrics = None
+        if self.backoff_queue is not None:
+            metrics = self.metrics_url or metrics_url_for(self.endpoint_urls[0])
+        return Control(self.state_path, metrics_url=metrics, queue_limit=self.backoff_queue,
+                       verify_tls=not self.insecure)
 
 
 @contextlib.contextmanager
@@ -129,8 +147,7 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
     if not settings.roots:
         raise UsageError("no --root given: name the directory that holds the databases")
     model_id, known_dim = resolve_model(settings.model or "8b")
-    base_url, _ = normalize_endpoint(settings.endpoint)
-    endpoint_report: dict = {"url": base_url, "reachable": False}
+    endpoint_report: dict = {"url": ", ".join(settings.check_endpoints()), "reachable": False}
     target = settings.dim or known_dim
     ep: Endpoint | None = None
     loop = asyncio.new_event_loop()
@@ -278,7 +295,7 @@ def run(settings: Settings, *, reporter: Reporter | None = None) -> RunResult:
     reporter = reporter or NullReporter()
     allocator.tune()       # before the run's threads start: memory flat in the number of databases
     deadline = window.time_left(settings.max_duration, settings.until)   # bad values: refuse now
-    normalize_endpoint(settings.endpoint)   # bad URL or key file: refuse before touching any state
+    settings.check_endpoints()   # bad URL or key file: refuse before touching any state
     config.api_key(settings.api_key_file)
     if settings.serve and not settings.model:
         raise UsageError("--serve needs --model: it names the model vllm must load")
@@ -579,7 +596,7 @@ def _create_migration(settings: Settings, store: StateStore, endpoint: Endpoint,
     with store.session() as s:
         mig = Migration(id=mid, state=M_RUNNING, model=endpoint.info.model, requested_model=requested,
                         native_dim=endpoint.info.native_dim, target_dim=target,
-                        max_model_len=endpoint.info.max_model_len, endpoint=endpoint.base_url,
+                        max_model_len=endpoint.info.max_model_len, endpoint=endpoint.base_url[:500],
                         roots=[os.path.abspath(r) for r in settings.roots], pattern=settings.pattern,
                         profile=describe_profile(settings.text_field, settings.profile))
         s.add(mig)
@@ -638,7 +655,7 @@ async def _embed_pending(settings: Settings, store: StateStore, mig: Migration, 
     embedder = Embedder(store, mig, endpoint, batch_size=settings.batch_size,
                         concurrency=settings.concurrency, fail_fast=settings.fail_fast,
                         reporter=reporter, stop=stop, profile=settings.profile,
-                        text_field=settings.text_field, control=Control(settings.state_path))
+                        text_field=settings.text_field, control=settings.make_control())
     try:
         outcome = await embedder.run()
         return settings.fail_fast and outcome.failed > 0

@@ -220,8 +220,11 @@ source_options = _stack(
 )
 
 endpoint_options = _stack(
-    click.option("--endpoint", envvar="MIGRATOR_ENDPOINT", default=DEFAULT_ENDPOINT, show_default=True,
-                 help="vLLM OpenAI-compatible base URL [env MIGRATOR_ENDPOINT]."),
+    click.option("--endpoint", "endpoint", envvar="MIGRATOR_ENDPOINT", multiple=True, metavar="URL",
+                 help=f"vLLM OpenAI-compatible base URL; repeat it for several servers serving the same "
+                      f"model [env MIGRATOR_ENDPOINT, space-separated; default {DEFAULT_ENDPOINT}]."),
+    click.option("--endpoints-file", type=click.Path(dir_okay=False), default=None,
+                 help="A file of endpoint URLs, one per line (# comments), added to --endpoint."),
     click.option("--api-key-file", type=click.Path(dir_okay=False), default=None,
                  help="Read the API key from this file (else MIGRATOR_API_KEY, VLLM_API_KEY, "
                       "OPENAI_API_KEY). Never pass a key on the command line."),
@@ -260,6 +263,13 @@ def migration_option(default_help: str):
 
 def _settings(**kw) -> api.Settings:
     s = api.Settings()
+    urls = list(kw.pop("endpoint", None) or ())
+    if kw.get("endpoints_file"):
+        from .pool import endpoints_from_file
+        urls += endpoints_from_file(kw["endpoints_file"])
+    kw.pop("endpoints_file", None)
+    if urls:
+        s.endpoint = urls[0] if len(urls) == 1 else urls
     for k, v in kw.items():
         if v is None:
             continue
@@ -370,6 +380,12 @@ def _finish_run(result: api.RunResult, as_json: bool) -> None:
               help="With --serve: one more `vllm serve` argument (repeatable), e.g. --serve-arg=--dtype=half.")
 @click.option("--serve-timeout", type=click.FloatRange(1, 86400), default=None,
               help="With --serve: seconds to wait for the model to load (default 1800).")
+@click.option("--backoff-queue", type=click.IntRange(0, 100000), default=None, metavar="N",
+              help="Send fewer requests while vLLM's /metrics shows more than N requests waiting "
+                   "(vllm:num_requests_waiting), so a shared GPU stays usable for other work.")
+@click.option("--metrics-url", default=None, metavar="URL",
+              help="With --backoff-queue: whose /metrics to watch (default: the first endpoint's), e.g. "
+                   "the chat model's vLLM on the same GPU.")
 @click.option("--no-quality-gate", is_flag=True,
               help="Cut over without the semantic quality gate. Only for servers known to answer "
                    "non-semantic vectors (throughput benchmarks); never for a real migration.")
@@ -524,6 +540,8 @@ def finalize(as_json, yes, migration_id, **kw):
 @click.option("--batch-size", type=click.IntRange(1, 2048), default=None, help="As for `run`.")
 @click.option("--concurrency", type=click.IntRange(1, 512), default=None, help="As for `run`.")
 @click.option("--no-cutover", is_flag=True, help="As for `run`.")
+@click.option("--backoff-queue", type=click.IntRange(0, 100000), default=None, metavar="N", help="As for `run`.")
+@click.option("--metrics-url", default=None, metavar="URL", help="As for `run`.")
 @window_options
 @hook_options
 @click.pass_context
@@ -533,7 +551,8 @@ def cron_cmd(ctx, every, systemd, **kw):
     from . import cron
     from .endpoint import normalize_endpoint
     from .state import default_state_dir
-    normalize_endpoint(kw["endpoint"])            # refuse a URL with credentials before printing it
+    for url in kw["endpoint"]:
+        normalize_endpoint(url)                   # refuse a URL with credentials before printing it
     if kw.get("max_duration"):
         window.parse_duration(kw["max_duration"])
     if kw.get("until"):
@@ -546,7 +565,7 @@ def cron_cmd(ctx, every, systemd, **kw):
         if name in ("every", "systemd", "state_dir", "state_url") or not isinstance(param, click.Option):
             continue
         value = kw.get(name)
-        if value in (None, False, ()) or (name == "endpoint" and value == DEFAULT_ENDPOINT) \
+        if value in (None, False, ()) or (name == "endpoint" and tuple(value) == (DEFAULT_ENDPOINT,)) \
                 or value == param.default:
             continue
         flag = param.opts[-1] if param.opts[-1].startswith("--") else param.opts[0]
@@ -554,7 +573,7 @@ def cron_cmd(ctx, every, systemd, **kw):
             args.append(flag)
             continue
         for v in (value if param.multiple else [value]):
-            if name in ("roots", "api_key_file"):
+            if name in ("roots", "api_key_file", "endpoints_file"):
                 v = str(Path(v).resolve())
             args += [flag, str(v)]
     if kw.get("state_url"):
