@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection
 from .models import D_EMBEDDING, D_PENDING, DatabaseJob
 
 LEASE_SECONDS = float(os.environ.get("MIGRATOR_LEASE_SECONDS", "60"))
-CLAIM_AT_ONCE = 8      # databases claimed per transaction
+CLAIM_AT_ONCE = 4      # databases claimed per transaction (about what the read-ahead holds)
 
 _jobs = DatabaseJob.__table__
 

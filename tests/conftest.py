@@ -95,3 +95,31 @@ def spawn_migrate(*args: str, env: dict | None = None) -> subprocess.Popen:
     """`migrate` as a real process (for kill tests)."""
     return subprocess.Popen([sys.executable, "-m", "migrator.cli", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+# ------------------------------------------------------------- PostgreSQL
+# The PostgreSQL tests need a server: `scripts/pg.sh start` makes one, and
+# MIGRATOR_TEST_PG_URL (what it prints) points the tests at it. Without it they
+# are skipped, unless MIGRATOR_REQUIRE_PG is set (CI), where that is a failure.
+@pytest.fixture
+def pg_url():
+    """A fresh, empty PostgreSQL database for one test (dropped after it)."""
+    admin = os.environ.get("MIGRATOR_TEST_PG_URL")
+    if not admin:
+        if os.environ.get("MIGRATOR_REQUIRE_PG"):
+            pytest.fail("MIGRATOR_REQUIRE_PG is set but MIGRATOR_TEST_PG_URL is not")
+        pytest.skip("no PostgreSQL: `scripts/pg.sh start`, then MIGRATOR_TEST_PG_URL=$(scripts/pg.sh url)")
+    import secrets
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    name = "t_" + secrets.token_hex(5)
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'create database "{name}"'))
+    try:
+        yield make_url(admin).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text(f'drop database if exists "{name}" with (force)'))
+        engine.dispose()

@@ -539,6 +539,16 @@ class _HTTPServer(ThreadingHTTPServer):
 # --------------------------------------------------------------------------- #
 # The server                                                                  #
 # --------------------------------------------------------------------------- #
+@dataclass
+class LoggedRequest:
+    """One ``/v1/embeddings`` request, as ``FakeVLLM.request_log`` keeps it."""
+
+    worker: str            # the X-Migrator-Worker header (host:pid), "" if none
+    started: float         # time.monotonic() in the server's process
+    ended: float
+    texts: list[str]
+
+
 class FakeVLLM:
     """A protocol-faithful fake of ``vllm serve <Qwen3-Embedding> --runner pooling``.
 
@@ -588,6 +598,7 @@ class FakeVLLM:
         self.other_waiting = 0     # other tenants' requests, as /metrics reports them
         self.other_running = 0
         self.engines = 1           # /metrics splits its figures over this many engines
+        self.request_log: Optional[list] = None   # a list: every embeddings request is logged in it
         self.faults = FaultQueue()
         self.stats = ServerStats()
         self.created = int(time.time())
@@ -694,10 +705,25 @@ class FakeVLLM:
             return _json_reply(422, {"detail": [{"type": "model_attributes_type", "loc": ["body"],
                                                  "msg": "Input should be a valid dictionary or object "
                                                         "to extract fields from"}]})
+        started = time.monotonic()
         try:
             return handler(body)
         except _ApiError as err:
             return self._error(err)
+        finally:
+            if self.request_log is not None and path == "/v1/embeddings":
+                self._log_request(headers, body, started)
+
+    def _log_request(self, headers, body: bytes, started: float) -> None:
+        """Who asked for which texts, from when to when (``request_log``, for tests)."""
+        try:
+            texts = json.loads(body).get("input")
+        except (ValueError, AttributeError):
+            texts = None
+        texts = [texts] if isinstance(texts, str) else texts if isinstance(texts, list) else []
+        with self._vocab_lock:
+            self.request_log.append(LoggedRequest(headers.get("X-Migrator-Worker") or "", started,
+                                                  time.monotonic(), [t for t in texts if isinstance(t, str)]))
 
     def _authorized(self, headers) -> bool:
         if self.__api_key is None:
