@@ -386,6 +386,9 @@ async def _run(settings: Settings, store: StateStore, reporter: Reporter,
                     continue       # the others finished theirs: see what is left
                 if not held.try_exclusive():
                     return _left_to_others(store, mig, started)
+                with store.reader() as s:
+                    if s.get(Migration, mig.id).state not in ACTIVE_MIGRATION_STATES:
+                        return _result(store, mig, None, started)   # another worker cut it over
                 if not settings.cutover:
                     with store.session() as s:
                         m = s.get(Migration, mig.id)

@@ -471,6 +471,8 @@ def status(as_json, show_dbs, migration_id, state_dir, state_url):
             rate = f", {m['records_per_second']} rec/s" if m["records_per_second"] else ""
             click.echo(f"    records {m['records_done']}/{m['records_total']} done, "
                        f"{m['records_left']} left{rate}; backups hold {_human_bytes(m['backup_bytes'])}")
+            for worker, n in sorted(m.get("workers", {}).items()):
+                click.echo(f"    worker {worker} holds {n} database(s)")
             if show_dbs:
                 for d in m["database_list"]:
                     click.echo(f"    {d['state']:<11} {d['done']}/{d['records']}  {d['path']}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -37,6 +38,9 @@ def status(state_dir: str | os.PathLike | None = None, *, migration_id: str | No
                 jobs = s.scalars(select(DatabaseJob).where(DatabaseJob.migration_id == m.id)
                                  .order_by(DatabaseJob.id)).all()
                 by_state = Counter(j.state for j in jobs)
+                now = time.time()    # leases are by the job database's clock; this host's is close
+                workers = Counter(j.lease_owner for j in jobs
+                                  if j.lease_until is not None and j.lease_until > now - 5)
                 total = sum(j.n_records for j in jobs)
                 done = sum(j.n_records if j.state in ("staged", "cut_over", "rolled_back") else (j.n_done or 0)
                            for j in jobs)
@@ -49,6 +53,7 @@ def status(state_dir: str | os.PathLike | None = None, *, migration_id: str | No
                     "model": m.model, "requested_model": m.requested_model,
                     "target_dim": m.target_dim, "endpoint": m.endpoint, "roots": m.roots,
                     "databases": len(jobs), "by_state": dict(by_state),
+                    "workers": dict(workers),    # worker (host:pid:tag) -> databases it holds now
                     "records_total": total, "records_done": done, "records_left": total - done,
                     "records_embedded": m.records_embedded, "tokens_embedded": m.tokens_embedded,
                     "records_per_second": round(rate, 1) if rate else None,
