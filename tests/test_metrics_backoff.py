@@ -348,3 +348,32 @@ def test_a_server_that_is_not_http_is_only_a_warning(tmp_path, logs):
     assert control.max_in_flight is None
     warnings = records(logs, logging.WARNING)
     assert len(warnings) == 1 and "no HTTP answer" in warnings[0].getMessage()
+
+
+# ------------------------------------------------- through `migrate run`
+def test_run_backs_off_while_the_servers_queue_is_long(tmp_path):
+    """`--backoff-queue` reaches the running migration: with other tenants' requests waiting
+    on the server, the run logs that it backs off, and still finishes the migration."""
+    import json as _json
+    import subprocess
+    import sys
+
+    from conftest import API_KEY
+    from dvdcheck import assert_migrated
+    from migrator.testing.corpus import build_dvd_tree
+    from migrator.testing.server import FakeVLLM
+
+    root = tmp_path / "video_database"
+    paths = build_dvd_tree(root, 6, clips=(10, 20), seed=2)
+    originals = {p: _json.loads(p.read_text()) for p in paths}
+    with FakeVLLM(model="Qwen/Qwen3-Embedding-0.6B", api_key=API_KEY, tokens_per_second=1500) as srv:
+        srv.other_waiting = 12
+        env = dict(os.environ, MIGRATOR_API_KEY=API_KEY)
+        r = subprocess.run([sys.executable, "-m", "migrator.cli", "run", "--root", str(root), "--model", "0.6b",
+                            "--endpoint", srv.base_url, "--yes", "--state-dir", str(tmp_path / "st"),
+                            "--backoff-queue", "4"], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    log_text = (tmp_path / "st" / "migrator.log").read_text()
+    assert "backing off" in log_text and "queue limit 4" in log_text, log_text[-2000:]
+    for p in paths:
+        assert_migrated(p, originals[p], dim=1024, native_dim=1024, seed="Qwen/Qwen3-Embedding-0.6B")
