@@ -4,9 +4,27 @@
 #   scripts/bench.sh --quick          # CI smoke test (tiny corpus, no timing assertion)
 #   scripts/bench.sh                  # modest run: 200 databases, 3 capacities
 #   scripts/bench.sh --full           # the full figures for docs/BENCHMARKS.md (hours)
+#   scripts/bench.sh --scale          # 1, 2, 4 endpoints x 1, 2, 4 workers (benchmarks/scale.py;
+#                                     # starts the throwaway PostgreSQL of scripts/pg.sh if needed)
+#   scripts/bench.sh --scale --quick  # its smoke test (< 2 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+scale=0
+args=()
+for a in "$@"; do
+    if [ "$a" = --scale ]; then scale=1; else args+=("$a"); fi
+done
+if [ "$scale" = 1 ]; then
+    # several `migrate run` workers share a PostgreSQL job table: psycopg, and a server
+    .venv/bin/python -c "import psycopg" 2>/dev/null ||
+        .venv/bin/python -m pip install --quiet --disable-pip-version-check "psycopg[binary]>=3.1"
+    if [ -z "${MIGRATOR_TEST_PG_URL:-}" ]; then
+        MIGRATOR_TEST_PG_URL="$(bash scripts/pg.sh start)"
+        export MIGRATOR_TEST_PG_URL
+    fi
+    exec .venv/bin/python benchmarks/scale.py ${args[@]+"${args[@]}"}
+fi
 if ! .venv/bin/python -c "import requests, matplotlib" 2>/dev/null; then
     # the "bench" extra when pyproject has it; otherwise the two packages by name
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,bench]" || true
