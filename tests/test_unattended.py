@@ -250,6 +250,24 @@ def test_a_failing_before_cutover_hook_holds_the_cutover_until_it_passes(cli, dv
         assert_migrated(p, originals[p], dim=4096)
 
 
+def test_migrate_cutover_runs_the_before_cutover_hook_too(cli, dvd_tree, tmp_path):
+    """A staged migration swapped in by hand passes the same hook as one `run` swaps in."""
+    root, paths = dvd_tree
+    before = tree_digest(root)
+    refuse, refused_env = _hook(tmp_path, "refuse", code=1)
+    ok, _ = _hook(tmp_path, "ok")
+    assert cli("run", "--root", str(root), "--model", "8b", "--yes", "--no-cutover").exit_code == EXIT_OK
+    r = cli("cutover", "--yes", "--json", "--on-before-cutover", refuse)
+    assert r.exit_code == EXIT_HELD, r.output
+    assert json.loads(r.stdout)["outcome"] == "held"
+    now = tree_digest(root)
+    assert {k: now[k] for k in before} == before
+    assert json.loads(refused_env.read_text())["MIGRATOR_DATABASES_STAGED"] == str(len(paths))
+    r = cli("cutover", "--yes", "--json", "--on-before-cutover", ok)
+    assert r.exit_code == EXIT_OK, r.output
+    assert json.loads(r.stdout)["outcome"] == "done"
+
+
 def test_the_failure_hook_hears_of_an_endpoint_that_is_down(cli, dvd_tree, tmp_path):
     root, _ = dvd_tree
     failed, failed_env = _hook(tmp_path, "failed")
