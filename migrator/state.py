@@ -207,9 +207,14 @@ def _server_engine(url: str, *, readonly: bool, application: str) -> Engine:
                          f"(postgresql+psycopg://...) is supported; leave it out for SQLite")
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
-    args: dict = {"application_name": application[:60], "connect_timeout": 10}
+    # Keepalives both ways: a worker host that loses power holds the writers' advisory lock
+    # until the server notices its connection is dead; by default that is the OS's two hours,
+    # here about a minute (then the others may cut over).
+    options = "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3"
     if readonly:
-        args["options"] = "-c default_transaction_read_only=on"
+        options += " -c default_transaction_read_only=on"
+    args: dict = {"application_name": application[:60], "connect_timeout": 10, "options": options,
+                  "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
     return create_engine(parsed, connect_args=args, pool_pre_ping=True)
 
 

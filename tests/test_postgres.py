@@ -238,3 +238,17 @@ def test_three_workers_two_endpoints_one_killed_every_database_migrated_once(pg_
     print(f"\n3 workers, 2 endpoints: {len(paths)} databases; killed pid {victim.pid} holding "
           f"{len(held_at_kill)}; texts per endpoint {texts_by_server}; {taken_over} database(s) "
           f"embedded partly by the killed worker and finished by another")
+
+
+def test_the_server_drops_a_dead_workers_connection_in_about_a_minute(pg_url):
+    """A worker host that loses power must not hold the writers' lock for the OS's 2 hours:
+    every connection asks the server for TCP keepalives of 30 s + 3 x 10 s."""
+    from migrator.state import open_state
+    store = open_state(url=pg_url)
+    try:
+        with store.engine.connect() as conn:
+            got = {name: conn.execute(text(f"show {name}")).scalar()
+                   for name in ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")}
+    finally:
+        store.close()
+    assert got == {"tcp_keepalives_idle": "30", "tcp_keepalives_interval": "10", "tcp_keepalives_count": "3"}
