@@ -110,13 +110,14 @@ class ServerLock(WriterLock):
         return bool(ok)
 
     def try_exclusive(self) -> bool:
+        """Give up the shared hold, then try for the exclusive one. On failure hold nothing:
+        a worker that kept (or took back) its shared hold could make every worker fail here
+        at once, each seeing the others', and leave the cutover to nobody. The worker that
+        lets go last always gets it."""
         if self.exclusive:
             return True
         self._ask("select pg_advisory_unlock_shared(:k)")
-        if self.acquire(shared=False):
-            return True
-        self.acquire(shared=True)    # keep our shared hold; another worker will cut over
-        return False
+        return self.acquire(shared=False)
 
     def try_scan(self) -> bool:
         return bool(self._ask("select pg_try_advisory_lock(:k)", SCAN_KEY))

@@ -252,3 +252,21 @@ def test_the_server_drops_a_dead_workers_connection_in_about_a_minute(pg_url):
     finally:
         store.close()
     assert got == {"tcp_keepalives_idle": "30", "tcp_keepalives_interval": "10", "tcp_keepalives_count": "3"}
+
+
+def test_of_two_workers_finishing_together_one_always_gets_the_cutover(pg_url):
+    """Each worker, finding everything staged, lets go of its shared hold and asks for the
+    exclusive lock. The first asks while the other still holds on and is refused; the other,
+    asking after, must get it (a refused worker that took its shared hold back made both
+    refuse, and nobody cut over: seen in the scaling benchmark)."""
+    from migrator.lock import server_lock
+    from migrator.state import open_state
+    store = open_state(url=pg_url)
+    try:
+        with server_lock(store.engine, store.location, "run", shared=True) as a, \
+                server_lock(store.engine, store.location, "run", shared=True) as b:
+            assert not a.try_exclusive()          # b still holds on
+            assert b.try_exclusive()              # a let go: b is the last, and gets it
+            assert not a.try_exclusive()
+    finally:
+        store.close()
