@@ -482,6 +482,7 @@ def _clear_leases(store: StateStore, mid: str) -> None:
 
 
 MAX_ROUNDS = 10    # embedding passes of one run (each after others stopped or files changed)
+WAIT_POLL = 1.0    # seconds between looks at what other workers still hold (two small queries)
 
 
 async def _wait_for_others(store: StateStore, mid: str, reporter: Reporter, stop: asyncio.Event) -> int:
@@ -500,7 +501,7 @@ async def _wait_for_others(store: StateStore, mid: str, reporter: Reporter, stop
                           f"(or for their leases to run out)")
             said = time.monotonic()
         try:
-            await asyncio.wait_for(stop.wait(), timeout=min(max(wait or 0.0, 0.5), 5.0))
+            await asyncio.wait_for(stop.wait(), timeout=min(max(wait or 0.0, 0.2), WAIT_POLL))
         except asyncio.TimeoutError:
             pass
     return 0
