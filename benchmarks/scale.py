@@ -21,7 +21,7 @@ limit and no overhead; the per-endpoint capacity should keep N=4 well below it
 (the report gives 4 x capacity as a share of the ceiling).
 
     python benchmarks/scale.py --quick     # smoke test: tiny corpus, W, N in {1, 2}, well under 2 min
-    python benchmarks/scale.py             # the figures for docs/BENCHMARKS.md (about 25 min)
+    python benchmarks/scale.py             # the figures for docs/BENCHMARKS.md (about 17 min)
     python benchmarks/scale.py --measure ceiling --repeat 3   # only the client ceiling
 
 PostgreSQL: ``--pg-url`` (an admin URL; a database is created and dropped per
