@@ -25,9 +25,10 @@ from concurrent.futures import Future
 from typing import Any, Callable
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DatabaseError, DBAPIError
 from sqlalchemy.sql.expression import Executable
 
-from .state import StateStore
+from .state import StateStore, _unreadable
 
 Change = Callable[[Connection], Any]
 
@@ -38,8 +39,14 @@ class _Statement:
     def __init__(self, statement: Executable, params: dict):
         self.statement, self.params = statement, params
 
+RETRIES_IF_VICTIM = 3  # a transaction PostgreSQL aborted to break a deadlock is run again
 MAX_GROUP = 512        # changes in one transaction at most
 LINGER = 0.002         # seconds a lone change waits for company before it commits
+
+
+def _victim(e: DBAPIError) -> bool:
+    """Was this transaction aborted to break a deadlock (or a serialization conflict)?"""
+    return getattr(getattr(e, "orig", None), "sqlstate", None) in ("40P01", "40001")
 
 
 class Journal:
@@ -102,29 +109,47 @@ class Journal:
             for _, fut in group:
                 fut.set_exception(self._broken)
             return
-        results: list = []
-        try:
-            with self.store.connection() as conn:
-                i = 0
-                while i < len(group):
-                    change = group[i][0]
-                    if isinstance(change, _Statement):
-                        j = i + 1
-                        while (j < len(group) and isinstance(group[j][0], _Statement)
-                               and group[j][0].statement is change.statement):
-                            j += 1
-                        conn.execute(change.statement, [c.params for c, _ in group[i:j]])
-                        results.extend([None] * (j - i))
-                        i = j
-                    else:
-                        results.append(change(conn))
-                        i += 1
-        except BaseException as e:   # noqa: BLE001 - handed to every waiter
-            # later changes may build on these (staged after prepared): none may commit now
-            self._broken = e
-            for _, fut in group:
-                fut.set_exception(e)
-            return
+        for attempt in range(RETRIES_IF_VICTIM + 1):
+            try:
+                results = self._run_group(group)
+                break
+            except DBAPIError as e:
+                # PostgreSQL broke a deadlock between workers by aborting this transaction:
+                # nothing of it was kept, so running the same changes again is safe
+                if _victim(e) and attempt < RETRIES_IF_VICTIM:
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                self._give_up(group, _unreadable(self.store.location, e)
+                              if isinstance(e, DatabaseError) else e)
+                return
+            except BaseException as e:   # noqa: BLE001 - handed to every waiter
+                self._give_up(group, e)
+                return
         self.commits += 1
         for (_, fut), result in zip(group, results):
             fut.set_result(result)
+
+    def _give_up(self, group: list[tuple[Change, Future]], e: BaseException) -> None:
+        # later changes may build on these (staged after prepared): none may commit now
+        self._broken = e
+        for _, fut in group:
+            fut.set_exception(e)
+
+    def _run_group(self, group: list[tuple[Change, Future]]) -> list:
+        results: list = []
+        with self.store.engine.begin() as conn:   # errors as they are: _commit sorts them
+            i = 0
+            while i < len(group):
+                change = group[i][0]
+                if isinstance(change, _Statement):
+                    j = i + 1
+                    while (j < len(group) and isinstance(group[j][0], _Statement)
+                           and group[j][0].statement is change.statement):
+                        j += 1
+                    conn.execute(change.statement, [c.params for c, _ in group[i:j]])
+                    results.extend([None] * (j - i))
+                    i = j
+                else:
+                    results.append(change(conn))
+                    i += 1
+        return results

@@ -80,6 +80,9 @@ def _unreadable(location: str, e: DatabaseError) -> StateError:
     if "locked" in msg:
         return StateError(f"{location}: the job database is locked by another process ({msg}); "
                           f"wait for it, or stop it")
+    if getattr(getattr(e, "orig", None), "sqlstate", "") in ("40P01", "40001"):
+        return StateError(f"{location}: a write collided with another worker's again and again "
+                          f"({msg}); nothing is damaged, run again to resume")
     return StateError(f"{location}: the job database is unreadable ({msg}); move it aside and re-run "
                       f"(live databases are untouched), or restore it from a backup")
 

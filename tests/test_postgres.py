@@ -270,3 +270,34 @@ def test_of_two_workers_finishing_together_one_always_gets_the_cutover(pg_url):
             assert not a.try_exclusive()
     finally:
         store.close()
+
+
+def test_a_group_chosen_as_deadlock_victim_is_run_again_once_whole(pg_url):
+    """Two workers' group commits can deadlock; PostgreSQL then aborts one transaction. The
+    journal runs that whole group again (nothing of it was kept), instead of dying with
+    'unreadable'. The deadlock is a real PostgreSQL error (SQLSTATE 40P01), raised once."""
+    from migrator.journal import Journal
+    from migrator.state import open_state
+    store = open_state(url=pg_url)
+    try:
+        with store.engine.begin() as conn:
+            conn.execute(text("create table t (n int)"))
+        tries = []
+
+        def change(conn):
+            conn.execute(text("insert into t values (1)"))
+            tries.append(1)
+            if len(tries) == 1:
+                conn.execute(text("do $$ begin raise exception 'deadlock detected' "
+                                  "using errcode = '40P01'; end $$"))
+            return "ok"
+
+        journal = Journal(store)
+        try:
+            assert journal.submit(change).result(timeout=30) == "ok"
+        finally:
+            journal.close()
+        assert journal.broken is None and len(tries) == 2
+        assert _query(pg_url, "select count(*) from t") == [(1,)]     # the aborted try left nothing
+    finally:
+        store.close()
