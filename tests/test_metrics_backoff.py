@@ -371,7 +371,8 @@ def test_run_backs_off_while_the_servers_queue_is_long(tmp_path):
         env = dict(os.environ, MIGRATOR_API_KEY=API_KEY)
         r = subprocess.run([sys.executable, "-m", "migrator.cli", "run", "--root", str(root), "--model", "0.6b",
                             "--endpoint", srv.base_url, "--yes", "--state-dir", str(tmp_path / "st"),
-                            "--backoff-queue", "4"], env=env, capture_output=True, text=True, timeout=120)
+                            "--backoff-queue", "4", "--batch-size", "4"],   # many requests: the run
+                           env=env, capture_output=True, text=True, timeout=120)  # looks at /metrics often
     assert r.returncode == 0, r.stdout + r.stderr
     log_text = (tmp_path / "st" / "migrator.log").read_text()
     assert "backing off" in log_text and "queue limit 4" in log_text, log_text[-2000:]
