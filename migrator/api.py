@@ -27,7 +27,7 @@ from pathlib import Path
 
 from sqlalchemy import func, insert, select, update
 
-from . import allocator, cleanup, config, crashpoints, fsutil, gate, hooks, swap, window
+from . import allocator, cleanup, config, crashpoints, fsutil, gate, hooks, leases, swap, window
 from .control import Control, metrics_url_for
 from .endpoint import DEFAULT_ENDPOINT, Endpoint, PoisonedInput, normalize_endpoint, resolve_model
 from .errors import EndpointRejected, Interrupted, LockHeld, MigratorError, UsageError, WindowEnded
@@ -363,7 +363,7 @@ async def _run(settings: Settings, store: StateStore, reporter: Reporter,
             if isinstance(mig, RunResult):
                 return mig
             if held.exclusive:     # the only writer: any lease left is a dead run's
-                await asyncio.to_thread(_clear_leases, store, mig.id)
+                await asyncio.to_thread(_in_transaction, store, leases.clear_all, mig.id)
             await _sanity_probe(settings, store, mig, endpoint, reporter)
             cut = None
             rounds = 0
@@ -474,11 +474,9 @@ async def _start_or_resume(settings: Settings, store: StateStore, endpoint: Endp
         held.end_scan()
 
 
-def _clear_leases(store: StateStore, mid: str) -> None:
+def _in_transaction(store: StateStore, fn, *args):
     with store.connection() as conn:
-        conn.execute(update(DatabaseJob.__table__).where(
-            DatabaseJob.__table__.c.migration_id == mid, DatabaseJob.__table__.c.lease_until.is_not(None))
-            .values(lease_until=None))
+        return fn(conn, *args)
 
 
 MAX_ROUNDS = 10    # embedding passes of one run (each after others stopped or files changed)
@@ -488,12 +486,10 @@ WAIT_POLL = 1.0    # seconds between looks at what other workers still hold (two
 async def _wait_for_others(store: StateStore, mid: str, reporter: Reporter, stop: asyncio.Event) -> int:
     """While other workers hold what is left, wait: until they finish it, or a lease of theirs
     runs out (a worker died) or is given back. Returns how many are free to claim now."""
-    from . import leases
     said = 0.0
     while not stop.is_set():
-        with store.connection() as conn:
-            others, wait = leases.held_by_others(conn, mid, owner="")   # ours were given back
-            free = leases.claimable(conn, mid)
+        # owner "": every live lease is another worker's (ours were given back)
+        free, others, wait = await asyncio.to_thread(_in_transaction, store, leases.outlook, mid, "")
         if free or not others:
             return free
         if time.monotonic() - said > 300:

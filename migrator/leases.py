@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import func, or_, select, text, update
@@ -45,7 +46,6 @@ def db_now(conn: Connection) -> float:
     """Seconds since the epoch by the job database's clock (SQLite: this host's, the only one)."""
     if conn.dialect.name == "postgresql":
         return float(conn.execute(text("select extract(epoch from clock_timestamp())")).scalar())
-    import time
     return time.time()
 
 
@@ -94,20 +94,20 @@ def release_all(conn: Connection, migration_id: str, owner: str) -> int:
         _jobs.c.lease_until.is_not(None)).values(lease_until=None)).rowcount
 
 
-def claimable(conn: Connection, migration_id: str) -> int:
-    """Databases still to do that nobody holds now."""
+def outlook(conn: Connection, migration_id: str, owner: str) -> tuple[int, int, float | None]:
+    """Of the databases still to do: how many nobody holds now, how many other workers hold,
+    and the seconds until the first of those leases runs out (None: none held)."""
     now = db_now(conn)
-    return int(conn.execute(select(func.count()).where(
-        _jobs.c.migration_id == migration_id, _jobs.c.state.in_([D_PENDING, D_EMBEDDING]),
-        or_(_jobs.c.lease_until.is_(None), _jobs.c.lease_until < now))).scalar() or 0)
+    live = _jobs.c.lease_until >= now
+    others = live & or_(_jobs.c.lease_owner.is_(None), _jobs.c.lease_owner != owner)
+    free, held, first = conn.execute(select(
+        func.count().filter(~live | _jobs.c.lease_until.is_(None)), func.count().filter(others),
+        func.min(_jobs.c.lease_until).filter(others)).where(
+        _jobs.c.migration_id == migration_id, _jobs.c.state.in_([D_PENDING, D_EMBEDDING]))).one()
+    return int(free or 0), int(held or 0), (max(0.0, float(first) - now) if first is not None else None)
 
 
-def held_by_others(conn: Connection, migration_id: str, owner: str) -> tuple[int, float | None]:
-    """Databases still to do that other workers hold now, and the seconds until the first
-    of those leases runs out (None: none held)."""
-    now = db_now(conn)
-    n, first = conn.execute(select(func.count(), func.min(_jobs.c.lease_until)).where(
-        _jobs.c.migration_id == migration_id, _jobs.c.state.in_([D_PENDING, D_EMBEDDING]),
-        _jobs.c.lease_until >= now, or_(_jobs.c.lease_owner.is_(None), _jobs.c.lease_owner != owner))).one()
-    return int(n or 0), (max(0.0, float(first) - now) if first is not None else None)
-
+def clear_all(conn: Connection, migration_id: str) -> None:
+    """Forget every lease of a migration (the only writer, after a dead run's leases)."""
+    conn.execute(update(_jobs).where(_jobs.c.migration_id == migration_id, _jobs.c.lease_until.is_not(None))
+                 .values(lease_until=None))
