@@ -172,12 +172,8 @@ def _human_bytes(n: int | None) -> str:
 def _no_password_in_argv(ctx, param, value):
     """A password on the command line is seen by every user of the host (ps): refuse it."""
     if value and ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE:
-        from sqlalchemy.engine import make_url
-        try:
-            has_password = make_url(value).password is not None
-        except Exception:
-            has_password = False
-        if has_password:
+        from .state import has_password
+        if has_password(value):
             raise click.BadParameter("holds a password, which every user of this host could read; "
                                      "leave it out and put it in PGPASSWORD or ~/.pgpass, or give the "
                                      "whole URL in MIGRATOR_STATE_URL")
@@ -579,8 +575,8 @@ def cron_cmd(ctx, every, systemd, **kw):
                 v = str(Path(v).resolve())
             args += [flag, str(v)]
     if kw.get("state_url"):
-        from sqlalchemy.engine import make_url
-        if make_url(kw["state_url"]).password is not None:
+        from .state import has_password
+        if has_password(kw["state_url"]):
             raise errors.UsageError("MIGRATOR_STATE_URL holds a password, which must not go into a crontab "
                                     "or unit file; put it in ~/.pgpass of the user cron runs as")
         args += ["--state-url", kw["state_url"]]

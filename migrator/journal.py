@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DatabaseError, DBAPIError
 from sqlalchemy.sql.expression import Executable
 
-from .state import StateStore, _unreadable
+from .state import StateStore, unreadable
 
 Change = Callable[[Connection], Any]
 
@@ -119,7 +119,7 @@ class Journal:
                 if _victim(e) and attempt < RETRIES_IF_VICTIM:
                     time.sleep(0.05 * (attempt + 1))
                     continue
-                self._give_up(group, _unreadable(self.store.location, e)
+                self._give_up(group, unreadable(self.store.location, e)
                               if isinstance(e, DatabaseError) else e)
                 return
             except BaseException as e:   # noqa: BLE001 - handed to every waiter

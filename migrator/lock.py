@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from filelock import FileLock, Timeout
+from sqlalchemy import text
 
 from .errors import LockHeld, StateError
 
@@ -99,7 +100,6 @@ class ServerLock(WriterLock):
         self.exclusive = False
 
     def _ask(self, sql: str, key: int = WRITERS_KEY):
-        from sqlalchemy import text
         value = self.conn.execute(text(sql), {"k": key}).scalar()
         self.conn.commit()
         return value
@@ -126,7 +126,6 @@ class ServerLock(WriterLock):
         self._ask("select pg_advisory_unlock(:k)", SCAN_KEY)
 
     def holders(self) -> str:
-        from sqlalchemy import text
         rows = self.conn.execute(text(
             "select a.application_name, host(a.client_addr), l.mode from pg_locks l "
             "join pg_stat_activity a on a.pid = l.pid where l.locktype = 'advisory' and l.granted "

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -75,7 +74,7 @@ def _sqlite_begin(conn) -> None:
     conn.exec_driver_sql("BEGIN")
 
 
-def _unreadable(location: str, e: DatabaseError) -> StateError:
+def unreadable(location: str, e: DatabaseError) -> StateError:
     msg = str(getattr(e, "orig", None) or e).splitlines()[0]
     if "locked" in msg:
         return StateError(f"{location}: the job database is locked by another process ({msg}); "
@@ -115,7 +114,7 @@ class StateStore:
                     s.rollback()
                     raise
         except DatabaseError as e:
-            raise _unreadable(self.location, e) from None
+            raise unreadable(self.location, e) from None
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
@@ -124,7 +123,7 @@ class StateStore:
             with self.engine.begin() as conn:
                 yield conn
         except DatabaseError as e:
-            raise _unreadable(self.location, e) from None
+            raise unreadable(self.location, e) from None
 
     @contextmanager
     def reader(self) -> Iterator[Session]:
@@ -133,7 +132,7 @@ class StateStore:
             with self._sessions() as s:
                 yield s
         except DatabaseError as e:
-            raise _unreadable(self.location, e) from None
+            raise unreadable(self.location, e) from None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -189,6 +188,14 @@ def state_url(url: str | None = None) -> str | None:
     """The job database's URL when it is a server (``--state-url`` or MIGRATOR_STATE_URL);
     None: the default SQLite file in the state directory."""
     return url or os.environ.get("MIGRATOR_STATE_URL") or None
+
+
+def has_password(url: str) -> bool:
+    """Does this URL carry a password (which must never be on a command line or in a crontab)?"""
+    try:
+        return make_url(url).password is not None
+    except Exception:
+        return False
 
 
 def shown_url(url: str) -> str:
@@ -290,7 +297,7 @@ def open_state(state_dir: str | os.PathLike | None = None, *, readonly: bool = F
         raise StateError(f"{where}: cannot open the job database ({msg})") from None
     except DatabaseError as e:
         engine.dispose()
-        raise _unreadable(where, e) from None
+        raise unreadable(where, e) from None
     except Exception as e:
         engine.dispose()
         from alembic.util import CommandError
