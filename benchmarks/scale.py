@@ -50,7 +50,7 @@ if __package__ in (None, ""):
 
 from benchmarks import corpus as corp  # noqa: E402
 from benchmarks.procs import PY, REPO, Server, machine, run_timed  # noqa: E402
-from benchmarks.run import DEFAULT_OVERHEAD_S, MODELS, log, timeout_for, verify_tree  # noqa: E402
+from benchmarks.run import DEFAULT_OVERHEAD_S, MODELS, _ints, log, timeout_for, verify_tree  # noqa: E402
 
 DIM = 4096
 TARGET_EFFICIENCY = 0.9          # throughput >= 0.9 x N (as a ratio to N=1, W=1)
@@ -452,10 +452,6 @@ def well_formed(res: dict) -> list[str]:
 # --------------------------------------------------------------------------- #
 # CLI                                                                         #
 # --------------------------------------------------------------------------- #
-def _ints(text: str) -> list[int]:
-    return [int(float(x)) for x in text.replace("_", "").split(",") if x.strip()]
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="benchmarks/scale.py", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
