@@ -27,7 +27,8 @@ from pathlib import Path
 
 from sqlalchemy import func, insert, select, update
 
-from . import allocator, cleanup, config, crashpoints, fsutil, gate, hooks, leases, swap, window
+from . import (allocator, appconfig, cleanup, config, crashpoints, fsutil, gate, hooks, leases, profiles,
+               provenance, swap, window)
 from .control import Control, metrics_url_for
 from .endpoint import DEFAULT_ENDPOINT, Endpoint, PoisonedInput, normalize_endpoint, resolve_model
 from .errors import EndpointRejected, Interrupted, LockHeld, MigratorError, UsageError, WindowEnded
@@ -35,11 +36,10 @@ from .lock import WriterLock, server_lock, state_lock
 from .models import (ACTIVE_MIGRATION_STATES, D_CUT_OVER, D_EMBEDDING, D_FAILED, D_PENDING,
                      D_STAGED, M_DONE, M_FINALIZED, M_ROLLED_BACK, M_RUNNING, M_STAGED, DatabaseJob,
                      Event, Migration)
-from .profiles import describe as describe_profile
 from .pool import EndpointPool, make_endpoint
 from .runner import Embedder, NullReporter, Reporter
 from .serve import ManagedServer
-from .scan import BAD, MIGRATE, SKIP, scan
+from .scan import BAD, DEFAULT_PATTERN, MIGRATE, SKIP, Found, inspect, scan
 from .state import StateStore, default_state_dir, open_state, state_url
 from .status import status  # noqa: F401  (re-exported: api.status)
 
@@ -49,15 +49,16 @@ class Settings:
     """Everything a command may need; the CLI fills it from options and environment."""
 
     roots: list[str] = field(default_factory=list)
-    pattern: str = "database.json"
+    pattern: str = DEFAULT_PATTERN
     model: str | None = None
     dim: int | None = None
     endpoint: str | list[str] = DEFAULT_ENDPOINT   # one URL, or several (pool.EndpointPool)
     api_key_file: str | None = None
     state_dir: str | None = None
     state_url: str | None = None        # a shared PostgreSQL job table (None: SQLite in state_dir)
-    profile: str | None = None
+    profile: str | None = None          # auto (None), dvd, lightrag, nano-graphrag
     text_field: str | None = None
+    text_template: str | None = None
     batch_size: int = 32
     concurrency: int | None = None      # None: adaptive (tuning.AdaptiveLimit)
     request_timeout: float = 120.0
@@ -83,6 +84,11 @@ class Settings:
     @property
     def state_path(self) -> Path:
         return Path(self.state_dir) if self.state_dir else default_state_dir()
+
+    @property
+    def spec(self) -> profiles.Spec:
+        """How texts are found (a bad combination or template: UsageError)."""
+        return profiles.Spec(self.profile, self.text_field, self.text_template)
 
     @property
     def endpoint_urls(self) -> list[str]:
@@ -137,8 +143,44 @@ def _reader(settings: Settings) -> StateStore:
     return open_state(settings.state_path, readonly=True)
 
 
-def dvd_config_lines(model: str, dim: int) -> list[str]:
-    return [f'AOAI_EMBEDDING_LARGE_MODEL_NAME = "{model}"', f"AOAI_EMBEDDING_LARGE_DIM = {dim}"]
+async def _check_unknown_models(endpoint: Endpoint, found: list[Found], settings: Settings,
+                                 reporter: Reporter | None = None) -> None:
+    """Files at the target dimension that record no model: a few of their records are embedded
+    again; where the stored vectors are not the target model's, the file is migrated after all."""
+    for i, f in enumerate(found):
+        if not f.unknown_model:
+            continue
+        again = await asyncio.to_thread(inspect, f.path, endpoint.target_dim, spec=settings.spec,
+                                        keep_texts=True, same_dim=True)
+        if again.status != MIGRATE or not again.texts:
+            continue
+        try:
+            from . import nvdb
+            nf = await asyncio.to_thread(nvdb.read, f.path)
+            cosine = await provenance.probe(endpoint, nf, again.texts)
+        except (MigratorError, OSError) as e:
+            f.reason += f" (could not probe it: {e})"
+            continue
+        if cosine is None or cosine >= provenance.SAME_MODEL_COSINE:
+            f.reason = (f"already at the target dimension {f.dim}; {endpoint.info.model} gives back its "
+                        f"stored vectors (probe: cosine {cosine:.3f})") if cosine is not None else f.reason
+            f.unknown_model = False
+            continue
+        again.texts = f.texts
+        again.reason = (f"at the target dimension {f.dim}, but its vectors are not {endpoint.info.model}'s "
+                        f"(probe: cosine {cosine:.2f} between stored and re-embedded records): migrated")
+        found[i] = again
+        if reporter is not None:
+            reporter.note(f"{f.path}: {again.reason}")
+
+
+def _applications(found) -> dict[str, list[Path]]:
+    apps: dict[str, list[Path]] = {}
+    for f in found:
+        app = f.profile if f.profile in profiles.APPLICATIONS else None
+        if app:
+            apps.setdefault(app, []).append(Path(f.path))
+    return apps
 
 
 # ------------------------------------------------------------------- plan
@@ -147,6 +189,7 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
     if not settings.roots:
         raise UsageError("no --root given: name the directory that holds the databases")
     model_id, known_dim = resolve_model(settings.model or "8b")
+    settings.spec      # a bad --text-template is refused before anything is read
     endpoint_report: dict = {"url": ", ".join(settings.check_endpoints()), "reachable": False}
     target = settings.dim or known_dim
     ep: Endpoint | None = None
@@ -156,7 +199,7 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
             ep = settings.make_endpoint()
             try:
                 info = loop.run_until_complete(ep.probe(settings.model or "8b", target_dim=settings.dim))
-                target = ep.target_dim
+                target, model_id = ep.target_dim, info.model
                 endpoint_report.update(reachable=True, model=info.model, served_models=info.served_models,
                                        max_model_len=info.max_model_len, native_dim=info.native_dim,
                                        tokenize=info.tokenize, note=info.note or None)
@@ -164,9 +207,8 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
                 endpoint_report["error"] = str(e)
         found = []
         sample: list[str] = []     # a few real texts for the throughput probe
-        for f in scan(settings.roots, settings.pattern, target, profile=settings.profile,
-                      text_field=settings.text_field, follow_symlinks=settings.follow_symlinks,
-                      keep_texts=endpoint_report["reachable"]):
+        for f in scan(settings.roots, settings.pattern, target, spec=settings.spec, target_model=model_id,
+                      follow_symlinks=settings.follow_symlinks, keep_texts=endpoint_report["reachable"]):
             if f.status == MIGRATE and f.texts is not None:
                 if tokenize and ep.info.tokenize:
                     counts = loop.run_until_complete(ep.count_tokens(f.texts))
@@ -174,6 +216,8 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
                 sample.extend(f.texts[:max(0, 128 - len(sample))])
             f.texts = None         # memory holds one database's texts at a time
             found.append(f)
+        if endpoint_report["reachable"]:
+            loop.run_until_complete(_check_unknown_models(ep, found, settings))
         todo = [f for f in found if f.status == MIGRATE]
         exact = bool(todo) and all(f.tokens is not None for f in todo)
         tokens = sum(f.tokens for f in todo) if exact else sum(f.est_tokens() for f in todo)
@@ -205,6 +249,10 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
         disks.append({"filesystem_of": str(where), "needed_bytes": need, "free_bytes": free,
                       "enough": need < free})
     by_dim = Counter(f.dim for f in found if f.dim is not None)
+    native = endpoint_report.get("native_dim")
+    configs = appconfig.report(_applications(found), [Path(r) for r in settings.roots], model_id, target,
+                               native)
+    other_model = [f for f in found if f.made_by is not None and f.made_by.model != model_id]
     return {
         "roots": [str(r) for r in settings.roots], "pattern": settings.pattern,
         "model": model_id, "target_dim": target,
@@ -214,10 +262,15 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
             "records": sum(f.records for f in todo), "chars": sum(f.chars for f in todo),
             "tokens": tokens, "tokens_exact": exact,
             "by_dim": {str(k): v for k, v in sorted(by_dim.items())},
+            "by_application": dict(Counter(f.profile or "unknown" for f in found if f.status != BAD)),
+            "made_by_other_model": len(other_model),
+            "same_dim_other_model": sum(f.dim == target for f in other_model),
+            "model_unknown_at_target_dim": sum(f.unknown_model for f in found),
             "staging_bytes": sum(f.new_size for f in todo),
             "backup_bytes": sum(f.size for f in todo),
         },
         "disk": disks,
+        "configs": [c.as_dict() | {"stale": c.stale(model_id, target)} for c in configs],
         "endpoint": endpoint_report,
         "databases": [f.as_dict() for f in found],
     }
@@ -238,7 +291,7 @@ class RunResult:
     truncated: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     cutover: dict | None = None
-    config_lines: list[str] = field(default_factory=list)
+    configs: list[dict] = field(default_factory=list)   # appconfig.AppConfig: what to change now
     gate: dict | None = None      # the quality gate's report, when it ran and failed
 
     def as_dict(self) -> dict:
@@ -399,9 +452,7 @@ async def _run(settings: Settings, store: StateStore, reporter: Reporter,
                     reporter.note("quality gate: SKIPPED (--no-quality-gate); staging verified each "
                                   "file, nothing checked that the vectors mean anything")
                 elif counts.get(D_STAGED):
-                    report = await gate.check(store, mig.id, mig.target_dim, endpoint,
-                                              profile=settings.profile, text_field=settings.text_field,
-                                              every_database=False)
+                    report = await gate.check(store, mig.id, mig.target_dim, endpoint, every_database=False)
                     reporter.note(f"quality gate: {'passed' if report.passed else 'FAILED'} "
                                   f"({report.databases} staged, {report.self_hits}/{report.sampled} sampled "
                                   f"records found by their own text"
@@ -453,6 +504,10 @@ async def _start_or_resume(settings: Settings, store: StateStore, endpoint: Endp
                 raise UsageError(f"migration {active.id} to {active.requested_model} ({active.target_dim} dims) "
                                  f"is unfinished; finish it with `migrate run` or undo it with "
                                  f"`migrate rollback` before starting another")
+        if active and settings.spec.forced and settings.spec != profiles.Spec.parse(active.profile):
+            raise UsageError(f"migration {active.id} reads texts as {active.profile!r}, not "
+                             f"{settings.spec.describe()!r}; finish it without those options (it keeps its "
+                             f"own) or roll it back first")
         if active and settings.roots and sorted(os.path.abspath(r) for r in settings.roots) != sorted(active.roots):
             raise UsageError(f"migration {active.id} over {', '.join(active.roots)} is unfinished; finish it "
                              f"(`migrate run` without --root) or roll it back before migrating other roots")
@@ -463,7 +518,14 @@ async def _start_or_resume(settings: Settings, store: StateStore, endpoint: Endp
         if info.note:
             reporter.note(info.note)
         if active is None:
-            return await asyncio.to_thread(_create_migration, settings, store, endpoint, requested, reporter)
+            if not settings.roots:
+                raise UsageError("no --root given: name the directory that holds the databases")
+            found = await asyncio.to_thread(lambda: list(scan(
+                settings.roots, settings.pattern, endpoint.target_dim, spec=settings.spec,
+                target_model=endpoint.info.model, follow_symlinks=settings.follow_symlinks)))
+            await _check_unknown_models(endpoint, found, settings, reporter)
+            return await asyncio.to_thread(_create_migration, settings, store, endpoint, requested, reporter,
+                                           found)
         if info.native_dim != active.native_dim or endpoint.target_dim != active.target_dim:
             raise EndpointRejected(f"{endpoint.base_url}: serves {info.native_dim}-dim vectors but "
                                    f"migration {active.id} was started with {active.native_dim}; "
@@ -540,11 +602,12 @@ def _stored_texts(settings: Settings, store: StateStore, mig: Migration, n: int)
         paths = s.scalars(select(DatabaseJob.path).where(
             DatabaseJob.migration_id == mig.id, DatabaseJob.state.in_([D_PENDING, D_EMBEDDING]))
             .order_by(DatabaseJob.id).limit(5)).all()
-    from . import nvdb, profiles
+    from . import nvdb
+    spec = profiles.Spec.parse(mig.profile)
     for path in paths:
         try:
             nf = nvdb.read(path)
-            texts = profiles.choose(nf, profile=settings.profile, text_field=settings.text_field).texts(nf)
+            texts = profiles.choose(nf, spec).texts(nf)
         except (MigratorError, OSError):
             continue       # the pipeline reports a bad file in its place
         if texts:
@@ -567,12 +630,8 @@ async def _sanity_probe(settings: Settings, store: StateStore, mig: Migration, e
 
 
 def _create_migration(settings: Settings, store: StateStore, endpoint: Endpoint, requested: str,
-                      reporter: Reporter) -> Migration | RunResult:
-    if not settings.roots:
-        raise UsageError("no --root given: name the directory that holds the databases")
+                      reporter: Reporter, found: list[Found]) -> Migration | RunResult:
     target = endpoint.target_dim
-    found = list(scan(settings.roots, settings.pattern, target, profile=settings.profile,
-                      text_field=settings.text_field, follow_symlinks=settings.follow_symlinks))
     todo = [f for f in found if f.status == MIGRATE]
     bad = [f for f in found if f.status == BAD]
     skipped = [f for f in found if f.status == SKIP]
@@ -589,6 +648,8 @@ def _create_migration(settings: Settings, store: StateStore, endpoint: Endpoint,
     if not todo and not bad:
         return RunResult(None, "nothing_to_do",
                          f"nothing to do: {len(skipped)} database(s) found, all already at {target} dims"
+                         + ("" if all(f.made_by for f in skipped) else
+                            " (some record no model; `migrate plan` says which)")
                          if skipped else f"nothing to do: no files named {settings.pattern!r} under "
                                          f"{', '.join(map(str, settings.roots))}",
                          model=endpoint.info.model, target_dim=target)
@@ -598,7 +659,7 @@ def _create_migration(settings: Settings, store: StateStore, endpoint: Endpoint,
                         native_dim=endpoint.info.native_dim, target_dim=target,
                         max_model_len=endpoint.info.max_model_len, endpoint=endpoint.base_url[:500],
                         roots=[os.path.abspath(r) for r in settings.roots], pattern=settings.pattern,
-                        profile=describe_profile(settings.text_field, settings.profile))
+                        profile=settings.spec.describe())
         s.add(mig)
         s.flush()
         conn = s.connection()     # one row per database: plain executemany, no ORM objects
@@ -612,7 +673,8 @@ def _create_migration(settings: Settings, store: StateStore, endpoint: Endpoint,
                                  state=D_PENDING if f.status == MIGRATE else D_FAILED,
                                  source_size=f.size, source_mtime_ns=f.mtime_ns,
                                  source_sha256="",   # hashed when first read for embedding
-                                 source_dim=f.dim or 0, n_records=f.records, n_chars=f.chars, error=error))
+                                 source_dim=f.dim or 0, n_records=f.records, n_chars=f.chars, error=error,
+                                 profile=f.profile))
                 if error:
                     events.append(dict(migration_id=mid, level="error", path=str(f.path), message=error))
             if rows:
@@ -654,8 +716,7 @@ async def _embed_pending(settings: Settings, store: StateStore, mig: Migration, 
     t0 = time.monotonic()
     embedder = Embedder(store, mig, endpoint, batch_size=settings.batch_size,
                         concurrency=settings.concurrency, fail_fast=settings.fail_fast,
-                        reporter=reporter, stop=stop, profile=settings.profile,
-                        text_field=settings.text_field, control=settings.make_control())
+                        reporter=reporter, stop=stop, control=settings.make_control())
     try:
         outcome = await embedder.run()
         return settings.fail_fast and outcome.failed > 0
@@ -692,7 +753,22 @@ def _result(store: StateStore, mig: Migration, cut: swap.SwapResult | None, star
                      records_embedded=rec, tokens_embedded=tok, seconds=round(time.monotonic() - started, 2),
                      truncated=truncated, failures=failures + refused,
                      cutover=cut.as_dict() if cut else None,
-                     config_lines=dvd_config_lines(mig.model, mig.target_dim) if counts.get(D_CUT_OVER) else [])
+                     configs=_configs(store, mig) if counts.get(D_CUT_OVER) else [])
+
+
+def _configs(store: StateStore, mig: Migration) -> list[dict]:
+    """What each application with databases cut over must now be told (appconfig.py)."""
+    with store.reader() as s:
+        rows = s.execute(select(DatabaseJob.profile, DatabaseJob.path).where(
+            DatabaseJob.migration_id == mig.id, DatabaseJob.state == D_CUT_OVER)).all()
+    apps: dict[str, list[Path]] = {}
+    for profile, path in rows:
+        # a job table from before profiles were kept knew DVD only
+        app = profile if profile in profiles.APPLICATIONS else "dvd" if profile is None else None
+        if app:
+            apps.setdefault(app, []).append(Path(path))
+    found = appconfig.report(apps, [Path(r) for r in mig.roots], mig.model, mig.target_dim, mig.native_dim)
+    return [c.as_dict() | {"stale": c.stale(mig.model, mig.target_dim)} for c in found]
 
 
 # ---------------------------------------------------------- cutover/rollback
@@ -807,8 +883,7 @@ def verify(settings: Settings, *, migration_id: str | None = None) -> dict:
             endpoint = settings.make_endpoint()
             try:
                 await endpoint.probe(requested, target_dim=target)
-                return await gate.check(store, mid, target, endpoint, profile=settings.profile,
-                                        text_field=settings.text_field)
+                return await gate.check(store, mid, target, endpoint)
             finally:
                 await endpoint.aclose()
 

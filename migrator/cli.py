@@ -19,6 +19,8 @@ import click
 from . import api, errors, window
 from .config import ENVIRONMENT
 from .endpoint import DEFAULT_ENDPOINT
+from .profiles import APPLICATIONS
+from .scan import DEFAULT_PATTERN
 
 log = logging.getLogger("migrator")
 
@@ -202,15 +204,20 @@ def _stack(*options):
 source_options = _stack(
     click.option("--root", "roots", multiple=True, type=click.Path(file_okay=True),
                  help="Directory to scan (repeatable), e.g. DVD's video_database/."),
-    click.option("--pattern", default="database.json", show_default=True,
-                 help="File name (glob) of the NanoVectorDB files."),
+    click.option("--pattern", default=DEFAULT_PATTERN, show_default=True,
+                 help="File names (globs, comma-separated) of the NanoVectorDB files: DVD's database.json, "
+                      "LightRAG's and nano-graphrag's vdb_*.json."),
     click.option("--model", default=None, help="Target model: 8b, 4b, 0.6b or a full model id."),
     click.option("--dim", type=click.IntRange(32, 65536), default=None,
                  help="Shorter Matryoshka size: cut on the client and re-normalised."),
-    click.option("--profile", type=click.Choice(["auto", "dvd"]), default=None,
-                 help="How to find each record's source text (default: detect DVD)."),
+    click.option("--profile", type=click.Choice(["auto", *APPLICATIONS]), default=None,
+                 help="Whose files these are, so where each record's embedded text is (default: detected "
+                      "per file from its records, name and neighbours)."),
     click.option("--text-field", default=None,
-                 help="For non-DVD files: the record field that holds the embedded text."),
+                 help="Any other NanoVectorDB file: the record field that holds the embedded text."),
+    click.option("--text-template", default=None, metavar="TEMPLATE",
+                 help="Any other NanoVectorDB file: the embedded text built from record fields, "
+                      "e.g. '{title}\n{body}' (\n and \t understood)."),
     click.option("--follow-symlinks", is_flag=True,
                  help="Migrate the files that symlinked databases point to (default: refuse them)."),
 )
@@ -301,6 +308,14 @@ def plan(as_json, no_probe, no_tokenize, **kw):
         click.echo(f"Databases under {', '.join(r['roots'])} named {r['pattern']!r}: {t['databases']}")
         for dim, n in t["by_dim"].items():
             click.echo(f"  {n:>6} at {dim} dims")
+        for app, n in sorted(t["by_application"].items()):
+            click.echo(f"  {n:>6} {app}")
+        if t["same_dim_other_model"]:
+            click.echo(f"WARNING: {t['same_dim_other_model']} database(s) at {r['target_dim']} dims hold another "
+                       f"model's vectors (same size, different space); they are migrated too")
+        if t["model_unknown_at_target_dim"]:
+            click.echo(f"WARNING: {t['model_unknown_at_target_dim']} database(s) at {r['target_dim']} dims record "
+                       f"no model; with the endpoint reachable, plan probes them (see SKIP lines)")
         click.echo(f"To migrate to {r['model']} ({r['target_dim']} dims): {t['to_migrate']} databases, "
                    f"{t['records']} records, {t['chars']} characters, "
                    f"{'' if t['tokens_exact'] else '~'}{t['tokens']} tokens "
@@ -310,8 +325,9 @@ def plan(as_json, no_probe, no_tokenize, **kw):
                        f"files, {_human_bytes(d['free_bytes'])} free{'' if d['enough'] else '  NOT ENOUGH'}")
         click.echo(f"Backups: {_human_bytes(t['backup_bytes'])} of old files kept as hard links (no copy)")
         for db in r["databases"]:
-            if db["status"] != "migrate":
-                click.echo(f"  {db['status'].upper():5} {db['path']}: {db['reason']}")
+            if db["status"] != "migrate" or db["reason"]:
+                click.echo(f"  {db['status'].upper():7} {db['path']}: {db['reason']}")
+        _print_configs(r["configs"], "plan")
         e = r["endpoint"]
         if e.get("reachable"):
             click.echo(f"Endpoint {e['url']}: model {e['model']}, max_model_len {e['max_model_len']}, "
@@ -337,10 +353,27 @@ def _print_run(r: dict) -> None:
     cut = r.get("cutover") or {}
     for p in cut.get("restage") or []:
         click.echo(f"  CHANGED {p} (not overwritten; re-embed with `migrate run`)")
-    if r.get("config_lines"):
-        click.echo("Now change these two lines in DVD's dvd/config.py:")
-        for line in r["config_lines"]:
-            click.echo(f"    {line}")
+    _print_configs(r.get("configs") or [], "cutover")
+
+
+_APP_NAMES = {"dvd": "DeepVideoDiscovery", "lightrag": "LightRAG", "nano-graphrag": "nano-graphrag"}
+
+
+def _print_configs(configs: list[dict], when: str) -> None:
+    """Cutover: the lines each application must change now. Plan: a config still naming another model."""
+    for c in configs:
+        name, where = _APP_NAMES.get(c["application"], c["application"]), c["path"]
+        if when == "plan":
+            if where and c["stale"]:
+                click.echo(f"WARNING: {where} still names {c['model'] or '?'} ({c['dim'] or '?'} dims); "
+                           f"at cutover {name} must be set to: {'; '.join(c['lines'])}")
+        else:
+            click.echo(f"Now change {name}'s settings" + (f" in {where}:" if where else ":"))
+            for line in c["lines"]:
+                click.echo(f"    {line}")
+        for note in c["notes"]:
+            if when != "plan" or "EMBEDDING_ASYMMETRIC" in note:
+                click.echo(f"  ({note})")
 
 
 def _finish_run(result: api.RunResult, as_json: bool) -> None:
@@ -481,8 +514,6 @@ def status(as_json, show_dbs, migration_id, state_dir, state_url):
 @main.command()
 @endpoint_options
 @state_option
-@click.option("--profile", type=click.Choice(["auto", "dvd"]), default=None, help="As for `run`.")
-@click.option("--text-field", default=None, help="As for `run`.")
 @migration_option("default: the unfinished one")
 @json_option
 @_handle_errors

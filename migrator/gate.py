@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
-from . import fsutil, nvdb, profiles
+from . import fsutil, nvdb, profiles, verify
 from .errors import BadDatabase
-from .models import D_STAGED, DatabaseJob
+from .models import D_STAGED, DatabaseJob, Migration
 from .state import StateStore
 from .verify import SharedVectors
 
@@ -105,16 +105,17 @@ class _Checked:
     chances: list[float] = field(default_factory=list)
 
 
-def _texts(job, profile: str | None, text_field: str | None) -> list[str] | None:
+def _texts(job, spec: profiles.Spec) -> tuple[list[str], profiles.Profile] | None:
     try:
         src = nvdb.read(job.path)
-        return profiles.choose(src, profile=profile, text_field=text_field).texts(src)
+        prof = profiles.choose(src, spec)
+        return prof.texts(src), prof
     except (BadDatabase, OSError):
         return None       # _structure reports it
 
 
 def _structure(job, target_dim: int, picked: list[int], queries: np.ndarray | None,
-               texts: list[str] | None) -> _Checked:
+               found: tuple[list[str], profiles.Profile] | None, model: str) -> _Checked:
     """Check one staged database, streaming its new and old matrices in blocks; for the
     ``picked`` rows also score their ``queries`` and compare neighbourhoods."""
     staged, live = Path(job.staged_path), Path(job.path)
@@ -132,7 +133,8 @@ def _structure(job, target_dim: int, picked: list[int], queries: np.ndarray | No
         return _Checked([f"{staged}: {e}"])
     if new.embedding_dim != target_dim:
         return _Checked([f"{staged}: {new.embedding_dim} dims, expected {target_dim}"])
-    if new.n != src.n or new.n != job.n_records or not nvdb.same_payload(new, src) or texts is None:
+    texts, prof = found or (None, None)
+    if new.n != job.n_records or texts is None or (problem := verify.payload_problem(new, src, prof, model)):
         return _Checked([f"{staged}: records differ from its source {live}"])
     n, p = new.n, len(picked)
     # pass 1: the picked rows' vectors, old and new
@@ -154,6 +156,8 @@ def _structure(job, target_dim: int, picked: list[int], queries: np.ndarray | No
         worst = max(worst, float(np.max(np.abs(np.linalg.norm(nb, axis=1).astype(np.float64) - 1.0))))
         if problem := shared.add(nb):
             return _Checked([f"{staged}: {problem} (is the server answering one vector for everything?)"])
+        if problem := verify.record_problem(new, src, prof, at, nb):
+            return _Checked([f"{staged}: {problem}"])
         if p:
             nu, ou = _unit(nb), _unit(ob)
             new_sims[:, at:at + len(nb)] = new_rows @ nu.T
@@ -186,7 +190,6 @@ def _structure(job, target_dim: int, picked: list[int], queries: np.ndarray | No
 
 
 async def check(store: StateStore, migration_id: str, target_dim: int, endpoint, *,
-                profile: str | None = None, text_field: str | None = None,
                 every_database: bool = True) -> GateReport:
     """Run the gate over the migration's staged databases. ``endpoint`` embeds the sampled
     queries (None: structure only). Memory: one block of rows at a time, whatever the size.
@@ -198,6 +201,8 @@ async def check(store: StateStore, migration_id: str, target_dim: int, endpoint,
     import asyncio
     report = GateReport(migration_id)
     with store.reader() as s:
+        mig = s.get(Migration, migration_id)
+        spec, model = profiles.Spec.parse(mig.profile), mig.model
         jobs = s.execute(select(DatabaseJob.id, DatabaseJob.path, DatabaseJob.staged_path,
                                 DatabaseJob.staged_sha256, DatabaseJob.source_sha256, DatabaseJob.n_records)
                          .where(DatabaseJob.migration_id == migration_id, DatabaseJob.state == D_STAGED)
@@ -211,14 +216,15 @@ async def check(store: StateStore, migration_id: str, target_dim: int, endpoint,
         if not every_database and job.id not in sampled_ids:
             continue
         report.checked += 1
-        texts = await asyncio.to_thread(_texts, job, profile, text_field)
+        found = await asyncio.to_thread(_texts, job, spec)
+        texts = found[0] if found else None
         picked: list[int] = []
         queries = None
         if job.id in sampled_ids and texts and len(texts) >= 2:
             per_db = max(SAMPLE_PER_DATABASE, -(-MIN_SAMPLES // len(sampled_ids)))
             picked = sorted(rng.sample(range(len(texts)), min(per_db, len(texts))))
             queries = (await endpoint.embed([as_query(texts[i]) for i in picked])).vectors.astype(np.float64)
-        c = await asyncio.to_thread(_structure, job, target_dim, picked, queries, texts)
+        c = await asyncio.to_thread(_structure, job, target_dim, picked, queries, found, model)
         report.problems += c.problems
         if c.skipped:
             report.skipped.append(c.skipped)

@@ -60,7 +60,7 @@ class Migration(Base):
     endpoint: Mapped[str] = mapped_column(String(500))       # URL only; never a key
     roots: Mapped[list] = mapped_column(JSON)
     pattern: Mapped[str] = mapped_column(String(200))
-    profile: Mapped[str] = mapped_column(String(200))        # auto | dvd | field:NAME
+    profile: Mapped[str] = mapped_column(Text)    # auto | dvd | lightrag | nano-graphrag | field:NAME | template:T
     records_embedded: Mapped[int] = mapped_column(BigInteger, default=0)
     tokens_embedded: Mapped[int] = mapped_column(BigInteger, default=0)
     embed_seconds: Mapped[float] = mapped_column(Float, default=0.0)
@@ -97,6 +97,7 @@ class DatabaseJob(Base):
     # clock); the owner is kept after staging, to say which worker staged it.
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_until: Mapped[float | None] = mapped_column(Float)
+    profile: Mapped[str | None] = mapped_column(String(40))   # as found at the scan (profiles.py)
 
     migration: Mapped[Migration] = relationship(back_populates="databases")
     batches: Mapped[list["Batch"]] = relationship(back_populates="database",

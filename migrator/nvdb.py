@@ -483,17 +483,24 @@ class MatrixEncoder:
 
 
 def render(src: NanoFile, blocks: Iterable[np.ndarray] | np.ndarray, dim: int | None = None,
-           encoder: MatrixEncoder | None = None) -> Iterator[bytes]:
+           encoder: MatrixEncoder | None = None, *, records: Iterable[dict] | None = None,
+           values: dict | None = None) -> Iterator[bytes]:
     """The bytes of ``src`` with new vectors, streamed: same keys in the same order, same
-    records and additional data, ``embedding_dim`` = the vectors' width."""
+    records and additional data, ``embedding_dim`` = the vectors' width.
+
+    ``records`` (streamed, one per source record) replaces the records; ``values``
+    replaces top-level values by key, a key the file lacks coming last (where
+    nano-vectordb puts ``additional_data``)."""
     if isinstance(blocks, np.ndarray):
         dim = dim or int(blocks.shape[1])
         blocks = [blocks]
     if dim is None:
         raise ValueError("dim is needed when vectors come as an iterator")
     enc = encoder or MatrixEncoder(src.n, dim)
+    values = values or {}
+    keys = src.keys + [k for k in values if k not in src.keys]
     yield b"{"
-    for i, key in enumerate(src.keys):
+    for i, key in enumerate(keys):
         yield (b"," if i else b"") + dumps(key, "orjson") + b":"
         if key == "embedding_dim":
             yield str(int(dim)).encode()
@@ -501,9 +508,26 @@ def render(src: NanoFile, blocks: Iterable[np.ndarray] | np.ndarray, dim: int | 
             yield b'"'
             yield from enc.encode(blocks)
             yield b'"'
+        elif key == "data" and records is not None:
+            yield from _stream_list(records, src.n, src.codec)
         else:
-            yield dumps(src.values[key], src.codec)
+            yield dumps(values[key] if key in values else src.values[key], src.codec)
     yield b"}"
+
+
+def _stream_list(items: Iterable[Any], n: int, codec: str) -> Iterator[bytes]:
+    count = 0
+    parts: list[bytes] = [b"["]
+    for item in items:
+        parts.append((b"," if count else b"") + dumps(item, codec))
+        count += 1
+        if len(parts) >= 256:
+            yield b"".join(parts)
+            parts = []
+    if count != n:
+        raise ValueError(f"{count} records, expected {n}")
+    parts.append(b"]")
+    yield b"".join(parts)
 
 
 def same_payload(a: NanoFile, b: NanoFile) -> bool:

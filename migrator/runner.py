@@ -42,7 +42,7 @@ import numpy as np
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
-from . import allocator, crashpoints, fsutil, leases, nvdb, profiles, verify
+from . import allocator, crashpoints, fsutil, leases, nvdb, profiles, provenance, verify
 from .control import Control
 from .endpoint import Endpoint, PoisonedInput
 from .errors import BadDatabase
@@ -128,6 +128,7 @@ class _Work:
     ids: list[str]
     ranges: list[tuple[int, int]]            # (start, count) still to embed
     in_memory: bool
+    profile: profiles.Profile
     vectors: np.ndarray | None = None        # in memory: n x target, filled as answers come
     rows: int = 0                            # what it counts against the memory bound
     left: int = 0                            # rows still to embed (and, if large, to commit)
@@ -185,7 +186,6 @@ class Embedder:
     def __init__(self, store: StateStore, migration: Migration, endpoint: Endpoint, *,
                  batch_size: int = 32, concurrency: int | None = None, fail_fast: bool = False,
                  reporter: Reporter | None = None, stop: asyncio.Event | None = None,
-                 profile: str | None = None, text_field: str | None = None,
                  control: Control | None = None):
         self.store = store
         self.mig = migration
@@ -200,8 +200,7 @@ class Embedder:
         self.fail_fast = fail_fast
         self.reporter = reporter or NullReporter()
         self.stop = stop or asyncio.Event()
-        self.profile = profile
-        self.text_field = text_field
+        self.spec = profiles.Spec.parse(migration.profile)   # as the migration was scanned
         self.outcome = EmbedOutcome()
         self.control = control
         self.fatal: BaseException | None = None
@@ -272,7 +271,7 @@ class Embedder:
             else:
                 nf = nvdb.read(path)
                 digest = fsutil.sha256_file(path)
-            prof = profiles.choose(nf, profile=self.profile, text_field=self.text_field)
+            prof = profiles.choose(nf, self.spec)
             texts = prof.texts(nf)
             nf.check_matrix()
         except BadDatabase as e:
@@ -283,7 +282,8 @@ class Embedder:
         done = self._done_ranges(job.id) if job.n_done and not changed else []
         in_memory = not done and nf.n <= IN_MEMORY_BATCHES * self.batch_size
         work = _Work(job, path, nf, st, digest, texts, [r[nvdb.ID] for r in nf.data],
-                     ranges=missing_ranges(nf.n, done, self.batch_size), in_memory=in_memory)
+                     ranges=missing_ranges(nf.n, done, self.batch_size), in_memory=in_memory,
+                     profile=prof)
         work.left = sum(count for _, count in work.ranges)
         if in_memory:
             work.vectors = np.empty((nf.n, self.target), dtype=nvdb.FLOAT32)
@@ -323,6 +323,20 @@ class Embedder:
         if covered != n:
             raise _Untiled(covered)
 
+    def _new_vectors(self, w: _Work) -> Iterator[np.ndarray]:
+        """The new vectors of a database in row order (a fresh pass each call)."""
+        if w.in_memory:
+            return iter([w.vectors])
+        return self._vector_blocks(w.job.id, w.nf.n, self.target)
+
+    def _new_records(self, w: _Work) -> Iterator[dict]:
+        """Its records as the profile rewrites them for their new vectors (LightRAG's copy)."""
+        i = 0
+        for block in self._new_vectors(w):
+            for row in block:
+                yield w.profile.record(w.nf.data[i], row)
+                i += 1
+
     def _stage(self, w: _Work) -> str:
         """Write, fsync and verify the new file, then queue its record (I/O thread).
         Returns 'staged', 'changed' (to embed again) or 'failed'."""
@@ -351,9 +365,12 @@ class Embedder:
             return "changed"
         staged = staged_path(path, mid)
         encoder = nvdb.MatrixEncoder(n, target)
-        blocks = w.vectors if w.in_memory else self._vector_blocks(job.id, n, target)
+        model, prof = self.mig.model, w.profile
+        values = verify.new_values(w.nf, prof, model, target)
+        records = self._new_records(w) if prof.rewrites_records else None
         try:
-            size, digest = fsutil.atomic_write(staged, nvdb.render(w.nf, blocks, target, encoder), like=st)
+            size, digest = fsutil.atomic_write(staged, nvdb.render(
+                w.nf, self._new_vectors(w), target, encoder, records=records, values=values), like=st)
         except PermissionError as e:
             self._fail(job, f"{path}: cannot write the new file beside it ({e.strerror}); give this "
                             f"user write access to {path.parent}, then run again")
@@ -367,11 +384,19 @@ class Embedder:
             return "failed"
         crashpoints.reached("stage.written")
         problems = verify.check_staged(staged, w.nf, target, vectors_sha256=encoder.sha.hexdigest(),
-                                       file_sha256=digest, texts=w.texts)
+                                       file_sha256=digest, texts=w.texts, profile=prof, model=model)
         if problems:
             fsutil.remove_if_exists(staged)
             self._fail(job, f"{path}: staged file failed verification: {'; '.join(problems)}")
             return "failed"
+        if not values:      # the file cannot say which model made it: its sidecar will
+            try:
+                provenance.record(path, staged, digest, model, target, mid)
+            except OSError as e:
+                fsutil.remove_if_exists(staged)
+                self._fail(job, f"{provenance.sidecar_path(path)}: cannot be written ({e.strerror}); "
+                                f"give this user write access to {path.parent}, then run again")
+                return "failed"
         # The staged file is durable (fsync'd, directory fsync'd) before this is queued.
         values = dict(_id=job.id, state=D_STAGED, staged_path=str(staged), staged_sha256=digest,
                       staged_size=size, n_done=n, error=None, lease_until=None)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from . import nvdb, profiles
+from . import nvdb, profiles, provenance
 from .errors import BadDatabase, UsageError
 from .layout import is_own_file
 
@@ -35,6 +35,8 @@ class Found:
     profile: str | None = None
     tokens: int | None = None      # exact, from the server's /tokenize
     new_size: int = 0              # estimated size of the migrated file
+    made_by: provenance.MadeBy | None = None   # which model made its vectors, where recorded
+    unknown_model: bool = False    # at the target dimension, and nothing says which model made it
     texts: list[str] | None = field(default=None, repr=False)
 
     def est_tokens(self) -> int:
@@ -43,14 +45,27 @@ class Found:
     def as_dict(self) -> dict:
         d = {"path": str(self.path), "status": self.status, "reason": self.reason or None,
              "dim": self.dim, "records": self.records, "chars": self.chars, "bytes": self.size,
-             "profile": self.profile}
+             "profile": self.profile, "made_by": self.made_by.as_dict() if self.made_by else None}
         if self.tokens is not None:
             d["tokens"] = self.tokens
         return d
 
 
+DEFAULT_PATTERN = "database.json,vdb_*.json"   # DVD; LightRAG and nano-graphrag
+
+
+def patterns(pattern: str) -> list[str]:
+    """``--pattern``: one file-name glob, or several separated by commas."""
+    out = [p.strip() for p in pattern.split(",") if p.strip()]
+    if not out:
+        raise UsageError(f"--pattern {pattern!r} names no file; give a glob like 'database.json'")
+    return out
+
+
 def discover(roots: list[str | Path], pattern: str) -> Iterator[Path]:
-    """Every file under ``roots`` whose name matches ``pattern``, sorted, each once."""
+    """Every file under ``roots`` whose name matches ``pattern`` (globs separated by
+    commas), sorted, each once."""
+    globs = patterns(pattern)
     seen: set[Path] = set()
     for root in roots:
         root = Path(root)
@@ -63,7 +78,7 @@ def discover(roots: list[str | Path], pattern: str) -> Iterator[Path]:
             for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
                 dirnames.sort()
                 for name in sorted(filenames):
-                    if fnmatch.fnmatchcase(name, pattern) and not is_own_file(name):
+                    if any(fnmatch.fnmatchcase(name, g) for g in globs) and not is_own_file(name):
                         candidates.append(Path(dirpath) / name)
         for p in candidates:
             ap = Path(os.path.abspath(p))
@@ -72,7 +87,7 @@ def discover(roots: list[str | Path], pattern: str) -> Iterator[Path]:
                 yield ap
 
 
-def scan(roots: list[str | Path], pattern: str, target_dim: int | None, **kw) -> Iterator[Found]:
+def scan(roots: list[str | Path], pattern: str | list[str], target_dim: int | None, **kw) -> Iterator[Found]:
     """:func:`inspect` every file :func:`discover` finds, each real file once."""
     seen: set[Path] = set()
     for path in discover(roots, pattern):
@@ -83,10 +98,16 @@ def scan(roots: list[str | Path], pattern: str, target_dim: int | None, **kw) ->
         yield found
 
 
-def inspect(path: Path, target_dim: int | None, *, profile: str | None = None,
-            text_field: str | None = None, keep_texts: bool = False,
-            follow_symlinks: bool = False, check_vectors: bool = False) -> Found:
+def inspect(path: Path, target_dim: int | None, *, spec: profiles.Spec | None = None,
+            target_model: str | None = None, keep_texts: bool = False,
+            follow_symlinks: bool = False, check_vectors: bool = False,
+            same_dim: bool = False) -> Found:
     """Read one file and say whether and how it would be migrated. Never raises for bad content.
+
+    A file at the target dimension is skipped when its recorded maker is
+    ``target_model``, migrated when it is another model, and skipped as
+    ``unknown_model`` when nothing records it (``same_dim``: migrated; the caller
+    decides, see :func:`migrator.provenance.probe`).
 
     The matrix is skipped, not decoded, unless ``check_vectors``: a scan reads
     records only, and `run` decodes the old vectors when it embeds the file."""
@@ -110,11 +131,22 @@ def inspect(path: Path, target_dim: int | None, *, profile: str | None = None,
             size = mtime_ns = 0
         return Found(path, BAD, e.problem + (f" ({e.hint})" if e.hint else ""), size=size, mtime_ns=mtime_ns)
     found = Found(path, MIGRATE, dim=nf.embedding_dim, records=nf.n, size=nf.size, mtime_ns=nf.mtime_ns)
-    if target_dim is not None and nf.embedding_dim == target_dim:
-        found.status, found.reason = SKIP, f"already at the target dimension {target_dim}"
-        return found
+    found.made_by = made_by = provenance.of(nf)
+    if target_dim is not None and nf.embedding_dim == target_dim and not same_dim:
+        if made_by is None:
+            found.status, found.unknown_model = SKIP, True
+            found.reason = (f"already at the target dimension {target_dim}, but nothing records which "
+                            f"model made its vectors")
+            return found
+        if target_model is None or made_by.model == target_model:
+            found.status, found.reason = SKIP, f"already made by {made_by.model} at {target_dim} dims"
+            return found
+        found.reason = (f"made by {made_by.model}, not {target_model}: same dimension, another model's "
+                        f"vectors (they would match nothing)")
+    elif made_by is not None and target_model is not None and made_by.model != target_model:
+        found.reason = f"made by {made_by.model}"
     try:
-        prof = profiles.choose(nf, profile=profile, text_field=text_field)
+        prof = profiles.choose(nf, spec)
         texts = prof.texts(nf)
         if check_vectors:
             nf.check_matrix()  # decodes every old vector: a damaged file is not migrated

@@ -27,7 +27,7 @@ from pathlib import Path
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
-from . import crashpoints, fsutil
+from . import crashpoints, fsutil, lightrag, provenance
 from .layout import backup_path, displaced_path, staged_path
 from .models import (D_CUT_OVER, D_EMBEDDING, D_FAILED, D_PENDING, D_REFUSED, D_ROLLED_BACK,
                      D_STAGED, M_DONE, M_ROLLED_BACK, M_RUNNING, Batch, DatabaseJob,
@@ -103,9 +103,26 @@ def cutover(store: StateStore, migration_id: str) -> SwapResult:
     result = SwapResult(migration_id)
     with store.engine.connect() as conn:
         jobs = conn.execute(select(_jobs.c.id, _jobs.c.migration_id, _jobs.c.path, _jobs.c.staged_path,
-                                   _jobs.c.staged_sha256, _jobs.c.source_sha256)
+                                   _jobs.c.staged_sha256, _jobs.c.source_sha256, _jobs.c.profile)
                             .where(_jobs.c.migration_id == migration_id, _jobs.c.state == D_STAGED)
                             .order_by(_jobs.c.id)).all()
+    # A LightRAG storage lock guarding any of the files is held from the checks to the last
+    # swap, so no LightRAG starts on a half-swapped working dir (held by one: nothing swapped).
+    with lightrag.storage_locks([j.path for j in jobs if j.profile == lightrag.PROFILE.name]):
+        _cutover(store, migration_id, jobs, result)
+    with store.session() as s:
+        mig = s.get(Migration, migration_id)
+        left = s.scalar(select(DatabaseJob.id).where(
+            DatabaseJob.migration_id == migration_id,
+            DatabaseJob.state.in_([D_PENDING, D_EMBEDDING, D_STAGED])).limit(1))
+        if left is None:
+            mig.state, mig.finished_at = M_DONE, utcnow()
+        else:
+            mig.state = M_RUNNING
+    return result
+
+
+def _cutover(store: StateStore, migration_id: str, jobs: list, result: SwapResult) -> None:
     # Phase 1: the slow checks, no file touched.
     with ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="migrator-check") as pool:
         verdicts = list(pool.map(_check, jobs, chunksize=16))
@@ -168,24 +185,27 @@ def cutover(store: StateStore, migration_id: str) -> SwapResult:
         if len(swapped) >= RECORD_EVERY or time.monotonic() - last >= RECORD_SECONDS:
             record()
     record()
-    with store.session() as s:
-        mig = s.get(Migration, migration_id)
-        left = s.scalar(select(DatabaseJob.id).where(
-            DatabaseJob.migration_id == migration_id,
-            DatabaseJob.state.in_([D_PENDING, D_EMBEDDING, D_STAGED])).limit(1))
-        if left is None:
-            mig.state, mig.finished_at = M_DONE, utcnow()
-        else:
-            mig.state = M_RUNNING
-    return result
 
 
 def rollback(store: StateStore, migration_id: str, *, force: bool = False) -> SwapResult:
     """Put every database of the migration back as it was before it."""
     result = SwapResult(migration_id)
     with store.session() as s:
-        job_ids = s.scalars(select(DatabaseJob.id).where(DatabaseJob.migration_id == migration_id)
-                            .order_by(DatabaseJob.id)).all()
+        jobs = s.execute(select(DatabaseJob.id, DatabaseJob.path, DatabaseJob.profile).where(
+            DatabaseJob.migration_id == migration_id).order_by(DatabaseJob.id)).all()
+    with lightrag.storage_locks([j.path for j in jobs if j.profile == lightrag.PROFILE.name]):
+        _restore_all(store, migration_id, [j.id for j in jobs], force, result)
+    with store.session() as s:
+        mig = s.get(Migration, migration_id)
+        if not result.refused:
+            mig.state, mig.finished_at = M_ROLLED_BACK, utcnow()
+        _event(s, migration_id, "info", f"rollback: {len(result.done)} restored, "
+                                        f"{len(result.refused)} refused")
+    return result
+
+
+def _restore_all(store: StateStore, migration_id: str, job_ids: list[int], force: bool,
+                 result: SwapResult) -> None:
     for job_id in job_ids:
         with store.session() as s:
             job = s.get(DatabaseJob, job_id)
@@ -197,6 +217,7 @@ def rollback(store: StateStore, migration_id: str, *, force: bool = False) -> Sw
                 # Never swapped: the live file is the original; drop our staged work.
                 fsutil.remove_if_exists(staged_path(live, migration_id))
                 fsutil.remove_stale_partials(live)
+                provenance.forget(live, migration_id)
                 s.execute(delete(Batch).where(Batch.database_id == job.id))
                 job.state, job.staged_path = D_ROLLED_BACK, None
                 result.already.append(job.path)
@@ -207,6 +228,7 @@ def rollback(store: StateStore, migration_id: str, *, force: bool = False) -> Sw
             backup_sha = fsutil.sha256_if_exists(backup)
             if live_sha == job.source_sha256:
                 fsutil.remove_stale_partials(live)
+                provenance.forget(live, migration_id)
                 job.state, job.error = D_ROLLED_BACK, None   # restored before a crash
                 result.already.append(job.path)
                 continue
@@ -233,14 +255,8 @@ def rollback(store: StateStore, migration_id: str, *, force: bool = False) -> Sw
             os.replace(backup, live)
             fsutil.fsync_dir(live.parent)
             fsutil.remove_stale_partials(live)
+            provenance.forget(live, migration_id)
             crashpoints.reached("rollback.replaced")
             job.state, job.error = D_ROLLED_BACK, None
             result.done.append(job.path)
         crashpoints.reached("rollback.recorded")
-    with store.session() as s:
-        mig = s.get(Migration, migration_id)
-        if not result.refused:
-            mig.state, mig.finished_at = M_ROLLED_BACK, utcnow()
-        _event(s, migration_id, "info", f"rollback: {len(result.done)} restored, "
-                                        f"{len(result.refused)} refused")
-    return result

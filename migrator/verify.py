@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import fsutil, nvdb
+from . import fsutil, nvdb, profiles
 from .errors import BadDatabase
 
 NORM_TOLERANCE = 1e-3
@@ -30,9 +30,55 @@ class SharedVectors:
         return None
 
 
+def new_values(source: nvdb.NanoFile, profile: profiles.Profile | None, model: str | None,
+               dim: int) -> dict:
+    """Top-level values the migrated file has in place of the source's (``additional_data``
+    for a profile that records the model there)."""
+    if profile is None or model is None:
+        return {}
+    ad = profile.additional_data(source.additional_data, model, dim)
+    return {} if ad is profiles.KEEP else {"additional_data": ad}
+
+
+def payload_problem(new: nvdb.NanoFile, source: nvdb.NanoFile, profile: profiles.Profile | None = None,
+                    model: str | None = None) -> str | None:
+    """Whether everything but the vectors is the source's, as the profile rewrites it
+    (records a profile rewrites are checked against their vectors by :func:`record_problem`)."""
+    if new.n != source.n:
+        return f"{new.n} records, expected {source.n}"
+    values = new_values(source, profile, model, new.embedding_dim)
+    if not values and not (profile and profile.rewrites_records):
+        return None if nvdb.same_payload(new, source) else "records or additional_data differ from the source"
+    keys = source.keys + [k for k in values if k not in source.keys]
+    if new.keys != keys:
+        return f"top-level keys are {new.keys}, expected {keys}"
+    codec = "orjson" if new.codec == source.codec == "orjson" else "json"
+    for k in keys:
+        if k in ("embedding_dim", "matrix") or (k == "data" and profile.rewrites_records):
+            continue
+        want = values[k] if k in values else source.values[k]
+        if nvdb.dumps(new.values[k], codec) != nvdb.dumps(want, codec):
+            return f"'{k}' differs from what the migration writes"
+    return None
+
+
+def record_problem(new: nvdb.NanoFile, source: nvdb.NanoFile, profile: profiles.Profile | None,
+                   start: int, block: np.ndarray) -> str | None:
+    """For a profile that keeps something made from the vector in each record: rows
+    ``start``.. of ``new`` are the source's records, rewritten for these vectors."""
+    if profile is None or not profile.rewrites_records:
+        return None
+    for k, row in enumerate(block):
+        i = start + k
+        if problem := profile.check_record(new.data[i], source.data[i], row):
+            return f"record #{i} (__id__ {source.data[i].get(nvdb.ID)!r}): {problem}"
+    return None
+
+
 def check_staged(staged: Path, source: nvdb.NanoFile, target_dim: int,
                  vectors_sha256: str | None = None, file_sha256: str | None = None,
-                 texts: list[str] | None = None) -> list[str]:
+                 texts: list[str] | None = None, profile: profiles.Profile | None = None,
+                 model: str | None = None) -> list[str]:
     """Problems with ``staged`` as the migrated form of ``source`` (empty list: good).
 
     Reads the staged file back from disk, as a new reader would: it parses as a
@@ -61,15 +107,14 @@ def check_staged(staged: Path, source: nvdb.NanoFile, target_dim: int,
     problems = []
     if new.embedding_dim != target_dim:
         problems.append(f"embedding_dim is {new.embedding_dim}, expected {target_dim}")
-    if new.n != source.n:
-        problems.append(f"{new.n} records, expected {source.n}")
-    elif not nvdb.same_payload(new, source):
-        problems.append("records or additional_data differ from the source")
+    if problem := payload_problem(new, source, profile, model):
+        problems.append(problem)
     if problems:
         return problems
     h = hashlib.sha256()
     worst = 0.0
     shared = SharedVectors(texts) if texts is not None else None
+    at = 0
     try:
         for block in new.matrix_blocks():
             h.update(block.tobytes())
@@ -77,6 +122,9 @@ def check_staged(staged: Path, source: nvdb.NanoFile, target_dim: int,
                 return ["matrix holds NaN or infinite values"]
             if shared is not None and (problem := shared.add(block)):
                 return [problem]
+            if problem := record_problem(new, source, profile, at, block):
+                return [problem]
+            at += len(block)
             norms = np.linalg.norm(block.astype(np.float64), axis=1)
             worst = max(worst, float(np.max(np.abs(norms - 1.0))) if len(norms) else 0.0)
     except BadDatabase as e:

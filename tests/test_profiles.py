@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+from pathlib import Path
 
 from migrator import profiles
 from migrator.errors import BadDatabase
@@ -9,7 +10,7 @@ from migrator.nvdb import NanoFile
 
 
 def _nf(records):
-    return NanoFile(path="x/database.json", embedding_dim=2, data=records, keys=["data"], values={"data": records})
+    return NanoFile(path=Path("x/database.json"), embedding_dim=2, data=records, keys=["data"], values={"data": records})
 
 
 def test_dvd_prefix_is_removed_exactly_once():
@@ -28,7 +29,7 @@ def test_dvd_hours_and_long_times():
 
 def test_text_field_profile_and_missing_text_names_record():
     nf = _nf([{"__id__": "a", "content": "hello"}, {"__id__": "b"}])
-    prof = profiles.choose(nf, text_field="content")
+    prof = profiles.choose(nf, profiles.Spec(text_field="content"))
     with pytest.raises(BadDatabase) as e:
         prof.texts(nf)
     assert "record #1" in str(e.value) and "'b'" in str(e.value)
@@ -43,4 +44,6 @@ def test_empty_caption_after_prefix_is_refused():
 def test_non_dvd_without_text_field_says_what_to_do():
     nf = _nf([{"__id__": "a", "content": "x"}])
     with pytest.raises(BadDatabase, match="--text-field"):
+        profiles.choose(nf)
+    with pytest.raises(BadDatabase, match="--text-template"):
         profiles.choose(nf)

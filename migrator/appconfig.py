@@ -1,0 +1,157 @@
+"""The settings each application must change when its databases are cut over.
+
+Migrated files hold vectors of the new model; an application still configured
+for the old one fails to load them (DVD: "Embedding dim mismatch") or, worse at
+the same dimension, answers from the wrong vector space. So `plan` warns about
+a config it finds that names another model, and the cutover prints the lines to
+set at the same moment.
+
+- DeepVideoDiscovery: ``dvd/config.py``, ``AOAI_EMBEDDING_LARGE_MODEL_NAME`` and
+  ``AOAI_EMBEDDING_LARGE_DIM``; looked for beside and above each ``--root``.
+- LightRAG: ``EMBEDDING_MODEL`` and ``EMBEDDING_DIM`` in the server's ``.env``
+  (read from the directory the server starts in: looked for in the working
+  directory and the two above it), or its environment. A Matryoshka size below
+  the model's own needs ``EMBEDDING_SEND_DIM=true``. With
+  ``EMBEDDING_ASYMMETRIC=true`` LightRAG may add a document prefix to what it
+  embeds; plan says so, as the migration must then add it too (``--text-template``).
+- nano-graphrag: no config file; the embedding function is code.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+DVD_MODEL = re.compile(r"""^\s*AOAI_EMBEDDING_LARGE_MODEL_NAME\s*=\s*(['"])(.*?)\1""", re.M)
+DVD_DIM = re.compile(r"^\s*AOAI_EMBEDDING_LARGE_DIM\s*=\s*(\d+)", re.M)
+MAX_CONFIG_BYTES = 1 << 20
+UP_LEVELS = 3
+
+
+@dataclass
+class AppConfig:
+    application: str
+    path: str | None                 # the file found (None: none found, or the app has none)
+    model: str | None = None         # what it names now
+    dim: int | None = None
+    lines: list[str] = field(default_factory=list)    # what to set at cutover
+    notes: list[str] = field(default_factory=list)
+
+    def stale(self, model: str, dim: int) -> bool:
+        """Names another model or dimension than the migration's."""
+        return (self.model is not None and self.model != model) or (self.dim is not None and self.dim != dim)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def dvd_lines(model: str, dim: int) -> list[str]:
+    return [f'AOAI_EMBEDDING_LARGE_MODEL_NAME = "{model}"', f"AOAI_EMBEDDING_LARGE_DIM = {dim}"]
+
+
+def lightrag_lines(model: str, dim: int, native_dim: int | None = None) -> list[str]:
+    lines = [f"EMBEDDING_MODEL={model}", f"EMBEDDING_DIM={dim}"]
+    if native_dim and dim < native_dim:
+        lines.append("EMBEDDING_SEND_DIM=true")
+    return lines
+
+
+def nanographrag_lines(model: str, dim: int) -> list[str]:
+    return [f"GraphRAG(embedding_func=EmbeddingFunc(embedding_dim={dim}, ...)), the function calling "
+            f"{model} on your vLLM endpoint"]
+
+
+def _read(path: Path) -> str | None:
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            return None
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def _upward(start: Path, levels: int = UP_LEVELS):
+    d = start
+    for _ in range(levels + 1):
+        yield d
+        if d.parent == d:
+            return
+        d = d.parent
+
+
+def _env_values(text: str) -> dict[str, str]:
+    """KEY=value lines of a .env file (comments and quotes removed; the last one wins)."""
+    out = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        key = key.strip().removeprefix("export ").strip()
+        value = value.strip()
+        if value[:1] in "\"'" and value[-1:] == value[:1] and len(value) >= 2:
+            value = value[1:-1]
+        else:
+            value = value.split(" #", 1)[0].strip()
+        out[key] = value
+    return out
+
+
+def find_dvd(roots: list[Path]) -> list[Path]:
+    found: list[Path] = []
+    for root in roots:
+        for d in _upward(Path(root).resolve()):
+            for cand in (d / "config.py", d / "dvd" / "config.py"):
+                if cand not in found and cand.is_file() and DVD_MODEL.search(_read(cand) or ""):
+                    found.append(cand)
+    return found
+
+
+def find_lightrag(dirs: list[Path]) -> list[Path]:
+    found: list[Path] = []
+    for start in dirs:
+        for d in _upward(Path(start).resolve(), 2):
+            cand = d / ".env"
+            if cand not in found and cand.is_file() and "EMBEDDING_" in (_read(cand) or ""):
+                found.append(cand)
+    return found
+
+
+def report(applications: dict[str, list[Path]], roots: list[Path], model: str, dim: int,
+           native_dim: int | None = None) -> list[AppConfig]:
+    """For each application with databases (name -> their paths): its config files found,
+    what they name now, and the lines to set for ``model`` at ``dim``."""
+    out: list[AppConfig] = []
+    if applications.get("dvd"):
+        lines = dvd_lines(model, dim)
+        paths = find_dvd(roots)
+        for p in paths:
+            text = _read(p) or ""
+            m, d = DVD_MODEL.search(text), DVD_DIM.search(text)
+            out.append(AppConfig("dvd", str(p), m.group(2) if m else None, int(d.group(1)) if d else None, lines))
+        if not paths:
+            out.append(AppConfig("dvd", None, lines=lines, notes=["no dvd/config.py found near --root; "
+                                                                 "change these lines in yours"]))
+    if applications.get("lightrag"):
+        lines = lightrag_lines(model, dim, native_dim)
+        paths = find_lightrag(sorted({p.parent for p in applications["lightrag"]}))
+        for p in paths:
+            env = _env_values(_read(p) or "")
+            d = env.get("EMBEDDING_DIM", "")
+            cfg = AppConfig("lightrag", str(p), env.get("EMBEDDING_MODEL") or None,
+                            int(d) if d.isdigit() else None, lines)
+            if env.get("EMBEDDING_ASYMMETRIC", "").lower() in ("true", "1", "yes"):
+                prefix = env.get("EMBEDDING_DOCUMENT_PREFIX", "")
+                if prefix and prefix != "NO_PREFIX":
+                    cfg.notes.append(f"EMBEDDING_ASYMMETRIC=true: LightRAG embeds documents as "
+                                     f"{prefix!r} + content; migrate with --text-template "
+                                     f"'{prefix}{{content}}' so the new vectors match")
+            out.append(cfg)
+        if not paths:
+            out.append(AppConfig("lightrag", None, lines=lines, notes=[
+                "no LightRAG .env found near the working dir; set these where the server reads its "
+                "settings (its .env or environment)"]))
+    if applications.get("nano-graphrag"):
+        out.append(AppConfig("nano-graphrag", None, lines=nanographrag_lines(model, dim),
+                             notes=["nano-graphrag takes its embedding function in code"]))
+    return out
