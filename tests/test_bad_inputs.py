@@ -596,7 +596,8 @@ def test_two_runs_started_at_once_one_works_the_other_exits_3(tmp_path, key_env,
     assert embedded <= total + 3 + SANITY_TEXTS + gate_queries
     for p in paths:
         assert_migrated(p, originals[p], dim=4096)
-        assert _own_files(p.parent) == [f"database.json.migrator-{_mid(p)}.backup"]
+        assert _own_files(p.parent) == [f"database.json.migrator-{_mid(p)}.backup",
+                                        "database.json.migrator-provenance"]
 
 
 def _mid(p: Path) -> str:
