@@ -1,9 +1,10 @@
-"""The demo: a full migration of the bundled example DVD databases.
+"""The demo: a full migration of the bundled example databases.
 
-Copies ``examples/video_database`` to a work directory (the bundled files are
-never touched), then runs the real ``migrate`` commands against it: plan, run,
-status, and loads every migrated file with the real nano-vectordb package to
-answer a query. Without ``--endpoint`` it starts migrator's own test server on
+Copies ``examples/`` (three DVD video databases, a LightRAG working dir with its
+``.env``, a nano-graphrag working dir, a stand-in ``dvd/config.py``) to a work
+directory (the bundled files are never touched), then runs the real ``migrate``
+commands against it: plan, run, status, and loads every migrated file with the
+real nano-vectordb package to answer a query. Without ``--endpoint`` it starts migrator's own test server on
 127.0.0.1, a protocol-faithful stand-in for vLLM that is not a real model, and
 says so. With ``--endpoint`` it talks to that server (key from the environment).
 """
@@ -21,7 +22,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "examples" / "video_database"
+EXAMPLES = REPO / "examples"
+ROOTS = ("video_database", "lightrag/rag_storage", "nano-graphrag/nano_graphrag_cache")
 
 
 def _say(text: str = "") -> None:
@@ -34,23 +36,33 @@ def _migrate(args: list[str], env: dict) -> int:
 
 
 def _query_check(paths: list[Path], dim: int, endpoint: str, key: str | None, model: str) -> None:
-    """Load each migrated file with the real package and look up one caption by its own text."""
+    """Load each migrated file with the real package and look up one record by its own text
+    (the text its application embedded: a DVD caption, LightRAG's content, nano-graphrag's
+    name + description or chunk)."""
     import openai
     import numpy as np
     from nano_vectordb import NanoVectorDB
     logging.getLogger().setLevel(logging.WARNING)   # nano_vectordb's import turns on INFO for everyone
-    from migrator.profiles import DVD_PREFIX
+    from migrator import lightrag, nvdb, profiles
     client = openai.OpenAI(base_url=endpoint, api_key=key or "EMPTY")
     for path in paths:
         db = NanoVectorDB(dim, storage_file=str(path))
-        record = db.get([json.loads(path.read_text())["data"][len(db) // 2]["__id__"]])[0]
-        query = DVD_PREFIX.sub("", record["caption"])          # the clip's own caption
+        nf = nvdb.read(path)
+        prof = profiles.choose(nf)
+        i = nf.n // 2
+        query = prof.texts(nf)[i]
         vec = np.asarray(client.embeddings.create(model=model, input=[query], encoding_format="float")
                          .data[0].embedding, dtype=np.float32)[:dim]
         hit = db.query(vec, top_k=1)[0]
-        ok = "found" if hit["__id__"] == record["__id__"] else "NOT found"
-        _say(f"  {path.parent.name}: {len(db)} records at {dim} dims load in nano-vectordb; "
-             f"its caption {query[:36]!r}... as a query -> {ok} clip {hit['time_start_secs']}s")
+        ok = "found" if hit["__id__"] == nf.data[i]["__id__"] else "NOT found"
+        extra = ""
+        if prof.name == "lightrag":
+            made = nf.additional_data or {}
+            same = np.allclose(lightrag.decode_vector(nf.data[i][lightrag.VECTOR]), nf.matrix()[i], atol=1e-3)
+            extra = (f"; its own marker says {made.get(lightrag.MODEL_KEY)} at {made.get(lightrag.DIM_KEY)}, "
+                     f"its per-record 'vector' {'is' if same else 'is NOT'} the new one")
+        _say(f"  {path.relative_to(path.parents[1])} ({prof.name}): {nf.n} records at {dim} dims load in "
+             f"nano-vectordb; record #{i}'s own text {query[:30]!r}... as a query -> {ok}{extra}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.workdir).resolve()
     if work.exists():
         shutil.rmtree(work)
-    shutil.copytree(EXAMPLES, work / "video_database")
+    shutil.copytree(EXAMPLES, work, ignore=shutil.ignore_patterns("README.md"))
     env = dict(os.environ, MIGRATOR_STATE_DIR=str(work / "state"))
     server = None
     if args.endpoint:
@@ -85,11 +97,11 @@ def main(argv: list[str] | None = None) -> int:
              "VLLM_API_KEY=... scripts/demo.sh --endpoint http://HOST:8888/v1")
     env["MIGRATOR_ENDPOINT"] = endpoint
     try:
-        root = str(work / "video_database")
+        roots = [a for r in ROOTS for a in ("--root", str(work / r))]
         dim_args = ["--dim", str(args.dim)] if args.dim else []
         steps = [
-            ["plan", "--root", root, "--model", args.model, *dim_args],
-            ["run", "--root", root, "--model", args.model, *dim_args, "--yes"],
+            ["plan", *roots, "--model", args.model, *dim_args],
+            ["run", *roots, "--model", args.model, *dim_args, "--yes"],
             ["status"],
         ]
         for step in steps:
@@ -97,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             if code != 0:
                 _say(f"\ndemo stopped: `migrate {step[0]}` exited {code}")
                 return code
-        paths = sorted((work / "video_database").glob("*/database.json"))
+        paths = sorted((work / "video_database").glob("*/database.json")) + sorted(
+            p for r in ROOTS[1:] for p in (work / r).glob("vdb_*.json"))
         dim = json.loads(paths[0].read_text())["embedding_dim"]
         _say("\nChecking the migrated files with the real nano-vectordb package:")
         from migrator import config
@@ -105,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         served = json.loads(subprocess.check_output(
             [sys.executable, "-m", "migrator.cli", "status", "--json"], env=env))["migrations"][0]["model"]
         _query_check(paths, dim, endpoint, env.get("MIGRATOR_API_KEY") or config.api_key(), served)
-        _say(f"\nDone. The migrated copy is in {work}/video_database (backups beside each file).\n"
+        _say(f"\nDone. The migrated copy is in {work} (backups beside each file).\n"
              f"To put it back byte for byte: .venv/bin/migrate rollback --state-dir {work}/state")
         return 0
     finally:
