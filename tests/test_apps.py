@@ -390,3 +390,45 @@ def test_lightrag_document_prefix_is_pointed_out(cli, tmp_path):
         f.write("EMBEDDING_ASYMMETRIC=true\nEMBEDDING_DOCUMENT_PREFIX='passage: '\n")
     r = cli("plan", "--root", str(wd), "--model", "8b")
     assert "--text-template 'passage: {content}'" in r.stdout
+
+
+@pytest.mark.parametrize("point", ["write.partial", "stage.written", "cutover.replaced"])
+def test_lightrag_killed_mid_migration_leaves_nothing_lightrag_would_reap(server, tmp_path, point):
+    """SIGKILL at a crash point: nothing beside the files matches LightRAG's temp pattern (it
+    deletes those at start), every live file is the old or the complete new one, and the next
+    run finishes; rollback then leaves the working dir byte-identical."""
+    wd = tmp_path / "rag_storage"
+    store = build_lightrag_workdir(wd, workspace="ws", version="main")
+    before = tree_digest(wd)
+    env = dict(os.environ, MIGRATOR_API_KEY=API_KEY, MIGRATOR_CRASH_AT=point)
+    args = [sys.executable, "-m", "migrator.cli", "run", "--root", str(wd), "--model", "8b",
+            "--endpoint", server.base_url, "--state-dir", str(tmp_path / "state"), "--yes"]
+    p = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == -9, p.stderr
+    for live in store.files.values():
+        assert not [n for n in os.listdir(live.parent) if n.startswith(live.name + lightrag.TEMP_MARK)]
+        dim = _load(live)["embedding_dim"]
+        assert dim in (3072, 4096)
+        NanoVectorDB(dim, storage_file=str(live))
+    env.pop("MIGRATOR_CRASH_AT")
+    p = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    for live in store.files.values():
+        assert_embedded_from(live, store.texts[live], model=QWEN_8B, dim=4096)
+    cli = Cli(server.base_url, tmp_path / "state")
+    assert cli("rollback", "--yes").exit_code == 0
+    assert tree_digest(wd) == before
+
+
+def test_empty_lightrag_file_gets_the_new_dimension_and_marker(cli, tmp_path):
+    wd = tmp_path / "rag_storage"
+    store = build_lightrag_workdir(wd)
+    rel = store.files["relationships"]
+    rel.unlink()
+    NanoVectorDB(3072, storage_file=str(rel)).save()     # LightRAG with no relation yet
+    r = cli("run", "--root", str(wd), "--model", "8b", "--yes")
+    assert r.exit_code == 0, r.output
+    doc = _load(rel)
+    assert doc["embedding_dim"] == 4096 and doc["data"] == [] and doc["matrix"] == ""
+    assert doc["additional_data"] == {"lightrag_embedding_model": QWEN_8B, "lightrag_embedding_dim": 4096}
+    assert len(NanoVectorDB(4096, storage_file=str(rel))) == 0
