@@ -500,11 +500,14 @@ def status(as_json, show_dbs, migration_id, state_dir, state_url):
             rate = f", {m['records_per_second']} rec/s" if m["records_per_second"] else ""
             click.echo(f"    records {m['records_done']}/{m['records_total']} done, "
                        f"{m['records_left']} left{rate}; backups hold {_human_bytes(m['backup_bytes'])}")
+            apps = ", ".join(f"{n} {a}" for a, n in sorted(m["by_application"].items()))
+            click.echo(f"    files: {apps}; texts read as {m['texts']}")
             for worker, n in sorted(m.get("workers", {}).items()):
                 click.echo(f"    worker {worker} holds {n} database(s)")
             if show_dbs:
                 for d in m["database_list"]:
-                    click.echo(f"    {d['state']:<11} {d['done']}/{d['records']}  {d['path']}")
+                    click.echo(f"    {d['state']:<11} {d['done']}/{d['records']}  {d['profile'] or '-':<13} "
+                               f"{d['path']}")
             for e in m["errors"]:
                 click.echo(f"    error {e['at']}: {e['message']}")
 

@@ -53,6 +53,8 @@ def status(state_dir: str | os.PathLike | None = None, *, migration_id: str | No
                     "model": m.model, "requested_model": m.requested_model,
                     "target_dim": m.target_dim, "endpoint": m.endpoint, "roots": m.roots,
                     "databases": len(jobs), "by_state": dict(by_state),
+                    "texts": m.profile,          # how texts are read: auto, a profile, field:, template:
+                    "by_application": dict(Counter(j.profile or "unknown" for j in jobs)),
                     "workers": dict(workers),    # worker (host:pid:tag) -> databases it holds now
                     "records_total": total, "records_done": done, "records_left": total - done,
                     "records_embedded": m.records_embedded, "tokens_embedded": m.tokens_embedded,
@@ -62,6 +64,7 @@ def status(state_dir: str | os.PathLike | None = None, *, migration_id: str | No
                     "truncated_records": sum(len(j.truncated or []) for j in jobs),
                     "message": m.message,
                     "database_list": [{"path": j.path, "state": j.state, "records": j.n_records,
+                                       "profile": j.profile,
                                        "done": j.n_records if j.state in ("staged", "cut_over") else (j.n_done or 0),
                                        "error": j.error} for j in jobs],
                     "errors": [{"at": e.at.isoformat() + "Z", "path": e.path, "message": e.message}

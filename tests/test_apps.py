@@ -237,6 +237,10 @@ def test_nanographrag_texts_joined_from_neighbours_migrate_and_roll_back(cli, tm
         assert made is not None and (made.model, made.dim) == (QWEN_8B, 4096)
     r = cli("plan", "--root", str(wd), "--model", "8b", "--json")
     assert json.loads(r.stdout)["totals"]["to_migrate"] == 0
+    r = cli("status", "--json")
+    (m,) = json.loads(r.stdout)["migrations"]
+    assert m["by_application"] == {"nano-graphrag": 2} and m["texts"] == "auto"
+    assert "files: 2 nano-graphrag; texts read as auto" in cli("status").stdout
     assert cli("rollback", "--yes").exit_code == 0
     assert tree_digest(wd) == before                   # the sidecars went with the migration
 
