@@ -27,8 +27,8 @@ from pathlib import Path
 
 from sqlalchemy import func, insert, select, update
 
-from . import (allocator, appconfig, cleanup, config, crashpoints, fsutil, gate, hooks, leases, profiles,
-               provenance, swap, window)
+from . import (allocator, appconfig, cleanup, config, crashpoints, fsutil, gate, hooks, leases, nvdb,
+               profiles, provenance, swap, window)
 from .control import Control, metrics_url_for
 from .endpoint import DEFAULT_ENDPOINT, Endpoint, PoisonedInput, normalize_endpoint, resolve_model
 from .errors import EndpointRejected, Interrupted, LockHeld, MigratorError, UsageError, WindowEnded
@@ -147,26 +147,26 @@ async def _check_unknown_models(endpoint: Endpoint, found: list[Found], settings
                                  reporter: Reporter | None = None) -> None:
     """Files at the target dimension that record no model: a few of their records are embedded
     again; where the stored vectors are not the target model's, the file is migrated after all."""
+    spec = settings.spec
     for i, f in enumerate(found):
         if not f.unknown_model:
             continue
-        again = await asyncio.to_thread(inspect, f.path, endpoint.target_dim, spec=settings.spec,
+        again = await asyncio.to_thread(inspect, f.path, endpoint.target_dim, spec=spec,
                                         keep_texts=True, same_dim=True)
         if again.status != MIGRATE or not again.texts:
-            continue
+            continue       # unreadable (reported by the pipeline) or empty: nothing to compare
         try:
-            from . import nvdb
             nf = await asyncio.to_thread(nvdb.read, f.path)
             cosine = await provenance.probe(endpoint, nf, again.texts)
         except (MigratorError, OSError) as e:
             f.reason += f" (could not probe it: {e})"
             continue
-        if cosine is None or cosine >= provenance.SAME_MODEL_COSINE:
+        if cosine >= provenance.SAME_MODEL_COSINE:
             f.reason = (f"already at the target dimension {f.dim}; {endpoint.info.model} gives back its "
-                        f"stored vectors (probe: cosine {cosine:.3f})") if cosine is not None else f.reason
+                        f"stored vectors (probe: cosine {cosine:.3f})")
             f.unknown_model = False
             continue
-        again.texts = f.texts
+        again.texts = None     # like every scanned database's: memory holds none of them
         again.reason = (f"at the target dimension {f.dim}, but its vectors are not {endpoint.info.model}'s "
                         f"(probe: cosine {cosine:.2f} between stored and re-embedded records): migrated")
         found[i] = again
@@ -174,12 +174,14 @@ async def _check_unknown_models(endpoint: Endpoint, found: list[Found], settings
             reporter.note(f"{f.path}: {again.reason}")
 
 
-def _applications(found) -> dict[str, list[Path]]:
+def _applications(pairs, unknown: str | None = None) -> dict[str, list[Path]]:
+    """Application name -> its files, from (profile, path) pairs; a file with no profile
+    counts as ``unknown`` (a job table from before profiles were kept knew DVD only)."""
     apps: dict[str, list[Path]] = {}
-    for f in found:
-        app = f.profile if f.profile in profiles.APPLICATIONS else None
-        if app:
-            apps.setdefault(app, []).append(Path(f.path))
+    for profile, path in pairs:
+        app = unknown if profile is None else profile
+        if app in profiles.APPLICATIONS:
+            apps.setdefault(app, []).append(Path(path))
     return apps
 
 
@@ -189,7 +191,7 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
     if not settings.roots:
         raise UsageError("no --root given: name the directory that holds the databases")
     model_id, known_dim = resolve_model(settings.model or "8b")
-    settings.spec      # a bad --text-template is refused before anything is read
+    spec = settings.spec      # a bad --text-template is refused before anything is read
     endpoint_report: dict = {"url": ", ".join(settings.check_endpoints()), "reachable": False}
     target = settings.dim or known_dim
     ep: Endpoint | None = None
@@ -207,7 +209,7 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
                 endpoint_report["error"] = str(e)
         found = []
         sample: list[str] = []     # a few real texts for the throughput probe
-        for f in scan(settings.roots, settings.pattern, target, spec=settings.spec, target_model=model_id,
+        for f in scan(settings.roots, settings.pattern, target, spec=spec, target_model=model_id,
                       follow_symlinks=settings.follow_symlinks, keep_texts=endpoint_report["reachable"]):
             if f.status == MIGRATE and f.texts is not None:
                 if tokenize and ep.info.tokenize:
@@ -250,8 +252,8 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
                       "enough": need < free})
     by_dim = Counter(f.dim for f in found if f.dim is not None)
     native = endpoint_report.get("native_dim")
-    configs = appconfig.report(_applications(found), [Path(r) for r in settings.roots], model_id, target,
-                               native)
+    configs = appconfig.report(_applications((f.profile, f.path) for f in found),
+                               [Path(r) for r in settings.roots], model_id, target, native)
     other_model = [f for f in found if f.made_by is not None and f.made_by.model != model_id]
     return {
         "roots": [str(r) for r in settings.roots], "pattern": settings.pattern,
@@ -270,7 +272,7 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
             "backup_bytes": sum(f.size for f in todo),
         },
         "disk": disks,
-        "configs": [c.as_dict() | {"stale": c.stale(model_id, target)} for c in configs],
+        "configs": [c.as_dict() for c in configs],
         "endpoint": endpoint_report,
         "databases": [f.as_dict() for f in found],
     }
@@ -602,7 +604,6 @@ def _stored_texts(settings: Settings, store: StateStore, mig: Migration, n: int)
         paths = s.scalars(select(DatabaseJob.path).where(
             DatabaseJob.migration_id == mig.id, DatabaseJob.state.in_([D_PENDING, D_EMBEDDING]))
             .order_by(DatabaseJob.id).limit(5)).all()
-    from . import nvdb
     spec = profiles.Spec.parse(mig.profile)
     for path in paths:
         try:
@@ -761,14 +762,9 @@ def _configs(store: StateStore, mig: Migration) -> list[dict]:
     with store.reader() as s:
         rows = s.execute(select(DatabaseJob.profile, DatabaseJob.path).where(
             DatabaseJob.migration_id == mig.id, DatabaseJob.state == D_CUT_OVER)).all()
-    apps: dict[str, list[Path]] = {}
-    for profile, path in rows:
-        # a job table from before profiles were kept knew DVD only
-        app = profile if profile in profiles.APPLICATIONS else "dvd" if profile is None else None
-        if app:
-            apps.setdefault(app, []).append(Path(path))
-    found = appconfig.report(apps, [Path(r) for r in mig.roots], mig.model, mig.target_dim, mig.native_dim)
-    return [c.as_dict() | {"stale": c.stale(mig.model, mig.target_dim)} for c in found]
+    found = appconfig.report(_applications(rows, unknown="dvd"), [Path(r) for r in mig.roots], mig.model,
+                             mig.target_dim, mig.native_dim)
+    return [c.as_dict() for c in found]
 
 
 # ---------------------------------------------------------- cutover/rollback

@@ -36,10 +36,7 @@ class AppConfig:
     dim: int | None = None
     lines: list[str] = field(default_factory=list)    # what to set at cutover
     notes: list[str] = field(default_factory=list)
-
-    def stale(self, model: str, dim: int) -> bool:
-        """Names another model or dimension than the migration's."""
-        return (self.model is not None and self.model != model) or (self.dim is not None and self.dim != dim)
+    stale: bool = False              # names another model or dimension than the migration's
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -154,4 +151,6 @@ def report(applications: dict[str, list[Path]], roots: list[Path], model: str, d
     if applications.get("nano-graphrag"):
         out.append(AppConfig("nano-graphrag", None, lines=nanographrag_lines(model, dim),
                              notes=["nano-graphrag takes its embedding function in code"]))
+    for c in out:
+        c.stale = (c.model is not None and c.model != model) or (c.dim is not None and c.dim != dim)
     return out

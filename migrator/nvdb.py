@@ -82,6 +82,11 @@ class NanoFile:
     def additional_data(self) -> Any:
         return self.values.get("additional_data")
 
+    def keys_with(self, values: dict) -> list[str]:
+        """Top-level keys of this file with ``values`` put in: a key it lacks comes last
+        (where nano-vectordb puts ``additional_data``)."""
+        return self.keys + [k for k in values if k not in self.keys]
+
     def _open(self) -> IO[bytes]:
         return io.BytesIO(self._raw) if self._raw is not None else open(self.path, "rb")
 
@@ -498,7 +503,7 @@ def render(src: NanoFile, blocks: Iterable[np.ndarray] | np.ndarray, dim: int | 
         raise ValueError("dim is needed when vectors come as an iterator")
     enc = encoder or MatrixEncoder(src.n, dim)
     values = values or {}
-    keys = src.keys + [k for k in values if k not in src.keys]
+    keys = src.keys_with(values)
     yield b"{"
     for i, key in enumerate(keys):
         yield (b"," if i else b"") + dumps(key, "orjson") + b":"

@@ -107,14 +107,17 @@ class Profile:
         return KEEP
 
     @staticmethod
+    def _missing(value: Any) -> str:
+        return "has no" if value is None else f"has a non-text ({type(value).__name__})"
+
+    @staticmethod
     def _refuse(nf: NanoFile, index: int, record: dict, what: str, hint: str) -> BadDatabase:
         return BadDatabase(nf.path, f"record #{index} (__id__ {record.get(ID)!r}) {what}", hint=hint)
 
     def _checked(self, value: Any, field_name: str, index: int, record: dict, nf: NanoFile,
                  hint: str = "nothing to embed; fix or remove that record") -> str:
         if not isinstance(value, str):
-            what = "has no" if value is None else f"has a non-text ({type(value).__name__})"
-            raise self._refuse(nf, index, record, f"{what} '{field_name}' field", hint)
+            raise self._refuse(nf, index, record, f"{self._missing(value)} '{field_name}' field", hint)
         if not value.strip():
             raise self._refuse(nf, index, record, f"has empty '{field_name}' text",
                                "nothing to embed; fix or remove that record")
@@ -184,8 +187,8 @@ class Template(Profile):
                 continue
             value = record.get(field_name)
             if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-                what = "has no" if value is None else f"has a non-text ({type(value).__name__})"
-                raise self._refuse(nf, index, record, f"{what} '{field_name}' field (named in --text-template)",
+                raise self._refuse(nf, index, record, f"{self._missing(value)} '{field_name}' field (named in "
+                                   f"--text-template)",
                                    "fix or remove that record, or change --text-template")
             out.append(str(value))
         return self._checked("".join(out), "--text-template", index, record, nf)

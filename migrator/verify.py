@@ -49,7 +49,7 @@ def payload_problem(new: nvdb.NanoFile, source: nvdb.NanoFile, profile: profiles
     values = new_values(source, profile, model, new.embedding_dim)
     if not values and not (profile and profile.rewrites_records):
         return None if nvdb.same_payload(new, source) else "records or additional_data differ from the source"
-    keys = source.keys + [k for k in values if k not in source.keys]
+    keys = source.keys_with(values)
     if new.keys != keys:
         return f"top-level keys are {new.keys}, expected {keys}"
     codec = "orjson" if new.codec == source.codec == "orjson" else "json"
