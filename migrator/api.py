@@ -206,7 +206,9 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
                                        max_model_len=info.max_model_len, native_dim=info.native_dim,
                                        tokenize=info.tokenize, note=info.note or None)
             except MigratorError as e:
-                endpoint_report["error"] = str(e)
+                # reported, and plan exits with its code: a plan that could not check the
+                # endpoint (down, key refused, model not served) is no plan to run
+                endpoint_report.update(error=str(e), exit_code=e.exit_code)
         found = []
         sample: list[str] = []     # a few real texts for the throughput probe
         for f in scan(settings.roots, settings.pattern, target, spec=spec, target_model=model_id,

@@ -340,6 +340,10 @@ def plan(as_json, no_probe, no_tokenize, **kw):
             click.echo(f"Endpoint {e['url']}: not probed" + (f" ({e['error']})" if e.get("error") else ""))
 
     _emit(report, as_json, human)
+    code = report["endpoint"].get("exit_code")
+    if code:
+        click.echo(f"migrate: error: {report['endpoint']['error']}; nothing was written", err=True)
+        sys.exit(code)
 
 
 def _print_run(r: dict) -> None:

@@ -23,6 +23,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import socket
 import time
 import urllib.error
@@ -42,6 +43,8 @@ log = logging.getLogger("migrator.endpoint")
 
 DEFAULT_ENDPOINT = "http://localhost:8888/v1"
 MIN_DIM = 32  # Qwen documents 32 as the smallest useful Matryoshka size
+QWEN_EOS = "<|endoftext|>"   # Qwen3-Embedding's tokenizer appends it; the last token pools
+ENDIANNESS_SINCE = (0, 11, 1)  # vLLM knows the `endianness` field from 0.11.1
 
 # alias -> (model id, native dimension)
 MODELS = {
@@ -63,6 +66,44 @@ def resolve_model(name: str) -> tuple[str, int | None]:
     if not name.strip():
         raise UsageError("--model is empty: use 8b, 4b, 0.6b or a full model id")
     return name.strip(), KNOWN_DIMS.get(name.strip())
+
+
+def _last_part(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _is_hub_id(root: str | None) -> bool:
+    return bool(root) and "/" in root and not root.startswith(("/", ".", "~")) and root.count("/") == 1
+
+
+def match_card(cards: list[dict], model_id: str, known: bool) -> tuple[dict | None, str]:
+    """Which of the server's model cards ``model_id`` names, and how (for the log).
+
+    By a served name; else by the card's ``root`` (the hub id, or a local path whose last part
+    is the model's, as when vLLM was given /models/Qwen3-Embedding-8B); else, for a
+    Qwen3-Embedding preset or id only, the single model served under another name (the
+    dimension check that follows still has to pass). Never anything else: an unknown
+    ``--model`` must not be replaced by whatever the server happens to serve.
+    """
+    for c in cards:
+        if c.get("id") == model_id:
+            return c, ""
+    for c in cards:
+        root = c.get("root")
+        if isinstance(root, str) and (root == model_id or (
+                "/" in model_id and _last_part(root) == _last_part(model_id))):
+            return c, f"the server serves {model_id} as {c['id']!r}"
+    roots = {c.get("root") or c.get("id") for c in cards}
+    if known and len(roots) == 1:
+        c = cards[0]
+        return c, (f"the server names its model {c['id']!r} (loaded from {c.get('root') or '?'}); taking it "
+                   f"for {model_id} because it gives {model_id}'s dimension")
+    return None, ""
+
+
+def parse_version(text: object) -> tuple[int, ...] | None:
+    m = re.match(r"\s*(\d+)\.(\d+)(?:\.(\d+))?", text) if isinstance(text, str) else None
+    return tuple(int(x) for x in m.groups(default="0")) if m else None
 
 
 def normalize_endpoint(url: str) -> tuple[str, str]:
@@ -88,12 +129,20 @@ def normalize_endpoint(url: str) -> tuple[str, str]:
 @dataclass
 class ServerInfo:
     base_url: str
-    model: str                 # the id we send and expect back
-    served_models: list[str]
+    model: str                 # the model's identity: recorded in the job table and provenance
+    served_models: list[str]   # every name the server serves it under
     max_model_len: int | None
     native_dim: int
     tokenize: bool             # /tokenize answers (exact token counts)
     note: str = ""
+    request_name: str = ""     # the served name each request carries
+    root: str | None = None    # the card's `root` (the hub id or path vLLM loaded)
+    version: tuple[int, ...] | None = None   # GET /version, when the server has it
+
+    def answers_as(self, name: object) -> bool:
+        """May an answer name ``name`` as its model? vLLM >= 0.11 names the *first* served
+        name whatever the request asked for, so any of the server's names is this model."""
+        return name in self.served_models or name == self.request_name
 
 
 @dataclass
@@ -127,6 +176,16 @@ def _status_message(e: openai.APIStatusError) -> str:
     if text.lstrip().startswith("<"):
         return "an HTML page (a proxy in front of vLLM?)"
     return (text or str(e))[:300]
+
+
+def _no_embeddings_route(e: openai.APIStatusError) -> bool:
+    """A server whose model cannot embed: vLLM 0.11 answers 400 "does not support Embeddings
+    API"; 0.33 has no route at all, so FastAPI's bare 404 ``{"detail": "Not Found"}``."""
+    msg = _status_message(e).lower()
+    if e.status_code == 400 and "does not support embeddings" in msg:
+        return True
+    body = e.body
+    return e.status_code == 404 and isinstance(body, dict) and body.get("detail") == "Not Found"
 
 
 def _retry_after(e: Exception) -> float | None:
@@ -209,6 +268,12 @@ class Endpoint:
                 isinstance(e, openai.APIStatusError) and e.status_code in (401, 403)):
             return EndpointRejected(f"{self.base_url}: the API key was refused (HTTP {e.status_code}); "
                                     f"set MIGRATOR_API_KEY (or VLLM_API_KEY) to the server's --api-key")
+        if isinstance(e, openai.APIStatusError) and _no_embeddings_route(e):
+            served = f" ({self.info.request_name})" if self.info else ""
+            return EndpointRejected(f"{self.base_url}: the server's model{served} is not an embedding model "
+                                    f"(HTTP {e.status_code}: {_status_message(e)}); serve an embedding model "
+                                    f"with `vllm serve MODEL --runner pooling` (`--task embed` before "
+                                    f"vLLM 0.10.1)")
         if isinstance(e, openai.NotFoundError):
             return EndpointRejected(f"{self.base_url}: {_status_message(e)} (HTTP 404); check --model "
                                     f"against the server's /v1/models")
@@ -233,37 +298,71 @@ class Endpoint:
         except (orjson.JSONDecodeError, AttributeError):
             raise EndpointRejected(f"{self.base_url}/models: the answer is not vLLM's model list "
                                    f"(is --endpoint the vLLM server?)") from None
-        served = [c.get("id") for c in cards if isinstance(c, dict) and c.get("id")]
-        note = ""
-        if model_id in served:
-            card = next(c for c in cards if c.get("id") == model_id)
-        elif len(served) == 1:
-            card = cards[0]
-            note = f"the server names its model {served[0]!r}; using it for {model_id}"
-        else:
-            raise EndpointRejected(f"{self.base_url}: serves {served or 'no model'}, not {model_id}; "
-                                   f"pass --model with one of those ids")
-        served_id = card["id"]
+        cards = [c for c in cards if isinstance(c, dict) and isinstance(c.get("id"), str) and c["id"]]
+        served = [c["id"] for c in cards]
+        card, note = match_card(cards, model_id, known=expected_dim is not None)
+        if card is None:
+            roots = sorted({c.get("root") for c in cards if isinstance(c.get("root"), str)} - set(served))
+            also = f" (loaded from {', '.join(roots)})" if roots else ""
+            raise EndpointRejected(
+                f"{self.base_url}: serves {', '.join(served) or 'no model'}{also}, not {model_id}; pass "
+                f"--model as one of those names, or 8b, 4b or 0.6b for a Qwen3-Embedding model")
+        root = card.get("root") if isinstance(card.get("root"), str) else None
+        if expected_dim is None and _is_hub_id(root) and root in KNOWN_DIMS:
+            # --model named an alias of a Qwen3-Embedding model: record the model by its id
+            model_id, expected_dim = root, KNOWN_DIMS[root]
         max_len = card.get("max_model_len")
         max_len = int(max_len) if isinstance(max_len, int) and max_len > 1 else None
-        self.info = ServerInfo(self.base_url, served_id, served, max_len, native_dim=0,
-                               tokenize=False, note=note)
-        native = await self._probe_dim(served_id)
+        self.info = ServerInfo(self.base_url, model_id, served, max_len, native_dim=0, tokenize=False,
+                               note=note, request_name=card["id"], root=root,
+                               version=await self._version())
+        native = await self._probe_dim(card["id"])
         for _ in range(BAD_RESPONSE_TRIES - 1):   # one odd answer is not a verdict
             if expected_dim is None or native == expected_dim:
                 break
             await asyncio.sleep(0.2)
-            native = await self._probe_dim(served_id)
+            native = await self._probe_dim(card["id"])
         if expected_dim is not None and native != expected_dim:
-            raise EndpointRejected(f"{self.base_url}: model {served_id!r} gives {native}-dim vectors, but "
+            raise EndpointRejected(f"{self.base_url}: model {card['id']!r} gives {native}-dim vectors, but "
                                    f"{model_id} has {expected_dim}; is the right model being served?")
         self.info.native_dim = native
         want = target_dim or native
         if want > native or want < MIN_DIM:
             raise UsageError(f"--dim {want}: must be between {MIN_DIM} and the model's {native} dimensions")
         self.target_dim = want
-        self.info.tokenize = (await self.count_tokens(["probe"])) is not None
+        probe_tokens = await asyncio.to_thread(self._tokenize_doc, "migrator probe", strings=True)
+        self.info.tokenize = probe_tokens is not None and isinstance(probe_tokens.get("count"), int)
+        self._check_eos(probe_tokens)
         return self.info
+
+    async def _version(self) -> tuple[int, ...] | None:
+        """GET /version (vLLM's own route; proxies and other servers may lack it)."""
+        def get() -> tuple[int, ...] | None:
+            req = urllib.request.Request(self.root_url + "/version")
+            try:
+                with urllib.request.urlopen(req, timeout=min(10.0, self.request_timeout), context=self._ssl) as r:
+                    return parse_version(json.loads(r.read()).get("version"))
+            except (urllib.error.URLError, OSError, ValueError, AttributeError):
+                return None
+        return await asyncio.to_thread(get)
+
+    def _check_eos(self, doc: dict | None) -> None:
+        """A Qwen3-Embedding whose tokenizer does not append EOS gives other vectors, silently.
+
+        The current hub revision's tokenizer appends ``<|endoftext|>``; older snapshots did
+        not (QwenLM/Qwen3-Embedding#54). /tokenize shows it where it returns ``token_strs``.
+        """
+        assert self.info is not None
+        qwen = "qwen3-embedding" in f"{self.info.model} {self.info.root or ''}".lower()
+        strs = doc.get("token_strs") if isinstance(doc, dict) else None
+        if not qwen or not isinstance(strs, list) or not strs:
+            return
+        if strs[-1] != QWEN_EOS:
+            raise EndpointRejected(
+                f"{self.base_url}: {self.info.request_name}'s tokenizer does not append {QWEN_EOS} "
+                f"(the last token of a test prompt is {strs[-1]!r}), so its vectors are not "
+                f"{self.info.model}'s; update the model snapshot (huggingface-cli download "
+                f"{self.info.model}) and restart vLLM")
 
     async def _probe_dim(self, model: str) -> int:
         try:
@@ -274,8 +373,13 @@ class Endpoint:
         return int(vec.shape[1])
 
     # --------------------------------------------------------------- tokenize
-    def _tokenize_one(self, text: str) -> int | None:
-        body = json.dumps({"model": self.info.model if self.info else None, "prompt": text}).encode()
+    def _tokenize_doc(self, text: str, *, strings: bool = False) -> dict | None:
+        """POST /tokenize (vLLM's, beside /v1): the whole answer, or None when there is none.
+        ``strings`` asks for ``token_strs`` too (vLLM fills it only when asked)."""
+        req_doc: dict = {"model": self.info.request_name if self.info else None, "prompt": text}
+        if strings:
+            req_doc["return_token_strs"] = True
+        body = json.dumps(req_doc).encode()
         req = urllib.request.Request(self.root_url + "/tokenize", data=body, method="POST",
                                      headers={"Content-Type": "application/json"})
         if self._key:
@@ -283,10 +387,14 @@ class Endpoint:
         try:
             with urllib.request.urlopen(req, timeout=min(30.0, self.request_timeout), context=self._ssl) as r:
                 doc = json.loads(r.read())
-            count = doc.get("count")
-            return int(count) if isinstance(count, int) else None
+            return doc if isinstance(doc, dict) else None
         except (urllib.error.URLError, OSError, ValueError, AttributeError):
             return None
+
+    def _tokenize_one(self, text: str) -> int | None:
+        doc = self._tokenize_doc(text)
+        count = doc.get("count") if doc else None
+        return count if isinstance(count, int) and not isinstance(count, bool) else None
 
     async def count_tokens(self, texts: list[str], *, concurrency: int = 8) -> list[int] | None:
         """Exact token counts from the server's /tokenize, or None when it has none."""
@@ -308,6 +416,7 @@ class Endpoint:
 
     # -------------------------------------------------------------- embedding
     def decode(self, payload: bytes, n: int, model: str, native_dim: int | None) -> tuple[np.ndarray, int]:
+        # ``model`` is the served name the request carried; any other name of the same server is fine
         """Validate an embeddings answer for ``n`` inputs; returns (n x native matrix, prompt tokens)."""
         try:
             doc = orjson.loads(payload)
@@ -318,8 +427,10 @@ class Endpoint:
         if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
             raise BadResponse("the answer has no 'data' list")
         answered_by = doc.get("model")
-        if answered_by is not None and answered_by != model:
-            raise BadResponse(f"answered by model {answered_by!r}, expected {model!r}")
+        if answered_by is not None and answered_by != model and not (
+                self.info is not None and self.info.answers_as(answered_by)):
+            names = self.info.served_models if self.info is not None else [model]
+            raise BadResponse(f"answered by model {answered_by!r}, expected {' or '.join(map(repr, names))}")
         data = doc["data"]
         if len(data) != n:
             raise BadResponse(f"{len(data)} embeddings for {n} inputs")
@@ -369,6 +480,8 @@ class Endpoint:
         body = {"model": model, "input": texts, "encoding_format": "base64"}
         if self.info and self.info.max_model_len:
             body["truncate_prompt_tokens"] = self.info.max_model_len - 1
+        if self.info and self.info.version and self.info.version >= ENDIANNESS_SINCE:
+            body["endianness"] = "little"   # base64 is otherwise in the server's native order
         # The same request `client.embeddings.create(..., encoding_format="base64", extra_body=...)`
         # sends, through the same client (auth, errors, timeouts), without the SDK walking every
         # input to transform it and json-encoding it in Python: a third of the client's CPU.
@@ -469,7 +582,7 @@ class Endpoint:
     async def alive(self) -> bool:
         """Does a tiny request answer promptly? Tells a poisoned input from an outage."""
         try:
-            await asyncio.wait_for(self._request(["ping"], self.info.model, self.info.native_dim),
+            await asyncio.wait_for(self._request(["ping"], self.info.request_name, self.info.native_dim),
                                    timeout=min(30.0, self.request_timeout))
             return True
         except Exception:
@@ -484,7 +597,7 @@ class Endpoint:
         """
         assert self.info is not None and self.target_dim is not None
         try:
-            vecs, tokens = await self._attempts(texts, self.info.model, self.info.native_dim)
+            vecs, tokens = await self._attempts(texts, self.info.request_name, self.info.native_dim)
             return Embedded(unit_rows(vecs, self.target_dim), tokens)
         except _SuspectedHang:
             pass
@@ -515,7 +628,7 @@ class Endpoint:
         deadline = time.monotonic() + self.retry_for
         while True:
             try:
-                return await self._attempts(texts, self.info.model, self.info.native_dim)
+                return await self._attempts(texts, self.info.request_name, self.info.native_dim)
             except _SuspectedHang:
                 if time.monotonic() >= deadline:
                     raise EndpointUnavailable(f"{self.base_url}: requests time out after "

@@ -183,9 +183,13 @@ class EndpointPool:
             for m in self.members:
                 m.endpoint.info.max_model_len = max_len
             notes.append(f"the endpoints' max_model_len differ; every request is cut to {max_len - 1} tokens")
-        self.info = ServerInfo(self.base_url, first.model, first.served_models, max_len, first.native_dim,
+        # Endpoints may serve the model under different names (aliases): each request carries
+        # its own endpoint's name, and what the pool reports is the model's identity.
+        names = list(dict.fromkeys(n for m in self.members for n in m.endpoint.info.served_models))
+        self.info = ServerInfo(self.base_url, first.model, names, max_len, first.native_dim,
                                tokenize=all(m.endpoint.info.tokenize for m in self.members),
-                               note="; ".join(notes))
+                               note="; ".join(notes), request_name=first.request_name, root=first.root,
+                               version=first.version)
         self.target_dim = self.members[0].endpoint.target_dim
         for m in self.members:
             m.out, m.reason, m.rate = False, "", None

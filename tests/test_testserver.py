@@ -289,7 +289,15 @@ def test_normalize_rejected_by_new_servers_ignored_by_old():
 # --------------------------------------------------------------------------- #
 # the vLLM hang (vllm#29496) and truncation                                   #
 # --------------------------------------------------------------------------- #
-def test_exact_max_len_input_hangs_and_blocks_later_requests(srv):
+@pytest.fixture
+def blocking_srv():
+    """The worst case, worse than any vLLM: a hung request stalls every later one too."""
+    with FakeVLLM(max_model_len=64, hang_blocks_others=True) as server:
+        yield server
+
+
+def test_exact_max_len_input_hangs_and_blocks_later_requests(blocking_srv):
+    srv = blocking_srv
     client = sdk(srv, timeout=1.0)
     started = time.monotonic()
     with pytest.raises(openai.APITimeoutError):

@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import re
+import select
 import hmac
 import json
 import math
@@ -72,7 +74,7 @@ from migrator.testing.embedder import _id_words, _words_of
 __all__ = ["FakeVLLM", "FaultQueue", "Fault", "ServerStats", "FAULT_KINDS", "main"]
 
 BANNER = "fake vLLM (migrator test server, not a real model)"
-VLLM_VERSION = "0.11.0"
+VLLM_VERSION = "0.31.0"   # the newest release that still has the exactly-max-length hang
 OTHER_MODEL = "intfloat/e5-mistral-7b-instruct"
 
 #: Fault kinds and the parameters each accepts (besides ``times``/``match``).
@@ -255,6 +257,7 @@ class ServerStats:
     max_in_flight: int = 0
     running: int = 0
     hung: int = 0
+    hangs_aborted: int = 0          # hung requests ended by their client hanging up
     unauthorized: int = 0
     status_counts: dict[int, int] = field(default_factory=dict)
     faults_fired: dict[str, int] = field(default_factory=dict)
@@ -486,6 +489,7 @@ class _Handler(BaseHTTPRequestHandler):
         app = self.server.app
         try:
             body = self._read_body()
+            app._local.conn = self.connection
             reply = app.dispatch(method, urlsplit(self.path).path, self.headers, body)
         except _Abort as abort:
             self._drop(abort)
@@ -547,6 +551,7 @@ class LoggedRequest:
     started: float         # time.monotonic() in the server's process
     ended: float
     texts: list[str]
+    fields: list[str] = field(default_factory=list)   # the request's top-level JSON keys
 
 
 class FakeVLLM:
@@ -576,13 +581,27 @@ class FakeVLLM:
         seed: Optional[str] = None,
         tokens_per_second: Optional[float] = None,
         request_overhead_s: float = 0.0,
-        hang_blocks_others: bool = True,
+        hang_blocks_others: bool = False,
         verbose: bool = False,
         ssl_context: Optional[ssl.SSLContext] = None,
+        served_names: Optional[list[str]] = None,
+        version: str = VLLM_VERSION,
+        root: Optional[str] = None,
+        appends_eos: bool = True,
+        runner: str = "pooling",
     ):
         if error_shape not in ("new", "old"):
             raise ValueError("error_shape must be 'new' or 'old'")
+        if runner not in ("pooling", "generate"):
+            raise ValueError("runner must be 'pooling' or 'generate'")
         self.model = model
+        # `--served-model-name a b`: every answer names the first (vLLM >= 0.11)
+        self.served_names = list(served_names or [model])
+        self.root = root or model          # /v1/models' `root`: the hub id or path vLLM loaded
+        self.version = _version_tuple(version)
+        self.version_text = version
+        self.appends_eos = appends_eos     # False: a stale Qwen3-Embedding snapshot (no EOS)
+        self.runner = runner               # "generate": a chat model, no embeddings
         self.dim = int(dim or MODEL_DIMS.get(model, 4096))
         self.max_model_len = int(max_model_len)
         self.error_shape = error_shape
@@ -608,6 +627,7 @@ class FakeVLLM:
         self._capacity = (_SharedCapacity(tokens_per_second, self._stopping)
                           if tokens_per_second else None)
         self._conns: set[socket.socket] = set()
+        self._local = threading.local()    # the connection a handler thread is serving
         self._conns_lock = threading.Lock()
         self._vocab: OrderedDict[int, str] = OrderedDict()  # for /detokenize
         self._vocab_lock = threading.Lock()
@@ -620,7 +640,7 @@ class FakeVLLM:
             "/detokenize": {"POST": self._detokenize},
             "/health": {"GET": self._health},
             "/metrics": {"GET": self._metrics},
-            "/version": {"GET": lambda body: _json_reply(200, {"version": VLLM_VERSION})},
+            "/version": {"GET": lambda body: _json_reply(200, {"version": self.version_text})},
             "/_admin/faults": {"POST": self._admin_add_fault, "DELETE": self._admin_clear,
                                "GET": self._admin_list_faults},
             "/_admin/stats": {"GET": lambda body: _json_reply(200, self.stats.snapshot())},
@@ -717,13 +737,15 @@ class FakeVLLM:
     def _log_request(self, headers, body: bytes, started: float) -> None:
         """Who asked for which texts, from when to when (``request_log``, for tests)."""
         try:
-            texts = json.loads(body).get("input")
-        except (ValueError, AttributeError):
-            texts = None
+            doc = json.loads(body)
+            texts, fields = doc.get("input"), sorted(doc)
+        except (ValueError, AttributeError, TypeError):
+            texts, fields = None, []
         texts = [texts] if isinstance(texts, str) else texts if isinstance(texts, list) else []
         with self._vocab_lock:
             self.request_log.append(LoggedRequest(headers.get("X-Migrator-Worker") or "", started,
-                                                  time.monotonic(), [t for t in texts if isinstance(t, str)]))
+                                                  time.monotonic(), [t for t in texts if isinstance(t, str)],
+                                                  fields))
 
     def _authorized(self, headers) -> bool:
         if self.__api_key is None:
@@ -740,11 +762,24 @@ class FakeVLLM:
     def _check_model(self, name: Any) -> None:
         if name is not None and not isinstance(name, str):
             raise _bad("model must be a string", "model")
-        if name and name != self.model:
+        if name and name not in self.served_names:
             raise _ApiError(404, f"The model `{name}` does not exist.", "model", "NotFoundError")
+
+    @property
+    def answer_name(self) -> str:
+        """The ``model`` of every answer: the first served name from 0.11, the asked one before."""
+        return self.served_names[0]
+
+    def _has_hang(self) -> bool:
+        """vllm#29496 and relatives: 0.9.2 to 0.31 (0.8.5 pooled on the old engine; 0.32 fixed it)."""
+        return (0, 9, 2) <= self.version < (0, 32)
 
     # -- /v1/embeddings ----------------------------------------------------
     def _embeddings(self, body: bytes) -> _Reply:
+        if self.runner != "pooling":
+            if self.version >= (0, 33):
+                return _json_reply(404, {"detail": "Not Found"})   # no route for a generative model
+            raise _bad("The model does not support Embeddings API")
         self.stats.bump("embedding_requests")
         self.stats.enter()
         try:
@@ -754,6 +789,7 @@ class FakeVLLM:
 
     def _embed_request(self, body: bytes) -> _Reply:
         req = _parse_object(body)
+        self._local.asked = req.get("model")
         prompts = _parse_input(req.get("input"))
         self.stats.add_batch(len(prompts))
         fmt, dims, truncate, add_special = self._options(req)
@@ -818,24 +854,36 @@ class FakeVLLM:
     def _check_lengths(self, prepared: list[_Prepared]) -> None:
         for p in prepared:
             if p.tokens > self.max_model_len:
+                if self.version >= (0, 32):
+                    raise _bad(
+                        f"This model's maximum context length is {self.max_model_len} tokens. "
+                        f"However, your prompt contains at least {self.max_model_len + 1} input tokens. "
+                        "Please reduce the length of the input prompt.", "input_tokens")
                 raise _bad(
                     f"This model's maximum context length is {self.max_model_len} tokens. "
                     f"However, you requested {p.tokens} tokens in the input for embedding "
                     "generation. Please reduce the length of the input.", "input_tokens")
 
     def _stall_if_poisoned(self, prepared: list[_Prepared]) -> None:
-        """vllm#29496: an input of exactly max_model_len tokens never finishes,
-        and (hang_blocks_others) everything submitted after it queues forever."""
-        poison = any(p.tokens == self.max_model_len for p in prepared)
+        """vllm#29496 (0.9.2 to 0.31): an input of exactly max_model_len tokens never
+        finishes. Other requests go on, and the stuck one is aborted when its client
+        disconnects, as on the real server. ``hang_blocks_others`` makes it worse than
+        any vLLM: everything submitted after it queues forever."""
+        poison = self._has_hang() and any(p.tokens == self.max_model_len for p in prepared)
         if poison and self.hang_blocks_others:
             self._poisoned.set()
         if poison or (self.hang_blocks_others and self._poisoned.is_set()):
             self._hang()
 
     def _hang(self) -> None:
+        """Never answer: until the server stops or the client hangs up (vLLM aborts then)."""
         self.stats.bump("hung")
+        conn = getattr(self._local, "conn", None)
         try:
-            self._stopping.wait()
+            while not self._stopping.wait(0.05):
+                if conn is not None and _peer_closed(conn):
+                    self.stats.bump("hangs_aborted")
+                    break
         finally:
             self.stats.bump("hung", -1)
         raise _Abort()
@@ -856,7 +904,10 @@ class FakeVLLM:
 
     def _answer(self, prepared: list[_Prepared], fmt: str, dims: Optional[int],
                 tokens: int, fault: Optional[Fault]) -> _Reply:
-        model, seed = self.model, self.seed
+        model, seed = self.answer_name, self.seed
+        asked = getattr(self._local, "asked", None)
+        if self.version < (0, 11) and isinstance(asked, str):
+            model = asked or model     # before 0.11 the answer echoed the request
         if fault is not None and fault.kind == "wrong_model":
             model = seed = fault.params.get("model", OTHER_MODEL)
         vectors = list(embed_word_lists([p.words for p in prepared], self.dim, seed))
@@ -905,9 +956,12 @@ class FakeVLLM:
 
     # -- other endpoints -----------------------------------------------------
     def _models(self, body: bytes) -> _Reply:
-        card = {
-            "id": self.model, "object": "model", "created": self.created,
-            "owned_by": "vllm", "root": self.model, "parent": None,
+        return _json_reply(200, {"object": "list", "data": [self._card(n) for n in self.served_names]})
+
+    def _card(self, name: str) -> dict:
+        return {
+            "id": name, "object": "model", "created": self.created,
+            "owned_by": "vllm", "root": self.root, "parent": None,
             "max_model_len": self.max_model_len,
             "permission": [{
                 "id": f"modelperm-{uuid.uuid4().hex}", "object": "model_permission",
@@ -918,7 +972,6 @@ class FakeVLLM:
                 "is_blocking": False,
             }],
         }
-        return _json_reply(200, {"object": "list", "data": [card]})
 
     def _tokenize(self, body: bytes) -> _Reply:
         req = _parse_object(body)
@@ -931,9 +984,15 @@ class FakeVLLM:
         if not isinstance(add_special, bool):
             raise _bad("add_special_tokens must be a boolean", "add_special_tokens")
         ids = tokenize(prompt, add_special_tokens=add_special)
-        self._remember(token_strings(prompt), ids)
+        strs = token_strings(prompt)
+        if add_special and not self.appends_eos and ids and ids[-1] == EOS_ID:
+            ids = ids[:-1]
+        if add_special and ids and ids[-1] == EOS_ID:
+            strs = strs + [EOS_TOKEN]
+        self._remember(strs, ids)
         return _json_reply(200, {"count": len(ids), "max_model_len": self.max_model_len,
-                                 "tokens": ids, "token_strs": None})
+                                 "tokens": ids,
+                                 "token_strs": strs if req.get("return_token_strs") is True else None})
 
     def _remember(self, strings: list[str], ids: list[int]) -> None:
         """Keep recent id -> token pairs (bounded) so /detokenize can answer."""
@@ -975,7 +1034,7 @@ class FakeVLLM:
              "Number of prefill tokens processed.", tokens),
         ):
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-            lines += [f'{name}{{engine="{e}",model_name="{self.model}"}} {float(v)}'
+            lines += [f'{name}{{engine="{e}",model_name="{self.answer_name}"}} {float(v)}'
                       for e, v in enumerate(values)]
         return _Reply(200, ("\n".join(lines) + "\n").encode(),
                       "text/plain; version=0.0.4; charset=utf-8")
@@ -1022,6 +1081,22 @@ class FakeVLLM:
     def _admin_queue_figures(self, body: bytes) -> _Reply:
         return _json_reply(200, {"waiting": self.other_waiting, "running": self.other_running,
                                  "engines": self.engines})
+
+
+def _version_tuple(text: str) -> tuple[int, int, int]:
+    m = re.match(r"\s*(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if m is None:
+        raise ValueError(f"version {text!r} is not like 0.32.0")
+    return tuple(int(x) for x in m.groups(default="0"))  # type: ignore[return-value]
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """Has the client closed its end (EOF waiting to be read)?"""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -1126,7 +1201,13 @@ def _arg_parser() -> argparse.ArgumentParser:
         description=f"{BANNER}: serves vLLM's embeddings API for tests and demos.")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    ap.add_argument("--model", default="Qwen/Qwen3-Embedding-8B")
+    ap.add_argument("--model", default="Qwen/Qwen3-Embedding-8B",
+                    help="the model it pretends to be (its vectors' seed and size)")
+    ap.add_argument("--served-model-name", nargs="+", default=None, metavar="NAME",
+                    help="the names it serves the model under, like vLLM's flag (answers name the first)")
+    ap.add_argument("--vllm-version", default=VLLM_VERSION,
+                    help=f"the vLLM version it behaves as (default {VLLM_VERSION}; the max-length hang "
+                         f"exists on 0.9.2 to 0.31 only)")
     ap.add_argument("--dim", type=int, default=None)
     ap.add_argument("--max-model-len", type=int, default=8192)
     ap.add_argument("--error-shape", choices=("new", "old"), default="new")
@@ -1136,7 +1217,9 @@ def _arg_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", default=None, help="embedding seed (default: model name)")
     ap.add_argument("--tokens-per-second", type=float, default=None)
     ap.add_argument("--request-overhead", type=float, default=0.0, metavar="SECONDS")
-    ap.add_argument("--no-hang-blocks-others", action="store_true")
+    ap.add_argument("--hang-blocks-others", action="store_true",
+                    help="a hung request stalls every later one too (worse than any vLLM)")
+    ap.add_argument("--no-hang-blocks-others", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--api-key-env", metavar="VAR", default=None,
                     help="name of the environment variable holding the API key")
     ap.add_argument("--ready-file", default=None,
@@ -1160,7 +1243,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         reject_normalize=not args.accept_normalize, host=args.host, port=args.port,
         seed=args.seed, tokens_per_second=args.tokens_per_second,
         request_overhead_s=args.request_overhead,
-        hang_blocks_others=not args.no_hang_blocks_others, verbose=args.verbose)
+        hang_blocks_others=args.hang_blocks_others, verbose=args.verbose,
+        served_names=args.served_model_name, version=args.vllm_version)
     return serve_until_signalled(srv, args.ready_file, BANNER)
 
 
