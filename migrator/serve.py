@@ -2,7 +2,9 @@
 
 The server is ``vllm serve MODEL --runner pooling --max-model-len 8192`` on
 127.0.0.1 and a free port, with the GPU index, memory fraction and extra
-flags the user passes. The API key goes to it in ``VLLM_API_KEY`` (vLLM reads
+flags the user passes. vLLM 0.10.0 and older know ``--task embed`` instead of
+``--runner pooling``: ``vllm --version`` decides. The server inherits this
+process's environment (``VLLM_CPU_*``, ``CUDA_*``, ``HF_*``). The API key goes to it in ``VLLM_API_KEY`` (vLLM reads
 it from there), never in its argv, where ``ps`` would show it. Its output goes
 to ``<state dir>/vllm.log``.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -31,6 +34,38 @@ log = logging.getLogger("migrator.serve")
 
 MAX_MODEL_LEN = 8192
 STOP_GRACE = 30.0        # seconds between SIGTERM and SIGKILL
+RUNNER_SINCE = (0, 10, 1)  # `--runner pooling` from vLLM 0.10.1; `--task embed` before (removed in 0.13)
+
+
+def vllm_version(exe: str, timeout: float = 180.0) -> tuple[int, ...] | None:
+    """``vllm --version`` as a tuple (it imports vLLM: ~10 s), or None if it does not say."""
+    try:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=timeout,
+                             stdin=subprocess.DEVNULL).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in reversed(out.strip().splitlines()):
+        m = re.match(r"\s*v?(\d+)\.(\d+)(?:\.(\d+))?", line)
+        if m:
+            return tuple(int(x) for x in m.groups(default="0"))
+    return None
+
+
+def served_names(model: str, extra_args: tuple[str, ...]) -> list[str]:
+    """The names vLLM will serve ``model`` under: ``--served-model-name`` in the extra flags
+    (as ``--served-model-name a b`` or ``--served-model-name=a``), else the model itself."""
+    names: list[str] | None = None
+    args = list(extra_args)
+    for i, a in enumerate(args):
+        if a == "--served-model-name":
+            names = []
+            for b in args[i + 1:]:
+                if b.startswith("-"):
+                    break
+                names.append(b)
+        elif a.startswith("--served-model-name="):
+            names = [n for n in a.split("=", 1)[1].replace(",", " ").split() if n]
+    return names or [model]
 
 
 def _free_port(host: str) -> int:
@@ -51,9 +86,12 @@ class ManagedServer:
         self.log_path = Path(log_dir) / "vllm.log"
         self.proc: subprocess.Popen | None = None
         self.base_url = ""
+        self.version: tuple[int, ...] | None = None
 
     def command(self, port: int) -> list[str]:
-        cmd = [self.executable, "serve", self.model, "--runner", "pooling",
+        runner = (["--task", "embed"] if self.version is not None and self.version < RUNNER_SINCE
+                  else ["--runner", "pooling"])
+        cmd = [self.executable, "serve", self.model, *runner,
                "--max-model-len", str(MAX_MODEL_LEN), "--host", self.host, "--port", str(port)]
         if self.memory_fraction is not None:
             cmd += ["--gpu-memory-utilization", str(self.memory_fraction)]
@@ -64,8 +102,9 @@ class ManagedServer:
         if exe is None:
             raise UsageError(f"--serve: no {self.executable!r} on PATH; install vLLM (pip install vllm) "
                              f"or start it yourself and pass --endpoint")
+        self.version = vllm_version(exe, timeout=min(120.0, self.startup_timeout))
         port = _free_port(self.host)
-        env = dict(os.environ)
+        env = dict(os.environ)      # CPU or GPU settings (VLLM_CPU_*, CUDA_*, HF_*) reach the server
         if self.api_key:
             env["VLLM_API_KEY"] = self.api_key
         if self.gpu is not None:
@@ -110,7 +149,7 @@ class ManagedServer:
                         served = [m.get("id") for m in json.loads(body).get("data", [])]
                     except (ValueError, AttributeError):
                         served = []
-                    if self.model in served:
+                    if set(served) & set(served_names(self.model, self.extra_args)):
                         return
             time.sleep(1.0)
         raise EndpointUnavailable(f"--serve: vllm did not serve {self.model} within "

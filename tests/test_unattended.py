@@ -284,6 +284,9 @@ STAND_IN = """#!{python}
 # a stand-in `vllm`: records how it was started, then serves the fake vLLM (or hangs)
 import json, os, sys
 args = sys.argv[1:]
+if args == ["--version"]:
+    print(os.environ.get("STAND_IN_VERSION", "0.32.0"))
+    sys.exit(0)
 rec = {{"argv": args, "pid": os.getpid(), "key_in_env": os.environ.get("VLLM_API_KEY"),
        "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}}
 open(os.environ["STAND_IN_RECORD"], "w").write(json.dumps(rec))
@@ -291,9 +294,14 @@ if os.environ.get("STAND_IN_HANG"):
     import time
     time.sleep(3600)
 get = lambda name: args[args.index(name) + 1]
+names = []
+for a in args:
+    if a.startswith("--served-model-name="):
+        names = a.split("=", 1)[1].split(",")
 os.execv(sys.executable, [sys.executable, "-m", "migrator.testing.server", "--host", get("--host"),
                           "--port", get("--port"), "--model", args[1], "--dim", "4096",
-                          "--max-model-len", get("--max-model-len"), "--api-key-env", "VLLM_API_KEY"])
+                          "--max-model-len", get("--max-model-len"), "--api-key-env", "VLLM_API_KEY"]
+                         + (["--served-model-name", *names] if names else []))
 """
 
 
@@ -363,3 +371,25 @@ def test_serve_without_vllm_installed_says_what_to_do(tmp_path, dvd_tree):
     p = _run(["run", "--serve", "--root", str(root), "--model", "8b",
               "--state-dir", str(tmp_path / "state"), "--yes"], env)
     assert p.returncode == EXIT_USAGE and "no 'vllm' on PATH" in p.stderr
+
+
+def test_serve_asks_old_vllm_for_task_embed_and_waits_for_a_served_name(tmp_path, dvd_tree, stand_in):
+    """vLLM 0.10.0 and older know `--task embed`, not `--runner pooling`; readiness accepts the
+    names of `--served-model-name` among the extra flags; the environment reaches the server."""
+    root, paths = dvd_tree
+    env, record = stand_in
+    env = dict(env, STAND_IN_VERSION="0.10.0", VLLM_CPU_KVCACHE_SPACE="1")
+    p = _run(["run", "--serve", "--serve-arg=--served-model-name=qwen3-embed", "--serve-timeout", "60",
+              "--root", str(root), "--model", "8b", "--state-dir", str(tmp_path / "state"), "--yes",
+              "--no-quality-gate"], env)
+    assert p.returncode == EXIT_OK, p.stderr
+    argv = json.loads(record.read_text())["argv"]
+    assert argv[:4] == ["serve", "Qwen/Qwen3-Embedding-8B", "--task", "embed"] and "--runner" not in argv
+    assert json.loads(paths[0].read_text())["embedding_dim"] == 4096
+
+
+def test_served_names_parsing():
+    from migrator.serve import served_names
+    assert served_names("m", ()) == ["m"]
+    assert served_names("m", ("--dtype=half", "--served-model-name", "a", "b", "--x")) == ["a", "b"]
+    assert served_names("m", ("--served-model-name=a",)) == ["a"]
