@@ -359,11 +359,15 @@ def run(settings: Settings, *, reporter: Reporter | None = None) -> RunResult:
     with _writer(settings, "run", shared=True) as (store, held), contextlib.ExitStack() as owned:
         try:
             if settings.serve:    # our own vLLM: stopped on the way out, whatever happens
-                server = owned.enter_context(ManagedServer(
-                    resolve_model(settings.model)[0], log_dir=settings.state_path,
-                    api_key=config.api_key(settings.api_key_file), gpu=settings.serve_gpu,
-                    memory_fraction=settings.serve_memory_fraction, extra_args=tuple(settings.serve_args),
-                    startup_timeout=settings.serve_timeout))
+                try:
+                    server = owned.enter_context(ManagedServer(
+                        resolve_model(settings.model)[0], log_dir=settings.state_path,
+                        api_key=config.api_key(settings.api_key_file), gpu=settings.serve_gpu,
+                        memory_fraction=settings.serve_memory_fraction, extra_args=tuple(settings.serve_args),
+                        startup_timeout=settings.serve_timeout))
+                except KeyboardInterrupt:    # Ctrl-C or SIGTERM while it loads: it was stopped
+                    raise Interrupted("interrupted while vLLM was starting; the vLLM it started was "
+                                      "stopped and nothing was changed") from None
                 settings = dataclasses.replace(settings, endpoint=server)
             result = asyncio.run(_run(settings, store, reporter, deadline, held))
         except (WindowEnded, LockHeld):

@@ -15,6 +15,7 @@ other process, so a vLLM someone else runs is never touched.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -74,6 +76,61 @@ def _free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def stop_group(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM the process group ``proc`` leads (started with ``start_new_session``), wait
+    up to ``grace`` seconds for all of it (vLLM's engine and worker processes outlive its API
+    server by seconds), then SIGKILL what is left."""
+    pgid = proc.pid
+    deadline = time.monotonic() + grace
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _group_alive(pgid):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+    kill_deadline = time.monotonic() + 5
+    while _group_alive(pgid) and time.monotonic() < kill_deadline:
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """While vLLM starts, SIGTERM interrupts like Ctrl-C (KeyboardInterrupt), so that the
+    server being started is stopped too instead of left running without its owner."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 class ManagedServer:
     """A vLLM this process starts and owns (a context manager yielding the base URL)."""
 
@@ -98,6 +155,10 @@ class ManagedServer:
         return cmd + list(self.extra_args)
 
     def __enter__(self) -> str:
+        with _sigterm_interrupts():
+            return self._start()
+
+    def _start(self) -> str:
         exe = shutil.which(self.executable)
         if exe is None:
             raise UsageError(f"--serve: no {self.executable!r} on PATH; install vLLM (pip install vllm) "
@@ -165,17 +226,11 @@ class ManagedServer:
     def stop(self) -> None:
         """Stop the server this object started (its process group), if it still runs."""
         p = self.proc
-        if p is None or p.poll() is not None:
+        if p is None:
             return
-        log.info("stopping the vLLM we started (pid %d)", p.pid)
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-            p.wait(timeout=STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-        except ProcessLookupError:
-            pass
+        if p.poll() is None:
+            log.info("stopping the vLLM we started (pid %d)", p.pid)
+        stop_group(p, STOP_GRACE)     # also its engine processes, which outlive it by seconds
 
     def __exit__(self, *exc) -> None:
         self.stop()

@@ -393,3 +393,26 @@ def test_served_names_parsing():
     assert served_names("m", ()) == ["m"]
     assert served_names("m", ("--dtype=half", "--served-model-name", "a", "b", "--x")) == ["a", "b"]
     assert served_names("m", ("--served-model-name=a",)) == ["a"]
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_vllm_starts_stops_it_too(tmp_path, dvd_tree, stand_in, sig):
+    """Ctrl-C or SIGTERM while the model loads: exit 130, and the vLLM it started is gone."""
+    import signal as signals
+    root, _ = dvd_tree
+    env, record = stand_in
+    env = dict(env, STAND_IN_HANG="1")
+    before = tree_digest(root)
+    p = spawn_migrate("run", "--serve", "--serve-timeout", "120", "--root", str(root), "--model", "8b",
+                      "--state-dir", str(tmp_path / "state"), "--yes", env=env)
+    deadline = time.monotonic() + 60
+    while not record.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert record.exists(), p.communicate(timeout=30)
+    time.sleep(0.5)
+    p.send_signal(getattr(signals, sig))
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "interrupted while vLLM was starting" in err and "Aborted" not in err
+    assert not _alive(json.loads(record.read_text())["pid"])
+    assert tree_digest(root) == before
