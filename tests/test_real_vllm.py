@@ -568,3 +568,15 @@ def test_quality_gate_on_real_meaning(vllm_fleet, tmp_path, real_key, capsys):
         assert live == before           # nothing swapped
     finally:
         proxy.shutdown()
+
+
+def test_the_real_vllm_demo_finds_clips_by_meaning(vllm_install, tmp_path):
+    """`scripts/demo.sh --real-vllm`: the bundled examples migrated to all-MiniLM-L6-v2 on a
+    real vLLM, then queries sharing no word with their captions find them."""
+    work = tmp_path / "demo"
+    r = subprocess.run([sys.executable, "-m", "migrator.demo", "--real-vllm", "--workdir", str(work)],
+                       capture_output=True, text=True, timeout=900, env=vllm_install.env())
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "REAL vLLM" in r.stdout and "quality gate: passed" in r.stderr + r.stdout
+    found = [line for line in r.stdout.splitlines() if "FOUND the" in line and "no word in common" in line]
+    assert len(found) == 4, r.stdout
