@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime
 import os
 import secrets
 import signal
@@ -316,6 +317,28 @@ def _job_counts(store: StateStore, mid: str) -> dict:
         return {state: n for state, n in s.execute(
             select(DatabaseJob.state, func.count()).where(DatabaseJob.migration_id == mid)
             .group_by(DatabaseJob.state))}
+
+
+def _dir_changed_since(job: DatabaseJob) -> bool:
+    """For a file whose application keeps a working dir (its texts may come from the files
+    beside it, as nano-graphrag's do): did anything there change since the job failed?"""
+    if profiles.unit_of(job.profile, job.path) == job.path:
+        return False          # a unit of its own (a DVD video): only its own file counts
+    since = job.updated_at.replace(tzinfo=datetime.timezone.utc).timestamp() if job.updated_at else 0.0
+    try:
+        with os.scandir(os.path.dirname(job.path)) as entries:
+            return any(e.is_file(follow_symlinks=False) and ".migrator-" not in e.name
+                       and e.stat(follow_symlinks=False).st_mtime > since for e in entries)
+    except OSError:
+        return False
+
+
+def _failed_applications(store: StateStore, mid: str) -> list[str]:
+    """The applications whose files failed, as messages name them (DVD, LightRAG, ...)."""
+    with store.reader() as s:
+        found = {profiles.label_of(p) for (p,) in s.execute(select(DatabaseJob.profile).where(
+            DatabaseJob.migration_id == mid, DatabaseJob.state == D_FAILED).distinct())}
+    return sorted(found)
 
 
 def _failures(store: StateStore, mid: str) -> list[str]:
@@ -711,7 +734,8 @@ async def _embed_pending(settings: Settings, store: StateStore, mig: Migration, 
                     st = os.stat(j.path)
                 except OSError:
                     continue
-                if (st.st_size, st.st_mtime_ns) == (j.source_size, j.source_mtime_ns):
+                if (st.st_size, st.st_mtime_ns) == (j.source_size, j.source_mtime_ns) and \
+                        not _dir_changed_since(j):
                     continue
                 j.state = D_PENDING
             retry.append(j)
@@ -743,19 +767,22 @@ def _result(store: StateStore, mig: Migration, cut: swap.SwapResult | None, star
             select(DatabaseJob.path, DatabaseJob.truncated).where(
                 DatabaseJob.migration_id == mig.id, DatabaseJob.truncated.is_not(None))) for r in (ids or [])]
         rec, tok = m.records_embedded, m.tokens_embedded
-    refused = cut.refused if cut else []
-    if state == M_DONE and not failures:
+    refused = (cut.refused + cut.held) if cut else []
+    if state == M_DONE and not failures and not refused:
         outcome, msg = "done", f"migration {mig.id} done: {counts.get(D_CUT_OVER, 0)} database(s) now at {mig.target_dim} dims"
     elif state == M_STAGED and not failures:
         outcome, msg = "staged", (f"migration {mig.id}: {counts.get(D_STAGED, 0)} database(s) staged; "
                                   f"`migrate cutover` swaps them in")
     else:
         outcome = "partial"
+        held = len(cut.held) if cut else 0
         msg = (f"migration {mig.id}: {counts.get(D_CUT_OVER, 0)} cut over, {counts.get(D_STAGED, 0)} staged, "
-               f"{len(failures)} failed, {len(refused)} refused; fix what is named and run again")
+               f"{len(failures)} failed, {len(refused) - held} refused"
+               + (f", {held} held back with them" if held else "") + "; fix what is named and run again")
         if failures and counts.get(D_CUT_OVER):
+            apps = _failed_applications(store, mig.id)
             msg += (f". WARNING: the {len(failures)} failed database(s) are still at their old dimension; "
-                    f"DVD cannot load them with the new config until they are migrated")
+                    f"{' and '.join(apps)} cannot load them with the new config until they are migrated")
     return RunResult(mig.id, outcome, msg, model=mig.model, target_dim=mig.target_dim, databases=counts,
                      records_embedded=rec, tokens_embedded=tok, seconds=round(time.monotonic() - started, 2),
                      truncated=truncated, failures=failures + refused,

@@ -68,13 +68,16 @@ def looks_like(nf: NanoFile) -> bool:
     if nf.path.name not in FILES:
         return False
     if nf.data:
-        return all(isinstance(r.get("content"), str) for r in nf.data[:64])
+        # any record shaped like LightRAG's: one damaged record is then reported as such
+        return any(isinstance(r.get("content"), str) for r in nf.data[:64])
     return any((nf.path.parent / name).exists() for name in NEIGHBOURS)
 
 
 class LightRag(Profile):
     name = "lightrag"
     application = "lightrag"
+    label = "LightRAG"
+    whole_directory = True   # one working dir: every vector file at one dimension
     rewrites_records = True
 
     def text_of(self, record: dict, index: int, nf: NanoFile) -> str:

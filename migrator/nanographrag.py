@@ -85,6 +85,8 @@ def chunk_texts(path: Path) -> dict:
 class NanoGraphRag(Profile):
     name = "nano-graphrag"
     application = "nano-graphrag"
+    label = "nano-graphrag"
+    whole_directory = True   # one working dir: every vector file at one dimension
 
     def texts(self, nf: NanoFile) -> list[str]:
         if not nf.data:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 import string
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -86,7 +87,10 @@ class Profile:
 
     name = "field"
     application: str | None = None      # whose config must change at cutover (appconfig.py)
+    label = "its application"           # how messages name that application
     rewrites_records = False            # records hold something made from the vector
+    whole_directory = False             # the application opens all its files in a directory at
+                                        # one dimension: they are swapped and restored together
 
     def text_of(self, record: dict, index: int, nf: NanoFile) -> str:
         raise NotImplementedError
@@ -144,6 +148,7 @@ class Field(Profile):
 class Dvd(Field):
     name = "dvd"
     application = "dvd"
+    label = "DVD"
 
     def __init__(self):
         super().__init__("caption", "dvd")
@@ -209,6 +214,28 @@ def looks_like_dvd(nf: NanoFile) -> bool:
 def by_name(name: str) -> Profile:
     from . import lightrag, nanographrag
     return {"dvd": DVD, "lightrag": lightrag.PROFILE, "nano-graphrag": nanographrag.PROFILE}[name]
+
+
+def label_of(profile: str | None) -> str:
+    """The application a job's profile belongs to, as messages name it."""
+    return by_name(profile).label if profile in APPLICATIONS else "their application"
+
+
+def unit_of(profile: str | None, path: str) -> str:
+    """The key of the files that move together (cutover, rollback) with ``path``.
+
+    LightRAG and nano-graphrag open every vector file of a working dir at one dimension
+    (``AssertionError: Embedding dim mismatch`` otherwise), so their working dir (a
+    workspace's directory) is one unit. A DVD video, and any other file, is its own unit.
+    A file that could not be read (no profile) but is named like theirs (``vdb_*.json``)
+    belongs to its directory's unit too, so a broken sibling still holds the others back.
+    """
+    p = Path(path)
+    if profile in APPLICATIONS and by_name(profile).whole_directory:
+        return str(p.parent)
+    if profile is None and p.name.startswith("vdb_") and p.suffix == ".json":
+        return str(p.parent)
+    return str(p)
 
 
 def detect(nf: NanoFile) -> str | None:

@@ -147,6 +147,7 @@ def inspect(path: Path, target_dim: int | None, *, spec: profiles.Spec | None = 
         found.reason = f"made by {made_by.model}"
     try:
         prof = profiles.choose(nf, spec)
+        found.profile = prof.name      # also for a file refused below: whose it is, in messages
         texts = prof.texts(nf)
         if check_vectors:
             nf.check_matrix()  # decodes every old vector: a damaged file is not migrated

@@ -12,8 +12,15 @@ Rollback, per database: the live file must still be the one cutover wrote
 (else refused, or with ``force`` kept aside first); the backup must still hold
 the original bytes; then ``os.replace`` puts the backup back.
 
+Files move in units (``profiles.unit_of``): a LightRAG or nano-graphrag working
+dir is swapped, and restored, whole or not at all, because its application opens
+every vector file there at one dimension. A file that cannot be migrated (failed,
+changed, refused) holds back its siblings, and the dir stays loadable at its old
+dimension. A DVD video, and any other file, is a unit of its own.
+
 Every step is idempotent: after a crash the next call compares hashes to find
-where each file stands and carries on.
+where each file stands and carries on (a unit interrupted halfway through its
+swaps is completed).
 """
 from __future__ import annotations
 
@@ -27,7 +34,7 @@ from pathlib import Path
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
-from . import crashpoints, fsutil, lightrag, provenance
+from . import crashpoints, fsutil, lightrag, profiles, provenance
 from .layout import backup_path, displaced_path, staged_path
 from .models import (D_CUT_OVER, D_EMBEDDING, D_FAILED, D_PENDING, D_REFUSED, D_ROLLED_BACK,
                      D_STAGED, M_DONE, M_ROLLED_BACK, M_RUNNING, Batch, DatabaseJob,
@@ -52,10 +59,24 @@ class SwapResult:
     already: list[str] = field(default_factory=list)    # found already in the wanted state
     restage: list[str] = field(default_factory=list)    # changed since the scan: to embed again
     refused: list[str] = field(default_factory=list)    # one line each: path and why
+    held: list[str] = field(default_factory=list)       # one line each: kept back with a sibling
 
     def as_dict(self) -> dict:
         return {"migration": self.migration_id, "done": self.done, "already": self.already,
-                "restage": self.restage, "refused": self.refused}
+                "restage": self.restage, "refused": self.refused, "held": self.held}
+
+
+def _units(rows) -> dict[str, list]:
+    """Jobs by the unit of files they move with (in job order)."""
+    out: dict[str, list] = {}
+    for r in rows:
+        out.setdefault(profiles.unit_of(r.profile, r.path), []).append(r)
+    return out
+
+
+def _held_line(path: str, unit: str, blocker: str, profile: str | None) -> str:
+    return (f"{path}: held back, not swapped: {profiles.label_of(profile)} opens every vector file of "
+            f"{unit} at one dimension, and {blocker}; the dir stays whole at its old dimension")
 
 
 def _event(s, mid: str, level: str, message: str, path: str | None = None) -> None:
@@ -107,10 +128,24 @@ def cutover(store: StateStore, migration_id: str) -> SwapResult:
     """
     result = SwapResult(migration_id)
     with store.engine.connect() as conn:
-        jobs = conn.execute(select(_jobs.c.id, _jobs.c.migration_id, _jobs.c.path, _jobs.c.staged_path,
-                                   _jobs.c.staged_sha256, _jobs.c.source_sha256, _jobs.c.profile)
-                            .where(_jobs.c.migration_id == migration_id, _jobs.c.state == D_STAGED)
+        rows = conn.execute(select(_jobs.c.id, _jobs.c.migration_id, _jobs.c.path, _jobs.c.staged_path,
+                                   _jobs.c.staged_sha256, _jobs.c.source_sha256, _jobs.c.profile,
+                                   _jobs.c.state)
+                            .where(_jobs.c.migration_id == migration_id,
+                                   _jobs.c.state.notin_([D_ROLLED_BACK]))
                             .order_by(_jobs.c.id)).all()
+    jobs = []
+    for unit, members in _units(rows).items():
+        blockers = [m for m in members if m.state not in (D_STAGED, D_CUT_OVER)]
+        staged = [m for m in members if m.state == D_STAGED]
+        if blockers and staged:
+            b = blockers[0]
+            what = {D_FAILED: "cannot be migrated", D_REFUSED: "was refused"}.get(b.state, "is not staged yet")
+            more = f" (and {len(blockers) - 1} more)" if len(blockers) > 1 else ""
+            for m in staged:
+                result.held.append(_held_line(m.path, unit, f"{b.path} {what}{more}", m.profile))
+            continue
+        jobs += staged
     # A LightRAG storage lock guarding any of the files is held from the checks to the last
     # swap, so no LightRAG starts on a half-swapped working dir (held by one: nothing swapped).
     with _lightrag_locks(jobs):
@@ -132,8 +167,12 @@ def _cutover(store: StateStore, migration_id: str, jobs: list, result: SwapResul
     with ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="migrator-check") as pool:
         verdicts = list(pool.map(_check, jobs, chunksize=16))
     ready: list[tuple[object, os.stat_result]] = []
+    # a unit with a member to re-stage waits for it, whole (its swapped members are completed)
+    waiting = {profiles.unit_of(j.profile, j.path): j.path
+               for j, (verdict, _, _) in zip(jobs, verdicts) if verdict == "restage"}
     with store.connection() as conn:
         for job, (verdict, why, st) in zip(jobs, verdicts):
+            unit = profiles.unit_of(job.profile, job.path)
             if verdict == "already":
                 conn.execute(update(_jobs).where(_jobs.c.id == job.id).values(
                     state=D_CUT_OVER, backup_path=str(backup_path(job.path, migration_id))))
@@ -141,10 +180,14 @@ def _cutover(store: StateStore, migration_id: str, jobs: list, result: SwapResul
             elif verdict == "restage":
                 _reset_to_pending(conn, job, why)
                 result.restage.append(job.path)
+            elif unit in waiting:
+                result.held.append(_held_line(job.path, unit, f"{waiting[unit]} is embedded again first",
+                                              job.profile))
             else:
                 ready.append((job, st))
     del verdicts
-    # Phase 2: the swaps, each durable before it is recorded; recorded in groups.
+    # Phase 2: the swaps, unit by unit, each durable before it is recorded; recorded in groups,
+    # and only at the end of a unit (so that a unit undone halfway was never recorded).
     swapped: list[tuple[int, str]] = []
     last = time.monotonic()
 
@@ -160,36 +203,70 @@ def _cutover(store: StateStore, migration_id: str, jobs: list, result: SwapResul
             swapped.clear()
         last = time.monotonic()
 
+    by_unit: dict[str, list] = {}
     for job, checked in ready:
-        live, staged = Path(job.path), Path(job.staged_path)
-        backup = backup_path(live, migration_id)
-        if backup.exists():
-            if fsutil.sha256_if_exists(backup) != job.source_sha256:
-                msg = f"{backup}: exists with other content; move it away, then run cutover again"
+        by_unit.setdefault(profiles.unit_of(job.profile, job.path), []).append((job, checked))
+    for unit, members in by_unit.items():
+        conflicts = [job for job, _ in members if _backup_conflict(job, migration_id)]
+        if conflicts:
+            for job in conflicts:
+                msg = (f"{backup_path(job.path, migration_id)}: exists with other content; move it away, "
+                       f"then run cutover again")
                 result.refused.append(msg)
                 with store.connection() as conn:
                     conn.execute(insert(_events).values(migration_id=migration_id, level="error",
                                                         path=job.path, message=msg))
-                continue
-        else:
-            fsutil.link_or_copy(live, backup)
-        crashpoints.reached("cutover.backed_up")
-        st = os.stat(live)
-        if (st.st_ino, st.st_size, st.st_mtime_ns) != (checked.st_ino, checked.st_size, checked.st_mtime_ns):
-            fsutil.remove_if_exists(backup)
-            with store.connection() as conn:
-                _reset_to_pending(conn, job, f"{live}: changed during cutover; not overwritten, "
-                                             f"it will be embedded again")
-            result.restage.append(job.path)
+            for job, _ in members:
+                if job not in conflicts:
+                    result.held.append(_held_line(job.path, unit, f"{conflicts[0].path} was refused", job.profile))
             continue
-        os.replace(staged, live)
-        fsutil.fsync_dir(live.parent)
-        crashpoints.reached("cutover.replaced")
-        swapped.append((job.id, str(backup)))
-        result.done.append(job.path)
+        done_here: list[tuple[object, Path]] = []
+        for job, checked in members:
+            live, staged = Path(job.path), Path(job.staged_path)
+            backup = backup_path(live, migration_id)
+            if not backup.exists():
+                fsutil.link_or_copy(live, backup)
+            crashpoints.reached("cutover.backed_up")
+            st = os.stat(live)
+            if (st.st_ino, st.st_size, st.st_mtime_ns) != (checked.st_ino, checked.st_size, checked.st_mtime_ns):
+                fsutil.remove_if_exists(backup)
+                for prev, prev_backup in reversed(done_here):   # the unit moves whole or not at all
+                    _unswap(prev, prev_backup)
+                with store.connection() as conn:
+                    _reset_to_pending(conn, job, f"{live}: changed during cutover; not overwritten, "
+                                                 f"it will be embedded again")
+                result.restage.append(job.path)
+                for prev, _ in done_here:
+                    result.done.remove(prev.path)
+                result.held += [_held_line(o.path, unit, f"{live} changed during cutover", o.profile)
+                                for o, _ in members if o is not job]
+                swapped[len(swapped) - len(done_here):] = []
+                break
+            os.replace(staged, live)
+            fsutil.fsync_dir(live.parent)
+            crashpoints.reached("cutover.replaced")
+            swapped.append((job.id, str(backup)))
+            done_here.append((job, backup))
+            result.done.append(job.path)
         if len(swapped) >= RECORD_EVERY or time.monotonic() - last >= RECORD_SECONDS:
             record()
     record()
+
+
+def _backup_conflict(job, migration_id: str) -> bool:
+    """A backup name already taken by other bytes than the original's (never overwritten)."""
+    backup = backup_path(job.path, migration_id)
+    return backup.exists() and fsutil.sha256_if_exists(backup) != job.source_sha256
+
+
+def _unswap(job, backup: Path) -> None:
+    """Undo one swap of a unit that cannot complete: the new file goes back to its staged
+    name, the original back onto the live name (both durable)."""
+    live, staged = Path(job.path), Path(job.staged_path)
+    fsutil.remove_if_exists(staged)
+    fsutil.link_or_copy(live, staged)
+    os.replace(backup, live)
+    fsutil.fsync_dir(live.parent)
 
 
 def rollback(store: StateStore, migration_id: str, *, force: bool = False) -> SwapResult:
@@ -209,8 +286,48 @@ def rollback(store: StateStore, migration_id: str, *, force: bool = False) -> Sw
     return result
 
 
+def _restore_verdict(job, force: bool, migration_id: str) -> tuple[str | None, str | None, str | None]:
+    """(refusal or None, live sha, backup sha) for a cut-over job, reading only."""
+    live = Path(job.path)
+    backup = Path(job.backup_path or backup_path(live, migration_id))
+    live_sha = fsutil.sha256_if_exists(live)
+    if live_sha == job.source_sha256:
+        return None, live_sha, None
+    backup_sha = fsutil.sha256_if_exists(backup)
+    if backup_sha is None:
+        msg = f"{live}: its backup {backup} is gone; this file cannot be restored (left as it is)"
+    elif backup_sha != job.source_sha256:
+        msg = f"{live}: its backup {backup} no longer holds the original; left as it is"
+    elif live_sha != job.staged_sha256 and not force:
+        msg = (f"{live}: {'missing' if live_sha is None else 'changed'} since the migration wrote "
+               f"it; not restored (use --force to keep it as "
+               f"{displaced_path(live, migration_id).name} and restore the backup)")
+    else:
+        msg = None
+    return msg, live_sha, backup_sha
+
+
 def _restore_all(store: StateStore, migration_id: str, job_ids: list[int], force: bool,
                  result: SwapResult) -> None:
+    # First, reading only: which cut-over files cannot be restored. A unit (a LightRAG or
+    # nano-graphrag working dir) with one is left whole at the new dimension: restoring its
+    # other files would leave a dir its application cannot open at either dimension.
+    with store.reader() as s:
+        rows = s.execute(select(DatabaseJob.id, DatabaseJob.path, DatabaseJob.profile, DatabaseJob.state,
+                                DatabaseJob.backup_path, DatabaseJob.source_sha256,
+                                DatabaseJob.staged_sha256)
+                         .where(DatabaseJob.id.in_(job_ids)).order_by(DatabaseJob.id)).all()
+    verdicts = {r.id: _restore_verdict(r, force, migration_id) for r in rows
+                if r.state in (D_CUT_OVER, D_REFUSED)}
+    held: dict[int, str] = {}
+    for unit, members in _units(rows).items():
+        blocked = [m for m in members if m.id in verdicts and verdicts[m.id][0]]
+        if blocked:
+            for m in members:
+                if m.id in verdicts and not verdicts[m.id][0] and verdicts[m.id][1] != m.source_sha256:
+                    held[m.id] = (f"{m.path}: not restored: {profiles.label_of(m.profile)} opens every "
+                                  f"vector file of {unit} at one dimension, and {blocked[0].path} cannot "
+                                  f"be restored; the dir stays whole at the new dimension")
     for job_id in job_ids:
         with store.session() as s:
             job = s.get(DatabaseJob, job_id)
@@ -229,24 +346,14 @@ def _restore_all(store: StateStore, migration_id: str, job_ids: list[int], force
                 continue
             # D_CUT_OVER or D_REFUSED: the live file should be ours, the backup the original.
             backup = Path(job.backup_path or backup_path(live, migration_id))
-            live_sha = fsutil.sha256_if_exists(live)
-            backup_sha = fsutil.sha256_if_exists(backup)
+            msg, live_sha, _ = verdicts.get(job.id) or _restore_verdict(job, force, migration_id)
             if live_sha == job.source_sha256:
                 fsutil.remove_stale_partials(live)
                 provenance.forget(live, migration_id)
                 job.state, job.error = D_ROLLED_BACK, None   # restored before a crash
                 result.already.append(job.path)
                 continue
-            if backup_sha is None:
-                msg = f"{live}: its backup {backup} is gone; this file cannot be restored (left as it is)"
-            elif backup_sha != job.source_sha256:
-                msg = f"{live}: its backup {backup} no longer holds the original; left as it is"
-            elif live_sha != job.staged_sha256 and not force:
-                msg = (f"{live}: {'missing' if live_sha is None else 'changed'} since the migration wrote "
-                       f"it; not restored (use --force to keep it as "
-                       f"{displaced_path(live, migration_id).name} and restore the backup)")
-            else:
-                msg = None
+            msg = msg or held.get(job.id)
             if msg:
                 job.state, job.error = D_REFUSED, msg
                 _event(s, migration_id, "error", msg, job.path)

@@ -245,18 +245,33 @@ def test_nanographrag_texts_joined_from_neighbours_migrate_and_roll_back(cli, tm
     assert tree_digest(wd) == before                   # the sidecars went with the migration
 
 
-def test_nanographrag_orphan_chunk_is_refused_by_record_the_rest_migrates(cli, tmp_path):
+def test_nanographrag_orphan_chunk_is_refused_by_record_and_holds_back_its_dir(cli, tmp_path):
+    """nano-graphrag makes such a dir itself (an LLM error mid-extraction). It opens both
+    files at one dimension, so neither is swapped: the dir stays loadable at 1536."""
     wd = tmp_path / "cache"
     store = build_nanographrag_workdir(wd, orphan_chunk=True)
-    chunks = store.files["chunks"]
-    before = chunks.read_bytes()
+    chunks, entities = store.files["chunks"], store.files["entities"]
+    before = tree_digest(wd)
     r = cli("run", "--root", str(wd), "--model", "8b", "--yes")
     assert r.exit_code == EXIT_PARTIAL, r.output
     (orphan,) = store.orphan_ids
     line = next(ln for ln in r.output.splitlines() if str(chunks) in ln)
     assert repr(orphan) in line and "kv_store_text_chunks.json" in line and "orphan" in line
-    assert chunks.read_bytes() == before
-    assert _load(store.files["entities"])["embedding_dim"] == 4096
+    held = next(ln for ln in r.output.splitlines() if str(entities) in ln)
+    assert "held back" in held and "nano-graphrag" in held and str(chunks) in held
+    assert "DVD" not in r.output
+    live = {k: v for k, v in tree_digest(wd).items() if ".migrator-" not in k}
+    assert live == before                      # the dir is exactly as it was
+    for path in (chunks, entities):
+        assert len(NanoVectorDB(1536, storage_file=str(path))) == len(_load(path)["data"])
+    # once the chunk's text is back, the next run swaps the whole dir
+    kv = store.neighbours["text_chunks"]
+    doc = _load(kv)
+    doc[orphan] = {**next(iter(doc.values())), "content": store.texts[chunks][orphan]}
+    kv.write_text(json.dumps(doc), encoding="utf-8")
+    r = cli("run", "--yes")
+    assert r.exit_code == 0, r.output
+    assert _load(chunks)["embedding_dim"] == 4096 and _load(entities)["embedding_dim"] == 4096
 
 
 def test_nanographrag_entity_without_graph_node_is_refused(cli, tmp_path):
@@ -436,3 +451,86 @@ def test_empty_lightrag_file_gets_the_new_dimension_and_marker(cli, tmp_path):
     assert doc["embedding_dim"] == 4096 and doc["data"] == [] and doc["matrix"] == ""
     assert doc["additional_data"] == {"lightrag_embedding_model": QWEN_8B, "lightrag_embedding_dim": 4096}
     assert len(NanoVectorDB(4096, storage_file=str(rel))) == 0
+
+
+# ------------------------------------------------------------ a working dir moves as one unit
+def test_a_lightrag_dir_with_one_unmigratable_file_stays_whole_at_its_old_dimension(cli, tmp_path, dvd_tree):
+    """LightRAG opens every vector file of a working dir at one dimension: one broken file
+    holds back its siblings (named, exit 4); a DVD video beside it is its own unit."""
+    wd = tmp_path / "rag_storage"
+    store = build_lightrag_workdir(wd, n_docs=2)
+    broken = store.files["relationships"]
+    doc = _load(broken)
+    doc["data"][0]["content"] = None                # a record with nothing to embed
+    broken.write_text(json.dumps(doc), encoding="utf-8")
+    before = tree_digest(wd)
+    dvd_root, dvd_paths = dvd_tree
+    r = cli("run", "--root", str(wd), "--root", str(dvd_root), "--model", "8b", "--yes")
+    assert r.exit_code == EXIT_PARTIAL, r.output
+    lines = r.output.splitlines()
+    for ns in ("entities", "chunks"):
+        held = next(ln for ln in lines if str(store.files[ns]) in ln)
+        assert "held back" in held and "LightRAG" in held and str(broken) in held
+    assert any(str(broken) in ln and "record #0" in ln for ln in lines), r.output
+    assert "LightRAG cannot load them" in r.output and "DVD cannot" not in r.output
+    live = {k: v for k, v in tree_digest(wd).items() if ".migrator-" not in k}
+    assert live == before
+    for p in store.files.values():
+        assert len(NanoVectorDB(3072, storage_file=str(p))) == len(_load(p)["data"])
+    for p in dvd_paths:                             # the DVD videos were not held back
+        assert _load(p)["embedding_dim"] == 4096
+
+
+def test_rollback_leaves_a_dir_whole_when_one_file_cannot_be_restored(cli, tmp_path):
+    wd = tmp_path / "rag_storage"
+    store = build_lightrag_workdir(wd, n_docs=2)
+    r = cli("run", "--root", str(wd), "--model", "8b", "--yes")
+    assert r.exit_code == 0, r.output
+    lost = store.files["chunks"]
+    backup = next(wd.glob("vdb_chunks.json.migrator-*.backup"))
+    backup.unlink()                                # its backup is gone: it cannot be restored
+    r = cli("rollback", "--yes")
+    assert r.exit_code == EXIT_PARTIAL, r.output
+    assert "is gone" in r.output
+    for ns in ("entities", "relationships"):
+        line = next(ln for ln in r.output.splitlines() if str(store.files[ns]) in ln)
+        assert "not restored" in line and str(lost) in line
+    for p in store.files.values():                  # all still at the new dimension: loadable
+        assert _load(p)["embedding_dim"] == 4096
+        NanoVectorDB(4096, storage_file=str(p))
+
+
+def test_a_file_changed_during_cutover_undoes_its_units_swaps(cli, tmp_path, monkeypatch):
+    """The second file of a working dir changes between the checks and its swap: the first,
+    already swapped, is put back, so the dir is never half new; the next run swaps it whole."""
+    from migrator import crashpoints
+    wd = tmp_path / "cache"
+    store = build_nanographrag_workdir(wd)
+    r = cli("run", "--root", str(wd), "--model", "8b", "--yes", "--no-cutover")
+    assert r.exit_code == 0, r.output
+    before = tree_digest(wd)
+    seen = []
+    real = crashpoints.reached
+
+    def touch_second(point):
+        real(point)
+        if point == "cutover.backed_up":
+            seen.append(point)
+            if len(seen) == 2:                     # the second member, after the first swapped
+                second = sorted(store.files.values())[1]
+                doc = _load(second)
+                doc.setdefault("additional_data", {})["touched"] = True
+                second.write_text(json.dumps(doc), encoding="utf-8")
+
+    monkeypatch.setattr(crashpoints, "reached", touch_second)
+    r = cli("cutover", "--yes")
+    assert r.exit_code == EXIT_PARTIAL, r.output
+    first = sorted(store.files.values())[0]
+    assert tree_digest(wd)[first.name] == before[first.name]     # the first swap was undone
+    for p in store.files.values():
+        assert _load(p)["embedding_dim"] == 1536
+    monkeypatch.setattr(crashpoints, "reached", real)
+    r = cli("run", "--yes")
+    assert r.exit_code == 0, r.output
+    for p in store.files.values():
+        assert _load(p)["embedding_dim"] == 4096

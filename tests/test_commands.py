@@ -10,7 +10,7 @@ import pytest
 from conftest import API_KEY, Cli, tree_digest
 from dvdcheck import assert_migrated
 from migrator import api
-from migrator.errors import EXIT_LOCKED, EXIT_PARTIAL
+from migrator.errors import EXIT_ENDPOINT_DOWN, EXIT_LOCKED, EXIT_PARTIAL
 from migrator.lock import state_lock
 from migrator.testing.server import FakeVLLM
 
@@ -36,10 +36,12 @@ def test_plan_reports_and_writes_nothing(cli, dvd_tree, tmp_path):
     assert not (tmp_path / "state").exists()             # not even the state directory
 
 
-def test_plan_without_endpoint_estimates(tmp_path, dvd_tree):
+def test_plan_without_endpoint_estimates_and_exits_5(tmp_path, dvd_tree):
+    """The report is still printed (with estimates), and the exit code says the endpoint is down."""
     root, _ = dvd_tree
     r = Cli("http://127.0.0.1:9/v1", tmp_path / "state")("plan", "--root", str(root), "--model", "4b", "--json")
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == EXIT_ENDPOINT_DOWN, r.output
+    assert "nothing was written" in r.stderr
     doc = json.loads(r.stdout)
     assert doc["endpoint"]["reachable"] is False and "cannot connect" in doc["endpoint"]["error"]
     assert doc["totals"]["tokens_exact"] is False and doc["totals"]["tokens"] > 0
