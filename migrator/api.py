@@ -28,7 +28,7 @@ from pathlib import Path
 
 from sqlalchemy import func, insert, select, update
 
-from . import (allocator, appconfig, cleanup, config, crashpoints, fsutil, gate, hooks, leases, nvdb,
+from . import (allocator, appconfig, claims, cleanup, config, crashpoints, fsutil, gate, hooks, leases, nvdb,
                profiles, provenance, swap, window)
 from .control import Control, metrics_url_for
 from .endpoint import DEFAULT_ENDPOINT, Endpoint, PoisonedInput, normalize_endpoint, resolve_model
@@ -81,6 +81,11 @@ class Settings:
     serve_timeout: float = 1800.0       # seconds to wait for it to load the model
     backoff_queue: int | None = None    # back off while vLLM's /metrics shows more waiting (control.py)
     metrics_url: str | None = None      # whose queue to watch (default: the first endpoint's /metrics)
+
+    @property
+    def job_table(self) -> str:
+        """This job table as tree claims name it (claims.py)."""
+        return claims.identity(state_url(self.state_url), self.state_path)
 
     @property
     def state_path(self) -> Path:
@@ -256,7 +261,9 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
     by_dim = Counter(f.dim for f in found if f.dim is not None)
     native = endpoint_report.get("native_dim")
     configs = appconfig.report(_applications((f.profile, f.path) for f in found),
-                               [Path(r) for r in settings.roots], model_id, target, native)
+                               [Path(r) for r in settings.roots], model_id, target, native,
+                               endpoint=settings.check_endpoints()[0],
+                               key_source=config.key_source(settings.api_key_file))
     other_model = [f for f in found if f.made_by is not None and f.made_by.model != model_id]
     return {
         "roots": [str(r) for r in settings.roots], "pattern": settings.pattern,
@@ -542,6 +549,10 @@ async def _start_or_resume(settings: Settings, store: StateStore, endpoint: Endp
         if active and settings.roots and sorted(os.path.abspath(r) for r in settings.roots) != sorted(active.roots):
             raise UsageError(f"migration {active.id} over {', '.join(active.roots)} is unfinished; finish it "
                              f"(`migrate run` without --root) or roll it back before migrating other roots")
+        if active is not None:
+            claims.take(active.roots, settings.job_table, active.id)   # refused if another owns it
+        elif settings.roots:
+            claims.check([str(r) for r in settings.roots], settings.job_table)   # before any scan
         requested = settings.model or (active.requested_model if active else None)
         if not requested:
             raise UsageError("--model is required for a new migration (8b, 4b, 0.6b or a model id)")
@@ -551,9 +562,12 @@ async def _start_or_resume(settings: Settings, store: StateStore, endpoint: Endp
         if active is None:
             if not settings.roots:
                 raise UsageError("no --root given: name the directory that holds the databases")
+            with store.reader() as s:
+                known = set(s.scalars(select(Migration.id)))
             found = await asyncio.to_thread(lambda: list(scan(
                 settings.roots, settings.pattern, endpoint.target_dim, spec=settings.spec,
-                target_model=endpoint.info.model, follow_symlinks=settings.follow_symlinks)))
+                target_model=endpoint.info.model, follow_symlinks=settings.follow_symlinks,
+                known_migrations=known)))
             await _check_unknown_models(endpoint, found, settings, reporter)
             return await asyncio.to_thread(_create_migration, settings, store, endpoint, requested, reporter,
                                            found)
@@ -684,6 +698,11 @@ def _create_migration(settings: Settings, store: StateStore, endpoint: Endpoint,
                                          f"{', '.join(map(str, settings.roots))}",
                          model=endpoint.info.model, target_dim=target)
     mid = _new_migration_id()
+    # the tree's claim first: of two job tables racing for one tree, exactly one goes on
+    for root in claims.take([os.path.abspath(r) for r in settings.roots], settings.job_table, mid):
+        reporter.note(f"WARNING: cannot write {root}/{claims.CLAIM_NAME} (permission denied): a run "
+                      f"from another state directory will see this migration only by the staged and "
+                      f"backup files beside each database")
     with store.session() as s:
         mig = Migration(id=mid, state=M_RUNNING, model=endpoint.info.model, requested_model=requested,
                         native_dim=endpoint.info.native_dim, target_dim=target,
@@ -795,8 +814,10 @@ def _configs(store: StateStore, mig: Migration) -> list[dict]:
     with store.reader() as s:
         rows = s.execute(select(DatabaseJob.profile, DatabaseJob.path).where(
             DatabaseJob.migration_id == mig.id, DatabaseJob.state == D_CUT_OVER)).all()
+    endpoint = (mig.endpoint or "").split(",")[0].strip() or None
     found = appconfig.report(_applications(rows, unknown="dvd"), [Path(r) for r in mig.roots], mig.model,
-                             mig.target_dim, mig.native_dim)
+                             mig.target_dim, mig.native_dim, endpoint=endpoint,
+                             key_source=config.key_source())
     return [c.as_dict() for c in found]
 
 
@@ -838,6 +859,7 @@ def cutover(settings: Settings, *, migration_id: str | None = None) -> RunResult
             mig = _pick(s, migration_id, (M_STAGED, M_RUNNING), "cut over")
             if mig.state not in (M_STAGED, M_RUNNING):
                 raise UsageError(f"migration {mig.id} is {mig.state}; nothing to cut over")
+        claims.check(mig.roots, settings.job_table)
         counts = _job_counts(store, mig.id)
         unstaged = counts.get(D_PENDING, 0) + counts.get(D_EMBEDDING, 0)
         if unstaged:
@@ -870,7 +892,12 @@ def rollback(settings: Settings, *, migration_id: str | None = None, force: bool
                                  f"cannot be rolled back")
             if mig.state not in (M_DONE, M_STAGED, M_RUNNING):
                 raise UsageError(f"migration {mig.id} is {mig.state}; it cannot be rolled back")
-        return swap.rollback(store, mig.id, force=force)
+            roots, mid = mig.roots, mig.id
+        claims.check(roots, settings.job_table)
+        result = swap.rollback(store, mid, force=force)
+        if not result.refused:
+            claims.release(roots, settings.job_table, mid)
+        return result
 
 
 # --------------------------------------------------------------- finalize
@@ -889,10 +916,13 @@ def finalize(settings: Settings, *, migration_id: str | None = None,
                              f"or undo it with `migrate rollback` before finalizing")
         if state == M_ROLLED_BACK:
             raise UsageError(f"migration {mid} was rolled back; it has no backups to delete")
+        roots = mig.roots
+        claims.check(roots, settings.job_table)
         found = cleanup.leftovers(store, mid)
         if confirm is not None and not confirm(found):
             raise UsageError("cancelled; nothing was deleted")
         done = cleanup.finalize(store, mid)
+        claims.release(roots, settings.job_table, mid)
         return {**done.as_dict(), "state": M_FINALIZED,
                 "message": f"migration {mid} finalized: {len(done.files)} file(s) deleted, "
                            f"{done.bytes_freed} bytes freed; it can no longer be rolled back"}

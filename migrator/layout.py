@@ -6,6 +6,7 @@ finds its own. None uses ``.tmp.``, a name some NanoVectorDB users clean up.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 OWN_MARK = ".migrator-"
@@ -29,3 +30,21 @@ def displaced_path(live: str | Path, migration_id: str) -> Path:
 
 def is_own_file(name: str) -> bool:
     return OWN_MARK in name
+
+
+def migrations_beside(live: str | Path) -> set[str]:
+    """Ids of the migrations with a staged, backup or displaced file beside ``live``."""
+    live = Path(live)
+    prefix = f"{live.name}{OWN_MARK}"
+    out = set()
+    try:
+        names = [e.name for e in os.scandir(live.parent)]
+    except OSError:
+        return out
+    for name in names:
+        if name.startswith(prefix):
+            rest = name[len(prefix):]
+            mid, dot, kind = rest.rpartition(".")
+            if dot and kind in ("staged", "backup", "displaced") and mid:
+                out.add(mid)
+    return out

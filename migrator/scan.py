@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from . import nvdb, profiles, provenance
+from . import layout, nvdb, profiles, provenance
 from .errors import BadDatabase, UsageError
 from .layout import is_own_file
 
@@ -101,7 +101,7 @@ def scan(roots: list[str | Path], pattern: str | list[str], target_dim: int | No
 def inspect(path: Path, target_dim: int | None, *, spec: profiles.Spec | None = None,
             target_model: str | None = None, keep_texts: bool = False,
             follow_symlinks: bool = False, check_vectors: bool = False,
-            same_dim: bool = False) -> Found:
+            same_dim: bool = False, known_migrations: set[str] | None = None) -> Found:
     """Read one file and say whether and how it would be migrated. Never raises for bad content.
 
     A file at the target dimension is skipped when its recorded maker is
@@ -121,6 +121,14 @@ def inspect(path: Path, target_dim: int | None, *, spec: profiles.Spec | None = 
         if not target.is_file():
             return Found(path, BAD, "is a symlink to nothing (dangling)")
         path = target
+    if known_migrations is not None:
+        foreign = sorted(layout.migrations_beside(path) - known_migrations)
+        if foreign:
+            st = os.stat(path)
+            return Found(path, BAD, f"another job table's migration {foreign[0]} has its staged or backup "
+                                    f"file beside it ({path.name}.migrator-{foreign[0]}.*); finish or roll "
+                                    f"back that migration with its own --state-dir/--state-url first",
+                         size=st.st_size, mtime_ns=st.st_mtime_ns)
     try:
         nf = nvdb.read(path)
     except BadDatabase as e:

@@ -34,7 +34,9 @@ def test_finalize_states_the_space_deletes_the_backups_and_forbids_rollback(cli,
     doc = json.loads(r.stdout)
     assert doc["files"] == len(paths) and doc["bytes_freed"] == expected
     assert _backups(root) == []
-    assert tree_digest(root) == {k: v for k, v in migrated.items() if not k.endswith(".backup")}
+    assert ".migrator-claim.json" in migrated          # the finished migration owned the tree...
+    assert tree_digest(root) == {k: v for k, v in migrated.items()      # ...until it was finalized
+                                 if not k.endswith(".backup") and k != ".migrator-claim.json"}
     for p in paths:                                            # the migrated databases are untouched
         assert_migrated(p, originals[p], dim=4096)
 
@@ -43,7 +45,9 @@ def test_finalize_states_the_space_deletes_the_backups_and_forbids_rollback(cli,
     assert "rollback is no longer possible" in status["message"]
     r = cli("rollback", "--yes")
     assert r.exit_code == EXIT_USAGE and "finalized" in r.output
-    assert tree_digest(root) == {k: v for k, v in migrated.items() if not k.endswith(".backup")}
+    assert ".migrator-claim.json" in migrated          # the finished migration owned the tree...
+    assert tree_digest(root) == {k: v for k, v in migrated.items()      # ...until it was finalized
+                                 if not k.endswith(".backup") and k != ".migrator-claim.json"}
     r = cli("finalize", "--json", "--yes")                    # again: nothing left, still fine
     assert r.exit_code == EXIT_OK and json.loads(r.stdout)["files"] == 0
     assert "finalized" in (cli.state_dir / "migrator.log").read_text()
