@@ -7,7 +7,12 @@ a config it finds that names another model, and the cutover prints the lines to
 set at the same moment.
 
 - DeepVideoDiscovery: ``dvd/config.py``, ``AOAI_EMBEDDING_LARGE_MODEL_NAME`` and
-  ``AOAI_EMBEDDING_LARGE_DIM``; looked for beside and above each ``--root``.
+  ``AOAI_EMBEDDING_LARGE_DIM``; looked for beside and above each ``--root``. Released
+  DVD cannot reach vLLM at all: ``dvd/utils.py``'s ``get_embeddings`` posts to OpenAI's
+  fixed URL (with ``OPENAI_API_KEY``) or to an Azure deployment route. So the lines
+  also set ``EMBEDDING_ENDPOINT`` (the run's endpoint) and ``EMBEDDING_API_KEY`` (read
+  from the variable the run's key came from, never its value), and ``dvd/utils.py`` is
+  read: while it still posts to a fixed URL, plan and cutover say what to change.
 - LightRAG: ``EMBEDDING_MODEL`` and ``EMBEDDING_DIM`` in the server's ``.env``
   (read from the directory the server starts in: looked for in the working
   directory and the two above it), or its environment. A Matryoshka size below
@@ -42,8 +47,39 @@ class AppConfig:
         return asdict(self)
 
 
-def dvd_lines(model: str, dim: int) -> list[str]:
-    return [f'AOAI_EMBEDDING_LARGE_MODEL_NAME = "{model}"', f"AOAI_EMBEDDING_LARGE_DIM = {dim}"]
+def dvd_lines(model: str, dim: int, endpoint: str | None = None, key_source: str | None = None) -> list[str]:
+    lines = [f'AOAI_EMBEDDING_LARGE_MODEL_NAME = "{model}"', f"AOAI_EMBEDDING_LARGE_DIM = {dim}"]
+    if endpoint:
+        lines.append(f'EMBEDDING_ENDPOINT = "{endpoint}"')
+    if key_source and key_source.startswith("file:"):
+        lines.append(f'EMBEDDING_API_KEY = open("{key_source[5:]}").read().strip()')
+    else:
+        lines.append(f'EMBEDDING_API_KEY = os.environ.get("{key_source or "VLLM_API_KEY"}")')
+    return lines
+
+
+FIXED_EMBEDDING_URL = re.compile(r"""https://api\.openai\.com/v1|/openai/deployments/""")
+
+
+def dvd_utils_note(config_path: Path) -> str | None:
+    """What ``dvd/utils.py`` beside DVD's config still needs, or None when it reads
+    ``EMBEDDING_ENDPOINT`` (or is not there to read)."""
+    utils = config_path.with_name("utils.py")
+    text = _read(utils)
+    if text is None:
+        return None
+    start = text.find("def get_embeddings")
+    if start < 0:
+        return None
+    body = text[start:start + 4000]
+    nxt = re.search(r"\n(?:class |def |    @staticmethod)", body[20:])
+    body = body[:20 + nxt.start()] if nxt else body
+    if "EMBEDDING_ENDPOINT" in body or not FIXED_EMBEDDING_URL.search(body):
+        return None
+    return (f"{utils}: get_embeddings still posts to OpenAI's fixed URL (https://api.openai.com/v1) or an "
+            f"Azure deployment, so DVD cannot query the migrated databases: make it post to "
+            f'f"{{config.EMBEDDING_ENDPOINT}}/embeddings" with "Authorization: Bearer " + '
+            f"config.EMBEDDING_API_KEY")
 
 
 def lightrag_lines(model: str, dim: int, native_dim: int | None = None) -> list[str]:
@@ -115,17 +151,24 @@ def find_lightrag(dirs: list[Path]) -> list[Path]:
 
 
 def report(applications: dict[str, list[Path]], roots: list[Path], model: str, dim: int,
-           native_dim: int | None = None) -> list[AppConfig]:
+           native_dim: int | None = None, *, endpoint: str | None = None,
+           key_source: str | None = None) -> list[AppConfig]:
     """For each application with databases (name -> their paths): its config files found,
-    what they name now, and the lines to set for ``model`` at ``dim``."""
+    what they name now, and the lines to set for ``model`` at ``dim`` (DVD: also the
+    ``endpoint`` and the key, by where it comes from)."""
     out: list[AppConfig] = []
     if applications.get("dvd"):
-        lines = dvd_lines(model, dim)
+        lines = dvd_lines(model, dim, endpoint, key_source)
         paths = find_dvd(roots)
         for p in paths:
             text = _read(p) or ""
             m, d = DVD_MODEL.search(text), DVD_DIM.search(text)
-            out.append(AppConfig("dvd", str(p), m.group(2) if m else None, int(d.group(1)) if d else None, lines))
+            cfg = AppConfig("dvd", str(p), m.group(2) if m else None, int(d.group(1)) if d else None, lines)
+            note = dvd_utils_note(p)
+            if note:
+                cfg.notes.append(note)
+                cfg.stale = True
+            out.append(cfg)
         if not paths:
             out.append(AppConfig("dvd", None, lines=lines, notes=["no dvd/config.py found near --root; "
                                                                  "change these lines in yours"]))
@@ -152,5 +195,5 @@ def report(applications: dict[str, list[Path]], roots: list[Path], model: str, d
         out.append(AppConfig("nano-graphrag", None, lines=nanographrag_lines(model, dim),
                              notes=["nano-graphrag takes its embedding function in code"]))
     for c in out:
-        c.stale = (c.model is not None and c.model != model) or (c.dim is not None and c.dim != dim)
+        c.stale = c.stale or (c.model is not None and c.model != model) or (c.dim is not None and c.dim != dim)
     return out

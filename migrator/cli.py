@@ -376,7 +376,9 @@ def _print_configs(configs: list[dict], when: str) -> None:
             for line in c["lines"]:
                 click.echo(f"    {line}")
         for note in c["notes"]:
-            if when != "plan" or "EMBEDDING_ASYMMETRIC" in note:
+            if "get_embeddings" in note:          # DVD cannot reach vLLM until it is changed
+                click.echo(f"WARNING: {note}")
+            elif when != "plan" or "EMBEDDING_ASYMMETRIC" in note:
                 click.echo(f"  ({note})")
 
 

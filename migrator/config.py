@@ -51,3 +51,13 @@ def api_key(key_file: str | os.PathLike | None = None) -> str | None:
         if value:
             return value.strip()
     return None
+
+
+def key_source(key_file: str | os.PathLike | None = None) -> str | None:
+    """Where the key comes from, to name it (never its value): the file, or the variable."""
+    if key_file:
+        return f"file:{Path(key_file).resolve()}"
+    for name in KEY_VARIABLES:
+        if os.environ.get(name):
+            return name
+    return None

@@ -534,3 +534,30 @@ def test_a_file_changed_during_cutover_undoes_its_units_swaps(cli, tmp_path, mon
     assert r.exit_code == 0, r.output
     for p in store.files.values():
         assert _load(p)["embedding_dim"] == 4096
+
+
+def test_dvd_is_told_every_line_and_that_its_utils_still_posts_to_openai(cli, dvd_tree, tmp_path, monkeypatch):
+    """Released DVD posts embeddings to OpenAI's fixed URL: the cutover names the endpoint and
+    the key by its variable (never its value), and plan and cutover point at dvd/utils.py."""
+    root, _ = dvd_tree
+    cfg = tmp_path / "dvd" / "config.py"
+    cfg.parent.mkdir()
+    cfg.write_text('AOAI_EMBEDDING_LARGE_MODEL_NAME = "text-embedding-3-large"\nAOAI_EMBEDDING_LARGE_DIM = 3072\n')
+    utils = cfg.with_name("utils.py")
+    utils.write_text('class AzureOpenAIEmbeddingService:\n    @staticmethod\n'
+                     '    def get_embeddings(endpoints, model_name, input_text, api_key=None):\n'
+                     '        endpoint = "https://api.openai.com/v1"\n        url = f"{endpoint}/embeddings"\n')
+    monkeypatch.delenv("MIGRATOR_API_KEY")
+    monkeypatch.setenv("VLLM_API_KEY", API_KEY)
+    r = cli("plan", "--root", str(root), "--model", "8b")
+    assert f"WARNING: {utils}: get_embeddings still posts to OpenAI's fixed URL" in r.stdout
+    r = cli("run", "--root", str(root), "--model", "8b", "--yes")
+    assert r.exit_code == 0, r.output
+    assert f'EMBEDDING_ENDPOINT = "{cli.endpoint}"' in r.stdout
+    assert 'EMBEDDING_API_KEY = os.environ.get("VLLM_API_KEY")' in r.stdout
+    assert f"WARNING: {utils}" in r.stdout and API_KEY not in r.output
+    # once utils.py reads EMBEDDING_ENDPOINT, nothing more is said about it
+    utils.write_text('def get_embeddings(endpoints, model_name, input_text, api_key=None):\n'
+                     '    url = f"{config.EMBEDDING_ENDPOINT}/embeddings"\n')
+    r = cli("plan", "--root", str(root), "--model", "4b")
+    assert "get_embeddings" not in r.stdout
