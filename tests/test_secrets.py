@@ -180,9 +180,10 @@ def test_precedence_file_then_migrator_then_vllm_then_openai(monkeypatch, tmp_pa
 
         def reachable(*extra):
             r = cli("plan", "--root", str(root), "--model", "8b", "--no-tokenize", "--json", *extra)
-            assert r.exit_code == 0, r.output
             assert not _leaks(r.stdout + r.stderr) and not _leaks(r.stdout + r.stderr, WRONG_KEY)
-            return json.loads(r.stdout)["endpoint"]["reachable"]
+            ok = json.loads(r.stdout)["endpoint"]["reachable"]
+            assert r.exit_code == (0 if ok else EXIT_ENDPOINT_REJECTED), r.output   # a refused key: 6
+            return ok
 
         monkeypatch.setenv("OPENAI_API_KEY", WRONG_KEY)
         monkeypatch.setenv("VLLM_API_KEY", API_KEY)

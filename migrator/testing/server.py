@@ -878,7 +878,8 @@ class FakeVLLM:
     def _hang(self) -> None:
         """Never answer: until the server stops or the client hangs up (vLLM aborts then)."""
         self.stats.bump("hung")
-        conn = getattr(self._local, "conn", None)
+        # the worst case (hang_blocks_others) stalls for good, whoever hangs up
+        conn = None if self.hang_blocks_others else getattr(self._local, "conn", None)
         try:
             while not self._stopping.wait(0.05):
                 if conn is not None and _peer_closed(conn):
