@@ -107,7 +107,7 @@ class Settings:
     def make_endpoint(self) -> Endpoint | EndpointPool:
         return make_endpoint(self.endpoint_urls, config.api_key(self.api_key_file),
                              request_timeout=self.request_timeout, retry_for=self.retry_for,
-                             verify_tls=not self.insecure)
+                             verify_tls=not self.insecure, key_source=config.key_source(self.api_key_file))
 
     def make_control(self) -> Control:
         metrics = None
@@ -355,10 +355,13 @@ def _failures(store: StateStore, mid: str) -> list[str]:
 
 
 class _StopOnSignals:
-    """SIGINT/SIGTERM set ``event`` (a clean stop) instead of killing the process."""
+    """SIGINT/SIGTERM set ``event`` (a clean stop) instead of killing the process; a second
+    one sets ``drop`` too (the requests in flight are dropped instead of awaited)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event):
+    def __init__(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event,
+                 drop: asyncio.Event | None = None, reporter: "Reporter | None" = None):
         self.loop, self.event, self.saved = loop, event, {}
+        self.drop, self.reporter = drop, reporter
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -369,7 +372,17 @@ class _StopOnSignals:
 
     def _fire(self, sig) -> None:
         self.received = sig
+        name = signal.Signals(sig).name
+        if self.event.is_set():
+            if self.drop is not None and not self.drop.is_set():
+                self.drop.set()
+                if self.reporter is not None:
+                    self.reporter.note(f"{name} again: dropping the requests in flight (the next run "
+                                       f"asks for them again)")
+            return
         self.event.set()
+        if self.reporter is not None:
+            self.reporter.note(f"{name}: stopping; committed work is kept (Ctrl-C again to stop sooner)")
 
     def __exit__(self, *exc):
         for sig, old in self.saved.items():
@@ -436,6 +449,7 @@ async def _run(settings: Settings, store: StateStore, reporter: Reporter,
                deadline: float | None = None, held: WriterLock | None = None) -> RunResult:
     held = held or WriterLock()
     stop = asyncio.Event()
+    drop = asyncio.Event()        # a second signal: do not wait for the requests in flight
     started = time.monotonic()
     endpoint = settings.make_endpoint()
     ended: list = []
@@ -445,11 +459,16 @@ async def _run(settings: Settings, store: StateStore, reporter: Reporter,
         if ended:
             return WindowEnded(f"stopped at the end of the time window; everything staged or "
                                f"committed is kept. `migrate run` resumes migration {mig.id}")
+        with store.session() as s:     # `migrate status` says so, until a run resumes it
+            m = s.get(Migration, mig.id)
+            if m is not None and m.state in ACTIVE_MIGRATION_STATES:
+                m.message = (f"interrupted at {time.strftime('%Y-%m-%d %H:%M:%S')} (pid {os.getpid()}); "
+                             f"`migrate run` resumes it")
         return Interrupted(f"interrupted; committed work is kept. Run `migrate run` again "
                            f"to resume migration {mig.id}")
 
     try:
-        with _StopOnSignals(asyncio.get_running_loop(), stop):
+        with _StopOnSignals(asyncio.get_running_loop(), stop, drop, reporter):
             mig = await _start_or_resume(settings, store, endpoint, reporter, held, stop)
             if isinstance(mig, RunResult):
                 return mig
@@ -459,7 +478,7 @@ async def _run(settings: Settings, store: StateStore, reporter: Reporter,
             cut = None
             rounds = 0
             while True:
-                failed_fast = await _embed_pending(settings, store, mig, endpoint, reporter, stop)
+                failed_fast = await _embed_pending(settings, store, mig, endpoint, reporter, stop, drop)
                 if failed_fast:
                     break          # --fail-fast: report the failure (exit 4), nothing swapped
                 if stop.is_set():
@@ -576,6 +595,9 @@ async def _start_or_resume(settings: Settings, store: StateStore, endpoint: Endp
                                    f"migration {active.id} was started with {active.native_dim}; "
                                    f"point --endpoint at the same model")
         reporter.note(f"resuming migration {active.id} ({active.requested_model}, {active.target_dim} dims)")
+        if (active.message or "").startswith("interrupted"):
+            with store.session() as s:
+                s.get(Migration, active.id).message = None
         return active
     finally:
         held.end_scan()
@@ -739,7 +761,7 @@ def _create_migration(settings: Settings, store: StateStore, endpoint: Endpoint,
 
 
 async def _embed_pending(settings: Settings, store: StateStore, mig: Migration, endpoint: Endpoint,
-                         reporter: Reporter, stop: asyncio.Event) -> bool:
+                         reporter: Reporter, stop: asyncio.Event, drop: asyncio.Event | None = None) -> bool:
     """Embed and stage what is left. True when --fail-fast stopped it at a failure."""
     with store.session() as s:
         jobs = s.scalars(select(DatabaseJob).where(
@@ -766,7 +788,7 @@ async def _embed_pending(settings: Settings, store: StateStore, mig: Migration, 
     t0 = time.monotonic()
     embedder = Embedder(store, mig, endpoint, batch_size=settings.batch_size,
                         concurrency=settings.concurrency, fail_fast=settings.fail_fast,
-                        reporter=reporter, stop=stop, control=settings.make_control())
+                        reporter=reporter, stop=stop, control=settings.make_control(), drop=drop)
     try:
         outcome = await embedder.run()
         return settings.fail_fast and outcome.failed > 0
@@ -924,8 +946,8 @@ def finalize(settings: Settings, *, migration_id: str | None = None,
         done = cleanup.finalize(store, mid)
         claims.release(roots, settings.job_table, mid)
         return {**done.as_dict(), "state": M_FINALIZED,
-                "message": f"migration {mid} finalized: {len(done.files)} file(s) deleted, "
-                           f"{done.bytes_freed} bytes freed; it can no longer be rolled back"}
+                "message": f"migration {mid} finalized: {len(done.files)} file(s) deleted; it can no "
+                           f"longer be rolled back"}
 
 
 # ----------------------------------------------------------------- verify

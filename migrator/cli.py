@@ -501,8 +501,11 @@ def status(as_json, show_dbs, migration_id, state_dir, state_url):
             return
         for m in r["migrations"]:
             states = ", ".join(f"{v} {k}" for k, v in sorted(m["by_state"].items()))
-            click.echo(f"{m['id']}  {m['state']:<11} {m['requested_model']} -> {m['model']} "
+            shown = "interrupted" if (m.get("message") or "").startswith("interrupted") else m["state"]
+            click.echo(f"{m['id']}  {shown:<11} {m['requested_model']} -> {m['model']} "
                        f"({m['target_dim']} dims)  {m['databases']} databases: {states}")
+            if m.get("message"):
+                click.echo(f"    {m['message']}")
             rate = f", {m['records_per_second']} rec/s" if m["records_per_second"] else ""
             click.echo(f"    records {m['records_done']}/{m['records_total']} done, "
                        f"{m['records_left']} left{rate}; backups hold {_human_bytes(m['backup_bytes'])}")
@@ -566,7 +569,7 @@ def finalize(as_json, yes, migration_id, **kw):
 
     result = api.finalize(_settings(**kw), migration_id=migration_id, confirm=confirm)
     _to_log_file(result["message"])
-    _emit(result, as_json, lambda r: click.echo(f"{r['message']} ({_human_bytes(r['bytes_freed'])})"))
+    _emit(result, as_json, lambda r: click.echo(f"{r['message']}; {_human_bytes(r['bytes_freed'])} freed"))
 
 
 @main.command("cron")

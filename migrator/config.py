@@ -24,6 +24,7 @@ ENVIRONMENT = {
     "MIGRATOR_LEASE_SECONDS": "how long a worker's claim on a database lasts unrenewed (default 60)",
 }
 KEY_VARIABLES = ("MIGRATOR_API_KEY", "VLLM_API_KEY", "OPENAI_API_KEY")
+_WARNED: set[str] = set()     # key files already warned about (readable by others)
 
 
 def api_key(key_file: str | os.PathLike | None = None) -> str | None:
@@ -39,7 +40,8 @@ def api_key(key_file: str | os.PathLike | None = None) -> str | None:
         if not text:
             raise UsageError(f"--api-key-file {path}: the file is empty")
         try:
-            if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO) and str(path) not in _WARNED:
+                _WARNED.add(str(path))        # once a process, however often the key is read
                 import logging
                 logging.getLogger("migrator").warning(
                     "%s is readable by other users; chmod 600 it", path)

@@ -213,9 +213,10 @@ class Endpoint:
     """An async client for one vLLM embeddings endpoint."""
 
     def __init__(self, url: str, api_key: str | None, *, request_timeout: float = 120.0,
-                 retry_for: float = 600.0, verify_tls: bool = True):
+                 retry_for: float = 600.0, verify_tls: bool = True, key_source: str | None = None):
         self.base_url, self.root_url = normalize_endpoint(url)
         self._key = api_key
+        self.key_source = key_source   # where the key came from, for messages (config.key_source)
         self._ssl = None
         http_client = None
         if not verify_tls and self.base_url.startswith("https:"):
@@ -266,8 +267,12 @@ class Endpoint:
         """Map answers that no retry can fix to a clear error; None if transient."""
         if isinstance(e, openai.AuthenticationError) or (
                 isinstance(e, openai.APIStatusError) and e.status_code in (401, 403)):
-            return EndpointRejected(f"{self.base_url}: the API key was refused (HTTP {e.status_code}); "
-                                    f"set MIGRATOR_API_KEY (or VLLM_API_KEY) to the server's --api-key")
+            src = self.key_source
+            fix = (f"put the server's key (its VLLM_API_KEY or --api-key) in {src[5:]}, the --api-key-file"
+                   if src and src.startswith("file:") else
+                   f"set {src} to the server's key (its VLLM_API_KEY or --api-key)" if src else
+                   "no key was given: set MIGRATOR_API_KEY or VLLM_API_KEY, or pass --api-key-file")
+            return EndpointRejected(f"{self.base_url}: the API key was refused (HTTP {e.status_code}); {fix}")
         if isinstance(e, openai.APIStatusError) and _no_embeddings_route(e):
             served = f" ({self.info.request_name})" if self.info else ""
             return EndpointRejected(f"{self.base_url}: the server's model{served} is not an embedding model "

@@ -87,6 +87,19 @@ class Cli:
 
 
 @pytest.fixture
+def dead_endpoint():
+    """The URL of a port on 127.0.0.1 that certainly refuses connections: bound by this test
+    and never listened on (no test may depend on what the machine runs on 8888)."""
+    import socket
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    finally:
+        sock.close()
+
+
+@pytest.fixture
 def cli(server, tmp_path):
     return Cli(server.base_url, tmp_path / "state")
 

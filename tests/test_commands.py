@@ -36,10 +36,10 @@ def test_plan_reports_and_writes_nothing(cli, dvd_tree, tmp_path):
     assert not (tmp_path / "state").exists()             # not even the state directory
 
 
-def test_plan_without_endpoint_estimates_and_exits_5(tmp_path, dvd_tree):
+def test_plan_without_endpoint_estimates_and_exits_5(tmp_path, dvd_tree, dead_endpoint):
     """The report is still printed (with estimates), and the exit code says the endpoint is down."""
     root, _ = dvd_tree
-    r = Cli("http://127.0.0.1:9/v1", tmp_path / "state")("plan", "--root", str(root), "--model", "4b", "--json")
+    r = Cli(dead_endpoint, tmp_path / "state")("plan", "--root", str(root), "--model", "4b", "--json")
     assert r.exit_code == EXIT_ENDPOINT_DOWN, r.output
     assert "nothing was written" in r.stderr
     doc = json.loads(r.stdout)

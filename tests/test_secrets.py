@@ -211,6 +211,10 @@ def test_wrong_key_exits_6_without_echoing_it(source, monkeypatch, tmp_path, dvd
             r = cli("run", "--root", str(root), "--model", "8b", "--yes", *extra, *json_flag)
             assert r.exit_code == EXIT_ENDPOINT_REJECTED, r.output
             assert "API key was refused" in r.stderr
+            if source == "file":      # names where the key came from, not a variable it never read
+                assert str(keyfile) in r.stderr and "MIGRATOR_API_KEY" not in r.stderr
+            else:
+                assert "set MIGRATOR_API_KEY to the server's key" in r.stderr
             for key in (WRONG_KEY, API_KEY):
                 assert not _leaks(r.stdout, key) and not _leaks(r.stderr, key)
         assert srv.stats.unauthorized >= 2 and srv.stats.embedding_ok == 0
@@ -228,7 +232,7 @@ def test_group_readable_key_file_warns_without_the_key(tmp_path, dvd_tree):
             "plan", "--root", str(root), "--model", "8b", "--no-tokenize", "--api-key-file", str(keyfile))
         assert r.exit_code == 0, r.output
         assert srv.stats.unauthorized == 0
-    assert str(keyfile) in r.stderr and "chmod 600" in r.stderr
+    assert str(keyfile) in r.stderr and r.stderr.count("chmod 600") == 1   # said once
     assert not _leaks(r.stdout + r.stderr)
 
 

@@ -268,11 +268,11 @@ def test_migrate_cutover_runs_the_before_cutover_hook_too(cli, dvd_tree, tmp_pat
     assert json.loads(r.stdout)["outcome"] == "done"
 
 
-def test_the_failure_hook_hears_of_an_endpoint_that_is_down(cli, dvd_tree, tmp_path):
+def test_the_failure_hook_hears_of_an_endpoint_that_is_down(cli, dvd_tree, tmp_path, dead_endpoint):
     root, _ = dvd_tree
     failed, failed_env = _hook(tmp_path, "failed")
     r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--on-failure", failed,
-            "--retry-for", "1", endpoint=False)
+            "--retry-for", "1", "--endpoint", dead_endpoint, endpoint=False)
     assert r.exit_code != EXIT_OK
     env = json.loads(failed_env.read_text())
     assert env["MIGRATOR_EVENT"] == "failure" and env["MIGRATOR_OUTCOME"] == "error"
