@@ -26,7 +26,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import case, func, or_, select, text, update
 from sqlalchemy.engine import Connection
 
 from .models import D_EMBEDDING, D_PENDING, DatabaseJob
@@ -89,9 +89,13 @@ def renew(conn: Connection, owner: str, ids: list[int], ttl: float = LEASE_SECON
 def release_all(conn: Connection, migration_id: str, owner: str) -> int:
     """Give back every lease of this worker on databases not finished (a clean stop):
     another worker may take them at once instead of after the lease runs out."""
+    # a database stopped halfway is "pending" again (its committed batches are kept), not
+    # "embedding": nothing embeds it until a run claims it
     return conn.execute(update(_jobs).where(
         _jobs.c.migration_id == migration_id, _jobs.c.lease_owner == owner,
-        _jobs.c.lease_until.is_not(None)).values(lease_until=None)).rowcount
+        _jobs.c.lease_until.is_not(None)).values(
+            lease_until=None,
+            state=case((_jobs.c.state == D_EMBEDDING, D_PENDING), else_=_jobs.c.state))).rowcount
 
 
 def outlook(conn: Connection, migration_id: str, owner: str) -> tuple[int, int, float | None]:

@@ -186,7 +186,7 @@ class Embedder:
     def __init__(self, store: StateStore, migration: Migration, endpoint: Endpoint, *,
                  batch_size: int = 32, concurrency: int | None = None, fail_fast: bool = False,
                  reporter: Reporter | None = None, stop: asyncio.Event | None = None,
-                 control: Control | None = None):
+                 control: Control | None = None, drop: asyncio.Event | None = None):
         self.store = store
         self.mig = migration
         self.mid = migration.id
@@ -200,6 +200,7 @@ class Embedder:
         self.fail_fast = fail_fast
         self.reporter = reporter or NullReporter()
         self.stop = stop or asyncio.Event()
+        self.drop = drop or asyncio.Event()  # a second Ctrl-C: drop the requests in flight now
         self.spec = profiles.Spec.parse(migration.profile)   # as the migration was scanned
         self.outcome = EmbedOutcome()
         self.control = control
@@ -615,8 +616,12 @@ class Embedder:
         while pending:
             _, pending = await asyncio.wait(pending, timeout=0.25)
             if self.stop.is_set() and pending:
-                stop_seen = stop_seen or time.monotonic()
-                if time.monotonic() - stop_seen > STOP_GRACE:
+                if stop_seen is None:
+                    stop_seen = time.monotonic()
+                    if self.limit.in_flight:
+                        self.reporter.note(f"stopping: {self.limit.in_flight} request(s) in flight finish "
+                                           f"first, {STOP_GRACE:.0f} s at most (Ctrl-C again to drop them)")
+                if self.drop.is_set() or time.monotonic() - stop_seen > STOP_GRACE:
                     for t in pending:
                         t.cancel()     # unanswered requests are dropped; the next run asks again
                     await asyncio.gather(*pending, return_exceptions=True)
@@ -711,6 +716,13 @@ class Embedder:
                 fut.cancel()
             await claims.aclose()
 
+    async def _wake_on_stop(self) -> None:
+        """A stop must not wait for a request to finish before anyone looks at it: wake the
+        producer where it waits for room (a Condition sees a change only when notified)."""
+        await self.stop.wait()
+        async with self._room:
+            self._room.notify_all()
+
     async def run(self) -> EmbedOutcome:
         """Claim, embed and stage databases of the migration until none is left to claim."""
         self.journal = Journal(self.store)
@@ -718,6 +730,7 @@ class Embedder:
         queue: asyncio.Queue = asyncio.Queue(maxsize=self.concurrency * 2)
         workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.concurrency)]
         renewer = asyncio.create_task(self._renew_leases())
+        waker = asyncio.create_task(self._wake_on_stop())
         try:
             try:
                 await self._produce(queue)
@@ -728,7 +741,8 @@ class Embedder:
         finally:
             await self._drain(queue, workers)
             renewer.cancel()
-            await asyncio.gather(renewer, return_exceptions=True)
+            waker.cancel()
+            await asyncio.gather(renewer, waker, return_exceptions=True)
             if self.journal.broken is None:   # what is left unfinished, others may take at once
                 self.journal.submit(lambda conn: leases.release_all(conn, self.mid, self.owner))
             await asyncio.get_running_loop().run_in_executor(None, self.journal.close)

@@ -109,3 +109,38 @@ def test_sigint_is_graceful_too(slow_setup):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == EXIT_INTERRUPTED, err
     assert {k: v for k, v in tree_digest(root).items() if ".migrator-" not in k} == before
+
+
+def test_ctrl_c_says_what_it_waits_for_and_a_second_one_drops_it(tmp_path, key_env):
+    """The first Ctrl-C says at once what it waits for; the second drops the requests in
+    flight instead of waiting for them; status then says the run was interrupted."""
+    from click.testing import CliRunner
+    from migrator.cli import main as cli_main
+    root = tmp_path / "video_database"
+    build_dvd_tree(root, 6, clips=(12, 20), seed=8)
+    state = tmp_path / "state"
+    log = state / "migrator.log"
+    # every request takes 12 s: nothing in flight finishes by itself during the test
+    with FakeVLLM(api_key=API_KEY, request_overhead_s=12.0) as srv:
+        env = dict(os.environ, MIGRATOR_API_KEY=API_KEY)
+        proc = spawn_migrate("run", "--root", str(root), "--model", "8b", "--endpoint", srv.base_url,
+                             "--state-dir", str(state), "--batch-size", "8", "--concurrency", "2",
+                             "--yes", "--no-quality-gate", env=env)
+        # the probe and the sanity probe answer slowly too: wait until embedding requests are out
+        assert _wait_for(lambda: srv.stats.in_flight >= 2 and log.exists()
+                         and "sanity probe" in log.read_text(), timeout=150), proc.communicate(timeout=5)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert _wait_for(lambda: "request(s) in flight finish first" in log.read_text(), timeout=3)
+        said = time.monotonic() - t0
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        stopped = time.monotonic() - t0
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    assert said < 3 and stopped < 8, (said, stopped)    # not the 10 s grace, nor the 12 s requests
+    assert "Ctrl-C again to drop them" in err and "dropping the requests in flight" in err
+    r = CliRunner().invoke(cli_main, ["status", "--state-dir", str(state)])
+    first = r.stdout.splitlines()[0]
+    assert "interrupted" in first and "embedding" not in first, r.stdout
+    assert "`migrate run` resumes it" in r.stdout
