@@ -32,7 +32,7 @@ from . import (allocator, appconfig, claims, cleanup, config, crashpoints, fsuti
                profiles, provenance, swap, window)
 from .control import Control, metrics_url_for
 from .endpoint import DEFAULT_ENDPOINT, Endpoint, PoisonedInput, normalize_endpoint, resolve_model
-from .errors import EndpointRejected, Interrupted, LockHeld, MigratorError, UsageError, WindowEnded
+from .errors import EXIT_USAGE, EndpointRejected, Interrupted, LockHeld, MigratorError, UsageError, WindowEnded
 from .lock import WriterLock, server_lock, state_lock
 from .models import (ACTIVE_MIGRATION_STATES, D_CUT_OVER, D_EMBEDDING, D_FAILED, D_PENDING,
                      D_STAGED, M_DONE, M_FINALIZED, M_ROLLED_BACK, M_RUNNING, M_STAGED, DatabaseJob,
@@ -78,6 +78,9 @@ class Settings:
     serve_gpu: str | None = None        # CUDA_VISIBLE_DEVICES for it
     serve_memory_fraction: float | None = None
     serve_args: tuple = ()              # extra `vllm serve` flags
+    # asked once the scan says what would be done (the question names the databases, records,
+    # model and dims); False: cancelled, nothing recorded. None: no question (--yes, cron)
+    confirm: Callable[[str], bool] | None = None
     serve_timeout: float = 1800.0       # seconds to wait for it to load the model
     backoff_queue: int | None = None    # back off while vLLM's /metrics shows more waiting (control.py)
     metrics_url: str | None = None      # whose queue to watch (default: the first endpoint's /metrics)
@@ -340,6 +343,11 @@ def _dir_changed_since(job: DatabaseJob) -> bool:
         return False
 
 
+def _ask(settings: Settings, question: str) -> None:
+    if not settings.confirm(question):
+        raise MigratorError("cancelled; nothing was changed", exit_code=EXIT_USAGE)
+
+
 def _failed_applications(store: StateStore, mid: str) -> list[str]:
     """The applications whose files failed, as messages name them (DVD, LightRAG, ...)."""
     with store.reader() as s:
@@ -588,12 +596,25 @@ async def _start_or_resume(settings: Settings, store: StateStore, endpoint: Endp
                 target_model=endpoint.info.model, follow_symlinks=settings.follow_symlinks,
                 known_migrations=known)))
             await _check_unknown_models(endpoint, found, settings, reporter)
+            todo = [f for f in found if f.status == MIGRATE]
+            if todo and settings.confirm is not None:
+                dims = ", ".join(str(d) for d in sorted({f.dim for f in todo if f.dim}))
+                _ask(settings, f"Migrate {len(todo)} database(s), {sum(f.records for f in todo)} records, "
+                               f"under {', '.join(map(str, settings.roots))} from {dims} dims to "
+                               f"{endpoint.info.model} at {endpoint.target_dim} dims"
+                               f"{' and swap them in (backups are kept)' if settings.cutover else ''}?")
             return await asyncio.to_thread(_create_migration, settings, store, endpoint, requested, reporter,
                                            found)
         if info.native_dim != active.native_dim or endpoint.target_dim != active.target_dim:
             raise EndpointRejected(f"{endpoint.base_url}: serves {info.native_dim}-dim vectors but "
                                    f"migration {active.id} was started with {active.native_dim}; "
                                    f"point --endpoint at the same model")
+        if settings.confirm is not None:
+            counts = _job_counts(store, active.id)
+            left = counts.get(D_PENDING, 0) + counts.get(D_EMBEDDING, 0) + counts.get(D_STAGED, 0)
+            _ask(settings, f"Resume migration {active.id}: {left} database(s) still to embed or swap, to "
+                           f"{active.model} at {active.target_dim} dims"
+                           f"{' (backups are kept)' if settings.cutover else ''}?")
         reporter.note(f"resuming migration {active.id} ({active.requested_model}, {active.target_dim} dims)")
         if (active.message or "").startswith("interrupted"):
             with store.session() as s:

@@ -433,9 +433,9 @@ def run(as_json, yes, no_cutover, no_quality_gate, **kw):
     settings.quality_gate = not no_quality_gate
     _log_to_state_dir(settings.state_dir)
     settings.cutover = not no_cutover
-    _confirm(yes, f"Migrate the databases under {', '.join(settings.roots) or '(the unfinished migration)'} "
-                  f"to {settings.model or 'the unfinished migration`s model'}"
-                  f"{'' if no_cutover else ' and swap them in (backups are kept)'}?")
+    if not yes and sys.stdin.isatty():
+        # asked once the scan says how many databases and records, to which model and size
+        settings.confirm = lambda question: click.confirm(question, default=False, err=True)
     reporter = _reporter()
     try:
         result = api.run(settings, reporter=reporter)

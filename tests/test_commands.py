@@ -286,3 +286,24 @@ def test_a_bad_file_left_over_does_not_hide_the_migration_from_rollback(cli, dvd
     r = cli("rollback", "--yes")
     assert r.exit_code == 0 and "5 restored" in r.stdout
     assert tree_digest(root) == before
+
+
+def test_the_run_question_says_what_will_be_done_and_no_changes_nothing(server, dvd_tree, tmp_path):
+    """Asked after the scan: how many databases and records, the model and the dims."""
+    from migrator import api
+    from migrator.errors import MigratorError
+    root, paths = dvd_tree
+    before = tree_digest(root)
+    asked = []
+    settings = api.Settings(roots=[str(root)], model="8b", endpoint=server.base_url,
+                            state_dir=str(tmp_path / "state"),
+                            confirm=lambda q: asked.append(q) or False)
+    with pytest.raises(MigratorError) as e:
+        api.run(settings)
+    assert e.value.exit_code == 2 and "cancelled" in str(e.value)
+    records = sum(len(json.loads(p.read_text())["data"]) for p in paths)
+    (q,) = asked
+    assert f"Migrate {len(paths)} database(s), {records} records" in q
+    assert "from 3072 dims to Qwen/Qwen3-Embedding-8B at 4096 dims" in q
+    assert tree_digest(root) == before
+    assert api.status(str(tmp_path / "state"))["migrations"] == []       # nothing recorded
