@@ -70,6 +70,7 @@ class Settings:
     insecure: bool = False
     max_duration: str | None = None     # e.g. "45m": stop in time (resumable, exit 9)
     until: str | None = None            # e.g. "06:00" local time: the same
+    window: str | None = None           # e.g. "22:00-06:00": run only inside it (window.py)
     on_before_cutover: str | None = None  # shell commands (hooks.py); a failing one holds cutover
     on_success: str | None = None
     on_failure: str | None = None
@@ -402,7 +403,8 @@ def run(settings: Settings, *, reporter: Reporter | None = None) -> RunResult:
     """Migrate: scan (first time), embed, stage, verify, cut over. Resumes an unfinished migration."""
     reporter = reporter or NullReporter()
     allocator.tune()       # before the run's threads start: memory flat in the number of databases
-    deadline = window.time_left(settings.max_duration, settings.until)   # bad values: refuse now
+    # bad values: refused now; outside --window: exit 9 at once, nothing done
+    deadline = window.time_left(settings.max_duration, settings.until, window=settings.window)
     settings.check_endpoints()   # bad URL or key file: refuse before touching any state
     config.api_key(settings.api_key_file)
     if settings.serve and not settings.model:

@@ -245,7 +245,11 @@ window_options = _stack(
                  help="Stop in time (45m, 2h, 1h30m): in-flight requests finish, the work is kept, "
                       "exit 9; the next run resumes."),
     click.option("--until", default=None, metavar="HH:MM",
-                 help="Stop at this local time (e.g. 06:00), as --max-duration does."),
+                 help="Stop at the next such local time (e.g. 06:00), as --max-duration does. From "
+                      "cron use --window: a tick after 06:00 would run until tomorrow's."),
+    click.option("--window", default=None, metavar="START-END",
+                 help="Run only inside this local time window (e.g. 22:00-06:00): a run started "
+                      "outside it exits 9 at once, one inside stops at its end (exit 9)."),
 )
 
 hook_options = _stack(
@@ -598,6 +602,12 @@ def cron_cmd(ctx, every, systemd, **kw):
         window.parse_duration(kw["max_duration"])
     if kw.get("until"):
         window.seconds_until(kw["until"])
+        if not kw.get("window"):
+            raise errors.UsageError(f"--until {kw['until']} in a schedule: a tick after {kw['until']} would "
+                                    f"run until the next day's; give the window instead, like --window "
+                                    f"22:00-{kw['until']}")
+    if kw.get("window"):
+        window.parse_window(kw["window"])
     if not kw["roots"]:
         raise errors.UsageError("--root is required: the schedule must name the databases")
     args: list[str] = []
@@ -625,7 +635,8 @@ def cron_cmd(ctx, every, systemd, **kw):
         args += ["--state-url", kw["state_url"]]
     state_dir = Path(kw["state_dir"]) if kw["state_dir"] else default_state_dir()
     make = cron.systemd_units if systemd else cron.crontab
-    click.echo(make(args, state_dir, every, Path.cwd(), kw.get("api_key_file")), nl=False)
+    click.echo(make(args, state_dir, every, Path.cwd(), kw.get("api_key_file"), window=kw.get("window")),
+               nl=False)
 
 
 @main.command("env")

@@ -14,14 +14,41 @@ import sys
 from pathlib import Path
 
 from .errors import EXIT_LOCKED, EXIT_WINDOW, UsageError
-from .window import parse_duration
+from .window import parse_duration, window_hours
 
 LOG_NAME = "migrator.log"      # written by every run, in the state directory
 CRON_CAPTURE = "cron.log"      # what cron itself captures (the same lines, and anything before logging)
 
 
-def cron_schedule(every: str) -> str:
-    """'15m' -> '*/15 * * * *', '2h' -> '0 */2 * * *', '1d' -> '0 0 * * *'."""
+def _hour_field(hours: list[int]) -> str:
+    """[22, 23, 0, 1, 2] -> '22-23,0-2'."""
+    runs: list[list[int]] = []
+    for h in hours:
+        if runs and h == runs[-1][-1] + 1:
+            runs[-1].append(h)
+        else:
+            runs.append([h])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
+
+
+def cron_schedule(every: str, window: str | None = None) -> str:
+    """'15m' -> '*/15 * * * *', '2h' -> '0 */2 * * *', '1d' -> '0 0 * * *'; with a window,
+    ticks only in its hours ('*/15 22-23,0-5 * * *' for 22:00-06:00)."""
+    plain = _cron_schedule(every)
+    if not window:
+        return plain
+    fields = plain.split()
+    hours = window_hours(window)
+    if fields[1] != "*" and fields[1].startswith("*/"):
+        step = int(fields[1][2:])
+        hours = hours[::step]
+    elif fields[1] != "*":
+        raise UsageError(f"--every {every} ticks once a day; with --window, tick at least every few hours")
+    fields[1] = _hour_field(hours)
+    return " ".join(fields)
+
+
+def _cron_schedule(every: str) -> str:
     seconds = parse_duration(every)
     if seconds % 60:
         raise UsageError(f"--every {every}: cron counts whole minutes")
@@ -46,7 +73,8 @@ def _cron_escape(command: str) -> str:
     return command.replace("%", "\\%")   # cron turns a bare % into a newline
 
 
-def crontab(args: list[str], state_dir: Path, every: str, workdir: Path, key_file: str | None) -> str:
+def crontab(args: list[str], state_dir: Path, every: str, workdir: Path, key_file: str | None,
+            window: str | None = None) -> str:
     state_dir, workdir = state_dir.resolve(), workdir.resolve()
     command = (f"mkdir -p {shlex.quote(str(state_dir))} && cd {shlex.quote(str(workdir))} && "
                f"{shlex.join(run_argv(args, state_dir))} >> {shlex.quote(str(state_dir / CRON_CAPTURE))} 2>&1")
@@ -54,12 +82,12 @@ def crontab(args: list[str], state_dir: Path, every: str, workdir: Path, key_fil
              f"# a run stopped by --max-duration/--until exits {EXIT_WINDOW}; the next tick resumes. "
              f"Log: {state_dir / LOG_NAME}",
              *_key_comment(key_file),
-             f"{cron_schedule(every)} {_cron_escape(command)}"]
+             f"{cron_schedule(every, window)} {_cron_escape(command)}"]
     return "\n".join(lines) + "\n"
 
 
 def systemd_units(args: list[str], state_dir: Path, every: str, workdir: Path,
-                  key_file: str | None, name: str = "migrator") -> str:
+                  key_file: str | None, name: str = "migrator", window: str | None = None) -> str:
     seconds = parse_duration(every)
     state_dir, workdir = state_dir.resolve(), workdir.resolve()
     return "\n".join([
@@ -74,6 +102,7 @@ def systemd_units(args: list[str], state_dir: Path, every: str, workdir: Path,
         f"ExecStart={shlex.join(run_argv(args, state_dir))}",
         f"# {EXIT_LOCKED}: another run holds the lock; {EXIT_WINDOW}: the time window ended (resumable)",
         f"SuccessExitStatus={EXIT_LOCKED} {EXIT_WINDOW}",
+        *([f"# ticks outside --window {window} exit {EXIT_WINDOW} at once, having done nothing"] if window else []),
         "Nice=10",
         "",
         f"# /etc/systemd/system/{name}.timer",

@@ -416,3 +416,47 @@ def test_a_signal_while_vllm_starts_stops_it_too(tmp_path, dvd_tree, stand_in, s
     assert "interrupted while vLLM was starting" in err and "Aborted" not in err
     assert not _alive(json.loads(record.read_text())["pid"])
     assert tree_digest(root) == before
+
+
+# ------------------------------------------------------------ --window
+def test_windows_wrap_past_midnight_and_say_how_long_is_left():
+    from datetime import datetime as dt
+    night = "22:00-06:00"
+    assert window.window_left(night, dt(2026, 12, 1, 23, 0)) == 7 * 3600
+    assert window.window_left(night, dt(2026, 12, 1, 5, 30)) == 30 * 60
+    assert window.window_left(night, dt(2026, 12, 1, 7, 0)) is None       # the tick after 06:00
+    assert window.window_left("09:00-17:30", dt(2026, 12, 1, 17, 0)) == 30 * 60
+    assert window.window_hours(night) == [22, 23, 0, 1, 2, 3, 4, 5]
+    assert window.window_hours("22:30-06:15") == [22, 23, 0, 1, 2, 3, 4, 5, 6]
+    with pytest.raises(UsageError):
+        window.parse_window("22:00")
+    with pytest.raises(UsageError):
+        window.parse_window("06:00-06:00")
+
+
+def test_a_run_outside_its_window_exits_9_at_once_having_done_nothing(cli, dvd_tree):
+    from datetime import datetime as dt, timedelta
+    root, _ = dvd_tree
+    before = tree_digest(root)
+    now = dt.now()
+    start, end = (now + timedelta(hours=2)).strftime("%H:%M"), (now + timedelta(hours=3)).strftime("%H:%M")
+    t0 = time.monotonic()
+    r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--window", f"{start}-{end}")
+    assert r.exit_code == EXIT_WINDOW, r.output
+    assert "outside the window" in r.output and time.monotonic() - t0 < 5
+    assert tree_digest(root) == before
+    assert not (Path(cli.state_dir) / "migrator.db").exists()
+
+
+def test_cron_ticks_only_in_the_window_and_refuses_until_alone(tmp_path, dvd_tree):
+    root, _ = dvd_tree
+    from click.testing import CliRunner
+    from migrator.cli import main as cli_main
+    r = CliRunner().invoke(cli_main, ["cron", "--every", "15m", "--root", str(root), "--model", "8b",
+                                      "--window", "22:00-06:00", "--state-dir", str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    line = [ln for ln in r.stdout.splitlines() if not ln.startswith("#")][0]
+    assert line.startswith("*/15 22-23,0-5 * * * ") and "--window 22:00-06:00" in line
+    r = CliRunner().invoke(cli_main, ["cron", "--every", "15m", "--root", str(root), "--model", "8b",
+                                      "--until", "06:00", "--state-dir", str(tmp_path / "s")])
+    assert r.exit_code == EXIT_USAGE and "--window 22:00-06:00" in r.output
