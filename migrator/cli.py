@@ -530,16 +530,17 @@ def status(as_json, show_dbs, migration_id, state_dir, state_url):
 @main.command()
 @endpoint_options
 @state_option
-@migration_option("default: the unfinished one")
+@migration_option("default: the unfinished one, else the latest finished one")
 @json_option
 @_handle_errors
 def verify(as_json, migration_id, **kw):
-    """The quality gate on staged databases (it also runs before every cutover). Writes nothing."""
+    """The quality gate on a migration's staged databases (it also runs before every cutover), or,
+    once it is done, on the live files it wrote against their backups. Writes nothing."""
     report = api.verify(_settings(**kw), migration_id=migration_id)
 
     def human(r):
         click.echo(f"migration {r['migration']}: quality gate {'PASSED' if r['passed'] else 'FAILED'}: "
-                   f"{r['databases']} staged database(s); {r['self_hits']}/{r['sampled_records']} sampled "
+                   f"{r['databases']} {r['what']} database(s); {r['self_hits']}/{r['sampled_records']} sampled "
                    f"records found by their own text"
                    + (f"; neighbourhood overlap {r['neighbourhood_overlap']} (chance "
                       f"{r['overlap_by_chance']})" if r["neighbourhood_overlap"] is not None else ""))

@@ -35,7 +35,7 @@ from sqlalchemy import select
 
 from . import fsutil, nvdb, profiles, verify
 from .errors import BadDatabase
-from .models import D_STAGED, DatabaseJob, Migration
+from .models import D_CUT_OVER, D_STAGED, DatabaseJob, Migration
 from .state import StateStore
 from .verify import SharedVectors
 
@@ -73,6 +73,7 @@ class GateReport:
     overlap_samples: int = 0
     checked: int = 0                    # databases read again (all, or the sample)
     skipped: list[str] = field(default_factory=list)   # staged files cutover will re-stage
+    live: bool = False                  # judged the cut-over live files (against their backups)
 
     @property
     def passed(self) -> bool:
@@ -80,6 +81,7 @@ class GateReport:
 
     def as_dict(self) -> dict:
         return {"migration": self.migration_id, "passed": self.passed, "databases": self.databases,
+                "what": "live" if self.live else "staged",
                 "databases_read": self.checked,
                 "sampled_records": self.sampled, "self_hits": self.self_hits,
                 "neighbourhood_overlap": None if self.overlap is None else round(self.overlap, 3),
@@ -105,6 +107,11 @@ class _Checked:
     chances: list[float] = field(default_factory=list)
 
 
+@dataclass
+class _Named:
+    path: str
+
+
 def _texts(job, spec: profiles.Spec) -> tuple[list[str], profiles.Profile] | None:
     try:
         src = nvdb.read(job.path)
@@ -120,10 +127,14 @@ def _structure(job, target_dim: int, picked: list[int], queries: np.ndarray | No
     ``picked`` rows also score their ``queries`` and compare neighbourhoods."""
     staged, live = Path(job.staged_path), Path(job.path)
     if fsutil.sha256_if_exists(staged) != job.staged_sha256:
+        if isinstance(job, _AsLive):
+            return _Checked([], skipped=f"{staged}: changed since the cutover wrote it; not judged")
         # Swapped before a crash, or altered since staging: cutover tells which (by hashes)
         # and re-stages an altered one; it is not this gate's to judge.
         return _Checked([], skipped=f"{staged}: missing or changed since staging; cutover sorts it out")
     if fsutil.sha256_if_exists(live) != job.source_sha256:
+        if isinstance(job, _AsLive):
+            return _Checked([f"{live}: the backup no longer holds the original"])
         # the live file changed since it was read: cutover leaves it alone and embeds it again
         return _Checked([], skipped=f"{live}: changed since it was read; cutover embeds it again")
     try:
@@ -189,8 +200,27 @@ def _structure(job, target_dim: int, picked: list[int], queries: np.ndarray | No
     return out
 
 
+@dataclass
+class _AsLive:
+    """A cut-over job seen as the gate sees a staged one: the live file is the new one, its
+    backup the source (records, old vectors)."""
+    id: int
+    path: str            # the source: the backup
+    staged_path: str     # the new file: the live one
+    staged_sha256: str
+    source_sha256: str
+    n_records: int
+    live_path: str
+
+
+def _as_live(job, migration_id: str) -> _AsLive:
+    from .layout import backup_path
+    backup = job.backup_path or str(backup_path(job.path, migration_id))
+    return _AsLive(job.id, backup, job.path, job.staged_sha256, job.source_sha256, job.n_records, job.path)
+
+
 async def check(store: StateStore, migration_id: str, target_dim: int, endpoint, *,
-                every_database: bool = True) -> GateReport:
+                every_database: bool = True, live: bool = False) -> GateReport:
     """Run the gate over the migration's staged databases. ``endpoint`` embeds the sampled
     queries (None: structure only). Memory: one block of rows at a time, whatever the size.
 
@@ -199,14 +229,18 @@ async def check(store: StateStore, migration_id: str, target_dim: int, endpoint,
     dimension, unit rows, no shared vectors, the committed vectors), and cutover checks by
     hash that it is still that file. `migrate verify` reads them all."""
     import asyncio
-    report = GateReport(migration_id)
+    report = GateReport(migration_id, live=live)
     with store.reader() as s:
         mig = s.get(Migration, migration_id)
         spec, model = profiles.Spec.parse(mig.profile), mig.model
         jobs = s.execute(select(DatabaseJob.id, DatabaseJob.path, DatabaseJob.staged_path,
-                                DatabaseJob.staged_sha256, DatabaseJob.source_sha256, DatabaseJob.n_records)
-                         .where(DatabaseJob.migration_id == migration_id, DatabaseJob.state == D_STAGED)
+                                DatabaseJob.staged_sha256, DatabaseJob.source_sha256, DatabaseJob.n_records,
+                                DatabaseJob.backup_path)
+                         .where(DatabaseJob.migration_id == migration_id,
+                                DatabaseJob.state == (D_CUT_OVER if live else D_STAGED))
                          .order_by(DatabaseJob.id)).all()
+    if live:   # a finished migration: the new vectors are the live files, the old ones the backups
+        jobs = [_as_live(j, migration_id) for j in jobs]
     report.databases = len(jobs)
     rng = random.Random(migration_id)
     sampled_ids = {j.id for j in rng.sample(jobs, min(SAMPLE_DATABASES, len(jobs)))} if endpoint else set()
@@ -216,7 +250,9 @@ async def check(store: StateStore, migration_id: str, target_dim: int, endpoint,
         if not every_database and job.id not in sampled_ids:
             continue
         report.checked += 1
-        found = await asyncio.to_thread(_texts, job, spec)
+        # texts from the source's records (for a live check: the live file's, the same records,
+        # read under its own name, which nano-graphrag's texts depend on)
+        found = await asyncio.to_thread(_texts, _Named(job.live_path) if live else job, spec)
         texts = found[0] if found else None
         picked: list[int] = []
         queries = None

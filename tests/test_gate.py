@@ -127,3 +127,37 @@ def test_migrate_cutover_checks_structure_first(cli, tree):
     now = tree_digest(root)
     assert {k: now[k] for k in before if k.endswith("database.json")} == \
         {k: v for k, v in before.items() if k.endswith("database.json")}
+
+
+def test_verify_after_a_finished_migration_judges_the_live_files_against_their_backups(cli, tree):
+    """It said 'no migration to verify' (exit 2), or with an id 'PASSED: 0 staged databases'."""
+    root, paths = tree
+    r = cli("run", "--root", str(root), "--model", "8b", "--yes")
+    assert r.exit_code == EXIT_OK, r.output
+    r = cli("verify", "--json", "--state-dir", str(cli.state_dir), "--endpoint", cli.endpoint)
+    assert r.exit_code == EXIT_OK, r.output
+    doc = json.loads(r.stdout)
+    assert doc["passed"] and doc["what"] == "live" and doc["databases"] == len(paths)
+    assert doc["databases_read"] == len(paths) and doc["sampled_records"] >= 30
+    assert doc["neighbourhood_overlap"] > 1.5 * doc["overlap_by_chance"], doc
+    r = cli("verify", "--state-dir", str(cli.state_dir), "--endpoint", cli.endpoint)
+    assert f"{len(paths)} live database(s)" in r.stdout
+    # a live file changed since the cutover is no longer the migration's: named, not judged
+    doc0 = json.loads(paths[0].read_text())
+    m = np.frombuffer(base64.b64decode(doc0["matrix"]), dtype="<f4").reshape(len(doc0["data"]), -1)
+    doc0["matrix"] = base64.b64encode(np.roll(m, 1, axis=0).tobytes()).decode()
+    paths[0].write_text(json.dumps(doc0))
+    r = cli("verify", "--json", "--state-dir", str(cli.state_dir), "--endpoint", cli.endpoint)
+    doc = json.loads(r.stdout)
+    assert [s for s in doc["skipped"] if str(paths[0]) in s and "changed since the cutover" in s]
+    assert len(doc["skipped"]) == 1 and doc["passed"]
+
+
+def test_verify_never_passes_having_checked_nothing(cli, tree):
+    root, paths = tree
+    assert cli("run", "--root", str(root), "--model", "8b", "--yes").exit_code == EXIT_OK
+    for p in paths:                                   # every live file changed since the cutover
+        p.write_text(p.read_text() + " ")
+    r = cli("verify", "--json", "--state-dir", str(cli.state_dir), "--endpoint", cli.endpoint)
+    assert r.exit_code == EXIT_GATE, r.output
+    assert "nothing was checked" in json.loads(r.stdout)["problems"][0]
