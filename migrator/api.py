@@ -344,6 +344,11 @@ def _dir_changed_since(job: DatabaseJob) -> bool:
         return False
 
 
+def _step(reporter: Reporter, message: str) -> None:
+    """A step of its own (the progress bar ends first); reporters without steps get a note."""
+    getattr(reporter, "step", reporter.note)(message)
+
+
 def _ask(settings: Settings, question: str) -> None:
     if not settings.confirm(question):
         raise MigratorError("cancelled; nothing was changed", exit_code=EXIT_USAGE)
@@ -519,6 +524,8 @@ async def _run(settings: Settings, store: StateStore, reporter: Reporter,
                     reporter.note("quality gate: SKIPPED (--no-quality-gate); staging verified each "
                                   "file, nothing checked that the vectors mean anything")
                 elif counts.get(D_STAGED):
+                    _step(reporter, f"quality gate: checking a sample of the {counts[D_STAGED]} staged "
+                                    f"database(s) before any swap")
                     report = await gate.check(store, mig.id, mig.target_dim, endpoint, every_database=False)
                     reporter.note(f"quality gate: {'passed' if report.passed else 'FAILED'} "
                                   f"({report.databases} staged, {report.self_hits}/{report.sampled} sampled "
@@ -535,6 +542,8 @@ async def _run(settings: Settings, store: StateStore, reporter: Reporter,
                         return held_result
                 # also with nothing staged: a kill after the last swap leaves the
                 # migration running with every database cut over; cutover closes it
+                if counts.get(D_STAGED):
+                    _step(reporter, f"cutover: swapping {counts[D_STAGED]} database(s) in (backups kept)")
                 cut = await asyncio.to_thread(swap.cutover, store, mig.id)
                 if cut.restage and rounds < MAX_ROUNDS:
                     rounds += 1

@@ -49,6 +49,11 @@ class BarReporter:
         else:
             click.echo(message, err=True)
 
+    def step(self, message: str) -> None:
+        """A step of its own after the embedding (the gate, the swap): the bar is done."""
+        self.close()
+        click.echo(message, err=True)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -82,6 +87,9 @@ class LineReporter:
             self._line()
 
     def note(self, message: str) -> None:
+        log.info("%s", message)
+
+    def step(self, message: str) -> None:
         log.info("%s", message)
 
     def close(self) -> None:

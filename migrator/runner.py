@@ -84,6 +84,7 @@ class Reporter(Protocol):
     def start(self, total_records: int, done_records: int) -> None: ...
     def advance(self, records: int) -> None: ...
     def note(self, message: str) -> None: ...
+    def step(self, message: str) -> None: ...   # a step of its own after the embedding (gate, swap)
 
 
 class NullReporter:
@@ -94,6 +95,9 @@ class NullReporter:
         pass
 
     def note(self, message: str) -> None:
+        log.info("%s", message)
+
+    def step(self, message: str) -> None:
         log.info("%s", message)
 
 
