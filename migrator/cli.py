@@ -215,9 +215,13 @@ source_options = _stack(
     click.option("--pattern", default=DEFAULT_PATTERN, show_default=True,
                  help="File names (globs, comma-separated) of the NanoVectorDB files: DVD's database.json, "
                       "LightRAG's and nano-graphrag's vdb_*.json."),
-    click.option("--model", default=None, help="Target model: 8b, 4b, 0.6b or a full model id."),
+    click.option("--model", default=None,
+                 help="Target model: 8b, 4b, 0.6b, a full model id, or a name the server serves it under "
+                      "(--served-model-name). A model the server does not serve is refused (exit 6), never "
+                      "replaced by what it serves."),
     click.option("--dim", type=click.IntRange(32, 65536), default=None,
-                 help="Shorter Matryoshka size: cut on the client and re-normalised."),
+                 help="Shorter Matryoshka size, 32 to the model's: cut on the client and re-normalised "
+                      "(stock Qwen3 servers refuse `dimensions`)."),
     click.option("--profile", type=click.Choice(["auto", *APPLICATIONS]), default=None,
                  help="Whose files these are, so where each record's embedded text is (default: detected "
                       "per file from its records, name and neighbours)."),
@@ -225,7 +229,7 @@ source_options = _stack(
                  help="Any other NanoVectorDB file: the record field that holds the embedded text."),
     click.option("--text-template", default=None, metavar="TEMPLATE",
                  help="Any other NanoVectorDB file: the embedded text built from record fields, "
-                      "e.g. '{title}\n{body}' (\n and \t understood)."),
+                      "e.g. '{title}\\n{body}' (the two characters \\n and \\t are a newline and a tab)."),
     click.option("--follow-symlinks", is_flag=True,
                  help="Migrate the files that symlinked databases point to (default: refuse them)."),
 )
@@ -651,8 +655,9 @@ def cron_cmd(ctx, every, systemd, **kw):
 @main.command("env")
 def env_cmd():
     """List the environment variables migrate reads (values are not shown)."""
+    width = max(map(len, ENVIRONMENT))
     for name, what in ENVIRONMENT.items():
-        click.echo(f"{name:<20} {what}")
+        click.echo(f"{name:<{width}}  {what}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ ENVIRONMENT = {
     "MIGRATOR_STATE_URL": "a shared PostgreSQL job table, postgresql+psycopg://USER@HOST/DB (default: SQLite "
                           "in the state directory); its password here, in PGPASSWORD or in ~/.pgpass",
     "MIGRATOR_LEASE_SECONDS": "how long a worker's claim on a database lasts unrenewed (default 60)",
+    "MIGRATOR_CRASH_AT": "tests only: point[:n] makes the process SIGKILL itself at a named point "
+                         "(migrator/crashpoints.py)",
 }
 KEY_VARIABLES = ("MIGRATOR_API_KEY", "VLLM_API_KEY", "OPENAI_API_KEY")
 _WARNED: set[str] = set()     # key files already warned about (readable by others)
