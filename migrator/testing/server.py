@@ -1199,8 +1199,14 @@ def _write_ready_file(path: str, text: str) -> None:
 def _arg_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m migrator.testing.server",
-        description=f"{BANNER}: serves vLLM's embeddings API for tests and demos.")
-    ap.add_argument("--host", default="127.0.0.1")
+        description=f"{BANNER}: serves vLLM's OpenAI-compatible embeddings API (/v1/embeddings, "
+                    f"/v1/models, /tokenize, /health, /metrics, /version) for tests, the demo and the "
+                    f"benchmarks. Its vectors come from a deterministic word-hashing stand-in, not a "
+                    f"model. Faults are queued with POST /_admin/faults.",
+        epilog="example: KEY=secret python -m migrator.testing.server --port 8888 --api-key-env KEY "
+               "--tokens-per-second 40000, then migrate run --endpoint http://127.0.0.1:8888/v1 with "
+               "MIGRATOR_API_KEY=secret")
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     ap.add_argument("--port", type=int, default=0, help="0 picks a free port")
     ap.add_argument("--model", default="Qwen/Qwen3-Embedding-8B",
                     help="the model it pretends to be (its vectors' seed and size)")
@@ -1209,15 +1215,20 @@ def _arg_parser() -> argparse.ArgumentParser:
     ap.add_argument("--vllm-version", default=VLLM_VERSION,
                     help=f"the vLLM version it behaves as (default {VLLM_VERSION}; the max-length hang "
                          f"exists on 0.9.2 to 0.31 only)")
-    ap.add_argument("--dim", type=int, default=None)
-    ap.add_argument("--max-model-len", type=int, default=8192)
-    ap.add_argument("--error-shape", choices=("new", "old"), default="new")
-    ap.add_argument("--matryoshka", action="store_true")
+    ap.add_argument("--dim", type=int, default=None,
+                    help="vector size (default: the model's, 4096 for an unknown one)")
+    ap.add_argument("--max-model-len", type=int, default=8192, help="the context length it reports and enforces")
+    ap.add_argument("--error-shape", choices=("new", "old"), default="new",
+                    help="error bodies as vLLM >= 0.10.1 writes them ({error: {...}}) or older (flat)")
+    ap.add_argument("--matryoshka", action="store_true",
+                    help="accept `dimensions` (as vLLM does only with is_matryoshka in the model config)")
     ap.add_argument("--accept-normalize", action="store_true",
                     help="ignore `normalize` like older vLLM instead of rejecting it")
     ap.add_argument("--seed", default=None, help="embedding seed (default: model name)")
-    ap.add_argument("--tokens-per-second", type=float, default=None)
-    ap.add_argument("--request-overhead", type=float, default=0.0, metavar="SECONDS")
+    ap.add_argument("--tokens-per-second", type=float, default=None,
+                    help="a capacity shared by all requests, like a GPU's (default: as fast as it can)")
+    ap.add_argument("--request-overhead", type=float, default=0.0, metavar="SECONDS",
+                    help="fixed time added to every request")
     ap.add_argument("--hang-blocks-others", action="store_true",
                     help="a hung request stalls every later one too (worse than any vLLM)")
     ap.add_argument("--no-hang-blocks-others", action="store_true", help=argparse.SUPPRESS)
@@ -1225,7 +1236,7 @@ def _arg_parser() -> argparse.ArgumentParser:
                     help="name of the environment variable holding the API key")
     ap.add_argument("--ready-file", default=None,
                     help="write the base URL here (atomically) once listening")
-    ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--verbose", action="store_true", help="log every request on stderr")
     return ap
 
 
