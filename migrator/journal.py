@@ -15,6 +15,16 @@ one ``executemany``.
 The runner never waits on a future unless it must (a batch of vectors is
 acknowledged only once durable); the rule that makes this safe is that a
 change describing a file is submitted only after that file is durable.
+
+**Lock order.** Every worker's group commits update the one ``migrations`` row
+(the records and tokens embedded) and their databases' rows. Taken in
+submission order, a transaction could hold the migration row and then wait for a
+database row that another worker had just claimed (a lease run out), while that
+worker's transaction, holding the database row, waited for the migration row:
+PostgreSQL's deadlock, seen once in about 130 runs of the multi-worker test.
+So the counters are *deferred* (:meth:`Journal.execute_last`, :func:`defer`): a
+transaction takes database rows first, in any order, and the migration row
+last, just before it commits, never waiting for anything while it holds it.
 """
 from __future__ import annotations
 
@@ -34,10 +44,18 @@ Change = Callable[[Connection], Any]
 
 
 class _Statement:
-    __slots__ = ("statement", "params")
+    __slots__ = ("statement", "params", "last")
 
-    def __init__(self, statement: Executable, params: dict):
-        self.statement, self.params = statement, params
+    def __init__(self, statement: Executable, params: dict, last: bool = False):
+        self.statement, self.params, self.last = statement, params, last
+
+
+_DEFERRED = "migrator.deferred"
+
+
+def defer(conn: Connection, statement: Executable, params: dict) -> None:
+    """From inside a change: run ``statement`` at the end of this transaction (lock order)."""
+    conn.info.setdefault(_DEFERRED, []).append(_Statement(statement, params, last=True))
 
 RETRIES_IF_VICTIM = 3  # a transaction PostgreSQL aborted to break a deadlock is run again
 MAX_GROUP = 512        # changes in one transaction at most
@@ -73,6 +91,11 @@ class Journal:
         """Queue one statement with its parameters. Consecutive ones of the same statement
         run as one ``executemany`` (the hot path: one row per database)."""
         return self.submit(_Statement(statement, params))
+
+    def execute_last(self, statement: Executable, params: dict) -> Future:
+        """Queue a statement that runs at the end of its transaction, after every other one
+        (the migration row's counters: see "Lock order")."""
+        return self.submit(_Statement(statement, params, last=True))
 
     @property
     def broken(self) -> BaseException | None:
@@ -138,18 +161,35 @@ class Journal:
     def _run_group(self, group: list[tuple[Change, Future]]) -> list:
         results: list = []
         with self.store.engine.begin() as conn:   # errors as they are: _commit sorts them
-            i = 0
-            while i < len(group):
-                change = group[i][0]
-                if isinstance(change, _Statement):
-                    j = i + 1
-                    while (j < len(group) and isinstance(group[j][0], _Statement)
-                           and group[j][0].statement is change.statement):
-                        j += 1
-                    conn.execute(change.statement, [c.params for c, _ in group[i:j]])
-                    results.extend([None] * (j - i))
-                    i = j
-                else:
-                    results.append(change(conn))
-                    i += 1
-        return results
+            conn.info[_DEFERRED] = []
+            try:
+                changes = [c for c, _ in group]
+                last = [c for c in changes if isinstance(c, _Statement) and c.last]
+                _run_in_order([c for c in changes if not (isinstance(c, _Statement) and c.last)], conn,
+                              results)
+                # then the deferred ones (the migration row), just before the commit
+                _run_in_order(last + conn.info[_DEFERRED], conn, [])
+            finally:
+                conn.info.pop(_DEFERRED, None)
+        # results in the order of the group (a deferred statement's is None)
+        out, it = [], iter(results)
+        for c, _ in group:
+            out.append(None if isinstance(c, _Statement) and c.last else next(it))
+        return out
+
+
+def _run_in_order(changes: list, conn: Connection, results: list) -> None:
+    i = 0
+    while i < len(changes):
+        change = changes[i]
+        if isinstance(change, _Statement):
+            j = i + 1
+            while (j < len(changes) and isinstance(changes[j], _Statement)
+                   and changes[j].statement is change.statement):
+                j += 1
+            conn.execute(change.statement, [c.params for c in changes[i:j]])
+            results.extend([None] * (j - i))
+            i = j
+        else:
+            results.append(change(conn))
+            i += 1

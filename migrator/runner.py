@@ -46,7 +46,7 @@ from . import allocator, crashpoints, fsutil, leases, nvdb, profiles, provenance
 from .control import Control
 from .endpoint import Endpoint, PoisonedInput
 from .errors import BadDatabase
-from .journal import Journal
+from .journal import Journal, defer
 from .layout import staged_path
 from .models import D_EMBEDDING, D_FAILED, D_PENDING, D_STAGED, Batch, DatabaseJob, Event, Migration
 from .state import StateStore
@@ -407,7 +407,7 @@ class Embedder:
                       staged_size=size, n_done=n, error=None, lease_until=None)
         if w.in_memory:
             values["truncated"] = sorted(set(job.truncated or []) | set(w.truncated)) or None
-            self.journal.execute(_COUNT_EMBEDDED, dict(_mid=mid, _records=n, _tokens=w.tokens))
+            self.journal.execute_last(_COUNT_EMBEDDED, dict(_mid=mid, _records=n, _tokens=w.tokens))
             fut = self.journal.execute(_SET_STAGED, values)
         else:
             self.journal.execute(_DROP_BATCHES, {"_id": job.id})
@@ -464,9 +464,9 @@ class Embedder:
                     old = conn.execute(select(_jobs.c.truncated).where(_jobs.c.id == sl.work.job.id)).scalar()
                     values["truncated"] = sorted(set(old or []) | set(truncated))
                 conn.execute(update(_jobs).where(_jobs.c.id == sl.work.job.id).values(**values))
-            conn.execute(update(_migrations).where(_migrations.c.id == mid).values(
-                records_embedded=_migrations.c.records_embedded + sum(r["count"] for r in rows),
-                tokens_embedded=_migrations.c.tokens_embedded + sum(r["tokens"] for r in rows)))
+            # the migration row last, before the commit: one lock order for every worker (journal.py)
+            defer(conn, _COUNT_EMBEDDED, dict(_mid=mid, _records=sum(r["count"] for r in rows),
+                                                      _tokens=sum(r["tokens"] for r in rows)))
         return self._submit(change, after="batch.committed", times=len(rows))
 
     async def _embed_request(self, slices: list[_Slice]) -> None:
