@@ -301,3 +301,65 @@ def test_a_group_chosen_as_deadlock_victim_is_run_again_once_whole(pg_url):
         assert _query(pg_url, "select count(*) from t") == [(1,)]     # the aborted try left nothing
     finally:
         store.close()
+
+
+def test_a_worker_frozen_past_its_lease_wakes_up_and_ends_cleanly(pg_url, tmp_path):
+    """Worker A is SIGSTOPped while it holds databases, for longer than its lease; worker B
+    takes them over and finishes. When A wakes up (SIGCONT) it drops what it lost: both end
+    cleanly, every database is migrated once and correctly, nothing is left behind."""
+    root = tmp_path / "video_database"
+    paths = build_dvd_tree(root, 16, clips=(20, 50), seed=9)
+    originals = {p: json.loads(p.read_text()) for p in paths}
+    raw = {p: p.read_bytes() for p in paths}
+    srv = FakeVLLM(model=SMALL, api_key=API_KEY, tokens_per_second=6000).start()
+    env = dict(os.environ, MIGRATOR_API_KEY=API_KEY, MIGRATOR_STATE_URL=pg_url, MIGRATOR_LEASE_SECONDS="3")
+    env.pop("MIGRATOR_STATE_DIR", None)
+
+    def worker(i):
+        return subprocess.Popen([sys.executable, "-m", "migrator.cli", "run", "--root", str(root), "--model",
+                                 "0.6b", "--yes", "--state-dir", str(tmp_path / f"state{i}"), "--endpoint",
+                                 srv.base_url, "--request-timeout", "20"],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    a = b = None
+    try:
+        a = worker(0)
+        held: list[int] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and a.poll() is None and not held:
+            try:
+                held = _held_by(pg_url, a.pid)
+            except ProgrammingError:
+                pass
+            time.sleep(0.05)
+        assert held, "worker A never held a database: " + (a.communicate()[1][-2000:] if a.poll() else "")
+        a.send_signal(signal.SIGSTOP)
+        b = worker(1)
+        time.sleep(8)                          # well past A's 3 s lease: B takes its databases
+        taken = _query(pg_url, f"select count(*) from databases where id in ({','.join(map(str, held))}) "
+                               f"and lease_owner not like '%:{a.pid}:%'")[0][0]
+        a.send_signal(signal.SIGCONT)
+        out_b, err_b = b.communicate(timeout=180)
+        out_a, err_a = a.communicate(timeout=180)
+    finally:
+        for p in (a, b):
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+                p.kill()
+                p.wait()
+        srv.stop()
+    assert b.returncode == EXIT_OK, err_b[-3000:]
+    assert a.returncode == EXIT_OK, err_a[-3000:]      # it ends cleanly too: resumed, or left to B
+    assert taken > 0, "B took over none of A's databases while A was frozen"
+    assert "lease lost" in err_a
+    assert _query(pg_url, "select state from migrations") == [("done",)]
+    rows = _query(pg_url, "select path, state, backup_path from databases")
+    assert len(rows) == len(paths) and {r.state for r in rows} == {"cut_over"}
+    for r in rows:
+        p = Path(r.path)
+        assert_migrated(p, originals[p], dim=1024, native_dim=1024, seed=SMALL)
+        assert Path(r.backup_path).read_bytes() == raw[p]
+        assert not [q for q in p.parent.iterdir() if q.name.endswith((".staged", ".partial")) or ".tmp" in q.name]
+    recorded = _query(pg_url, "select records_embedded from migrations")[0][0]
+    total = sum(len(o["data"]) for o in originals.values())
+    print(f"\nfrozen worker: {taken} of {len(held)} held databases taken over; records embedded "
+          f"{recorded} for {total} records")
