@@ -334,9 +334,13 @@ def test_a_worker_frozen_past_its_lease_wakes_up_and_ends_cleanly(pg_url, tmp_pa
         assert held, "worker A never held a database: " + (a.communicate()[1][-2000:] if a.poll() else "")
         a.send_signal(signal.SIGSTOP)
         b = worker(1)
-        time.sleep(8)                          # well past A's 3 s lease: B takes its databases
-        taken = _query(pg_url, f"select count(*) from databases where id in ({','.join(map(str, held))}) "
-                               f"and lease_owner not like '%:{a.pid}:%'")[0][0]
+        # A stays frozen, well past its 3 s lease, until B has taken over some of its databases
+        # (B takes the free ones first, so this may take a while on a loaded machine)
+        taken, deadline = 0, time.monotonic() + 120
+        while not taken and time.monotonic() < deadline and b.poll() is None:
+            time.sleep(0.5)
+            taken = _query(pg_url, f"select count(*) from databases where id in ({','.join(map(str, held))}) "
+                                   f"and lease_owner not like '%:{a.pid}:%'")[0][0]
         a.send_signal(signal.SIGCONT)
         out_b, err_b = b.communicate(timeout=180)
         out_a, err_a = a.communicate(timeout=180)
