@@ -298,3 +298,23 @@ def test_errors_of_the_input_pass_through_and_take_no_endpoint_out(fault):
     else:
         assert type(error) is PoisonedInput and error.index == 4
     assert all(s["in_service"] for s in pool.status())
+
+
+def test_endpoints_serving_the_model_under_different_names_are_one_model():
+    """One server names it qwen3-embed (an alias of the 8B), the other by its id: the same
+    model. Each request carries its own server's name; answers name their server's first."""
+    qwen = "Qwen/Qwen3-Embedding-8B"
+    with _servers(dict(model=qwen, served_names=["qwen3-embed"]), dict(model=qwen)) as servers:
+        pool = _pool(servers)
+
+        async def go():
+            try:
+                info = await pool.probe("8b")
+                out = await _embed_all(pool, [[f"clip {i} of a long video"] * 4 for i in range(24)])
+                return info, out
+            finally:
+                await pool.aclose()
+        info, out = asyncio.run(go())
+    assert info.model == qwen and set(info.served_models) == {"qwen3-embed", qwen}
+    assert len(out) == 24 and all(r.vectors.shape == (4, 4096) for r in out)
+    assert all(s.stats.embedding_ok > 0 for s in servers)      # both served: neither refused

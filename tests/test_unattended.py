@@ -288,7 +288,7 @@ if args == ["--version"]:
     print(os.environ.get("STAND_IN_VERSION", "0.32.0"))
     sys.exit(0)
 rec = {{"argv": args, "pid": os.getpid(), "key_in_env": os.environ.get("VLLM_API_KEY"),
-       "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}}
+       "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "cpu_kv": os.environ.get("VLLM_CPU_KVCACHE_SPACE")}}
 open(os.environ["STAND_IN_RECORD"], "w").write(json.dumps(rec))
 if os.environ.get("STAND_IN_HANG"):
     import time
@@ -383,8 +383,10 @@ def test_serve_asks_old_vllm_for_task_embed_and_waits_for_a_served_name(tmp_path
               "--root", str(root), "--model", "8b", "--state-dir", str(tmp_path / "state"), "--yes",
               "--no-quality-gate"], env)
     assert p.returncode == EXIT_OK, p.stderr
-    argv = json.loads(record.read_text())["argv"]
+    started = json.loads(record.read_text())
+    argv = started["argv"]
     assert argv[:4] == ["serve", "Qwen/Qwen3-Embedding-8B", "--task", "embed"] and "--runner" not in argv
+    assert started["cpu_kv"] == "1"                  # the environment reached the server
     assert json.loads(paths[0].read_text())["embedding_dim"] == 4096
 
 
