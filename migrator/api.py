@@ -34,7 +34,7 @@ from .control import Control, metrics_url_for
 from .endpoint import DEFAULT_ENDPOINT, Endpoint, PoisonedInput, normalize_endpoint, resolve_model
 from .errors import EXIT_USAGE, EndpointRejected, Interrupted, LockHeld, MigratorError, UsageError, WindowEnded
 from .lock import WriterLock, server_lock, state_lock
-from .models import (ACTIVE_MIGRATION_STATES, D_CUT_OVER, D_EMBEDDING, D_FAILED, D_PENDING,
+from .models import (ACTIVE_MIGRATION_STATES, D_CUT_OVER, D_EMBEDDING, D_FAILED, D_PENDING, D_ROLLED_BACK,
                      D_STAGED, M_DONE, M_FINALIZED, M_ROLLED_BACK, M_RUNNING, M_STAGED, DatabaseJob,
                      Event, Migration)
 from .pool import EndpointPool, make_endpoint
@@ -79,6 +79,7 @@ class Settings:
     serve_gpu: str | None = None        # CUDA_VISIBLE_DEVICES for it
     serve_memory_fraction: float | None = None
     serve_args: tuple = ()              # extra `vllm serve` flags
+    apply_config: bool = False          # edit the applications' settings right after the swap
     # asked once the scan says what would be done (the question names the databases, records,
     # model and dims); False: cancelled, nothing recorded. None: no question (--yes, cron)
     confirm: Callable[[str], bool] | None = None
@@ -308,6 +309,7 @@ class RunResult:
     failures: list[str] = field(default_factory=list)
     cutover: dict | None = None
     configs: list[dict] = field(default_factory=list)   # appconfig.AppConfig: what to change now
+    applied: list[str] = field(default_factory=list)    # config files --apply-config changed
     gate: dict | None = None      # the quality gate's report, when it ran and failed
 
     def as_dict(self) -> dict:
@@ -549,7 +551,10 @@ async def _run(settings: Settings, store: StateStore, reporter: Reporter,
                     rounds += 1
                     continue
                 break
-            return _result(store, mig, cut, started)
+            result = _result(store, mig, cut, started)
+            if settings.apply_config and cut is not None and cut.done:
+                result.applied = _apply_configs(store, mig)
+            return result
     finally:
         if timer is not None:
             timer.cancel()
@@ -865,14 +870,32 @@ def _result(store: StateStore, mig: Migration, cut: swap.SwapResult | None, star
 
 def _configs(store: StateStore, mig: Migration) -> list[dict]:
     """What each application with databases cut over must now be told (appconfig.py)."""
+    return [c.as_dict() for c in _app_configs(store, mig)]
+
+
+def _apply_configs(store: StateStore, mig: Migration) -> list[str]:
+    """--apply-config: the settings of each application whose files are all cut over, set now.
+    One with a file failed, held or refused keeps its settings: they still fit those files."""
+    with store.reader() as s:
+        rows = s.execute(select(DatabaseJob.profile, DatabaseJob.state).where(
+            DatabaseJob.migration_id == mig.id)).all()
+    unfinished = {p or "dvd" for p, state in rows if state not in (D_CUT_OVER, D_ROLLED_BACK)}
+    ready = [c for c in _app_configs(store, mig) if c.application not in unfinished]
+    done = appconfig.apply(ready, mig.id)
+    with store.session() as s:
+        for line in done:
+            s.add(Event(migration_id=mig.id, level="info", message=f"--apply-config: {line}"))
+    return done
+
+
+def _app_configs(store: StateStore, mig: Migration) -> list["appconfig.AppConfig"]:
     with store.reader() as s:
         rows = s.execute(select(DatabaseJob.profile, DatabaseJob.path).where(
             DatabaseJob.migration_id == mig.id, DatabaseJob.state == D_CUT_OVER)).all()
     endpoint = (mig.endpoint or "").split(",")[0].strip() or None
-    found = appconfig.report(_applications(rows, unknown="dvd"), [Path(r) for r in mig.roots], mig.model,
-                             mig.target_dim, mig.native_dim, endpoint=endpoint,
-                             key_source=config.key_source())
-    return [c.as_dict() for c in found]
+    return appconfig.report(_applications(rows, unknown="dvd"), [Path(r) for r in mig.roots], mig.model,
+                            mig.target_dim, mig.native_dim, endpoint=endpoint,
+                            key_source=config.key_source())
 
 
 # ---------------------------------------------------------- cutover/rollback
@@ -928,6 +951,8 @@ def cutover(settings: Settings, *, migration_id: str | None = None) -> RunResult
                 return held
         cut = swap.cutover(store, mig.id)
         result = _result(store, mig, cut, started)
+        if settings.apply_config and cut.done:
+            result.applied = _apply_configs(store, mig)
         if cut.restage:
             result.outcome = "partial"
             result.message += f"; {len(cut.restage)} changed since the scan: `migrate run` re-stages them"
@@ -949,6 +974,10 @@ def rollback(settings: Settings, *, migration_id: str | None = None, force: bool
             roots, mid = mig.roots, mig.id
         claims.check(roots, settings.job_table)
         result = swap.rollback(store, mid, force=force)
+        with store.reader() as s:
+            lightrag_dirs = sorted({Path(p).parent for (p,) in s.execute(select(DatabaseJob.path).where(
+                DatabaseJob.migration_id == mid, DatabaseJob.profile == "lightrag"))})
+        result.configs_restored = appconfig.restore([Path(r) for r in roots], lightrag_dirs, mid)
         if not result.refused:
             claims.release(roots, settings.job_table, mid)
         return result

@@ -197,3 +197,80 @@ def report(applications: dict[str, list[Path]], roots: list[Path], model: str, d
     for c in out:
         c.stale = c.stale or (c.model is not None and c.model != model) or (c.dim is not None and c.dim != dim)
     return out
+
+
+# ------------------------------------------------------------- --apply-config
+# The settings can also be changed by migrator itself, right after the swap, so that files
+# and settings never disagree for longer than the swap. Each file is rewritten atomically
+# (temporary file, fsync, rename), with its mode kept, after its original is kept as
+# ``<file>.migrator-<id>.backup``; `migrate rollback` puts that back.
+
+_PY_ASSIGN = r"^(\s*){key}\s*=.*$"
+
+
+def _set_py(text: str, key: str, value_src: str) -> str:
+    """``key = value_src`` in Python source: the assignment replaced, or added at the end."""
+    pattern = re.compile(_PY_ASSIGN.format(key=re.escape(key)), re.M)
+    if pattern.search(text):
+        return pattern.sub(lambda m: f"{m.group(1)}{key} = {value_src}", text, count=1)
+    return text.rstrip("\n") + f"\n{key} = {value_src}\n"
+
+
+def _set_env(text: str, key: str, value: str) -> str:
+    pattern = re.compile(rf"^(\s*(?:export\s+)?){re.escape(key)}\s*=.*$", re.M)
+    if pattern.search(text):
+        return pattern.sub(lambda m: f"{m.group(1)}{key}={value}", text, count=1)
+    return text.rstrip("\n") + f"\n{key}={value}\n"
+
+
+def edited(cfg: AppConfig) -> str | None:
+    """The config file's new text with ``cfg.lines`` set (None: nothing to edit)."""
+    if not cfg.path or cfg.application not in ("dvd", "lightrag"):
+        return None
+    text = _read(Path(cfg.path))
+    if text is None:
+        return None
+    new = text
+    for line in cfg.lines:
+        key, _, value = (part.strip() for part in line.partition("="))
+        if cfg.application == "dvd":
+            new = _set_py(new, key, value)
+        else:
+            new = _set_env(new, key, value)
+    if cfg.application == "dvd" and "os.environ" in new and not re.search(r"^\s*import os\b", new, re.M):
+        new = "import os\n" + new
+    return new if new != text else None
+
+
+def config_backup(path: str | Path, migration_id: str) -> Path:
+    path = Path(path)
+    return path.with_name(f"{path.name}.migrator-{migration_id}.backup")
+
+
+def apply(configs: list[AppConfig], migration_id: str) -> list[str]:
+    """Write each found config with its new lines; one line per file changed, for the report."""
+    from . import fsutil
+    done = []
+    for cfg in configs:
+        new = edited(cfg)
+        if new is None:
+            continue
+        path = Path(cfg.path)
+        backup = config_backup(path, migration_id)
+        if not backup.exists():
+            fsutil.link_or_copy(path, backup)      # the original, kept for rollback
+        fsutil.atomic_write(path, [new.encode("utf-8")], like=path.stat())
+        done.append(f"{path}: set {', '.join(line.partition('=')[0].strip() for line in cfg.lines)}")
+    return done
+
+
+def restore(roots: list[Path], lightrag_dirs: list[Path], migration_id: str) -> list[str]:
+    """Put back every config this migration's --apply-config changed (rollback)."""
+    import os
+    out = []
+    for path in [*find_dvd(roots), *find_lightrag(lightrag_dirs)]:
+        backup = config_backup(path, migration_id)
+        if backup.exists():
+            os.replace(backup, path)
+            out.append(str(path))
+    return out

@@ -373,7 +373,11 @@ def _print_run(r: dict) -> None:
     cut = r.get("cutover") or {}
     for p in cut.get("restage") or []:
         click.echo(f"  CHANGED {p} (not overwritten; re-embed with `migrate run`)")
-    _print_configs(r.get("configs") or [], "cutover")
+    applied = r.get("applied") or []
+    for line in applied:
+        click.echo(f"  settings changed (--apply-config; the original kept as a .backup): {line}")
+    _print_configs([c for c in r.get("configs") or []
+                    if not any(line.startswith(f"{c['path']}:") for line in applied)], "cutover")
 
 
 _APP_NAMES = {"dvd": "DeepVideoDiscovery", "lightrag": "LightRAG", "nano-graphrag": "nano-graphrag"}
@@ -437,15 +441,21 @@ def _finish_run(result: api.RunResult, as_json: bool) -> None:
 @click.option("--metrics-url", default=None, metavar="URL",
               help="With --backoff-queue: whose /metrics to watch (default: the first endpoint's), e.g. "
                    "the chat model's vLLM on the same GPU.")
+@click.option("--apply-config", is_flag=True,
+              help="Right after the swap, set the applications' settings themselves: DVD's config.py "
+                   "(model, dim, endpoint, key variable) and LightRAG's .env, each written atomically "
+                   "with its original kept as <file>.migrator-<id>.backup; rollback puts it back. "
+                   "An application with a file not cut over keeps its settings.")
 @click.option("--no-quality-gate", is_flag=True,
               help="Cut over without the semantic quality gate. Only for servers known to answer "
                    "non-semantic vectors (throughput benchmarks); never for a real migration.")
 @yes_option
 @json_option
 @_handle_errors
-def run(as_json, yes, no_cutover, no_quality_gate, **kw):
+def run(as_json, yes, no_cutover, no_quality_gate, apply_config, **kw):
     """Embed, stage, verify and cut over; resumes an unfinished migration."""
     settings = _settings(**kw)
+    settings.apply_config = apply_config
     settings.quality_gate = not no_quality_gate
     _log_to_state_dir(settings.state_dir)
     settings.cutover = not no_cutover
@@ -465,14 +475,17 @@ def run(as_json, yes, no_cutover, no_quality_gate, **kw):
 @migration_option("default: the unfinished one")
 @click.option("--on-before-cutover", default=None, metavar="CMD",
               help="Shell command run first; if it fails nothing is swapped (exit 10).")
+@click.option("--apply-config", is_flag=True, help="As for `run`.")
 @yes_option
 @json_option
 @_handle_errors
-def cutover(as_json, yes, migration_id, **kw):
+def cutover(as_json, yes, migration_id, apply_config, **kw):
     """Swap staged databases in (the old ones are kept as backups)."""
     _confirm(yes, "Swap the staged databases in (the old ones are kept as backups)?")
     _log_to_state_dir(kw["state_dir"])
-    _finish_run(api.cutover(_settings(**kw), migration_id=migration_id), as_json)
+    settings = _settings(**kw)
+    settings.apply_config = apply_config
+    _finish_run(api.cutover(settings, migration_id=migration_id), as_json)
 
 
 @main.command()
@@ -493,6 +506,8 @@ def rollback(as_json, yes, force, migration_id, **kw):
                    f"{len(r['already'])} already as before, {len(r['refused'])} refused")
         for line in r["refused"]:
             click.echo(f"  REFUSED {line}")
+        for path in r.get("configs_restored") or []:
+            click.echo(f"  settings restored: {path} (as before --apply-config)")
 
     _to_log_file(f"rollback of migration {result.migration_id}: {len(result.done)} restored, "
                  f"{len(result.already)} already as before, {len(result.refused)} refused")

@@ -60,10 +60,12 @@ class SwapResult:
     restage: list[str] = field(default_factory=list)    # changed since the scan: to embed again
     refused: list[str] = field(default_factory=list)    # one line each: path and why
     held: list[str] = field(default_factory=list)       # one line each: kept back with a sibling
+    configs_restored: list[str] = field(default_factory=list)   # settings --apply-config had changed
 
     def as_dict(self) -> dict:
         return {"migration": self.migration_id, "done": self.done, "already": self.already,
-                "restage": self.restage, "refused": self.refused, "held": self.held}
+                "restage": self.restage, "refused": self.refused, "held": self.held,
+                "configs_restored": self.configs_restored}
 
 
 def _units(rows) -> dict[str, list]:

@@ -561,3 +561,51 @@ def test_dvd_is_told_every_line_and_that_its_utils_still_posts_to_openai(cli, dv
                      '    url = f"{config.EMBEDDING_ENDPOINT}/embeddings"\n')
     r = cli("plan", "--root", str(root), "--model", "4b")
     assert "get_embeddings" not in r.stdout
+
+
+def test_apply_config_sets_dvd_and_lightrag_settings_at_the_swap_and_rollback_restores_them(cli, dvd_tree,
+                                                                                             tmp_path):
+    root, _ = dvd_tree
+    cfg = tmp_path / "dvd" / "config.py"
+    cfg.parent.mkdir()
+    original_cfg = ('import os\nOPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", None)\n'
+                    'AOAI_EMBEDDING_LARGE_MODEL_NAME = "text-embedding-3-large"\nAOAI_EMBEDDING_LARGE_DIM = 3072\n'
+                    'LITE_MODE = True\n')
+    cfg.write_text(original_cfg)
+    cfg.chmod(0o640)
+    wd = tmp_path / "rag" / "rag_storage"
+    env_file = tmp_path / "rag" / ".env"
+    build_lightrag_workdir(wd, n_docs=2, env_file=env_file)
+    original_env = env_file.read_text()
+    r = cli("run", "--root", str(root), "--root", str(wd), "--model", "8b", "--yes", "--apply-config")
+    assert r.exit_code == 0, r.output
+    assert f"settings changed (--apply-config; the original kept as a .backup): {cfg}" in r.stdout
+    new_cfg = cfg.read_text()
+    compile(new_cfg, str(cfg), "exec")                               # still Python
+    ns: dict = {}
+    exec(new_cfg, ns)
+    assert ns["AOAI_EMBEDDING_LARGE_MODEL_NAME"] == QWEN_8B and ns["AOAI_EMBEDDING_LARGE_DIM"] == 4096
+    assert ns["EMBEDDING_ENDPOINT"] == cli.endpoint and "LITE_MODE = True" in new_cfg
+    assert 'EMBEDDING_API_KEY = os.environ.get("MIGRATOR_API_KEY")' in new_cfg and API_KEY not in new_cfg
+    assert oct(cfg.stat().st_mode & 0o777) == "0o640"
+    env = env_file.read_text()
+    assert f"EMBEDDING_MODEL={QWEN_8B}" in env and "EMBEDDING_DIM=4096" in env
+    assert "text-embedding-3-large" not in env
+    assert "Now change DeepVideoDiscovery" not in r.stdout         # nothing left to change by hand
+    r = cli("rollback", "--yes")
+    assert r.exit_code == 0, r.output
+    assert cfg.read_text() == original_cfg and env_file.read_text() == original_env
+    assert not list(cfg.parent.glob("*.backup")) and not list(env_file.parent.glob(".env.migrator-*"))
+
+
+def test_apply_config_leaves_an_applications_settings_while_one_of_its_files_is_not_cut_over(cli, dvd_tree,
+                                                                                            tmp_path):
+    root, paths = dvd_tree
+    cfg = tmp_path / "dvd" / "config.py"
+    cfg.parent.mkdir()
+    cfg.write_text('AOAI_EMBEDDING_LARGE_MODEL_NAME = "text-embedding-3-large"\nAOAI_EMBEDDING_LARGE_DIM = 3072\n')
+    before = cfg.read_text()
+    paths[0].write_text('{"embedding_dim": 3072, "data": [')          # one video cannot be migrated
+    r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--apply-config")
+    assert r.exit_code == EXIT_PARTIAL, r.output
+    assert cfg.read_text() == before and "settings changed" not in r.stdout
