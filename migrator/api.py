@@ -346,6 +346,12 @@ def _dir_changed_since(job: DatabaseJob) -> bool:
         return False
 
 
+def _same_roots(given, recorded) -> bool:
+    """The same directories, however spelled: through a symlink or not, relative or absolute
+    (`migrate cron` writes absolute paths; a user may have typed a symlinked one)."""
+    return sorted(os.path.realpath(r) for r in given) == sorted(os.path.realpath(r) for r in recorded)
+
+
 def _step(reporter: Reporter, message: str) -> None:
     """A step of its own (the progress bar ends first); reporters without steps get a note."""
     getattr(reporter, "step", reporter.note)(message)
@@ -589,7 +595,7 @@ async def _start_or_resume(settings: Settings, store: StateStore, endpoint: Endp
             raise UsageError(f"migration {active.id} reads texts as {active.profile!r}, not "
                              f"{settings.spec.describe()!r}; finish it without those options (it keeps its "
                              f"own) or roll it back first")
-        if active and settings.roots and sorted(os.path.abspath(r) for r in settings.roots) != sorted(active.roots):
+        if active and settings.roots and not _same_roots(settings.roots, active.roots):
             raise UsageError(f"migration {active.id} over {', '.join(active.roots)} is unfinished; finish it "
                              f"(`migrate run` without --root) or roll it back before migrating other roots")
         if active is not None:

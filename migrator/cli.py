@@ -653,7 +653,7 @@ def cron_cmd(ctx, every, systemd, **kw):
             continue
         for v in (value if param.multiple else [value]):
             if name in ("roots", "api_key_file", "endpoints_file"):
-                v = str(Path(v).resolve())
+                v = os.path.abspath(v)       # absolute, as cron needs; a symlink stays as typed
             args += [flag, str(v)]
     if kw.get("state_url"):
         from .state import has_password

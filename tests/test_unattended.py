@@ -462,3 +462,28 @@ def test_cron_ticks_only_in_the_window_and_refuses_until_alone(tmp_path, dvd_tre
     r = CliRunner().invoke(cli_main, ["cron", "--every", "15m", "--root", str(root), "--model", "8b",
                                       "--until", "06:00", "--state-dir", str(tmp_path / "s")])
     assert r.exit_code == EXIT_USAGE and "--window 22:00-06:00" in r.output
+
+
+def test_a_symlinked_root_is_the_same_root_for_run_and_for_the_cron_line(tmp_path, server, dvd_tree):
+    """`migrate cron` resolved a symlinked --root while run kept it as typed, so the cron tick
+    resuming the migration was refused as 'other roots'."""
+    from click.testing import CliRunner
+    from migrator.cli import main as cli_main
+    root, paths = dvd_tree
+    link = tmp_path / "videos-link"
+    link.symlink_to(root)
+    state = tmp_path / "state"
+    base = ["--model", "8b", "--endpoint", server.base_url]
+    runner = CliRunner(env={"MIGRATOR_API_KEY": API_KEY})
+    r = runner.invoke(cli_main, ["run", "--root", str(link), *base, "--state-dir", str(state), "--yes",
+                                 "--no-cutover"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli_main, ["cron", "--every", "15m", "--root", str(link), *base, "--state-dir", str(state)])
+    line = [ln for ln in r.stdout.splitlines() if not ln.startswith("#")][0]
+    argv = shlex.split(line.split(" && ")[2].split(" >> ")[0])
+    assert str(link) in argv
+    r = runner.invoke(cli_main, argv[argv.index("run"):])          # the tick, as cron runs it
+    assert r.exit_code == 0, r.output
+    assert "other roots" not in r.output and "done" in r.output
+    r = runner.invoke(cli_main, ["run", "--root", str(root), *base, "--state-dir", str(state), "--yes"])
+    assert "other roots" not in r.output                           # the target, typed directly
