@@ -118,8 +118,10 @@ def test_dvd_and_lightrag_rows_equal_what_the_server_answers(vllm_fleet, tmp_pat
     originals = {p: _doc(p) for p in [*paths, *store.files.values()]}
     cli = _cli(server, tmp_path)
 
-    r = _run(cli, "--root", str(dvd_root), "--root", str(wd), "--model", "8b")
+    # --backoff-queue watches this server's real /metrics the whole run
+    r = _run(cli, "--root", str(dvd_root), "--root", str(wd), "--model", "8b", "--backoff-queue", "256")
     assert r.exit_code == 0, r.output
+    assert "no queue backoff until it answers" not in r.output     # /metrics was readable
 
     truncated_expected, truncated_seen = set(), set(re.findall(r"TRUNCATED (\S+) record '([^']+)'", r.output))
     for path, before in originals.items():
