@@ -171,7 +171,7 @@ def _make_writable(path: Path) -> None:
 def link_copy(src: Path, dst: Path) -> None:
     """Copy a tree as hard links (directories are real)."""
     src, dst = Path(src), Path(dst)
-    for dirpath, dirnames, filenames in os.walk(src):
+    for dirpath, _dirnames, filenames in os.walk(src):
         rel = Path(dirpath).relative_to(src)
         (dst / rel).mkdir(parents=True, exist_ok=True)
         for name in filenames:

@@ -22,7 +22,6 @@ from migrator.profiles import DVD_PREFIX
 from migrator.testing.corpus import NanoVectorDB
 
 
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", required=True)

@@ -511,7 +511,8 @@ def well_formed(res: dict) -> list[str]:
     if "kill" in res:
         k = res["kill"]
         if not k["ok"]:
-            problems.append(f"kill/resume: not ok ({ {x: k[x] for x in ('killed', 'killed_rc', 'resume_rc', 'verified')} })")
+            shown = {x: k[x] for x in ("killed", "killed_rc", "resume_rc", "verified")}
+            problems.append(f"kill/resume: not ok ({shown})")
         num(k.get("rework_texts"), "kill rework_texts")
     for key in res.get("measures", []):
         if not res.get(key):
@@ -575,7 +576,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.name = args.name or ("quick" if args.quick else "full" if args.full else time.strftime("run-%Y%m%d-%H%M"))
     work = args.work_dir
     args.results_dir = args.results_dir or (work / "results" if args.quick else REPO / "benchmarks" / "results")
-    args.plot = args.plot or (work / f"{args.name}-goodput.png" if args.quick else REPO / "docs" / "benchmarks-goodput.png")
+    default_plot = work / f"{args.name}-goodput.png" if args.quick else REPO / "docs" / "benchmarks-goodput.png"
+    args.plot = args.plot or default_plot
     return args
 
 

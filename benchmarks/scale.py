@@ -337,7 +337,8 @@ def run_rounds(cfgs: list[dict], man, work, pg, args, what: str) -> list[dict]:
             r["round"] = rnd
             log(f"  {r['records_per_s_busy']} records/s while embedding ({r['busy_s']} s), "
                 f"{r['records_per_s']} end to end ({r['wall_s']} s); client CPU {r['client_cpu_pct']}%, "
-                f"servers {r['server_cpu_pct']}%, pg {r.get('pg_cpu_pct')}%, other {r.get('other_cpu_pct')}%; texts per endpoint "
+                f"servers {r['server_cpu_pct']}%, pg {r.get('pg_cpu_pct')}%, "
+                f"other {r.get('other_cpu_pct')}%; texts per endpoint "
                 f"{r['texts_per_endpoint']}" + ("" if r["ok"] else f"  FAILED: {r['error'][:400]}"))
             rows.append(r)
     return rows

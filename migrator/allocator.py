@@ -33,7 +33,7 @@ def _glibc():
             try:
                 lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
                 lib.mallopt  # noqa: B018 - glibc (and not musl) has both
-                lib.malloc_trim
+                lib.malloc_trim  # noqa: B018
                 _libc = lib
             except (OSError, AttributeError):
                 pass

@@ -23,24 +23,53 @@ import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 from pathlib import Path
+from typing import Callable
 
 from sqlalchemy import func, insert, select, update
 
-from . import (allocator, appconfig, claims, cleanup, config, crashpoints, fsutil, gate, hooks, leases, nvdb,
-               profiles, provenance, swap, window)
+from . import (
+    allocator,
+    appconfig,
+    claims,
+    cleanup,
+    config,
+    crashpoints,
+    fsutil,
+    gate,
+    hooks,
+    leases,
+    nvdb,
+    profiles,
+    provenance,
+    swap,
+    window,
+)
 from .control import Control, metrics_url_for
 from .endpoint import DEFAULT_ENDPOINT, Endpoint, PoisonedInput, normalize_endpoint, resolve_model
 from .errors import EXIT_USAGE, EndpointRejected, Interrupted, LockHeld, MigratorError, UsageError, WindowEnded
 from .lock import WriterLock, server_lock, state_lock
-from .models import (ACTIVE_MIGRATION_STATES, D_CUT_OVER, D_EMBEDDING, D_FAILED, D_PENDING, D_ROLLED_BACK,
-                     D_STAGED, M_DONE, M_FINALIZED, M_ROLLED_BACK, M_RUNNING, M_STAGED, DatabaseJob,
-                     Event, Migration)
+from .models import (
+    ACTIVE_MIGRATION_STATES,
+    D_CUT_OVER,
+    D_EMBEDDING,
+    D_FAILED,
+    D_PENDING,
+    D_ROLLED_BACK,
+    D_STAGED,
+    M_DONE,
+    M_FINALIZED,
+    M_ROLLED_BACK,
+    M_RUNNING,
+    M_STAGED,
+    DatabaseJob,
+    Event,
+    Migration,
+)
 from .pool import EndpointPool, make_endpoint
 from .runner import Embedder, NullReporter, Reporter
-from .serve import ManagedServer
 from .scan import BAD, DEFAULT_PATTERN, MIGRATE, SKIP, Found, inspect, scan
+from .serve import ManagedServer
 from .state import StateStore, default_state_dir, open_state, state_url
 from .status import status  # noqa: F401  (re-exported: api.status)
 
@@ -853,7 +882,8 @@ def _result(store: StateStore, mig: Migration, cut: swap.SwapResult | None, star
         rec, tok = m.records_embedded, m.tokens_embedded
     refused = (cut.refused + cut.held) if cut else []
     if state == M_DONE and not failures and not refused:
-        outcome, msg = "done", f"migration {mig.id} done: {counts.get(D_CUT_OVER, 0)} database(s) now at {mig.target_dim} dims"
+        outcome = "done"
+        msg = f"migration {mig.id} done: {counts.get(D_CUT_OVER, 0)} database(s) now at {mig.target_dim} dims"
     elif state == M_STAGED and not failures:
         outcome, msg = "staged", (f"migration {mig.id}: {counts.get(D_STAGED, 0)} database(s) staged; "
                                   f"`migrate cutover` swaps them in")

@@ -42,8 +42,8 @@ def _query_check(paths: list[Path], dim: int, endpoint: str, key: str | None, mo
     """Load each migrated file with the real package and look up one record by its own text
     (the text its application embedded: a DVD caption, LightRAG's content, nano-graphrag's
     name + description or chunk)."""
-    import openai
     import numpy as np
+    import openai
     from nano_vectordb import NanoVectorDB
     logging.getLogger().setLevel(logging.WARNING)   # nano_vectordb's import turns on INFO for everyone
     from migrator import lightrag, nvdb, profiles

@@ -458,7 +458,7 @@ class Embedder:
 
         def change(conn: Connection) -> None:
             conn.execute(insert(_batches), rows)
-            for sl, v, tokens, truncated in answers:
+            for sl, _v, _tokens, truncated in answers:
                 values = {"n_done": _jobs.c.n_done + sl.count}
                 if truncated:
                     old = conn.execute(select(_jobs.c.truncated).where(_jobs.c.id == sl.work.job.id)).scalar()
@@ -650,7 +650,7 @@ class Embedder:
             await asyncio.sleep(leases.LEASE_SECONDS / 4)
             ids = sorted(self.held)
             lost = await asyncio.wrap_future(self.journal.submit(
-                lambda conn: leases.renew(conn, self.owner, ids)))
+                lambda conn, ids=ids: leases.renew(conn, self.owner, ids)))
             for job_id in lost & self.held:
                 self.lost.add(job_id)
                 w = self._works.get(job_id)

@@ -36,9 +36,23 @@ from sqlalchemy.engine import Connection
 
 from . import crashpoints, fsutil, lightrag, profiles, provenance
 from .layout import backup_path, displaced_path, staged_path
-from .models import (D_CUT_OVER, D_EMBEDDING, D_FAILED, D_PENDING, D_REFUSED, D_ROLLED_BACK,
-                     D_STAGED, M_DONE, M_ROLLED_BACK, M_RUNNING, Batch, DatabaseJob,
-                     Event, Migration, utcnow)
+from .models import (
+    D_CUT_OVER,
+    D_EMBEDDING,
+    D_FAILED,
+    D_PENDING,
+    D_REFUSED,
+    D_ROLLED_BACK,
+    D_STAGED,
+    M_DONE,
+    M_ROLLED_BACK,
+    M_RUNNING,
+    Batch,
+    DatabaseJob,
+    Event,
+    Migration,
+    utcnow,
+)
 from .state import StateStore
 
 log = logging.getLogger("migrator.swap")

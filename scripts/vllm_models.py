@@ -55,7 +55,8 @@ def _corpus(n: int, seed: int = 7) -> list[str]:
         lines.append(" ".join(words).capitalize() + rng.choice([".", "!", "?", ","]))
     # digits, punctuation and non-ASCII so that merges exist beyond plain words
     lines += [f"[From 00:{m:02d}:{s}.0 to 00:{m:02d}:{s + 10}.0 seconds]" for m in range(60) for s in (0, 10, 20)]
-    lines += ["Caf\u00e9 na\u00efve r\u00e9sum\u00e9 \u00fcber \u65e5\u672c\u8a9e \u0440\u0443\u0441\u0441\u043a\u0438\u0439 \u2014 \u201cquotes\u201d"] * 20
+    lines += ["Caf\u00e9 na\u00efve r\u00e9sum\u00e9 \u00fcber \u65e5\u672c\u8a9e "
+              "\u0440\u0443\u0441\u0441\u043a\u0438\u0439 \u2014 \u201cquotes\u201d"] * 20
     return lines
 
 
@@ -115,7 +116,8 @@ def build_qwen(hf_home: Path, model_id: str) -> Path:
     ], indent=2))
     (snap / "1_Pooling").mkdir()
     (snap / "1_Pooling" / "config.json").write_text(json.dumps({
-        "word_embedding_dimension": shape["hidden_size"], "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": False,
+        "word_embedding_dimension": shape["hidden_size"], "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": False,
         "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False,
         "pooling_mode_weightedmean_tokens": False, "pooling_mode_lasttoken": True,
         "include_prompt": True}, indent=2))

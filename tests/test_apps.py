@@ -20,8 +20,7 @@ import pytest
 from conftest import API_KEY, Cli, tree_digest
 from migrator import lightrag, provenance
 from migrator.errors import EXIT_LOCKED, EXIT_PARTIAL, EXIT_USAGE
-from migrator.testing.appstores import (build_lightrag_workdir, build_nanographrag_workdir,
-                                        decode_lightrag_vector)
+from migrator.testing.appstores import build_lightrag_workdir, build_nanographrag_workdir, decode_lightrag_vector
 from migrator.testing.corpus import NanoVectorDB, build_dvd_tree
 from migrator.testing.embedder import embed
 from migrator.testing.server import FakeVLLM

@@ -139,9 +139,9 @@ def test_lightrag_workspace_env_and_determinism(tmp_path):
     for line in ("EMBEDDING_BINDING=openai", "EMBEDDING_MODEL=my-model", f"EMBEDDING_DIM={DIM}",
                  "EMBEDDING_TOKEN_LIMIT=8192", "WORKSPACE=team_a"):
         assert line in lines
-    assert any(l.startswith("LLM_MODEL=") for l in lines)
-    assert any(re.match(r"#\s*EMBEDDING_MODEL=", l) for l in lines)
-    assert sum(l.startswith("EMBEDDING_MODEL=") for l in lines) == 1
+    assert any(ln.startswith("LLM_MODEL=") for ln in lines)
+    assert any(re.match(r"#\s*EMBEDDING_MODEL=", ln) for ln in lines)
+    assert sum(ln.startswith("EMBEDDING_MODEL=") for ln in lines) == 1
     again = build_lightrag_workdir(tmp_path / "rag2", workspace="team_a", dim=DIM, seed=1,
                                    model="my-model")
     for ns, path in store.files.items():

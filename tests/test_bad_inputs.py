@@ -19,9 +19,9 @@ import os
 import random
 import re
 import shutil
-import stat
 import sqlite3
 import ssl
+import stat
 import subprocess
 import sys
 import tempfile
@@ -39,14 +39,20 @@ import pytest
 from conftest import API_KEY, Cli, tree_digest
 from dvdcheck import assert_migrated
 from migrator import nvdb
-from migrator.errors import (EXIT_DISK, EXIT_ENDPOINT_DOWN, EXIT_ENDPOINT_REJECTED, EXIT_LOCKED,
-                             EXIT_OK, EXIT_PARTIAL, EXIT_STATE)
+from migrator.api import SANITY_TEXTS
+from migrator.errors import (
+    EXIT_DISK,
+    EXIT_ENDPOINT_DOWN,
+    EXIT_ENDPOINT_REJECTED,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_STATE,
+)
 from migrator.fsutil import TMP_MARK
 from migrator.layout import OWN_MARK
 from migrator.profiles import DVD_PREFIX
-from migrator.api import SANITY_TEXTS
-from migrator.testing.corpus import (OLD_MODEL, build_dvd_database, build_dvd_tree, caption_text, dvd_time,
-                                     make_captions)
+from migrator.testing.corpus import OLD_MODEL, build_dvd_database, build_dvd_tree, caption_text, dvd_time, make_captions
 from migrator.testing.embedder import embed
 from migrator.testing.server import FakeVLLM
 

@@ -104,7 +104,7 @@ def test_no_cutover_then_cutover(cli, dvd_tree):
     r = cli("run", "--root", str(root), "--model", "8b", "--no-cutover", "--yes")
     assert r.exit_code == 0, r.output
     assert "staged" in r.stdout
-    live = {k: v for k, v in tree_digest(root).items() if not ".migrator-" in k}
+    live = {k: v for k, v in tree_digest(root).items() if ".migrator-" not in k}
     assert live == before                                      # live files untouched
     assert len(list(root.rglob("*.staged"))) == 6
     r = cli("cutover", "--yes")

@@ -122,7 +122,7 @@ def test_query_by_own_old_vector_returns_the_record(tree):
     for path in paths:
         db = NanoVectorDB(3072, storage_file=str(path))
         _, bare = bare_captions(path.parent)
-        for key, text in bare:
+        for _key, text in bare:
             top = db.query(dvd_vector(text), top_k=2)
             assert top[0]["caption"].endswith("\n" + text)
             assert top[0]["__metrics__"] == pytest.approx(1.0, abs=1e-5)

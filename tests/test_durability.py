@@ -34,12 +34,11 @@ import pytest
 from sqlalchemy import event
 
 import migrator.api as api_mod
+from dvdcheck import assert_migrated
 from migrator import api
 from migrator.fsutil import TMP_MARK
 from migrator.layout import backup_path, staged_path
 from migrator.testing.corpus import build_dvd_tree
-
-from dvdcheck import assert_migrated
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"),
                                 reason="names fsync'd descriptors through /proc/self/fd")

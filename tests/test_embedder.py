@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from migrator.testing.embedder import (
     EOS_ID,

@@ -115,6 +115,7 @@ def test_ctrl_c_says_what_it_waits_for_and_a_second_one_drops_it(tmp_path, key_e
     """The first Ctrl-C says at once what it waits for; the second drops the requests in
     flight instead of waiting for them; status then says the run was interrupted."""
     from click.testing import CliRunner
+
     from migrator.cli import main as cli_main
     root = tmp_path / "video_database"
     build_dvd_tree(root, 6, clips=(12, 20), seed=8)

@@ -16,8 +16,7 @@ import urllib.request
 
 import pytest
 
-from migrator.control import (QUEUE_START_CAP, RUNNING, WAITING, Control, Throttle, metrics_url_for,
-                              parse_metric)
+from migrator.control import QUEUE_START_CAP, RUNNING, WAITING, Control, Throttle, metrics_url_for, parse_metric
 from migrator.testing.server import FakeVLLM
 from migrator.tuning import AdaptiveLimit
 

@@ -7,7 +7,8 @@ import logging
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from migrator import nvdb
 from migrator.errors import BadDatabase
@@ -19,7 +20,8 @@ from nano_vectordb import NanoVectorDB  # noqa: E402
 def _real_db(path, dim=8, n=5, extra=True):
     db = NanoVectorDB(dim, storage_file=str(path))
     rng = np.random.default_rng(0)
-    db.upsert([{"__vector__": rng.normal(size=dim), "caption": f"[From 00:00:{i}.0 to 00:00:{i+1}.0 seconds]\nclip {i} é",
+    db.upsert([{"__vector__": rng.normal(size=dim),
+                "caption": f"[From 00:00:{i}.0 to 00:00:{i+1}.0 seconds]\nclip {i} é",
                 "time_start_secs": float(i), "time_end_secs": float(i + 1)} for i in range(n)])
     if extra:
         db.store_additional_data(video_length="00:01:00", fps=2, subject_registry={"a": "b"})
@@ -71,7 +73,8 @@ def test_nan_field_round_trips_with_stdlib_codec(tmp_path):
     (b"[1, 2]", "not an object"),
     (b'{"data": [], "matrix": ""}', "missing key"),
     (b'{"embedding_dim": 0, "data": [], "matrix": ""}', "positive integer"),
-    (b'{"embedding_dim": 2, "data": [{"__id__": "a"}, {"__id__": "a"}], "matrix": "AAAAAAAAAAAAAAAAAAAAAA=="}', "share __id__"),
+    (b'{"embedding_dim": 2, "data": [{"__id__": "a"}, {"__id__": "a"}], '
+     b'"matrix": "AAAAAAAAAAAAAAAAAAAAAA=="}', "share __id__"),
     (b'{"embedding_dim": 2, "data": [{"__id__": "a"}], "matrix": "AAAA"}', "base64 characters"),
     (b'{"embedding_dim": 2, "data": [{"x": 1}], "matrix": "AAAAAAAAAAA="}', "no string '__id__'"),
     (b'\xff\xfe{"embedding_dim": 2}', "not UTF-8"),

@@ -14,7 +14,6 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import pytest
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 from sqlalchemy import create_engine, inspect, text

@@ -1,8 +1,9 @@
 """Which text a record was embedded from."""
 from __future__ import annotations
 
-import pytest
 from pathlib import Path
+
+import pytest
 
 from migrator import profiles
 from migrator.errors import BadDatabase
@@ -10,7 +11,8 @@ from migrator.nvdb import NanoFile
 
 
 def _nf(records):
-    return NanoFile(path=Path("x/database.json"), embedding_dim=2, data=records, keys=["data"], values={"data": records})
+    return NanoFile(path=Path("x/database.json"), embedding_dim=2, data=records, keys=["data"],
+                    values={"data": records})
 
 
 def test_dvd_prefix_is_removed_exactly_once():

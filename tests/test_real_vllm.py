@@ -463,7 +463,7 @@ def _tfidf_tree(root: Path, n_videos: int = 6) -> list[Path]:
     rng = random.Random(3)
     all_caps = []
     videos = []
-    for v in range(n_videos):
+    for _ in range(n_videos):
         caps = make_captions(random.Random(rng.getrandbits(32)), 24)
         videos.append(caps)
         all_caps += [c["caption"] for k, c in caps.items() if k != "subject_registry"]

@@ -312,6 +312,7 @@ def test_plan_does_not_echo_a_key_in_the_endpoint_query(tmp_path, dvd_tree, key_
 
 def test_a_key_file_that_is_not_text_is_a_usage_error(tmp_path, dvd_tree):
     from click.testing import CliRunner
+
     from migrator.cli import main as cli_main
     root, _ = dvd_tree
     keyfile = tmp_path / "k.bin"

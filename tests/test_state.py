@@ -12,7 +12,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import pytest
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 

@@ -46,20 +46,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from nano_vectordb import NanoVectorDB  # noqa: E402  (after corpus: root logger kept quiet)
 
 from conftest import API_KEY, tree_digest
 from dvdcheck import assert_migrated
 from migrator import api, crashpoints
 from migrator.fsutil import TMP_MARK
-from migrator.runner import IN_MEMORY_BATCHES, IO_THREADS
 from migrator.layout import OWN_MARK, backup_path, staged_path
 from migrator.profiles import DVD_PREFIX
+from migrator.runner import IN_MEMORY_BATCHES, IO_THREADS
 from migrator.state import open_state
 from migrator.testing.corpus import build_dvd_tree
 from migrator.testing.embedder import embed
 from migrator.testing.server import FakeVLLM
-
-from nano_vectordb import NanoVectorDB  # noqa: E402  (after corpus: root logger kept quiet)
 
 QUICK_KILLS = int(os.environ.get("MIGRATOR_TORTURE_KILLS", "60"))
 SLOW_KILLS = 400

@@ -175,7 +175,8 @@ def test_the_printed_crontab_line_runs_the_migration_as_cron_would(tmp_path, ser
     assert "--max-duration 14m" in command
     r = subprocess.run(["/bin/sh", "-c", command], env={"PATH": "/usr/bin:/bin"}, cwd="/",
                        capture_output=True, text=True, timeout=120)
-    assert r.returncode == EXIT_OK, r.stderr + ((state / "cron.log").read_text() if (state / "cron.log").exists() else "")
+    captured = (state / "cron.log").read_text() if (state / "cron.log").exists() else ""
+    assert r.returncode == EXIT_OK, r.stderr + captured
     for path in paths:
         assert_migrated(path, originals[path], dim=4096)
     assert "done" in (state / "migrator.log").read_text()
@@ -437,7 +438,8 @@ def test_windows_wrap_past_midnight_and_say_how_long_is_left():
 
 
 def test_a_run_outside_its_window_exits_9_at_once_having_done_nothing(cli, dvd_tree):
-    from datetime import datetime as dt, timedelta
+    from datetime import datetime as dt
+    from datetime import timedelta
     root, _ = dvd_tree
     before = tree_digest(root)
     now = dt.now()
@@ -453,6 +455,7 @@ def test_a_run_outside_its_window_exits_9_at_once_having_done_nothing(cli, dvd_t
 def test_cron_ticks_only_in_the_window_and_refuses_until_alone(tmp_path, dvd_tree):
     root, _ = dvd_tree
     from click.testing import CliRunner
+
     from migrator.cli import main as cli_main
     r = CliRunner().invoke(cli_main, ["cron", "--every", "15m", "--root", str(root), "--model", "8b",
                                       "--window", "22:00-06:00", "--state-dir", str(tmp_path / "s")])
@@ -468,6 +471,7 @@ def test_a_symlinked_root_is_the_same_root_for_run_and_for_the_cron_line(tmp_pat
     """`migrate cron` resolved a symlinked --root while run kept it as typed, so the cron tick
     resuming the migration was refused as 'other roots'."""
     from click.testing import CliRunner
+
     from migrator.cli import main as cli_main
     root, paths = dvd_tree
     link = tmp_path / "videos-link"

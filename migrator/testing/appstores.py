@@ -424,7 +424,8 @@ def build_nanographrag_workdir(working_dir: os.PathLike | str, *, naive_rag: boo
                   "llm_response_cache": dir_ / "kv_store_llm_response_cache.json"}
     _prepare(dir_, ["vdb_entities.json", "vdb_chunks.json",
                     *(p.name for p in neighbours.values())], overwrite)
-    chunk_id = lambda doc_id, i, text: "chunk-" + _md5(text)
+    def chunk_id(doc_id, i, text):
+        return "chunk-" + _md5(text)
     # the same rng stream: the first n_docs documents do not depend on orphan_chunk
     docs = _make_docs(seed, n_docs + (1 if orphan_chunk else 0))
     doc_rows, chunk_rows, ents, rels = _extract(docs[:n_docs], chunk_id)

@@ -37,13 +37,13 @@ from __future__ import annotations
 
 import argparse
 import base64
-import re
-import select
 import hmac
 import json
 import math
 import os
 import random
+import re
+import select
 import signal
 import socket
 import ssl
@@ -64,12 +64,13 @@ from migrator.testing.embedder import (
     EOS_ID,
     EOS_TOKEN,
     MODEL_DIMS,
+    _id_words,
+    _words_of,
     embed_word_lists,
     prompt_words,
     token_strings,
     tokenize,
 )
-from migrator.testing.embedder import _id_words, _words_of
 
 __all__ = ["FakeVLLM", "FaultQueue", "Fault", "ServerStats", "FAULT_KINDS", "main"]
 
