@@ -829,6 +829,9 @@ def _create_migration(settings: Settings, store: StateStore, endpoint: Endpoint,
                   f"({target} dims), {len(skipped)} already there, {len(bad)} cannot be migrated")
     for f in bad:
         reporter.note(f"SKIP {f.path}: {f.reason}")
+    for f in found:
+        if f.status == MIGRATE and f.reason:
+            reporter.note(f"NOTE {f.path}: {f.reason}")
     return mig
 
 

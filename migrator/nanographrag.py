@@ -11,10 +11,19 @@ Facts (from nano-graphrag's source at 01f429e; docs/notes/stores-lightrag-nanogr
   ``kv_store_text_chunks.json``, keyed by that id. The id is checked against the
   text's md5, so a text that is not the one embedded is refused, not re-embedded.
 - Inserts that fail part-way can leave chunk ids with no text: refused, by record.
+- A description may hold ``\r\n`` (an LLM's summary of several descriptions; the
+  extraction itself strips control characters). networkx writes the ``\r`` raw into
+  the GraphML, and any XML parser turns it into ``\n`` (XML's end-of-line rule), so
+  the text read back would not be the one embedded. The raw ``\r`` inside ``<data>``
+  is therefore kept as a character reference before parsing, and such records are
+  named (``notes``). Once nano-graphrag itself re-saves the graph, the ``\r`` is gone
+  from the file for good: nothing then shows that it was there.
 """
 from __future__ import annotations
 
 import hashlib
+import io
+import re
 from pathlib import Path
 
 import orjson
@@ -29,6 +38,15 @@ TEXT_CHUNKS = "kv_store_text_chunks.json"
 ENTITIES = "vdb_entities.json"
 CHUNKS = "vdb_chunks.json"
 _GRAPHML = "{http://graphml.graphdrawing.org/xmlns}"
+_DATA = re.compile(rb"(<data\b[^>]*>)(.*?)(</data>)", re.S)
+
+
+def _keep_carriage_returns(raw: bytes) -> bytes:
+    """A raw CR inside a <data> element as &#13;, which XML parsers keep (they turn a raw
+    CR LF into LF). Only inside <data>: elsewhere a CR is markup whitespace."""
+    if b"\r" not in raw:
+        return raw
+    return _DATA.sub(lambda m: m.group(1) + m.group(2).replace(b"\r", b"&#13;") + m.group(3), raw)
 
 
 def looks_like(nf: NanoFile) -> bool:
@@ -45,7 +63,8 @@ def descriptions(graph: Path) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     key_id = None
     try:
-        for _, el in ElementTree.iterparse(str(graph), events=("end",)):
+        raw = _keep_carriage_returns(graph.read_bytes())
+        for _, el in ElementTree.iterparse(io.BytesIO(raw), events=("end",)):
             tag = el.tag.removeprefix(_GRAPHML)
             if tag == "key" and el.get("attr.name") == "description" and el.get("for") in ("node", "all"):
                 key_id = el.get("id")
@@ -87,6 +106,13 @@ class NanoGraphRag(Profile):
     application = "nano-graphrag"
     label = "nano-graphrag"
     whole_directory = True   # one working dir: every vector file at one dimension
+
+    def notes(self, nf: NanoFile, texts: list[str]) -> list[str]:
+        """Records whose text holds a carriage return: read exactly, and said so."""
+        return [f"record #{i} (__id__ {nf.data[i].get(ID)!r}) was embedded from a text holding \\r\\n, "
+                f"read exactly from the GraphML's raw bytes; if nano-graphrag saves the graph again, the "
+                f"\\r is lost and this text can no longer be rebuilt"
+                for i, t in enumerate(texts) if "\r" in t]
 
     def texts(self, nf: NanoFile) -> list[str]:
         if not nf.data:

@@ -98,6 +98,10 @@ class Profile:
     def texts(self, nf: NanoFile) -> list[str]:
         return [self.text_of(rec, i, nf) for i, rec in enumerate(nf.data)]
 
+    def notes(self, nf: NanoFile, texts: list[str]) -> list[str]:
+        """What a user should hear about records read from ``nf`` (plan and run say it)."""
+        return []
+
     def record(self, rec: dict, vector: np.ndarray) -> dict:
         """The record as the migrated file keeps it, given its new vector."""
         return rec
