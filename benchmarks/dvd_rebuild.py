@@ -2,7 +2,7 @@
 
 Delete each ``database.json`` and build it again from ``captions/captions.json``
 the way DeepVideoDiscovery's ``dvd/build_database.py`` does (see
-``../shared/docs/nanovectordb-and-dvd.md``):
+``docs/notes/vllm-and-dvd-facts.md``):
 
 * per video: read the captions, skip empty ones, cut them into batches of
   128, and embed the batches in a fresh ``multiprocessing.Pool`` of

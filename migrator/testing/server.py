@@ -1,7 +1,7 @@
 """A fake vLLM embeddings server for tests, the demo and benchmarks.
 
 It speaks the HTTP protocol of vLLM's OpenAI-compatible server as a client
-sees it (see ``docs/vllm-embeddings.md`` facts): ``/v1/embeddings``,
+sees it (see ``docs/notes/vllm-and-dvd-facts.md``): ``/v1/embeddings``,
 ``/v1/models``, ``/tokenize``, ``/detokenize``, ``/health``, ``/metrics``,
 bearer-key auth on ``/v1/*``, both error shapes, the context-length 400, the
 ``dimensions`` (Matryoshka) 400, the ``normalize`` 400 - and vLLM's worst
