@@ -769,6 +769,9 @@ async def _sanity_probe(settings: Settings, store: StateStore, mig: Migration, e
 
 def _create_migration(settings: Settings, store: StateStore, endpoint: Endpoint, requested: str,
                       reporter: Reporter, found: list[Found]) -> Migration | RunResult:
+    # again, after the scan: a run of another job table started meanwhile may own the tree now
+    # (its staged files are what the scan just refused)
+    claims.check([str(r) for r in settings.roots], settings.job_table)
     target = endpoint.target_dim
     todo = [f for f in found if f.status == MIGRATE]
     bad = [f for f in found if f.status == BAD]
