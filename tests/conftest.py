@@ -22,27 +22,11 @@ def isolated_env(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- helpers
-import hashlib  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from click.testing import CliRunner  # noqa: E402
-
-from migrator.cli import main as cli_main  # noqa: E402
+from helpers import API_KEY, REAL_KEY, Cli  # noqa: E402
 from migrator.testing.corpus import build_dvd_tree  # noqa: E402
 from migrator.testing.server import FakeVLLM  # noqa: E402
-
-API_KEY = "sk-test-DO-NOT-LEAK-7f3a9c"
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    """sha256 of every file under root (relative path -> digest)."""
-    out = {}
-    for p in sorted(Path(root).rglob("*")):
-        if p.is_file():
-            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
 
 
 @pytest.fixture
@@ -65,27 +49,6 @@ def dvd_tree(tmp_path):
     return root, paths
 
 
-class Cli:
-    """Runs `migrate` in-process through click's CliRunner."""
-
-    def __init__(self, endpoint: str | None, state_dir: Path):
-        self.endpoint, self.state_dir = endpoint, state_dir
-        self.runner = CliRunner()
-
-    def __call__(self, *args: str, endpoint: bool = True, state: bool = True):
-        argv = list(args)
-        cmd = argv[0]
-        if endpoint and self.endpoint and cmd in ("plan", "run"):
-            argv += ["--endpoint", self.endpoint]
-        if state and cmd in ("run", "cutover", "rollback", "status", "finalize"):
-            argv += ["--state-dir", str(self.state_dir)]
-        if cmd == "run":
-            for opt, default in (("--retry-for", "5"), ("--request-timeout", "10")):
-                if opt not in argv:
-                    argv += [opt, default]
-        return self.runner.invoke(cli_main, argv, catch_exceptions=False)
-
-
 @pytest.fixture
 def dead_endpoint():
     """The URL of a port on 127.0.0.1 that certainly refuses connections: bound by this test
@@ -102,12 +65,6 @@ def dead_endpoint():
 @pytest.fixture
 def cli(server, tmp_path):
     return Cli(server.base_url, tmp_path / "state")
-
-
-def spawn_migrate(*args: str, env: dict | None = None) -> subprocess.Popen:
-    """`migrate` as a real process (for kill tests)."""
-    return subprocess.Popen([sys.executable, "-m", "migrator.cli", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 # ------------------------------------------------------------- PostgreSQL
@@ -143,8 +100,6 @@ def pg_url():
 # installs it into .venv-vllm and builds the models. Without it they are skipped, unless
 # MIGRATOR_REQUIRE_VLLM is set (CI), where that is a failure.
 from migrator.testing import realvllm  # noqa: E402
-
-REAL_KEY = "sk-real-vllm-test-3b1e"
 
 
 class VllmFleet:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import API_KEY, Cli, tree_digest
+from helpers import API_KEY, Cli, tree_digest
 from migrator import lightrag, provenance
 from migrator.errors import EXIT_LOCKED, EXIT_PARTIAL, EXIT_USAGE
 from migrator.testing.appstores import build_lightrag_workdir, build_nanographrag_workdir, decode_lightrag_vector

@@ -36,8 +36,8 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from conftest import API_KEY, Cli, tree_digest
 from dvdcheck import assert_migrated
+from helpers import API_KEY, Cli, load_originals, tree_digest
 from migrator import nvdb
 from migrator.api import SANITY_TEXTS
 from migrator.errors import (
@@ -61,9 +61,6 @@ BAD_AT = 2              # the damaged database sits in the middle of the sorted 
 
 
 # ------------------------------------------------------------------ helpers
-def _originals(paths):
-    return {p: json.loads(Path(p).read_text(encoding="utf-8")) for p in paths}
-
 
 def _own_files(directory: Path) -> list[str]:
     """Files migrator may leave beside a database: staged, backup, displaced, temporaries."""
@@ -220,7 +217,7 @@ def test_a_bad_database_is_named_left_alone_and_the_rest_migrate(cli, tree, dama
     damage.apply(bad)
     raw = bad.read_bytes()
     good = [p for p in paths if p != bad]
-    originals = _originals(good)
+    originals = load_originals(good)
     r = cli("run", "--root", str(root), "--model", "8b", "--yes")
     assert r.exit_code == EXIT_PARTIAL, r.output
     _no_traceback(r)
@@ -248,7 +245,7 @@ def test_fail_fast_stops_at_the_first_bad_database(cli, tree, damage):
     bad = paths[BAD_AT]
     damage.apply(bad)
     raw = {p: p.read_bytes() for p in paths}
-    originals = _originals([p for p in paths if p != bad])
+    originals = load_originals([p for p in paths if p != bad])
     r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--fail-fast")
     _no_traceback(r)
     assert bad.read_bytes() == raw[bad] and _own_files(bad.parent) == []
@@ -298,7 +295,7 @@ def test_a_symlink_out_of_the_root_is_refused_unless_followed(cli, tree, tmp_pat
     target_raw = target.read_bytes()
     target_doc = json.loads(target_raw)
     good = [p for p in paths if p != link]
-    originals = _originals(good)
+    originals = load_originals(good)
     r = cli("run", "--root", str(root), "--model", "8b", "--yes")
     assert r.exit_code == EXIT_PARTIAL, r.output
     _no_traceback(r)
@@ -414,7 +411,7 @@ def test_a_directory_without_write_permission_fails_alone(server, world_readable
     os.chown(state, NOBODY, NOBODY)
     raw = locked.read_bytes()
     good = [p for p in paths if p != locked]
-    originals = _originals(good)
+    originals = load_originals(good)
     warm_root = tmp_path / "warm"
     build_dvd_database(warm_root / "w", {"0_10": {"caption": "a warm-up clip"}, "subject_registry": {}})
     common = ["--model", "8b", "--endpoint", server.base_url, "--yes", "--retry-for", "5"]
@@ -478,7 +475,7 @@ def test_disk_full_while_staging_stops_with_exit_8_and_swaps_nothing(cli, tmp_pa
         size = (_used_bytes(mnt) + free + 4095) // 4096 * 4096
         _remount(mnt, size)
         before = tree_digest(root)
-        originals = _originals(paths)
+        originals = load_originals(paths)
         r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--concurrency", "1",
                 "--batch-size", "64")
         assert r.exit_code == EXIT_DISK, r.output
@@ -511,7 +508,7 @@ def test_disk_full_while_staging_stops_with_exit_8_and_swaps_nothing(cli, tmp_pa
 # ------------------------------------------------------- the job table locked
 def test_a_locked_job_database_is_exit_7_then_the_run_proceeds(cli, tree, tmp_path, monkeypatch):
     root, paths = tree
-    originals = _originals(paths)
+    originals = load_originals(paths)
     r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--no-cutover")
     assert r.exit_code == EXIT_OK, r.output
     staged_tree = tree_digest(root)
@@ -561,7 +558,7 @@ def test_two_runs_started_at_once_one_works_the_other_exits_3(tmp_path, key_env,
     root = tmp_path / "video_database"
     shutil.copytree(_template, root)
     paths = sorted(root.glob("*/database.json"))
-    originals = _originals(paths)
+    originals = load_originals(paths)
     total = sum(len(d["data"]) for d in originals.values())
     with FakeVLLM(api_key=API_KEY, tokens_per_second=4_000) as srv:    # a run of a few seconds
         args = [sys.executable, "-m", "migrator.cli", "run", "--root", str(root), "--model", "8b",
@@ -637,7 +634,7 @@ def test_modes_and_owners_are_kept_and_staged_files_are_never_wider(cli, server,
     want = {p: (os.stat(p).st_mode & 0o7777, os.stat(p).st_uid, os.stat(p).st_gid) for p in paths}
     assert want[private] == (0o600, NOBODY, NOBODY) and want[public][0] == 0o644
     raw = {p: p.read_bytes() for p in paths}
-    originals = _originals(paths)
+    originals = load_originals(paths)
     # killed with a staged file written and not yet renamed (others may be half-written
     # beside it: databases are staged a few at a time)
     p = _crash_at_first_temporary(server, root, tmp_path / "state")
@@ -674,7 +671,7 @@ def test_modes_and_owners_are_kept_and_staged_files_are_never_wider(cli, server,
 
 def test_a_temporary_left_by_a_killed_writer_is_removed_by_the_next_run(cli, server, tree, tmp_path):
     root, paths = tree
-    originals = _originals(paths)
+    originals = load_originals(paths)
     p = _crash_at_first_temporary(server, root, tmp_path / "state")
     assert p.returncode == -9, p.stderr
     assert len(_temporaries(root)) >= 1    # databases are staged a few at a time
@@ -743,7 +740,7 @@ def test_a_self_signed_endpoint_is_refused_with_verification_on(tls_server, tree
 
 def test_insecure_migrates_over_a_self_signed_endpoint_and_warns(tls_server, tree, tmp_path):
     root, paths = tree
-    originals = _originals(paths)
+    originals = load_originals(paths)
     r = Cli(tls_server.base_url, tmp_path / "state")("run", "--root", str(root), "--model", "8b", "--yes",
                                                      "--insecure")
     assert r.exit_code == EXIT_OK, r.output

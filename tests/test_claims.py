@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from conftest import API_KEY, Cli, tree_digest
+from helpers import API_KEY, Cli, tree_digest
 from migrator.claims import CLAIM_NAME
 from migrator.errors import EXIT_LOCKED, EXIT_PARTIAL
 

@@ -3,20 +3,15 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 
-from conftest import API_KEY, Cli, tree_digest
 from dvdcheck import assert_migrated
+from helpers import API_KEY, Cli, load_originals, tree_digest
 from migrator import api
 from migrator.errors import EXIT_ENDPOINT_DOWN, EXIT_LOCKED, EXIT_PARTIAL
 from migrator.lock import state_lock
 from migrator.testing.server import FakeVLLM
-
-
-def _originals(paths):
-    return {p: json.loads(Path(p).read_text(encoding="utf-8")) for p in paths}
 
 
 def test_plan_reports_and_writes_nothing(cli, dvd_tree, tmp_path):
@@ -50,7 +45,7 @@ def test_plan_without_endpoint_estimates_and_exits_5(tmp_path, dvd_tree, dead_en
 
 def test_run_migrates_every_database_faithfully(cli, dvd_tree, server):
     root, paths = dvd_tree
-    originals = _originals(paths)
+    originals = load_originals(paths)
     r = cli("run", "--root", str(root), "--model", "8b", "--yes")
     assert r.exit_code == 0, r.output
     assert 'AOAI_EMBEDDING_LARGE_MODEL_NAME = "Qwen/Qwen3-Embedding-8B"' in r.stdout
@@ -70,7 +65,7 @@ def test_run_migrates_every_database_faithfully(cli, dvd_tree, server):
 
 def test_matryoshka_dim_is_cut_and_renormalised(cli, dvd_tree):
     root, paths = dvd_tree
-    originals = _originals(paths)
+    originals = load_originals(paths)
     r = cli("run", "--root", str(root), "--model", "8b", "--dim", "1024", "--yes")
     assert r.exit_code == 0, r.output
     for p in paths:
@@ -79,7 +74,7 @@ def test_matryoshka_dim_is_cut_and_renormalised(cli, dvd_tree):
 
 def test_small_model(dvd_tree, tmp_path, key_env):
     root, paths = dvd_tree
-    originals = _originals(paths)
+    originals = load_originals(paths)
     with FakeVLLM(model="Qwen/Qwen3-Embedding-0.6B", api_key=API_KEY) as srv:
         r = Cli(srv.base_url, tmp_path / "state")("run", "--root", str(root), "--model", "0.6b", "--yes")
         assert r.exit_code == 0, r.output
@@ -99,7 +94,7 @@ def test_wrong_model_served_is_refused_before_any_work(dvd_tree, tmp_path, key_e
 
 def test_no_cutover_then_cutover(cli, dvd_tree):
     root, paths = dvd_tree
-    originals = _originals(paths)
+    originals = load_originals(paths)
     before = tree_digest(root)
     r = cli("run", "--root", str(root), "--model", "8b", "--no-cutover", "--yes")
     assert r.exit_code == 0, r.output
@@ -205,7 +200,7 @@ def test_bad_files_are_named_and_the_rest_migrate(cli, dvd_tree):
     del doc["data"][2]["caption"]
     no_text.write_text(json.dumps(doc))
     bad_bytes = {p: p.read_bytes() for p in (truncated, no_text)}
-    originals = _originals(paths[2:])
+    originals = load_originals(paths[2:])
     r = cli("run", "--root", str(root), "--model", "8b", "--yes")
     assert r.exit_code == EXIT_PARTIAL
     assert f"{truncated}: not valid JSON" in r.stdout
@@ -256,7 +251,7 @@ def test_status_reports_progress_and_is_read_only(cli, dvd_tree, tmp_path):
 
 def test_api_is_callable_without_the_cli(server, dvd_tree, tmp_path):
     root, paths = dvd_tree
-    originals = _originals(paths)
+    originals = load_originals(paths)
     raw = {p: p.read_bytes() for p in paths}
     settings = api.Settings(roots=[str(root)], model="8b", endpoint=server.base_url,
                             state_dir=str(tmp_path / "st"))

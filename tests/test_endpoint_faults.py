@@ -3,18 +3,13 @@ from __future__ import annotations
 
 import json
 import socket
-from pathlib import Path
 
 import pytest
 
-from conftest import API_KEY, Cli, tree_digest
 from dvdcheck import assert_migrated
+from helpers import API_KEY, Cli, load_originals, tree_digest
 from migrator.errors import EXIT_ENDPOINT_DOWN, EXIT_ENDPOINT_REJECTED, EXIT_PARTIAL
 from migrator.testing.server import FakeVLLM
-
-
-def _originals(paths):
-    return {p: json.loads(Path(p).read_text(encoding="utf-8")) for p in paths}
 
 
 @pytest.mark.parametrize("kind, params, times", [
@@ -36,7 +31,7 @@ def _originals(paths):
 ])
 def test_transient_faults_are_retried_and_never_written(cli, dvd_tree, server, kind, params, times):
     root, paths = dvd_tree
-    originals = _originals(paths)
+    originals = load_originals(paths)
     server.faults.add(kind, times=times, **params)
     # small batches: enough requests for every fault to fire on a different one
     r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--batch-size", "4")
@@ -79,7 +74,7 @@ def test_endpoint_down_is_a_resumable_exit(dvd_tree, tmp_path, key_env):
 
 def test_server_dies_mid_run_then_comes_back(dvd_tree, tmp_path, key_env):
     root, paths = dvd_tree
-    originals = _originals(paths)
+    originals = load_originals(paths)
     srv = FakeVLLM(api_key=API_KEY).start()
     try:
         # the server answers the probe and a few batches, then every request fails
@@ -118,7 +113,7 @@ def test_exact_max_length_input_never_hangs_and_is_reported(tmp_path, key_env):
 
 def test_an_input_the_server_never_answers_is_isolated_and_named(dvd_tree, tmp_path, key_env):
     root, paths = dvd_tree
-    originals = _originals(paths)
+    originals = load_originals(paths)
     victim = paths[3]
     rec = originals[victim]["data"][1]
     bare = rec["caption"].split("\n", 1)[1]
@@ -136,7 +131,7 @@ def test_an_input_the_server_never_answers_is_isolated_and_named(dvd_tree, tmp_p
 
 def test_old_error_shape_and_float_server(dvd_tree, tmp_path, key_env):
     root, paths = dvd_tree
-    originals = _originals(paths)
+    originals = load_originals(paths)
     with FakeVLLM(api_key=API_KEY, error_shape="old") as srv:
         srv.faults.add("status", times=1, status=500)
         r = Cli(srv.base_url, tmp_path / "state")("run", "--root", str(root), "--model", "8b", "--yes")

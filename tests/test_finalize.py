@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 import os
 
-from conftest import tree_digest
 from dvdcheck import assert_migrated
+from helpers import tree_digest
 from migrator.errors import EXIT_OK, EXIT_USAGE
 
 

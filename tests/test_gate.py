@@ -9,8 +9,8 @@ import sqlite3
 import numpy as np
 import pytest
 
-from conftest import tree_digest
 from dvdcheck import assert_migrated
+from helpers import tree_digest
 from migrator.errors import EXIT_GATE, EXIT_OK
 from migrator.testing.corpus import build_dvd_tree
 from migrator.verify import SharedVectors

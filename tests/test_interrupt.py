@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import API_KEY, spawn_migrate, tree_digest
 from dvdcheck import assert_migrated
+from helpers import API_KEY, spawn_migrate, tree_digest
 from migrator.api import SANITY_TEXTS
 from migrator.errors import EXIT_INTERRUPTED
 from migrator.testing.corpus import build_dvd_tree

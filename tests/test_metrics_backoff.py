@@ -357,8 +357,8 @@ def test_run_backs_off_while_the_servers_queue_is_long(tmp_path):
     import subprocess
     import sys
 
-    from conftest import API_KEY
     from dvdcheck import assert_migrated
+    from helpers import API_KEY
     from migrator.testing.corpus import build_dvd_tree
     from migrator.testing.server import FakeVLLM
 

@@ -9,7 +9,7 @@ import socket
 import numpy as np
 import pytest
 
-from conftest import API_KEY
+from helpers import API_KEY
 from migrator.endpoint import Endpoint, PoisonedInput
 from migrator.errors import EndpointRejected, EndpointUnavailable, UsageError
 from migrator.pool import EndpointPool, endpoints_from_file, make_endpoint

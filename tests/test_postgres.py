@@ -19,8 +19,8 @@ from click.testing import CliRunner
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import ProgrammingError
 
-from conftest import API_KEY, tree_digest
 from dvdcheck import assert_migrated
+from helpers import API_KEY, tree_digest
 from migrator.cli import main as cli_main
 from migrator.errors import EXIT_LOCKED, EXIT_OK, EXIT_USAGE
 from migrator.profiles import DVD_PREFIX

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REAL_KEY, Cli, tree_digest
+from helpers import REAL_KEY, Cli, tree_digest
 from migrator.control import QueueWatch, metrics_url_for
 from migrator.errors import EXIT_ENDPOINT_DOWN, EXIT_ENDPOINT_REJECTED, EXIT_GATE, EXIT_INTERRUPTED, EXIT_PARTIAL
 from migrator.profiles import DVD_PREFIX

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import tree_digest
+from helpers import tree_digest
 from migrator.errors import EXIT_PARTIAL
 from migrator.testing.embedder import embed
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import API_KEY, Cli, tree_digest
+from helpers import API_KEY, Cli, tree_digest
 from migrator.config import KEY_VARIABLES
 from migrator.errors import EXIT_ENDPOINT_REJECTED, EXIT_USAGE
 from migrator.lock import HOLDER_NAME

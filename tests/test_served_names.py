@@ -11,8 +11,8 @@ import urllib.request
 
 import pytest
 
-from conftest import API_KEY, Cli, tree_digest
 from dvdcheck import assert_migrated
+from helpers import API_KEY, Cli, tree_digest
 from migrator.errors import EXIT_ENDPOINT_REJECTED
 from migrator.testing.corpus import build_dvd_tree
 from migrator.testing.server import FakeVLLM

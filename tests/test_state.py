@@ -15,7 +15,7 @@ from pathlib import Path
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 
-from conftest import Cli, spawn_migrate, tree_digest
+from helpers import Cli, spawn_migrate, tree_digest
 from migrator.cli import main as cli_main
 from migrator.errors import EXIT_LOCKED, EXIT_STATE, EXIT_USAGE
 from migrator.lock import HOLDER_NAME, state_lock

@@ -48,8 +48,8 @@ import numpy as np
 import pytest
 from nano_vectordb import NanoVectorDB  # noqa: E402  (after corpus: root logger kept quiet)
 
-from conftest import API_KEY, tree_digest
 from dvdcheck import assert_migrated
+from helpers import API_KEY, tree_digest
 from migrator import api, crashpoints
 from migrator.fsutil import TMP_MARK
 from migrator.layout import OWN_MARK, backup_path, staged_path

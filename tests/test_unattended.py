@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import API_KEY, spawn_migrate, tree_digest
 from dvdcheck import assert_migrated
+from helpers import API_KEY, spawn_migrate, tree_digest
 from migrator import window
 from migrator.control import Throttle, read_throttle
 from migrator.errors import EXIT_HELD, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, EXIT_WINDOW, UsageError

@@ -1,0 +1,57 @@
+"""What the tests share that is not a fixture: keys, a tree's digest, the CLI in-process
+and as a real process. Test modules import from here; fixtures live in conftest.py."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from migrator.cli import main as cli_main
+
+API_KEY = "sk-test-DO-NOT-LEAK-7f3a9c"
+REAL_KEY = "sk-real-vllm-test-3b1e"      # the real vLLM servers' key (tests/test_real_vllm.py)
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under root (relative path -> digest)."""
+    out = {}
+    for p in sorted(Path(root).rglob("*")):
+        if p.is_file():
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def load_originals(paths) -> dict:
+    """Each file's parsed JSON (to compare a migrated database with what it was)."""
+    return {p: json.loads(Path(p).read_text(encoding="utf-8")) for p in paths}
+
+
+class Cli:
+    """Runs `migrate` in-process through click's CliRunner."""
+
+    def __init__(self, endpoint: str | None, state_dir: Path):
+        self.endpoint, self.state_dir = endpoint, state_dir
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, endpoint: bool = True, state: bool = True):
+        argv = list(args)
+        cmd = argv[0]
+        if endpoint and self.endpoint and cmd in ("plan", "run"):
+            argv += ["--endpoint", self.endpoint]
+        if state and cmd in ("run", "cutover", "rollback", "status", "finalize"):
+            argv += ["--state-dir", str(self.state_dir)]
+        if cmd == "run":
+            for opt, default in (("--retry-for", "5"), ("--request-timeout", "10")):
+                if opt not in argv:
+                    argv += [opt, default]
+        return self.runner.invoke(cli_main, argv, catch_exceptions=False)
+
+
+def spawn_migrate(*args: str, env: dict | None = None) -> subprocess.Popen:
+    """`migrate` as a real process (for kill tests)."""
+    return subprocess.Popen([sys.executable, "-m", "migrator.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
