@@ -76,7 +76,8 @@ def _free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
+    """Does any process of this process group still exist?"""
     try:
         os.killpg(pgid, 0)
         return True
@@ -100,16 +101,16 @@ def stop_group(proc: subprocess.Popen, grace: float) -> None:
         proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         pass
-    while _group_alive(pgid) and time.monotonic() < deadline:
+    while group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _group_alive(pgid):
+    if group_alive(pgid):
         try:
             os.killpg(pgid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     proc.wait()
     kill_deadline = time.monotonic() + 5
-    while _group_alive(pgid) and time.monotonic() < kill_deadline:
+    while group_alive(pgid) and time.monotonic() < kill_deadline:
         time.sleep(0.05)
 
 

@@ -32,6 +32,7 @@ from helpers import REAL_KEY, Cli, tree_digest
 from migrator.control import QueueWatch, metrics_url_for
 from migrator.errors import EXIT_ENDPOINT_DOWN, EXIT_ENDPOINT_REJECTED, EXIT_GATE, EXIT_INTERRUPTED, EXIT_PARTIAL
 from migrator.profiles import DVD_PREFIX
+from migrator.serve import group_alive
 from migrator.testing import realvllm
 from migrator.testing.appstores import build_lightrag_workdir, decode_lightrag_vector
 from migrator.testing.corpus import NanoVectorDB, build_dvd_database, build_dvd_tree, make_captions
@@ -347,13 +348,6 @@ def _procs_under(pid: int) -> list[int]:
     return out
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
 
 def _serve_env(install: realvllm.Install) -> dict:
     env = install.env()
@@ -388,7 +382,7 @@ def test_serve_starts_the_real_vllm_migrates_and_stops_it_also_on_failure(vllm_i
     out, err = p.communicate(timeout=60)
     assert p.returncode == EXIT_PARTIAL, err
     assert _doc(good)["embedding_dim"] == 1024
-    assert vllm_pid is not None and not _group_alive(vllm_pid)
+    assert vllm_pid is not None and not group_alive(vllm_pid)
     log = (state / "vllm.log").read_text(errors="replace")
     assert "--runner" in (state / "migrator.log").read_text() or "pooling" in log
     assert REAL_KEY not in log and REAL_KEY not in out + err
@@ -414,7 +408,7 @@ def test_serve_stops_the_real_vllm_on_ctrl_c(vllm_install, tmp_path):
     os.kill(p.pid, signal.SIGINT)
     out, err = p.communicate(timeout=120)
     assert p.returncode == EXIT_INTERRUPTED, err
-    assert not _group_alive(vllm_pid)
+    assert not group_alive(vllm_pid)
     assert tree_digest(root) == before
 
 
