@@ -31,6 +31,7 @@ from sqlalchemy import func, insert, select, update
 from . import (
     allocator,
     appconfig,
+    apps,
     claims,
     cleanup,
     config,
@@ -364,7 +365,7 @@ def _job_counts(store: StateStore, mid: str) -> dict:
 def _dir_changed_since(job: DatabaseJob) -> bool:
     """For a file whose application keeps a working dir (its texts may come from the files
     beside it, as nano-graphrag's do): did anything there change since the job failed?"""
-    if profiles.unit_of(job.profile, job.path) == job.path:
+    if apps.unit_of(job.profile, job.path) == job.path:
         return False          # a unit of its own (a DVD video): only its own file counts
     since = job.updated_at.replace(tzinfo=datetime.timezone.utc).timestamp() if job.updated_at else 0.0
     try:
@@ -394,7 +395,7 @@ def _ask(settings: Settings, question: str) -> None:
 def _failed_applications(store: StateStore, mid: str) -> list[str]:
     """The applications whose files failed, as messages name them (DVD, LightRAG, ...)."""
     with store.reader() as s:
-        found = {profiles.label_of(p) for (p,) in s.execute(select(DatabaseJob.profile).where(
+        found = {apps.label_of(p) for (p,) in s.execute(select(DatabaseJob.profile).where(
             DatabaseJob.migration_id == mid, DatabaseJob.state == D_FAILED).distinct())}
     return sorted(found)
 
@@ -745,7 +746,7 @@ def _stored_texts(settings: Settings, store: StateStore, mig: Migration, n: int)
     for path in paths:
         try:
             nf = nvdb.read(path)
-            texts = profiles.choose(nf, spec).texts(nf)
+            texts = apps.choose(nf, spec).texts(nf)
         except (MigratorError, OSError):
             continue       # the pipeline reports a bad file in its place
         if texts:

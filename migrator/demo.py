@@ -46,12 +46,12 @@ def _query_check(paths: list[Path], dim: int, endpoint: str, key: str | None, mo
     import openai
     from nano_vectordb import NanoVectorDB
     logging.getLogger().setLevel(logging.WARNING)   # nano_vectordb's import turns on INFO for everyone
-    from migrator import lightrag, nvdb, profiles
+    from migrator import apps, lightrag, nvdb
     client = openai.OpenAI(base_url=endpoint, api_key=key or "EMPTY")
     for path in paths:
         db = NanoVectorDB(dim, storage_file=str(path))
         nf = nvdb.read(path)
-        prof = profiles.choose(nf)
+        prof = apps.choose(nf)
         i = nf.n // 2
         query = prof.texts(nf)[i]
         vec = np.asarray(client.embeddings.create(model=model, input=[query], encoding_format="float")

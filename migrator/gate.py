@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
-from . import fsutil, nvdb, profiles, verify
+from . import apps, fsutil, nvdb, profiles, verify
 from .errors import BadDatabase
 from .models import D_CUT_OVER, D_STAGED, DatabaseJob, Migration
 from .state import StateStore
@@ -115,7 +115,7 @@ class _Named:
 def _texts(job, spec: profiles.Spec) -> tuple[list[str], profiles.Profile] | None:
     try:
         src = nvdb.read(job.path)
-        prof = profiles.choose(src, spec)
+        prof = apps.choose(src, spec)
         return prof.texts(src), prof
     except (BadDatabase, OSError):
         return None       # _structure reports it

@@ -78,6 +78,9 @@ class LightRag(Profile):
     application = "lightrag"
     label = "LightRAG"
     whole_directory = True   # one working dir: every vector file at one dimension
+
+    def looks_like(self, nf: NanoFile) -> bool:
+        return looks_like(nf)
     rewrites_records = True
 
     def text_of(self, record: dict, index: int, nf: NanoFile) -> str:

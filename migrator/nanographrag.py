@@ -107,6 +107,9 @@ class NanoGraphRag(Profile):
     label = "nano-graphrag"
     whole_directory = True   # one working dir: every vector file at one dimension
 
+    def looks_like(self, nf: NanoFile) -> bool:
+        return looks_like(nf)
+
     def notes(self, nf: NanoFile, texts: list[str]) -> list[str]:
         """Records whose text holds a carriage return: read exactly, and said so."""
         return [f"record #{i} (__id__ {nf.data[i].get(ID)!r}) was embedded from a text holding \\r\\n, "

@@ -23,7 +23,6 @@ from __future__ import annotations
 import re
 import string
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -102,6 +101,10 @@ class Profile:
         """What a user should hear about records read from ``nf`` (plan and run say it)."""
         return []
 
+    def looks_like(self, nf: NanoFile) -> bool:
+        """Is this one of this application's files (its records, name, neighbours)?"""
+        return False
+
     def record(self, rec: dict, vector: np.ndarray) -> dict:
         """The record as the migrated file keeps it, given its new vector."""
         return rec
@@ -153,6 +156,9 @@ class Dvd(Field):
     name = "dvd"
     application = "dvd"
     label = "DVD"
+
+    def looks_like(self, nf: NanoFile) -> bool:
+        return looks_like_dvd(nf)
 
     def __init__(self):
         super().__init__("caption", "dvd")
@@ -215,57 +221,3 @@ def looks_like_dvd(nf: NanoFile) -> bool:
     return any(isinstance(r.get("caption"), str) and "time_start_secs" in r for r in nf.data[:64])
 
 
-def by_name(name: str) -> Profile:
-    from . import lightrag, nanographrag
-    return {"dvd": DVD, "lightrag": lightrag.PROFILE, "nano-graphrag": nanographrag.PROFILE}[name]
-
-
-def label_of(profile: str | None) -> str:
-    """The application a job's profile belongs to, as messages name it."""
-    return by_name(profile).label if profile in APPLICATIONS else "their application"
-
-
-def unit_of(profile: str | None, path: str) -> str:
-    """The key of the files that move together (cutover, rollback) with ``path``.
-
-    LightRAG and nano-graphrag open every vector file of a working dir at one dimension
-    (``AssertionError: Embedding dim mismatch`` otherwise), so their working dir (a
-    workspace's directory) is one unit. A DVD video, and any other file, is its own unit.
-    A file that could not be read (no profile) but is named like theirs (``vdb_*.json``)
-    belongs to its directory's unit too, so a broken sibling still holds the others back.
-    """
-    p = Path(path)
-    if profile in APPLICATIONS and by_name(profile).whole_directory:
-        return str(p.parent)
-    if profile is None and p.name.startswith("vdb_") and p.suffix == ".json":
-        return str(p.parent)
-    return str(p)
-
-
-def detect(nf: NanoFile) -> str | None:
-    """Whose file this is, from its records, its name and its neighbours (None: unknown)."""
-    from . import lightrag, nanographrag
-    if looks_like_dvd(nf):
-        return "dvd"
-    if lightrag.looks_like(nf):
-        return "lightrag"
-    if nanographrag.looks_like(nf):
-        return "nano-graphrag"
-    return None
-
-
-def choose(nf: NanoFile, spec: Spec | None = None) -> Profile:
-    """The profile for this file: forced by the spec, or detected."""
-    spec = spec or Spec()
-    if spec.text_field:
-        return Field(spec.text_field)
-    if spec.text_template is not None:
-        return Template(spec.text_template)
-    if spec.profile not in (None, "auto"):
-        return by_name(spec.profile)
-    found = detect(nf)
-    if found is None:
-        raise BadDatabase(nf.path, "not a file of an application migrator knows (DeepVideoDiscovery, "
-                          "LightRAG, nano-graphrag)", hint="name the field that holds the text with "
-                          "--text-field, or build it with --text-template")
-    return by_name(found)

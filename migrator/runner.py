@@ -42,7 +42,7 @@ import numpy as np
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
-from . import allocator, crashpoints, fsutil, leases, nvdb, profiles, provenance, verify
+from . import allocator, apps, crashpoints, fsutil, leases, nvdb, profiles, provenance, verify
 from .control import Control
 from .endpoint import Endpoint, PoisonedInput
 from .errors import BadDatabase
@@ -276,7 +276,7 @@ class Embedder:
             else:
                 nf = nvdb.read(path)
                 digest = fsutil.sha256_file(path)
-            prof = profiles.choose(nf, self.spec)
+            prof = apps.choose(nf, self.spec)
             texts = prof.texts(nf)
             nf.check_matrix()
         except BadDatabase as e:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from . import layout, nvdb, profiles, provenance
+from . import apps, layout, nvdb, profiles, provenance
 from .errors import BadDatabase, UsageError
 from .layout import is_own_file
 
@@ -154,7 +154,7 @@ def inspect(path: Path, target_dim: int | None, *, spec: profiles.Spec | None = 
     elif made_by is not None and target_model is not None and made_by.model != target_model:
         found.reason = f"made by {made_by.model}"
     try:
-        prof = profiles.choose(nf, spec)
+        prof = apps.choose(nf, spec)
         found.profile = prof.name      # also for a file refused below: whose it is, in messages
         texts = prof.texts(nf)
         if check_vectors:

@@ -12,7 +12,7 @@ Rollback, per database: the live file must still be the one cutover wrote
 (else refused, or with ``force`` kept aside first); the backup must still hold
 the original bytes; then ``os.replace`` puts the backup back.
 
-Files move in units (``profiles.unit_of``): a LightRAG or nano-graphrag working
+Files move in units (``apps.unit_of``): a LightRAG or nano-graphrag working
 dir is swapped, and restored, whole or not at all, because its application opens
 every vector file there at one dimension. A file that cannot be migrated (failed,
 changed, refused) holds back its siblings, and the dir stays loadable at its old
@@ -34,7 +34,7 @@ from pathlib import Path
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
-from . import crashpoints, fsutil, lightrag, profiles, provenance
+from . import apps, crashpoints, fsutil, lightrag, provenance
 from .layout import backup_path, displaced_path, staged_path
 from .models import (
     D_CUT_OVER,
@@ -86,12 +86,12 @@ def _units(rows) -> dict[str, list]:
     """Jobs by the unit of files they move with (in job order)."""
     out: dict[str, list] = {}
     for r in rows:
-        out.setdefault(profiles.unit_of(r.profile, r.path), []).append(r)
+        out.setdefault(apps.unit_of(r.profile, r.path), []).append(r)
     return out
 
 
 def _held_line(path: str, unit: str, blocker: str, profile: str | None) -> str:
-    return (f"{path}: held back, not swapped: {profiles.label_of(profile)} opens every vector file of "
+    return (f"{path}: held back, not swapped: {apps.label_of(profile)} opens every vector file of "
             f"{unit} at one dimension, and {blocker}; the dir stays whole at its old dimension")
 
 
@@ -184,11 +184,11 @@ def _cutover(store: StateStore, migration_id: str, jobs: list, result: SwapResul
         verdicts = list(pool.map(_check, jobs, chunksize=16))
     ready: list[tuple[object, os.stat_result]] = []
     # a unit with a member to re-stage waits for it, whole (its swapped members are completed)
-    waiting = {profiles.unit_of(j.profile, j.path): j.path
+    waiting = {apps.unit_of(j.profile, j.path): j.path
                for j, (verdict, _, _) in zip(jobs, verdicts) if verdict == "restage"}
     with store.connection() as conn:
         for job, (verdict, why, st) in zip(jobs, verdicts):
-            unit = profiles.unit_of(job.profile, job.path)
+            unit = apps.unit_of(job.profile, job.path)
             if verdict == "already":
                 conn.execute(update(_jobs).where(_jobs.c.id == job.id).values(
                     state=D_CUT_OVER, backup_path=str(backup_path(job.path, migration_id))))
@@ -221,7 +221,7 @@ def _cutover(store: StateStore, migration_id: str, jobs: list, result: SwapResul
 
     by_unit: dict[str, list] = {}
     for job, checked in ready:
-        by_unit.setdefault(profiles.unit_of(job.profile, job.path), []).append((job, checked))
+        by_unit.setdefault(apps.unit_of(job.profile, job.path), []).append((job, checked))
     for unit, members in by_unit.items():
         conflicts = [job for job, _ in members if _backup_conflict(job, migration_id)]
         if conflicts:
@@ -341,7 +341,7 @@ def _restore_all(store: StateStore, migration_id: str, job_ids: list[int], force
         if blocked:
             for m in members:
                 if m.id in verdicts and not verdicts[m.id][0] and verdicts[m.id][1] != m.source_sha256:
-                    held[m.id] = (f"{m.path}: not restored: {profiles.label_of(m.profile)} opens every "
+                    held[m.id] = (f"{m.path}: not restored: {apps.label_of(m.profile)} opens every "
                                   f"vector file of {unit} at one dimension, and {blocked[0].path} cannot "
                                   f"be restored; the dir stays whole at the new dimension")
     for job_id in job_ids:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from migrator import profiles
+from migrator import apps, profiles
 from migrator.errors import BadDatabase
 from migrator.nvdb import NanoFile
 
@@ -19,7 +19,7 @@ def test_dvd_prefix_is_removed_exactly_once():
     rec = {"__id__": "a", "caption": "[From 00:00:0.0 to 00:00:10.0 seconds]\nA man walks. [From x]",
            "time_start_secs": 0.0}
     nf = _nf([rec])
-    prof = profiles.choose(nf)
+    prof = apps.choose(nf)
     assert prof.name == "dvd"
     assert prof.texts(nf) == ["A man walks. [From x]"]
 
@@ -31,7 +31,7 @@ def test_dvd_hours_and_long_times():
 
 def test_text_field_profile_and_missing_text_names_record():
     nf = _nf([{"__id__": "a", "content": "hello"}, {"__id__": "b"}])
-    prof = profiles.choose(nf, profiles.Spec(text_field="content"))
+    prof = apps.choose(nf, profiles.Spec(text_field="content"))
     with pytest.raises(BadDatabase) as e:
         prof.texts(nf)
     assert "record #1" in str(e.value) and "'b'" in str(e.value)
@@ -46,6 +46,6 @@ def test_empty_caption_after_prefix_is_refused():
 def test_non_dvd_without_text_field_says_what_to_do():
     nf = _nf([{"__id__": "a", "content": "x"}])
     with pytest.raises(BadDatabase, match="--text-field"):
-        profiles.choose(nf)
+        apps.choose(nf)
     with pytest.raises(BadDatabase, match="--text-template"):
-        profiles.choose(nf)
+        apps.choose(nf)

@@ -1,0 +1,72 @@
+"""The applications migrator knows, in one registry.
+
+Each application is a :class:`~migrator.profiles.Profile` (DVD's in ``profiles.py``,
+LightRAG's in ``lightrag.py``, nano-graphrag's in ``nanographrag.py``): how its records
+keep their texts, whether it opens a working dir whole, how messages name it, how its
+files are recognised. Everything that needs "which application is this, and what does it
+want" asks here, so nothing else names them one by one, and the profile modules import
+only ``profiles`` (no import cycle).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import lightrag, nanographrag
+from ..errors import BadDatabase
+from ..nvdb import NanoFile
+from ..profiles import APPLICATIONS, DVD, Field, Profile, Spec, Template
+
+# in detection order: the first whose files these look like
+_REGISTRY: dict[str, Profile] = {p.name: p for p in (DVD, lightrag.PROFILE, nanographrag.PROFILE)}
+assert tuple(_REGISTRY) == APPLICATIONS, "profiles.APPLICATIONS must list every registered application"
+
+
+def by_name(name: str) -> Profile:
+    return _REGISTRY[name]
+
+
+def detect(nf: NanoFile) -> str | None:
+    """Whose file this is, from its records, its name and its neighbours (None: unknown)."""
+    for name, prof in _REGISTRY.items():
+        if prof.looks_like(nf):
+            return name
+    return None
+
+
+def choose(nf: NanoFile, spec: Spec | None = None) -> Profile:
+    """The profile for this file: forced by the spec, or detected."""
+    spec = spec or Spec()
+    if spec.text_field:
+        return Field(spec.text_field)
+    if spec.text_template is not None:
+        return Template(spec.text_template)
+    if spec.profile not in (None, "auto"):
+        return by_name(spec.profile)
+    found = detect(nf)
+    if found is None:
+        raise BadDatabase(nf.path, "not a file of an application migrator knows (DeepVideoDiscovery, "
+                          "LightRAG, nano-graphrag)", hint="name the field that holds the text with "
+                          "--text-field, or build it with --text-template")
+    return by_name(found)
+
+
+def label_of(profile: str | None) -> str:
+    """The application a job's profile belongs to, as messages name it."""
+    return _REGISTRY[profile].label if profile in _REGISTRY else "their application"
+
+
+def unit_of(profile: str | None, path: str) -> str:
+    """The key of the files that move together (cutover, rollback) with ``path``.
+
+    LightRAG and nano-graphrag open every vector file of a working dir at one dimension
+    (``AssertionError: Embedding dim mismatch`` otherwise), so their working dir (a
+    workspace's directory) is one unit. A DVD video, and any other file, is its own unit.
+    A file that could not be read (no profile) but is named like theirs (``vdb_*.json``)
+    belongs to its directory's unit too, so a broken sibling still holds the others back.
+    """
+    p = Path(path)
+    if profile in _REGISTRY and _REGISTRY[profile].whole_directory:
+        return str(p.parent)
+    if profile is None and p.name.startswith("vdb_") and p.suffix == ".json":
+        return str(p.parent)
+    return str(p)
