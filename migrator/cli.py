@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from . import api, errors, window
+from . import api, apps, errors, window
 from .config import ENVIRONMENT
 from .endpoint import DEFAULT_ENDPOINT
 from .profiles import APPLICATIONS
@@ -380,13 +380,10 @@ def _print_run(r: dict) -> None:
                     if not any(line.startswith(f"{c['path']}:") for line in applied)], "cutover")
 
 
-_APP_NAMES = {"dvd": "DeepVideoDiscovery", "lightrag": "LightRAG", "nano-graphrag": "nano-graphrag"}
-
-
 def _print_configs(configs: list[dict], when: str) -> None:
     """Cutover: the lines each application must change now. Plan: a config still naming another model."""
     for c in configs:
-        name, where = _APP_NAMES.get(c["application"], c["application"]), c["path"]
+        name, where = apps.title_of(c["application"]), c["path"]
         if when == "plan":
             if where and c["stale"]:
                 click.echo(f"WARNING: {where} still names {c['model'] or '?'} ({c['dim'] or '?'} dims); "

@@ -77,10 +77,17 @@ class LightRag(Profile):
     name = "lightrag"
     application = "lightrag"
     label = "LightRAG"
+    title = "LightRAG"
     whole_directory = True   # one working dir: every vector file at one dimension
 
     def looks_like(self, nf: NanoFile) -> bool:
         return looks_like(nf)
+
+    def made_by(self, nf: NanoFile) -> tuple[str, int | None] | None:
+        return made_by(nf)
+
+    def storage_locks(self, lives: list):
+        return storage_locks(lives)
     rewrites_records = True
 
     def text_of(self, record: dict, index: int, nf: NanoFile) -> str:

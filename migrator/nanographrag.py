@@ -105,6 +105,7 @@ class NanoGraphRag(Profile):
     name = "nano-graphrag"
     application = "nano-graphrag"
     label = "nano-graphrag"
+    title = "nano-graphrag"
     whole_directory = True   # one working dir: every vector file at one dimension
 
     def looks_like(self, nf: NanoFile) -> bool:

@@ -20,6 +20,7 @@ The profile is picked per file, from its records, its name and its neighbours
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import string
 from dataclasses import dataclass
@@ -87,6 +88,7 @@ class Profile:
     name = "field"
     application: str | None = None      # whose config must change at cutover (appconfig.py)
     label = "its application"           # how messages name that application
+    title = "its application"           # ... and where its settings are printed
     rewrites_records = False            # records hold something made from the vector
     whole_directory = False             # the application opens all its files in a directory at
                                         # one dimension: they are swapped and restored together
@@ -104,6 +106,14 @@ class Profile:
     def looks_like(self, nf: NanoFile) -> bool:
         """Is this one of this application's files (its records, name, neighbours)?"""
         return False
+
+    def made_by(self, nf: NanoFile) -> tuple[str, int | None] | None:
+        """The model (and dimension) the file itself records for its vectors, if it does."""
+        return None
+
+    def storage_locks(self, lives: list) -> contextlib.AbstractContextManager:
+        """Locks the application holds over its files, held while they are swapped."""
+        return contextlib.nullcontext()
 
     def record(self, rec: dict, vector: np.ndarray) -> dict:
         """The record as the migrated file keeps it, given its new vector."""
@@ -156,6 +166,7 @@ class Dvd(Field):
     name = "dvd"
     application = "dvd"
     label = "DVD"
+    title = "DeepVideoDiscovery"
 
     def looks_like(self, nf: NanoFile) -> bool:
         return looks_like_dvd(nf)

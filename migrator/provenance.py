@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from . import fsutil, lightrag, nvdb
+from . import apps, fsutil, nvdb
 from .layout import OWN_MARK
 
 log = logging.getLogger("migrator.provenance")
@@ -96,7 +96,7 @@ def from_sidecar(live: str | os.PathLike) -> MadeBy | None:
 
 def of(nf: nvdb.NanoFile) -> MadeBy | None:
     """Which model made this file's vectors, as far as anything records it."""
-    own = lightrag.made_by(nf)
+    own = apps.recorded_maker(nf)
     if own is not None:
         return MadeBy(own[0], own[1], "additional_data")
     return from_sidecar(nf.path)

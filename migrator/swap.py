@@ -34,7 +34,7 @@ from pathlib import Path
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
-from . import apps, crashpoints, fsutil, lightrag, provenance
+from . import apps, crashpoints, fsutil, provenance
 from .layout import backup_path, displaced_path, staged_path
 from .models import (
     D_CUT_OVER,
@@ -129,9 +129,6 @@ def _check(job) -> tuple[str, str | None, os.stat_result | None]:
     return "ready", None, st
 
 
-def _lightrag_locks(jobs):
-    """LightRAG's storage locks over the LightRAG files among ``jobs`` (lightrag.storage_locks)."""
-    return lightrag.storage_locks([j.path for j in jobs if j.profile == lightrag.PROFILE.name])
 
 
 def cutover(store: StateStore, migration_id: str) -> SwapResult:
@@ -164,7 +161,7 @@ def cutover(store: StateStore, migration_id: str) -> SwapResult:
         jobs += staged
     # A LightRAG storage lock guarding any of the files is held from the checks to the last
     # swap, so no LightRAG starts on a half-swapped working dir (held by one: nothing swapped).
-    with _lightrag_locks(jobs):
+    with apps.storage_locks(jobs):
         _cutover(store, migration_id, jobs, result)
     with store.session() as s:
         mig = s.get(Migration, migration_id)
@@ -291,7 +288,7 @@ def rollback(store: StateStore, migration_id: str, *, force: bool = False) -> Sw
     with store.session() as s:
         jobs = s.execute(select(DatabaseJob.id, DatabaseJob.path, DatabaseJob.profile).where(
             DatabaseJob.migration_id == migration_id).order_by(DatabaseJob.id)).all()
-    with _lightrag_locks(jobs):
+    with apps.storage_locks(jobs):
         _restore_all(store, migration_id, [j.id for j in jobs], force, result)
     with store.session() as s:
         mig = s.get(Migration, migration_id)

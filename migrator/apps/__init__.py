@@ -9,6 +9,7 @@ only ``profiles`` (no import cycle).
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from .. import lightrag, nanographrag
@@ -48,6 +49,32 @@ def choose(nf: NanoFile, spec: Spec | None = None) -> Profile:
                           "LightRAG, nano-graphrag)", hint="name the field that holds the text with "
                           "--text-field, or build it with --text-template")
     return by_name(found)
+
+
+def title_of(application: str) -> str:
+    """An application's name where its settings are printed (DeepVideoDiscovery, LightRAG)."""
+    return _REGISTRY[application].title if application in _REGISTRY else application
+
+
+def recorded_maker(nf: NanoFile) -> tuple[str, int | None] | None:
+    """The model a file records for its own vectors, by its application's convention."""
+    for prof in _REGISTRY.values():
+        made = prof.made_by(nf)
+        if made is not None:
+            return made
+    return None
+
+
+@contextlib.contextmanager
+def storage_locks(jobs):
+    """Every lock the applications hold over these jobs' files (rows with .profile and .path),
+    held together; an application holding one refuses the whole set (LockHeld)."""
+    with contextlib.ExitStack() as stack:
+        for name, prof in _REGISTRY.items():
+            paths = [j.path for j in jobs if j.profile == name]
+            if paths:
+                stack.enter_context(prof.storage_locks(paths))
+        yield
 
 
 def label_of(profile: str | None) -> str:
