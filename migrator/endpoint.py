@@ -102,7 +102,8 @@ def match_card(cards: list[dict], model_id: str, known: bool) -> tuple[dict | No
 
 
 def parse_version(text: object) -> tuple[int, ...] | None:
-    m = re.match(r"\s*(\d+)\.(\d+)(?:\.(\d+))?", text) if isinstance(text, str) else None
+    """'0.32.0', 'v0.10.1', '0.32.0+cpu' -> (0, 32, 0); None if it is no version."""
+    m = re.match(r"\s*v?(\d+)\.(\d+)(?:\.(\d+))?", text) if isinstance(text, str) else None
     return tuple(int(x) for x in m.groups(default="0")) if m else None
 
 

@@ -19,7 +19,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
@@ -30,6 +29,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from .endpoint import parse_version
 from .errors import EndpointUnavailable, UsageError
 
 log = logging.getLogger("migrator.serve")
@@ -47,9 +47,9 @@ def vllm_version(exe: str, timeout: float = 180.0) -> tuple[int, ...] | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     for line in reversed(out.strip().splitlines()):
-        m = re.match(r"\s*v?(\d+)\.(\d+)(?:\.(\d+))?", line)
-        if m:
-            return tuple(int(x) for x in m.groups(default="0"))
+        version = parse_version(line)
+        if version is not None:
+            return version
     return None
 
 
@@ -70,7 +70,8 @@ def served_names(model: str, extra_args: tuple[str, ...]) -> list[str]:
     return names or [model]
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -165,7 +166,7 @@ class ManagedServer:
             raise UsageError(f"--serve: no {self.executable!r} on PATH; install vLLM (pip install vllm) "
                              f"or start it yourself and pass --endpoint")
         self.version = vllm_version(exe, timeout=min(120.0, self.startup_timeout))
-        port = _free_port(self.host)
+        port = free_port(self.host)
         env = dict(os.environ)      # CPU or GPU settings (VLLM_CPU_*, CUDA_*, HF_*) reach the server
         if self.api_key:
             env["VLLM_API_KEY"] = self.api_key

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.error
@@ -20,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from migrator.serve import stop_group
+from migrator.serve import free_port, stop_group
 
 REPO = Path(__file__).resolve().parents[2]
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -69,12 +68,6 @@ def find_install(root: Path = REPO) -> Install | None:
             and (Path(minilm) / "config.json").exists()):
         return None
     return Install(python, hf_home, Path(minilm))
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -42,7 +42,6 @@ import json
 import math
 import os
 import random
-import re
 import select
 import signal
 import socket
@@ -60,6 +59,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from migrator.endpoint import parse_version
 from migrator.testing.embedder import (
     EOS_ID,
     EOS_TOKEN,
@@ -599,7 +599,9 @@ class FakeVLLM:
         # `--served-model-name a b`: every answer names the first (vLLM >= 0.11)
         self.served_names = list(served_names or [model])
         self.root = root or model          # /v1/models' `root`: the hub id or path vLLM loaded
-        self.version = _version_tuple(version)
+        self.version = parse_version(version)
+        if self.version is None:
+            raise ValueError(f"version {version!r} is not like 0.32.0")
         self.version_text = version
         self.appends_eos = appends_eos     # False: a stale Qwen3-Embedding snapshot (no EOS)
         self.runner = runner               # "generate": a chat model, no embeddings
@@ -1083,13 +1085,6 @@ class FakeVLLM:
     def _admin_queue_figures(self, body: bytes) -> _Reply:
         return _json_reply(200, {"waiting": self.other_waiting, "running": self.other_running,
                                  "engines": self.engines})
-
-
-def _version_tuple(text: str) -> tuple[int, int, int]:
-    m = re.match(r"\s*(\d+)\.(\d+)(?:\.(\d+))?", text)
-    if m is None:
-        raise ValueError(f"version {text!r} is not like 0.32.0")
-    return tuple(int(x) for x in m.groups(default="0"))  # type: ignore[return-value]
 
 
 def _peer_closed(sock: socket.socket) -> bool:
