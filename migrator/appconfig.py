@@ -23,9 +23,13 @@ set at the same moment.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from . import fsutil
+from .layout import backup_path
 
 DVD_MODEL = re.compile(r"""^\s*AOAI_EMBEDDING_LARGE_MODEL_NAME\s*=\s*(['"])(.*?)\1""", re.M)
 DVD_DIM = re.compile(r"^\s*AOAI_EMBEDDING_LARGE_DIM\s*=\s*(\d+)", re.M)
@@ -242,21 +246,15 @@ def edited(cfg: AppConfig) -> str | None:
     return new if new != text else None
 
 
-def config_backup(path: str | Path, migration_id: str) -> Path:
-    path = Path(path)
-    return path.with_name(f"{path.name}.migrator-{migration_id}.backup")
-
-
 def apply(configs: list[AppConfig], migration_id: str) -> list[str]:
     """Write each found config with its new lines; one line per file changed, for the report."""
-    from . import fsutil
     done = []
     for cfg in configs:
         new = edited(cfg)
         if new is None:
             continue
         path = Path(cfg.path)
-        backup = config_backup(path, migration_id)
+        backup = backup_path(path, migration_id)
         if not backup.exists():
             fsutil.link_or_copy(path, backup)      # the original, kept for rollback
         fsutil.atomic_write(path, [new.encode("utf-8")], like=path.stat())
@@ -266,10 +264,9 @@ def apply(configs: list[AppConfig], migration_id: str) -> list[str]:
 
 def restore(roots: list[Path], lightrag_dirs: list[Path], migration_id: str) -> list[str]:
     """Put back every config this migration's --apply-config changed (rollback)."""
-    import os
     out = []
     for path in [*find_dvd(roots), *find_lightrag(lightrag_dirs)]:
-        backup = config_backup(path, migration_id)
+        backup = backup_path(path, migration_id)
         if backup.exists():
             os.replace(backup, path)
             out.append(str(path))
