@@ -39,11 +39,9 @@ def parse_duration(text: str) -> float:
 
 def seconds_until(clock: str, now: datetime | None = None) -> float:
     """Seconds from ``now`` (local time) to the next ``HH:MM``; today if still ahead, else tomorrow."""
-    m = _CLOCK.fullmatch(clock.strip())
-    if not m:
-        raise UsageError(f"--until {clock!r} is not a time of day; write it like 06:00 (24-hour, local time)")
+    hour, minute = divmod(_clock(clock, "--until"), 60)
     now = now or datetime.now()
-    at = now.replace(hour=int(m.group(1)), minute=int(m.group(2)), second=0, microsecond=0)
+    at = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
     if at <= now:
         at += timedelta(days=1)
     return (at - now).total_seconds()
