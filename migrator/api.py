@@ -49,6 +49,7 @@ from . import (
 from .control import Control, metrics_url_for
 from .endpoint import DEFAULT_ENDPOINT, Endpoint, PoisonedInput, normalize_endpoint, resolve_model
 from .errors import EXIT_USAGE, EndpointRejected, Interrupted, LockHeld, MigratorError, UsageError, WindowEnded
+from .layout import is_own_file
 from .lock import WriterLock, server_lock, state_lock
 from .models import (
     ACTIVE_MIGRATION_STATES,
@@ -370,7 +371,7 @@ def _dir_changed_since(job: DatabaseJob) -> bool:
     since = job.updated_at.replace(tzinfo=datetime.timezone.utc).timestamp() if job.updated_at else 0.0
     try:
         with os.scandir(os.path.dirname(job.path)) as entries:
-            return any(e.is_file(follow_symlinks=False) and ".migrator-" not in e.name
+            return any(e.is_file(follow_symlinks=False) and not is_own_file(e.name)
                        and e.stat(follow_symlinks=False).st_mtime > since for e in entries)
     except OSError:
         return False
@@ -901,9 +902,9 @@ def _result(store: StateStore, mig: Migration, cut: swap.SwapResult | None, star
                f"{len(failures)} failed, {len(refused) - held} refused"
                + (f", {held} held back with them" if held else "") + "; fix what is named and run again")
         if failures and counts.get(D_CUT_OVER):
-            apps = _failed_applications(store, mig.id)
+            names = _failed_applications(store, mig.id)
             msg += (f". WARNING: the {len(failures)} failed database(s) are still at their old dimension; "
-                    f"{' and '.join(apps)} cannot load them with the new config until they are migrated")
+                    f"{' and '.join(names)} cannot load them with the new config until they are migrated")
     return RunResult(mig.id, outcome, msg, model=mig.model, target_dim=mig.target_dim, databases=counts,
                      records_embedded=rec, tokens_embedded=tok, seconds=round(time.monotonic() - started, 2),
                      truncated=truncated, failures=failures + refused,
