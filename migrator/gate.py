@@ -107,14 +107,9 @@ class _Checked:
     chances: list[float] = field(default_factory=list)
 
 
-@dataclass
-class _Named:
-    path: str
-
-
-def _texts(job, spec: profiles.Spec) -> tuple[list[str], profiles.Profile] | None:
+def _texts(path: str, spec: profiles.Spec) -> tuple[list[str], profiles.Profile] | None:
     try:
-        src = nvdb.read(job.path)
+        src = nvdb.read(path)
         prof = apps.choose(src, spec)
         return prof.texts(src), prof
     except (BadDatabase, OSError):
@@ -252,7 +247,7 @@ async def check(store: StateStore, migration_id: str, target_dim: int, endpoint,
         report.checked += 1
         # texts from the source's records (for a live check: the live file's, the same records,
         # read under its own name, which nano-graphrag's texts depend on)
-        found = await asyncio.to_thread(_texts, _Named(job.live_path) if live else job, spec)
+        found = await asyncio.to_thread(_texts, job.live_path if live else job.path, spec)
         texts = found[0] if found else None
         picked: list[int] = []
         queries = None

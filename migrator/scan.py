@@ -162,7 +162,6 @@ def inspect(path: Path, target_dim: int | None, *, spec: profiles.Spec | None = 
     except BadDatabase as e:
         found.status, found.reason = BAD, e.problem + (f" ({e.hint})" if e.hint else "")
         return found
-    found.profile = prof.name
     notes = prof.notes(nf, texts)
     if notes:
         found.reason = "; ".join(([found.reason] if found.reason else []) + notes)

@@ -129,8 +129,6 @@ def _check(job) -> tuple[str, str | None, os.stat_result | None]:
     return "ready", None, st
 
 
-
-
 def cutover(store: StateStore, migration_id: str) -> SwapResult:
     """Swap every staged database of the migration into place.
 
@@ -299,13 +297,13 @@ def rollback(store: StateStore, migration_id: str, *, force: bool = False) -> Sw
     return result
 
 
-def _restore_verdict(job, force: bool, migration_id: str) -> tuple[str | None, str | None, str | None]:
-    """(refusal or None, live sha, backup sha) for a cut-over job, reading only."""
+def _restore_verdict(job, force: bool, migration_id: str) -> tuple[str | None, str | None]:
+    """(refusal or None, live sha) for a cut-over job, reading only."""
     live = Path(job.path)
     backup = Path(job.backup_path or backup_path(live, migration_id))
     live_sha = fsutil.sha256_if_exists(live)
     if live_sha == job.source_sha256:
-        return None, live_sha, None
+        return None, live_sha
     backup_sha = fsutil.sha256_if_exists(backup)
     if backup_sha is None:
         msg = f"{live}: its backup {backup} is gone; this file cannot be restored (left as it is)"
@@ -317,7 +315,7 @@ def _restore_verdict(job, force: bool, migration_id: str) -> tuple[str | None, s
                f"{displaced_path(live, migration_id).name} and restore the backup)")
     else:
         msg = None
-    return msg, live_sha, backup_sha
+    return msg, live_sha
 
 
 def _restore_all(store: StateStore, migration_id: str, job_ids: list[int], force: bool,
@@ -359,7 +357,7 @@ def _restore_all(store: StateStore, migration_id: str, job_ids: list[int], force
                 continue
             # D_CUT_OVER or D_REFUSED: the live file should be ours, the backup the original.
             backup = Path(job.backup_path or backup_path(live, migration_id))
-            msg, live_sha, _ = verdicts.get(job.id) or _restore_verdict(job, force, migration_id)
+            msg, live_sha = verdicts.get(job.id) or _restore_verdict(job, force, migration_id)
             if live_sha == job.source_sha256:
                 fsutil.remove_stale_partials(live)
                 provenance.forget(live, migration_id)
