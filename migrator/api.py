@@ -1006,18 +1006,22 @@ def cutover(settings: Settings, *, migration_id: str | None = None) -> RunResult
 def rollback(settings: Settings, *, migration_id: str | None = None, force: bool = False) -> swap.SwapResult:
     with _writer(settings, "rollback") as (store, _):
         with store.session() as s:
-            # the latest, finalized ones included: never an older one behind a finalized one
-            mig = _pick(s, migration_id, (M_DONE, M_STAGED, M_RUNNING, M_FINALIZED), "roll back")
-            if mig.state == M_ROLLED_BACK:
-                return swap.SwapResult(mig.id)
+            # the latest, finalized and rolled-back ones included: never an older one behind them
+            mig = _pick(s, migration_id, (M_DONE, M_STAGED, M_RUNNING, M_FINALIZED, M_ROLLED_BACK),
+                        "roll back")
             if mig.state == M_FINALIZED:
                 raise UsageError(f"migration {mig.id} was finalized: its backups were deleted, so it "
                                  f"cannot be rolled back")
-            if mig.state not in (M_DONE, M_STAGED, M_RUNNING):
+            if mig.state not in (M_DONE, M_STAGED, M_RUNNING, M_ROLLED_BACK):
                 raise UsageError(f"migration {mig.id} is {mig.state}; it cannot be rolled back")
-            roots, mid = mig.roots, mig.id
+            roots, mid, again = mig.roots, mig.id, mig.state == M_ROLLED_BACK
         claims.check(roots, settings.job_table)
-        result = swap.rollback(store, mid, force=force)
+        # Rolled back already: the databases stay as they are, but the steps after the record
+        # (configs, claims) run again, since a kill may have come between them and the record.
+        result = (swap.SwapResult(mid, was_rolled_back=True) if again
+                  else swap.rollback(store, mid, force=force))
+        if not again and not result.refused:
+            crashpoints.reached("rollback.finished")
         with store.reader() as s:
             lightrag_dirs = sorted({Path(p).parent for (p,) in s.execute(select(DatabaseJob.path).where(
                 DatabaseJob.migration_id == mid, DatabaseJob.profile == "lightrag"))})

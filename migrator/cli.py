@@ -499,8 +499,11 @@ def rollback(as_json, yes, force, migration_id, **kw):
     result = api.rollback(_settings(**kw), migration_id=migration_id, force=force)
 
     def human(r):
-        click.echo(f"rollback of migration {r['migration']}: {len(r['done'])} restored, "
-                   f"{len(r['already'])} already as before, {len(r['refused'])} refused")
+        if r["was_rolled_back"]:
+            click.echo(f"migration {r['migration']} was already rolled back; nothing to restore")
+        else:
+            click.echo(f"rollback of migration {r['migration']}: {len(r['done'])} restored, "
+                       f"{len(r['already'])} already as before, {len(r['refused'])} refused")
         for line in r["refused"]:
             click.echo(f"  REFUSED {line}")
         for path in r.get("configs_restored") or []:

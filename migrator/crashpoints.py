@@ -30,6 +30,7 @@ POINTS = (
     "cutover.recorded",     # the swap is recorded
     "rollback.replaced",    # backup moved back, not yet recorded
     "rollback.recorded",    # the restore is recorded
+    "rollback.finished",    # the migration is recorded rolled back; configs and claims not yet
 )
 
 

@@ -75,11 +75,12 @@ class SwapResult:
     refused: list[str] = field(default_factory=list)    # one line each: path and why
     held: list[str] = field(default_factory=list)       # one line each: kept back with a sibling
     configs_restored: list[str] = field(default_factory=list)   # settings --apply-config had changed
+    was_rolled_back: bool = False                         # a rollback of a rolled-back migration
 
     def as_dict(self) -> dict:
         return {"migration": self.migration_id, "done": self.done, "already": self.already,
                 "restage": self.restage, "refused": self.refused, "held": self.held,
-                "configs_restored": self.configs_restored}
+                "configs_restored": self.configs_restored, "was_rolled_back": self.was_rolled_back}
 
 
 def _units(rows) -> dict[str, list]:

@@ -81,3 +81,30 @@ def test_another_migrations_staged_file_beside_a_database_is_recognised(server, 
     assert "20260101-000000-beef" in line and "another job table" in line
     assert json.loads(paths[0].read_text())["embedding_dim"] == 3072
     assert all(json.loads(p.read_text())["embedding_dim"] == 4096 for p in paths[1:])
+
+
+def test_a_rollback_killed_after_its_record_drops_the_claim_when_run_again(server, dvd_tree, tmp_path):
+    """SIGKILL after the migration is recorded rolled back, before its claim is dropped (the
+    claim CI's torture run once found left behind): `migrate rollback` again drops it, says
+    it was already rolled back, and another job table may then migrate the tree."""
+    root, _ = dvd_tree
+    before = tree_digest(root)
+    a = Cli(server.base_url, tmp_path / "a" / "state")
+    assert a("run", "--root", str(root), "--model", "8b", "--yes").exit_code == 0
+    env = dict(os.environ, MIGRATOR_API_KEY=API_KEY, MIGRATOR_CRASH_AT="rollback.finished")
+    p = subprocess.run([sys.executable, "-m", "migrator.cli", "rollback", "--yes",
+                        "--state-dir", str(tmp_path / "a" / "state")],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == -9, p.stderr
+    assert (root / CLAIM_NAME).exists()                # killed between the record and the release
+    assert {k: v for k, v in tree_digest(root).items() if not k.endswith(CLAIM_NAME)} == before
+
+    b = Cli(server.base_url, tmp_path / "b" / "state")
+    r = b("run", "--root", str(root), "--model", "8b", "--yes")
+    assert r.exit_code == EXIT_LOCKED, r.output        # still claimed: a names who to ask
+    r = a("rollback", "--yes")
+    assert r.exit_code == 0, r.output
+    assert "already rolled back" in r.output
+    assert tree_digest(root) == before                 # the claim is gone, nothing else changed
+    r = b("run", "--root", str(root), "--model", "8b", "--yes")
+    assert r.exit_code == 0, r.output

@@ -50,7 +50,7 @@ from nano_vectordb import NanoVectorDB  # noqa: E402  (after corpus: root logger
 
 from dvdcheck import assert_migrated
 from helpers import API_KEY, tree_digest
-from migrator import api, crashpoints
+from migrator import api, claims, crashpoints
 from migrator.fsutil import TMP_MARK
 from migrator.layout import OWN_MARK, backup_path, staged_path
 from migrator.profiles import DVD_PREFIX
@@ -84,6 +84,7 @@ POINT_PHASE = {
     "cutover.recorded": "cutover",
     "rollback.replaced": "rollback",
     "rollback.recorded": "rollback",
+    "rollback.finished": "rollback",
 }
 PHASES = ("scanning", "embedding", "staging", "verifying", "cutover", "rollback")
 # Job-table phases the scheduler works in, and the points reached in each.
@@ -91,7 +92,7 @@ SCHED_POINTS = {
     "scanning": ("scan.recorded",),
     "embedding": ("batch.committed", "write.partial", "stage.written", "stage.recorded"),
     "cutover": ("cutover.backed_up", "cutover.replaced", "cutover.recorded"),
-    "rollback": ("rollback.replaced", "rollback.recorded"),
+    "rollback": ("rollback.replaced", "rollback.recorded", "rollback.finished"),
 }
 # The first point of each phase: a child killed there has just left the phase before.
 ENTRY_POINT = {"embedding": "batch.committed", "cutover": "cutover.backed_up"}
@@ -479,6 +480,8 @@ class Torture:
         if point.startswith("cutover."):
             todo = [j for j in jobs if j["state"] == "staged" and live_sha[j["path"]] != j["staged_sha256"]]
             return min(3, len(todo))
+        if point == "rollback.finished":   # once, when the migration is not yet rolled back
+            return 1 if snap.migration[1] != "rolled_back" else 0
         if point.startswith("rollback."):
             todo = [j for j in jobs if j["state"] == "cut_over" and live_sha[j["path"]] != j["source_sha256"]]
             return min(3, len(todo))
@@ -612,7 +615,9 @@ class Torture:
 
         def rb_phase(s: Snapshot) -> str:
             assert s.migration[0] == mid
-            return "done" if s.migration[1] == "rolled_back" else "rollback"
+            # a kill after the record but before the claim is dropped: the user runs it again
+            released = not (self.root / claims.CLAIM_NAME).exists()
+            return "done" if s.migration[1] == "rolled_back" and released else "rollback"
 
         self.phase_loop("rollback", rb_phase, lambda ph: ())
         # rolled back: the whole tree as it was, byte for byte
