@@ -28,7 +28,7 @@ from typing import Callable
 
 from sqlalchemy import func, insert, select, update
 
-from . import (
+from migrator import (
     allocator,
     appconfig,
     apps,
@@ -46,12 +46,12 @@ from . import (
     swap,
     window,
 )
-from .control import Control, metrics_url_for
-from .endpoint import DEFAULT_ENDPOINT, Endpoint, PoisonedInput, normalize_endpoint, resolve_model
-from .errors import EXIT_USAGE, EndpointRejected, Interrupted, LockHeld, MigratorError, UsageError, WindowEnded
-from .layout import is_own_file
-from .lock import WriterLock, server_lock, state_lock
-from .models import (
+from migrator.control import Control, metrics_url_for
+from migrator.endpoint import DEFAULT_ENDPOINT, Endpoint, PoisonedInput, normalize_endpoint, resolve_model
+from migrator.errors import EXIT_USAGE, EndpointRejected, Interrupted, LockHeld, MigratorError, UsageError, WindowEnded
+from migrator.layout import is_own_file
+from migrator.lock import WriterLock, server_lock, state_lock
+from migrator.models import (
     ACTIVE_MIGRATION_STATES,
     D_CUT_OVER,
     D_EMBEDDING,
@@ -68,12 +68,12 @@ from .models import (
     Event,
     Migration,
 )
-from .pool import EndpointPool, make_endpoint
-from .runner import Embedder, NullReporter, Reporter
-from .scan import BAD, DEFAULT_PATTERN, MIGRATE, SKIP, Found, inspect, scan
-from .serve import ManagedServer
-from .state import StateStore, default_state_dir, open_state, state_url
-from .status import status  # noqa: F401  (re-exported: api.status)
+from migrator.pool import EndpointPool, make_endpoint
+from migrator.runner import Embedder, NullReporter, Reporter
+from migrator.scan import BAD, DEFAULT_PATTERN, MIGRATE, SKIP, Found, inspect, scan
+from migrator.serve import ManagedServer
+from migrator.state import StateStore, default_state_dir, open_state, state_url
+from migrator.status import status  # noqa: F401  (re-exported: api.status)
 
 
 @dataclass

@@ -28,8 +28,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import fsutil
-from .layout import backup_path
+from migrator import fsutil
+from migrator.layout import backup_path
 
 DVD_MODEL = re.compile(r"""^\s*AOAI_EMBEDDING_LARGE_MODEL_NAME\s*=\s*(['"])(.*?)\1""", re.M)
 DVD_DIM = re.compile(r"^\s*AOAI_EMBEDDING_LARGE_DIM\s*=\s*(\d+)", re.M)

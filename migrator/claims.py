@@ -26,8 +26,8 @@ import socket
 import time
 from pathlib import Path
 
-from . import fsutil
-from .errors import LockHeld
+from migrator import fsutil
+from migrator.errors import LockHeld
 
 CLAIM_NAME = ".migrator-claim.json"
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from . import fsutil
-from .layout import backup_path, staged_path
-from .models import D_CUT_OVER, D_REFUSED, M_FINALIZED, DatabaseJob, Event, Migration, utcnow
-from .state import StateStore
+from migrator import fsutil
+from migrator.layout import backup_path, staged_path
+from migrator.models import D_CUT_OVER, D_REFUSED, M_FINALIZED, DatabaseJob, Event, Migration, utcnow
+from migrator.state import StateStore
 
 
 @dataclass

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import click
 
-from . import api, apps, errors, window
-from .config import ENVIRONMENT
-from .endpoint import DEFAULT_ENDPOINT
-from .profiles import APPLICATIONS
-from .scan import DEFAULT_PATTERN
+from migrator import api, apps, errors, window
+from migrator.config import ENVIRONMENT
+from migrator.endpoint import DEFAULT_ENDPOINT
+from migrator.profiles import APPLICATIONS
+from migrator.scan import DEFAULT_PATTERN
 
 log = logging.getLogger("migrator")
 
@@ -127,8 +127,8 @@ class _StateLog(logging.FileHandler):
 
 def _log_to_state_dir(state_dir: str | None) -> None:
     """Also append every log line to <state dir>/migrator.log (the writers: run, cutover, rollback)."""
-    from .cron import LOG_NAME
-    from .state import default_state_dir
+    from migrator.cron import LOG_NAME
+    from migrator.state import default_state_dir
     d = Path(state_dir) if state_dir else default_state_dir()
     handler = _StateLog(d / LOG_NAME, encoding="utf-8", delay=True)
     handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(message)s", "%Y-%m-%d %H:%M:%S"))
@@ -182,7 +182,7 @@ def _human_bytes(n: int | None) -> str:
 def _no_password_in_argv(ctx, param, value):
     """A password on the command line is seen by every user of the host (ps): refuse it."""
     if value and ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE:
-        from .state import has_password
+        from migrator.state import has_password
         if has_password(value):
             raise click.BadParameter("holds a password, which every user of this host could read; "
                                      "leave it out and put it in PGPASSWORD or ~/.pgpass, or give the "
@@ -284,7 +284,7 @@ def _settings(**kw) -> api.Settings:
     s = api.Settings()
     urls = list(kw.pop("endpoint", None) or ())
     if kw.get("endpoints_file"):
-        from .pool import endpoints_from_file
+        from migrator.pool import endpoints_from_file
         urls += endpoints_from_file(kw["endpoints_file"])
     kw.pop("endpoints_file", None)
     if urls:
@@ -621,9 +621,9 @@ def finalize(as_json, yes, migration_id, **kw):
 @_handle_errors
 def cron_cmd(ctx, every, systemd, **kw):
     """Print a ready crontab line (or systemd units) that runs and resumes the migration."""
-    from . import cron
-    from .endpoint import normalize_endpoint
-    from .state import default_state_dir
+    from migrator import cron
+    from migrator.endpoint import normalize_endpoint
+    from migrator.state import default_state_dir
     for url in kw["endpoint"]:
         normalize_endpoint(url)                   # refuse a URL with credentials before printing it
     if kw.get("max_duration"):
@@ -656,7 +656,7 @@ def cron_cmd(ctx, every, systemd, **kw):
                 v = os.path.abspath(v)       # absolute, as cron needs; a symlink stays as typed
             args += [flag, str(v)]
     if kw.get("state_url"):
-        from .state import has_password
+        from migrator.state import has_password
         if has_password(kw["state_url"]):
             raise errors.UsageError("MIGRATOR_STATE_URL holds a password, which must not go into a crontab "
                                     "or unit file; put it in ~/.pgpass of the user cron runs as")

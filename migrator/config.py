@@ -10,7 +10,7 @@ import os
 import stat
 from pathlib import Path
 
-from .errors import UsageError
+from migrator.errors import UsageError
 
 ENVIRONMENT = {
     "MIGRATOR_ENDPOINT": "the vLLM base URL (default http://localhost:8888/v1)",

@@ -13,8 +13,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from .errors import EXIT_LOCKED, EXIT_WINDOW, UsageError
-from .window import parse_duration, window_hours
+from migrator.errors import EXIT_LOCKED, EXIT_WINDOW, UsageError
+from migrator.window import parse_duration, window_hours
 
 LOG_NAME = "migrator.log"      # written by every run, in the state directory
 CRON_CAPTURE = "cron.log"      # what cron itself captures (the same lines, and anything before logging)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import click
 
-from .config import ENVIRONMENT
-from .errors import EXIT_CODES
+from migrator.config import ENVIRONMENT
+from migrator.errors import EXIT_CODES
 
 
 def _cell(text: str) -> str:
@@ -27,7 +27,7 @@ def _option_name(param: click.Option) -> str:
 
 def options_table() -> str:
     """Every option of every command: the option, the commands taking it, its help."""
-    from .cli import main
+    from migrator.cli import main
     rows: dict[str, dict] = {}
     for cname, cmd in sorted(main.commands.items()):
         for param in cmd.params:
@@ -51,7 +51,7 @@ def options_table() -> str:
 
 
 def commands_list() -> str:
-    from .cli import main
+    from migrator.cli import main
     lines = ["| command | what it does |", "| --- | --- |"]
     for name, cmd in sorted(main.commands.items()):
         lines.append(f"| `migrate {name}` | {_cell(cmd.help or '')} |")

@@ -36,8 +36,8 @@ import openai
 import orjson
 import tenacity
 
-from . import nvdb
-from .errors import BadResponse, EndpointRejected, EndpointUnavailable, UsageError
+from migrator import nvdb
+from migrator.errors import BadResponse, EndpointRejected, EndpointUnavailable, UsageError
 
 log = logging.getLogger("migrator.endpoint")
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from . import crashpoints
-from .errors import DiskError
+from migrator import crashpoints
+from migrator.errors import DiskError
 
 TMP_MARK = ".migrator-partial-"
 _CHUNK = 1 << 20

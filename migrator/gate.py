@@ -33,11 +33,11 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
-from . import apps, fsutil, nvdb, profiles, verify
-from .errors import BadDatabase
-from .models import D_CUT_OVER, D_STAGED, DatabaseJob, Migration
-from .state import StateStore
-from .verify import SharedVectors
+from migrator import apps, fsutil, nvdb, profiles, verify
+from migrator.errors import BadDatabase
+from migrator.models import D_CUT_OVER, D_STAGED, DatabaseJob, Migration
+from migrator.state import StateStore
+from migrator.verify import SharedVectors
 
 SAMPLE_DATABASES = 40       # databases sampled for the semantic checks
 SAMPLE_PER_DATABASE = 3     # records sampled in each...
@@ -209,7 +209,7 @@ class _AsLive:
 
 
 def _as_live(job, migration_id: str) -> _AsLive:
-    from .layout import backup_path
+    from migrator.layout import backup_path
     backup = job.backup_path or str(backup_path(job.path, migration_id))
     return _AsLive(job.id, backup, job.path, job.staged_sha256, job.source_sha256, job.n_records, job.path)
 

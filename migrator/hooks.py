@@ -13,7 +13,7 @@ import logging
 import os
 import subprocess
 
-from .config import KEY_VARIABLES
+from migrator.config import KEY_VARIABLES
 
 log = logging.getLogger("migrator.hooks")
 

@@ -38,7 +38,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DatabaseError, DBAPIError
 from sqlalchemy.sql.expression import Executable
 
-from .state import StateStore, unreadable
+from migrator.state import StateStore, unreadable
 
 Change = Callable[[Connection], Any]
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from sqlalchemy import case, func, or_, select, text, update
 from sqlalchemy.engine import Connection
 
-from .models import D_EMBEDDING, D_PENDING, DatabaseJob
+from migrator.models import D_EMBEDDING, D_PENDING, DatabaseJob
 
 LEASE_SECONDS = float(os.environ.get("MIGRATOR_LEASE_SECONDS", "60"))
 CLAIM_AT_ONCE = 4      # databases claimed per transaction (about what the read-ahead holds)

@@ -35,9 +35,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .errors import LockHeld
-from .nvdb import NanoFile
-from .profiles import Profile
+from migrator.errors import LockHeld
+from migrator.nvdb import NanoFile
+from migrator.profiles import Profile
 
 FILES = ("vdb_entities.json", "vdb_relationships.json", "vdb_chunks.json")
 MODEL_KEY = "lightrag_embedding_model"

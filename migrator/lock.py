@@ -20,7 +20,7 @@ from typing import Iterator
 from filelock import FileLock, Timeout
 from sqlalchemy import text
 
-from .errors import LockHeld, StateError
+from migrator.errors import LockHeld, StateError
 
 LOCK_NAME = "migrator.lock"
 HOLDER_NAME = "migrator.lock.json"

@@ -29,9 +29,9 @@ from pathlib import Path
 import orjson
 from defusedxml import ElementTree
 
-from .errors import BadDatabase
-from .nvdb import ID, NanoFile
-from .profiles import Profile
+from migrator.errors import BadDatabase
+from migrator.nvdb import ID, NanoFile
+from migrator.profiles import Profile
 
 GRAPH = "graph_chunk_entity_relation.graphml"
 TEXT_CHUNKS = "kv_store_text_chunks.json"

@@ -34,7 +34,7 @@ from typing import IO, Any, Iterable, Iterator
 import numpy as np
 import orjson
 
-from .errors import BadDatabase
+from migrator.errors import BadDatabase
 
 ID = "__id__"
 REQUIRED = ("embedding_dim", "data", "matrix")

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .endpoint import Embedded, Endpoint, ServerInfo, normalize_endpoint
-from .errors import EndpointRejected, EndpointUnavailable, UsageError
+from migrator.endpoint import Embedded, Endpoint, ServerInfo, normalize_endpoint
+from migrator.errors import EndpointRejected, EndpointUnavailable, UsageError
 
 log = logging.getLogger("migrator.pool")
 

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BadDatabase, UsageError
-from .nvdb import ID, NanoFile
+from migrator.errors import BadDatabase, UsageError
+from migrator.nvdb import ID, NanoFile
 
 # DVD's time helper prints whole hours and minutes and float seconds: 00:01:10.0
 DVD_PREFIX = re.compile(r"\A\[From [0-9:.eE+-]+ to [0-9:.eE+-]+ seconds\]\n")

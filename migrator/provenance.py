@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from . import apps, fsutil, nvdb
-from .layout import OWN_MARK
+from migrator import apps, fsutil, nvdb
+from migrator.layout import OWN_MARK
 
 log = logging.getLogger("migrator.provenance")
 

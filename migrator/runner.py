@@ -42,15 +42,15 @@ import numpy as np
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
-from . import allocator, apps, crashpoints, fsutil, leases, nvdb, profiles, provenance, verify
-from .control import Control
-from .endpoint import Endpoint, PoisonedInput
-from .errors import BadDatabase
-from .journal import Journal, defer
-from .layout import staged_path
-from .models import D_EMBEDDING, D_FAILED, D_PENDING, D_STAGED, Batch, DatabaseJob, Event, Migration
-from .state import StateStore
-from .tuning import AdaptiveLimit
+from migrator import allocator, apps, crashpoints, fsutil, leases, nvdb, profiles, provenance, verify
+from migrator.control import Control
+from migrator.endpoint import Endpoint, PoisonedInput
+from migrator.errors import BadDatabase
+from migrator.journal import Journal, defer
+from migrator.layout import staged_path
+from migrator.models import D_EMBEDDING, D_FAILED, D_PENDING, D_STAGED, Batch, DatabaseJob, Event, Migration
+from migrator.state import StateStore
+from migrator.tuning import AdaptiveLimit
 
 log = logging.getLogger("migrator.run")
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from . import apps, layout, nvdb, profiles, provenance
-from .errors import BadDatabase, UsageError
-from .layout import is_own_file
+from migrator import apps, layout, nvdb, profiles, provenance
+from migrator.errors import BadDatabase, UsageError
+from migrator.layout import is_own_file
 
 CHARS_PER_TOKEN = 4.7  # English prose with Qwen3's tokenizer (see docs): an estimate only
 

@@ -29,8 +29,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .endpoint import parse_version
-from .errors import EndpointUnavailable, UsageError
+from migrator.endpoint import parse_version
+from migrator.errors import EndpointUnavailable, UsageError
 
 log = logging.getLogger("migrator.serve")
 

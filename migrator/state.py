@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .errors import StateError
+from migrator.errors import StateError
 
 DB_NAME = "migrator.db"
 # The newest revision in migrations/versions. A new revision must update this (a test

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from .models import DatabaseJob, Event, Migration
-from .state import default_state_dir, open_state, state_url
+from migrator.models import DatabaseJob, Event, Migration
+from migrator.state import default_state_dir, open_state, state_url
 
 
 def _bytes_on_disk(paths: list[str]) -> int:

@@ -34,9 +34,9 @@ from pathlib import Path
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
-from . import apps, crashpoints, fsutil, provenance
-from .layout import backup_path, displaced_path, staged_path
-from .models import (
+from migrator import apps, crashpoints, fsutil, provenance
+from migrator.layout import backup_path, displaced_path, staged_path
+from migrator.models import (
     D_CUT_OVER,
     D_EMBEDDING,
     D_FAILED,
@@ -53,7 +53,7 @@ from .models import (
     Migration,
     utcnow,
 )
-from .state import StateStore
+from migrator.state import StateStore
 
 log = logging.getLogger("migrator.swap")
 

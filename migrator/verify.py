@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import fsutil, nvdb, profiles
-from .errors import BadDatabase
+from migrator import fsutil, nvdb, profiles
+from migrator.errors import BadDatabase
 
 NORM_TOLERANCE = 1e-3
 

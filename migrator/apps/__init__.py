@@ -12,10 +12,10 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from .. import lightrag, nanographrag
-from ..errors import BadDatabase
-from ..nvdb import NanoFile
-from ..profiles import APPLICATIONS, DVD, Field, Profile, Spec, Template
+from migrator import lightrag, nanographrag
+from migrator.errors import BadDatabase
+from migrator.nvdb import NanoFile
+from migrator.profiles import APPLICATIONS, DVD, Field, Profile, Spec, Template
 
 # in detection order: the first whose files these look like
 _REGISTRY: dict[str, Profile] = {p.name: p for p in (DVD, lightrag.PROFILE, nanographrag.PROFILE)}
