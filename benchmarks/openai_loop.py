@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from migrator.profiles import DVD_PREFIX
+from migrator.apps.dvd import DVD_PREFIX
 from migrator.testing.corpus import NanoVectorDB
 
 

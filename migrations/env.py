@@ -7,7 +7,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine
 
-from migrator.models import Base
+from migrator.jobs.models import Base
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("connection") is None:

@@ -12,4 +12,4 @@ for a in "$@"; do
     # the real vLLM (CPU build) and its models, in .venv-vllm (idempotent; ~3 min the first time)
     if [ "$a" = --real-vllm ]; then bash scripts/vllm-cpu.sh >/dev/null; fi
 done
-exec .venv/bin/python -m migrator.demo "$@"
+exec .venv/bin/python -m migrator.testing.demo "$@"

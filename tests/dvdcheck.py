@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from migrator.profiles import DVD_PREFIX
+from migrator.apps.dvd import DVD_PREFIX
 from migrator.testing.embedder import embed
 
 logging.getLogger("nano-vectordb").setLevel(logging.WARNING)

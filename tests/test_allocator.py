@@ -5,7 +5,7 @@ import platform
 
 import pytest
 
-from migrator import allocator
+from migrator.ops import allocator
 
 
 def test_the_settings_take_effect_on_glibc():

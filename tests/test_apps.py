@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from helpers import API_KEY, Cli, tree_digest
-from migrator import lightrag, provenance
+from migrator.apps import lightrag, provenance
 from migrator.errors import EXIT_LOCKED, EXIT_PARTIAL, EXIT_USAGE
 from migrator.testing.appstores import build_lightrag_workdir, build_nanographrag_workdir, decode_lightrag_vector
 from migrator.testing.corpus import NanoVectorDB, build_dvd_tree

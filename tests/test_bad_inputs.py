@@ -38,8 +38,8 @@ import pytest
 
 from dvdcheck import assert_migrated
 from helpers import API_KEY, Cli, load_originals, tree_digest
-from migrator import nvdb
-from migrator.api import SANITY_TEXTS
+from migrator.apps.dvd import DVD_PREFIX
+from migrator.commands.run import SANITY_TEXTS
 from migrator.errors import (
     EXIT_DISK,
     EXIT_ENDPOINT_DOWN,
@@ -49,9 +49,9 @@ from migrator.errors import (
     EXIT_PARTIAL,
     EXIT_STATE,
 )
-from migrator.fsutil import TMP_MARK
-from migrator.layout import OWN_MARK
-from migrator.profiles import DVD_PREFIX
+from migrator.files import nvdb
+from migrator.files.durable import TMP_MARK
+from migrator.files.layout import OWN_MARK
 from migrator.testing.corpus import OLD_MODEL, build_dvd_database, build_dvd_tree, caption_text, dvd_time, make_captions
 from migrator.testing.embedder import embed
 from migrator.testing.server import FakeVLLM
@@ -394,7 +394,7 @@ def _chown_tree(path: Path, uid: int, gid: int) -> None:
 
 
 def test_a_directory_without_write_permission_fails_alone(server, world_readable_dir, _template, tmp_path):
-    from migrator.state import migrations_dir
+    from migrator.jobs.store import migrations_dir
     if not _readable_by_others(migrations_dir()):   # e.g. an editable install inside a 0700 clone
         pytest.skip(f"{migrations_dir()} is not readable by other users, so no other user can run "
                     f"this checkout of migrator")

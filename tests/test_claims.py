@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 from helpers import API_KEY, Cli, tree_digest
-from migrator.claims import CLAIM_NAME
 from migrator.errors import EXIT_LOCKED, EXIT_PARTIAL
+from migrator.jobs.claims import CLAIM_NAME
 
 
 def _own_files(root):

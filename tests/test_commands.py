@@ -10,7 +10,7 @@ from dvdcheck import assert_migrated
 from helpers import API_KEY, Cli, load_originals, tree_digest
 from migrator import api
 from migrator.errors import EXIT_ENDPOINT_DOWN, EXIT_LOCKED, EXIT_PARTIAL
-from migrator.lock import state_lock
+from migrator.jobs.lock import state_lock
 from migrator.testing.server import FakeVLLM
 
 

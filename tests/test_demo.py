@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from migrator.demo import EXAMPLES
+from migrator.testing.demo import EXAMPLES
 
 
 def _digest(root: Path) -> dict:
@@ -17,7 +17,7 @@ def _digest(root: Path) -> dict:
 def test_demo_migrates_a_copy_and_leaves_the_examples_alone(tmp_path):
     bundled = _digest(EXAMPLES)
     work = tmp_path / "work"
-    r = subprocess.run([sys.executable, "-m", "migrator.demo", "--workdir", str(work)],
+    r = subprocess.run([sys.executable, "-m", "migrator.testing.demo", "--workdir", str(work)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "TEST SERVER" in r.stdout and "NOT a real Qwen3 model" in r.stdout

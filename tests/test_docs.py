@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cogapp import Cog
 
-from migrator import docs
+from migrator.cli import docs
 from migrator.config import ENVIRONMENT
 from migrator.errors import EXIT_CODES
 

@@ -4,7 +4,7 @@ A real migration and rollback run in-process through ``migrator.api`` while the
 write path is interposed: ``os.fsync`` (file or directory, told apart by
 ``fstat``), ``os.open`` of directories (``fsync_dir``), ``os.replace`` and
 ``os.link`` are wrapped, and every commit of the job table is caught by an
-SQLAlchemy ``commit`` listener on the store's engine (``migrator.api.open_state``
+SQLAlchemy ``commit`` listener on the store's engine (``migrator.commands.common.open_state``
 is wrapped to register it). The listener fires just before the DBAPI commit and
 reads, on the committing connection, what that commit is about to make durable.
 All of it lands in one ordered trace, which the test then reads per database:
@@ -33,11 +33,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event
 
-import migrator.api as api_mod
+import migrator.commands.common as common_mod
 from dvdcheck import assert_migrated
 from migrator import api
-from migrator.fsutil import TMP_MARK
-from migrator.layout import backup_path, staged_path
+from migrator.files.durable import TMP_MARK
+from migrator.files.layout import backup_path, staged_path
 from migrator.testing.corpus import build_dvd_tree
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"),
@@ -189,7 +189,7 @@ def traced(tmp_path, monkeypatch):
         if tr.mine(_named(path)):
             tr.add("chown", path=_named(path))
 
-    real_open_state = api_mod.open_state
+    real_open_state = common_mod.open_state
 
     def open_state(*a, **kw):
         store = real_open_state(*a, **kw)
@@ -203,7 +203,7 @@ def traced(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "chmod", chmod)
     if real_chown is not None:
         monkeypatch.setattr(os, "chown", chown)
-    monkeypatch.setattr(api_mod, "open_state", open_state)
+    monkeypatch.setattr(common_mod, "open_state", open_state)
     return root, tr
 
 
@@ -280,7 +280,7 @@ def test_files_are_durable_before_the_job_table_says_so(traced, tmp_path, server
 
 
 MODE_AFTER_FSYNC = (
-    "BUG (durability, low severity) migrator/fsutil.py:96-103 atomic_write fsyncs the temp file "
+    "BUG (durability, low severity) migrator/files/durable.py:96-103 atomic_write fsyncs the temp file "
     "(line 99) and only then gives it the original's mode and owner (apply_owner_and_mode, line "
     "101: os.chmod/os.chown by path), then renames it and fsyncs the directory. fsync covers a "
     "file's data and metadata as of the fsync; the later chmod/chown are made durable by nothing "

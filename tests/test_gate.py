@@ -12,8 +12,8 @@ import pytest
 from dvdcheck import assert_migrated
 from helpers import tree_digest
 from migrator.errors import EXIT_GATE, EXIT_OK
+from migrator.pipeline.readback import SharedVectors
 from migrator.testing.corpus import build_dvd_tree
-from migrator.verify import SharedVectors
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 
 from dvdcheck import assert_migrated
 from helpers import API_KEY, spawn_migrate, tree_digest
-from migrator.api import SANITY_TEXTS
+from migrator.commands.run import SANITY_TEXTS
 from migrator.errors import EXIT_INTERRUPTED
 from migrator.testing.corpus import build_dvd_tree
 from migrator.testing.server import FakeVLLM

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from sqlalchemy import event, update
 
-from migrator.journal import Journal, defer
-from migrator.models import DatabaseJob, Migration
-from migrator.state import open_state
+from migrator.jobs.journal import Journal, defer
+from migrator.jobs.models import DatabaseJob, Migration
+from migrator.jobs.store import open_state
 
 _jobs, _migs = DatabaseJob.__table__, Migration.__table__
 COUNT = update(_migs).where(_migs.c.id == "m").values(records_embedded=_migs.c.records_embedded + 1)

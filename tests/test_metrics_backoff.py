@@ -16,9 +16,9 @@ import urllib.request
 
 import pytest
 
-from migrator.control import QUEUE_START_CAP, RUNNING, WAITING, Control, Throttle, metrics_url_for, parse_metric
 from migrator.testing.server import FakeVLLM
-from migrator.tuning import AdaptiveLimit
+from migrator.vllm.steering import QUEUE_START_CAP, RUNNING, WAITING, Control, Throttle, metrics_url_for, parse_metric
+from migrator.vllm.tuning import AdaptiveLimit
 
 MODEL = "Qwen/Qwen3-Embedding-8B"
 
@@ -54,12 +54,12 @@ def srv():
 
 @pytest.fixture
 def logs(caplog):
-    caplog.set_level(logging.DEBUG, logger="migrator.control")
+    caplog.set_level(logging.DEBUG, logger="migrator.vllm.steering")
     return caplog
 
 
 def records(caplog, level, text=""):
-    return [r for r in caplog.records if r.name == "migrator.control" and r.levelno == level
+    return [r for r in caplog.records if r.name == "migrator.vllm.steering" and r.levelno == level
             and text in r.getMessage()]
 
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from migrator import nvdb
 from migrator.errors import BadDatabase
+from migrator.files import nvdb
 
 logging.getLogger("nano-vectordb").setLevel(logging.WARNING)
 from nano_vectordb import NanoVectorDB  # noqa: E402

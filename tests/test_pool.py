@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from helpers import API_KEY
-from migrator.endpoint import Endpoint, PoisonedInput
 from migrator.errors import EndpointRejected, EndpointUnavailable, UsageError
-from migrator.pool import EndpointPool, endpoints_from_file, make_endpoint
 from migrator.testing.server import FakeVLLM
+from migrator.vllm.endpoint import Endpoint, PoisonedInput
+from migrator.vllm.pool import EndpointPool, endpoints_from_file, make_endpoint
 
 QUICK = dict(request_timeout=5.0, retry_for=5.0, recheck_after=0.1, recheck_max=0.3)
 COLORS = ["red", "blue", "green", "grey", "yellow", "black", "white"]
@@ -183,7 +183,7 @@ def test_requests_are_spread_by_measured_capacity():
 # ---------------------------------------------------------------- fail-over
 @pytest.mark.parametrize("how", ["503", "stopped"])
 def test_a_failing_endpoint_is_taken_out_then_probed_back_in(how, caplog):
-    caplog.set_level(logging.DEBUG, logger="migrator.pool")
+    caplog.set_level(logging.DEBUG, logger="migrator.vllm.pool")
     with _servers({}, {}) as (sa, sb):
         pool = _pool([sa, sb], retry_for=600.0)    # a failure must not wait out the member's retries
         batches = _batches(24)

@@ -21,10 +21,10 @@ from sqlalchemy.exc import ProgrammingError
 
 from dvdcheck import assert_migrated
 from helpers import API_KEY, tree_digest
+from migrator.apps.dvd import DVD_PREFIX
 from migrator.cli import main as cli_main
 from migrator.errors import EXIT_LOCKED, EXIT_OK, EXIT_USAGE
-from migrator.profiles import DVD_PREFIX
-from migrator.state import alembic_config
+from migrator.jobs.store import alembic_config
 from migrator.testing.corpus import build_dvd_tree
 from migrator.testing.server import FakeVLLM
 
@@ -106,8 +106,8 @@ def test_cutover_waits_while_a_worker_holds_the_job_table(pg_url, server, dvd_tr
     r = _cli("run", "--root", str(root), "--model", "8b", "--endpoint", server.base_url, "--yes",
              "--no-cutover", "--state-url", pg_url, "--state-dir", str(tmp_path / "st"))
     assert r.exit_code == EXIT_OK, r.output
-    from migrator.lock import server_lock
-    from migrator.state import open_state
+    from migrator.jobs.lock import server_lock
+    from migrator.jobs.store import open_state
     store = open_state(url=pg_url, application="migrate run 4242@otherhost")
     try:
         with server_lock(store.engine, store.location, "run", shared=True):
@@ -242,7 +242,7 @@ def test_three_workers_two_endpoints_one_killed_every_database_migrated_once(pg_
 def test_the_server_drops_a_dead_workers_connection_in_about_a_minute(pg_url):
     """A worker host that loses power must not hold the writers' lock for the OS's 2 hours:
     every connection asks the server for TCP keepalives of 30 s + 3 x 10 s."""
-    from migrator.state import open_state
+    from migrator.jobs.store import open_state
     store = open_state(url=pg_url)
     try:
         with store.engine.connect() as conn:
@@ -258,8 +258,8 @@ def test_of_two_workers_finishing_together_one_always_gets_the_cutover(pg_url):
     exclusive lock. The first asks while the other still holds on and is refused; the other,
     asking after, must get it (a refused worker that took its shared hold back made both
     refuse, and nobody cut over: seen in the scaling benchmark)."""
-    from migrator.lock import server_lock
-    from migrator.state import open_state
+    from migrator.jobs.lock import server_lock
+    from migrator.jobs.store import open_state
     store = open_state(url=pg_url)
     try:
         with server_lock(store.engine, store.location, "run", shared=True) as a, \
@@ -275,8 +275,8 @@ def test_a_group_chosen_as_deadlock_victim_is_run_again_once_whole(pg_url):
     """Two workers' group commits can deadlock; PostgreSQL then aborts one transaction. The
     journal runs that whole group again (nothing of it was kept), instead of dying with
     'unreadable'. The deadlock is a real PostgreSQL error (SQLSTATE 40P01), raised once."""
-    from migrator.journal import Journal
-    from migrator.state import open_state
+    from migrator.jobs.journal import Journal
+    from migrator.jobs.store import open_state
     store = open_state(url=pg_url)
     try:
         with store.engine.begin() as conn:

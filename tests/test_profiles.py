@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from migrator import apps, profiles
+from migrator import apps
 from migrator.errors import BadDatabase
-from migrator.nvdb import NanoFile
+from migrator.files.nvdb import NanoFile
 
 
 def _nf(records):
@@ -26,12 +26,12 @@ def test_dvd_prefix_is_removed_exactly_once():
 
 def test_dvd_hours_and_long_times():
     rec = {"__id__": "a", "caption": "[From 01:02:3.5 to 01:02:13.5 seconds]\ntext", "time_start_secs": 1.0}
-    assert profiles.DVD.texts(_nf([rec])) == ["text"]
+    assert apps.DVD.texts(_nf([rec])) == ["text"]
 
 
 def test_text_field_profile_and_missing_text_names_record():
     nf = _nf([{"__id__": "a", "content": "hello"}, {"__id__": "b"}])
-    prof = apps.choose(nf, profiles.Spec(text_field="content"))
+    prof = apps.choose(nf, apps.Spec(text_field="content"))
     with pytest.raises(BadDatabase) as e:
         prof.texts(nf)
     assert "record #1" in str(e.value) and "'b'" in str(e.value)
@@ -40,7 +40,7 @@ def test_text_field_profile_and_missing_text_names_record():
 def test_empty_caption_after_prefix_is_refused():
     nf = _nf([{"__id__": "z", "caption": "[From 00:00:0.0 to 00:00:10.0 seconds]\n", "time_start_secs": 0.0}])
     with pytest.raises(BadDatabase, match="empty"):
-        profiles.DVD.texts(nf)
+        apps.DVD.texts(nf)
 
 
 def test_non_dvd_without_text_field_says_what_to_do():

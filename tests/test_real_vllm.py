@@ -29,14 +29,14 @@ import numpy as np
 import pytest
 
 from helpers import REAL_KEY, Cli, tree_digest
-from migrator.control import QueueWatch, metrics_url_for
+from migrator.apps.dvd import DVD_PREFIX
 from migrator.errors import EXIT_ENDPOINT_DOWN, EXIT_ENDPOINT_REJECTED, EXIT_GATE, EXIT_INTERRUPTED, EXIT_PARTIAL
-from migrator.profiles import DVD_PREFIX
-from migrator.serve import group_alive
 from migrator.testing import realvllm
 from migrator.testing.appstores import build_lightrag_workdir, decode_lightrag_vector
 from migrator.testing.corpus import NanoVectorDB, build_dvd_database, build_dvd_tree, make_captions
 from migrator.testing.server import FakeVLLM
+from migrator.vllm.serve import group_alive
+from migrator.vllm.steering import QueueWatch, metrics_url_for
 
 pytestmark = pytest.mark.real_vllm
 
@@ -570,7 +570,7 @@ def test_the_real_vllm_demo_finds_clips_by_meaning(vllm_install, tmp_path):
     """`scripts/demo.sh --real-vllm`: the bundled examples migrated to all-MiniLM-L6-v2 on a
     real vLLM, then queries sharing no word with their captions find them."""
     work = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "-m", "migrator.demo", "--real-vllm", "--workdir", str(work)],
+    r = subprocess.run([sys.executable, "-m", "migrator.testing.demo", "--real-vllm", "--workdir", str(work)],
                        capture_output=True, text=True, timeout=900, env=vllm_install.env())
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "REAL vLLM" in r.stdout and "quality gate: passed" in r.stderr + r.stdout

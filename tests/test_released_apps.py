@@ -594,8 +594,8 @@ def build_crlf_dir(wd: Path) -> tuple[Embedder, dict]:
 
 def migrator_text(wd: Path, rid: str) -> str:
     """The text migrator's nano-graphrag profile rebuilds for one entity record."""
-    from migrator import nvdb
-    from migrator.nanographrag import PROFILE
+    from migrator.apps.nanographrag import PROFILE
+    from migrator.files import nvdb
     nf = nvdb.read(wd / "vdb_entities.json")
     return dict(zip((r["__id__"] for r in nf.data), PROFILE.texts(nf)))[rid]
 

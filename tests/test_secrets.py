@@ -15,7 +15,7 @@ import pytest
 from helpers import API_KEY, Cli, tree_digest
 from migrator.config import KEY_VARIABLES
 from migrator.errors import EXIT_ENDPOINT_REJECTED, EXIT_USAGE
-from migrator.lock import HOLDER_NAME
+from migrator.jobs.lock import HOLDER_NAME
 from migrator.testing.server import FakeVLLM
 
 WRONG_KEY = "sk-wrong-NOT-THIS-ONE-41d0be"

@@ -18,9 +18,9 @@ from click.testing import CliRunner
 from helpers import Cli, spawn_migrate, tree_digest
 from migrator.cli import main as cli_main
 from migrator.errors import EXIT_LOCKED, EXIT_STATE, EXIT_USAGE
-from migrator.lock import HOLDER_NAME, state_lock
-from migrator.models import Migration
-from migrator.state import DB_NAME, HEAD_REVISION, alembic_config, open_state
+from migrator.jobs.lock import HOLDER_NAME, state_lock
+from migrator.jobs.models import Migration
+from migrator.jobs.store import DB_NAME, HEAD_REVISION, alembic_config, open_state
 from migrator.testing.server import FakeVLLM
 
 REPO = Path(__file__).resolve().parent.parent
@@ -309,7 +309,7 @@ def _die(conn, cursor, statement, params, context, executemany):
         if created == 2:          # alembic_version and one job table exist: the process dies
             os._exit(9)
 
-from migrator.state import open_state
+from migrator.jobs.store import open_state
 open_state(sys.argv[1])
 """
 

@@ -50,12 +50,13 @@ from nano_vectordb import NanoVectorDB  # noqa: E402  (after corpus: root logger
 
 from dvdcheck import assert_migrated
 from helpers import API_KEY, tree_digest
-from migrator import api, claims, crashpoints
-from migrator.fsutil import TMP_MARK
-from migrator.layout import OWN_MARK, backup_path, staged_path
-from migrator.profiles import DVD_PREFIX
-from migrator.runner import IN_MEMORY_BATCHES, IO_THREADS
-from migrator.state import open_state
+from migrator import api, crashpoints
+from migrator.apps.dvd import DVD_PREFIX
+from migrator.files.durable import TMP_MARK
+from migrator.files.layout import OWN_MARK, backup_path, staged_path
+from migrator.jobs import claims
+from migrator.jobs.store import open_state
+from migrator.pipeline.runner import IN_MEMORY_BATCHES, IO_THREADS
 from migrator.testing.corpus import build_dvd_tree
 from migrator.testing.embedder import embed
 from migrator.testing.server import FakeVLLM
@@ -98,7 +99,7 @@ SCHED_POINTS = {
 ENTRY_POINT = {"embedding": "batch.committed", "cutover": "cutover.backed_up"}
 
 STALE_TEMP_BUG = (
-    "BUG migrator/fsutil.py:155-167 remove_stale_partials(target) globs "
+    "BUG migrator/files/durable.py:155-167 remove_stale_partials(target) globs "
     "'.<target.name>.migrator-partial-*' and is only ever called with the LIVE path "
     "(runner.py:182 in _prepare, swap.py:155/165/191 in rollback), but the only atomic_write the "
     "tool makes in a database directory is of the STAGED file (runner.py:286 in _stage), whose temp is "

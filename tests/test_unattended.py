@@ -18,11 +18,11 @@ import pytest
 
 from dvdcheck import assert_migrated
 from helpers import API_KEY, spawn_migrate, tree_digest
-from migrator import window
-from migrator.control import Throttle, read_throttle
 from migrator.errors import EXIT_HELD, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, EXIT_WINDOW, UsageError
+from migrator.ops import window
 from migrator.testing.corpus import build_dvd_tree
 from migrator.testing.server import FakeVLLM
+from migrator.vllm.steering import Throttle, read_throttle
 
 
 # ------------------------------------------------------------- the window
@@ -392,7 +392,7 @@ def test_serve_asks_old_vllm_for_task_embed_and_waits_for_a_served_name(tmp_path
 
 
 def test_served_names_parsing():
-    from migrator.serve import served_names
+    from migrator.vllm.serve import served_names
     assert served_names("m", ()) == ["m"]
     assert served_names("m", ("--dtype=half", "--served-model-name", "a", "b", "--x")) == ["a", "b"]
     assert served_names("m", ("--served-model-name=a",)) == ["a"]

@@ -1,25 +1,32 @@
 """The applications migrator knows, in one registry.
 
-Each application is a :class:`~migrator.profiles.Profile` (DVD's in ``profiles.py``,
-LightRAG's in ``lightrag.py``, nano-graphrag's in ``nanographrag.py``): how its records
-keep their texts, whether it opens a working dir whole, how messages name it, how its
-files are recognised. Everything that needs "which application is this, and what does it
-want" asks here, so nothing else names them one by one, and the profile modules import
-only ``profiles`` (no import cycle).
+Each application is a :class:`~migrator.apps.base.Profile`, one module each:
+:mod:`~migrator.apps.dvd`, :mod:`~migrator.apps.lightrag` and :mod:`~migrator.apps.nanographrag`.
+A profile says how its records keep their texts, whether it opens a working dir whole, how
+messages name it and how its files are recognised. Everything that needs "which application
+is this, and what does it want" asks here, so nothing else names them one by one. The
+application modules import only :mod:`~migrator.apps.base` (no import cycle).
+
+Beside them: :mod:`~migrator.apps.appconfig` (the settings each application changes at
+cutover) and :mod:`~migrator.apps.provenance` (which model made a file's vectors).
 """
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
 
-from migrator import lightrag, nanographrag
+from migrator.apps import lightrag, nanographrag
+from migrator.apps.base import APPLICATIONS, KEEP, Field, Profile, Spec, Template
+from migrator.apps.dvd import DVD
 from migrator.errors import BadDatabase
-from migrator.nvdb import NanoFile
-from migrator.profiles import APPLICATIONS, DVD, Field, Profile, Spec, Template
+from migrator.files.nvdb import NanoFile
+
+__all__ = ["APPLICATIONS", "DVD", "KEEP", "Field", "Profile", "Spec", "Template", "by_name", "choose", "detect",
+           "label_of", "recorded_maker", "storage_locks", "title_of", "unit_of"]
 
 # in detection order: the first whose files these look like
 _REGISTRY: dict[str, Profile] = {p.name: p for p in (DVD, lightrag.PROFILE, nanographrag.PROFILE)}
-assert tuple(_REGISTRY) == APPLICATIONS, "profiles.APPLICATIONS must list every registered application"
+assert tuple(_REGISTRY) == APPLICATIONS, "apps.base.APPLICATIONS must list every registered application"
 
 
 def by_name(name: str) -> Profile:

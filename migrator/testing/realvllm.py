@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from migrator.serve import free_port, stop_group
+from migrator.vllm.serve import free_port, stop_group
 
 REPO = Path(__file__).resolve().parents[2]
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"

@@ -59,7 +59,6 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from migrator.endpoint import parse_version
 from migrator.testing.embedder import (
     EOS_ID,
     EOS_TOKEN,
@@ -71,6 +70,7 @@ from migrator.testing.embedder import (
     token_strings,
     tokenize,
 )
+from migrator.vllm.endpoint import parse_version
 
 __all__ = ["FakeVLLM", "FaultQueue", "Fault", "ServerStats", "FAULT_KINDS", "main"]
 

@@ -1,0 +1,764 @@
+"""Re-embedding and staging: the long-running middle of a migration.
+
+The pipeline, per run:
+
+- **read** (I/O threads, a few databases ahead): each selected database is read
+  once, hashed, checked and its source texts taken out;
+- **pack**: texts go to the endpoint in requests of ``batch_size``, filled
+  across databases (DVD databases are small: one request often serves two or
+  three), several requests in flight, their number tuned by
+  :class:`~migrator.vllm.tuning.AdaptiveLimit`;
+- **keep**: a database of at most ``IN_MEMORY_BATCHES`` batches keeps its new
+  vectors in memory until it is complete; a larger one commits each answered
+  batch (vectors and done-mark in one row) to the job table, so an interrupted
+  run resumes inside it;
+- **stage** (I/O threads): a complete database is written beside the old one,
+  fsync'd, read back and verified, and only then marked staged.
+
+Every job-table write goes through :class:`~migrator.jobs.journal.Journal` (one
+thread, one transaction for everything waiting). The rule that makes that
+safe: a change that describes a file is submitted only after the file is
+durable, and a batch of vectors is acknowledged only once committed.
+
+Interrupted at any point, the next run loses at most the requests in flight and
+the answered rows of small databases not yet staged; everything staged or
+committed is kept. Memory holds the databases being worked on (a bounded
+number of rows), never the corpus.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncIterator, Callable, Iterator, Protocol
+
+import numpy as np
+from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.engine import Connection
+
+from migrator import apps, crashpoints
+from migrator.apps import provenance
+from migrator.errors import BadDatabase
+from migrator.files import durable, nvdb
+from migrator.files.layout import staged_path
+from migrator.jobs import leases
+from migrator.jobs.journal import Journal, defer
+from migrator.jobs.models import D_EMBEDDING, D_FAILED, D_PENDING, D_STAGED, Batch, DatabaseJob, Event, Migration
+from migrator.jobs.store import StateStore
+from migrator.ops import allocator
+from migrator.pipeline import readback
+from migrator.vllm.endpoint import Endpoint, PoisonedInput
+from migrator.vllm.steering import Control
+from migrator.vllm.tuning import AdaptiveLimit
+
+log = logging.getLogger("migrator.run")
+
+STOP_GRACE = 10.0      # seconds in-flight requests get to finish after SIGINT/SIGTERM
+MAX_IN_FLIGHT = 64     # ceiling for the adaptive in-flight limit
+IN_MEMORY_BATCHES = 4  # a database of at most this many batches is kept in memory until staged
+READ_AHEAD = 4         # databases read ahead of the requests
+IO_THREADS = 3         # reading, writing and verifying files (hashing and fsync release the GIL)
+TRIM_EVERY = 64        # staged databases between handing freed memory back (allocator.trim)
+MAX_CHANGES = 3        # a database changed under the run this often is failed, not embedded again
+
+_jobs = DatabaseJob.__table__
+_batches = Batch.__table__
+_events = Event.__table__
+_migrations = Migration.__table__
+
+# Hot-path statements, built once (the journal runs a sequence of one as executemany).
+# An UPDATE without .values() sets the columns named in each parameter row.
+_SET_PREPARED = update(_jobs).where(_jobs.c.id == bindparam("_id"))
+_SET_STAGED = update(_jobs).where(_jobs.c.id == bindparam("_id"))
+_SET_STAGED_BATCHES = update(_jobs).where(_jobs.c.id == bindparam("_id"))
+_COUNT_EMBEDDED = update(_migrations).where(_migrations.c.id == bindparam("_mid")).values(
+    records_embedded=_migrations.c.records_embedded + bindparam("_records"),
+    tokens_embedded=_migrations.c.tokens_embedded + bindparam("_tokens"))
+_DROP_BATCHES = delete(_batches).where(_batches.c.database_id == bindparam("_id"))
+
+
+class Reporter(Protocol):
+    """What the runner tells its caller (the CLI draws bars or logs lines from it)."""
+
+    def start(self, total_records: int, done_records: int) -> None: ...
+    def advance(self, records: int) -> None: ...
+    def note(self, message: str) -> None: ...
+    def step(self, message: str) -> None: ...   # a step of its own after the embedding (gate, swap)
+
+
+class NullReporter:
+    def start(self, total_records: int, done_records: int) -> None:
+        pass
+
+    def advance(self, records: int) -> None:
+        pass
+
+    def note(self, message: str) -> None:
+        log.info("%s", message)
+
+    def step(self, message: str) -> None:
+        log.info("%s", message)
+
+
+class _Untiled(Exception):
+    """The committed batches of a database leave a gap or overlap at ``row``."""
+
+    def __init__(self, row: int):
+        super().__init__(row)
+        self.row = row
+
+
+_Job = leases.Claimed     # a job-table row, as far as the run needs it
+
+
+@dataclass
+class _Failed:
+    job: _Job
+    message: str
+    st: os.stat_result | None = None
+
+
+@dataclass
+class _Work:
+    """The in-memory side of one database being embedded."""
+
+    job: _Job
+    path: Path
+    nf: nvdb.NanoFile
+    st: os.stat_result
+    sha: str
+    texts: list[str]
+    ids: list[str]
+    ranges: list[tuple[int, int]]            # (start, count) still to embed
+    in_memory: bool
+    profile: apps.Profile
+    vectors: np.ndarray | None = None        # in memory: n x target, filled as answers come
+    rows: int = 0                            # what it counts against the memory bound
+    left: int = 0                            # rows still to embed (and, if large, to commit)
+    tokens: int = 0
+    truncated: list[str] = field(default_factory=list)
+    outstanding: int = 0                     # slices queued or in flight
+    producing: bool = True
+    failed: bool = False
+    finished: bool = False
+
+
+@dataclass
+class _Slice:
+    work: _Work
+    start: int
+    count: int
+
+
+@dataclass
+class EmbedOutcome:
+    records: int = 0
+    tokens: int = 0
+    staged: int = 0
+    failed: int = 0
+    restaged: int = 0
+    truncated: list[str] = field(default_factory=list)
+
+
+def missing_ranges(n: int, done: list[tuple[int, int]], batch_size: int) -> list[tuple[int, int]]:
+    """Row ranges of [0, n) not covered by ``done`` (start, count) pairs, cut to ``batch_size``."""
+    covered = np.zeros(n, dtype=bool)
+    for start, count in done:
+        covered[start:start + count] = True
+    out = []
+    i = 0
+    while i < n:
+        if covered[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and not covered[j] and j - i < batch_size:
+            j += 1
+        out.append((i, j - i))
+        i = j
+    return out
+
+
+def _event(conn: Connection, mid: str, level: str, message: str, path: str | None) -> None:
+    conn.execute(insert(_events).values(migration_id=mid, level=level, path=path, message=message))
+
+
+class Embedder:
+    """Runs the embedding and staging of one migration's jobs."""
+
+    def __init__(self, store: StateStore, migration: Migration, endpoint: Endpoint, *,
+                 batch_size: int = 32, concurrency: int | None = None, fail_fast: bool = False,
+                 reporter: Reporter | None = None, stop: asyncio.Event | None = None,
+                 control: Control | None = None, drop: asyncio.Event | None = None):
+        self.store = store
+        self.mig = migration
+        self.mid = migration.id
+        self.target = migration.target_dim
+        self.endpoint = endpoint
+        self.batch_size = max(1, batch_size)
+        # concurrency None: found by measuring (tuning.AdaptiveLimit); a number: fixed
+        self.limit = AdaptiveLimit(fixed=concurrency, maximum=MAX_IN_FLIGHT)
+        self.concurrency = self.limit.maximum
+        endpoint.on_pushback = self.limit.throttled
+        self.fail_fast = fail_fast
+        self.reporter = reporter or NullReporter()
+        self.stop = stop or asyncio.Event()
+        self.drop = drop or asyncio.Event()  # a second Ctrl-C: drop the requests in flight now
+        self.spec = apps.Spec.parse(migration.profile)   # as the migration was scanned
+        self.outcome = EmbedOutcome()
+        self.control = control
+        self.fatal: BaseException | None = None
+        self.journal: Journal | None = None
+        self.io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="migrator-io")
+        self._tasks: set[asyncio.Task] = set()
+        self._alive_rows = 0
+        self._room: asyncio.Condition | None = None
+        self.owner = leases.worker_name()
+        self.held: set[int] = set()          # databases this worker holds a lease on
+        self.lost: set[int] = set()          # ... that another worker took over (we were too slow)
+        self._works: dict[int, _Work] = {}
+        self._changes: dict[int, int] = {}   # times a database changed under this run
+
+    # ----------------------------------------------------------- job table
+    def _submit(self, change: Callable[[Connection], object], after: str | None = None,
+                times: int = 1) -> Future:
+        fut = self.journal.submit(change)
+        if after:
+            def reached(f: Future) -> None:
+                if f.exception() is None:
+                    for _ in range(times):
+                        crashpoints.reached(after)
+            fut.add_done_callback(reached)
+        return fut
+
+    def _fail(self, job: _Job, message: str, st: os.stat_result | None = None) -> Future:
+        self.outcome.failed += 1
+        self.reporter.note(f"FAILED {message}")
+        mid = self.mid
+
+        def change(conn: Connection) -> None:
+            values = {"state": D_FAILED, "error": message, "lease_until": None}
+            if st is not None:   # retried only once the file changes from this
+                values.update(source_size=st.st_size, source_mtime_ns=st.st_mtime_ns)
+            conn.execute(update(_jobs).where(_jobs.c.id == job.id).values(**values))
+            _event(conn, mid, "error", message, job.path)
+        return self._submit(change)
+
+    def _done_ranges(self, job_id: int) -> list[tuple[int, int]]:
+        with self.store.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(
+                select(_batches.c.start, _batches.c.count).where(_batches.c.database_id == job_id))]
+
+    # ------------------------------------------------------------- reading
+    def _load(self, job: _Job) -> _Work | _Failed:
+        """Read the source once: hash it, check it, take its texts. Touches no job table row."""
+        path = Path(job.path)
+        if path.is_symlink():   # jobs name real files (--follow-symlinks records the target)
+            return _Failed(job, f"{path}: is a symlink (not followed: it may point outside --root; "
+                                f"--follow-symlinks migrates the file it points to)", os.stat(path)
+                           if path.exists() else None)
+        try:
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                raw = f.read() if st.st_size <= nvdb.WHOLE_FILE else None
+        except FileNotFoundError:
+            return _Failed(job, f"{path}: the file is gone")
+        except IsADirectoryError:
+            return _Failed(job, f"{path}: is a directory, not a file")
+        except OSError as e:
+            return _Failed(job, f"{path}: cannot be read ({e.strerror}); run as a user who can read "
+                                f"and write it", os.stat(path) if os.path.exists(path) else None)
+        try:
+            if raw is not None:
+                nf = nvdb.parse(raw, path)
+                digest = hashlib.sha256(raw).hexdigest()
+            else:
+                nf = nvdb.read(path)
+                digest = durable.sha256_file(path)
+            prof = apps.choose(nf, self.spec)
+            texts = prof.texts(nf)
+            nf.check_matrix()
+        except BadDatabase as e:
+            return _Failed(job, str(e), st)
+        nf._raw = None    # the old vectors are not needed again; keep only the records
+        durable.remove_stale_partials(path)
+        changed = bool(job.source_sha256) and digest != job.source_sha256
+        done = self._done_ranges(job.id) if job.n_done and not changed else []
+        in_memory = not done and nf.n <= IN_MEMORY_BATCHES * self.batch_size
+        work = _Work(job, path, nf, st, digest, texts, [r[nvdb.ID] for r in nf.data],
+                     ranges=missing_ranges(nf.n, done, self.batch_size), in_memory=in_memory,
+                     profile=prof)
+        work.left = sum(count for _, count in work.ranges)
+        if in_memory:
+            work.vectors = np.empty((nf.n, self.target), dtype=nvdb.FLOAT32)
+            work.rows = nf.n
+        else:
+            work.rows = min(nf.n, IN_MEMORY_BATCHES * self.batch_size)
+        return work
+
+    def _prepared(self, w: _Work) -> None:
+        """Record that a database is being embedded, as it was read."""
+        job, mid = w.job, self.mid
+        if job.source_sha256 and w.sha != job.source_sha256:
+            def forget(conn: Connection) -> None:   # what we embedded before belongs to another file
+                conn.execute(_DROP_BATCHES, {"_id": job.id})
+                conn.execute(update(_jobs).where(_jobs.c.id == job.id).values(n_done=0))
+                _event(conn, mid, "warning", f"{w.path}: changed since it was first read; "
+                                             f"embedding it afresh", job.path)
+            self._submit(forget)
+        self.journal.execute(_SET_PREPARED, dict(
+            _id=job.id, source_size=w.st.st_size, source_mtime_ns=w.st.st_mtime_ns, source_sha256=w.sha,
+            source_dim=w.nf.embedding_dim, n_records=w.nf.n, n_chars=sum(len(t) for t in w.texts),
+            error=None, state=D_EMBEDDING))
+
+    # ------------------------------------------------------------- staging
+    def _vector_blocks(self, job_id: int, n: int, dim: int) -> Iterator[np.ndarray]:
+        """The committed vectors of one database in row order, one batch at a time."""
+        covered = 0
+        with self.store.engine.connect() as conn:
+            rows = conn.execution_options(yield_per=1).execute(
+                select(_batches.c.start, _batches.c.count, _batches.c.dim, _batches.c.vectors)
+                .where(_batches.c.database_id == job_id).order_by(_batches.c.start))
+            for start, count, bdim, blob in rows:
+                if start != covered or bdim != dim or len(blob) != count * dim * 4:
+                    raise _Untiled(start)
+                covered += count
+                yield np.frombuffer(blob, dtype="<f4").reshape(count, dim)
+        if covered != n:
+            raise _Untiled(covered)
+
+    def _new_vectors(self, w: _Work) -> Iterator[np.ndarray]:
+        """The new vectors of a database in row order (a fresh pass each call)."""
+        if w.in_memory:
+            return iter([w.vectors])
+        return self._vector_blocks(w.job.id, w.nf.n, self.target)
+
+    def _new_records(self, w: _Work) -> Iterator[dict]:
+        """Its records as the profile rewrites them for their new vectors (LightRAG's copy)."""
+        i = 0
+        for block in self._new_vectors(w):
+            for row in block:
+                yield w.profile.record(w.nf.data[i], row)
+                i += 1
+
+    def _stage(self, w: _Work) -> str:
+        """Write, fsync and verify the new file, then queue its record (I/O thread).
+        Returns 'staged', 'changed' (to embed again) or 'failed'."""
+        path, n, target, mid, job = w.path, w.nf.n, self.target, self.mid, w.job
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        if st is None or (st.st_size, st.st_mtime_ns, st.st_ino) != (w.st.st_size, w.st.st_mtime_ns, w.st.st_ino):
+            self._changes[job.id] = changes = self._changes.get(job.id, 0) + 1
+            if changes >= MAX_CHANGES and st is not None:   # something keeps writing it
+                self._fail(job, f"{path}: changed {changes} times while it was being embedded; run "
+                                f"again once nothing writes to it", st)
+                return "failed"
+            digest = durable.sha256_file(path) if st is not None else ""
+
+            def reset(conn: Connection) -> None:
+                conn.execute(delete(_batches).where(_batches.c.database_id == job.id))
+                values = dict(state=D_PENDING, n_done=0, source_sha256=digest, lease_until=None)
+                if st is not None:
+                    values.update(source_size=st.st_size, source_mtime_ns=st.st_mtime_ns)
+                conn.execute(update(_jobs).where(_jobs.c.id == job.id).values(**values))
+                _event(conn, mid, "warning", f"{path}: changed while it was being embedded; "
+                                             f"it will be embedded again", job.path)
+            self._submit(reset)
+            return "changed"
+        staged = staged_path(path, mid)
+        encoder = nvdb.MatrixEncoder(n, target)
+        model, prof = self.mig.model, w.profile
+        values = readback.new_values(w.nf, prof, model, target)
+        records = self._new_records(w) if prof.rewrites_records else None
+        try:
+            size, digest = durable.atomic_write(staged, nvdb.render(
+                w.nf, self._new_vectors(w), target, encoder, records=records, values=values), like=st)
+        except PermissionError as e:
+            self._fail(job, f"{path}: cannot write the new file beside it ({e.strerror}); give this "
+                            f"user write access to {path.parent}, then run again")
+            return "failed"
+        except _Untiled as e:
+            self._submit(lambda conn: (
+                conn.execute(delete(_batches).where(_batches.c.database_id == job.id)),
+                conn.execute(update(_jobs).where(_jobs.c.id == job.id).values(n_done=0))))
+            self._fail(job, f"{path}: committed batches do not cover the file (at row {e.row}); "
+                            f"run again to re-embed it")
+            return "failed"
+        crashpoints.reached("stage.written")
+        problems = readback.check_staged(staged, w.nf, target, vectors_sha256=encoder.sha.hexdigest(),
+                                       file_sha256=digest, texts=w.texts, profile=prof, model=model)
+        if problems:
+            durable.remove_if_exists(staged)
+            self._fail(job, f"{path}: staged file failed verification: {'; '.join(problems)}")
+            return "failed"
+        if not values:      # the file cannot say which model made it: its sidecar will
+            try:
+                provenance.record(path, staged, digest, model, target, mid)
+            except OSError as e:
+                durable.remove_if_exists(staged)
+                self._fail(job, f"{provenance.sidecar_path(path)}: cannot be written ({e.strerror}); "
+                                f"give this user write access to {path.parent}, then run again")
+                return "failed"
+        # The staged file is durable (fsync'd, directory fsync'd) before this is queued.
+        values = dict(_id=job.id, state=D_STAGED, staged_path=str(staged), staged_sha256=digest,
+                      staged_size=size, n_done=n, error=None, lease_until=None)
+        if w.in_memory:
+            values["truncated"] = sorted(set(job.truncated or []) | set(w.truncated)) or None
+            self.journal.execute_last(_COUNT_EMBEDDED, dict(_mid=mid, _records=n, _tokens=w.tokens))
+            fut = self.journal.execute(_SET_STAGED, values)
+        else:
+            self.journal.execute(_DROP_BATCHES, {"_id": job.id})
+            fut = self.journal.execute(_SET_STAGED_BATCHES, values)
+        fut.add_done_callback(lambda f: f.exception() is None and crashpoints.reached("stage.recorded"))
+        return "staged"
+
+    async def _finish_if_done(self, w: _Work) -> None:
+        if w.finished or w.outstanding or w.producing:
+            return
+        # After a stop (signal, time window) a database whose every row is in is still staged:
+        # that is what the grace for requests in flight is for. One with rows missing never is.
+        if w.failed or w.left or self.fatal is not None:
+            self._release(w)
+            return
+        w.finished = True
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self.io, self._stage, w)
+        finally:
+            self._release(w)
+        if result == "changed":
+            self.outcome.restaged += 1
+        elif result == "staged":
+            self.outcome.staged += 1
+            if self.outcome.staged % TRIM_EVERY == 0:
+                allocator.trim()
+
+    # ------------------------------------------------------------ embedding
+    async def _truncation_report(self, sl: _Slice) -> list[str]:
+        """Ids of records in this slice the server will cut to max_model_len - 1 tokens."""
+        w = sl.work
+        idx = [i for i in range(sl.start, sl.start + sl.count) if self.endpoint.may_be_truncated(w.texts[i])]
+        if not idx:
+            return []
+        limit = self.endpoint.info.max_model_len - 1
+        counts = await self.endpoint.count_tokens([w.texts[i] for i in idx]) \
+            if self.endpoint.info.tokenize else None
+        if counts is None:  # no /tokenize: report every record that may be over
+            return [w.ids[i] for i in idx]
+        return [w.ids[i] for i, c in zip(idx, counts) if c > limit]
+
+    def _commit_batches(self, answers: list[tuple[_Slice, np.ndarray, int, list[str]]]) -> Future:
+        """Batch rows of large databases: vectors and done-mark in one row, in one transaction."""
+        mid = self.mid
+        rows = [dict(database_id=sl.work.job.id, start=sl.start, count=sl.count, dim=v.shape[1],
+                     tokens=tokens, vectors=np.ascontiguousarray(v, dtype="<f4").tobytes())
+                for sl, v, tokens, _ in answers]
+
+        def change(conn: Connection) -> None:
+            conn.execute(insert(_batches), rows)
+            for sl, _v, _tokens, truncated in answers:
+                values = {"n_done": _jobs.c.n_done + sl.count}
+                if truncated:
+                    old = conn.execute(select(_jobs.c.truncated).where(_jobs.c.id == sl.work.job.id)).scalar()
+                    values["truncated"] = sorted(set(old or []) | set(truncated))
+                conn.execute(update(_jobs).where(_jobs.c.id == sl.work.job.id).values(**values))
+            # the migration row last, before the commit: one lock order for every worker (journal.py)
+            defer(conn, _COUNT_EMBEDDED, dict(_mid=mid, _records=sum(r["count"] for r in rows),
+                                                      _tokens=sum(r["tokens"] for r in rows)))
+        return self._submit(change, after="batch.committed", times=len(rows))
+
+    async def _embed_request(self, slices: list[_Slice]) -> None:
+        slices = [sl for sl in slices if not sl.work.failed]
+        if not slices:
+            return
+        texts = [t for sl in slices for t in sl.work.texts[sl.start:sl.start + sl.count]]
+        if self.control is not None:      # an operator's PAUSE and THROTTLE files
+            await self.control.wait_while_paused(self.stop)
+            self.limit.set_cap(self.control.throttle.max_in_flight)
+            await self.control.pace(sum(len(t) for t in texts) // 4 + len(texts), self.stop)
+            if self.stop.is_set():
+                return                    # unsent: the next run asks again
+        truncated = [await self._truncation_report(sl) for sl in slices]
+        try:
+            async with self.limit:
+                t0 = time.monotonic()
+                result = await self.endpoint.embed(texts)
+                self.limit.record(result.prompt_tokens or len(texts), time.monotonic() - t0)
+        except PoisonedInput as p:
+            at = p.index
+            for k, sl in enumerate(slices):
+                if at < sl.count:
+                    i = sl.start + at
+                    sl.work.failed = True
+                    self._fail(sl.work.job, f"{sl.work.path}: record #{i} (__id__ {sl.work.ids[i]!r}): "
+                                            f"{p.detail}; shorten or remove that record's text, then run again")
+                    await self._embed_request(slices[:k] + slices[k + 1:])   # the others again, without it
+                    return
+                at -= sl.count
+            raise
+        # tokens are counted for the whole request; share them out by characters
+        chars = [sum(len(t) for t in sl.work.texts[sl.start:sl.start + sl.count]) for sl in slices]
+        total_chars = max(1, sum(chars))
+        answers = []
+        row = 0
+        for sl, c, trunc in zip(slices, chars, truncated):
+            v = result.vectors[row:row + sl.count]
+            row += sl.count
+            tokens = round(result.prompt_tokens * c / total_chars)
+            for rid in trunc:
+                self.reporter.note(f"TRUNCATED {sl.work.path} record {rid!r}: longer than "
+                                   f"max_model_len-1 tokens, embedded from its first tokens")
+            self.outcome.truncated.extend(f"{sl.work.path}#{r}" for r in trunc)
+            if sl.work.failed:
+                continue                  # dropped meanwhile (lease lost): nothing to keep
+            if sl.work.in_memory:
+                sl.work.vectors[sl.start:sl.start + sl.count] = v
+                sl.work.left -= sl.count
+                sl.work.tokens += tokens
+                sl.work.truncated.extend(trunc)
+            else:
+                answers.append((sl, v, tokens, trunc))
+        if answers:   # acknowledged only once durable
+            await asyncio.wrap_future(self._commit_batches(answers))
+            for sl, _, _, _ in answers:
+                sl.work.left -= sl.count
+        self.outcome.records += len(texts)
+        self.outcome.tokens += result.prompt_tokens
+        self.reporter.advance(len(texts))
+
+    async def _worker(self, requests: asyncio.Queue) -> None:
+        while True:
+            req = await requests.get()
+            if req is None:
+                requests.task_done()
+                return
+            try:
+                if not self.stop.is_set():
+                    await self._embed_request(req)
+            except Exception as e:   # endpoint gave up, disk full, a bug: stop everything
+                self._fatal(e)
+            finally:
+                for sl in req:
+                    sl.work.outstanding -= 1
+                requests.task_done()
+            for w in {id(sl.work): sl.work for sl in req}.values():
+                self._spawn(self._finish_if_done(w))
+
+    # ------------------------------------------------------------ plumbing
+    def _fatal(self, e: BaseException) -> None:
+        if self.fatal is None:
+            self.fatal = e
+        self.stop.set()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                self._fatal(t.exception())
+        task.add_done_callback(done)
+
+    def _bound(self) -> int:
+        """Rows of databases allowed in memory at once: enough to fill the requests in flight."""
+        return (self.limit.limit + 2 + IN_MEMORY_BATCHES) * self.batch_size
+
+    async def _admit(self, w: _Work) -> None:
+        async with self._room:
+            await self._room.wait_for(lambda: self._alive_rows == 0 or self.stop.is_set()
+                                      or self._alive_rows + w.rows <= self._bound())
+            self._alive_rows += w.rows
+
+    def _release(self, w: _Work) -> None:
+        self.held.discard(w.job.id)
+        self._works.pop(w.job.id, None)
+        if w.rows:
+            self._alive_rows -= w.rows
+            w.rows = 0
+            w.vectors = None
+            self._spawn(self._wake_room())
+
+    async def _wake_room(self) -> None:
+        async with self._room:
+            self._room.notify_all()
+
+    async def _put(self, queue: asyncio.Queue, item) -> bool:
+        """Queue an item unless a stop comes first (workers may all be inside long requests).
+
+        End-markers (None) are queued even after a stop, as long as there is room."""
+        while True:
+            try:
+                queue.put_nowait(item)
+                return True
+            except asyncio.QueueFull:
+                if self.stop.is_set():
+                    return False
+                await asyncio.sleep(0.005)
+
+    def _discard_queued(self, queue: asyncio.Queue) -> None:
+        while not queue.empty():
+            req = queue.get_nowait()
+            if req is not None:
+                for sl in req:
+                    sl.work.outstanding -= 1
+                for w in {id(sl.work): sl.work for sl in req}.values():
+                    self._spawn(self._finish_if_done(w))
+            queue.task_done()
+
+    async def _drain(self, queue: asyncio.Queue, workers: list[asyncio.Task]) -> None:
+        """Let in-flight batches commit; after a stop, give them STOP_GRACE seconds, then drop them."""
+        if self.stop.is_set():        # queued work that no request was sent for is dropped
+            self._discard_queued(queue)
+        for _ in workers:             # then one end-marker per worker, after the queued work
+            while not await self._put(queue, None):
+                self._discard_queued(queue)
+        pending = set(workers)
+        stop_seen: float | None = None
+        while pending:
+            _, pending = await asyncio.wait(pending, timeout=0.25)
+            if self.stop.is_set() and pending:
+                if stop_seen is None:
+                    stop_seen = time.monotonic()
+                    if self.limit.in_flight:
+                        self.reporter.note(f"stopping: {self.limit.in_flight} request(s) in flight finish "
+                                           f"first, {STOP_GRACE:.0f} s at most (Ctrl-C again to drop them)")
+                if self.drop.is_set() or time.monotonic() - stop_seen > STOP_GRACE:
+                    for t in pending:
+                        t.cancel()     # unanswered requests are dropped; the next run asks again
+                    await asyncio.gather(*pending, return_exceptions=True)
+                    break
+        while self._tasks:            # stagings under way finish (they are short and local)
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _claims(self) -> AsyncIterator[_Job]:
+        """The databases this worker takes on, claimed a few at a time (leases.py)."""
+        while not self.stop.is_set():
+            got = await asyncio.wrap_future(self.journal.submit(
+                lambda conn: leases.claim(conn, self.mid, self.owner)))
+            if not got:
+                return
+            self.held.update(j.id for j in got)
+            for job in got:
+                yield job
+
+    async def _renew_leases(self) -> None:
+        """Keep this worker's leases alive; drop a database another worker took over."""
+        while True:
+            await asyncio.sleep(leases.LEASE_SECONDS / 4)
+            ids = sorted(self.held)
+            lost = await asyncio.wrap_future(self.journal.submit(
+                lambda conn, ids=ids: leases.renew(conn, self.owner, ids)))
+            for job_id in lost & self.held:
+                self.lost.add(job_id)
+                w = self._works.get(job_id)
+                log.warning("%s: lease lost (this worker was stalled past it); another worker has "
+                            "it now, dropping it here", w.path if w else f"database #{job_id}")
+                if w is not None:
+                    w.failed = True
+                    self._spawn(self._finish_if_done(w))
+
+    async def _produce(self, queue: asyncio.Queue) -> None:
+        loop = asyncio.get_running_loop()
+        ahead: deque[asyncio.Future] = deque()
+        claims = self._claims()
+        req: list[_Slice] = []
+        fill = 0
+
+        async def read_ahead() -> None:
+            while len(ahead) < READ_AHEAD and not self.stop.is_set():
+                job = await anext(claims, None)
+                if job is None:
+                    return
+                ahead.append(loop.run_in_executor(self.io, self._load, job))
+
+        try:
+            await read_ahead()
+            while ahead and not self.stop.is_set():
+                work = await ahead.popleft()
+                await read_ahead()
+                if isinstance(work, _Failed):
+                    self.held.discard(work.job.id)
+                    self._fail(work.job, work.message, work.st)
+                    if self.fail_fast:
+                        self.stop.set()
+                    continue
+                self._works[work.job.id] = work
+                if work.job.id in self.lost:
+                    self._release(work)
+                    continue
+                await self._admit(work)
+                if self.stop.is_set():
+                    self._release(work)
+                    break
+                self._prepared(work)
+                for start, count in work.ranges:
+                    while count and not self.stop.is_set():
+                        take = min(count, self.batch_size - fill)
+                        req.append(_Slice(work, start, take))
+                        work.outstanding += 1
+                        fill += take
+                        start += take
+                        count -= take
+                        if fill == self.batch_size:
+                            sent, req, fill = req, [], 0
+                            if not await self._put(queue, sent):
+                                for sl in sent:
+                                    sl.work.outstanding -= 1
+                work.producing = False
+                if not work.ranges:
+                    await self._finish_if_done(work)
+            if req and not self.stop.is_set():
+                await self._put(queue, req)
+            elif req:
+                for sl in req:
+                    sl.work.outstanding -= 1
+        finally:
+            for fut in ahead:         # read but never started: nothing to undo
+                fut.cancel()
+            await claims.aclose()
+
+    async def _wake_on_stop(self) -> None:
+        """A stop must not wait for a request to finish before anyone looks at it: wake the
+        producer where it waits for room (a Condition sees a change only when notified)."""
+        await self.stop.wait()
+        async with self._room:
+            self._room.notify_all()
+
+    async def run(self) -> EmbedOutcome:
+        """Claim, embed and stage databases of the migration until none is left to claim."""
+        self.journal = Journal(self.store)
+        self._room = asyncio.Condition()
+        queue: asyncio.Queue = asyncio.Queue(maxsize=self.concurrency * 2)
+        workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.concurrency)]
+        renewer = asyncio.create_task(self._renew_leases())
+        waker = asyncio.create_task(self._wake_on_stop())
+        try:
+            try:
+                await self._produce(queue)
+            except Exception as e:
+                self._fatal(e)
+            if self.stop.is_set():
+                self._discard_queued(queue)
+        finally:
+            await self._drain(queue, workers)
+            renewer.cancel()
+            waker.cancel()
+            await asyncio.gather(renewer, waker, return_exceptions=True)
+            if self.journal.broken is None:   # what is left unfinished, others may take at once
+                self.journal.submit(lambda conn: leases.release_all(conn, self.mid, self.owner))
+            await asyncio.get_running_loop().run_in_executor(None, self.journal.close)
+            self.io.shutdown(wait=True)
+        broken = self.journal.broken
+        if self.fatal is None and broken is not None:
+            self.fatal = broken
+        if self.fatal is not None:
+            raise self.fatal
+        return self.outcome

@@ -1,0 +1,388 @@
+"""Cutover and rollback: putting files in place, atomically, with backups.
+
+Cutover, per staged database: check the live file is still the one scanned
+(size, mtime, SHA-256) and the staged file is still the one verified; keep the
+old file as ``<name>.migrator-<id>.backup`` (a hard link: no copy, same bytes,
+same mtime; a durable copy where links are not allowed); ``os.replace`` the
+staged file onto the live name; fsync the directory; then record it. All the
+slow checks happen first, so the window in which old and new databases are
+mixed lasts only as long as the renames.
+
+Rollback, per database: the live file must still be the one cutover wrote
+(else refused, or with ``force`` kept aside first); the backup must still hold
+the original bytes; then ``os.replace`` puts the backup back.
+
+Files move in units (``apps.unit_of``): a LightRAG or nano-graphrag working
+dir is swapped, and restored, whole or not at all, because its application opens
+every vector file there at one dimension. A file that cannot be migrated (failed,
+changed, refused) holds back its siblings, and the dir stays loadable at its old
+dimension. A DVD video, and any other file, is a unit of its own.
+
+Every step is idempotent: after a crash the next call compares hashes to find
+where each file stands and carries on (a unit interrupted halfway through its
+swaps is completed).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.engine import Connection
+
+from migrator import apps, crashpoints
+from migrator.apps import provenance
+from migrator.files import durable
+from migrator.files.layout import backup_path, displaced_path, staged_path
+from migrator.jobs.models import (
+    D_CUT_OVER,
+    D_EMBEDDING,
+    D_FAILED,
+    D_PENDING,
+    D_REFUSED,
+    D_ROLLED_BACK,
+    D_STAGED,
+    M_DONE,
+    M_ROLLED_BACK,
+    M_RUNNING,
+    Batch,
+    DatabaseJob,
+    Event,
+    Migration,
+    utcnow,
+)
+from migrator.jobs.store import StateStore
+
+log = logging.getLogger("migrator.pipeline.swap")
+
+CHECK_THREADS = 2       # hashing live and staged files (sha256 releases the GIL)
+RECORD_EVERY = 256      # swaps recorded in one commit at most...
+RECORD_SECONDS = 0.25   # ...or after this long
+
+_jobs = DatabaseJob.__table__
+_batches = Batch.__table__
+_events = Event.__table__
+
+
+@dataclass
+class SwapResult:
+    migration_id: str
+    done: list[str] = field(default_factory=list)       # paths swapped (or restored)
+    already: list[str] = field(default_factory=list)    # found already in the wanted state
+    restage: list[str] = field(default_factory=list)    # changed since the scan: to embed again
+    refused: list[str] = field(default_factory=list)    # one line each: path and why
+    held: list[str] = field(default_factory=list)       # one line each: kept back with a sibling
+    configs_restored: list[str] = field(default_factory=list)   # settings --apply-config had changed
+    was_rolled_back: bool = False                         # a rollback of a rolled-back migration
+
+    def as_dict(self) -> dict:
+        return {"migration": self.migration_id, "done": self.done, "already": self.already,
+                "restage": self.restage, "refused": self.refused, "held": self.held,
+                "configs_restored": self.configs_restored, "was_rolled_back": self.was_rolled_back}
+
+
+def _units(rows) -> dict[str, list]:
+    """Jobs by the unit of files they move with (in job order)."""
+    out: dict[str, list] = {}
+    for r in rows:
+        out.setdefault(apps.unit_of(r.profile, r.path), []).append(r)
+    return out
+
+
+def _held_line(path: str, unit: str, blocker: str, profile: str | None) -> str:
+    return (f"{path}: held back, not swapped: {apps.label_of(profile)} opens every vector file of "
+            f"{unit} at one dimension, and {blocker}; the dir stays whole at its old dimension")
+
+
+def _event(s, mid: str, level: str, message: str, path: str | None = None) -> None:
+    s.add(Event(migration_id=mid, level=level, path=path, message=message))
+
+
+def _reset_to_pending(conn: Connection, job, why: str) -> None:
+    """A staged database that may not be swapped in: drop the staged file, embed it again."""
+    if job.staged_path:
+        durable.remove_if_exists(job.staged_path)
+    conn.execute(delete(_batches).where(_batches.c.database_id == job.id))
+    conn.execute(update(_jobs).where(_jobs.c.id == job.id).values(
+        state=D_PENDING, n_done=0, staged_path=None, staged_sha256=None, staged_size=None, error=why))
+    conn.execute(insert(_events).values(migration_id=job.migration_id, level="warning", path=job.path,
+                                        message=why))
+
+
+def _check(job) -> tuple[str, str | None, os.stat_result | None]:
+    """Where one staged database stands, reading only (an I/O thread): (verdict, why, live stat)."""
+    live, staged = Path(job.path), Path(job.staged_path)
+    try:
+        st = os.stat(live)    # before the hash: a change after it shows in phase 2's stat
+    except FileNotFoundError:
+        st = None
+    live_sha = durable.sha256_if_exists(live)
+    if live_sha is not None and live_sha == job.staged_sha256:
+        return "already", None, None             # swapped before a crash, not yet recorded
+    if live_sha != job.source_sha256:
+        return "restage", (f"{live}: changed since it was scanned (now "
+                           f"{'missing' if live_sha is None else 'different content'}); "
+                           f"not overwritten, it will be embedded again"), None
+    if durable.sha256_if_exists(staged) != job.staged_sha256:
+        return "restage", f"{staged}: the staged file is missing or altered; it will be staged again", None
+    return "ready", None, st
+
+
+def cutover(store: StateStore, migration_id: str) -> SwapResult:
+    """Swap every staged database of the migration into place.
+
+    Phase 1 checks every database (hashes, in a few threads) and touches no
+    file. Phase 2 swaps them one after another, each durable (directory
+    fsync) before it is recorded; records are committed in groups, since a
+    swap not yet recorded is found again by its hash (phase 1, 'already').
+    """
+    result = SwapResult(migration_id)
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(_jobs.c.id, _jobs.c.migration_id, _jobs.c.path, _jobs.c.staged_path,
+                                   _jobs.c.staged_sha256, _jobs.c.source_sha256, _jobs.c.profile,
+                                   _jobs.c.state)
+                            .where(_jobs.c.migration_id == migration_id,
+                                   _jobs.c.state.notin_([D_ROLLED_BACK]))
+                            .order_by(_jobs.c.id)).all()
+    jobs = []
+    for unit, members in _units(rows).items():
+        blockers = [m for m in members if m.state not in (D_STAGED, D_CUT_OVER)]
+        staged = [m for m in members if m.state == D_STAGED]
+        if blockers and staged:
+            b = blockers[0]
+            what = {D_FAILED: "cannot be migrated", D_REFUSED: "was refused"}.get(b.state, "is not staged yet")
+            more = f" (and {len(blockers) - 1} more)" if len(blockers) > 1 else ""
+            for m in staged:
+                result.held.append(_held_line(m.path, unit, f"{b.path} {what}{more}", m.profile))
+            continue
+        jobs += staged
+    # A LightRAG storage lock guarding any of the files is held from the checks to the last
+    # swap, so no LightRAG starts on a half-swapped working dir (held by one: nothing swapped).
+    with apps.storage_locks(jobs):
+        _cutover(store, migration_id, jobs, result)
+    with store.session() as s:
+        mig = s.get(Migration, migration_id)
+        left = s.scalar(select(DatabaseJob.id).where(
+            DatabaseJob.migration_id == migration_id,
+            DatabaseJob.state.in_([D_PENDING, D_EMBEDDING, D_STAGED])).limit(1))
+        if left is None:
+            mig.state, mig.finished_at = M_DONE, utcnow()
+        else:
+            mig.state = M_RUNNING
+    return result
+
+
+def _cutover(store: StateStore, migration_id: str, jobs: list, result: SwapResult) -> None:
+    # Phase 1: the slow checks, no file touched.
+    with ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="migrator-check") as pool:
+        verdicts = list(pool.map(_check, jobs, chunksize=16))
+    ready: list[tuple[object, os.stat_result]] = []
+    # a unit with a member to re-stage waits for it, whole (its swapped members are completed)
+    waiting = {apps.unit_of(j.profile, j.path): j.path
+               for j, (verdict, _, _) in zip(jobs, verdicts) if verdict == "restage"}
+    with store.connection() as conn:
+        for job, (verdict, why, st) in zip(jobs, verdicts):
+            unit = apps.unit_of(job.profile, job.path)
+            if verdict == "already":
+                conn.execute(update(_jobs).where(_jobs.c.id == job.id).values(
+                    state=D_CUT_OVER, backup_path=str(backup_path(job.path, migration_id))))
+                result.already.append(job.path)
+            elif verdict == "restage":
+                _reset_to_pending(conn, job, why)
+                result.restage.append(job.path)
+            elif unit in waiting:
+                result.held.append(_held_line(job.path, unit, f"{waiting[unit]} is embedded again first",
+                                              job.profile))
+            else:
+                ready.append((job, st))
+    del verdicts
+    # Phase 2: the swaps, unit by unit, each durable before it is recorded; recorded in groups,
+    # and only at the end of a unit (so that a unit undone halfway was never recorded).
+    swapped: list[tuple[int, str]] = []
+    last = time.monotonic()
+
+    def record() -> None:
+        nonlocal last
+        if swapped:
+            with store.connection() as conn:
+                conn.execute(update(_jobs).where(_jobs.c.id == bindparam("_id"))
+                             .values(state=D_CUT_OVER, backup_path=bindparam("_backup")),
+                             [{"_id": i, "_backup": b} for i, b in swapped])
+            for _ in swapped:
+                crashpoints.reached("cutover.recorded")
+            swapped.clear()
+        last = time.monotonic()
+
+    by_unit: dict[str, list] = {}
+    for job, checked in ready:
+        by_unit.setdefault(apps.unit_of(job.profile, job.path), []).append((job, checked))
+    for unit, members in by_unit.items():
+        conflicts = [job for job, _ in members if _backup_conflict(job, migration_id)]
+        if conflicts:
+            for job in conflicts:
+                msg = (f"{backup_path(job.path, migration_id)}: exists with other content; move it away, "
+                       f"then run cutover again")
+                result.refused.append(msg)
+                with store.connection() as conn:
+                    conn.execute(insert(_events).values(migration_id=migration_id, level="error",
+                                                        path=job.path, message=msg))
+            for job, _ in members:
+                if job not in conflicts:
+                    result.held.append(_held_line(job.path, unit, f"{conflicts[0].path} was refused", job.profile))
+            continue
+        done_here: list[tuple[object, Path]] = []
+        for job, checked in members:
+            live, staged = Path(job.path), Path(job.staged_path)
+            backup = backup_path(live, migration_id)
+            if not backup.exists():
+                durable.link_or_copy(live, backup)
+            crashpoints.reached("cutover.backed_up")
+            st = os.stat(live)
+            if (st.st_ino, st.st_size, st.st_mtime_ns) != (checked.st_ino, checked.st_size, checked.st_mtime_ns):
+                durable.remove_if_exists(backup)
+                for prev, prev_backup in reversed(done_here):   # the unit moves whole or not at all
+                    _unswap(prev, prev_backup)
+                with store.connection() as conn:
+                    _reset_to_pending(conn, job, f"{live}: changed during cutover; not overwritten, "
+                                                 f"it will be embedded again")
+                result.restage.append(job.path)
+                for prev, _ in done_here:
+                    result.done.remove(prev.path)
+                result.held += [_held_line(o.path, unit, f"{live} changed during cutover", o.profile)
+                                for o, _ in members if o is not job]
+                swapped[len(swapped) - len(done_here):] = []
+                break
+            os.replace(staged, live)
+            durable.fsync_dir(live.parent)
+            crashpoints.reached("cutover.replaced")
+            swapped.append((job.id, str(backup)))
+            done_here.append((job, backup))
+            result.done.append(job.path)
+        if len(swapped) >= RECORD_EVERY or time.monotonic() - last >= RECORD_SECONDS:
+            record()
+    record()
+
+
+def _backup_conflict(job, migration_id: str) -> bool:
+    """A backup name already taken by other bytes than the original's (never overwritten)."""
+    backup = backup_path(job.path, migration_id)
+    return backup.exists() and durable.sha256_if_exists(backup) != job.source_sha256
+
+
+def _unswap(job, backup: Path) -> None:
+    """Undo one swap of a unit that cannot complete: the new file goes back to its staged
+    name, the original back onto the live name (both durable)."""
+    live, staged = Path(job.path), Path(job.staged_path)
+    durable.remove_if_exists(staged)
+    durable.link_or_copy(live, staged)
+    os.replace(backup, live)
+    durable.fsync_dir(live.parent)
+
+
+def rollback(store: StateStore, migration_id: str, *, force: bool = False) -> SwapResult:
+    """Put every database of the migration back as it was before it."""
+    result = SwapResult(migration_id)
+    with store.session() as s:
+        jobs = s.execute(select(DatabaseJob.id, DatabaseJob.path, DatabaseJob.profile).where(
+            DatabaseJob.migration_id == migration_id).order_by(DatabaseJob.id)).all()
+    with apps.storage_locks(jobs):
+        _restore_all(store, migration_id, [j.id for j in jobs], force, result)
+    with store.session() as s:
+        mig = s.get(Migration, migration_id)
+        if not result.refused:
+            mig.state, mig.finished_at = M_ROLLED_BACK, utcnow()
+        _event(s, migration_id, "info", f"rollback: {len(result.done)} restored, "
+                                        f"{len(result.refused)} refused")
+    return result
+
+
+def _restore_verdict(job, force: bool, migration_id: str) -> tuple[str | None, str | None]:
+    """(refusal or None, live sha) for a cut-over job, reading only."""
+    live = Path(job.path)
+    backup = Path(job.backup_path or backup_path(live, migration_id))
+    live_sha = durable.sha256_if_exists(live)
+    if live_sha == job.source_sha256:
+        return None, live_sha
+    backup_sha = durable.sha256_if_exists(backup)
+    if backup_sha is None:
+        msg = f"{live}: its backup {backup} is gone; this file cannot be restored (left as it is)"
+    elif backup_sha != job.source_sha256:
+        msg = f"{live}: its backup {backup} no longer holds the original; left as it is"
+    elif live_sha != job.staged_sha256 and not force:
+        msg = (f"{live}: {'missing' if live_sha is None else 'changed'} since the migration wrote "
+               f"it; not restored (use --force to keep it as "
+               f"{displaced_path(live, migration_id).name} and restore the backup)")
+    else:
+        msg = None
+    return msg, live_sha
+
+
+def _restore_all(store: StateStore, migration_id: str, job_ids: list[int], force: bool,
+                 result: SwapResult) -> None:
+    # First, reading only: which cut-over files cannot be restored. A unit (a LightRAG or
+    # nano-graphrag working dir) with one is left whole at the new dimension: restoring its
+    # other files would leave a dir its application cannot open at either dimension.
+    with store.reader() as s:
+        rows = s.execute(select(DatabaseJob.id, DatabaseJob.path, DatabaseJob.profile, DatabaseJob.state,
+                                DatabaseJob.backup_path, DatabaseJob.source_sha256,
+                                DatabaseJob.staged_sha256)
+                         .where(DatabaseJob.id.in_(job_ids)).order_by(DatabaseJob.id)).all()
+    verdicts = {r.id: _restore_verdict(r, force, migration_id) for r in rows
+                if r.state in (D_CUT_OVER, D_REFUSED)}
+    held: dict[int, str] = {}
+    for unit, members in _units(rows).items():
+        blocked = [m for m in members if m.id in verdicts and verdicts[m.id][0]]
+        if blocked:
+            for m in members:
+                if m.id in verdicts and not verdicts[m.id][0] and verdicts[m.id][1] != m.source_sha256:
+                    held[m.id] = (f"{m.path}: not restored: {apps.label_of(m.profile)} opens every "
+                                  f"vector file of {unit} at one dimension, and {blocked[0].path} cannot "
+                                  f"be restored; the dir stays whole at the new dimension")
+    for job_id in job_ids:
+        with store.session() as s:
+            job = s.get(DatabaseJob, job_id)
+            live = Path(job.path)
+            if job.state in (D_ROLLED_BACK,):
+                result.already.append(job.path)
+                continue
+            if job.state in (D_PENDING, D_EMBEDDING, D_STAGED, D_FAILED):
+                # Never swapped: the live file is the original; drop our staged work.
+                durable.remove_if_exists(staged_path(live, migration_id))
+                durable.remove_stale_partials(live)
+                provenance.forget(live, migration_id)
+                s.execute(delete(Batch).where(Batch.database_id == job.id))
+                job.state, job.staged_path = D_ROLLED_BACK, None
+                result.already.append(job.path)
+                continue
+            # D_CUT_OVER or D_REFUSED: the live file should be ours, the backup the original.
+            backup = Path(job.backup_path or backup_path(live, migration_id))
+            msg, live_sha = verdicts.get(job.id) or _restore_verdict(job, force, migration_id)
+            if live_sha == job.source_sha256:
+                durable.remove_stale_partials(live)
+                provenance.forget(live, migration_id)
+                job.state, job.error = D_ROLLED_BACK, None   # restored before a crash
+                result.already.append(job.path)
+                continue
+            msg = msg or held.get(job.id)
+            if msg:
+                job.state, job.error = D_REFUSED, msg
+                _event(s, migration_id, "error", msg, job.path)
+                result.refused.append(msg)
+                continue
+            if live_sha is not None and live_sha != job.staged_sha256:
+                keep = displaced_path(live, migration_id)
+                durable.remove_if_exists(keep)
+                durable.link_or_copy(live, keep)
+                _event(s, migration_id, "warning", f"{live}: changed after cutover; kept as {keep}", job.path)
+            os.replace(backup, live)
+            durable.fsync_dir(live.parent)
+            durable.remove_stale_partials(live)
+            provenance.forget(live, migration_id)
+            crashpoints.reached("rollback.replaced")
+            job.state, job.error = D_ROLLED_BACK, None
+            result.done.append(job.path)
+        crashpoints.reached("rollback.recorded")
