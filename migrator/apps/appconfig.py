@@ -181,9 +181,9 @@ def report(applications: dict[str, list[Path]], roots: list[Path], model: str, d
         paths = find_lightrag(sorted({p.parent for p in applications["lightrag"]}))
         for p in paths:
             env = _env_values(_read(p) or "")
-            d = env.get("EMBEDDING_DIM", "")
+            dim_text = env.get("EMBEDDING_DIM", "")
             cfg = AppConfig("lightrag", str(p), env.get("EMBEDDING_MODEL") or None,
-                            int(d) if d.isdigit() else None, lines)
+                            int(dim_text) if dim_text.isdigit() else None, lines)
             if env.get("EMBEDDING_ASYMMETRIC", "").lower() in ("true", "1", "yes"):
                 prefix = env.get("EMBEDDING_DOCUMENT_PREFIX", "")
                 if prefix and prefix != "NO_PREFIX":
@@ -253,6 +253,7 @@ def apply(configs: list[AppConfig], migration_id: str) -> list[str]:
         new = edited(cfg)
         if new is None:
             continue
+        assert cfg.path is not None   # edited() is None for a config without a file
         path = Path(cfg.path)
         backup = backup_path(path, migration_id)
         if not backup.exists():

@@ -169,7 +169,7 @@ def _confirm(yes: bool, question: str) -> None:
         raise errors.MigratorError("cancelled; nothing was changed", exit_code=errors.EXIT_USAGE)
 
 
-def _human_bytes(n: int | None) -> str:
+def _human_bytes(n: float | None) -> str:
     if n is None:
         return "?"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):

@@ -8,12 +8,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sqlalchemy import func, select
-
 from migrator import apps, config
 from migrator.apps import appconfig
 from migrator.commands.settings import Settings
 from migrator.errors import EXIT_USAGE, MigratorError, UsageError
+from migrator.jobs import queries
 from migrator.jobs.lock import WriterLock, server_lock, state_lock
 from migrator.jobs.models import (
     D_CUT_OVER,
@@ -23,8 +22,6 @@ from migrator.jobs.models import (
     M_DONE,
     M_RUNNING,
     M_STAGED,
-    DatabaseJob,
-    Event,
     Migration,
 )
 from migrator.jobs.store import StateStore, open_state, state_url
@@ -41,6 +38,7 @@ def _writer(settings: Settings, command: str, *, shared: bool = False):
     if url:
         import socket
         store = open_state(url=url, application=f"migrate {command} {os.getpid()}@{socket.gethostname()}")
+        assert store is not None        # None only for a reader of a missing SQLite file
         try:
             with server_lock(store.engine, store.location, command, shared=shared) as held:
                 yield store, held
@@ -51,6 +49,7 @@ def _writer(settings: Settings, command: str, *, shared: bool = False):
             _require_state(settings)
         with state_lock(settings.state_path, command):
             store = open_state(settings.state_path)
+            assert store is not None    # None only for a reader of a missing SQLite file
             try:
                 yield store, WriterLock()
             finally:
@@ -60,9 +59,14 @@ def _writer(settings: Settings, command: str, *, shared: bool = False):
 def _reader(settings: Settings) -> StateStore:
     url = state_url(settings.state_url)
     if url:
-        return open_state(url=url, readonly=True)
+        store = open_state(url=url, readonly=True)
+        assert store is not None        # None only for a missing SQLite file
+        return store
     _require_state(settings)
-    return open_state(settings.state_path, readonly=True)
+    store = open_state(settings.state_path, readonly=True)
+    if store is None:                   # removed since _require_state saw it
+        raise UsageError(f"no migrations recorded in {settings.state_path} (wrong --state-dir?)")
+    return store
 
 
 def _applications(pairs, unknown: str | None = None) -> dict[str, list[Path]]:
@@ -100,9 +104,7 @@ class RunResult:
 
 def _job_counts(store: StateStore, mid: str) -> dict:
     with store.reader() as s:
-        return {state: n for state, n in s.execute(
-            select(DatabaseJob.state, func.count()).where(DatabaseJob.migration_id == mid)
-            .group_by(DatabaseJob.state))}
+        return queries.job_counts(s, mid)
 
 
 def _step(reporter: Reporter, message: str) -> None:
@@ -111,6 +113,7 @@ def _step(reporter: Reporter, message: str) -> None:
 
 
 def _ask(settings: Settings, question: str) -> None:
+    assert settings.confirm is not None     # asked only when there is someone to ask
     if not settings.confirm(question):
         raise MigratorError("cancelled; nothing was changed", exit_code=EXIT_USAGE)
 
@@ -118,15 +121,13 @@ def _ask(settings: Settings, question: str) -> None:
 def _failed_applications(store: StateStore, mid: str) -> list[str]:
     """The applications whose files failed, as messages name them (DVD, LightRAG, ...)."""
     with store.reader() as s:
-        found = {apps.label_of(p) for (p,) in s.execute(select(DatabaseJob.profile).where(
-            DatabaseJob.migration_id == mid, DatabaseJob.state == D_FAILED).distinct())}
+        found = {apps.label_of(p) for (p,) in queries.job_rows(s, mid, "profile", states=(D_FAILED,))}
     return sorted(found)
 
 
 def _failures(store: StateStore, mid: str) -> list[str]:
     with store.reader() as s:
-        return [error or path for path, error in s.execute(select(DatabaseJob.path, DatabaseJob.error).where(
-            DatabaseJob.migration_id == mid, DatabaseJob.state == D_FAILED))]
+        return [error or path for path, error in queries.job_rows(s, mid, "path", "error", states=(D_FAILED,))]
 
 
 def _hook_figures(result: "RunResult", settings: Settings) -> dict:
@@ -147,7 +148,7 @@ async def _before_cutover_hook(store: StateStore, mig: Migration, settings: Sett
     if not code:
         return None
     with store.session() as s:
-        m = s.get(Migration, mig.id)
+        m = queries.migration(s, mig.id)
         if m.state == M_RUNNING:
             m.state = M_STAGED
     held = _result(store, mig, None, started)
@@ -162,11 +163,9 @@ def _result(store: StateStore, mig: Migration, cut: swap.SwapResult | None, star
     counts = _job_counts(store, mig.id)
     failures = _failures(store, mig.id)
     with store.session() as s:
-        m = s.get(Migration, mig.id)
+        m = queries.migration(s, mig.id)
         state = m.state
-        truncated = [f"{path}#{r}" for path, ids in s.execute(
-            select(DatabaseJob.path, DatabaseJob.truncated).where(
-                DatabaseJob.migration_id == mig.id, DatabaseJob.truncated.is_not(None))) for r in (ids or [])]
+        truncated = [f"{path}#{r}" for path, ids in queries.truncated_records(s, mig.id) for r in ids]
         rec, tok = m.records_embedded, m.tokens_embedded
     refused = (cut.refused + cut.held) if cut else []
     if state == M_DONE and not failures and not refused:
@@ -201,21 +200,19 @@ def _apply_configs(store: StateStore, mig: Migration) -> list[str]:
     """--apply-config: the settings of each application whose files are all cut over, set now.
     One with a file failed, held or refused keeps its settings: they still fit those files."""
     with store.reader() as s:
-        rows = s.execute(select(DatabaseJob.profile, DatabaseJob.state).where(
-            DatabaseJob.migration_id == mig.id)).all()
+        rows = queries.job_rows(s, mig.id, "profile", "state")
     unfinished = {p or "dvd" for p, state in rows if state not in (D_CUT_OVER, D_ROLLED_BACK)}
     ready = [c for c in _app_configs(store, mig) if c.application not in unfinished]
     done = appconfig.apply(ready, mig.id)
     with store.session() as s:
         for line in done:
-            s.add(Event(migration_id=mig.id, level="info", message=f"--apply-config: {line}"))
+            queries.add_event(s, mig.id, "info", f"--apply-config: {line}")
     return done
 
 
 def _app_configs(store: StateStore, mig: Migration) -> list["appconfig.AppConfig"]:
     with store.reader() as s:
-        rows = s.execute(select(DatabaseJob.profile, DatabaseJob.path).where(
-            DatabaseJob.migration_id == mig.id, DatabaseJob.state == D_CUT_OVER)).all()
+        rows = queries.job_rows(s, mig.id, "profile", "path", states=(D_CUT_OVER,))
     endpoint = (mig.endpoint or "").split(",")[0].strip() or None
     return appconfig.report(_applications(rows, unknown="dvd"), [Path(r) for r in mig.roots], mig.model,
                             mig.target_dim, mig.native_dim, endpoint=endpoint,
@@ -237,8 +234,7 @@ def _pick(s, migration_id: str | None, states: tuple[str, ...], what: str) -> Mi
         if mig is None:
             raise UsageError(f"no migration {migration_id!r} in this state directory (see `migrate status`)")
         return mig
-    mig = s.scalars(select(Migration).where(Migration.state.in_(states))
-                    .order_by(Migration.created_at.desc())).first()
+    mig = queries.latest_migration(s, states)
     if mig is None:
         raise UsageError(f"no migration to {what} (see `migrate status`)")
     return mig

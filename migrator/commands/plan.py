@@ -15,9 +15,10 @@ from migrator.files import durable, nvdb
 from migrator.pipeline.runner import Reporter
 from migrator.pipeline.scan import BAD, MIGRATE, SKIP, Found, inspect, scan
 from migrator.vllm.endpoint import Endpoint, resolve_model
+from migrator.vllm.pool import EndpointPool
 
 
-async def _check_unknown_models(endpoint: Endpoint, found: list[Found], settings: Settings,
+async def _check_unknown_models(endpoint: Endpoint | EndpointPool, found: list[Found], settings: Settings,
                                  reporter: Reporter | None = None) -> None:
     """Files at the target dimension that record no model: a few of their records are embedded
     again; where the stored vectors are not the target model's, the file is migrated after all."""
@@ -35,6 +36,8 @@ async def _check_unknown_models(endpoint: Endpoint, found: list[Found], settings
         except (MigratorError, OSError) as e:
             f.reason += f" (could not probe it: {e})"
             continue
+        assert cosine is not None     # None only for a file without records; again.texts has some
+        assert endpoint.info is not None    # the callers probe the endpoint first
         if cosine >= provenance.SAME_MODEL_COSINE:
             f.reason = (f"already at the target dimension {f.dim}; {endpoint.info.model} gives back its "
                         f"stored vectors (probe: cosine {cosine:.3f})")
@@ -56,7 +59,7 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
     spec = settings.spec      # a bad --text-template is refused before anything is read
     endpoint_report: dict = {"url": ", ".join(settings.check_endpoints()), "reachable": False}
     target = settings.dim or known_dim
-    ep: Endpoint | None = None
+    ep: Endpoint | EndpointPool | None = None
     loop = asyncio.new_event_loop()
     try:
         if probe:
@@ -73,9 +76,10 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
                 endpoint_report.update(error=str(e), exit_code=e.exit_code)
         found = []
         sample: list[str] = []     # a few real texts for the throughput probe
-        for f in scan(settings.roots, settings.pattern, target, spec=spec, target_model=model_id,
+        for f in scan(list(settings.roots), settings.pattern, target, spec=spec, target_model=model_id,
                       follow_symlinks=settings.follow_symlinks, keep_texts=endpoint_report["reachable"]):
             if f.status == MIGRATE and f.texts is not None:
+                assert ep is not None and ep.info is not None   # texts are kept only once the probe answered
                 if tokenize and ep.info.tokenize:
                     counts = loop.run_until_complete(ep.count_tokens(f.texts))
                     f.tokens = sum(counts) if counts is not None else None
@@ -83,13 +87,16 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
             f.texts = None         # memory holds one database's texts at a time
             found.append(f)
         if endpoint_report["reachable"]:
+            assert ep is not None
             loop.run_until_complete(_check_unknown_models(ep, found, settings))
         todo = [f for f in found if f.status == MIGRATE]
         exact = bool(todo) and all(f.tokens is not None for f in todo)
-        tokens = sum(f.tokens for f in todo) if exact else sum(f.est_tokens() for f in todo)
+        tokens = sum(f.tokens for f in todo if f.tokens is not None) if exact else sum(f.est_tokens() for f in todo)
         if endpoint_report["reachable"] and todo:
+            assert ep is not None
             try:
-                rate, n = loop.run_until_complete(ep.measure(sample, seconds=3.0))
+                # EndpointPool.measure is Endpoint.measure (pool.py), typed with an Endpoint self
+                rate, n = loop.run_until_complete(ep.measure(sample, seconds=3.0))  # type: ignore[misc]
                 endpoint_report.update(measured_tokens_per_second=round(rate, 1), measured_texts=n)
                 endpoint_report["eta_seconds"] = round(tokens / rate, 1) if rate > 0 else None
             except MigratorError as e:
@@ -103,6 +110,7 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
     need_by_dev: Counter = Counter()
     where_of_dev: dict[int, Path] = {}       # one directory on each filesystem, to ask for free space
     for f in todo:
+        assert f.dim is not None      # inspect gives every file it would migrate its dimension
         new_size = f.size + int((f.records * 4 * ((target or f.dim) - f.dim)) * 4 / 3)
         f.new_size = max(new_size, 0)
         dev = os.stat(f.path.parent).st_dev
@@ -117,7 +125,9 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
     by_dim = Counter(f.dim for f in found if f.dim is not None)
     native = endpoint_report.get("native_dim")
     configs = appconfig.report(_applications((f.profile, f.path) for f in found),
-                               [Path(r) for r in settings.roots], model_id, target, native,
+                               # target is None with --no-probe (or no answer) and a model of unknown
+                               # dimension; appconfig.report's dim: int does not admit it
+                               [Path(r) for r in settings.roots], model_id, target, native,  # type: ignore[arg-type]
                                endpoint=settings.check_endpoints()[0],
                                key_source=config.key_source(settings.api_key_file))
     other_model = [f for f in found if f.made_by is not None and f.made_by.model != model_id]

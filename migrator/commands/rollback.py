@@ -3,21 +3,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import select
-
 from migrator import crashpoints
 from migrator.apps import appconfig
 from migrator.commands.common import _pick, _writer
 from migrator.commands.settings import Settings
 from migrator.errors import UsageError
-from migrator.jobs import claims
+from migrator.jobs import claims, queries
 from migrator.jobs.models import (
     M_DONE,
     M_FINALIZED,
     M_ROLLED_BACK,
     M_RUNNING,
     M_STAGED,
-    DatabaseJob,
 )
 from migrator.pipeline import swap
 
@@ -42,8 +39,8 @@ def rollback(settings: Settings, *, migration_id: str | None = None, force: bool
         if not again and not result.refused:
             crashpoints.reached("rollback.finished")
         with store.reader() as s:
-            lightrag_dirs = sorted({Path(p).parent for (p,) in s.execute(select(DatabaseJob.path).where(
-                DatabaseJob.migration_id == mid, DatabaseJob.profile == "lightrag"))})
+            lightrag_dirs = sorted({Path(p).parent for p, prof in queries.job_rows(s, mid, "path", "profile")
+                                    if prof == "lightrag"})
         result.configs_restored = appconfig.restore([Path(r) for r in roots], lightrag_dirs, mid)
         if not result.refused:
             claims.release(roots, settings.job_table, mid)

@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select
 
 from migrator import apps, config, crashpoints
 from migrator.commands.common import (
@@ -31,7 +31,7 @@ from migrator.commands.settings import Settings
 from migrator.errors import EndpointRejected, Interrupted, LockHeld, MigratorError, UsageError, WindowEnded
 from migrator.files import nvdb
 from migrator.files.layout import is_own_file
-from migrator.jobs import claims, leases
+from migrator.jobs import claims, leases, queries
 from migrator.jobs.lock import WriterLock
 from migrator.jobs.models import (
     ACTIVE_MIGRATION_STATES,
@@ -42,7 +42,6 @@ from migrator.jobs.models import (
     M_RUNNING,
     M_STAGED,
     DatabaseJob,
-    Event,
     Migration,
 )
 from migrator.jobs.store import StateStore
@@ -59,8 +58,7 @@ def _new_migration_id() -> str:
 
 
 def _active(s) -> Migration | None:
-    return s.scalars(select(Migration).where(Migration.state.in_(ACTIVE_MIGRATION_STATES))
-                     .order_by(Migration.created_at.desc())).first()
+    return queries.latest_migration(s, ACTIVE_MIGRATION_STATES)
 
 
 def _dir_changed_since(job: DatabaseJob) -> bool:
@@ -180,7 +178,7 @@ async def _run(settings: Settings, store: StateStore, reporter: Reporter,
             return WindowEnded(f"stopped at the end of the time window; everything staged or "
                                f"committed is kept. `migrate run` resumes migration {mig.id}")
         with store.session() as s:     # `migrate status` says so, until a run resumes it
-            m = s.get(Migration, mig.id)
+            m = queries.migration(s, mig.id)
             if m is not None and m.state in ACTIVE_MIGRATION_STATES:
                 m.message = (f"interrupted at {time.strftime('%Y-%m-%d %H:%M:%S')} (pid {os.getpid()}); "
                              f"`migrate run` resumes it")
@@ -217,11 +215,11 @@ async def _run(settings: Settings, store: StateStore, reporter: Reporter,
                 if not held.try_exclusive():
                     return _left_to_others(store, mig, started)
                 with store.reader() as s:
-                    if s.get(Migration, mig.id).state not in ACTIVE_MIGRATION_STATES:
+                    if queries.migration(s, mig.id).state not in ACTIVE_MIGRATION_STATES:
                         return _result(store, mig, None, started)   # another worker cut it over
                 if not settings.cutover:
                     with store.session() as s:
-                        m = s.get(Migration, mig.id)
+                        m = queries.migration(s, mig.id)
                         if m.state == M_RUNNING:
                             m.state = M_STAGED
                     break
@@ -239,7 +237,7 @@ async def _run(settings: Settings, store: StateStore, reporter: Reporter,
                                      f"by chance" if report.overlap is not None else "") + ")")
                     if not report.passed:
                         with store.session() as s:
-                            s.get(Migration, mig.id).state = M_STAGED
+                            queries.migration(s, mig.id).state = M_STAGED
                         return _gate_failed(store, mig, report, started)
                 if settings.on_before_cutover and counts.get(D_STAGED):
                     held_result = await _before_cutover_hook(store, mig, settings, started)
@@ -309,7 +307,7 @@ async def _start_or_resume(settings: Settings, store: StateStore, endpoint: Endp
             if not settings.roots:
                 raise UsageError("no --root given: name the directory that holds the databases")
             with store.reader() as s:
-                known = set(s.scalars(select(Migration.id)))
+                known = queries.migration_ids(s)
             found = await asyncio.to_thread(lambda: list(scan(
                 settings.roots, settings.pattern, endpoint.target_dim, spec=settings.spec,
                 target_model=endpoint.info.model, follow_symlinks=settings.follow_symlinks,
@@ -337,7 +335,7 @@ async def _start_or_resume(settings: Settings, store: StateStore, endpoint: Endp
         reporter.note(f"resuming migration {active.id} ({active.requested_model}, {active.target_dim} dims)")
         if (active.message or "").startswith("interrupted"):
             with store.session() as s:
-                s.get(Migration, active.id).message = None
+                queries.migration(s, active.id).message = None
         return active
     finally:
         held.end_scan()
@@ -389,9 +387,7 @@ SANITY_TEXTS = 3
 def _stored_texts(settings: Settings, store: StateStore, mig: Migration, n: int) -> list[str]:
     """The first ``n`` source texts of the first database still to embed (none: nothing left)."""
     with store.reader() as s:
-        paths = s.scalars(select(DatabaseJob.path).where(
-            DatabaseJob.migration_id == mig.id, DatabaseJob.state.in_([D_PENDING, D_EMBEDDING]))
-            .order_by(DatabaseJob.id).limit(5)).all()
+        paths = [p for (p,) in queries.job_rows(s, mig.id, "path", states=(D_PENDING, D_EMBEDDING), limit=5)]
     spec = apps.Spec.parse(mig.profile)
     for path in paths:
         try:
@@ -474,10 +470,7 @@ def _create_migration(settings: Settings, store: StateStore, endpoint: Endpoint,
                                  profile=f.profile))
                 if error:
                     events.append(dict(migration_id=mid, level="error", path=str(f.path), message=error))
-            if rows:
-                conn.execute(insert(DatabaseJob.__table__), rows)
-            if events:
-                conn.execute(insert(Event.__table__), events)
+            queries.add_jobs(conn, rows, events)
     crashpoints.reached("scan.recorded")
     reporter.note(f"migration {mid}: {len(todo)} database(s) to migrate to {endpoint.info.model} "
                   f"({target} dims), {len(skipped)} already there, {len(bad)} cannot be migrated")
@@ -522,6 +515,5 @@ async def _embed_pending(settings: Settings, store: StateStore, mig: Migration, 
         outcome = await embedder.run()
         return settings.fail_fast and outcome.failed > 0
     finally:
-        with store.connection() as conn:    # an increment: several workers may add at once
-            conn.execute(update(Migration.__table__).where(Migration.__table__.c.id == mig.id).values(
-                embed_seconds=Migration.__table__.c.embed_seconds + (time.monotonic() - t0)))
+        with store.connection() as conn:
+            queries.add_embed_seconds(conn, mig.id, time.monotonic() - t0)

@@ -36,7 +36,7 @@ def migrations_beside(live: str | Path) -> set[str]:
     """Ids of the migrations with a staged, backup or displaced file beside ``live``."""
     live = Path(live)
     prefix = f"{live.name}{OWN_MARK}"
-    out = set()
+    out: set[str] = set()
     try:
         names = [e.name for e in os.scandir(live.parent)]
     except OSError:

@@ -50,6 +50,8 @@ class _Statement:
         self.statement, self.params, self.last = statement, params, last
 
 
+_Queued = Change | _Statement  # what a group holds: a change, or a statement with its parameters
+
 _DEFERRED = "migrator.deferred"
 
 
@@ -72,13 +74,13 @@ class Journal:
 
     def __init__(self, store: StateStore, *, name: str = "migrator-journal"):
         self.store = store
-        self._q: queue.SimpleQueue[tuple[Change, Future] | None] = queue.SimpleQueue()
+        self._q: queue.SimpleQueue[tuple[_Queued, Future] | None] = queue.SimpleQueue()
         self._broken: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
         self.commits = 0
 
-    def submit(self, change: Change) -> Future:
+    def submit(self, change: _Queued) -> Future:
         """Queue ``change``; the future resolves (to its result) once it is committed."""
         fut: Future = Future()
         if self._broken is not None:
@@ -127,7 +129,7 @@ class Journal:
                 group.append(item)
             self._commit(group)
 
-    def _commit(self, group: list[tuple[Change, Future]]) -> None:
+    def _commit(self, group: list[tuple[_Queued, Future]]) -> None:
         if self._broken is not None:
             for _, fut in group:
                 fut.set_exception(self._broken)
@@ -152,13 +154,13 @@ class Journal:
         for (_, fut), result in zip(group, results):
             fut.set_result(result)
 
-    def _give_up(self, group: list[tuple[Change, Future]], e: BaseException) -> None:
+    def _give_up(self, group: list[tuple[_Queued, Future]], e: BaseException) -> None:
         # later changes may build on these (staged after prepared): none may commit now
         self._broken = e
         for _, fut in group:
             fut.set_exception(e)
 
-    def _run_group(self, group: list[tuple[Change, Future]]) -> list:
+    def _run_group(self, group: list[tuple[_Queued, Future]]) -> list:
         results: list = []
         with self.store.engine.begin() as conn:   # errors as they are: _commit sorts them
             conn.info[_DEFERRED] = []

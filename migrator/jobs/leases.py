@@ -25,8 +25,9 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import case, func, or_, select, text, update
+from sqlalchemy import Table, case, func, or_, select, text, update
 from sqlalchemy.engine import Connection
 
 from migrator.jobs.models import D_EMBEDDING, D_PENDING, DatabaseJob
@@ -34,7 +35,7 @@ from migrator.jobs.models import D_EMBEDDING, D_PENDING, DatabaseJob
 LEASE_SECONDS = float(os.environ.get("MIGRATOR_LEASE_SECONDS", "60"))
 CLAIM_AT_ONCE = 4      # databases claimed per transaction (about what the read-ahead holds)
 
-_jobs = DatabaseJob.__table__
+_jobs = cast(Table, DatabaseJob.__table__)   # a declarative model's table is a Table
 
 
 def worker_name() -> str:
@@ -45,7 +46,9 @@ def worker_name() -> str:
 def db_now(conn: Connection) -> float:
     """Seconds since the epoch by the job database's clock (SQLite: this host's, the only one)."""
     if conn.dialect.name == "postgresql":
-        return float(conn.execute(text("select extract(epoch from clock_timestamp())")).scalar())
+        now = conn.execute(text("select extract(epoch from clock_timestamp())")).scalar()
+        assert now is not None   # one row, never NULL
+        return float(now)
     return time.time()
 
 

@@ -58,6 +58,7 @@ def finalize(store: StateStore, migration_id: str) -> Leftovers:
     found = leftovers(store, migration_id)
     with store.session() as s:
         mig = s.get(Migration, migration_id)
+        assert mig is not None   # the caller has just read it, under the lock
         if mig.state != M_FINALIZED:
             mig.state = M_FINALIZED
             mig.message = (f"finalized {utcnow():%Y-%m-%d %H:%M} UTC: backups deleted "

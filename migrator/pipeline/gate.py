@@ -27,11 +27,12 @@ A failed gate holds the cutover (exit 11) and says what failed.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import Row, select
 
 from migrator import apps
 from migrator.errors import BadDatabase
@@ -227,8 +228,10 @@ async def check(store: StateStore, migration_id: str, target_dim: int, endpoint,
     hash that it is still that file. `migrate verify` reads them all."""
     import asyncio
     report = GateReport(migration_id, live=live)
+    jobs: Sequence[Row | _AsLive]   # the staged jobs' rows, or the cut-over ones seen as live
     with store.reader() as s:
         mig = s.get(Migration, migration_id)
+        assert mig is not None   # every caller passes a migration it has just read
         spec, model = apps.Spec.parse(mig.profile), mig.model
         jobs = s.execute(select(DatabaseJob.id, DatabaseJob.path, DatabaseJob.staged_path,
                                 DatabaseJob.staged_sha256, DatabaseJob.source_sha256, DatabaseJob.n_records,

@@ -19,7 +19,8 @@ class SharedVectors:
     everything passes every per-answer check): fed block by block, in row order."""
 
     def __init__(self, texts: list[str]):
-        self.texts, self.seen, self.at = texts, {}, 0
+        self.texts, self.at = texts, 0
+        self.seen: dict[bytes, int] = {}
 
     def add(self, block: np.ndarray) -> str | None:
         """A one-line problem, or None."""
@@ -55,7 +56,7 @@ def payload_problem(new: nvdb.NanoFile, source: nvdb.NanoFile, profile: apps.Pro
         return f"top-level keys are {new.keys}, expected {keys}"
     codec = "orjson" if new.codec == source.codec == "orjson" else "json"
     for k in keys:
-        if k in ("embedding_dim", "matrix") or (k == "data" and profile.rewrites_records):
+        if k in ("embedding_dim", "matrix") or (k == "data" and profile is not None and profile.rewrites_records):
             continue
         want = values[k] if k in values else source.values[k]
         if nvdb.dumps(new.values[k], codec) != nvdb.dumps(want, codec):

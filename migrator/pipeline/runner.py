@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import AsyncIterator, Callable, Iterator, Protocol
 
 import numpy as np
-from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
 from migrator import apps, crashpoints
@@ -47,9 +46,9 @@ from migrator.apps import provenance
 from migrator.errors import BadDatabase
 from migrator.files import durable, nvdb
 from migrator.files.layout import staged_path
-from migrator.jobs import leases
+from migrator.jobs import leases, queries
 from migrator.jobs.journal import Journal, defer
-from migrator.jobs.models import D_EMBEDDING, D_FAILED, D_PENDING, D_STAGED, Batch, DatabaseJob, Event, Migration
+from migrator.jobs.models import D_EMBEDDING, D_STAGED, Migration
 from migrator.jobs.store import StateStore
 from migrator.ops import allocator
 from migrator.pipeline import readback
@@ -66,22 +65,6 @@ READ_AHEAD = 4         # databases read ahead of the requests
 IO_THREADS = 3         # reading, writing and verifying files (hashing and fsync release the GIL)
 TRIM_EVERY = 64        # staged databases between handing freed memory back (allocator.trim)
 MAX_CHANGES = 3        # a database changed under the run this often is failed, not embedded again
-
-_jobs = DatabaseJob.__table__
-_batches = Batch.__table__
-_events = Event.__table__
-_migrations = Migration.__table__
-
-# Hot-path statements, built once (the journal runs a sequence of one as executemany).
-# An UPDATE without .values() sets the columns named in each parameter row.
-_SET_PREPARED = update(_jobs).where(_jobs.c.id == bindparam("_id"))
-_SET_STAGED = update(_jobs).where(_jobs.c.id == bindparam("_id"))
-_SET_STAGED_BATCHES = update(_jobs).where(_jobs.c.id == bindparam("_id"))
-_COUNT_EMBEDDED = update(_migrations).where(_migrations.c.id == bindparam("_mid")).values(
-    records_embedded=_migrations.c.records_embedded + bindparam("_records"),
-    tokens_embedded=_migrations.c.tokens_embedded + bindparam("_tokens"))
-_DROP_BATCHES = delete(_batches).where(_batches.c.database_id == bindparam("_id"))
-
 
 class Reporter(Protocol):
     """What the runner tells its caller (the CLI draws bars or logs lines from it)."""
@@ -185,10 +168,6 @@ def missing_ranges(n: int, done: list[tuple[int, int]], batch_size: int) -> list
     return out
 
 
-def _event(conn: Connection, mid: str, level: str, message: str, path: str | None) -> None:
-    conn.execute(insert(_events).values(migration_id=mid, level=level, path=path, message=message))
-
-
 class Embedder:
     """Runs the embedding and staging of one migration's jobs."""
 
@@ -243,17 +222,15 @@ class Embedder:
         mid = self.mid
 
         def change(conn: Connection) -> None:
-            values = {"state": D_FAILED, "error": message, "lease_until": None}
+            values = {}
             if st is not None:   # retried only once the file changes from this
                 values.update(source_size=st.st_size, source_mtime_ns=st.st_mtime_ns)
-            conn.execute(update(_jobs).where(_jobs.c.id == job.id).values(**values))
-            _event(conn, mid, "error", message, job.path)
+            queries.fail_job(conn, job.id, mid, job.path, message, **values)
         return self._submit(change)
 
     def _done_ranges(self, job_id: int) -> list[tuple[int, int]]:
         with self.store.engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(
-                select(_batches.c.start, _batches.c.count).where(_batches.c.database_id == job_id))]
+            return queries.done_ranges(conn, job_id)
 
     # ------------------------------------------------------------- reading
     def _load(self, job: _Job) -> _Work | _Failed:
@@ -307,12 +284,11 @@ class Embedder:
         job, mid = w.job, self.mid
         if job.source_sha256 and w.sha != job.source_sha256:
             def forget(conn: Connection) -> None:   # what we embedded before belongs to another file
-                conn.execute(_DROP_BATCHES, {"_id": job.id})
-                conn.execute(update(_jobs).where(_jobs.c.id == job.id).values(n_done=0))
-                _event(conn, mid, "warning", f"{w.path}: changed since it was first read; "
-                                             f"embedding it afresh", job.path)
+                queries.forget_vectors(conn, job.id)
+                queries.add_event(conn, mid, "warning", f"{w.path}: changed since it was first read; "
+                                                        f"embedding it afresh", job.path)
             self._submit(forget)
-        self.journal.execute(_SET_PREPARED, dict(
+        self.journal.execute(queries.SET_PREPARED, dict(
             _id=job.id, source_size=w.st.st_size, source_mtime_ns=w.st.st_mtime_ns, source_sha256=w.sha,
             source_dim=w.nf.embedding_dim, n_records=w.nf.n, n_chars=sum(len(t) for t in w.texts),
             error=None, state=D_EMBEDDING))
@@ -322,9 +298,7 @@ class Embedder:
         """The committed vectors of one database in row order, one batch at a time."""
         covered = 0
         with self.store.engine.connect() as conn:
-            rows = conn.execution_options(yield_per=1).execute(
-                select(_batches.c.start, _batches.c.count, _batches.c.dim, _batches.c.vectors)
-                .where(_batches.c.database_id == job_id).order_by(_batches.c.start))
+            rows = queries.vector_batches(conn, job_id)
             for start, count, bdim, blob in rows:
                 if start != covered or bdim != dim or len(blob) != count * dim * 4:
                     raise _Untiled(start)
@@ -364,13 +338,11 @@ class Embedder:
             digest = durable.sha256_file(path) if st is not None else ""
 
             def reset(conn: Connection) -> None:
-                conn.execute(delete(_batches).where(_batches.c.database_id == job.id))
-                values = dict(state=D_PENDING, n_done=0, source_sha256=digest, lease_until=None)
+                values = dict(source_sha256=digest)
                 if st is not None:
                     values.update(source_size=st.st_size, source_mtime_ns=st.st_mtime_ns)
-                conn.execute(update(_jobs).where(_jobs.c.id == job.id).values(**values))
-                _event(conn, mid, "warning", f"{path}: changed while it was being embedded; "
-                                             f"it will be embedded again", job.path)
+                queries.embed_again(conn, job.id, mid, job.path, f"{path}: changed while it was being "
+                                                                  f"embedded; it will be embedded again", **values)
             self._submit(reset)
             return "changed"
         staged = staged_path(path, mid)
@@ -386,9 +358,7 @@ class Embedder:
                             f"user write access to {path.parent}, then run again")
             return "failed"
         except _Untiled as e:
-            self._submit(lambda conn: (
-                conn.execute(delete(_batches).where(_batches.c.database_id == job.id)),
-                conn.execute(update(_jobs).where(_jobs.c.id == job.id).values(n_done=0))))
+            self._submit(lambda conn: queries.forget_vectors(conn, job.id))
             self._fail(job, f"{path}: committed batches do not cover the file (at row {e.row}); "
                             f"run again to re-embed it")
             return "failed"
@@ -412,11 +382,11 @@ class Embedder:
                       staged_size=size, n_done=n, error=None, lease_until=None)
         if w.in_memory:
             values["truncated"] = sorted(set(job.truncated or []) | set(w.truncated)) or None
-            self.journal.execute_last(_COUNT_EMBEDDED, dict(_mid=mid, _records=n, _tokens=w.tokens))
-            fut = self.journal.execute(_SET_STAGED, values)
+            self.journal.execute_last(queries.COUNT_EMBEDDED, dict(_mid=mid, _records=n, _tokens=w.tokens))
+            fut = self.journal.execute(queries.SET_STAGED, values)
         else:
-            self.journal.execute(_DROP_BATCHES, {"_id": job.id})
-            fut = self.journal.execute(_SET_STAGED_BATCHES, values)
+            self.journal.execute(queries.DROP_BATCHES, {"_id": job.id})
+            fut = self.journal.execute(queries.SET_STAGED_BATCHES, values)
         fut.add_done_callback(lambda f: f.exception() is None and crashpoints.reached("stage.recorded"))
         return "staged"
 
@@ -462,15 +432,15 @@ class Embedder:
                 for sl, v, tokens, _ in answers]
 
         def change(conn: Connection) -> None:
-            conn.execute(insert(_batches), rows)
+            queries.add_batches(conn, rows)
             for sl, _v, _tokens, truncated in answers:
-                values = {"n_done": _jobs.c.n_done + sl.count}
+                values = {"n_done": queries.JOBS.c.n_done + sl.count}
                 if truncated:
-                    old = conn.execute(select(_jobs.c.truncated).where(_jobs.c.id == sl.work.job.id)).scalar()
+                    old = queries.truncated_of(conn, sl.work.job.id)
                     values["truncated"] = sorted(set(old or []) | set(truncated))
-                conn.execute(update(_jobs).where(_jobs.c.id == sl.work.job.id).values(**values))
+                queries.set_job(conn, sl.work.job.id, **values)
             # the migration row last, before the commit: one lock order for every worker (journal.py)
-            defer(conn, _COUNT_EMBEDDED, dict(_mid=mid, _records=sum(r["count"] for r in rows),
+            defer(conn, queries.COUNT_EMBEDDED, dict(_mid=mid, _records=sum(r["count"] for r in rows),
                                                       _tokens=sum(r["tokens"] for r in rows)))
         return self._submit(change, after="batch.committed", times=len(rows))
 

@@ -89,7 +89,7 @@ def discover(roots: list[str | Path], pattern: str) -> Iterator[Path]:
                 yield ap
 
 
-def scan(roots: list[str | Path], pattern: str | list[str], target_dim: int | None, **kw) -> Iterator[Found]:
+def scan(roots: list[str | Path], pattern: str, target_dim: int | None, **kw) -> Iterator[Found]:
     """:func:`inspect` every file :func:`discover` finds, each real file once."""
     seen: set[Path] = set()
     for path in discover(roots, pattern):

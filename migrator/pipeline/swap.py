@@ -31,13 +31,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
 from migrator import apps, crashpoints
 from migrator.apps import provenance
 from migrator.files import durable
 from migrator.files.layout import backup_path, displaced_path, staged_path
+from migrator.jobs import queries
 from migrator.jobs.models import (
     D_CUT_OVER,
     D_EMBEDDING,
@@ -49,10 +49,6 @@ from migrator.jobs.models import (
     M_DONE,
     M_ROLLED_BACK,
     M_RUNNING,
-    Batch,
-    DatabaseJob,
-    Event,
-    Migration,
     utcnow,
 )
 from migrator.jobs.store import StateStore
@@ -63,9 +59,6 @@ CHECK_THREADS = 2       # hashing live and staged files (sha256 releases the GIL
 RECORD_EVERY = 256      # swaps recorded in one commit at most...
 RECORD_SECONDS = 0.25   # ...or after this long
 
-_jobs = DatabaseJob.__table__
-_batches = Batch.__table__
-_events = Event.__table__
 
 
 @dataclass
@@ -98,19 +91,11 @@ def _held_line(path: str, unit: str, blocker: str, profile: str | None) -> str:
             f"{unit} at one dimension, and {blocker}; the dir stays whole at its old dimension")
 
 
-def _event(s, mid: str, level: str, message: str, path: str | None = None) -> None:
-    s.add(Event(migration_id=mid, level=level, path=path, message=message))
-
-
-def _reset_to_pending(conn: Connection, job, why: str) -> None:
+def _restage(conn: Connection, job, why: str) -> None:
     """A staged database that may not be swapped in: drop the staged file, embed it again."""
     if job.staged_path:
         durable.remove_if_exists(job.staged_path)
-    conn.execute(delete(_batches).where(_batches.c.database_id == job.id))
-    conn.execute(update(_jobs).where(_jobs.c.id == job.id).values(
-        state=D_PENDING, n_done=0, staged_path=None, staged_sha256=None, staged_size=None, error=why))
-    conn.execute(insert(_events).values(migration_id=job.migration_id, level="warning", path=job.path,
-                                        message=why))
+    queries.embed_again(conn, job.id, job.migration_id, job.path, why, error=why)
 
 
 def _check(job) -> tuple[str, str | None, os.stat_result | None]:
@@ -142,12 +127,7 @@ def cutover(store: StateStore, migration_id: str) -> SwapResult:
     """
     result = SwapResult(migration_id)
     with store.engine.connect() as conn:
-        rows = conn.execute(select(_jobs.c.id, _jobs.c.migration_id, _jobs.c.path, _jobs.c.staged_path,
-                                   _jobs.c.staged_sha256, _jobs.c.source_sha256, _jobs.c.profile,
-                                   _jobs.c.state)
-                            .where(_jobs.c.migration_id == migration_id,
-                                   _jobs.c.state.notin_([D_ROLLED_BACK]))
-                            .order_by(_jobs.c.id)).all()
+        rows = queries.swap_candidates(conn, migration_id)
     jobs = []
     for unit, members in _units(rows).items():
         blockers = [m for m in members if m.state not in (D_STAGED, D_CUT_OVER)]
@@ -165,11 +145,8 @@ def cutover(store: StateStore, migration_id: str) -> SwapResult:
     with apps.storage_locks(jobs):
         _cutover(store, migration_id, jobs, result)
     with store.session() as s:
-        mig = s.get(Migration, migration_id)
-        left = s.scalar(select(DatabaseJob.id).where(
-            DatabaseJob.migration_id == migration_id,
-            DatabaseJob.state.in_([D_PENDING, D_EMBEDDING, D_STAGED])).limit(1))
-        if left is None:
+        mig = queries.migration(s, migration_id)
+        if not queries.any_unswapped(s, migration_id):
             mig.state, mig.finished_at = M_DONE, utcnow()
         else:
             mig.state = M_RUNNING
@@ -188,11 +165,10 @@ def _cutover(store: StateStore, migration_id: str, jobs: list, result: SwapResul
         for job, (verdict, why, st) in zip(jobs, verdicts):
             unit = apps.unit_of(job.profile, job.path)
             if verdict == "already":
-                conn.execute(update(_jobs).where(_jobs.c.id == job.id).values(
-                    state=D_CUT_OVER, backup_path=str(backup_path(job.path, migration_id))))
+                queries.set_job(conn, job.id, state=D_CUT_OVER, backup_path=str(backup_path(job.path, migration_id)))
                 result.already.append(job.path)
             elif verdict == "restage":
-                _reset_to_pending(conn, job, why)
+                _restage(conn, job, why)
                 result.restage.append(job.path)
             elif unit in waiting:
                 result.held.append(_held_line(job.path, unit, f"{waiting[unit]} is embedded again first",
@@ -209,9 +185,7 @@ def _cutover(store: StateStore, migration_id: str, jobs: list, result: SwapResul
         nonlocal last
         if swapped:
             with store.connection() as conn:
-                conn.execute(update(_jobs).where(_jobs.c.id == bindparam("_id"))
-                             .values(state=D_CUT_OVER, backup_path=bindparam("_backup")),
-                             [{"_id": i, "_backup": b} for i, b in swapped])
+                queries.cut_over(conn, swapped)
             for _ in swapped:
                 crashpoints.reached("cutover.recorded")
             swapped.clear()
@@ -228,8 +202,7 @@ def _cutover(store: StateStore, migration_id: str, jobs: list, result: SwapResul
                        f"then run cutover again")
                 result.refused.append(msg)
                 with store.connection() as conn:
-                    conn.execute(insert(_events).values(migration_id=migration_id, level="error",
-                                                        path=job.path, message=msg))
+                    queries.add_event(conn, migration_id, "error", msg, job.path)
             for job, _ in members:
                 if job not in conflicts:
                     result.held.append(_held_line(job.path, unit, f"{conflicts[0].path} was refused", job.profile))
@@ -247,8 +220,8 @@ def _cutover(store: StateStore, migration_id: str, jobs: list, result: SwapResul
                 for prev, prev_backup in reversed(done_here):   # the unit moves whole or not at all
                     _unswap(prev, prev_backup)
                 with store.connection() as conn:
-                    _reset_to_pending(conn, job, f"{live}: changed during cutover; not overwritten, "
-                                                 f"it will be embedded again")
+                    _restage(conn, job, f"{live}: changed during cutover; not overwritten, "
+                                        f"it will be embedded again")
                 result.restage.append(job.path)
                 for prev, _ in done_here:
                     result.done.remove(prev.path)
@@ -287,15 +260,14 @@ def rollback(store: StateStore, migration_id: str, *, force: bool = False) -> Sw
     """Put every database of the migration back as it was before it."""
     result = SwapResult(migration_id)
     with store.session() as s:
-        jobs = s.execute(select(DatabaseJob.id, DatabaseJob.path, DatabaseJob.profile).where(
-            DatabaseJob.migration_id == migration_id).order_by(DatabaseJob.id)).all()
+        jobs = queries.jobs_of(s, migration_id)
     with apps.storage_locks(jobs):
         _restore_all(store, migration_id, [j.id for j in jobs], force, result)
     with store.session() as s:
-        mig = s.get(Migration, migration_id)
+        mig = queries.migration(s, migration_id)
         if not result.refused:
             mig.state, mig.finished_at = M_ROLLED_BACK, utcnow()
-        _event(s, migration_id, "info", f"rollback: {len(result.done)} restored, "
+        queries.add_event(s, migration_id, "info", f"rollback: {len(result.done)} restored, "
                                         f"{len(result.refused)} refused")
     return result
 
@@ -327,10 +299,7 @@ def _restore_all(store: StateStore, migration_id: str, job_ids: list[int], force
     # nano-graphrag working dir) with one is left whole at the new dimension: restoring its
     # other files would leave a dir its application cannot open at either dimension.
     with store.reader() as s:
-        rows = s.execute(select(DatabaseJob.id, DatabaseJob.path, DatabaseJob.profile, DatabaseJob.state,
-                                DatabaseJob.backup_path, DatabaseJob.source_sha256,
-                                DatabaseJob.staged_sha256)
-                         .where(DatabaseJob.id.in_(job_ids)).order_by(DatabaseJob.id)).all()
+        rows = queries.restore_candidates(s, job_ids)
     verdicts = {r.id: _restore_verdict(r, force, migration_id) for r in rows
                 if r.state in (D_CUT_OVER, D_REFUSED)}
     held: dict[int, str] = {}
@@ -344,7 +313,7 @@ def _restore_all(store: StateStore, migration_id: str, job_ids: list[int], force
                                   f"be restored; the dir stays whole at the new dimension")
     for job_id in job_ids:
         with store.session() as s:
-            job = s.get(DatabaseJob, job_id)
+            job = queries.job(s, job_id)
             live = Path(job.path)
             if job.state in (D_ROLLED_BACK,):
                 result.already.append(job.path)
@@ -354,7 +323,7 @@ def _restore_all(store: StateStore, migration_id: str, job_ids: list[int], force
                 durable.remove_if_exists(staged_path(live, migration_id))
                 durable.remove_stale_partials(live)
                 provenance.forget(live, migration_id)
-                s.execute(delete(Batch).where(Batch.database_id == job.id))
+                s.execute(queries.DROP_BATCHES, {"_id": job.id})
                 job.state, job.staged_path = D_ROLLED_BACK, None
                 result.already.append(job.path)
                 continue
@@ -370,14 +339,15 @@ def _restore_all(store: StateStore, migration_id: str, job_ids: list[int], force
             msg = msg or held.get(job.id)
             if msg:
                 job.state, job.error = D_REFUSED, msg
-                _event(s, migration_id, "error", msg, job.path)
+                queries.add_event(s, migration_id, "error", msg, job.path)
                 result.refused.append(msg)
                 continue
             if live_sha is not None and live_sha != job.staged_sha256:
                 keep = displaced_path(live, migration_id)
                 durable.remove_if_exists(keep)
                 durable.link_or_copy(live, keep)
-                _event(s, migration_id, "warning", f"{live}: changed after cutover; kept as {keep}", job.path)
+                queries.add_event(s, migration_id, "warning", f"{live}: changed after cutover; kept as {keep}",
+                                  job.path)
             os.replace(backup, live)
             durable.fsync_dir(live.parent)
             durable.remove_stale_partials(live)

@@ -128,7 +128,7 @@ def _make_docs(seed: int, n_docs: int) -> list[list[tuple[str, set, set]]]:
     if n_docs < 1:
         raise ValueError(f"n_docs must be >= 1, got {n_docs}")
     rng = random.Random(seed)
-    docs = []
+    docs: list[list[tuple[str, set, set]]] = []
     for _ in range(n_docs):
         rel = rng.randrange(len(_RELATIONS))
         src, tgt = _RELATIONS[rel][:2]
@@ -502,6 +502,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--env-file", help="LightRAG: also write this .env")
     ap.add_argument("--orphan-chunk", action="store_true", help="nano-graphrag only")
     args = ap.parse_args(argv)
+    store: LightRagStore | NanoGraphRagStore
     if args.kind == "lightrag":
         if args.orphan_chunk:
             ap.error("--orphan-chunk is for nano-graphrag")

@@ -106,7 +106,7 @@ class Server:
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         finally:
-            if self.log_path:
+            if not isinstance(log, int):   # the file opened above, not DEVNULL
                 log.close()
         self.started = time.monotonic()
         return self

@@ -417,6 +417,7 @@ def _prepare(prompt: _Prompt, truncate: Optional[int], add_special: bool) -> _Pr
     if prompt.ids is not None:
         ids = prompt.ids if truncate is None else prompt.ids[:truncate]
         return _Prepared(_id_words(ids), len(ids))
+    assert prompt.text is not None   # a prompt is text or token ids
     words, count = prompt_words(prompt.text)
     if not add_special:
         count -= 1
@@ -427,7 +428,7 @@ def _prepare(prompt: _Prompt, truncate: Optional[int], add_special: bool) -> _Pr
 
 
 def _read_chunked(rfile) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         size = int(rfile.readline().split(b";")[0].strip() or b"0", 16)
         if size == 0:
@@ -445,6 +446,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "uvicorn"
     sys_version = ""
+    server: _HTTPServer   # the server that made this handler (it has the app)
 
     def setup(self) -> None:
         super().setup()
@@ -599,9 +601,10 @@ class FakeVLLM:
         # `--served-model-name a b`: every answer names the first (vLLM >= 0.11)
         self.served_names = list(served_names or [model])
         self.root = root or model          # /v1/models' `root`: the hub id or path vLLM loaded
-        self.version = parse_version(version)
-        if self.version is None:
+        parsed = parse_version(version)
+        if parsed is None:
             raise ValueError(f"version {version!r} is not like 0.32.0")
+        self.version: tuple[int, ...] = parsed
         self.version_text = version
         self.appends_eos = appends_eos     # False: a stale Qwen3-Embedding snapshot (no EOS)
         self.runner = runner               # "generate": a chat model, no embeddings
@@ -745,6 +748,7 @@ class FakeVLLM:
         except (ValueError, AttributeError, TypeError):
             texts, fields = None, []
         texts = [texts] if isinstance(texts, str) else texts if isinstance(texts, list) else []
+        assert self.request_log is not None   # logged only when there is a log
         with self._vocab_lock:
             self.request_log.append(LoggedRequest(headers.get("X-Migrator-Worker") or "", started,
                                                   time.monotonic(), [t for t in texts if isinstance(t, str)],

@@ -199,6 +199,7 @@ class ManagedServer:
             return 0, b""
 
     def _wait_ready(self, root: str) -> None:
+        assert self.proc is not None   # _start has just started it
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
