@@ -8,6 +8,7 @@ import pytest
 
 from dvdcheck import assert_migrated
 from helpers import API_KEY, Cli, load_originals, tree_digest
+from migrator import api
 from migrator.errors import EXIT_ENDPOINT_DOWN, EXIT_ENDPOINT_REJECTED, EXIT_PARTIAL
 from migrator.testing.server import FakeVLLM
 
@@ -136,5 +137,22 @@ def test_old_error_shape_and_float_server(dvd_tree, tmp_path, key_env):
         srv.faults.add("status", times=1, status=500)
         r = Cli(srv.base_url, tmp_path / "state")("run", "--root", str(root), "--model", "8b", "--yes")
     assert r.exit_code == 0, r.output
+    for p in paths:
+        assert_migrated(p, originals[p], dim=4096)
+
+
+def test_a_429_during_a_run_halves_the_runs_in_flight_limit(server, dvd_tree, tmp_path, caplog):
+    """The endpoint is built with the run's in-flight limit as its pushback listener: a 429
+    mid-run reaches that limit (logged by tuning), and the run still finishes exactly."""
+    import logging
+    root, paths = dvd_tree
+    originals = load_originals(paths)
+    caplog.set_level(logging.DEBUG, logger="migrator.vllm.tuning")
+    server.faults.add("status", times=2, status=429, retry_after=0)
+    result = api.run(api.Settings(roots=[str(root)], model="8b", endpoint=server.base_url,
+                                  state_dir=str(tmp_path / "state"), batch_size=4))
+    assert result.outcome == "done", result.message
+    halved = [m for m in caplog.messages if m.startswith("in-flight limit") and "HTTP 429" in m]
+    assert halved, [m for m in caplog.messages if "limit" in m or "429" in m][:20]
     for p in paths:
         assert_migrated(p, originals[p], dim=4096)

@@ -73,9 +73,9 @@ def _status(pool: EndpointPool, srv: FakeVLLM) -> dict:
 # ------------------------------------------------------------------ building
 def test_one_url_is_a_plain_endpoint_several_a_pool(tmp_path):
     one = make_endpoint("http://127.0.0.1:9/v1", API_KEY)
-    assert type(one) is Endpoint and one.can_fail_over is None
+    assert type(one) is Endpoint and not one.in_pool
     two = make_endpoint(["http://127.0.0.1:9", "http://127.0.0.2:9/v1"], API_KEY, retry_for=7)
-    assert isinstance(two, EndpointPool)
+    assert isinstance(two, EndpointPool) and all(m.endpoint.in_pool for m in two.members)
     assert two.base_url == "http://127.0.0.1:9/v1, http://127.0.0.2:9/v1" and two.retry_for == 7
     with pytest.raises(UsageError, match="listed twice"):
         make_endpoint(["http://127.0.0.1:9/v1", "http://127.0.0.1:9/"], API_KEY)
@@ -185,14 +185,15 @@ def test_requests_are_spread_by_measured_capacity():
 def test_a_failing_endpoint_is_taken_out_then_probed_back_in(how, caplog):
     caplog.set_level(logging.DEBUG, logger="migrator.vllm.pool")
     with _servers({}, {}) as (sa, sb):
-        pool = _pool([sa, sb], retry_for=600.0)    # a failure must not wait out the member's retries
-        batches = _batches(24)
         pushbacks: list[str] = []
+        # a failure must not wait out the member's retries
+        pool = _pool([sa, sb], retry_for=600.0, on_pushback=pushbacks.append)
+        batches = _batches(24)
 
         async def go():
             try:
                 await pool.probe("8b")
-                pool.on_pushback = pushbacks.append
+                assert pushbacks == []
                 if how == "503":
                     sa.faults.add("status", times=None, status=503)
                 else:

@@ -47,10 +47,12 @@ from migrator.jobs.models import (
 from migrator.jobs.store import StateStore
 from migrator.ops import allocator, hooks, window
 from migrator.pipeline import gate, swap
-from migrator.pipeline.runner import Embedder, NullReporter, Reporter
+from migrator.pipeline.runner import Embedder, NullReporter, Reporter, make_limit
 from migrator.pipeline.scan import BAD, MIGRATE, SKIP, Found, scan
 from migrator.vllm.endpoint import Endpoint, PoisonedInput, resolve_model
+from migrator.vllm.pool import EndpointPool
 from migrator.vllm.serve import ManagedServer
+from migrator.vllm.tuning import AdaptiveLimit
 
 
 def _new_migration_id() -> str:
@@ -169,7 +171,8 @@ async def _run(settings: Settings, store: StateStore, reporter: Reporter,
     stop = asyncio.Event()
     drop = asyncio.Event()        # a second signal: do not wait for the requests in flight
     started = time.monotonic()
-    endpoint = settings.make_endpoint()
+    limit = make_limit(settings.concurrency)   # the endpoint tells it of each pushback
+    endpoint = settings.make_endpoint(on_pushback=limit.throttled)
     ended: list = []
     timer = asyncio.create_task(_window(deadline, stop, ended, reporter)) if deadline is not None else None
 
@@ -196,7 +199,7 @@ async def _run(settings: Settings, store: StateStore, reporter: Reporter,
             cut = None
             rounds = 0
             while True:
-                failed_fast = await _embed_pending(settings, store, mig, endpoint, reporter, stop, drop)
+                failed_fast = await _embed_pending(settings, store, mig, endpoint, limit, reporter, stop, drop)
                 if failed_fast:
                     break          # --fail-fast: report the failure (exit 4), nothing swapped
                 if stop.is_set():
@@ -482,8 +485,9 @@ def _create_migration(settings: Settings, store: StateStore, endpoint: Endpoint,
     return mig
 
 
-async def _embed_pending(settings: Settings, store: StateStore, mig: Migration, endpoint: Endpoint,
-                         reporter: Reporter, stop: asyncio.Event, drop: asyncio.Event | None = None) -> bool:
+async def _embed_pending(settings: Settings, store: StateStore, mig: Migration,
+                         endpoint: Endpoint | EndpointPool, limit: AdaptiveLimit, reporter: Reporter,
+                         stop: asyncio.Event, drop: asyncio.Event | None = None) -> bool:
     """Embed and stage what is left. True when --fail-fast stopped it at a failure."""
     with store.session() as s:
         jobs = s.scalars(select(DatabaseJob).where(
@@ -508,8 +512,8 @@ async def _embed_pending(settings: Settings, store: StateStore, mig: Migration, 
         return False
     reporter.start(total, done)
     t0 = time.monotonic()
-    embedder = Embedder(store, mig, endpoint, batch_size=settings.batch_size,
-                        concurrency=settings.concurrency, fail_fast=settings.fail_fast,
+    embedder = Embedder(store, mig, endpoint, limit=limit, batch_size=settings.batch_size,
+                        fail_fast=settings.fail_fast,
                         reporter=reporter, stop=stop, control=settings.make_control(), drop=drop)
     try:
         outcome = await embedder.run()

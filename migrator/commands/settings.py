@@ -78,8 +78,9 @@ class Settings:
         """The endpoints' base URLs; a malformed one (or one with credentials) is refused."""
         return [normalize_endpoint(u)[0] for u in self.endpoint_urls]
 
-    def make_endpoint(self) -> Endpoint | EndpointPool:
-        return make_endpoint(self.endpoint_urls, config.api_key(self.api_key_file),
+    def make_endpoint(self, on_pushback: Callable[[str], None] | None = None) -> Endpoint | EndpointPool:
+        """The endpoint (or pool); ``on_pushback``: the run's in-flight limit, told of each pushback."""
+        return make_endpoint(self.endpoint_urls, config.api_key(self.api_key_file), on_pushback=on_pushback,
                              request_timeout=self.request_timeout, retry_for=self.retry_for,
                              verify_tls=not self.insecure, key_source=config.key_source(self.api_key_file))
 

@@ -53,6 +53,7 @@ from migrator.jobs.store import StateStore
 from migrator.ops import allocator
 from migrator.pipeline import readback
 from migrator.vllm.endpoint import Endpoint, PoisonedInput
+from migrator.vllm.pool import EndpointPool
 from migrator.vllm.steering import Control
 from migrator.vllm.tuning import AdaptiveLimit
 
@@ -168,23 +169,27 @@ def missing_ranges(n: int, done: list[tuple[int, int]], batch_size: int) -> list
     return out
 
 
+def make_limit(concurrency: int | None) -> AdaptiveLimit:
+    """The run's in-flight limit: found by measuring (None), or fixed at ``concurrency``."""
+    return AdaptiveLimit(fixed=concurrency, maximum=MAX_IN_FLIGHT)
+
+
 class Embedder:
     """Runs the embedding and staging of one migration's jobs."""
 
-    def __init__(self, store: StateStore, migration: Migration, endpoint: Endpoint, *,
-                 batch_size: int = 32, concurrency: int | None = None, fail_fast: bool = False,
+    def __init__(self, store: StateStore, migration: Migration, endpoint: Endpoint | EndpointPool, *,
+                 limit: AdaptiveLimit, batch_size: int = 32, fail_fast: bool = False,
                  reporter: Reporter | None = None, stop: asyncio.Event | None = None,
                  control: Control | None = None, drop: asyncio.Event | None = None):
+        """``limit`` is the in-flight limit the endpoint reports pushback to (make_limit)."""
         self.store = store
         self.mig = migration
         self.mid = migration.id
         self.target = migration.target_dim
         self.endpoint = endpoint
         self.batch_size = max(1, batch_size)
-        # concurrency None: found by measuring (tuning.AdaptiveLimit); a number: fixed
-        self.limit = AdaptiveLimit(fixed=concurrency, maximum=MAX_IN_FLIGHT)
+        self.limit = limit
         self.concurrency = self.limit.maximum
-        endpoint.on_pushback = self.limit.throttled
         self.fail_fast = fail_fast
         self.reporter = reporter or NullReporter()
         self.stop = stop or asyncio.Event()

@@ -29,6 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -214,7 +215,8 @@ class Endpoint:
     """An async client for one vLLM embeddings endpoint."""
 
     def __init__(self, url: str, api_key: str | None, *, request_timeout: float = 120.0,
-                 retry_for: float = 600.0, verify_tls: bool = True, key_source: str | None = None):
+                 retry_for: float = 600.0, verify_tls: bool = True, key_source: str | None = None,
+                 on_pushback: Callable[[str], None] | None = None):
         self.base_url, self.root_url = normalize_endpoint(url)
         self._key = api_key
         self.key_source = key_source   # where the key came from, for messages (config.key_source)
@@ -243,12 +245,22 @@ class Endpoint:
         self._raw_body_arg = "content" if "content" in inspect.signature(self.client.post).parameters else "body"
         self.info: ServerInfo | None = None
         self.target_dim: int | None = None
-        self.on_pushback = None   # called with a reason on 429/5xx/timeouts (see tuning.AdaptiveLimit)
-        # Set by pool.EndpointPool: True while another endpoint could take this one's request.
-        # Then a connection error or 5xx is raised at once (EndpointUnavailable) instead of
-        # retried here, and a timed-out batch is split only if a tiny request still answers.
-        # None (a lone endpoint): retry here for `retry_for`, as always.
-        self.can_fail_over = None
+        # called with a reason on 429/5xx/timeouts (the run's tuning.AdaptiveLimit.throttled)
+        self._on_pushback = on_pushback
+        # Given by pool.EndpointPool when it takes this endpoint in (serve_in_pool): True while
+        # another endpoint could take this one's request. Then a connection error or 5xx is
+        # raised at once (EndpointUnavailable) instead of retried here, and a timed-out batch is
+        # split only if a tiny request still answers. None (a lone endpoint): retry here for
+        # `retry_for`, as always.
+        self._can_fail_over: Callable[[], bool] | None = None
+
+    def serve_in_pool(self, can_fail_over: Callable[[], bool], on_pushback: Callable[[str], None]) -> None:
+        """Become a member of a pool: fail over through it, and report pushback to it."""
+        self._can_fail_over, self._on_pushback = can_fail_over, on_pushback
+
+    @property
+    def in_pool(self) -> bool:
+        return self._can_fail_over is not None
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -530,9 +542,9 @@ class Endpoint:
 
         def retry_this(state: tenacity.RetryCallState) -> bool:
             e = state.outcome.exception() if state.outcome else None
-            if self.on_pushback is not None and isinstance(
+            if self._on_pushback is not None and isinstance(
                     e, (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError)):
-                self.on_pushback(self._describe(e))
+                self._on_pushback(self._describe(e))
             if e is None or self._classify(e, texts) is not None:
                 return False
             if isinstance(e, (openai.APIConnectionError, openai.InternalServerError)) and \
@@ -583,7 +595,7 @@ class Endpoint:
 
     def _may_fail_over(self) -> bool:
         """Could another endpoint take this request (see ``can_fail_over``)?"""
-        return self.can_fail_over is not None and bool(self.can_fail_over())
+        return self._can_fail_over is not None and bool(self._can_fail_over())
 
     async def alive(self) -> bool:
         """Does a tiny request answer promptly? Tells a poisoned input from an outage."""

@@ -32,7 +32,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from migrator.errors import EndpointRejected, EndpointUnavailable, UsageError
 from migrator.vllm.endpoint import Embedded, Endpoint, ServerInfo, normalize_endpoint
@@ -58,12 +58,14 @@ def endpoints_from_file(path: str | Path) -> list[str]:
     return urls
 
 
-def make_endpoint(urls: str | Sequence[str], api_key: str | None, **endpoint_kwargs) -> "Endpoint | EndpointPool":
-    """A plain :class:`Endpoint` for one URL (exactly today's behaviour), a pool for several."""
+def make_endpoint(urls: str | Sequence[str], api_key: str | None, *,
+                  on_pushback: Callable[[str], None] | None = None, **endpoint_kwargs) -> "Endpoint | EndpointPool":
+    """A plain :class:`Endpoint` for one URL, a pool for several. ``on_pushback`` is told each
+    time a server pushes back (429, 5xx, a timeout): the run's in-flight limit."""
     urls = [urls] if isinstance(urls, str) else list(urls)
     if len(urls) == 1:
-        return Endpoint(urls[0], api_key, **endpoint_kwargs)
-    return EndpointPool.of(urls, api_key, **endpoint_kwargs)
+        return Endpoint(urls[0], api_key, on_pushback=on_pushback, **endpoint_kwargs)
+    return EndpointPool.of(urls, api_key, on_pushback=on_pushback, **endpoint_kwargs)
 
 
 @dataclass(eq=False)
@@ -93,7 +95,7 @@ class EndpointPool:
     """
 
     def __init__(self, endpoints: Sequence[Endpoint], *, recheck_after: float = RECHECK_AFTER,
-                 recheck_max: float = RECHECK_MAX):
+                 recheck_max: float = RECHECK_MAX, on_pushback: Callable[[str], None] | None = None):
         if not endpoints:
             raise UsageError("no endpoint given: pass --endpoint with a vLLM URL")
         seen: set[str] = set()
@@ -109,39 +111,30 @@ class EndpointPool:
         self.recheck_max = max(recheck_max, recheck_after)
         self.info: ServerInfo | None = None
         self.target_dim: int | None = None
-        self._on_pushback = None
+        self._on_pushback = on_pushback
         self._started = False            # fail-over only after a successful probe
         self._changed: asyncio.Event | None = None
         self._rechecks: dict[_Member, asyncio.Task] = {}
-        for m in self.members:
-            m.endpoint.can_fail_over = functools.partial(self._others_in_service, m)
-            m.endpoint.on_pushback = functools.partial(self._pushback, m)
+        for m in self.members:     # the pool's own members: they fail over and report through it
+            m.endpoint.serve_in_pool(functools.partial(self._others_in_service, m),
+                                     functools.partial(self._pushback, m))
 
     @classmethod
     def of(cls, urls: Sequence[str], api_key: str | None, *, recheck_after: float = RECHECK_AFTER,
-           recheck_max: float = RECHECK_MAX, **endpoint_kwargs) -> "EndpointPool":
+           recheck_max: float = RECHECK_MAX, on_pushback: Callable[[str], None] | None = None,
+           **endpoint_kwargs) -> "EndpointPool":
         """A pool of :class:`Endpoint` (url, api_key, **endpoint_kwargs), one per URL."""
         bases = [normalize_endpoint(u)[0] for u in urls]   # refuse a bad URL before building any client
         for i, base in enumerate(bases):
             if base in bases[:i]:
                 raise UsageError(f"--endpoint {base} is listed twice; list each server once")
         return cls([Endpoint(u, api_key, **endpoint_kwargs) for u in urls],
-                   recheck_after=recheck_after, recheck_max=recheck_max)
+                   recheck_after=recheck_after, recheck_max=recheck_max, on_pushback=on_pushback)
 
     # ------------------------------------------------------------- the hooks
-    @property
-    def on_pushback(self):
-        """Called with a reason when a server pushes back (the runner's AdaptiveLimit.throttled).
-
-        Members report to the pool, which passes it on unless that member is already
-        out: the failures of a dead server are not the pool being overloaded."""
-        return self._on_pushback
-
-    @on_pushback.setter
-    def on_pushback(self, callback) -> None:
-        self._on_pushback = callback
-
     def _pushback(self, m: _Member, reason: str) -> None:
+        """A member's pushback, passed on to ``on_pushback`` unless that member is already out:
+        the failures of a dead server are not the pool being overloaded."""
         if self._on_pushback is not None and not m.out:
             self._on_pushback(f"{m.url}: {reason}")
 
