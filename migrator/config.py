@@ -1,7 +1,9 @@
 """Where settings come from: options, then environment variables, then defaults.
 
 Every environment variable migrator reads is listed in ``ENVIRONMENT`` (and in
-README.md). The API key is read from the environment or a file only: never
+README.md), and read here, by the functions below; nothing else in the package
+reads the environment (what it passes on to a child process is not reading it).
+The API key is read from the environment or a file only: never
 from the command line, and it is never printed, logged or stored.
 """
 from __future__ import annotations
@@ -26,6 +28,8 @@ ENVIRONMENT = {
                          "(migrator/crashpoints.py)",
 }
 KEY_VARIABLES = ("MIGRATOR_API_KEY", "VLLM_API_KEY", "OPENAI_API_KEY")
+DEFAULT_LEASE_SECONDS = 60.0
+DEFAULT_BUSY_TIMEOUT = 30.0
 _WARNED: set[str] = set()     # key files already warned about (readable by others)
 
 
@@ -65,3 +69,35 @@ def key_source(key_file: str | os.PathLike | None = None) -> str | None:
         if os.environ.get(name):
             return name
     return None
+
+
+def _seconds(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name) or default)
+    except ValueError:
+        return default
+
+
+def state_dir() -> Path:
+    """The state directory when no --state-dir is given (MIGRATOR_STATE_DIR, else ./state)."""
+    return Path(os.environ.get("MIGRATOR_STATE_DIR") or "state")
+
+
+def state_url(url: str | None = None) -> str | None:
+    """``--state-url``, else MIGRATOR_STATE_URL; None: SQLite in the state directory."""
+    return url or os.environ.get("MIGRATOR_STATE_URL") or None
+
+
+def busy_timeout_seconds() -> float:
+    """How long to wait for another process's write transaction (MIGRATOR_DB_BUSY_TIMEOUT)."""
+    return _seconds("MIGRATOR_DB_BUSY_TIMEOUT", DEFAULT_BUSY_TIMEOUT)
+
+
+def lease_seconds() -> float:
+    """How long a worker's claim on a database lasts unrenewed (MIGRATOR_LEASE_SECONDS)."""
+    return _seconds("MIGRATOR_LEASE_SECONDS", DEFAULT_LEASE_SECONDS)
+
+
+def crash_at() -> str | None:
+    """Tests only: where this process is to SIGKILL itself (MIGRATOR_CRASH_AT, ``point[:n]``)."""
+    return os.environ.get("MIGRATOR_CRASH_AT") or None

@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import signal
 
+from migrator import config
+
 ENV = "MIGRATOR_CRASH_AT"
 _target: tuple[str, int] | None = None
 _hits: dict[str, int] = {}
@@ -37,7 +39,7 @@ POINTS = (
 def _load() -> None:
     global _target, _loaded
     _loaded = True
-    spec = os.environ.get(ENV)
+    spec = config.crash_at()
     if not spec:
         return
     name, _, n = spec.partition(":")

@@ -67,3 +67,39 @@ def test_the_package_has_no_import_cycle():
 def test_the_cycle_finder_finds_one():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def _environment_reads(source: str) -> list[int]:
+    """Lines that read an environment variable: os.environ.get/[...]/in, os.getenv."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr in ("get", "getenv", "__getitem__", "pop", "setdefault"):
+            v = node.value
+            if (isinstance(v, ast.Attribute) and v.attr == "environ") or node.attr == "getenv":
+                out.append(node.lineno)
+        elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) \
+                and node.value.attr == "environ" and isinstance(node.ctx, ast.Load):
+            out.append(node.lineno)
+        elif isinstance(node, ast.Compare) and any(isinstance(c, ast.Attribute) and c.attr == "environ"
+                                                    for c in node.comparators):
+            out.append(node.lineno)
+    return sorted(out)
+
+
+def test_only_config_reads_the_environment():
+    """Every variable in config.ENVIRONMENT is read in config.py (a child process may be
+    handed the environment whole: hooks, --serve). migrator.testing is not the tool."""
+    readers = {}
+    for path in PKG.rglob("*.py"):
+        rel = path.relative_to(PKG).as_posix()
+        if rel == "config.py" or rel.startswith("testing/"):
+            continue
+        if lines := _environment_reads(path.read_text(encoding="utf-8")):
+            readers[rel] = lines
+    assert readers == {}
+
+
+def test_the_environment_read_finder_finds_reads():
+    src = 'import os\na = os.environ.get("X")\nb = os.environ["Y"]\nc = os.getenv("Z")\nd = "W" in os.environ\n'
+    assert _environment_reads(src) == [2, 3, 4, 5]
+    assert _environment_reads("import os\nenv = dict(os.environ)\n") == []

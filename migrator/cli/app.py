@@ -282,21 +282,16 @@ def migration_option(default_help: str):
 
 
 def _settings(**kw) -> api.Settings:
-    s = api.Settings()
-    urls = list(kw.pop("endpoint", None) or ())
+    """The command's options as the API's Settings (an option not given keeps its default)."""
+    fields = {k: (list(v) if k == "roots" else v) for k, v in kw.items()
+              if v is not None and k not in ("endpoint", "endpoints_file")}
+    urls = list(kw.get("endpoint") or ())
     if kw.get("endpoints_file"):
         from migrator.vllm.pool import endpoints_from_file
         urls += endpoints_from_file(kw["endpoints_file"])
-    kw.pop("endpoints_file", None)
     if urls:
-        s.endpoint = urls[0] if len(urls) == 1 else urls
-    for k, v in kw.items():
-        if v is None:
-            continue
-        if k == "roots":
-            v = list(v)
-        setattr(s, k, v)
-    return s
+        fields["endpoint"] = urls[0] if len(urls) == 1 else urls
+    return api.Settings(**fields)
 
 
 # ------------------------------------------------------------ commands
@@ -452,14 +447,13 @@ def _finish_run(result: api.RunResult, as_json: bool) -> None:
 @_handle_errors
 def run(as_json, yes, no_cutover, no_quality_gate, apply_config, **kw):
     """Embed, stage, verify and cut over; resumes an unfinished migration."""
-    settings = _settings(**kw)
-    settings.apply_config = apply_config
-    settings.quality_gate = not no_quality_gate
-    _log_to_state_dir(settings.state_dir)
-    settings.cutover = not no_cutover
+    confirm = None
     if not yes and sys.stdin.isatty():
         # asked once the scan says how many databases and records, to which model and size
-        settings.confirm = lambda question: click.confirm(question, default=False, err=True)
+        confirm = lambda question: click.confirm(question, default=False, err=True)  # noqa: E731
+    settings = _settings(**kw, apply_config=apply_config, quality_gate=not no_quality_gate,
+                         cutover=not no_cutover, confirm=confirm)
+    _log_to_state_dir(settings.state_dir)
     reporter = _reporter()
     try:
         result = api.run(settings, reporter=reporter)
@@ -481,8 +475,7 @@ def cutover(as_json, yes, migration_id, apply_config, **kw):
     """Swap staged databases in (the old ones are kept as backups)."""
     _confirm(yes, "Swap the staged databases in (the old ones are kept as backups)?")
     _log_to_state_dir(kw["state_dir"])
-    settings = _settings(**kw)
-    settings.apply_config = apply_config
+    settings = _settings(**kw, apply_config=apply_config)
     _finish_run(api.cutover(settings, migration_id=migration_id), as_json)
 
 

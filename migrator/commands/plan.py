@@ -6,7 +6,6 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from migrator import config
 from migrator.apps import appconfig, provenance
 from migrator.commands.common import _applications
 from migrator.commands.settings import Settings
@@ -129,7 +128,7 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
                                # dimension; appconfig.report's dim: int does not admit it
                                [Path(r) for r in settings.roots], model_id, target, native,  # type: ignore[arg-type]
                                endpoint=settings.check_endpoints()[0],
-                               key_source=config.key_source(settings.api_key_file))
+                               key_source=settings.key_source)
     other_model = [f for f in found if f.made_by is not None and f.made_by.model != model_id]
     return {
         "roots": [str(r) for r in settings.roots], "pattern": settings.pattern,

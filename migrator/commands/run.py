@@ -13,7 +13,7 @@ import time
 
 from sqlalchemy import select
 
-from migrator import apps, config, crashpoints
+from migrator import apps, crashpoints
 from migrator.commands.common import (
     RunResult,
     _apply_configs,
@@ -126,7 +126,7 @@ def run(settings: Settings, *, reporter: Reporter | None = None) -> RunResult:
     # bad values: refused now; outside --window: exit 9 at once, nothing done
     deadline = window.time_left(settings.max_duration, settings.until, window=settings.window)
     settings.check_endpoints()   # bad URL or key file: refuse before touching any state
-    config.api_key(settings.api_key_file)
+    settings.check_key()
     if settings.serve and not settings.model:
         raise UsageError("--serve needs --model: it names the model vllm must load")
     with _writer(settings, "run", shared=True) as (store, held), contextlib.ExitStack() as owned:
@@ -135,7 +135,7 @@ def run(settings: Settings, *, reporter: Reporter | None = None) -> RunResult:
                 try:
                     server = owned.enter_context(ManagedServer(
                         resolve_model(settings.model)[0], log_dir=settings.state_path,
-                        api_key=config.api_key(settings.api_key_file), gpu=settings.serve_gpu,
+                        api_key=settings.api_key, gpu=settings.serve_gpu,
                         memory_fraction=settings.serve_memory_fraction, extra_args=tuple(settings.serve_args),
                         startup_timeout=settings.serve_timeout))
                 except KeyboardInterrupt:    # Ctrl-C or SIGTERM while it loads: it was stopped

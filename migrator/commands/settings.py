@@ -1,6 +1,8 @@
 """What a command is asked to do: every option of `migrate`, as one dataclass."""
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -14,9 +16,13 @@ from migrator.vllm.pool import EndpointPool, make_endpoint
 from migrator.vllm.steering import Control, metrics_url_for
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
-    """Everything a command may need; the CLI fills it from options and environment."""
+    """Everything a command may need; the CLI fills it from options and environment.
+
+    Frozen, and resolved once: the roots are made absolute when it is built (a symlink
+    stays as typed), and the text spec and the API key are worked out the first time they
+    are asked for, then kept. The key is not a field, so it is in no repr or dict."""
 
     roots: list[str] = field(default_factory=list)
     pattern: str = DEFAULT_PATTERN
@@ -65,10 +71,27 @@ class Settings:
     def state_path(self) -> Path:
         return Path(self.state_dir) if self.state_dir else default_state_dir()
 
-    @property
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "roots", [os.path.abspath(r) for r in self.roots])
+
+    @functools.cached_property
     def spec(self) -> apps.Spec:
         """How texts are found (a bad combination or template: UsageError)."""
         return apps.Spec(self.profile, self.text_field, self.text_template)
+
+    @functools.cached_property
+    def api_key(self) -> str | None:
+        """The endpoint's key (--api-key-file, else the environment), read once."""
+        return config.api_key(self.api_key_file)
+
+    def check_key(self) -> None:
+        """Read the key now: a key file that cannot be read is refused before anything is done."""
+        _ = self.api_key
+
+    @functools.cached_property
+    def key_source(self) -> str | None:
+        """Where the key came from, for messages: the file, or the variable's name."""
+        return config.key_source(self.api_key_file)
 
     @property
     def endpoint_urls(self) -> list[str]:
@@ -80,9 +103,9 @@ class Settings:
 
     def make_endpoint(self, on_pushback: Callable[[str], None] | None = None) -> Endpoint | EndpointPool:
         """The endpoint (or pool); ``on_pushback``: the run's in-flight limit, told of each pushback."""
-        return make_endpoint(self.endpoint_urls, config.api_key(self.api_key_file), on_pushback=on_pushback,
+        return make_endpoint(self.endpoint_urls, self.api_key, on_pushback=on_pushback,
                              request_timeout=self.request_timeout, retry_for=self.retry_for,
-                             verify_tls=not self.insecure, key_source=config.key_source(self.api_key_file))
+                             verify_tls=not self.insecure, key_source=self.key_source)
 
     def make_control(self) -> Control:
         metrics = None

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 
-from migrator import config
 from migrator.commands.common import _job_counts, _pick, _reader
 from migrator.commands.settings import Settings
 from migrator.errors import UsageError
@@ -19,7 +18,7 @@ from migrator.pipeline import gate
 
 def verify(settings: Settings, *, migration_id: str | None = None) -> dict:
     """The quality gate on a migration's staged databases (what runs before every cutover)."""
-    config.api_key(settings.api_key_file)
+    settings.check_key()
     store = _reader(settings)
     try:
         with store.reader() as s:

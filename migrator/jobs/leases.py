@@ -30,9 +30,9 @@ from typing import cast
 from sqlalchemy import Table, case, func, or_, select, text, update
 from sqlalchemy.engine import Connection
 
+from migrator import config
 from migrator.jobs.models import D_EMBEDDING, D_PENDING, DatabaseJob
 
-LEASE_SECONDS = float(os.environ.get("MIGRATOR_LEASE_SECONDS", "60"))
 CLAIM_AT_ONCE = 4      # databases claimed per transaction (about what the read-ahead holds)
 
 _jobs = cast(Table, DatabaseJob.__table__)   # a declarative model's table is a Table
@@ -62,7 +62,7 @@ class Claimed:
 
 
 def claim(conn: Connection, migration_id: str, owner: str, n: int = CLAIM_AT_ONCE,
-          ttl: float = LEASE_SECONDS) -> list[Claimed]:
+          ttl: float | None = None) -> list[Claimed]:
     """Claim up to ``n`` databases nobody holds (or whose lease ran out), oldest first."""
     now = db_now(conn)
     free = or_(_jobs.c.lease_until.is_(None), _jobs.c.lease_until < now)
@@ -72,18 +72,18 @@ def claim(conn: Connection, migration_id: str, owner: str, n: int = CLAIM_AT_ONC
         .order_by(_jobs.c.id).limit(n).with_for_update(skip_locked=True)).all()
     if rows:
         conn.execute(update(_jobs).where(_jobs.c.id.in_([r.id for r in rows]))
-                     .values(lease_owner=owner, lease_until=now + ttl))
+                     .values(lease_owner=owner, lease_until=now + (ttl or config.lease_seconds())))
     return [Claimed(r.id, r.path, r.source_sha256 or "", r.n_done or 0, r.truncated) for r in rows]
 
 
-def renew(conn: Connection, owner: str, ids: list[int], ttl: float = LEASE_SECONDS) -> set[int]:
+def renew(conn: Connection, owner: str, ids: list[int], ttl: float | None = None) -> set[int]:
     """Extend this worker's leases on ``ids``; returns those it no longer holds."""
     if not ids:
         return set()
     now = db_now(conn)
     conn.execute(update(_jobs).where(_jobs.c.id.in_(ids), _jobs.c.lease_owner == owner,
                                      _jobs.c.lease_until.is_not(None))
-                 .values(lease_until=now + ttl))
+                 .values(lease_until=now + (ttl or config.lease_seconds())))
     held = set(conn.execute(select(_jobs.c.id).where(
         _jobs.c.id.in_(ids), _jobs.c.lease_owner == owner)).scalars())
     return set(ids) - held

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from migrator import config
 from migrator.errors import StateError
 
 DB_NAME = "migrator.db"
@@ -26,7 +27,7 @@ HEAD_REVISION = "0003"
 
 
 def default_state_dir() -> Path:
-    return Path(os.environ.get("MIGRATOR_STATE_DIR") or "state")
+    return config.state_dir()
 
 
 def migrations_dir() -> Path:
@@ -64,10 +65,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
 
 def busy_timeout_ms() -> int:
     """How long to wait for another process's write transaction (MIGRATOR_DB_BUSY_TIMEOUT, s)."""
-    try:
-        return int(float(os.environ.get("MIGRATOR_DB_BUSY_TIMEOUT", "30")) * 1000)
-    except ValueError:
-        return 30000
+    return int(config.busy_timeout_seconds() * 1000)
 
 
 def _sqlite_begin(conn) -> None:
@@ -187,7 +185,7 @@ def _recover_hot_journal(path: Path) -> None:
 def state_url(url: str | None = None) -> str | None:
     """The job database's URL when it is a server (``--state-url`` or MIGRATOR_STATE_URL);
     None: the default SQLite file in the state directory."""
-    return url or os.environ.get("MIGRATOR_STATE_URL") or None
+    return config.state_url(url)
 
 
 def has_password(url: str) -> bool:

@@ -41,7 +41,7 @@ from typing import AsyncIterator, Callable, Iterator, Protocol
 import numpy as np
 from sqlalchemy.engine import Connection
 
-from migrator import apps, crashpoints
+from migrator import apps, config, crashpoints
 from migrator.apps import provenance
 from migrator.errors import BadDatabase
 from migrator.files import durable, nvdb
@@ -627,7 +627,7 @@ class Embedder:
     async def _renew_leases(self) -> None:
         """Keep this worker's leases alive; drop a database another worker took over."""
         while True:
-            await asyncio.sleep(leases.LEASE_SECONDS / 4)
+            await asyncio.sleep(config.lease_seconds() / 4)
             ids = sorted(self.held)
             lost = await asyncio.wrap_future(self.journal.submit(
                 lambda conn, ids=ids: leases.renew(conn, self.owner, ids)))
