@@ -27,6 +27,7 @@ Run::
 Without ``--tokens-per-second`` the server answers as fast as its CPU allows
 (the "instant" server used to measure the client's own ceiling).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -105,15 +106,22 @@ class BenchVLLM(FakeVLLM):
                 emb = np.asarray(row, dtype=np.float32).tolist()
             data.append({"index": i, "object": "embedding", "embedding": emb})
         self.stats.answered(len(prepared), tokens)
-        return _json_reply(200, {
-            "id": f"embd-bench-{os.getpid()}-{time.monotonic_ns()}",
-            "object": "list",
-            "created": int(time.time()),
-            "model": self.model,
-            "data": data,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens,
-                      "completion_tokens": 0, "prompt_tokens_details": None},
-        })
+        return _json_reply(
+            200,
+            {
+                "id": f"embd-bench-{os.getpid()}-{time.monotonic_ns()}",
+                "object": "list",
+                "created": int(time.time()),
+                "model": self.model,
+                "data": data,
+                "usage": {
+                    "prompt_tokens": tokens,
+                    "total_tokens": tokens,
+                    "completion_tokens": 0,
+                    "prompt_tokens_details": None,
+                },
+            },
+        )
 
     def _row(self, digest: str) -> np.ndarray:
         """A unit vector unique to the text: a pool row with the text's 8 digest
@@ -145,8 +153,9 @@ class BenchVLLM(FakeVLLM):
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="bench_server.py",
-                                 description="fake vLLM in benchmark mode (see module docstring)")
+    ap = argparse.ArgumentParser(
+        prog="bench_server.py", description="fake vLLM in benchmark mode (see module docstring)"
+    )
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--model", default="Qwen/Qwen3-Embedding-8B")
@@ -154,9 +163,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--request-overhead", type=float, default=0.0, metavar="SECONDS")
     ap.add_argument("--ready-file", required=True)
     args = ap.parse_args(argv)
-    srv = BenchVLLM(model=args.model, host=args.host, port=args.port,
-                    tokens_per_second=args.tokens_per_second,
-                    request_overhead_s=args.request_overhead)
+    srv = BenchVLLM(
+        model=args.model,
+        host=args.host,
+        port=args.port,
+        tokens_per_second=args.tokens_per_second,
+        request_overhead_s=args.request_overhead,
+    )
     return serve_until_signalled(srv, args.ready_file, "benchmark vLLM stand-in")
 
 

@@ -19,6 +19,7 @@ writes a new file and renames it, or deletes and re-creates), so the shared
 inodes never change; read-only modes turn a mistake into an error rather than
 a corrupted cache.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -60,8 +61,9 @@ def clip_texts(captions: dict) -> list[tuple[float, float, str]]:
 
 
 # ------------------------------------------------------------------ layout
-def split_records(total: int, databases: int, rng: random.Random,
-                  spread: tuple[float, float] = (0.5, 1.5)) -> list[int]:
+def split_records(
+    total: int, databases: int, rng: random.Random, spread: tuple[float, float] = (0.5, 1.5)
+) -> list[int]:
     """Records per database: around the mean, at least 1 each, summing to *total*."""
     if databases < 1 or total < databases:
         raise ValueError("need at least one record per database")
@@ -95,15 +97,19 @@ def _build_one(args: tuple) -> tuple[int, int, int]:
         json.dump(captions, fh, indent=4)
     clips = clip_texts(captions)
     vecs = np.random.default_rng(seed).standard_normal((len(clips), OLD_DIM))
-    records = [{"__vector__": vecs[i], "time_start_secs": s, "time_end_secs": e,
-                "caption": caption_text(s, e, text)}
-               for i, (s, e, text) in enumerate(clips)]
+    records = [
+        {"__vector__": vecs[i], "time_start_secs": s, "time_end_secs": e, "caption": caption_text(s, e, text)}
+        for i, (s, e, text) in enumerate(clips)
+    ]
     db = NanoVectorDB(OLD_DIM, storage_file=str(video_dir / "database.json"))
     db.upsert(records)
     ends = [float(k.split("_")[1]) for k in captions if "_" in k and k[0].isdigit()]
-    db.store_additional_data(subject_registry=captions.get("subject_registry"),
-                             video_length=dvd_time(max(ends)),
-                             video_file_root=os.path.abspath(video_dir), fps=2)
+    db.store_additional_data(
+        subject_registry=captions.get("subject_registry"),
+        video_length=dvd_time(max(ends)),
+        video_file_root=os.path.abspath(video_dir),
+        fps=2,
+    )
     db.save()
     tokens = sum(prompt_words(t)[1] for _, _, t in clips)
     chars = sum(len(t) for _, _, t in clips)
@@ -114,8 +120,9 @@ def corpus_key(databases: int, records: int, seed: int) -> str:
     return f"dvd-{databases}db-{records}rec-s{seed}-v{FORMAT}"
 
 
-def ensure_corpus(work: Path, databases: int, records: int, *, seed: int = 0,
-                  jobs: Optional[int] = None, log=print) -> dict:
+def ensure_corpus(
+    work: Path, databases: int, records: int, *, seed: int = 0, jobs: Optional[int] = None, log=print
+) -> dict:
     """Build (or reuse) a tree of *databases* DVD databases holding *records*
     records in all; returns its manifest (with ``root``)."""
     base = work / "corpora" / corpus_key(databases, records, seed)
@@ -150,14 +157,22 @@ def ensure_corpus(work: Path, databases: int, records: int, *, seed: int = 0,
     for p in root.rglob("*.json"):
         os.chmod(p, 0o444)
     man = {
-        "key": base.name, "format": FORMAT, "databases": databases, "records": totals[0],
-        "tokens": totals[1], "chars": totals[2], "seed": seed, "old_dim": OLD_DIM,
+        "key": base.name,
+        "format": FORMAT,
+        "databases": databases,
+        "records": totals[0],
+        "tokens": totals[1],
+        "chars": totals[2],
+        "seed": seed,
+        "old_dim": OLD_DIM,
         "bytes": sum(p.stat().st_size for p in root.glob("*/database.json")),
         "build_seconds": round(time.monotonic() - t0, 1),
     }
     man_path.write_text(json.dumps(man, indent=2))
-    log(f"  built in {man['build_seconds']} s: {man['records']} records, {man['tokens']} tokens, "
-        f"{man['bytes'] / 1e6:.0f} MB")
+    log(
+        f"  built in {man['build_seconds']} s: {man['records']} records, {man['tokens']} tokens, "
+        f"{man['bytes'] / 1e6:.0f} MB"
+    )
     man["root"] = str(root)
     return man
 
@@ -192,5 +207,7 @@ def iter_texts(root: Path) -> Iterator[str]:
 
 def corpus_digests(root: Path) -> set[str]:
     """Digests of every text, as bench_server.text_digest computes them."""
-    return {hashlib.blake2b(" ".join(prompt_words(t)[0]).encode("utf-8"), digest_size=8).hexdigest()
-            for t in iter_texts(root)}
+    return {
+        hashlib.blake2b(" ".join(prompt_words(t)[0]).encode("utf-8"), digest_size=8).hexdigest()
+        for t in iter_texts(root)
+    }

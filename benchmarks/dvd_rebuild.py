@@ -22,6 +22,7 @@ this keeps one worker.
 
 Usage: python benchmarks/dvd_rebuild.py --root DIR --endpoint URL --model M --dim D
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,10 +50,10 @@ def _init_worker(url: str, model: str) -> None:
 def embed_batch(batch: list) -> list:
     """One worker task: POST the batch's captions, return (times, info, embedding) rows."""
     import requests
+
     times, infos = [b[0] for b in batch], [b[2] for b in batch]
     payload = {"input": [b[1] for b in batch], "model": _MODEL}
-    resp = requests.post(_URL, headers={"Content-Type": "application/json"},
-                         data=json.dumps(payload), timeout=600)
+    resp = requests.post(_URL, headers={"Content-Type": "application/json"}, data=json.dumps(payload), timeout=600)
     resp.raise_for_status()
     data = resp.json()["data"]
     if len(data) != len(batch):
@@ -78,27 +79,34 @@ def read_scripts(captions_path: Path) -> list:
     return scripts
 
 
-def build_video(captions_path: Path, db_path: Path, dim: int, url: str,
-                model: str) -> int:
+def build_video(captions_path: Path, db_path: Path, dim: int, url: str, model: str) -> int:
     scripts = read_scripts(captions_path)
-    batches = [scripts[i:i + BATCH] for i in range(0, len(scripts), BATCH)]
+    batches = [scripts[i : i + BATCH] for i in range(0, len(scripts), BATCH)]
     rows: list = []
-    with multiprocessing.Pool(max(1, (os.cpu_count() or 1) // 2), initializer=_init_worker,
-                              initargs=(url, model)) as pool:
+    with multiprocessing.Pool(
+        max(1, (os.cpu_count() or 1) // 2), initializer=_init_worker, initargs=(url, model)
+    ) as pool:
         for result in pool.imap_unordered(embed_batch, batches):
             rows.extend(result)
     vdb = NanoVectorDB(dim, storage_file=str(db_path))
     data = []
     for (t1, t2), info, emb in rows:
-        data.append({"__vector__": np.array(emb), "time_start_secs": t1, "time_end_secs": t2,
-                     "caption": caption_text(t1, t2, info["caption"])})
+        data.append(
+            {
+                "__vector__": np.array(emb),
+                "time_start_secs": t1,
+                "time_end_secs": t2,
+                "caption": caption_text(t1, t2, info["caption"]),
+            }
+        )
     vdb.upsert(data)
     with open(captions_path) as fh:
         captions = json.load(fh)
     registry = captions.pop("subject_registry", captions.pop("character_registry", None))
     length = max(float(k.split("_")[1]) for k in captions)
-    vdb.store_additional_data(subject_registry=registry, video_length=dvd_time(length),
-                              video_file_root=str(db_path.parent), fps=2)
+    vdb.store_additional_data(
+        subject_registry=registry, video_length=dvd_time(length), video_file_root=str(db_path.parent), fps=2
+    )
     vdb.save()
     return len(data)
 
@@ -117,8 +125,9 @@ def main(argv=None) -> int:
         db_path = video / "database.json"
         if db_path.exists():
             os.remove(db_path)  # the user deletes the old database ...
-        records += build_video(video / "captions" / "captions.json", db_path,
-                               args.dim, url, args.model)  # ... and DVD builds it again
+        records += build_video(
+            video / "captions" / "captions.json", db_path, args.dim, url, args.model
+        )  # ... and DVD builds it again
     print(json.dumps({"databases": len(videos), "records": records}))
     return 0
 

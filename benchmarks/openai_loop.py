@@ -8,6 +8,7 @@ and ids, and rename it over the old file.  Sequential: one request in flight.
 
 Usage: python benchmarks/openai_loop.py --root DIR --endpoint URL --model M --dim D [--batch N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,6 +32,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     args = ap.parse_args(argv)
     import openai
+
     client = openai.OpenAI(base_url=args.endpoint, api_key=os.environ.get("OPENAI_API_KEY", "EMPTY"))
     paths = sorted(Path(args.root).glob("*/database.json"))
     records = 0
@@ -41,7 +43,7 @@ def main(argv=None) -> int:
         texts = [DVD_PREFIX.sub("", r["caption"], count=1) for r in rows]
         vectors = []
         for i in range(0, len(texts), args.batch):
-            resp = client.embeddings.create(model=args.model, input=texts[i:i + args.batch])
+            resp = client.embeddings.create(model=args.model, input=texts[i : i + args.batch])
             vectors.extend(d.embedding for d in sorted(resp.data, key=lambda d: d.index))
         tmp = path.with_name(path.name + ".new")
         new = NanoVectorDB(args.dim, storage_file=str(tmp))

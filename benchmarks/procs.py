@@ -1,4 +1,5 @@
 """Processes for the benchmark: the server, timed children, machine facts."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,15 @@ REPO = HERE.parent
 PY = sys.executable
 
 # Variables migrator or the SDK would read; the benchmark sets its own.
-_SCRUB = ("MIGRATOR_ENDPOINT", "MIGRATOR_STATE_DIR", "MIGRATOR_STATE_URL", "MIGRATOR_API_KEY",
-          "VLLM_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL")
+_SCRUB = (
+    "MIGRATOR_ENDPOINT",
+    "MIGRATOR_STATE_DIR",
+    "MIGRATOR_STATE_URL",
+    "MIGRATOR_API_KEY",
+    "VLLM_API_KEY",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+)
 
 
 def child_env() -> dict:
@@ -50,14 +58,29 @@ class Timed:
         return self.user_s + self.sys_s
 
     def as_dict(self) -> dict:
-        return {"cmd": " ".join(self.cmd), "rc": self.rc, "wall_s": round(self.wall_s, 3),
-                "cpu_s": round(self.cpu_s, 3), "user_s": round(self.user_s, 3),
-                "sys_s": round(self.sys_s, 3), "maxrss_mb": round(self.maxrss_mb, 1),
-                "killed": self.killed, "timed_out": self.timed_out, "log": self.log}
+        return {
+            "cmd": " ".join(self.cmd),
+            "rc": self.rc,
+            "wall_s": round(self.wall_s, 3),
+            "cpu_s": round(self.cpu_s, 3),
+            "user_s": round(self.user_s, 3),
+            "sys_s": round(self.sys_s, 3),
+            "maxrss_mb": round(self.maxrss_mb, 1),
+            "killed": self.killed,
+            "timed_out": self.timed_out,
+            "log": self.log,
+        }
 
 
-def run_timed(cmd: list[str], *, log_path: Path, timeout: float, cwd: Optional[Path] = None,
-              poll: Optional[Callable[[], bool]] = None, poll_every: float = 0.02) -> Timed:
+def run_timed(
+    cmd: list[str],
+    *,
+    log_path: Path,
+    timeout: float,
+    cwd: Optional[Path] = None,
+    poll: Optional[Callable[[], bool]] = None,
+    poll_every: float = 0.02,
+) -> Timed:
     """Run *cmd*, reap it with wait4 (CPU and peak RSS include the children it
     reaped, e.g. DVD's pool workers).  *poll* is called while it runs; when it
     returns True the child is SIGKILLed (the kill test)."""
@@ -65,8 +88,15 @@ def run_timed(cmd: list[str], *, log_path: Path, timeout: float, cwd: Optional[P
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
         start = time.monotonic()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=str(cwd or REPO), env=child_env(), start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=str(cwd or REPO),
+            env=child_env(),
+            start_new_session=True,
+        )
         while True:
             pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
             if pid:
@@ -100,8 +130,7 @@ class Server:
     """``bench_server.py`` in its own process (its CPU is its own, and it
     never competes with the client for a GIL)."""
 
-    def __init__(self, work: Path, *, model: str, tokens_per_second: Optional[float],
-                 overhead_s: float):
+    def __init__(self, work: Path, *, model: str, tokens_per_second: Optional[float], overhead_s: float):
         self.work = work
         self.model = model
         self.tps = tokens_per_second
@@ -112,13 +141,22 @@ class Server:
     def __enter__(self) -> "Server":
         self.work.mkdir(parents=True, exist_ok=True)
         ready = self.work / f"server-{os.getpid()}-{time.monotonic_ns()}.url"
-        cmd = [PY, str(HERE / "bench_server.py"), "--model", self.model, "--ready-file", str(ready),
-               "--request-overhead", str(self.overhead)]
+        cmd = [
+            PY,
+            str(HERE / "bench_server.py"),
+            "--model",
+            self.model,
+            "--ready-file",
+            str(ready),
+            "--request-overhead",
+            str(self.overhead),
+        ]
         if self.tps:
             cmd += ["--tokens-per-second", str(self.tps)]
         self.log = open(self.work / "server.log", "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=child_env(), cwd=str(REPO))
+        self.proc = subprocess.Popen(
+            cmd, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env(), cwd=str(REPO)
+        )
         deadline = time.monotonic() + 60
         while not ready.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -130,7 +168,7 @@ class Server:
 
     @property
     def root_url(self) -> str:
-        return self.base_url[:-len("/v1")]
+        return self.base_url[: -len("/v1")]
 
     def stats(self) -> dict:
         with urllib.request.urlopen(self.root_url + "/_bench/stats", timeout=30) as r:
@@ -149,8 +187,12 @@ class Server:
 
 def machine() -> dict:
     """What the numbers were measured on."""
-    info = {"python": platform.python_version(), "platform": platform.platform(),
-            "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -168,6 +210,7 @@ def machine() -> dict:
         pass
     try:
         from importlib.metadata import version
+
         info["packages"] = {p: version(p) for p in ("nano-vectordb", "openai", "numpy", "orjson")}
         for p in ("requests", "matplotlib"):
             try:
@@ -177,10 +220,12 @@ def machine() -> dict:
     except Exception:
         pass
     try:
-        info["git_head"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                                          capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "migrator"], cwd=REPO,
-                               capture_output=True, text=True).stdout.strip()
+        info["git_head"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "migrator"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
         info["migrator_uncommitted_changes"] = bool(dirty)
     except OSError:
         pass

@@ -8,6 +8,7 @@ on the stack).  A thread parked in ``queue.get`` / ``select`` is idle.
 
     python benchmarks/profile_run.py [--databases 200 --records 4000] [--capacity N] [--dim 4096]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,8 +80,7 @@ def main(argv=None) -> int:
     ap.add_argument("--top", type=int, default=18)
     ap.add_argument("--work-dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "migrator-bench")
     args = ap.parse_args(argv)
-    for var in ("MIGRATOR_ENDPOINT", "MIGRATOR_STATE_DIR", "MIGRATOR_API_KEY", "VLLM_API_KEY",
-                "OPENAI_API_KEY"):
+    for var in ("MIGRATOR_ENDPOINT", "MIGRATOR_STATE_DIR", "MIGRATOR_API_KEY", "VLLM_API_KEY", "OPENAI_API_KEY"):
         os.environ.pop(var, None)
     man = corp.ensure_corpus(args.work_dir, args.databases, args.records, seed=0)
     run_dir = args.work_dir / "runs" / "profile"
@@ -88,10 +88,10 @@ def main(argv=None) -> int:
     root = run_dir / "video_database"
     corp.link_copy(Path(man["root"]), root)
     from migrator import api
+
     short, model = MODELS[args.dim]
     with Server(run_dir, model=model, tokens_per_second=args.capacity, overhead_s=args.overhead) as srv:
-        settings = api.Settings(roots=[str(root)], model=short, endpoint=srv.base_url,
-                                state_dir=str(run_dir / "state"))
+        settings = api.Settings(roots=[str(root)], model=short, endpoint=srv.base_url, state_dir=str(run_dir / "state"))
         sampler = Sampler(args.every)
         sampler.start()
         t0, c0 = time.monotonic(), time.process_time()
@@ -100,10 +100,12 @@ def main(argv=None) -> int:
         sampler.stop.set()
         sampler.join()
         stats = srv.stats()
-    print(f"{result.outcome}: {man['records']} records, {man['databases']} databases in {wall:.1f} s "
-          f"({man['records'] / wall:.0f} records/s), client CPU {cpu:.1f} s ({100 * cpu / wall:.0f}%), "
-          f"server CPU {stats['cpu_s']:.1f} s, requests {stats['server']['embedding_ok']}, "
-          f"mean batch {stats['server']['mean_batch']:.1f}, max in flight {stats['server']['max_in_flight']}")
+    print(
+        f"{result.outcome}: {man['records']} records, {man['databases']} databases in {wall:.1f} s "
+        f"({man['records'] / wall:.0f} records/s), client CPU {cpu:.1f} s ({100 * cpu / wall:.0f}%), "
+        f"server CPU {stats['cpu_s']:.1f} s, requests {stats['server']['embedding_ok']}, "
+        f"mean batch {stats['server']['mean_batch']:.1f}, max in flight {stats['server']['max_in_flight']}"
+    )
     for group, n in sampler.samples.most_common():
         print(f"\n== thread {group}: {n} samples ({n * args.every:.1f} s)")
         print("   self:")

@@ -22,6 +22,7 @@ many databases, and texts re-embedded after a SIGKILL at 50% and a resume.
 
 Results: benchmarks/results/<name>.json (+ .md), plot docs/benchmarks-goodput.png.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,24 +58,50 @@ CONTENDERS = ("migrator", "dvd", "loop")
 MEASURES = ("goodput", "ceiling", "memory", "plan", "kill")
 
 TARGETS = {
-    "goodput_min": 0.95, "goodput_capacity_range": [5_000, 200_000],
-    "speedup_vs_dvd_at_seed": 3.0, "ceiling_rps_1024": 20_000, "ceiling_rps_4096": 8_000,
-    "memory_flat_within": 0.10, "plan_seconds_10000_databases": 10.0,
+    "goodput_min": 0.95,
+    "goodput_capacity_range": [5_000, 200_000],
+    "speedup_vs_dvd_at_seed": 3.0,
+    "ceiling_rps_1024": 20_000,
+    "ceiling_rps_4096": 8_000,
+    "memory_flat_within": 0.10,
+    "plan_seconds_10000_databases": 10.0,
     "rework_at_most": "one in-flight window",
 }
 
 PRESETS = {
     # CI smoke test: every measurement runs once on a tiny corpus; no timing assertion.
-    "quick": dict(databases=8, records=120, capacities=[15_900, 200_000], large_databases=40,
-                  small_databases=10, records_per_db=12, kill_capacity=15_900, plan_databases=40),
+    "quick": dict(
+        databases=8,
+        records=120,
+        capacities=[15_900, 200_000],
+        large_databases=40,
+        small_databases=10,
+        records_per_db=12,
+        kill_capacity=15_900,
+        plan_databases=40,
+    ),
     # Figures for docs/BENCHMARKS.md (a few hours on 2 cores).
-    "full": dict(databases=1_000, records=40_000, capacities=[5_000, 15_900, 50_000, 200_000],
-                 large_databases=10_000, small_databases=10, records_per_db=22,
-                 kill_capacity=50_000, plan_databases=10_000),
+    "full": dict(
+        databases=1_000,
+        records=40_000,
+        capacities=[5_000, 15_900, 50_000, 200_000],
+        large_databases=10_000,
+        small_databases=10,
+        records_per_db=22,
+        kill_capacity=50_000,
+        plan_databases=10_000,
+    ),
     # Neither flag: a modest run.
-    "default": dict(databases=200, records=4_000, capacities=[15_900, 50_000, 200_000],
-                    large_databases=1_000, small_databases=10, records_per_db=22,
-                    kill_capacity=50_000, plan_databases=10_000),
+    "default": dict(
+        databases=200,
+        records=4_000,
+        capacities=[15_900, 50_000, 200_000],
+        large_databases=1_000,
+        small_databases=10,
+        records_per_db=22,
+        kill_capacity=50_000,
+        plan_databases=10_000,
+    ),
 }
 
 
@@ -90,14 +117,51 @@ def contender_cmd(name: str, root: Path, state: Path, url: str, dim: int, loop_b
     if name == "migrator":  # default settings: no tuning flags
         # --no-quality-gate: the benchmark server's vectors are random per text (a throughput
         # model, not a semantic one), which the gate rightly refuses. Its cost is measured apart.
-        return [PY, "-m", "migrator.cli", "run", "--root", str(root), "--model", short,
-                "--endpoint", url, "--state-dir", str(state), "--yes", "--json", "--no-quality-gate"]
+        return [
+            PY,
+            "-m",
+            "migrator.cli",
+            "run",
+            "--root",
+            str(root),
+            "--model",
+            short,
+            "--endpoint",
+            url,
+            "--state-dir",
+            str(state),
+            "--yes",
+            "--json",
+            "--no-quality-gate",
+        ]
     if name == "dvd":
-        return [PY, str(REPO / "benchmarks" / "dvd_rebuild.py"), "--root", str(root),
-                "--endpoint", url, "--model", model, "--dim", str(dim)]
+        return [
+            PY,
+            str(REPO / "benchmarks" / "dvd_rebuild.py"),
+            "--root",
+            str(root),
+            "--endpoint",
+            url,
+            "--model",
+            model,
+            "--dim",
+            str(dim),
+        ]
     if name == "loop":
-        return [PY, str(REPO / "benchmarks" / "openai_loop.py"), "--root", str(root),
-                "--endpoint", url, "--model", model, "--dim", str(dim), "--batch", str(loop_batch)]
+        return [
+            PY,
+            str(REPO / "benchmarks" / "openai_loop.py"),
+            "--root",
+            str(root),
+            "--endpoint",
+            url,
+            "--model",
+            model,
+            "--dim",
+            str(dim),
+            "--batch",
+            str(loop_batch),
+        ]
     raise ValueError(name)
 
 
@@ -106,6 +170,7 @@ def verify_tree(root: Path, pristine: Path, dim: int, sample: int = 25) -> list[
     the new dimension; each must hold as many records as before."""
     NanoVectorDB = corp.NanoVectorDB
     import orjson
+
     problems = []
     dbs = sorted(Path(pristine).glob("*/database.json"))
     step = max(1, len(dbs) // sample)
@@ -126,8 +191,9 @@ def timeout_for(ideal_s: float) -> float:
     return 20 * ideal_s + 180
 
 
-def one_run(name: str, man: dict, work: Path, *, capacity, overhead: float, dim: int,
-            loop_batch: int, tag: str, keep: bool) -> dict:
+def one_run(
+    name: str, man: dict, work: Path, *, capacity, overhead: float, dim: int, loop_batch: int, tag: str, keep: bool
+) -> dict:
     """One contender over a fresh (hard-linked) copy of the corpus, on a fresh server."""
     run_dir = work / "runs" / tag
     corp.remove_tree(run_dir)
@@ -137,13 +203,21 @@ def one_run(name: str, man: dict, work: Path, *, capacity, overhead: float, dim:
     _, model = MODELS[dim]
     with Server(run_dir, model=model, tokens_per_second=capacity, overhead_s=overhead) as srv:
         s0 = srv.stats()
-        t = run_timed(contender_cmd(name, root, run_dir / "state", srv.base_url, dim, loop_batch),
-                      log_path=run_dir / f"{name}.log",
-                      # an instant server: allow 50 records/s, far below any useful client
-                      timeout=timeout_for(ideal) if capacity else man["records"] / 50 + 300)
+        t = run_timed(
+            contender_cmd(name, root, run_dir / "state", srv.base_url, dim, loop_batch),
+            log_path=run_dir / f"{name}.log",
+            # an instant server: allow 50 records/s, far below any useful client
+            timeout=timeout_for(ideal) if capacity else man["records"] / 50 + 300,
+        )
         s1 = srv.stats()
-    res = {"contender": name, "capacity": capacity, "dim": dim, **t.as_dict(),
-           "records": man["records"], "tokens": man["tokens"]}
+    res = {
+        "contender": name,
+        "capacity": capacity,
+        "dim": dim,
+        **t.as_dict(),
+        "records": man["records"],
+        "tokens": man["tokens"],
+    }
     res.update(_server_figures(s0, s1))
     res["ok"] = t.rc == 0 and not t.timed_out
     if not res["ok"]:
@@ -166,7 +240,7 @@ def one_run(name: str, man: dict, work: Path, *, capacity, overhead: float, dim:
     res["server_cpu_pct"] = round(100 * res["server_cpu_s"] / t.wall_s, 1) if t.wall_s else None
     if name == "migrator" and res["ok"]:
         try:
-            out = json.loads(t.stdout_tail[t.stdout_tail.index("{"):])
+            out = json.loads(t.stdout_tail[t.stdout_tail.index("{") :])
             res["migrator_outcome"] = out.get("outcome")
         except (ValueError, json.JSONDecodeError):
             pass
@@ -197,11 +271,22 @@ def measure_goodput(args, man, work) -> list[dict]:
     for cap in args.capacities:
         for name in args.contenders:
             log(f"goodput: {name} at {cap:,} tokens/s (ideal {man['tokens'] / cap:.1f} s)")
-            r = one_run(name, man, work, capacity=cap, overhead=args.overhead, dim=4096,
-                        loop_batch=args.loop_batch, tag=f"goodput-{cap}-{name}", keep=args.keep)
-            log(f"  wall {r['wall_s']:.1f} s, goodput {r.get('goodput')}, busy {r.get('goodput_busy')}, "
+            r = one_run(
+                name,
+                man,
+                work,
+                capacity=cap,
+                overhead=args.overhead,
+                dim=4096,
+                loop_batch=args.loop_batch,
+                tag=f"goodput-{cap}-{name}",
+                keep=args.keep,
+            )
+            log(
+                f"  wall {r['wall_s']:.1f} s, goodput {r.get('goodput')}, busy {r.get('goodput_busy')}, "
                 f"client cpu {r['client_cpu_pct']}%, server cpu {r['server_cpu_pct']}%"
-                + ("" if r["ok"] else f"  FAILED: {r.get('error', '')[:300]}"))
+                + ("" if r["ok"] else f"  FAILED: {r.get('error', '')[:300]}")
+            )
             rows.append(r)
     return rows
 
@@ -210,24 +295,54 @@ def measure_ceiling(args, large, work, dims=(1024, 4096)) -> list[dict]:
     rows = []
     for dim in dims:
         log(f"ceiling: migrator, instant server, {dim} dims, {large['records']} records")
-        r = one_run("migrator", large, work, capacity=None, overhead=0.0, dim=dim,
-                    loop_batch=args.loop_batch, tag=f"ceiling-{dim}", keep=args.keep)
-        log(f"  {r['records_per_s']} records/s end to end ({r.get('records_per_s_busy')} while "
-            f"embedding), peak RSS {r['maxrss_mb']} MB" + ("" if r["ok"] else "  FAILED"))
+        r = one_run(
+            "migrator",
+            large,
+            work,
+            capacity=None,
+            overhead=0.0,
+            dim=dim,
+            loop_batch=args.loop_batch,
+            tag=f"ceiling-{dim}",
+            keep=args.keep,
+        )
+        log(
+            f"  {r['records_per_s']} records/s end to end ({r.get('records_per_s_busy')} while "
+            f"embedding), peak RSS {r['maxrss_mb']} MB" + ("" if r["ok"] else "  FAILED")
+        )
         rows.append(r)
     return rows
 
 
 def measure_memory(args, small, large_ceiling, work) -> dict:
     log(f"memory: migrator over {small['databases']} databases")
-    r_small = one_run("migrator", small, work, capacity=None, overhead=0.0, dim=4096,
-                      loop_batch=args.loop_batch, tag="memory-small", keep=args.keep)
+    r_small = one_run(
+        "migrator",
+        small,
+        work,
+        capacity=None,
+        overhead=0.0,
+        dim=4096,
+        loop_batch=args.loop_batch,
+        tag="memory-small",
+        keep=args.keep,
+    )
     big = next((r for r in large_ceiling if r["dim"] == 4096), None)
-    out = {"small": {"databases": small["databases"], "records": small["records"],
-                     "maxrss_mb": r_small["maxrss_mb"], "ok": r_small["ok"]}}
+    out = {
+        "small": {
+            "databases": small["databases"],
+            "records": small["records"],
+            "maxrss_mb": r_small["maxrss_mb"],
+            "ok": r_small["ok"],
+        }
+    }
     if big is not None:
-        out["large"] = {"databases": args.large_databases, "records": big["records"],
-                        "maxrss_mb": big["maxrss_mb"], "ok": big["ok"]}
+        out["large"] = {
+            "databases": args.large_databases,
+            "records": big["records"],
+            "maxrss_mb": big["maxrss_mb"],
+            "ok": big["ok"],
+        }
         out["ratio"] = round(big["maxrss_mb"] / r_small["maxrss_mb"], 3) if r_small["maxrss_mb"] else None
     log(f"  peak RSS {out['small']['maxrss_mb']} MB vs {out.get('large', {}).get('maxrss_mb')} MB")
     return out
@@ -237,22 +352,35 @@ def measure_plan(args, large, small, work) -> dict:
     out = {}
     for label, man in (("small", small), ("large", large)):
         log(f"plan: migrate plan --no-probe over {man['databases']} databases")
-        t = run_timed([PY, "-m", "migrator.cli", "plan", "--root", man["root"], "--model", "8b",
-                       "--no-probe", "--json"], log_path=work / "runs" / f"plan-{label}.log",
-                      timeout=600)
+        t = run_timed(
+            [PY, "-m", "migrator.cli", "plan", "--root", man["root"], "--model", "8b", "--no-probe", "--json"],
+            log_path=work / "runs" / f"plan-{label}.log",
+            timeout=600,
+        )
         ok = t.rc == 0
         try:
-            doc = json.loads(Path(t.log).read_text()[Path(t.log).read_text().index("{"):])
+            doc = json.loads(Path(t.log).read_text()[Path(t.log).read_text().index("{") :])
             ok = ok and doc["totals"]["to_migrate"] == man["databases"]
         except (ValueError, KeyError, json.JSONDecodeError):
             ok = False
-        out[label] = {"databases": man["databases"], "wall_s": round(t.wall_s, 3),
-                      "cpu_s": round(t.cpu_s, 3), "maxrss_mb": round(t.maxrss_mb, 1), "ok": ok}
+        out[label] = {
+            "databases": man["databases"],
+            "wall_s": round(t.wall_s, 3),
+            "cpu_s": round(t.cpu_s, 3),
+            "maxrss_mb": round(t.maxrss_mb, 1),
+            "ok": ok,
+        }
         log(f"  {t.wall_s:.2f} s" + ("" if ok else "  FAILED"))
-    out["per_1000_databases_s"] = round(max(0.0, 1000 * (out["large"]["wall_s"] - out["small"]["wall_s"])
-                                            / max(1, large["databases"] - small["databases"])), 3)
-    out["extrapolated_10000_s"] = round(out["small"]["wall_s"]
-                                        + out["per_1000_databases_s"] * (10_000 - small["databases"]) / 1000, 2)
+    out["per_1000_databases_s"] = round(
+        max(
+            0.0,
+            1000 * (out["large"]["wall_s"] - out["small"]["wall_s"]) / max(1, large["databases"] - small["databases"]),
+        ),
+        3,
+    )
+    out["extrapolated_10000_s"] = round(
+        out["small"]["wall_s"] + out["per_1000_databases_s"] * (10_000 - small["databases"]) / 1000, 2
+    )
     return out
 
 
@@ -303,10 +431,15 @@ def measure_kill(args, man, work) -> dict:
     observed_window = srv_stats["max_in_flight"] * max(1.0, srv_stats["mean_batch"])
     problems = verify_tree(root, Path(man["root"]), 4096) if t2.rc == 0 else ["resume failed"]
     out = {
-        "capacity": cap, "records": man["records"], "killed_at_committed": committed,
+        "capacity": cap,
+        "records": man["records"],
+        "killed_at_committed": committed,
         "killed_at_fraction": round(committed / man["records"], 3),
-        "killed": t1.killed and not t1.timed_out, "killed_rc": t1.rc, "resume_rc": t2.rc,
-        "resume_wall_s": round(t2.wall_s, 2), "first_wall_s": round(t1.wall_s, 2),
+        "killed": t1.killed and not t1.timed_out,
+        "killed_rc": t1.rc,
+        "resume_rc": t2.rc,
+        "resume_wall_s": round(t2.wall_s, 2),
+        "first_wall_s": round(t1.wall_s, 2),
         "texts_answered_before_resume": mid["texts_answered"],
         "rework_texts": rework,
         "window_settings_default": window_default,
@@ -319,15 +452,16 @@ def measure_kill(args, man, work) -> dict:
     out["rework_within_window"] = rework <= max(window_default, observed_window)
     if not args.keep:
         corp.remove_tree(root)
-    log(f"  killed at {committed}/{man['records']} committed; resume rc {t2.rc}; "
+    log(
+        f"  killed at {committed}/{man['records']} committed; resume rc {t2.rc}; "
         f"{rework} texts embedded twice (window: {window_default} by Settings defaults, "
-        f"{observed_window:.0f} observed)")
+        f"{observed_window:.0f} observed)"
+    )
     return out
 
 
 def measure_startup(work) -> dict:
-    t = run_timed([PY, "-m", "migrator.cli", "--help"], log_path=work / "runs" / "startup.log",
-                  timeout=120)
+    t = run_timed([PY, "-m", "migrator.cli", "--help"], log_path=work / "runs" / "startup.log", timeout=120)
     return {"migrate_help_wall_s": round(t.wall_s, 3), "cpu_s": round(t.cpu_s, 3)}
 
 
@@ -341,10 +475,13 @@ def verdicts(res: dict) -> dict:
     in_range = [r for r in gp if lo <= r["capacity"] <= hi and r.get("goodput") is not None]
     if in_range:
         worst = min(in_range, key=lambda r: r["goodput"])
-        v["goodput"] = {"target": f">= {TARGETS['goodput_min']} at every capacity {lo:,}-{hi:,}",
-                        "worst": worst["goodput"], "at_capacity": worst["capacity"],
-                        "capacities_measured": sorted(r["capacity"] for r in in_range),
-                        "met": worst["goodput"] >= TARGETS["goodput_min"] and worst["ok"]}
+        v["goodput"] = {
+            "target": f">= {TARGETS['goodput_min']} at every capacity {lo:,}-{hi:,}",
+            "worst": worst["goodput"],
+            "at_capacity": worst["capacity"],
+            "capacities_measured": sorted(r["capacity"] for r in in_range),
+            "met": worst["goodput"] >= TARGETS["goodput_min"] and worst["ok"],
+        }
     by = {(r["contender"], r["capacity"]): r for r in res.get("goodput", [])}
     caps = sorted({r["capacity"] for r in res.get("goodput", [])})
     if caps:
@@ -352,81 +489,114 @@ def verdicts(res: dict) -> dict:
         m, d = by.get(("migrator", seed)), by.get(("dvd", seed))
         if m and d and m["ok"] and d["ok"]:
             sp = d["wall_s"] / m["wall_s"]
-            v["speedup_vs_dvd"] = {"target": f">= {TARGETS['speedup_vs_dvd_at_seed']}x at the seed capacity",
-                                   "capacity": seed, "speedup": round(sp, 2),
-                                   "met": sp >= TARGETS["speedup_vs_dvd_at_seed"]}
+            v["speedup_vs_dvd"] = {
+                "target": f">= {TARGETS['speedup_vs_dvd_at_seed']}x at the seed capacity",
+                "capacity": seed,
+                "speedup": round(sp, 2),
+                "met": sp >= TARGETS["speedup_vs_dvd_at_seed"],
+            }
     for r in res.get("ceiling", []):
         want = TARGETS[f"ceiling_rps_{r['dim']}"]
-        v[f"ceiling_{r['dim']}"] = {"target": f">= {want:,} records/s", "records_per_s": r["records_per_s"],
-                                    "records_per_s_busy": r.get("records_per_s_busy"),
-                                    "met": bool(r["ok"] and r["records_per_s"] and r["records_per_s"] >= want)}
+        v[f"ceiling_{r['dim']}"] = {
+            "target": f">= {want:,} records/s",
+            "records_per_s": r["records_per_s"],
+            "records_per_s_busy": r.get("records_per_s_busy"),
+            "met": bool(r["ok"] and r["records_per_s"] and r["records_per_s"] >= want),
+        }
     mem = res.get("memory")
     if mem and mem.get("ratio") is not None:
-        v["memory"] = {"target": "peak RSS within 10% from 10 to 10,000 databases",
-                       "databases": [mem["small"]["databases"], mem["large"]["databases"]],
-                       "ratio": mem["ratio"], "met": abs(mem["ratio"] - 1) <= TARGETS["memory_flat_within"]}
+        v["memory"] = {
+            "target": "peak RSS within 10% from 10 to 10,000 databases",
+            "databases": [mem["small"]["databases"], mem["large"]["databases"]],
+            "ratio": mem["ratio"],
+            "met": abs(mem["ratio"] - 1) <= TARGETS["memory_flat_within"],
+        }
     plan = res.get("plan")
     if plan:
         n = plan["large"]["databases"]
         secs = plan["large"]["wall_s"] if n >= 10_000 else plan["extrapolated_10000_s"]
-        v["plan"] = {"target": "< 10 s over 10,000 databases", "databases_measured": n,
-                     "seconds": plan["large"]["wall_s"], "seconds_at_10000": secs,
-                     "extrapolated": n < 10_000, "met": secs < TARGETS["plan_seconds_10000_databases"]}
+        v["plan"] = {
+            "target": "< 10 s over 10,000 databases",
+            "databases_measured": n,
+            "seconds": plan["large"]["wall_s"],
+            "seconds_at_10000": secs,
+            "extrapolated": n < 10_000,
+            "met": secs < TARGETS["plan_seconds_10000_databases"],
+        }
     kill = res.get("kill")
     if kill:
-        v["rework"] = {"target": "<= one in-flight window", "rework_texts": kill["rework_texts"],
-                       "window": max(kill["window_settings_default"], kill["window_observed"]),
-                       "met": kill["ok"] and kill["rework_within_window"]}
+        v["rework"] = {
+            "target": "<= one in-flight window",
+            "rework_texts": kill["rework_texts"],
+            "window": max(kill["window_settings_default"], kill["window_observed"]),
+            "met": kill["ok"] and kill["rework_within_window"],
+        }
     return v
 
 
 def markdown(res: dict) -> str:
     lines = []
     m = res["machine"]
-    lines.append(f"Machine: {m.get('cpus')} CPUs ({m.get('cpu_model', '?')}), {m.get('ram_gb', '?')} GB RAM, "
-                 f"Python {m['python']}, {m['platform']}; {m['date']}; load average at start "
-                 f"{m.get('loadavg_start')}, at end {m.get('loadavg_end')}.")
+    lines.append(
+        f"Machine: {m.get('cpus')} CPUs ({m.get('cpu_model', '?')}), {m.get('ram_gb', '?')} GB RAM, "
+        f"Python {m['python']}, {m['platform']}; {m['date']}; load average at start "
+        f"{m.get('loadavg_start')}, at end {m.get('loadavg_end')}."
+    )
     c = res["config"]
     lines.append("")
-    lines.append(f"Corpus: {res['corpus']['databases']} DVD databases, {res['corpus']['records']:,} records, "
-                 f"{res['corpus']['tokens']:,} tokens (3072 dims, real nano-vectordb). Server overhead "
-                 f"{c['overhead_s'] * 1000:.1f} ms/request; migrator CLI start-up alone "
-                 f"{res.get('startup', {}).get('migrate_help_wall_s', '?')} s.")
+    lines.append(
+        f"Corpus: {res['corpus']['databases']} DVD databases, {res['corpus']['records']:,} records, "
+        f"{res['corpus']['tokens']:,} tokens (3072 dims, real nano-vectordb). Server overhead "
+        f"{c['overhead_s'] * 1000:.1f} ms/request; migrator CLI start-up alone "
+        f"{res.get('startup', {}).get('migrate_help_wall_s', '?')} s."
+    )
     lines.append("")
     gp = res.get("goodput", [])
     if gp:
-        lines.append("| contender | capacity (tok/s) | ideal (s) | wall (s) | goodput | goodput while busy | "
-                     "client CPU | server CPU | requests | mean batch | max in flight |")
+        lines.append(
+            "| contender | capacity (tok/s) | ideal (s) | wall (s) | goodput | goodput while busy | "
+            "client CPU | server CPU | requests | mean batch | max in flight |"
+        )
         lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in gp:
             bad = "" if r["ok"] else " (FAILED)"
-            lines.append(f"| {r['contender']}{bad} | {r['capacity']:,} | {r.get('ideal_s')} | {r['wall_s']:.1f} | "
-                         f"{r.get('goodput')} | {r.get('goodput_busy')} | {r['client_cpu_pct']}% | "
-                         f"{r['server_cpu_pct']}% | {r['server_requests']} | {r['server_mean_batch']} | "
-                         f"{r['server_max_in_flight']} |")
+            lines.append(
+                f"| {r['contender']}{bad} | {r['capacity']:,} | {r.get('ideal_s')} | {r['wall_s']:.1f} | "
+                f"{r.get('goodput')} | {r.get('goodput_busy')} | {r['client_cpu_pct']}% | "
+                f"{r['server_cpu_pct']}% | {r['server_requests']} | {r['server_mean_batch']} | "
+                f"{r['server_max_in_flight']} |"
+            )
     lines.append("")
     for r in res.get("ceiling", []):
-        lines.append(f"- Ceiling at {r['dim']} dims ({r['records']:,} records, instant server): "
-                     f"{r['records_per_s']} records/s end to end, {r.get('records_per_s_busy')} while "
-                     f"embedding; client CPU {r['client_cpu_pct']}%, server CPU {r['server_cpu_pct']}%; "
-                     f"peak RSS {r['maxrss_mb']} MB.")
+        lines.append(
+            f"- Ceiling at {r['dim']} dims ({r['records']:,} records, instant server): "
+            f"{r['records_per_s']} records/s end to end, {r.get('records_per_s_busy')} while "
+            f"embedding; client CPU {r['client_cpu_pct']}%, server CPU {r['server_cpu_pct']}%; "
+            f"peak RSS {r['maxrss_mb']} MB."
+        )
     mem = res.get("memory")
     if mem and "large" in mem:
-        lines.append(f"- Peak RSS of `migrate run`: {mem['small']['maxrss_mb']} MB over "
-                     f"{mem['small']['databases']} databases, {mem['large']['maxrss_mb']} MB over "
-                     f"{mem['large']['databases']:,} (ratio {mem['ratio']}).")
+        lines.append(
+            f"- Peak RSS of `migrate run`: {mem['small']['maxrss_mb']} MB over "
+            f"{mem['small']['databases']} databases, {mem['large']['maxrss_mb']} MB over "
+            f"{mem['large']['databases']:,} (ratio {mem['ratio']})."
+        )
     plan = res.get("plan")
     if plan:
-        lines.append(f"- `migrate plan --no-probe`: {plan['small']['wall_s']} s over {plan['small']['databases']} "
-                     f"databases, {plan['large']['wall_s']} s over {plan['large']['databases']:,} "
-                     f"({plan['per_1000_databases_s']} s per 1,000 more; {plan['extrapolated_10000_s']} s "
-                     f"at 10,000 by that slope).")
+        lines.append(
+            f"- `migrate plan --no-probe`: {plan['small']['wall_s']} s over {plan['small']['databases']} "
+            f"databases, {plan['large']['wall_s']} s over {plan['large']['databases']:,} "
+            f"({plan['per_1000_databases_s']} s per 1,000 more; {plan['extrapolated_10000_s']} s "
+            f"at 10,000 by that slope)."
+        )
     kill = res.get("kill")
     if kill:
-        lines.append(f"- SIGKILL at {kill['killed_at_fraction'] * 100:.0f}% committed, then resume: "
-                     f"{kill['rework_texts']} texts embedded twice; in-flight window "
-                     f"{kill['window_settings_default']} (Settings defaults 8 x 32), "
-                     f"{kill['window_observed']} observed (max in flight x mean batch).")
+        lines.append(
+            f"- SIGKILL at {kill['killed_at_fraction'] * 100:.0f}% committed, then resume: "
+            f"{kill['rework_texts']} texts embedded twice; in-flight window "
+            f"{kill['window_settings_default']} (Settings defaults 8 x 32), "
+            f"{kill['window_observed']} observed (max in flight x mean batch)."
+        )
     lines.append("")
     lines.append("| target | measured | met |")
     lines.append("|---|---|---|")
@@ -439,6 +609,7 @@ def markdown(res: dict) -> str:
 def plot(res: dict, path: Path) -> str | None:
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -448,20 +619,31 @@ def plot(res: dict, path: Path) -> str | None:
         return "no goodput figures to plot"
     fig, ax = plt.subplots(figsize=(7.5, 5.4), dpi=120)
     styles = {"migrator": ("tab:blue", "o"), "dvd": ("tab:red", "s"), "loop": ("tab:gray", "^")}
-    labels = {"migrator": "migrator (default settings)",
-              "dvd": "DVD rebuild (Pool(cpu//2), batch 128, float JSON)",
-              "loop": "plain openai-SDK loop (sequential)"}
+    labels = {
+        "migrator": "migrator (default settings)",
+        "dvd": "DVD rebuild (Pool(cpu//2), batch 128, float JSON)",
+        "loop": "plain openai-SDK loop (sequential)",
+    }
     for name in CONTENDERS:
         pts = sorted((r["capacity"], r["goodput"]) for r in gp if r["contender"] == name and r["ok"])
         if pts:
             color, marker = styles[name]
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=color, label=labels[name])
-        busy = sorted((r["capacity"], r["goodput_busy"]) for r in gp
-                      if r["contender"] == name and r["ok"] and r.get("goodput_busy"))
+        busy = sorted(
+            (r["capacity"], r["goodput_busy"])
+            for r in gp
+            if r["contender"] == name and r["ok"] and r.get("goodput_busy")
+        )
         if name == "migrator" and busy:
-            ax.plot([p[0] for p in busy], [p[1] for p in busy], linestyle="--", linewidth=1,
-                    color=styles[name][0], alpha=0.6,
-                    label="migrator, embedding phase only (first request to last answer)")
+            ax.plot(
+                [p[0] for p in busy],
+                [p[1] for p in busy],
+                linestyle="--",
+                linewidth=1,
+                color=styles[name][0],
+                alpha=0.6,
+                label="migrator, embedding phase only (first request to last answer)",
+            )
     ax.axhline(TARGETS["goodput_min"], color="tab:green", linestyle="--", linewidth=1, label="target 0.95")
     ax.axvline(SEED_CAPACITY, color="black", linestyle=":", linewidth=0.8)
     ax.text(SEED_CAPACITY, 1.0, " seed 15,900", fontsize=7, va="bottom")
@@ -470,8 +652,11 @@ def plot(res: dict, path: Path) -> str | None:
     ax.set_xlabel("server capacity (tokens/s, shared by all requests in flight)")
     ax.set_ylabel("goodput = (tokens / capacity) / wall time")
     c, m = res["corpus"], res["machine"]
-    ax.set_title(f"{c['databases']:,} DVD databases, {c['records']:,} records, {c['tokens']:,} tokens\n"
-                 f"{m.get('cpus')} CPUs, Python {m['python']}, {m['date'][:10]}", fontsize=9)
+    ax.set_title(
+        f"{c['databases']:,} DVD databases, {c['records']:,} records, {c['tokens']:,} tokens\n"
+        f"{m.get('cpus')} CPUs, Python {m['python']}, {m['date'][:10]}",
+        fontsize=9,
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     fig.tight_layout()
@@ -528,24 +713,36 @@ def _ints(text: str) -> list[int]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap = argparse.ArgumentParser(
+        prog="benchmarks/run.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="CI smoke test: tiny corpus, no timing assertion")
-    mode.add_argument("--full", action="store_true",
-                      help="full sizes: 1,000 databases / 40,000 records for the sweep, 10,000 for memory and plan")
+    mode.add_argument(
+        "--full",
+        action="store_true",
+        help="full sizes: 1,000 databases / 40,000 records for the sweep, 10,000 for memory and plan",
+    )
     ap.add_argument("--capacities", type=_ints, help="server capacities, tokens/s (e.g. 5000,15900,50000,200000)")
     ap.add_argument("--databases", type=int, help="databases in the goodput corpus")
     ap.add_argument("--records", type=int, help="records in all in the goodput corpus")
-    ap.add_argument("--large-databases", type=int,
-                    help="databases in the large corpus (ceiling, memory); up to 10,000")
-    ap.add_argument("--plan-databases", type=int,
-                    help="databases for the plan timing (its corpus is cheap to build; default 10,000)")
+    ap.add_argument("--large-databases", type=int, help="databases in the large corpus (ceiling, memory); up to 10,000")
+    ap.add_argument(
+        "--plan-databases",
+        type=int,
+        help="databases for the plan timing (its corpus is cheap to build; default 10,000)",
+    )
     ap.add_argument("--small-databases", type=int, help="databases in the small corpus for memory (10)")
     ap.add_argument("--records-per-db", type=int, help="mean records per database in the small/large corpora")
-    ap.add_argument("--overhead", type=float, default=DEFAULT_OVERHEAD_S,
-                    help=f"server overhead per request, seconds (default {DEFAULT_OVERHEAD_S}, from the facts)")
+    ap.add_argument(
+        "--overhead",
+        type=float,
+        default=DEFAULT_OVERHEAD_S,
+        help=f"server overhead per request, seconds (default {DEFAULT_OVERHEAD_S}, from the facts)",
+    )
     ap.add_argument("--kill-capacity", type=int, help="server capacity during the kill test")
     ap.add_argument("--contenders", default=",".join(CONTENDERS), help="subset of migrator,dvd,loop")
     ap.add_argument("--measure", default=",".join(MEASURES), help="subset of " + ",".join(MEASURES))
@@ -553,11 +750,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--name", help="result name (default: quick, full or run-<date>)")
     ap.add_argument("--results-dir", type=Path, help="default benchmarks/results (quick: the work dir)")
     ap.add_argument("--plot", type=Path, help="default docs/benchmarks-goodput.png (quick: the work dir)")
-    ap.add_argument("--work-dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "migrator-bench",
-                    help="corpora (cached) and run directories")
+    ap.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path(os.environ.get("TMPDIR", "/tmp")) / "migrator-bench",
+        help="corpora (cached) and run directories",
+    )
     ap.add_argument("--keep", action="store_true", help="keep migrated trees of each run")
-    ap.add_argument("--replot", type=Path, metavar="RESULTS_JSON",
-                    help="only redraw the plot (and the .md) from a results file")
+    ap.add_argument(
+        "--replot", type=Path, metavar="RESULTS_JSON", help="only redraw the plot (and the .md) from a results file"
+    )
     args = ap.parse_args(argv)
     preset = PRESETS["quick" if args.quick else "full" if args.full else "default"]
     for key, value in preset.items():
@@ -592,35 +794,48 @@ def main(argv=None) -> int:
     work = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    res: dict = {"name": args.name, "mode": "quick" if args.quick else "full" if args.full else "custom",
-                 "machine": machine(), "targets": TARGETS, "measures": args.measures,
-                 "config": {"capacities": args.capacities, "overhead_s": args.overhead,
-                            "seed_capacity": SEED_CAPACITY, "contenders": args.contenders,
-                            "loop_batch": args.loop_batch, "kill_capacity": args.kill_capacity,
-                            "migrator_settings": "CLI defaults (no --batch-size/--concurrency)"}}
+    res: dict = {
+        "name": args.name,
+        "mode": "quick" if args.quick else "full" if args.full else "custom",
+        "machine": machine(),
+        "targets": TARGETS,
+        "measures": args.measures,
+        "config": {
+            "capacities": args.capacities,
+            "overhead_s": args.overhead,
+            "seed_capacity": SEED_CAPACITY,
+            "contenders": args.contenders,
+            "loop_batch": args.loop_batch,
+            "kill_capacity": args.kill_capacity,
+            "migrator_settings": "CLI defaults (no --batch-size/--concurrency)",
+        },
+    }
     need_large = {"ceiling", "memory"} & set(args.measures)
     man = corp.ensure_corpus(work, args.databases, args.records, seed=0, log=log)
     res["corpus"] = {k: man[k] for k in ("databases", "records", "tokens", "chars", "bytes", "key")}
     small = large = None
     if need_large:
-        small = corp.ensure_corpus(work, args.small_databases, args.small_databases * args.records_per_db,
-                                   seed=1, log=log)
-        large = corp.ensure_corpus(work, args.large_databases, args.large_databases * args.records_per_db,
-                                   seed=2, log=log)
+        small = corp.ensure_corpus(
+            work, args.small_databases, args.small_databases * args.records_per_db, seed=1, log=log
+        )
+        large = corp.ensure_corpus(
+            work, args.large_databases, args.large_databases * args.records_per_db, seed=2, log=log
+        )
         res["corpus_small"] = {k: small[k] for k in ("databases", "records", "tokens", "bytes")}
         res["corpus_large"] = {k: large[k] for k in ("databases", "records", "tokens", "bytes")}
     if "plan" in args.measures:
-        small = small or corp.ensure_corpus(work, args.small_databases,
-                                            args.small_databases * args.records_per_db, seed=1, log=log)
-        many = corp.ensure_corpus(work, args.plan_databases, args.plan_databases * args.records_per_db,
-                                  seed=2, log=log)
+        small = small or corp.ensure_corpus(
+            work, args.small_databases, args.small_databases * args.records_per_db, seed=1, log=log
+        )
+        many = corp.ensure_corpus(work, args.plan_databases, args.plan_databases * args.records_per_db, seed=2, log=log)
         res["corpus_plan"] = {k: many[k] for k in ("databases", "records", "tokens", "bytes")}
     res["startup"] = measure_startup(work)
     if "goodput" in args.measures:
         res["goodput"] = measure_goodput(args, man, work)
     if "ceiling" in args.measures or "memory" in args.measures:
-        res["ceiling"] = measure_ceiling(args, large, work,
-                                         dims=(1024, 4096) if "ceiling" in args.measures else (4096,))
+        res["ceiling"] = measure_ceiling(
+            args, large, work, dims=(1024, 4096) if "ceiling" in args.measures else (4096,)
+        )
     if "memory" in args.measures:
         res["memory"] = measure_memory(args, small, res["ceiling"], work)
     if "plan" in args.measures:

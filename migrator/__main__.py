@@ -1,4 +1,5 @@
 """`python -m migrator`: the same as the `migrate` command."""
+
 from migrator.cli import main
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ imports them from.
 - :func:`verify`   the quality gate on the staged databases.
 - :func:`status`   read-only report from the job table.
 """
+
 from migrator.commands.common import RunResult
 from migrator.commands.cutover import cutover
 from migrator.commands.finalize import finalize

@@ -6,6 +6,7 @@ reads the environment (what it passes on to a child process is not reading it).
 The API key is read from the environment or a file only: never
 from the command line, and it is never printed, logged or stored.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,15 +23,15 @@ ENVIRONMENT = {
     "OPENAI_API_KEY": "API key for the endpoint (third choice)",
     "MIGRATOR_DB_BUSY_TIMEOUT": "seconds to wait for another process's lock on the job database (default 30)",
     "MIGRATOR_STATE_URL": "a shared PostgreSQL job table, postgresql+psycopg://USER@HOST/DB (default: SQLite "
-                          "in the state directory); its password here, in PGPASSWORD or in ~/.pgpass",
+    "in the state directory); its password here, in PGPASSWORD or in ~/.pgpass",
     "MIGRATOR_LEASE_SECONDS": "how long a worker's claim on a database lasts unrenewed (default 60)",
     "MIGRATOR_CRASH_AT": "tests only: point[:n] makes the process SIGKILL itself at a named point "
-                         "(migrator/crashpoints.py)",
+    "(migrator/crashpoints.py)",
 }
 KEY_VARIABLES = ("MIGRATOR_API_KEY", "VLLM_API_KEY", "OPENAI_API_KEY")
 DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_BUSY_TIMEOUT = 30.0
-_WARNED: set[str] = set()     # key files already warned about (readable by others)
+_WARNED: set[str] = set()  # key files already warned about (readable by others)
 
 
 def api_key(key_file: str | os.PathLike | None = None) -> str | None:
@@ -47,10 +48,10 @@ def api_key(key_file: str | os.PathLike | None = None) -> str | None:
             raise UsageError(f"--api-key-file {path}: the file is empty")
         try:
             if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO) and str(path) not in _WARNED:
-                _WARNED.add(str(path))        # once a process, however often the key is read
+                _WARNED.add(str(path))  # once a process, however often the key is read
                 import logging
-                logging.getLogger("migrator").warning(
-                    "%s is readable by other users; chmod 600 it", path)
+
+                logging.getLogger("migrator").warning("%s is readable by other users; chmod 600 it", path)
         except OSError:
             pass
         return text.splitlines()[0].strip()

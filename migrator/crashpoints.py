@@ -8,6 +8,7 @@ dictionary lookup. Used by the crash-torture tests to land kills inside
 windows a few microseconds wide (between a rename and its journal commit)
 that random timing would almost never hit.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,17 +23,17 @@ _loaded = False
 
 # Every point, in the order a migration reaches them (tests iterate over this).
 POINTS = (
-    "scan.recorded",        # the migration and its database rows are committed
-    "batch.committed",      # a batch of vectors and its done-mark are committed
-    "stage.written",        # staged file durable, not yet read back
-    "stage.recorded",       # the job table says staged
-    "write.partial",        # a temporary file written, not yet renamed into place
-    "cutover.backed_up",    # backup hard link made, live file not yet replaced
-    "cutover.replaced",     # live file replaced, not yet recorded
-    "cutover.recorded",     # the swap is recorded
-    "rollback.replaced",    # backup moved back, not yet recorded
-    "rollback.recorded",    # the restore is recorded
-    "rollback.finished",    # the migration is recorded rolled back; configs and claims not yet
+    "scan.recorded",  # the migration and its database rows are committed
+    "batch.committed",  # a batch of vectors and its done-mark are committed
+    "stage.written",  # staged file durable, not yet read back
+    "stage.recorded",  # the job table says staged
+    "write.partial",  # a temporary file written, not yet renamed into place
+    "cutover.backed_up",  # backup hard link made, live file not yet replaced
+    "cutover.replaced",  # live file replaced, not yet recorded
+    "cutover.recorded",  # the swap is recorded
+    "rollback.replaced",  # backup moved back, not yet recorded
+    "rollback.recorded",  # the restore is recorded
+    "rollback.finished",  # the migration is recorded rolled back; configs and claims not yet
 )
 
 

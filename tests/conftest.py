@@ -1,4 +1,5 @@
 """Shared fixtures: an isolated environment, DVD trees, and a fake vLLM server."""
+
 from __future__ import annotations
 
 import logging
@@ -8,8 +9,15 @@ import pytest
 
 logging.getLogger("nano-vectordb").setLevel(logging.WARNING)
 
-ISOLATED = ("MIGRATOR_ENDPOINT", "MIGRATOR_STATE_DIR", "MIGRATOR_API_KEY", "VLLM_API_KEY",
-            "OPENAI_API_KEY", "OPENAI_BASE_URL", "MIGRATOR_STATE_URL")
+ISOLATED = (
+    "MIGRATOR_ENDPOINT",
+    "MIGRATOR_STATE_DIR",
+    "MIGRATOR_API_KEY",
+    "VLLM_API_KEY",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "MIGRATOR_STATE_URL",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -54,6 +62,7 @@ def dead_endpoint():
     """The URL of a port on 127.0.0.1 that certainly refuses connections: bound by this test
     and never listened on (no test may depend on what the machine runs on 8888)."""
     import socket
+
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     try:
@@ -83,6 +92,7 @@ def pg_url():
 
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
+
     name = "t_" + secrets.token_hex(5)
     engine = create_engine(admin, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
@@ -114,10 +124,20 @@ class VllmFleet:
         i, logs = self.install, self.log_dir
         self.servers = {
             # the issue's own case: an alias first, then the real id
-            "qwen8b": realvllm.qwen(i, "8B", served_names=["qwen3-embed", "Qwen/Qwen3-Embedding-8B"],
-                                    api_key=REAL_KEY, log_path=logs / "qwen8b.log"),
-            "qwen06_id_first": realvllm.qwen(i, "0.6B", served_names=["Qwen/Qwen3-Embedding-0.6B", "qwen3-embed"],
-                                             api_key=REAL_KEY, log_path=logs / "qwen06_id_first.log"),
+            "qwen8b": realvllm.qwen(
+                i,
+                "8B",
+                served_names=["qwen3-embed", "Qwen/Qwen3-Embedding-8B"],
+                api_key=REAL_KEY,
+                log_path=logs / "qwen8b.log",
+            ),
+            "qwen06_id_first": realvllm.qwen(
+                i,
+                "0.6B",
+                served_names=["Qwen/Qwen3-Embedding-0.6B", "qwen3-embed"],
+                api_key=REAL_KEY,
+                log_path=logs / "qwen06_id_first.log",
+            ),
             "qwen06_one_name": realvllm.qwen(i, "0.6B", api_key=REAL_KEY, log_path=logs / "qwen06_one_name.log"),
             "minilm": realvllm.minilm(i, api_key=REAL_KEY, log_path=logs / "minilm.log"),
         }

@@ -1,5 +1,6 @@
 """What the tests share that is not a fixture: keys, a tree's digest, the CLI in-process
 and as a real process. Test modules import from here; fixtures live in conftest.py."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,7 +14,7 @@ from click.testing import CliRunner
 from migrator.cli import main as cli_main
 
 API_KEY = "sk-test-DO-NOT-LEAK-7f3a9c"
-REAL_KEY = "sk-real-vllm-test-3b1e"      # the real vLLM servers' key (tests/test_real_vllm.py)
+REAL_KEY = "sk-real-vllm-test-3b1e"  # the real vLLM servers' key (tests/test_real_vllm.py)
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -53,5 +54,10 @@ class Cli:
 
 def spawn_migrate(*args: str, env: dict | None = None) -> subprocess.Popen:
     """`migrate` as a real process (for kill tests)."""
-    return subprocess.Popen([sys.executable, "-m", "migrator.cli", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "migrator.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

@@ -4,6 +4,7 @@ rolled back, with their provenance recorded and their applications' settings nam
 The stores are built the way those projects write them (migrator.testing.appstores,
 with the real nano-vectordb and networkx); the endpoint is the fake vLLM over HTTP.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -39,6 +40,7 @@ def _load(path: Path) -> dict:
 
 def _matrix(doc: dict) -> np.ndarray:
     import base64
+
     raw = base64.b64decode(doc["matrix"])
     return np.frombuffer(raw, dtype="<f4").reshape(len(doc["data"]), doc["embedding_dim"])
 
@@ -97,11 +99,13 @@ def test_lightrag_workspace_migrates_verifies_and_rolls_back(cli, tmp_path, vers
                 assert "vector" not in rec
             else:
                 copy = decode_lightrag_vector(rec["vector"])
-                assert np.allclose(copy, row, atol=1e-3) and not np.allclose(copy[:8], decode_lightrag_vector(
-                    was["vector"])[:8], atol=1e-3)
+                assert np.allclose(copy, row, atol=1e-3) and not np.allclose(
+                    copy[:8], decode_lightrag_vector(was["vector"])[:8], atol=1e-3
+                )
         # the backup only, no sidecar: LightRAG's own keys say which model made the vectors
-        assert [n for n in _own(path.parent) if n.startswith(path.name)] == \
-            [f"{path.name}.migrator-{_mid(path)}.backup"]
+        assert [n for n in _own(path.parent) if n.startswith(path.name)] == [
+            f"{path.name}.migrator-{_mid(path)}.backup"
+        ]
     # nothing under a name LightRAG's start-up deletes
     assert not list(store.dir.glob("*.tmp.*"))
     r = cli("plan", "--root", str(wd), "--model", "8b", "--json")
@@ -115,7 +119,7 @@ def test_lightrag_workspace_migrates_verifies_and_rolls_back(cli, tmp_path, vers
 
 def _mid(path: Path) -> str:
     (backup,) = path.parent.glob(path.name + ".migrator-*.backup")
-    return backup.name[len(path.name) + len(".migrator-"):-len(".backup")]
+    return backup.name[len(path.name) + len(".migrator-") : -len(".backup")]
 
 
 def test_lightrag_same_dimension_other_model_is_found_and_migrated(key_env, tmp_path):
@@ -128,11 +132,10 @@ def test_lightrag_same_dimension_other_model_is_found_and_migrated(key_env, tmp_
         doc = json.loads(r.stdout)
         assert doc["totals"]["to_migrate"] == 3 and doc["totals"]["same_dim_other_model"] == 3
         assert all("made by Qwen/Qwen3-Embedding-0.6B" in d["reason"] for d in doc["databases"])
-        assert "hold another model's vectors" in cli("plan", "--root", str(wd), "--model", "4b",
-                                                     "--dim", "1024").stdout
+        assert "hold another model's vectors" in cli("plan", "--root", str(wd), "--model", "4b", "--dim", "1024").stdout
         r = cli("run", "--root", str(wd), "--model", "4b", "--dim", "1024", "--yes")
         assert r.exit_code == 0, r.output
-        assert "EMBEDDING_SEND_DIM=true" in r.stdout       # 1024 < 2560: LightRAG must ask for it
+        assert "EMBEDDING_SEND_DIM=true" in r.stdout  # 1024 < 2560: LightRAG must ask for it
         for path in store.files.values():
             doc = _load(path)
             assert doc["additional_data"]["lightrag_embedding_model"] == "Qwen/Qwen3-Embedding-4B"
@@ -147,10 +150,12 @@ class _Holder:
 
     def __init__(self, lock: Path):
         lock.parent.mkdir(parents=True, exist_ok=True)
-        code = ("import fcntl,os,sys,time\n"
-                "f=open(sys.argv[1],'a+'); fcntl.flock(f, fcntl.LOCK_EX|fcntl.LOCK_NB)\n"
-                "f.truncate(0); f.write(str(os.getpid())+'\\n'); f.flush(); print('held', flush=True)\n"
-                "time.sleep(600)\n")
+        code = (
+            "import fcntl,os,sys,time\n"
+            "f=open(sys.argv[1],'a+'); fcntl.flock(f, fcntl.LOCK_EX|fcntl.LOCK_NB)\n"
+            "f.truncate(0); f.write(str(os.getpid())+'\\n'); f.flush(); print('held', flush=True)\n"
+            "time.sleep(600)\n"
+        )
         self.proc = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout.readline().strip() == "held"
 
@@ -177,7 +182,7 @@ def test_lightrag_storage_lock_held_refuses_cutover_and_rollback(cli, tmp_path, 
         assert r.exit_code == EXIT_LOCKED
     finally:
         holder.release()
-    r = cli("run", "--yes")              # cron's next tick: the server was stopped
+    r = cli("run", "--yes")  # cron's next tick: the server was stopped
     assert r.exit_code == 0, r.output
     assert all(_load(p)["embedding_dim"] == 4096 for p in store.files.values())
     holder = _Holder(lock)
@@ -198,7 +203,7 @@ def test_lightrag_saving_now_refuses_cutover_old_temp_file_does_not(cli, tmp_pat
     r = cli("run", "--root", str(wd), "--model", "8b", "--yes")
     assert r.exit_code == EXIT_LOCKED and str(temp) in r.output and "saving" in r.output
     old = time.time() - 2 * lightrag.TEMP_REAP_SECONDS
-    os.utime(temp, (old, old))           # a crash's leftover: LightRAG itself deletes it at start
+    os.utime(temp, (old, old))  # a crash's leftover: LightRAG itself deletes it at start
     r = cli("run", "--yes")
     assert r.exit_code == 0, r.output
 
@@ -211,7 +216,7 @@ def test_lock_check_takes_and_releases_the_lock(tmp_path):
     with lightrag.storage_locks([live]) as held:
         assert held == [lock]
         fd = os.open(lock, os.O_RDONLY)
-        with pytest.raises(BlockingIOError):       # held by us: a LightRAG could not start now
+        with pytest.raises(BlockingIOError):  # held by us: a LightRAG could not start now
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.close(fd)
     fd = os.open(lock, os.O_RDONLY)
@@ -241,7 +246,7 @@ def test_nanographrag_texts_joined_from_neighbours_migrate_and_roll_back(cli, tm
     assert m["by_application"] == {"nano-graphrag": 2} and m["texts"] == "auto"
     assert "files: 2 nano-graphrag; texts read as auto" in cli("status").stdout
     assert cli("rollback", "--yes").exit_code == 0
-    assert tree_digest(wd) == before                   # the sidecars went with the migration
+    assert tree_digest(wd) == before  # the sidecars went with the migration
 
 
 def test_nanographrag_orphan_chunk_is_refused_by_record_and_holds_back_its_dir(cli, tmp_path):
@@ -260,7 +265,7 @@ def test_nanographrag_orphan_chunk_is_refused_by_record_and_holds_back_its_dir(c
     assert "held back" in held and "nano-graphrag" in held and str(chunks) in held
     assert "DVD" not in r.output
     live = {k: v for k, v in tree_digest(wd).items() if ".migrator-" not in k}
-    assert live == before                      # the dir is exactly as it was
+    assert live == before  # the dir is exactly as it was
     for path in (chunks, entities):
         assert len(NanoVectorDB(1536, storage_file=str(path))) == len(_load(path)["data"])
     # once the chunk's text is back, the next run swaps the whole dir
@@ -316,25 +321,37 @@ def test_text_template_builds_the_text_from_fields(cli, tmp_path):
     texts = [f"{r['title']}\n{r['body']} #{r['n']}" for r in rows]
     _generic(root / "store.json", rows, texts)
     r = cli("plan", "--root", str(root), "--pattern", "store.json", "--model", "8b", "--json")
-    assert json.loads(r.stdout)["totals"]["bad"] == 1       # nobody's known file: says what to do
+    assert json.loads(r.stdout)["totals"]["bad"] == 1  # nobody's known file: says what to do
     assert "--text-template" in json.loads(r.stdout)["databases"][0]["reason"]
-    r = cli("run", "--root", str(root), "--pattern", "store.json", "--model", "8b", "--yes",
-            "--text-template", "{title}\\n{body} #{n}")
+    r = cli(
+        "run",
+        "--root",
+        str(root),
+        "--pattern",
+        "store.json",
+        "--model",
+        "8b",
+        "--yes",
+        "--text-template",
+        "{title}\\n{body} #{n}",
+    )
     assert r.exit_code == 0, r.output
-    assert_embedded_from(root / "store.json", {r["__id__"]: t for r, t in zip(rows, texts)},
-                         model=QWEN_8B, dim=4096)
-    assert r.stdout.count("Now change") == 0      # no known application to tell
+    assert_embedded_from(root / "store.json", {r["__id__"]: t for r, t in zip(rows, texts)}, model=QWEN_8B, dim=4096)
+    assert r.stdout.count("Now change") == 0  # no known application to tell
     # a resumed or repeated run keeps the migration's own way of reading texts
     r = cli("run", "--root", str(root), "--pattern", "store.json", "--model", "8b", "--text-field", "body")
     assert r.exit_code == 0 and "nothing to do" in r.output, r.output
 
 
-@pytest.mark.parametrize("template,message", [
-    ("{title.upper}", "not a plain field name"),
-    ("{title!r}", "not a plain field name"),
-    ("{title", "--text-template"),
-    ("no fields", "names no field"),
-])
+@pytest.mark.parametrize(
+    "template,message",
+    [
+        ("{title.upper}", "not a plain field name"),
+        ("{title!r}", "not a plain field name"),
+        ("{title", "--text-template"),
+        ("no fields", "names no field"),
+    ],
+)
 def test_bad_text_template_is_refused_before_anything(cli, tmp_path, template, message):
     (tmp_path / "kb").mkdir()
     r = cli("plan", "--root", str(tmp_path / "kb"), "--model", "8b", "--text-template", template)
@@ -346,8 +363,18 @@ def test_template_field_missing_names_the_record(cli, tmp_path):
     root.mkdir()
     rows = [{"__id__": "a", "title": "x", "body": "y"}, {"__id__": "b", "title": "z"}]
     _generic(root / "store.json", rows, ["x y", "z"])
-    r = cli("plan", "--root", str(root), "--pattern", "store.json", "--model", "8b", "--json",
-            "--text-template", "{title} {body}")
+    r = cli(
+        "plan",
+        "--root",
+        str(root),
+        "--pattern",
+        "store.json",
+        "--model",
+        "8b",
+        "--json",
+        "--text-template",
+        "{title} {body}",
+    )
     (db,) = json.loads(r.stdout)["databases"]
     assert db["status"] == "bad" and "record #1" in db["reason"] and "'b'" in db["reason"] and "'body'" in db["reason"]
 
@@ -371,10 +398,16 @@ def test_unknown_model_at_target_dim_is_probed(key_env, tmp_path):
         by = {Path(d["path"]).parent.parent.name: d for d in doc["databases"]}
         status = {d["path"]: d["status"] for d in doc["databases"]}
         assert sorted(status.values()) == ["migrate", "migrate", "skip", "skip"]
-        assert all(d["status"] == "skip" and "gives back its stored vectors" in d["reason"]
-                   for d in doc["databases"] if "/ours/" in d["path"])
-        assert all(d["status"] == "migrate" and "not Qwen/Qwen3-Embedding-0.6B's" in d["reason"]
-                   for d in doc["databases"] if "/theirs/" in d["path"])
+        assert all(
+            d["status"] == "skip" and "gives back its stored vectors" in d["reason"]
+            for d in doc["databases"]
+            if "/ours/" in d["path"]
+        )
+        assert all(
+            d["status"] == "migrate" and "not Qwen/Qwen3-Embedding-0.6B's" in d["reason"]
+            for d in doc["databases"]
+            if "/theirs/" in d["path"]
+        )
         assert by
         r = cli("run", "--root", str(ours), "--root", str(theirs), "--model", "0.6b", "--yes")
         assert r.exit_code == 0, r.output
@@ -397,8 +430,9 @@ def test_dvd_config_found_warned_in_plan_and_named_at_cutover(cli, dvd_tree, tmp
     assert f"Now change DeepVideoDiscovery's settings in {cfg}:" in r.stdout
     assert f'AOAI_EMBEDDING_LARGE_MODEL_NAME = "{QWEN_8B}"' in r.stdout
     for p in dvd_tree[1]:
-        assert _own(p.parent) == sorted([f"database.json.migrator-{_mid(p)}.backup",
-                                         "database.json.migrator-provenance"])
+        assert _own(p.parent) == sorted(
+            [f"database.json.migrator-{_mid(p)}.backup", "database.json.migrator-provenance"]
+        )
 
 
 def test_lightrag_document_prefix_is_pointed_out(cli, tmp_path):
@@ -419,8 +453,21 @@ def test_lightrag_killed_mid_migration_leaves_nothing_lightrag_would_reap(server
     store = build_lightrag_workdir(wd, workspace="ws", version="main")
     before = tree_digest(wd)
     env = dict(os.environ, MIGRATOR_API_KEY=API_KEY, MIGRATOR_CRASH_AT=point)
-    args = [sys.executable, "-m", "migrator.cli", "run", "--root", str(wd), "--model", "8b",
-            "--endpoint", server.base_url, "--state-dir", str(tmp_path / "state"), "--yes"]
+    args = [
+        sys.executable,
+        "-m",
+        "migrator.cli",
+        "run",
+        "--root",
+        str(wd),
+        "--model",
+        "8b",
+        "--endpoint",
+        server.base_url,
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--yes",
+    ]
     p = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == -9, p.stderr
     for live in store.files.values():
@@ -443,7 +490,7 @@ def test_empty_lightrag_file_gets_the_new_dimension_and_marker(cli, tmp_path):
     store = build_lightrag_workdir(wd)
     rel = store.files["relationships"]
     rel.unlink()
-    NanoVectorDB(3072, storage_file=str(rel)).save()     # LightRAG with no relation yet
+    NanoVectorDB(3072, storage_file=str(rel)).save()  # LightRAG with no relation yet
     r = cli("run", "--root", str(wd), "--model", "8b", "--yes")
     assert r.exit_code == 0, r.output
     doc = _load(rel)
@@ -460,7 +507,7 @@ def test_a_lightrag_dir_with_one_unmigratable_file_stays_whole_at_its_old_dimens
     store = build_lightrag_workdir(wd, n_docs=2)
     broken = store.files["relationships"]
     doc = _load(broken)
-    doc["data"][0]["content"] = None                # a record with nothing to embed
+    doc["data"][0]["content"] = None  # a record with nothing to embed
     broken.write_text(json.dumps(doc), encoding="utf-8")
     before = tree_digest(wd)
     dvd_root, dvd_paths = dvd_tree
@@ -476,7 +523,7 @@ def test_a_lightrag_dir_with_one_unmigratable_file_stays_whole_at_its_old_dimens
     assert live == before
     for p in store.files.values():
         assert len(NanoVectorDB(3072, storage_file=str(p))) == len(_load(p)["data"])
-    for p in dvd_paths:                             # the DVD videos were not held back
+    for p in dvd_paths:  # the DVD videos were not held back
         assert _load(p)["embedding_dim"] == 4096
 
 
@@ -487,14 +534,14 @@ def test_rollback_leaves_a_dir_whole_when_one_file_cannot_be_restored(cli, tmp_p
     assert r.exit_code == 0, r.output
     lost = store.files["chunks"]
     backup = next(wd.glob("vdb_chunks.json.migrator-*.backup"))
-    backup.unlink()                                # its backup is gone: it cannot be restored
+    backup.unlink()  # its backup is gone: it cannot be restored
     r = cli("rollback", "--yes")
     assert r.exit_code == EXIT_PARTIAL, r.output
     assert "is gone" in r.output
     for ns in ("entities", "relationships"):
         line = next(ln for ln in r.output.splitlines() if str(store.files[ns]) in ln)
         assert "not restored" in line and str(lost) in line
-    for p in store.files.values():                  # all still at the new dimension: loadable
+    for p in store.files.values():  # all still at the new dimension: loadable
         assert _load(p)["embedding_dim"] == 4096
         NanoVectorDB(4096, storage_file=str(p))
 
@@ -503,6 +550,7 @@ def test_a_file_changed_during_cutover_undoes_its_units_swaps(cli, tmp_path, mon
     """The second file of a working dir changes between the checks and its swap: the first,
     already swapped, is put back, so the dir is never half new; the next run swaps it whole."""
     from migrator import crashpoints
+
     wd = tmp_path / "cache"
     store = build_nanographrag_workdir(wd)
     r = cli("run", "--root", str(wd), "--model", "8b", "--yes", "--no-cutover")
@@ -515,7 +563,7 @@ def test_a_file_changed_during_cutover_undoes_its_units_swaps(cli, tmp_path, mon
         real(point)
         if point == "cutover.backed_up":
             seen.append(point)
-            if len(seen) == 2:                     # the second member, after the first swapped
+            if len(seen) == 2:  # the second member, after the first swapped
                 second = sorted(store.files.values())[1]
                 doc = _load(second)
                 doc.setdefault("additional_data", {})["touched"] = True
@@ -525,7 +573,7 @@ def test_a_file_changed_during_cutover_undoes_its_units_swaps(cli, tmp_path, mon
     r = cli("cutover", "--yes")
     assert r.exit_code == EXIT_PARTIAL, r.output
     first = sorted(store.files.values())[0]
-    assert tree_digest(wd)[first.name] == before[first.name]     # the first swap was undone
+    assert tree_digest(wd)[first.name] == before[first.name]  # the first swap was undone
     for p in store.files.values():
         assert _load(p)["embedding_dim"] == 1536
     monkeypatch.setattr(crashpoints, "reached", real)
@@ -543,9 +591,11 @@ def test_dvd_is_told_every_line_and_that_its_utils_still_posts_to_openai(cli, dv
     cfg.parent.mkdir()
     cfg.write_text('AOAI_EMBEDDING_LARGE_MODEL_NAME = "text-embedding-3-large"\nAOAI_EMBEDDING_LARGE_DIM = 3072\n')
     utils = cfg.with_name("utils.py")
-    utils.write_text('class AzureOpenAIEmbeddingService:\n    @staticmethod\n'
-                     '    def get_embeddings(endpoints, model_name, input_text, api_key=None):\n'
-                     '        endpoint = "https://api.openai.com/v1"\n        url = f"{endpoint}/embeddings"\n')
+    utils.write_text(
+        "class AzureOpenAIEmbeddingService:\n    @staticmethod\n"
+        "    def get_embeddings(endpoints, model_name, input_text, api_key=None):\n"
+        '        endpoint = "https://api.openai.com/v1"\n        url = f"{endpoint}/embeddings"\n'
+    )
     monkeypatch.delenv("MIGRATOR_API_KEY")
     monkeypatch.setenv("VLLM_API_KEY", API_KEY)
     r = cli("plan", "--root", str(root), "--model", "8b")
@@ -556,20 +606,23 @@ def test_dvd_is_told_every_line_and_that_its_utils_still_posts_to_openai(cli, dv
     assert 'EMBEDDING_API_KEY = os.environ.get("VLLM_API_KEY")' in r.stdout
     assert f"WARNING: {utils}" in r.stdout and API_KEY not in r.output
     # once utils.py reads EMBEDDING_ENDPOINT, nothing more is said about it
-    utils.write_text('def get_embeddings(endpoints, model_name, input_text, api_key=None):\n'
-                     '    url = f"{config.EMBEDDING_ENDPOINT}/embeddings"\n')
+    utils.write_text(
+        "def get_embeddings(endpoints, model_name, input_text, api_key=None):\n"
+        '    url = f"{config.EMBEDDING_ENDPOINT}/embeddings"\n'
+    )
     r = cli("plan", "--root", str(root), "--model", "4b")
     assert "get_embeddings" not in r.stdout
 
 
-def test_apply_config_sets_dvd_and_lightrag_settings_at_the_swap_and_rollback_restores_them(cli, dvd_tree,
-                                                                                             tmp_path):
+def test_apply_config_sets_dvd_and_lightrag_settings_at_the_swap_and_rollback_restores_them(cli, dvd_tree, tmp_path):
     root, _ = dvd_tree
     cfg = tmp_path / "dvd" / "config.py"
     cfg.parent.mkdir()
-    original_cfg = ('import os\nOPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", None)\n'
-                    'AOAI_EMBEDDING_LARGE_MODEL_NAME = "text-embedding-3-large"\nAOAI_EMBEDDING_LARGE_DIM = 3072\n'
-                    'LITE_MODE = True\n')
+    original_cfg = (
+        'import os\nOPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", None)\n'
+        'AOAI_EMBEDDING_LARGE_MODEL_NAME = "text-embedding-3-large"\nAOAI_EMBEDDING_LARGE_DIM = 3072\n'
+        "LITE_MODE = True\n"
+    )
     cfg.write_text(original_cfg)
     cfg.chmod(0o640)
     wd = tmp_path / "rag" / "rag_storage"
@@ -580,7 +633,7 @@ def test_apply_config_sets_dvd_and_lightrag_settings_at_the_swap_and_rollback_re
     assert r.exit_code == 0, r.output
     assert f"settings changed (--apply-config; the original kept as a .backup): {cfg}" in r.stdout
     new_cfg = cfg.read_text()
-    compile(new_cfg, str(cfg), "exec")                               # still Python
+    compile(new_cfg, str(cfg), "exec")  # still Python
     ns: dict = {}
     exec(new_cfg, ns)
     assert ns["AOAI_EMBEDDING_LARGE_MODEL_NAME"] == QWEN_8B and ns["AOAI_EMBEDDING_LARGE_DIM"] == 4096
@@ -590,21 +643,20 @@ def test_apply_config_sets_dvd_and_lightrag_settings_at_the_swap_and_rollback_re
     env = env_file.read_text()
     assert f"EMBEDDING_MODEL={QWEN_8B}" in env and "EMBEDDING_DIM=4096" in env
     assert "text-embedding-3-large" not in env
-    assert "Now change DeepVideoDiscovery" not in r.stdout         # nothing left to change by hand
+    assert "Now change DeepVideoDiscovery" not in r.stdout  # nothing left to change by hand
     r = cli("rollback", "--yes")
     assert r.exit_code == 0, r.output
     assert cfg.read_text() == original_cfg and env_file.read_text() == original_env
     assert not list(cfg.parent.glob("*.backup")) and not list(env_file.parent.glob(".env.migrator-*"))
 
 
-def test_apply_config_leaves_an_applications_settings_while_one_of_its_files_is_not_cut_over(cli, dvd_tree,
-                                                                                            tmp_path):
+def test_apply_config_leaves_an_applications_settings_while_one_of_its_files_is_not_cut_over(cli, dvd_tree, tmp_path):
     root, paths = dvd_tree
     cfg = tmp_path / "dvd" / "config.py"
     cfg.parent.mkdir()
     cfg.write_text('AOAI_EMBEDDING_LARGE_MODEL_NAME = "text-embedding-3-large"\nAOAI_EMBEDDING_LARGE_DIM = 3072\n')
     before = cfg.read_text()
-    paths[0].write_text('{"embedding_dim": 3072, "data": [')          # one video cannot be migrated
+    paths[0].write_text('{"embedding_dim": 3072, "data": [')  # one video cannot be migrated
     r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--apply-config")
     assert r.exit_code == EXIT_PARTIAL, r.output
     assert cfg.read_text() == before and "settings changed" not in r.stdout

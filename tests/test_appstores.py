@@ -1,5 +1,6 @@
 """LightRAG / nano-graphrag working dirs from migrator.testing.appstores, read back
 with the real nano-vectordb, networkx and ElementTree."""
+
 from __future__ import annotations
 
 import base64
@@ -30,8 +31,7 @@ GRAPHML = "{http://graphml.graphdrawing.org/xmlns}"
 
 LR_KEYS = {
     "entities": {"__id__", "__created_at__", "entity_name", "source_id", "content", "file_path"},
-    "relationships": {"__id__", "__created_at__", "src_id", "tgt_id", "source_id", "content",
-                      "file_path"},
+    "relationships": {"__id__", "__created_at__", "src_id", "tgt_id", "source_id", "content", "file_path"},
     "chunks": {"__id__", "__created_at__", "full_doc_id", "content", "file_path"},
 }
 
@@ -46,8 +46,7 @@ def load_raw(path):
 
 
 def matrix_of(raw) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(raw["matrix"]), dtype=np.float32).reshape(
-        -1, raw["embedding_dim"])
+    return np.frombuffer(base64.b64decode(raw["matrix"]), dtype=np.float32).reshape(-1, raw["embedding_dim"])
 
 
 def unit(v) -> np.ndarray:
@@ -83,8 +82,7 @@ def test_lightrag_records_per_version(tmp_path, version):
         raw = check_vdb(path, store.texts[path], store.model, DIM)
         assert len(raw["data"]) >= 2
         if version == "main":
-            assert raw["additional_data"] == {"lightrag_embedding_model": store.model,
-                                              "lightrag_embedding_dim": DIM}
+            assert raw["additional_data"] == {"lightrag_embedding_model": store.model, "lightrag_embedding_dim": DIM}
         else:
             assert "additional_data" not in raw
         keys = LR_KEYS[ns] | (set() if version == "1.4.6" else {"__write_seq__", "vector"})
@@ -108,9 +106,11 @@ def test_lightrag_records_per_version(tmp_path, version):
                 a, b = rec["src_id"], rec["tgt_id"]
                 assert a < b and rec["__id__"] == "rel-" + md5(a + b)
                 edge = graph.edges[a, b]
-                layout = ([a + "\t" + b, edge["keywords"], edge["description"]]
-                          if version == "1.4.6" else
-                          [edge["keywords"] + "\t" + a, b, edge["description"]])
+                layout = (
+                    [a + "\t" + b, edge["keywords"], edge["description"]]
+                    if version == "1.4.6"
+                    else [edge["keywords"] + "\t" + a, b, edge["description"]]
+                )
                 assert rec["content"] == "\n".join(layout)
             else:
                 if version == "1.4.6":
@@ -128,22 +128,34 @@ def test_lightrag_records_per_version(tmp_path, version):
 
 def test_lightrag_workspace_env_and_determinism(tmp_path):
     env = tmp_path / "server" / ".env"
-    store = build_lightrag_workdir(tmp_path / "rag", workspace="team_a", dim=DIM, seed=1,
-                                   env_file=env, model="my-model")
+    store = build_lightrag_workdir(
+        tmp_path / "rag", workspace="team_a", dim=DIM, seed=1, env_file=env, model="my-model"
+    )
     assert store.dir == tmp_path / "rag" / "team_a" and store.workspace == "team_a"
-    assert sorted(p.name for p in store.dir.iterdir()) == sorted([
-        "vdb_entities.json", "vdb_relationships.json", "vdb_chunks.json",
-        "kv_store_text_chunks.json", "kv_store_full_docs.json", "kv_store_doc_status.json",
-        "graph_chunk_entity_relation.graphml"])
+    assert sorted(p.name for p in store.dir.iterdir()) == sorted(
+        [
+            "vdb_entities.json",
+            "vdb_relationships.json",
+            "vdb_chunks.json",
+            "kv_store_text_chunks.json",
+            "kv_store_full_docs.json",
+            "kv_store_doc_status.json",
+            "graph_chunk_entity_relation.graphml",
+        ]
+    )
     lines = env.read_text().splitlines()
-    for line in ("EMBEDDING_BINDING=openai", "EMBEDDING_MODEL=my-model", f"EMBEDDING_DIM={DIM}",
-                 "EMBEDDING_TOKEN_LIMIT=8192", "WORKSPACE=team_a"):
+    for line in (
+        "EMBEDDING_BINDING=openai",
+        "EMBEDDING_MODEL=my-model",
+        f"EMBEDDING_DIM={DIM}",
+        "EMBEDDING_TOKEN_LIMIT=8192",
+        "WORKSPACE=team_a",
+    ):
         assert line in lines
     assert any(ln.startswith("LLM_MODEL=") for ln in lines)
     assert any(re.match(r"#\s*EMBEDDING_MODEL=", ln) for ln in lines)
     assert sum(ln.startswith("EMBEDDING_MODEL=") for ln in lines) == 1
-    again = build_lightrag_workdir(tmp_path / "rag2", workspace="team_a", dim=DIM, seed=1,
-                                   model="my-model")
+    again = build_lightrag_workdir(tmp_path / "rag2", workspace="team_a", dim=DIM, seed=1, model="my-model")
     for ns, path in store.files.items():
         assert path.read_bytes() == again.files[ns].read_bytes()
     other = build_lightrag_workdir(tmp_path / "rag3", dim=DIM, seed=2, model="my-model")
@@ -170,8 +182,7 @@ def test_nanographrag_entities_graph_and_chunks(tmp_path):
     assert store.model == "text-embedding-3-small" and store.orphan_ids == set()
     assert set(store.files) == {"entities", "chunks"}
     graph = nx.read_graphml(store.neighbours["graph"])
-    ents = check_vdb(store.files["entities"], store.texts[store.files["entities"]],
-                     store.model, DIM)
+    ents = check_vdb(store.files["entities"], store.texts[store.files["entities"]], store.model, DIM)
     names = set()
     for rec in ents["data"]:
         assert set(rec) == {"__id__", "entity_name"}
@@ -187,8 +198,7 @@ def test_nanographrag_entities_graph_and_chunks(tmp_path):
     unknown = [n for n, d in graph.nodes(data=True) if d["entity_type"] == '"UNKNOWN"']
     assert unknown and not set(unknown) & names
     assert set(graph.nodes) == names | set(unknown)
-    assert all(set(d) == {"weight", "description", "source_id", "order"}
-               for _, _, d in graph.edges(data=True))
+    assert all(set(d) == {"weight", "description", "source_id", "order"} for _, _, d in graph.edges(data=True))
 
     chunks = check_vdb(store.files["chunks"], store.texts[store.files["chunks"]], store.model, DIM)
     kv_text = store.neighbours["text_chunks"].read_text(encoding="utf-8")
@@ -211,10 +221,8 @@ def test_nanographrag_graphml_attribute_names(tmp_path):
     store = build_nanographrag_workdir(tmp_path, dim=DIM, unknown_nodes=False)
     root = ET.parse(store.neighbours["graph"]).getroot()
     keys = {k.get("id"): (k.get("for"), k.get("attr.name")) for k in root.iter(GRAPHML + "key")}
-    assert {n for f, n in keys.values() if f == "node"} == {"entity_type", "description",
-                                                            "source_id"}
-    assert {n for f, n in keys.values() if f == "edge"} == {"weight", "description",
-                                                            "source_id", "order"}
+    assert {n for f, n in keys.values() if f == "node"} == {"entity_type", "description", "source_id"}
+    assert {n for f, n in keys.values() if f == "edge"} == {"weight", "description", "source_id", "order"}
     nodes = list(root.iter(GRAPHML + "node"))
     assert nodes and all(n.get("id").startswith('"') for n in nodes)
     for node in nodes:
@@ -232,8 +240,12 @@ def test_nanographrag_orphan_chunk_and_no_naive_rag(tmp_path):
     kv = load_raw(store.neighbours["text_chunks"])
     assert orphan not in kv and set(kv) == set(chunk_texts) - {orphan}
     # the rest of the store is what the same seed gives without the failed insert
-    for name in ("vdb_entities.json", "kv_store_text_chunks.json", "kv_store_full_docs.json",
-                 "graph_chunk_entity_relation.graphml"):
+    for name in (
+        "vdb_entities.json",
+        "kv_store_text_chunks.json",
+        "kv_store_full_docs.json",
+        "graph_chunk_entity_relation.graphml",
+    ):
         assert (plain.dir / name).read_bytes() == (store.dir / name).read_bytes()
 
     local = build_nanographrag_workdir(tmp_path / "c", dim=DIM, naive_rag=False)
@@ -246,14 +258,29 @@ def test_nanographrag_orphan_chunk_and_no_naive_rag(tmp_path):
 # ----------------------------------------------------------------------- CLI
 def test_cli_builds_both(tmp_path):
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "migrator.testing.appstores", *args],
-                              cwd=REPO, capture_output=True, text=True, check=True)
+        return subprocess.run(
+            [sys.executable, "-m", "migrator.testing.appstores", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
 
-    out = run("lightrag", "--out", str(tmp_path / "lr"), "--workspace", "w", "--version",
-              "1.4.6", "--seed", "4", "--dim", str(DIM))
+    out = run(
+        "lightrag",
+        "--out",
+        str(tmp_path / "lr"),
+        "--workspace",
+        "w",
+        "--version",
+        "1.4.6",
+        "--seed",
+        "4",
+        "--dim",
+        str(DIM),
+    )
     paths = [Path(p) for p in out.stdout.split()]
-    assert [p.name for p in paths] == ["vdb_entities.json", "vdb_relationships.json",
-                                       "vdb_chunks.json"]
+    assert [p.name for p in paths] == ["vdb_entities.json", "vdb_relationships.json", "vdb_chunks.json"]
     assert all(p.parent == tmp_path / "lr" / "w" for p in paths)
     assert "vector" not in load_raw(paths[0])["data"][0]
     out = run("nano-graphrag", "--out", str(tmp_path / "ng"), "--orphan-chunk")

@@ -9,6 +9,7 @@ TLS endpoint with a self-signed certificate, a host name that does not resolve.
 Nothing is mocked: real files, real processes, a real tmpfs, real sqlite locks,
 the loopback fake vLLM (in TLS mode where needed).
 """
+
 from __future__ import annotations
 
 import base64
@@ -56,11 +57,12 @@ from migrator.testing.corpus import OLD_MODEL, build_dvd_database, build_dvd_tre
 from migrator.testing.embedder import embed
 from migrator.testing.server import FakeVLLM
 
-NOBODY = 65534          # nobody:nogroup on Debian/Ubuntu
-BAD_AT = 2              # the damaged database sits in the middle of the sorted five
+NOBODY = 65534  # nobody:nogroup on Debian/Ubuntu
+BAD_AT = 2  # the damaged database sits in the middle of the sorted five
 
 
 # ------------------------------------------------------------------ helpers
+
 
 def _own_files(directory: Path) -> list[str]:
     """Files migrator may leave beside a database: staged, backup, displaced, temporaries."""
@@ -103,8 +105,8 @@ class Damage:
 
     name: str
     apply: Callable[[Path], None]
-    says: str                           # a fragment of the one-line reason
-    record: str | None = None           # how the record is named, when one record is at fault
+    says: str  # a fragment of the one-line reason
+    record: str | None = None  # how the record is named, when one record is at fault
 
 
 def _truncate_mid_matrix(p: Path) -> None:
@@ -141,7 +143,7 @@ def _bad_base64(p: Path) -> None:
     end = raw.index(b'"', start)
     mid = (start + end) // 2
     assert end - start > 100
-    p.write_bytes(raw[:mid] + b"*!?#" + raw[mid + 4:])     # same length, not base64
+    p.write_bytes(raw[:mid] + b"*!?#" + raw[mid + 4 :])  # same length, not base64
 
 
 def _record_without_text(index: int):
@@ -149,6 +151,7 @@ def _record_without_text(index: int):
         doc = json.loads(p.read_text(encoding="utf-8"))
         del doc["data"][index]["caption"]
         _write_nvdb(p, doc)
+
     return apply
 
 
@@ -168,9 +171,9 @@ def _duplicate_ids(p: Path) -> None:
 def _non_utf8_in_record(p: Path) -> None:
     raw = p.read_bytes()
     rec = json.dumps(json.loads(raw)["data"][1], ensure_ascii=False).encode("utf-8")
-    at = raw.index(rec) + rec.index(b'"caption": "') + 30    # inside record #1's caption text
-    assert raw[at:at + 1].isalpha()
-    p.write_bytes(raw[:at] + b"\xff" + raw[at + 1:])
+    at = raw.index(rec) + rec.index(b'"caption": "') + 30  # inside record #1's caption text
+    assert raw[at : at + 1].isalpha()
+    p.write_bytes(raw[:at] + b"\xff" + raw[at + 1 :])
 
 
 def _zero_bytes(p: Path) -> None:
@@ -186,8 +189,7 @@ CASES = [
     Damage("matrix-length-mismatch", _matrix_one_row_short, "'matrix' is"),
     Damage("matrix-invalid-base64", _bad_base64, "not valid base64"),
     Damage("record-without-text", _record_without_text(1), "has no 'caption' field", record="record #1"),
-    Damage("record-empty-after-prefix", _empty_text_after_prefix, "has empty 'caption' text",
-           record="record #1"),
+    Damage("record-empty-after-prefix", _empty_text_after_prefix, "has empty 'caption' text", record="record #1"),
     Damage("duplicate-ids", _duplicate_ids, "share __id__", record="records #1 and #2"),
     Damage("non-utf8-in-record", _non_utf8_in_record, "not UTF-8"),
     Damage("zero-bytes", _zero_bytes, "file is empty (0 bytes)"),
@@ -225,8 +227,8 @@ def test_a_bad_database_is_named_left_alone_and_the_rest_migrate(cli, tree, dama
     assert damage.says in line, line
     if damage.record:
         assert damage.record in line, line
-    assert bad.read_bytes() == raw                      # byte-identical
-    assert _own_files(bad.parent) == []                 # nothing staged or left beside it
+    assert bad.read_bytes() == raw  # byte-identical
+    assert _own_files(bad.parent) == []  # nothing staged or left beside it
     for p in good:
         assert_migrated(p, originals[p], dim=4096)
 
@@ -236,7 +238,8 @@ FAIL_FAST_BUG = (
     "records it as a failed job; Embedder.run only honours fail_fast for jobs failing in _prepare), "
     "it is skipped and every other database is still migrated. Found while embedding "
     "(runner.Embedder.run sets the shared `stop` event), api._run then raises Interrupted: exit 130 "
-    "'interrupted; ... run again to resume' instead of exit 4 naming the file.")
+    "'interrupted; ... run again to resume' instead of exit 4 naming the file."
+)
 
 
 @pytest.mark.parametrize("damage", CASES, ids=[c.name for c in CASES])
@@ -250,7 +253,7 @@ def test_fail_fast_stops_at_the_first_bad_database(cli, tree, damage):
     _no_traceback(r)
     assert bad.read_bytes() == raw[bad] and _own_files(bad.parent) == []
     # it stopped there: nothing after the bad one (in path order) was touched
-    for p in paths[BAD_AT + 1:]:
+    for p in paths[BAD_AT + 1 :]:
         assert p.read_bytes() == raw[p], f"{p} was migrated after --fail-fast met {bad}"
         assert _own_files(p.parent) == []
     for p in paths[:BAD_AT]:
@@ -288,7 +291,7 @@ def test_the_first_record_without_text_is_named_as_such(cli, tree):
 def test_a_symlink_out_of_the_root_is_refused_unless_followed(cli, tree, tmp_path):
     root, paths = tree
     link = paths[1]
-    target = tmp_path / "elsewhere" / "database.json"     # outside --root
+    target = tmp_path / "elsewhere" / "database.json"  # outside --root
     target.parent.mkdir()
     shutil.move(link, target)
     link.symlink_to(target)
@@ -301,7 +304,7 @@ def test_a_symlink_out_of_the_root_is_refused_unless_followed(cli, tree, tmp_pat
     _no_traceback(r)
     line = _failure_line(r.stdout, link)
     assert "symlink" in line and "--follow-symlinks" in line, line
-    assert target.read_bytes() == target_raw                          # untouched
+    assert target.read_bytes() == target_raw  # untouched
     assert _own_files(target.parent) == [] and _own_files(link.parent) == []
     assert link.is_symlink() and os.readlink(link) == str(target)
     for p in good:
@@ -309,8 +312,8 @@ def test_a_symlink_out_of_the_root_is_refused_unless_followed(cli, tree, tmp_pat
 
     r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--follow-symlinks")
     assert r.exit_code == EXIT_OK, r.output
-    assert link.is_symlink() and os.readlink(link) == str(target)     # the link is kept
-    assert_migrated(target, target_doc, dim=4096)                      # the file it points to is migrated
+    assert link.is_symlink() and os.readlink(link) == str(target)  # the link is kept
+    assert_migrated(target, target_doc, dim=4096)  # the file it points to is migrated
     backups = list(target.parent.glob("database.json.migrator-*.backup"))
     assert len(backups) == 1 and backups[0].read_bytes() == target_raw
 
@@ -345,8 +348,9 @@ def _drop_to_nobody() -> None:
 
 
 def _nobody_can_run_python() -> bool:
-    r = subprocess.run([sys.executable, "-c", "import migrator.cli"], preexec_fn=_drop_to_nobody,
-                       capture_output=True, cwd="/")
+    r = subprocess.run(
+        [sys.executable, "-c", "import migrator.cli"], preexec_fn=_drop_to_nobody, capture_output=True, cwd="/"
+    )
     return r.returncode == 0
 
 
@@ -354,14 +358,13 @@ def _migrate_as_nobody(args: list[str], *, cwd: Path, warm: list[str]) -> subpro
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", HOME=str(cwd))
     try:
         direct = _nobody_can_run_python()
-    except PermissionError:              # the interpreter itself is out of nobody's reach
+    except PermissionError:  # the interpreter itself is out of nobody's reach
         direct = False
     if direct:
         cmd, pre = [sys.executable, "-m", "migrator.cli", *args], _drop_to_nobody
     else:
         cmd, pre = [sys.executable, "-c", _WARM_AND_DROP, *warm, "--as-nobody--", *args], None
-    return subprocess.run(cmd, preexec_fn=pre, env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(cmd, preexec_fn=pre, env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
 def _readable_by_others(path: Path) -> bool:
@@ -395,14 +398,16 @@ def _chown_tree(path: Path, uid: int, gid: int) -> None:
 
 def test_a_directory_without_write_permission_fails_alone(server, world_readable_dir, _template, tmp_path):
     from migrator.jobs.store import migrations_dir
-    if not _readable_by_others(migrations_dir()):   # e.g. an editable install inside a 0700 clone
-        pytest.skip(f"{migrations_dir()} is not readable by other users, so no other user can run "
-                    f"this checkout of migrator")
+
+    if not _readable_by_others(migrations_dir()):  # e.g. an editable install inside a 0700 clone
+        pytest.skip(
+            f"{migrations_dir()} is not readable by other users, so no other user can run this checkout of migrator"
+        )
     base = world_readable_dir
     root = base / "video_database"
     shutil.copytree(_template, root)
     paths = sorted(root.glob("*/database.json"))
-    locked = paths[BAD_AT]                                   # stays root:root 0755: nobody may not write
+    locked = paths[BAD_AT]  # stays root:root 0755: nobody may not write
     for p in paths:
         if p != locked:
             _chown_tree(p.parent, NOBODY, NOBODY)
@@ -415,8 +420,11 @@ def test_a_directory_without_write_permission_fails_alone(server, world_readable
     warm_root = tmp_path / "warm"
     build_dvd_database(warm_root / "w", {"0_10": {"caption": "a warm-up clip"}, "subject_registry": {}})
     common = ["--model", "8b", "--endpoint", server.base_url, "--yes", "--retry-for", "5"]
-    r = _migrate_as_nobody(["run", "--root", str(root), "--state-dir", str(state), *common], cwd=base,
-                           warm=["run", "--root", str(warm_root), "--state-dir", str(tmp_path / "wst"), *common])
+    r = _migrate_as_nobody(
+        ["run", "--root", str(root), "--state-dir", str(state), *common],
+        cwd=base,
+        warm=["run", "--root", str(warm_root), "--state-dir", str(tmp_path / "wst"), *common],
+    )
     assert r.returncode == EXIT_PARTIAL, r.stdout + r.stderr
     assert "Traceback" not in r.stderr, r.stderr
     line = _failure_line(r.stdout, locked)
@@ -424,14 +432,15 @@ def test_a_directory_without_write_permission_fails_alone(server, world_readable
     assert locked.read_bytes() == raw and _own_files(locked.parent) == []
     for p in good:
         assert_migrated(p, originals[p], dim=4096)
-        assert os.stat(p).st_uid == NOBODY                    # written by nobody, as nobody
+        assert os.stat(p).st_uid == NOBODY  # written by nobody, as nobody
         assert len(list(p.parent.glob("database.json.migrator-*.backup"))) == 1
 
 
 # ------------------------------------------------------------------ disk full
 def _mount_tmpfs(where: Path, size: int) -> None:
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)], capture_output=True, text=True
+    )
     if r.returncode != 0:
         pytest.skip(f"mounting a tmpfs is not permitted here: {(r.stderr or r.stdout).strip()}")
 
@@ -453,11 +462,12 @@ DISK_FULL_BUG = (
     "(marking the job, Migration.embed_seconds in api._embed_pending) waits busy_timeout (30 s by "
     "default) on our own lock and the run ends with exit 7 'the job database is locked by another "
     "process' instead of exit 8. Closing `chunks` in atomic_write's except (or "
-    "contextlib.closing around the generator in _stage) gives exit 8.")
+    "contextlib.closing around the generator in _stage) gives exit 8."
+)
 
 
 def test_disk_full_while_staging_stops_with_exit_8_and_swaps_nothing(cli, tmp_path, monkeypatch):
-    monkeypatch.setenv("MIGRATOR_DB_BUSY_TIMEOUT", "1")      # the bug above would cost 30 s otherwise
+    monkeypatch.setenv("MIGRATOR_DB_BUSY_TIMEOUT", "1")  # the bug above would cost 30 s otherwise
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     mnt = tmp_path / "small-disk"
@@ -467,17 +477,18 @@ def test_disk_full_while_staging_stops_with_exit_8_and_swaps_nothing(cli, tmp_pa
         root = mnt / "video_database"
         rng = random.Random(7)
         # four small databases first (in path order), then a big one that cannot fit
-        paths = [build_dvd_database(root / f"{c}_video", make_captions(random.Random(rng.random()), n))
-                 for c, n in zip("abcde", (3, 3, 4, 3, 40))]
+        paths = [
+            build_dvd_database(root / f"{c}_video", make_captions(random.Random(rng.random()), n))
+            for c, n in zip("abcde", (3, 3, 4, 3, 40))
+        ]
         small, big = paths[:4], paths[4]
-        est = {p: p.stat().st_size * 4 // 3 + 8192 for p in paths}    # staged size: 4096 vs 3072 dims
+        est = {p: p.stat().st_size * 4 // 3 + 8192 for p in paths}  # staged size: 4096 vs 3072 dims
         free = sum(est[p] for p in small) + est[big] // 2
         size = (_used_bytes(mnt) + free + 4095) // 4096 * 4096
         _remount(mnt, size)
         before = tree_digest(root)
         originals = load_originals(paths)
-        r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--concurrency", "1",
-                "--batch-size", "64")
+        r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--concurrency", "1", "--batch-size", "64")
         assert r.exit_code == EXIT_DISK, r.output
         _no_traceback(r)
         err = [ln for ln in r.stderr.splitlines() if "migrate: error:" in ln]
@@ -525,7 +536,7 @@ def test_a_locked_job_database_is_exit_7_then_the_run_proceeds(cli, tree, tmp_pa
         err = [ln for ln in r.stderr.splitlines() if "migrate: error:" in ln]
         assert len(err) == 1 and "locked" in err[0] and str(db) in err[0], r.stderr
         assert took < 15, f"{took:.1f}s"
-        assert tree_digest(root) == staged_tree                      # nothing moved
+        assert tree_digest(root) == staged_tree  # nothing moved
     finally:
         holder.execute("ROLLBACK")
         holder.close()
@@ -535,8 +546,7 @@ def test_a_locked_job_database_is_exit_7_then_the_run_proceeds(cli, tree, tmp_pa
         assert_migrated(p, originals[p], dim=4096)
 
 
-def test_the_busy_timeout_setting_is_honoured_when_the_job_database_is_locked(cli, tree, tmp_path,
-                                                                               monkeypatch):
+def test_the_busy_timeout_setting_is_honoured_when_the_job_database_is_locked(cli, tree, tmp_path, monkeypatch):
     root, _ = tree
     assert cli("run", "--root", str(root), "--model", "8b", "--yes", "--no-cutover").exit_code == EXIT_OK
     holder = sqlite3.connect(str(tmp_path / "state" / "migrator.db"), isolation_level=None, timeout=0)
@@ -560,9 +570,22 @@ def test_two_runs_started_at_once_one_works_the_other_exits_3(tmp_path, key_env,
     paths = sorted(root.glob("*/database.json"))
     originals = load_originals(paths)
     total = sum(len(d["data"]) for d in originals.values())
-    with FakeVLLM(api_key=API_KEY, tokens_per_second=4_000) as srv:    # a run of a few seconds
-        args = [sys.executable, "-m", "migrator.cli", "run", "--root", str(root), "--model", "8b",
-                "--endpoint", srv.base_url, "--state-dir", str(tmp_path / "state"), "--yes"]
+    with FakeVLLM(api_key=API_KEY, tokens_per_second=4_000) as srv:  # a run of a few seconds
+        args = [
+            sys.executable,
+            "-m",
+            "migrator.cli",
+            "run",
+            "--root",
+            str(root),
+            "--model",
+            "8b",
+            "--endpoint",
+            srv.base_url,
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--yes",
+        ]
         env = dict(os.environ, MIGRATOR_API_KEY=API_KEY)
         go = threading.Barrier(2)
         done: dict[int, tuple] = {}
@@ -589,23 +612,23 @@ def test_two_runs_started_at_once_one_works_the_other_exits_3(tmp_path, key_env,
         assert "held by" in p_other.stderr and "migrate run" in p_other.stderr, p_other.stderr
         assert t1_other < done[worker][2], "the second run waited instead of exiting at once"
         assert p_other.stdout == ""
-    else:                     # it came after the first had finished
+    else:  # it came after the first had finished
         assert "nothing to do" in p_other.stdout, outs
-    print(f"\ntwo runs: exits {codes}, worker {done[worker][2] - done[worker][1]:.1f}s, "
-          f"other {t1_other - t0_other:.1f}s")
+    print(
+        f"\ntwo runs: exits {codes}, worker {done[worker][2] - done[worker][1]:.1f}s, other {t1_other - t0_other:.1f}s"
+    )
     worker_err = done[worker][0].stderr
     gate_queries = int(re.search(r"/(\d+) sampled records", worker_err).group(1))
     # the records once, the probes (start-up, then a few stored texts), the gate's queries
     assert embedded <= total + 3 + SANITY_TEXTS + gate_queries
     for p in paths:
         assert_migrated(p, originals[p], dim=4096)
-        assert _own_files(p.parent) == [f"database.json.migrator-{_mid(p)}.backup",
-                                        "database.json.migrator-provenance"]
+        assert _own_files(p.parent) == [f"database.json.migrator-{_mid(p)}.backup", "database.json.migrator-provenance"]
 
 
 def _mid(p: Path) -> str:
     b = next(p.parent.glob("database.json.migrator-*.backup"))
-    return b.name[len("database.json.migrator-"):-len(".backup")]
+    return b.name[len("database.json.migrator-") : -len(".backup")]
 
 
 # ------------------------------------------------------- file modes and owners
@@ -613,9 +636,29 @@ def _crash_at_first_temporary(server, root: Path, state: Path) -> subprocess.Com
     """`migrate run` as a real process, SIGKILLed by itself with its first temporary file written
     and not yet renamed (crashpoint write.partial)."""
     env = dict(os.environ, MIGRATOR_API_KEY=API_KEY, MIGRATOR_CRASH_AT="write.partial")
-    return subprocess.run([sys.executable, "-m", "migrator.cli", "run", "--root", str(root), "--model", "8b",
-                           "--endpoint", server.base_url, "--state-dir", str(state), "--yes",
-                           "--concurrency", "1"], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "migrator.cli",
+            "run",
+            "--root",
+            str(root),
+            "--model",
+            "8b",
+            "--endpoint",
+            server.base_url,
+            "--state-dir",
+            str(state),
+            "--yes",
+            "--concurrency",
+            "1",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _temporaries(root: Path) -> list[Path]:
@@ -644,10 +687,10 @@ def test_modes_and_owners_are_kept_and_staged_files_are_never_wider(cli, server,
     for tmp in partial:
         db = tmp.parent / "database.json"
         st = os.stat(tmp)
-        assert st.st_mode & 0o7777 & ~want[db][0] == 0, (tmp, oct(st.st_mode))   # never wider
+        assert st.st_mode & 0o7777 & ~want[db][0] == 0, (tmp, oct(st.st_mode))  # never wider
         if db == private:
-            assert st.st_mode & 0o077 == 0, oct(st.st_mode)          # never readable by others
-            assert st.st_uid in (0, NOBODY), st.st_uid               # ours until chown, then nobody's
+            assert st.st_mode & 0o077 == 0, oct(st.st_mode)  # never readable by others
+            assert st.st_uid in (0, NOBODY), st.st_uid  # ours until chown, then nobody's
     # staged files: the original's mode and owner, nothing wider
     r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--no-cutover")
     assert r.exit_code == EXIT_OK, r.output
@@ -674,7 +717,7 @@ def test_a_temporary_left_by_a_killed_writer_is_removed_by_the_next_run(cli, ser
     originals = load_originals(paths)
     p = _crash_at_first_temporary(server, root, tmp_path / "state")
     assert p.returncode == -9, p.stderr
-    assert len(_temporaries(root)) >= 1    # databases are staged a few at a time
+    assert len(_temporaries(root)) >= 1  # databases are staged a few at a time
     r = cli("run", "--root", str(root), "--model", "8b", "--yes")
     assert r.exit_code == EXIT_OK, r.output
     for db in paths:
@@ -690,10 +733,30 @@ def self_signed(tmp_path_factory):
         pytest.skip("the openssl command is not installed")
     d = tmp_path_factory.mktemp("tls")
     cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
@@ -709,17 +772,16 @@ def tls_server(self_signed, key_env):
 def test_fake_vllm_tls_mode_serves_https(tls_server, self_signed):
     cert, _ = self_signed
     assert tls_server.base_url.startswith("https://127.0.0.1:")
-    req = urllib.request.Request(tls_server.base_url + "/models",
-                                 headers={"Authorization": f"Bearer {API_KEY}"})
+    req = urllib.request.Request(tls_server.base_url + "/models", headers={"Authorization": f"Bearer {API_KEY}"})
     trusting = ssl.create_default_context(cafile=str(cert))
     with urllib.request.urlopen(req, context=trusting, timeout=10) as resp:
         doc = json.loads(resp.read())
     assert [m["id"] for m in doc["data"]] == ["Qwen/Qwen3-Embedding-8B"]
-    with pytest.raises(urllib.error.URLError) as e:            # default trust store: refused
+    with pytest.raises(urllib.error.URLError) as e:  # default trust store: refused
         urllib.request.urlopen(req, context=ssl.create_default_context(), timeout=10)
     assert isinstance(e.value.reason, ssl.SSLCertVerificationError)
     plain = tls_server.root_url.replace("https://", "http://") + "/health"
-    with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):   # no plain http on the port
+    with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):  # no plain http on the port
         urllib.request.urlopen(plain, timeout=5).read()
     with urllib.request.urlopen(req, context=trusting, timeout=10) as resp:  # still serving after both
         assert resp.status == 200
@@ -735,14 +797,13 @@ def test_a_self_signed_endpoint_is_refused_with_verification_on(tls_server, tree
     assert len(err) == 1 and "certificate" in err[0].lower() and tls_server.base_url in err[0], r.stderr
     assert "verification is OFF" not in r.stderr
     assert tree_digest(root) == before
-    assert tls_server.stats.embedding_requests == 0                # no text went over it
+    assert tls_server.stats.embedding_requests == 0  # no text went over it
 
 
 def test_insecure_migrates_over_a_self_signed_endpoint_and_warns(tls_server, tree, tmp_path):
     root, paths = tree
     originals = load_originals(paths)
-    r = Cli(tls_server.base_url, tmp_path / "state")("run", "--root", str(root), "--model", "8b", "--yes",
-                                                     "--insecure")
+    r = Cli(tls_server.base_url, tmp_path / "state")("run", "--root", str(root), "--model", "8b", "--yes", "--insecure")
     assert r.exit_code == EXIT_OK, r.output
     assert "verification is OFF" in r.stderr and tls_server.base_url in r.stderr, r.stderr
     for p in paths:
@@ -771,29 +832,40 @@ def _write_big_dvd_database(path: Path, n: int, dim: int = 3072) -> int:
     (``json.dump`` of {embedding_dim, data, matrix, additional_data}, the matrix base64 of float32),
     without holding the matrix in memory. Returns its size."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    words = ("man woman chef dog cyclist walks toward points at kitchen street table door laptop "
-             "coffee camera pans left slowly red blue bicycle lamp map box").split()
+    words = (
+        "man woman chef dog cyclist walks toward points at kitchen street table door laptop "
+        "coffee camera pans left slowly red blue bicycle lamp map box"
+    ).split()
     with open(path, "wb") as f:
         f.write(b'{"embedding_dim": %d, "data": [' % dim)
+
         def text_of(i: int) -> str:
             return " ".join(words[(i * 7 + k * 5) % len(words)] for k in range(10)) + f", clip {i}."
 
         for i in range(n):
             text = text_of(i)
-            rec = {"__id__": hashlib.md5(str(i).encode()).hexdigest(),
-                   "time_start_secs": float(i * 10), "time_end_secs": float(i * 10 + 10),
-                   "caption": caption_text(i * 10, i * 10 + 10, text)}
+            rec = {
+                "__id__": hashlib.md5(str(i).encode()).hexdigest(),
+                "time_start_secs": float(i * 10),
+                "time_end_secs": float(i * 10 + 10),
+                "caption": caption_text(i * 10, i * 10 + 10, text),
+            }
             f.write((b", " if i else b"") + json.dumps(rec, ensure_ascii=False).encode())
         f.write(b'], "matrix": "')
-        step = 3 * 512                                   # whole rows (dim * 4 bytes is a multiple of 3)
+        step = 3 * 512  # whole rows (dim * 4 bytes is a multiple of 3)
         for start in range(0, n, step):
             # the stand-in "old model": meaningful neighbourhoods, as the quality gate expects
-            m = np.array([embed(text_of(i), dim, seed=OLD_MODEL)
-                          for i in range(start, min(start + step, n))], dtype=np.float32)
+            m = np.array(
+                [embed(text_of(i), dim, seed=OLD_MODEL) for i in range(start, min(start + step, n))], dtype=np.float32
+            )
             m /= np.linalg.norm(m, axis=1, keepdims=True)
             f.write(base64.b64encode(m.astype("<f4").tobytes()))
-        extra = {"subject_registry": {}, "video_length": dvd_time(n * 10),
-                 "video_file_root": str(path.parent), "fps": 2}
+        extra = {
+            "subject_registry": {},
+            "video_length": dvd_time(n * 10),
+            "video_file_root": str(path.parent),
+            "fps": 2,
+        }
         f.write(b'", "additional_data": ' + json.dumps(extra).encode() + b"}")
     return path.stat().st_size
 
@@ -816,7 +888,7 @@ def _run_measuring_rss(args: list[str], env: dict, out_dir: Path, timeout: float
             except OSError:
                 break
             m = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
-            if m is None:                                  # a zombie: it has exited
+            if m is None:  # a zombie: it has exited
                 break
             hwm = int(m.group(1)) * 1024
             time.sleep(0.005)
@@ -834,33 +906,52 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _big_file_run(tmp_path: Path, n: int, model: str, native: int, limit_ratio: float,
-                  absolute_limit: bool) -> None:
+def _big_file_run(tmp_path: Path, n: int, model: str, native: int, limit_ratio: float, absolute_limit: bool) -> None:
     big = tmp_path / "big" / "video_database" / "long_video" / "database.json"
     t0 = time.monotonic()
     size = _write_big_dvd_database(big, n)
     t_write = time.monotonic() - t0
     source_sha = _sha256(big)
     tiny = tmp_path / "tiny" / "video_database"
-    build_dvd_database(tiny / "short_video", {"0_10": {"caption": "a man walks toward the door"},
-                                              "subject_registry": {}})
+    build_dvd_database(
+        tiny / "short_video", {"0_10": {"caption": "a man walks toward the door"}, "subject_registry": {}}
+    )
     env = dict(os.environ, MIGRATOR_API_KEY=API_KEY)
     with FakeVLLM(model=model, api_key=API_KEY) as srv:
+
         def args(root, state):
-            return ["run", "--root", str(root), "--model", model, "--endpoint", srv.base_url,
-                    "--state-dir", str(state), "--yes", "--batch-size", "128", "--concurrency", "8"]
+            return [
+                "run",
+                "--root",
+                str(root),
+                "--model",
+                model,
+                "--endpoint",
+                srv.base_url,
+                "--state-dir",
+                str(state),
+                "--yes",
+                "--batch-size",
+                "128",
+                "--concurrency",
+                "8",
+            ]
+
         code, base_rss, out, err = _run_measuring_rss(args(tiny, tmp_path / "st-tiny"), env, tiny.parent, 120)
         assert code == EXIT_OK, out + err
         t0 = time.monotonic()
-        code, peak, out, err = _run_measuring_rss(args(big.parent.parent, tmp_path / "st-big"), env,
-                                                  big.parent.parent.parent, 3600)
+        code, peak, out, err = _run_measuring_rss(
+            args(big.parent.parent, tmp_path / "st-big"), env, big.parent.parent.parent, 3600
+        )
         t_run = time.monotonic() - t0
     mib = 1 << 20
     growth = peak - base_rss
-    print(f"\nlarge file: {n} records x 3072 dims, {size / mib:.0f} MiB (written in {t_write:.1f}s); "
-          f"migrated to {native} dims in {t_run:.1f}s; peak RSS {peak / mib:.0f} MiB = {peak / size:.2f} x "
-          f"file; fixed cost (same run, one-record database) {base_rss / mib:.0f} MiB; growth "
-          f"{growth / mib:.0f} MiB = {growth / size:.2f} x file")
+    print(
+        f"\nlarge file: {n} records x 3072 dims, {size / mib:.0f} MiB (written in {t_write:.1f}s); "
+        f"migrated to {native} dims in {t_run:.1f}s; peak RSS {peak / mib:.0f} MiB = {peak / size:.2f} x "
+        f"file; fixed cost (same run, one-record database) {base_rss / mib:.0f} MiB; growth "
+        f"{growth / mib:.0f} MiB = {growth / size:.2f} x file"
+    )
     assert code == EXIT_OK, out + err[-3000:]
     # migrated: every record, new dimension, the stand-in model's vectors; the old file kept as backup
     nf = nvdb.read(big)
@@ -873,7 +964,8 @@ def _big_file_run(tmp_path: Path, n: int, model: str, native: int, limit_ratio: 
     assert backup.stat().st_size == size and _sha256(backup) == source_sha
     # bounded memory: what the run needs beyond the tool's fixed cost stays well below the file
     assert growth < limit_ratio * size, (
-        f"peak RSS grew by {growth / mib:.0f} MiB for a {size / mib:.0f} MiB file ({growth / size:.2f} x)")
+        f"peak RSS grew by {growth / mib:.0f} MiB for a {size / mib:.0f} MiB file ({growth / size:.2f} x)"
+    )
     if absolute_limit:
         assert peak < limit_ratio * size, f"peak RSS {peak / mib:.0f} MiB for a {size / mib:.0f} MiB file"
 
@@ -883,7 +975,8 @@ MEMORY_BUG = (
     "base64 + 50 MB decoded + 50 MB for `carry + raw`, so checking the old vectors alone adds ~165 MB; "
     "verify.check_staged does the same on the staged file and also makes float64 copies "
     "(block.astype(np.float64) and the norm temporaries: +128 MB each at 4096 dims). Size blocks in "
-    "bytes (e.g. rows = max(1, 4 MiB // (dim*4))) and take norms per sub-block.")
+    "bytes (e.g. rows = max(1, 4 MiB // (dim*4))) and take norms per sub-block."
+)
 
 
 def test_a_200mb_database_is_streamed_with_bounded_memory(tmp_path, key_env):

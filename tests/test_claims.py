@@ -1,5 +1,6 @@
 """One migration per tree, whatever the state directory: two `./state` directories (two
 working directories) must not both migrate the same files."""
+
 from __future__ import annotations
 
 import json
@@ -30,19 +31,19 @@ def test_a_second_state_directory_is_refused_while_the_first_owns_the_tree(serve
     r = b("run", "--root", str(root), "--model", "8b", "--yes")
     assert r.exit_code == EXIT_LOCKED, r.output
     assert claim["migration"] in r.output and str(tmp_path / "a" / "state") in r.output
-    assert _own_files(root) == staged                  # b wrote nothing
+    assert _own_files(root) == staged  # b wrote nothing
     r = b("plan", "--root", str(root), "--model", "8b")
-    assert r.exit_code == 0                            # plan only reads
-    r = b("run", "--root", str(paths[0].parent), "--model", "8b", "--yes")   # a part of the tree
+    assert r.exit_code == 0  # plan only reads
+    r = b("run", "--root", str(paths[0].parent), "--model", "8b", "--yes")  # a part of the tree
     assert r.exit_code == EXIT_LOCKED, r.output
 
-    r = a("run", "--yes")                              # the owner finishes
+    r = a("run", "--yes")  # the owner finishes
     assert r.exit_code == 0, r.output
-    r = b("run", "--root", str(root), "--model", "4b", "--yes")   # still owned: it can roll back
+    r = b("run", "--root", str(root), "--model", "4b", "--yes")  # still owned: it can roll back
     assert r.exit_code == EXIT_LOCKED, r.output
     r = a("rollback", "--yes")
     assert r.exit_code == 0, r.output
-    assert tree_digest(root) == before                 # the claim went with the rollback
+    assert tree_digest(root) == before  # the claim went with the rollback
     r = b("run", "--root", str(root), "--model", "8b", "--yes")
     assert r.exit_code == 0, r.output
 
@@ -51,10 +52,30 @@ def test_two_runs_started_together_from_two_state_directories(server, dvd_tree, 
     root, _ = dvd_tree
     before = tree_digest(root)
     env = dict(os.environ, MIGRATOR_API_KEY=API_KEY)
-    procs = [subprocess.Popen([sys.executable, "-m", "migrator.cli", "run", "--root", str(root), "--model", "8b",
-                               "--endpoint", server.base_url, "--yes", "--state-dir", str(tmp_path / n / "state")],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for n in ("a", "b")]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "migrator.cli",
+                "run",
+                "--root",
+                str(root),
+                "--model",
+                "8b",
+                "--endpoint",
+                server.base_url,
+                "--yes",
+                "--state-dir",
+                str(tmp_path / n / "state"),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in ("a", "b")
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes == [0, EXIT_LOCKED], outs
@@ -63,7 +84,7 @@ def test_two_runs_started_together_from_two_state_directories(server, dvd_tree, 
     assert "belongs to migration" in loser_err
     names = _own_files(root)
     assert any(n.endswith(".backup") for n in names)
-    assert not any(n.endswith(".staged") for n in names)          # no staged file left behind
+    assert not any(n.endswith(".staged") for n in names)  # no staged file left behind
     r = Cli(server.base_url, tmp_path / winner / "state")("rollback", "--yes")
     assert r.exit_code == 0, r.output
     assert tree_digest(root) == before
@@ -92,19 +113,23 @@ def test_a_rollback_killed_after_its_record_drops_the_claim_when_run_again(serve
     a = Cli(server.base_url, tmp_path / "a" / "state")
     assert a("run", "--root", str(root), "--model", "8b", "--yes").exit_code == 0
     env = dict(os.environ, MIGRATOR_API_KEY=API_KEY, MIGRATOR_CRASH_AT="rollback.finished")
-    p = subprocess.run([sys.executable, "-m", "migrator.cli", "rollback", "--yes",
-                        "--state-dir", str(tmp_path / "a" / "state")],
-                       env=env, capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "migrator.cli", "rollback", "--yes", "--state-dir", str(tmp_path / "a" / "state")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == -9, p.stderr
-    assert (root / CLAIM_NAME).exists()                # killed between the record and the release
+    assert (root / CLAIM_NAME).exists()  # killed between the record and the release
     assert {k: v for k, v in tree_digest(root).items() if not k.endswith(CLAIM_NAME)} == before
 
     b = Cli(server.base_url, tmp_path / "b" / "state")
     r = b("run", "--root", str(root), "--model", "8b", "--yes")
-    assert r.exit_code == EXIT_LOCKED, r.output        # still claimed: a names who to ask
+    assert r.exit_code == EXIT_LOCKED, r.output  # still claimed: a names who to ask
     r = a("rollback", "--yes")
     assert r.exit_code == 0, r.output
     assert "already rolled back" in r.output
-    assert tree_digest(root) == before                 # the claim is gone, nothing else changed
+    assert tree_digest(root) == before  # the claim is gone, nothing else changed
     r = b("run", "--root", str(root), "--model", "8b", "--yes")
     assert r.exit_code == 0, r.output

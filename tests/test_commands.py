@@ -1,4 +1,5 @@
 """Each command through the CLI, against the fake vLLM and real DVD-built files."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,8 @@ def test_plan_reports_and_writes_nothing(cli, dvd_tree, tmp_path):
     assert doc["endpoint"]["max_model_len"] == 8192 and doc["endpoint"]["native_dim"] == 4096
     assert doc["endpoint"]["measured_tokens_per_second"] > 0
     assert len(doc["databases"]) == 6
-    assert tree_digest(tmp_path) == before               # no file written or changed
-    assert not (tmp_path / "state").exists()             # not even the state directory
+    assert tree_digest(tmp_path) == before  # no file written or changed
+    assert not (tmp_path / "state").exists()  # not even the state directory
 
 
 def test_plan_without_endpoint_estimates_and_exits_5(tmp_path, dvd_tree, dead_endpoint):
@@ -60,7 +61,7 @@ def test_run_migrates_every_database_faithfully(cli, dvd_tree, server):
     embedded = server.stats.inputs_embedded
     r2 = cli("run", "--root", str(root), "--model", "8b", "--yes")
     assert r2.exit_code == 0 and "nothing to do" in r2.stdout
-    assert server.stats.inputs_embedded - embedded <= 1   # only the probe
+    assert server.stats.inputs_embedded - embedded <= 1  # only the probe
 
 
 def test_matryoshka_dim_is_cut_and_renormalised(cli, dvd_tree):
@@ -100,7 +101,7 @@ def test_no_cutover_then_cutover(cli, dvd_tree):
     assert r.exit_code == 0, r.output
     assert "staged" in r.stdout
     live = {k: v for k, v in tree_digest(root).items() if ".migrator-" not in k}
-    assert live == before                                      # live files untouched
+    assert live == before  # live files untouched
     assert len(list(root.rglob("*.staged"))) == 6
     r = cli("cutover", "--yes")
     assert r.exit_code == 0, r.output
@@ -118,7 +119,7 @@ def test_rollback_restores_byte_identical(cli, dvd_tree):
     r = cli("rollback", "--yes")
     assert r.exit_code == 0, r.output
     assert "6 restored" in r.stdout
-    assert tree_digest(root) == before                         # every file, byte for byte, no leftovers
+    assert tree_digest(root) == before  # every file, byte for byte, no leftovers
     for p in paths:
         assert os.stat(p).st_mtime_ns == stats_before[p].st_mtime_ns
         assert os.stat(p).st_mode == stats_before[p].st_mode
@@ -129,13 +130,13 @@ def test_cutover_never_overwrites_a_file_changed_since_scan(cli, dvd_tree):
     assert cli("run", "--root", str(root), "--model", "8b", "--no-cutover", "--yes").exit_code == 0
     changed = paths[2]
     doc = json.loads(changed.read_text())
-    doc["additional_data"]["fps"] = 3            # another program edits it
+    doc["additional_data"]["fps"] = 3  # another program edits it
     changed.write_text(json.dumps(doc))
     edited = changed.read_bytes()
     r = cli("cutover", "--yes")
     assert r.exit_code == EXIT_PARTIAL
     assert "CHANGED" in r.stdout and str(changed) in r.stdout
-    assert changed.read_bytes() == edited                     # not overwritten
+    assert changed.read_bytes() == edited  # not overwritten
     # the next run re-embeds it from the edited content and swaps it in
     r = cli("run", "--root", str(root), "--model", "8b", "--yes")
     assert r.exit_code == 0, r.output
@@ -154,7 +155,7 @@ def test_rollback_refuses_a_file_changed_after_cutover_unless_forced(cli, dvd_tr
     assert "REFUSED" in r.stdout and str(victim) in r.stdout
     assert victim.read_bytes() == edited
     now = tree_digest(root)
-    for p in paths[1:]:                                        # the others were restored
+    for p in paths[1:]:  # the others were restored
         rel = str(p.relative_to(root))
         assert now[rel] == before[rel]
     r = cli("rollback", "--yes", "--force")
@@ -214,18 +215,37 @@ def test_bad_files_are_named_and_the_rest_migrate(cli, dvd_tree):
 def test_text_field_for_other_nanovectordb_files(tmp_path, cli):
     import numpy as np
     from nano_vectordb import NanoVectorDB
-    path = tmp_path / "kb" / "chunks.json"      # named like no application's file
+
+    path = tmp_path / "kb" / "chunks.json"  # named like no application's file
     path.parent.mkdir()
     db = NanoVectorDB(3072, storage_file=str(path))
     rng = np.random.default_rng(1)
-    db.upsert([{"__id__": f"chunk-{i}", "content": f"chunk number {i} about topic {i % 3}",
-                "__vector__": rng.normal(size=3072)} for i in range(7)])
+    db.upsert(
+        [
+            {
+                "__id__": f"chunk-{i}",
+                "content": f"chunk number {i} about topic {i % 3}",
+                "__vector__": rng.normal(size=3072),
+            }
+            for i in range(7)
+        ]
+    )
     db.save()
     r = cli("run", "--root", str(tmp_path / "kb"), "--pattern", "*.json", "--model", "8b", "--yes")
     assert r.exit_code == EXIT_PARTIAL and "--text-field" in r.stdout
     r = cli("rollback", "--yes")
-    r = cli("run", "--root", str(tmp_path / "kb"), "--pattern", "*.json", "--model", "8b",
-            "--text-field", "content", "--yes")
+    r = cli(
+        "run",
+        "--root",
+        str(tmp_path / "kb"),
+        "--pattern",
+        "*.json",
+        "--model",
+        "8b",
+        "--text-field",
+        "content",
+        "--yes",
+    )
     assert r.exit_code == 0, r.output
     new = NanoVectorDB(4096, storage_file=str(path))
     assert [d["__id__"] for d in new.get([f"chunk-{i}" for i in range(7)])] == [f"chunk-{i}" for i in range(7)]
@@ -253,8 +273,7 @@ def test_api_is_callable_without_the_cli(server, dvd_tree, tmp_path):
     root, paths = dvd_tree
     originals = load_originals(paths)
     raw = {p: p.read_bytes() for p in paths}
-    settings = api.Settings(roots=[str(root)], model="8b", endpoint=server.base_url,
-                            state_dir=str(tmp_path / "st"))
+    settings = api.Settings(roots=[str(root)], model="8b", endpoint=server.base_url, state_dir=str(tmp_path / "st"))
     report = api.plan(settings)
     assert report["totals"]["to_migrate"] == 6
     result = api.run(settings)
@@ -270,7 +289,7 @@ def test_a_bad_file_left_over_does_not_hide_the_migration_from_rollback(cli, dvd
     root, paths = dvd_tree
     before = tree_digest(root)
     bad = paths[0]
-    bad.write_bytes(b"")                                   # zero bytes
+    bad.write_bytes(b"")  # zero bytes
     before = tree_digest(root)
     r = cli("run", "--root", str(root), "--model", "8b", "--yes")
     assert r.exit_code == EXIT_PARTIAL and f"{bad}: file is empty" in r.stdout
@@ -287,12 +306,17 @@ def test_the_run_question_says_what_will_be_done_and_no_changes_nothing(server, 
     """Asked after the scan: how many databases and records, the model and the dims."""
     from migrator import api
     from migrator.errors import MigratorError
+
     root, paths = dvd_tree
     before = tree_digest(root)
     asked = []
-    settings = api.Settings(roots=[str(root)], model="8b", endpoint=server.base_url,
-                            state_dir=str(tmp_path / "state"),
-                            confirm=lambda q: asked.append(q) or False)
+    settings = api.Settings(
+        roots=[str(root)],
+        model="8b",
+        endpoint=server.base_url,
+        state_dir=str(tmp_path / "state"),
+        confirm=lambda q: asked.append(q) or False,
+    )
     with pytest.raises(MigratorError) as e:
         api.run(settings)
     assert e.value.exit_code == 2 and "cancelled" in str(e.value)
@@ -301,4 +325,4 @@ def test_the_run_question_says_what_will_be_done_and_no_changes_nothing(server, 
     assert f"Migrate {len(paths)} database(s), {records} records" in q
     assert "from 3072 dims to Qwen/Qwen3-Embedding-8B at 4096 dims" in q
     assert tree_digest(root) == before
-    assert api.status(str(tmp_path / "state"))["migrations"] == []       # nothing recorded
+    assert api.status(str(tmp_path / "state"))["migrations"] == []  # nothing recorded

@@ -1,4 +1,5 @@
 """DVD-shaped trees from migrator.testing.corpus, read back with the real nano-vectordb."""
+
 from __future__ import annotations
 
 import base64
@@ -106,14 +107,17 @@ def test_records_have_dvd_prefix_fields_and_md5_ids(tree):
             assert record["time_end_secs"] == end
             m = PREFIX.match(record["caption"])
             assert m and m.groups() == (dvd_time(start), dvd_time(end))
-            assert record["caption"][m.end():] == text
+            assert record["caption"][m.end() :] == text
             # no __id__ given, so nano-vectordb used md5 of the vector DVD upserted
             old = dvd_vector(text)
             assert old.dtype == np.float64
             assert record["__id__"] == hashlib.md5(old.tobytes()).hexdigest()
-            assert record["__id__"] == hashlib.md5(
-                np.array(embed(text, 3072, seed="text-embedding-3-large").tolist()).tobytes()
-            ).hexdigest()
+            assert (
+                record["__id__"]
+                == hashlib.md5(
+                    np.array(embed(text, 3072, seed="text-embedding-3-large").tolist()).tobytes()
+                ).hexdigest()
+            )
             np.testing.assert_allclose(row, old / np.linalg.norm(old), atol=1e-6)
 
 
@@ -179,10 +183,29 @@ def test_tree_is_deterministic(tmp_path):
 def test_cli_builds_a_tree_quietly(tmp_path):
     out = tmp_path / "tree"
     proc = subprocess.run(
-        [sys.executable, "-m", "migrator.testing.corpus", "--out", str(out), "--videos", "2",
-         "--seed", "3", "--dim", "128", "--min-clips", "2", "--max-clips", "3"],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+        [
+            sys.executable,
+            "-m",
+            "migrator.testing.corpus",
+            "--out",
+            str(out),
+            "--videos",
+            "2",
+            "--seed",
+            "3",
+            "--dim",
+            "128",
+            "--min-clips",
+            "2",
+            "--max-clips",
+            "3",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 0, proc.stderr
     paths = [Path(line) for line in proc.stdout.splitlines()]
     assert len(paths) == 2 and all(p.is_file() for p in paths)

@@ -1,5 +1,6 @@
 """The README's option, environment and exit-code tables are made from the code (docs.py,
 through cog): this fails when they are not current. `cog -r README.md` rewrites them."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,6 +21,7 @@ def test_the_readme_tables_are_current():
 
 def test_the_tables_hold_every_option_variable_and_code():
     from migrator.cli import main
+
     text = README.read_text()
     for name, cmd in main.commands.items():
         for p in cmd.params:

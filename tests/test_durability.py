@@ -20,6 +20,7 @@ All of it lands in one ordered trace, which the test then reads per database:
   ``synchronous=FULL`` and a rollback journal, so a commit is on disk when it
   returns.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,9 @@ from migrator.files.durable import TMP_MARK
 from migrator.files.layout import backup_path, staged_path
 from migrator.testing.corpus import build_dvd_tree
 
-pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"),
-                                reason="names fsync'd descriptors through /proc/self/fd")
+pytestmark = pytest.mark.skipif(
+    not os.path.isdir("/proc/self/fd"), reason="names fsync'd descriptors through /proc/self/fd"
+)
 
 BATCH, CONC = 4, 2
 
@@ -53,10 +55,10 @@ def _real(p) -> str:
 @dataclass
 class Ev:
     seq: int
-    kind: str                 # fsync | fsync_dir | open_dir | replace | link | chmod | commit
-    path: str = ""            # fsync*/open_dir: the file; replace/link: the destination
-    src: str = ""             # replace/link: the source
-    changes: list = field(default_factory=list)   # commit: (live path, old state, new state)
+    kind: str  # fsync | fsync_dir | open_dir | replace | link | chmod | commit
+    path: str = ""  # fsync*/open_dir: the file; replace/link: the destination
+    src: str = ""  # replace/link: the source
+    changes: list = field(default_factory=list)  # commit: (live path, old state, new state)
     thread: str = ""
 
     def __str__(self) -> str:
@@ -77,9 +79,9 @@ class Trace:
         self.violations: list[str] = []
         self.pragmas: set[tuple] = set()
         self.commits = 0
-        self.records_committed = 0        # sum of n_done increases over all commits
-        self.batch_commits = 0            # commits that made some batch durable
-        self.records_staged_whole = 0     # records of small databases, durable as their staged file
+        self.records_committed = 0  # sum of n_done increases over all commits
+        self.batch_commits = 0  # commits that made some batch durable
+        self.records_staged_whole = 0  # records of small databases, durable as their staged file
         self.staged_whole = 0
 
     def add(self, kind: str, **kw) -> None:
@@ -97,11 +99,12 @@ class Trace:
             rows = cur.execute(
                 "select d.path, d.state, coalesce(d.n_done, 0), d.n_records, coalesce(b.n, 0), coalesce(b.k, 0) "
                 "from databases d left join (select database_id, sum(count) n, count(*) k from batches "
-                "group by database_id) b on b.database_id = d.id").fetchall()
+                "group by database_id) b on b.database_id = d.id"
+            ).fetchall()
             sync = cur.execute("pragma synchronous").fetchone()[0]
             journal = cur.execute("pragma journal_mode").fetchone()[0]
         except sqlite3.OperationalError:
-            return                      # the schema is not there yet
+            return  # the schema is not there yet
         finally:
             cur.close()
         changes, grew = [], 0
@@ -120,11 +123,15 @@ class Trace:
             self.n_done[path] = n_done
             # a batch row exists iff its records count in n_done
             if state in ("pending", "embedding") and in_batches != n_done:
-                self.violations.append(f"commit #{len(self.events)}: {path}: {state}, batches hold "
-                                       f"{in_batches} records, n_done says {n_done}")
+                self.violations.append(
+                    f"commit #{len(self.events)}: {path}: {state}, batches hold "
+                    f"{in_batches} records, n_done says {n_done}"
+                )
             if state not in ("pending", "embedding", "failed") and (n_rows or n_done != n_records):
-                self.violations.append(f"commit #{len(self.events)}: {path}: {state} with {n_rows} batch "
-                                       f"rows and n_done {n_done}/{n_records}")
+                self.violations.append(
+                    f"commit #{len(self.events)}: {path}: {state} with {n_rows} batch "
+                    f"rows and n_done {n_done}/{n_records}"
+                )
         self.commits += 1
         self.records_committed += grew
         self.batch_commits += bool(grew)
@@ -141,8 +148,9 @@ def _last(evs, start, stop, pred):
 
 
 def _commit_to(evs, live: str, state: str) -> int | None:
-    return _first(evs, 0, len(evs), lambda e: e.kind == "commit" and any(
-        p == live and new == state for p, _, new in e.changes))
+    return _first(
+        evs, 0, len(evs), lambda e: e.kind == "commit" and any(p == live and new == state for p, _, new in e.changes)
+    )
 
 
 @pytest.fixture
@@ -210,12 +218,19 @@ def traced(tmp_path, monkeypatch):
 def test_files_are_durable_before_the_job_table_says_so(traced, tmp_path, server):
     root, tr = traced
     # up to IN_MEMORY_BATCHES x BATCH = 16 records a database is embedded in memory, above in batch rows
-    paths = build_dvd_tree(root, 5, clips=(3, 40), seed=23)   # 10, 30, 20, 20, 24 records
+    paths = build_dvd_tree(root, 5, clips=(3, 40), seed=23)  # 10, 30, 20, 20, 24 records
     originals = {p: p.read_bytes() for p in paths}
     total = sum(len(json.loads(b)["data"]) for b in originals.values())
-    settings = api.Settings(roots=[str(root)], model="8b", endpoint=server.base_url,
-                            state_dir=str(tmp_path / "state"), batch_size=BATCH, concurrency=CONC,
-                            request_timeout=10, retry_for=10)
+    settings = api.Settings(
+        roots=[str(root)],
+        model="8b",
+        endpoint=server.base_url,
+        state_dir=str(tmp_path / "state"),
+        batch_size=BATCH,
+        concurrency=CONC,
+        request_timeout=10,
+        retry_for=10,
+    )
     result = api.run(settings)
     assert result.outcome == "done", result.message
     run_end = len(tr.events)
@@ -235,10 +250,11 @@ def test_files_are_durable_before_the_job_table_says_so(traced, tmp_path, server
     assert tr.violations == []
     # large databases commit batch rows; small ones go to their staged file whole: both are here
     assert tr.batch_commits >= 1 and tr.staged_whole >= 1, (tr.batch_commits, tr.staged_whole)
-    assert tr.records_committed + tr.records_staged_whole == total, \
-        (f"{tr.records_committed} records made durable by {tr.batch_commits} batch commits and "
-         f"{tr.records_staged_whole} in {tr.staged_whole} staged files, {total} in the tree: "
-         f"each record's vectors must be committed exactly once")
+    assert tr.records_committed + tr.records_staged_whole == total, (
+        f"{tr.records_committed} records made durable by {tr.batch_commits} batch commits and "
+        f"{tr.records_staged_whole} in {tr.staged_whole} staged files, {total} in the tree: "
+        f"each record's vectors must be committed exactly once"
+    )
 
     for p in paths:
         live, d = _real(p), _real(p.parent)
@@ -298,20 +314,27 @@ def test_a_staged_files_mode_is_set_before_it_is_fsynced(traced, tmp_path, serve
     paths = build_dvd_tree(root, 2, clips=(3, 5), seed=29)
     for p in paths:
         os.chmod(p, 0o644)
-    settings = api.Settings(roots=[str(root)], model="8b", endpoint=server.base_url,
-                            state_dir=str(tmp_path / "state"), batch_size=BATCH, concurrency=CONC,
-                            request_timeout=10, retry_for=10, cutover=False)
+    settings = api.Settings(
+        roots=[str(root)],
+        model="8b",
+        endpoint=server.base_url,
+        state_dir=str(tmp_path / "state"),
+        batch_size=BATCH,
+        concurrency=CONC,
+        request_timeout=10,
+        retry_for=10,
+        cutover=False,
+    )
     result = api.run(settings)
     assert result.outcome == "staged", result.message
     evs = tr.events
     for p in paths:
         staged = _real(staged_path(p, result.migration_id))
-        assert stat.S_IMODE(os.stat(staged).st_mode) == 0o644      # the mode is right once written...
+        assert stat.S_IMODE(os.stat(staged).st_mode) == 0o644  # the mode is right once written...
         r = _last(evs, 0, len(evs), lambda e: e.kind == "replace" and e.path == staged)
         tmp = evs[r].src
         f = _last(evs, 0, r, lambda e: e.kind == "fsync" and e.path == tmp)
         m = _last(evs, 0, r, lambda e: e.kind == "chmod" and e.path == tmp)
         assert f is not None and m is not None, "\n".join(map(str, evs))
         # ...but it is durable only if it was set before the fsync that precedes the rename
-        assert m < f, (f"{tmp}: chmod #{m} after its fsync #{f} (rename #{r}): the mode is not "
-                       f"covered by any fsync")
+        assert m < f, f"{tmp}: chmod #{m} after its fsync #{f} (rename #{r}): the mode is not covered by any fsync"

@@ -1,4 +1,5 @@
 """The deterministic stand-in embedder and tokenizer (migrator.testing.embedder)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -26,7 +27,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_tokenizer_counts_words_punctuation_and_eos():
     assert token_strings("Hello, world! It's 10:30.") == [
-        "Hello", ",", "world", "!", "It", "'", "s", "10", ":", "30", "."]
+        "Hello",
+        ",",
+        "world",
+        "!",
+        "It",
+        "'",
+        "s",
+        "10",
+        ":",
+        "30",
+        ".",
+    ]
     assert token_strings("naïve café – 東京") == ["naïve", "café", "–", "東京"]
     ids = tokenize("Hello, world!")
     assert len(ids) == 5 and ids[-1] == EOS_ID and all(0 <= i < 150000 for i in ids[:-1])
@@ -77,11 +89,20 @@ def test_token_id_prompts_embed_deterministically():
 
 
 def test_stable_across_processes():
-    code = ("from migrator.testing.embedder import embed, tokenize;"
-            "print(embed('stable across runs', 16, seed='q').tobytes().hex(), tokenize('x y'))")
-    outs = {subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                           text=True, env={"PYTHONPATH": str(REPO), "PYTHONHASHSEED": seed},
-                           check=True).stdout
-            for seed in ("1", "2")}
+    code = (
+        "from migrator.testing.embedder import embed, tokenize;"
+        "print(embed('stable across runs', 16, seed='q').tobytes().hex(), tokenize('x y'))"
+    )
+    outs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            env={"PYTHONPATH": str(REPO), "PYTHONHASHSEED": seed},
+            check=True,
+        ).stdout
+        for seed in ("1", "2")
+    }
     assert len(outs) == 1
     assert outs.pop().split()[0] == embed("stable across runs", 16, seed="q").tobytes().hex()

@@ -1,4 +1,5 @@
 """A hostile endpoint: every fault ends in correct databases or a clear stop, never a wrong vector."""
+
 from __future__ import annotations
 
 import json
@@ -13,23 +14,26 @@ from migrator.errors import EXIT_ENDPOINT_DOWN, EXIT_ENDPOINT_REJECTED, EXIT_PAR
 from migrator.testing.server import FakeVLLM
 
 
-@pytest.mark.parametrize("kind, params, times", [
-    ("status", {"status": 429, "retry_after": 1}, 2),
-    ("status", {"status": 429}, 2),
-    ("status", {"status": 500}, 2),
-    ("status", {"status": 502}, 1),
-    ("status", {"status": 503}, 3),
-    ("html", {"status": 502}, 2),
-    ("html", {"status": 200}, 1),
-    ("reset", {}, 2),
-    ("wrong_dim", {}, 2),
-    ("nan", {}, 2),
-    ("too_few", {}, 2),
-    ("dup_index", {}, 2),
-    ("shuffle", {}, 4),
-    ("wrong_model", {}, 2),
-    ("zero", {}, 1),
-])
+@pytest.mark.parametrize(
+    "kind, params, times",
+    [
+        ("status", {"status": 429, "retry_after": 1}, 2),
+        ("status", {"status": 429}, 2),
+        ("status", {"status": 500}, 2),
+        ("status", {"status": 502}, 1),
+        ("status", {"status": 503}, 3),
+        ("html", {"status": 502}, 2),
+        ("html", {"status": 200}, 1),
+        ("reset", {}, 2),
+        ("wrong_dim", {}, 2),
+        ("nan", {}, 2),
+        ("too_few", {}, 2),
+        ("dup_index", {}, 2),
+        ("shuffle", {}, 4),
+        ("wrong_model", {}, 2),
+        ("zero", {}, 1),
+    ],
+)
 def test_transient_faults_are_retried_and_never_written(cli, dvd_tree, server, kind, params, times):
     root, paths = dvd_tree
     originals = load_originals(paths)
@@ -39,7 +43,7 @@ def test_transient_faults_are_retried_and_never_written(cli, dvd_tree, server, k
     assert r.exit_code == 0, r.output
     assert server.stats.faults_fired.get(kind) == times
     for p in paths:
-        assert_migrated(p, originals[p], dim=4096)       # exact vectors: nothing bad was stored
+        assert_migrated(p, originals[p], dim=4096)  # exact vectors: nothing bad was stored
 
 
 def test_persistent_wrong_model_stops_without_touching_files(cli, dvd_tree, server):
@@ -65,7 +69,7 @@ def test_bad_key_stops_at_once_and_is_not_echoed(dvd_tree, tmp_path, monkeypatch
 
 def test_endpoint_down_is_a_resumable_exit(dvd_tree, tmp_path, key_env):
     root, _ = dvd_tree
-    with socket.socket() as s:          # a port nobody listens on
+    with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     r = Cli(f"http://127.0.0.1:{port}/v1", tmp_path / "state")("run", "--root", str(root), "--model", "8b", "--yes")
@@ -80,8 +84,9 @@ def test_server_dies_mid_run_then_comes_back(dvd_tree, tmp_path, key_env):
     try:
         # the server answers the probe and a few batches, then every request fails
         srv.faults.add("status", times=None, status=503, match="the")
-        r = Cli(srv.base_url, tmp_path / "state")("run", "--root", str(root), "--model", "8b",
-                                                  "--batch-size", "4", "--yes")
+        r = Cli(srv.base_url, tmp_path / "state")(
+            "run", "--root", str(root), "--model", "8b", "--batch-size", "4", "--yes"
+        )
         assert r.exit_code == EXIT_ENDPOINT_DOWN, r.output
         assert "run again to resume" in r.stderr
         for p in paths:
@@ -98,9 +103,9 @@ def test_server_dies_mid_run_then_comes_back(dvd_tree, tmp_path, key_env):
 def test_exact_max_length_input_never_hangs_and_is_reported(tmp_path, key_env):
     """vllm#29496: a prompt of exactly max_model_len tokens hangs the server. We never send one."""
     from migrator.testing.corpus import build_dvd_database
-    words = ["word"] * 63                       # 63 words + EOS = 64 tokens = max_model_len
-    captions = {"0_10": {"caption": " ".join(words)}, "10_20": {"caption": "a short one"},
-                "subject_registry": {}}
+
+    words = ["word"] * 63  # 63 words + EOS = 64 tokens = max_model_len
+    captions = {"0_10": {"caption": " ".join(words)}, "10_20": {"caption": "a short one"}, "subject_registry": {}}
     path = build_dvd_database(tmp_path / "vdb" / "vid", captions)
     with FakeVLLM(api_key=API_KEY, max_model_len=64) as srv:
         r = Cli(srv.base_url, tmp_path / "state")("run", "--root", str(tmp_path / "vdb"), "--model", "8b", "--yes")
@@ -120,11 +125,12 @@ def test_an_input_the_server_never_answers_is_isolated_and_named(dvd_tree, tmp_p
     bare = rec["caption"].split("\n", 1)[1]
     with FakeVLLM(api_key=API_KEY, hang_blocks_others=False) as srv:
         srv.faults.add("hang", times=None, match=bare)
-        r = Cli(srv.base_url, tmp_path / "state")("run", "--root", str(root), "--model", "8b", "--yes",
-                                                  "--request-timeout", "1")
+        r = Cli(srv.base_url, tmp_path / "state")(
+            "run", "--root", str(root), "--model", "8b", "--yes", "--request-timeout", "1"
+        )
     assert r.exit_code == EXIT_PARTIAL, r.output
     assert f"{victim}: record #1 (__id__ {rec['__id__']!r})" in r.stdout
-    assert json.loads(victim.read_text()) == originals[victim]        # left as it was
+    assert json.loads(victim.read_text()) == originals[victim]  # left as it was
     for p in paths:
         if p != victim:
             assert_migrated(p, originals[p], dim=4096)
@@ -145,12 +151,16 @@ def test_a_429_during_a_run_halves_the_runs_in_flight_limit(server, dvd_tree, tm
     """The endpoint is built with the run's in-flight limit as its pushback listener: a 429
     mid-run reaches that limit (logged by tuning), and the run still finishes exactly."""
     import logging
+
     root, paths = dvd_tree
     originals = load_originals(paths)
     caplog.set_level(logging.DEBUG, logger="migrator.vllm.tuning")
     server.faults.add("status", times=2, status=429, retry_after=0)
-    result = api.run(api.Settings(roots=[str(root)], model="8b", endpoint=server.base_url,
-                                  state_dir=str(tmp_path / "state"), batch_size=4))
+    result = api.run(
+        api.Settings(
+            roots=[str(root)], model="8b", endpoint=server.base_url, state_dir=str(tmp_path / "state"), batch_size=4
+        )
+    )
     assert result.outcome == "done", result.message
     halved = [m for m in caplog.messages if m.startswith("in-flight limit") and "HTTP 429" in m]
     assert halved, [m for m in caplog.messages if "limit" in m or "429" in m][:20]

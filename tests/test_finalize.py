@@ -1,4 +1,5 @@
 """migrate finalize: the backups of a finished migration go, with the space stated first."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,7 @@ def test_finalize_states_the_space_deletes_the_backups_and_forbids_rollback(cli,
     assert len(backups) == len(paths)
     expected = sum(os.stat(b).st_size for b in backups)
     status = json.loads(cli("status", "--json").stdout)["migrations"][0]
-    assert status["backup_bytes"] == expected                 # status shows what backups hold
+    assert status["backup_bytes"] == expected  # status shows what backups hold
     migrated = tree_digest(root)
 
     r = cli("finalize", "--json", "--yes")
@@ -34,10 +35,13 @@ def test_finalize_states_the_space_deletes_the_backups_and_forbids_rollback(cli,
     doc = json.loads(r.stdout)
     assert doc["files"] == len(paths) and doc["bytes_freed"] == expected
     assert _backups(root) == []
-    assert ".migrator-claim.json" in migrated          # the finished migration owned the tree...
-    assert tree_digest(root) == {k: v for k, v in migrated.items()      # ...until it was finalized
-                                 if not k.endswith(".backup") and k != ".migrator-claim.json"}
-    for p in paths:                                            # the migrated databases are untouched
+    assert ".migrator-claim.json" in migrated  # the finished migration owned the tree...
+    assert tree_digest(root) == {
+        k: v
+        for k, v in migrated.items()  # ...until it was finalized
+        if not k.endswith(".backup") and k != ".migrator-claim.json"
+    }
+    for p in paths:  # the migrated databases are untouched
         assert_migrated(p, originals[p], dim=4096)
 
     status = json.loads(cli("status", "--json").stdout)["migrations"][0]
@@ -45,10 +49,13 @@ def test_finalize_states_the_space_deletes_the_backups_and_forbids_rollback(cli,
     assert "rollback is no longer possible" in status["message"]
     r = cli("rollback", "--yes")
     assert r.exit_code == EXIT_USAGE and "finalized" in r.output
-    assert ".migrator-claim.json" in migrated          # the finished migration owned the tree...
-    assert tree_digest(root) == {k: v for k, v in migrated.items()      # ...until it was finalized
-                                 if not k.endswith(".backup") and k != ".migrator-claim.json"}
-    r = cli("finalize", "--json", "--yes")                    # again: nothing left, still fine
+    assert ".migrator-claim.json" in migrated  # the finished migration owned the tree...
+    assert tree_digest(root) == {
+        k: v
+        for k, v in migrated.items()  # ...until it was finalized
+        if not k.endswith(".backup") and k != ".migrator-claim.json"
+    }
+    r = cli("finalize", "--json", "--yes")  # again: nothing left, still fine
     assert r.exit_code == EXIT_OK and json.loads(r.stdout)["files"] == 0
     assert "finalized" in (cli.state_dir / "migrator.log").read_text()
 
@@ -56,7 +63,7 @@ def test_finalize_states_the_space_deletes_the_backups_and_forbids_rollback(cli,
 def test_finalize_without_a_terminal_needs_yes(cli, dvd_tree):
     root, _ = dvd_tree
     _run_ok(cli, root)
-    r = cli("finalize")                                        # CliRunner's stdin is not a terminal
+    r = cli("finalize")  # CliRunner's stdin is not a terminal
     assert r.exit_code == EXIT_USAGE and "--yes" in r.output and "freeing" in r.output
     assert len(_backups(root)) == len(dvd_tree[1])
 

@@ -1,4 +1,5 @@
 """Atomic, durable writes on a real filesystem."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """The quality gate before cutover: a server that answers well-formed nonsense must not get swapped in."""
+
 from __future__ import annotations
 
 import base64
@@ -36,17 +37,20 @@ def test_a_good_migration_passes_and_says_by_how_much(cli, tree):
     assert doc["sampled_records"] >= 30 and doc["self_hits"] >= 0.9 * doc["sampled_records"]
     assert doc["neighbourhood_overlap"] > 1.5 * doc["overlap_by_chance"], doc
     print(f"\ngate on a good migration: {doc}")
-    r = cli("run", "--yes")                                   # the gate runs again, then cutover
+    r = cli("run", "--yes")  # the gate runs again, then cutover
     assert r.exit_code == EXIT_OK, r.output
     assert "quality gate: passed" in r.stderr
     for p in paths:
         assert_migrated(p, originals[p], dim=4096)
 
 
-@pytest.mark.parametrize("fault, words", [
-    ("garbage", "self-retrieval"),      # random unit vectors: every per-answer check passes
-    ("misorder", "self-retrieval"),     # each input gets its neighbour's vector
-])
+@pytest.mark.parametrize(
+    "fault, words",
+    [
+        ("garbage", "self-retrieval"),  # random unit vectors: every per-answer check passes
+        ("misorder", "self-retrieval"),  # each input gets its neighbour's vector
+    ],
+)
 def test_well_formed_nonsense_fails_the_gate_and_nothing_is_swapped(cli, server, tree, fault, words):
     root, paths = tree
     before = tree_digest(root)
@@ -81,7 +85,7 @@ def test_a_staged_file_altered_after_staging_is_staged_again_not_swapped(cli, tr
     assert any(str(staged) in line for line in doc["skipped"]), doc
     r = cli("run", "--yes", "--json")
     assert r.exit_code == EXIT_OK, r.output
-    for p in paths:                 # the altered file never went live: it was embedded again
+    for p in paths:  # the altered file never went live: it was embedded again
         assert_migrated(p, originals[p], dim=4096)
 
 
@@ -99,7 +103,7 @@ def test_one_vector_for_two_different_texts_is_caught_across_blocks():
     shared = SharedVectors(["a dog", "a cat", "a dog"])
     assert shared.add(m[:1]) is None
     assert "records #0 and #1" in shared.add(m[1:])
-    assert SharedVectors(["same", "same"]).add(m[:2]) is None    # equal texts may share a vector
+    assert SharedVectors(["same", "same"]).add(m[:2]) is None  # equal texts may share a vector
 
 
 def test_migrate_cutover_checks_structure_first(cli, tree):
@@ -117,16 +121,19 @@ def test_migrate_cutover_checks_structure_first(cli, tree):
     doc["matrix"] = base64.b64encode(m.tobytes()).decode()
     staged.write_text(json.dumps(doc))
     con = sqlite3.connect(cli.state_dir / "migrator.db")
-    con.execute("update databases set staged_sha256 = ? where staged_path = ?",
-                (hashlib.sha256(staged.read_bytes()).hexdigest(), str(staged)))
+    con.execute(
+        "update databases set staged_sha256 = ? where staged_path = ?",
+        (hashlib.sha256(staged.read_bytes()).hexdigest(), str(staged)),
+    )
     con.commit()
     con.close()
     r = cli("cutover", "--yes", "--json")
     assert r.exit_code == EXIT_GATE, r.output
     assert "same vector" in json.loads(r.stdout)["message"]
     now = tree_digest(root)
-    assert {k: now[k] for k in before if k.endswith("database.json")} == \
-        {k: v for k, v in before.items() if k.endswith("database.json")}
+    assert {k: now[k] for k in before if k.endswith("database.json")} == {
+        k: v for k, v in before.items() if k.endswith("database.json")
+    }
 
 
 def test_verify_after_a_finished_migration_judges_the_live_files_against_their_backups(cli, tree):
@@ -156,7 +163,7 @@ def test_verify_after_a_finished_migration_judges_the_live_files_against_their_b
 def test_verify_never_passes_having_checked_nothing(cli, tree):
     root, paths = tree
     assert cli("run", "--root", str(root), "--model", "8b", "--yes").exit_code == EXIT_OK
-    for p in paths:                                   # every live file changed since the cutover
+    for p in paths:  # every live file changed since the cutover
         p.write_text(p.read_text() + " ")
     r = cli("verify", "--json", "--state-dir", str(cli.state_dir), "--endpoint", cli.endpoint)
     assert r.exit_code == EXIT_GATE, r.output

@@ -1,4 +1,5 @@
 """Stopping a run at any moment and resuming it: SIGKILL, SIGTERM, SIGINT."""
+
 from __future__ import annotations
 
 import json
@@ -53,9 +54,22 @@ def slow_setup(tmp_path, key_env):
     # ~10k tokens/s: the run takes a few seconds, long enough to be cut mid-way
     with FakeVLLM(api_key=API_KEY, tokens_per_second=10_000) as srv:
         env = dict(os.environ, MIGRATOR_API_KEY=API_KEY)
-        args = ["run", "--root", str(root), "--model", "8b", "--endpoint", srv.base_url,
-                "--state-dir", str(tmp_path / "state"), "--batch-size", str(BATCH),
-                "--concurrency", str(CONC), "--yes"]
+        args = [
+            "run",
+            "--root",
+            str(root),
+            "--model",
+            "8b",
+            "--endpoint",
+            srv.base_url,
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--batch-size",
+            str(BATCH),
+            "--concurrency",
+            str(CONC),
+            "--yes",
+        ]
         yield root, paths, originals, total, srv, env, args, tmp_path / "state"
 
 
@@ -68,15 +82,15 @@ def test_sigkill_mid_run_then_resume_reembeds_at_most_one_window(slow_setup):
     proc.wait(timeout=10)
     done_at_kill = _committed(state)
     assert 0 < done_at_kill < total
-    for p in paths:                                     # nothing swapped yet, nothing damaged
+    for p in paths:  # nothing swapped yet, nothing damaged
         assert p.read_bytes() == before[p]
     sent_before = srv.stats.inputs_embedded
     proc = spawn_migrate(*args, env=env)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "resuming migration" in err
-    gate_queries = int(re.search(r"/(\d+) sampled records", err).group(1))   # the quality gate's
-    resent = srv.stats.inputs_embedded - sent_before - 1 - SANITY_TEXTS - gate_queries   # minus the probes
+    gate_queries = int(re.search(r"/(\d+) sampled records", err).group(1))  # the quality gate's
+    resent = srv.stats.inputs_embedded - sent_before - 1 - SANITY_TEXTS - gate_queries  # minus the probes
     assert resent <= total - done_at_kill + BATCH * CONC, (resent, total, done_at_kill)
     for p in paths:
         assert_migrated(p, originals[p], dim=4096)
@@ -90,7 +104,7 @@ def test_sigterm_stops_cleanly_and_resumes(slow_setup):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == EXIT_INTERRUPTED, err
     assert "interrupted" in err and "migrate run" in err
-    assert not (state / "migrator.lock.json").exists()               # lock released
+    assert not (state / "migrator.lock.json").exists()  # lock released
     done = _committed(state)
     assert done > 0
     proc = spawn_migrate(*args, env=env)
@@ -117,6 +131,7 @@ def test_ctrl_c_says_what_it_waits_for_and_a_second_one_drops_it(tmp_path, key_e
     from click.testing import CliRunner
 
     from migrator.cli import main as cli_main
+
     root = tmp_path / "video_database"
     build_dvd_tree(root, 6, clips=(12, 20), seed=8)
     state = tmp_path / "state"
@@ -124,12 +139,28 @@ def test_ctrl_c_says_what_it_waits_for_and_a_second_one_drops_it(tmp_path, key_e
     # every request takes 12 s: nothing in flight finishes by itself during the test
     with FakeVLLM(api_key=API_KEY, request_overhead_s=12.0) as srv:
         env = dict(os.environ, MIGRATOR_API_KEY=API_KEY)
-        proc = spawn_migrate("run", "--root", str(root), "--model", "8b", "--endpoint", srv.base_url,
-                             "--state-dir", str(state), "--batch-size", "8", "--concurrency", "2",
-                             "--yes", "--no-quality-gate", env=env)
+        proc = spawn_migrate(
+            "run",
+            "--root",
+            str(root),
+            "--model",
+            "8b",
+            "--endpoint",
+            srv.base_url,
+            "--state-dir",
+            str(state),
+            "--batch-size",
+            "8",
+            "--concurrency",
+            "2",
+            "--yes",
+            "--no-quality-gate",
+            env=env,
+        )
         # the probe and the sanity probe answer slowly too: wait until embedding requests are out
-        assert _wait_for(lambda: srv.stats.in_flight >= 2 and log.exists()
-                         and "sanity probe" in log.read_text(), timeout=150), proc.communicate(timeout=5)
+        assert _wait_for(
+            lambda: srv.stats.in_flight >= 2 and log.exists() and "sanity probe" in log.read_text(), timeout=150
+        ), proc.communicate(timeout=5)
         time.sleep(0.5)
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
@@ -139,7 +170,7 @@ def test_ctrl_c_says_what_it_waits_for_and_a_second_one_drops_it(tmp_path, key_e
         out, err = proc.communicate(timeout=30)
         stopped = time.monotonic() - t0
     assert proc.returncode == EXIT_INTERRUPTED, err
-    assert said < 3 and stopped < 8, (said, stopped)    # not the 10 s grace, nor the 12 s requests
+    assert said < 3 and stopped < 8, (said, stopped)  # not the 10 s grace, nor the 12 s requests
     assert "Ctrl-C again to drop them" in err and "dropping the requests in flight" in err
     r = CliRunner().invoke(cli_main, ["status", "--state-dir", str(state)])
     first = r.stdout.splitlines()[0]

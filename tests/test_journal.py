@@ -1,6 +1,7 @@
 """The journal's lock order: in every group commit the databases' rows first, the migration
 row (the counters every worker bumps) last, whatever order the changes were submitted in.
 Two workers taking the two in opposite orders deadlocked PostgreSQL (once in ~130 runs)."""
+
 from __future__ import annotations
 
 from sqlalchemy import event, update
@@ -27,22 +28,27 @@ def test_the_migration_row_is_taken_last_in_every_transaction(tmp_path):
     def committed(conn):
         seen.append("COMMIT")
 
-    def batch(conn):                  # a batch commit: its counters deferred, its job row now
+    def batch(conn):  # a batch commit: its counters deferred, its job row now
         defer(conn, COUNT, {})
         conn.execute(TOUCH)
         return "batch"
 
     journal = Journal(store)
     try:
-        futures = [journal.execute_last(COUNT, {}), journal.submit(batch), journal.execute(TOUCH, {}),
-                   journal.execute_last(COUNT, {}), journal.execute(TOUCH, {})]
+        futures = [
+            journal.execute_last(COUNT, {}),
+            journal.submit(batch),
+            journal.execute(TOUCH, {}),
+            journal.execute_last(COUNT, {}),
+            journal.execute(TOUCH, {}),
+        ]
         results = [f.result(timeout=10) for f in futures]
     finally:
         journal.close()
         store.close()
-    assert results == [None, "batch", None, None, None]       # in the order submitted
+    assert results == [None, "batch", None, None, None]  # in the order submitted
     transactions = [t.split() for t in " ".join(seen).split("COMMIT") if t.strip()]
     assert any("migrations" in t for t in transactions) and any("databases" in t for t in transactions)
-    for t in transactions:            # within each: no database row after the migration row
+    for t in transactions:  # within each: no database row after the migration row
         if "migrations" in t:
-            assert "databases" not in t[t.index("migrations"):], seen
+            assert "databases" not in t[t.index("migrations") :], seen

@@ -1,5 +1,6 @@
 """The package's import graph has no cycle (lazy imports inside functions count too): a
 module can be read, tested and moved without dragging its importers along."""
+
 from __future__ import annotations
 
 import ast
@@ -46,7 +47,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(m)
         for n in sorted(graph[m]):
             if state.get(n) == 1:
-                return stack[stack.index(n):] + [n]
+                return stack[stack.index(n) :] + [n]
             if n not in state and (found := visit(n)):
                 return found
         stack.pop()
@@ -77,11 +78,16 @@ def _environment_reads(source: str) -> list[int]:
             v = node.value
             if (isinstance(v, ast.Attribute) and v.attr == "environ") or node.attr == "getenv":
                 out.append(node.lineno)
-        elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) \
-                and node.value.attr == "environ" and isinstance(node.ctx, ast.Load):
+        elif (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "environ"
+            and isinstance(node.ctx, ast.Load)
+        ):
             out.append(node.lineno)
-        elif isinstance(node, ast.Compare) and any(isinstance(c, ast.Attribute) and c.attr == "environ"
-                                                    for c in node.comparators):
+        elif isinstance(node, ast.Compare) and any(
+            isinstance(c, ast.Attribute) and c.attr == "environ" for c in node.comparators
+        ):
             out.append(node.lineno)
     return sorted(out)
 

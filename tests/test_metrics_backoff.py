@@ -3,6 +3,7 @@
 Real FakeVLLM servers on 127.0.0.1, real HTTP, real threads; no mocks and no
 assertions about how long anything took.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -59,8 +60,11 @@ def logs(caplog):
 
 
 def records(caplog, level, text=""):
-    return [r for r in caplog.records if r.name == "migrator.vllm.steering" and r.levelno == level
-            and text in r.getMessage()]
+    return [
+        r
+        for r in caplog.records
+        if r.name == "migrator.vllm.steering" and r.levelno == level and text in r.getMessage()
+    ]
 
 
 def get(url, body=None):
@@ -95,7 +99,7 @@ def refresh_until(control: Control, done, what: str, deadline: float = 20.0) -> 
 
 # ------------------------------------------------------------------ the parser
 def test_parser_sums_every_engine_and_skips_everything_else():
-    assert parse_metric(REAL, WAITING) == 11.0         # not the 100 of ..._by_reason
+    assert parse_metric(REAL, WAITING) == 11.0  # not the 100 of ..._by_reason
     assert parse_metric(REAL, RUNNING) == 30.0
     assert parse_metric(REAL, "vllm:kv_cache_usage_perc") == pytest.approx(0.42)
     assert parse_metric(REAL, "vllm:prompt_tokens_total") is None
@@ -104,14 +108,16 @@ def test_parser_sums_every_engine_and_skips_everything_else():
 
 
 def test_parser_copes_with_awkward_but_valid_lines():
-    text = "\n".join([
-        WAITING + '{engine="0",model_name="a} b \\"q\\""} 2 1712345678000',   # '}' and quotes in a label, timestamp
-        f"{WAITING} 3",                                                        # no labels
-        f'{WAITING}{{engine="2",model_name="m"}} NaN',                         # skipped
-        f'{WAITING}{{engine="3",model_name="m"}} 1e1',
-        f'{WAITING}{{engine="4",model_name="m"}} garbage',                     # skipped
-        f"  # {WAITING} 1000",                                                 # a comment
-    ])
+    text = "\n".join(
+        [
+            WAITING + '{engine="0",model_name="a} b \\"q\\""} 2 1712345678000',  # '}' and quotes in a label, timestamp
+            f"{WAITING} 3",  # no labels
+            f'{WAITING}{{engine="2",model_name="m"}} NaN',  # skipped
+            f'{WAITING}{{engine="3",model_name="m"}} 1e1',
+            f'{WAITING}{{engine="4",model_name="m"}} garbage',  # skipped
+            f"  # {WAITING} 1000",  # a comment
+        ]
+    )
     assert parse_metric(text, WAITING) == 15.0
 
 
@@ -134,8 +140,10 @@ def test_fake_metrics_in_vllm_format_with_other_tenants(srv):
     assert f'{WAITING}{{engine="1",model_name="{MODEL}"}} 3.0' in text.splitlines()
     assert (parse_metric(text, WAITING), parse_metric(text, RUNNING)) == (7.0, 3.0)
     # the same from another process's point of view
-    assert get(srv.root_url + "/_admin/queue", {"waiting": 12, "engines": 3}) == \
-        (200, json.dumps({"waiting": 12, "running": 3, "engines": 3}, separators=(",", ":")))
+    assert get(srv.root_url + "/_admin/queue", {"waiting": 12, "engines": 3}) == (
+        200,
+        json.dumps({"waiting": 12, "running": 3, "engines": 3}, separators=(",", ":")),
+    )
     text = get(srv.root_url + "/metrics")[1]
     assert parse_metric(text, WAITING) == 12.0 and text.count(f"{WAITING}{{") == 3
     assert json.loads(get(srv.root_url + "/_admin/queue")[1])["waiting"] == 12
@@ -146,12 +154,12 @@ def test_fake_metrics_in_vllm_format_with_other_tenants(srv):
 
 def test_fake_metrics_count_its_own_running_requests():
     import openai
+
     with FakeVLLM(request_overhead_s=0.3) as server:
         client = openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0)
 
         async def main():
-            task = asyncio.create_task(asyncio.to_thread(
-                client.embeddings.create, model=MODEL, input="one two three"))
+            task = asyncio.create_task(asyncio.to_thread(client.embeddings.create, model=MODEL, input="one two three"))
             seen = 0.0
             while not task.done():
                 seen = max(seen, parse_metric(get(server.root_url + "/metrics")[1], RUNNING))
@@ -166,15 +174,15 @@ def test_fake_metrics_count_its_own_running_requests():
 # ------------------------------------------------------------------ backing off
 def test_queue_above_the_limit_halves_the_cap_and_a_drained_one_lifts_it(srv, tmp_path, logs):
     control = watching(tmp_path, srv.root_url + "/metrics", limit=4)
-    assert step(control) is None and control.throttle == Throttle()       # 0 waiting: nothing
-    srv.other_waiting, srv.engines = 9, 2                                 # 5 + 4, over two engines
+    assert step(control) is None and control.throttle == Throttle()  # 0 waiting: nothing
+    srv.other_waiting, srv.engines = 9, 2  # 5 + 4, over two engines
     caps = [step(control) for _ in range(5)]
-    assert caps == [QUEUE_START_CAP // 2, 4, 2, 1, 1]                     # never below 1
+    assert caps == [QUEUE_START_CAP // 2, 4, 2, 1, 1]  # never below 1
     assert control.throttle.max_in_flight == control.max_in_flight == 1
     assert control.queue.waiting == 9
     assert len(records(logs, logging.INFO, "backing off")) == 1
     assert "9 requests waiting" in records(logs, logging.INFO, "backing off")[0].getMessage()
-    srv.other_waiting = 4                                                 # at the limit is fine
+    srv.other_waiting = 4  # at the limit is fine
     caps = [step(control) for _ in range(11)]
     assert caps == [2, 3, 4, 5, 6, 7, 8, 10, 12, 15, None]
     assert control.throttle == Throttle()
@@ -186,24 +194,24 @@ def test_queue_above_the_limit_halves_the_cap_and_a_drained_one_lifts_it(srv, tm
 def test_the_throttle_file_and_the_queue_cap_combine(srv, tmp_path):
     (tmp_path / "THROTTLE").write_text("max_in_flight = 6\ntokens_per_second = 900\n")
     control = watching(tmp_path, srv.root_url + "/metrics", limit=0)
-    assert step(control) == 6                                             # the file's cap, no queue
+    assert step(control) == 6  # the file's cap, no queue
     assert control.queue.cap is None
     assert control.throttle == Throttle(max_in_flight=6, tokens_per_second=900)
     srv.other_waiting = 1
-    assert step(control) == 3                                             # half of the operator's 6
+    assert step(control) == 3  # half of the operator's 6
     assert control.throttle == Throttle(max_in_flight=3, tokens_per_second=900)
     srv.other_waiting = 0
-    assert [step(control) for _ in range(3)] == [4, 5, 6]                 # back up to the file's 6
+    assert [step(control) for _ in range(3)] == [4, 5, 6]  # back up to the file's 6
     assert control.queue.cap is None
     assert control.throttle == Throttle(max_in_flight=6, tokens_per_second=900)
     srv.other_waiting = 50
     assert step(control) == 3
     throttle = tmp_path / "THROTTLE"
     mtime = throttle.stat().st_mtime_ns
-    throttle.write_text("max_in_flight = 2\n")                           # the operator tightens
+    throttle.write_text("max_in_flight = 2\n")  # the operator tightens
     os.utime(throttle, ns=(mtime + 10**9, mtime + 10**9))
     srv.other_waiting = 0
-    assert step(control) == 2 and control.queue.cap is None               # 3 -> 4 > the file's 2: lifted
+    assert step(control) == 2 and control.queue.cap is None  # 3 -> 4 > the file's 2: lifted
     assert control.throttle == Throttle(max_in_flight=2)
     srv.other_waiting = 1
     assert step(control) == 1 and control.throttle == Throttle(max_in_flight=1)
@@ -253,19 +261,19 @@ def test_refresh_reads_metrics_in_the_background(srv, tmp_path, logs):
 def test_a_silent_metrics_server_never_blocks_refresh(tmp_path, logs):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    listener.listen(8)                              # accepts connections, never answers
+    listener.listen(8)  # accepts connections, never answers
     port = listener.getsockname()[1]
     listener.settimeout(20)
     control = watching(tmp_path, f"http://127.0.0.1:{port}/metrics", metrics_timeout=60)
     try:
         control.refresh()
         pending = control.queue._pending
-        control.refresh()                                   # refresh() does not wait for it
+        control.refresh()  # refresh() does not wait for it
         assert control.queue._pending is pending and control.queue.checks == 0
-        conn, _ = listener.accept()                         # the GET, from its own thread
+        conn, _ = listener.accept()  # the GET, from its own thread
         conn.recv(4096)
         assert not pending.done() and control.max_in_flight is None
-        conn.close()                                        # hang up without an answer
+        conn.close()  # hang up without an answer
     finally:
         listener.close()
     refresh_until(control, lambda: control.queue.checks >= 1, "the hang-up noticed")
@@ -275,8 +283,7 @@ def test_a_silent_metrics_server_never_blocks_refresh(tmp_path, logs):
 
 
 # ------------------------------------------------------------------ no metrics
-@pytest.mark.parametrize("path, why", [("/no-such-metrics", "HTTP 404"),
-                                       ("/version", f"no {WAITING}")])
+@pytest.mark.parametrize("path, why", [("/no-such-metrics", "HTTP 404"), ("/version", f"no {WAITING}")])
 def test_metrics_missing_means_no_cap_and_one_warning(srv, tmp_path, logs, path, why):
     srv.other_waiting = 100
     control = watching(tmp_path, srv.root_url + path)
@@ -293,14 +300,14 @@ def test_server_down_means_no_cap_one_warning_and_it_recovers(tmp_path, logs):
     server.other_waiting = 30
     control = watching(tmp_path, url, limit=4)
     assert step(control) == QUEUE_START_CAP // 2
-    server.stop()                                   # vLLM restarted, or its port firewalled
+    server.stop()  # vLLM restarted, or its port firewalled
     try:
         refresh_until(control, lambda: control.queue.checks >= 5, "looks while down")
-        assert control.max_in_flight is None        # no information: no queue cap
+        assert control.max_in_flight is None  # no information: no queue cap
         warnings = records(logs, logging.WARNING)
         assert len(warnings) == 1 and "unreachable" in warnings[0].getMessage()
         assert len(records(logs, logging.INFO, "backoff ends")) == 1
-        server.start()                              # same port
+        server.start()  # same port
         assert step(control) == QUEUE_START_CAP // 2
         assert len(records(logs, logging.INFO, "answers again")) == 1
         assert len(records(logs, logging.WARNING)) == 1
@@ -322,7 +329,7 @@ def test_off_unless_asked(tmp_path):
     control = Control(tmp_path)
     control.refresh()
     assert control.queue is None and control.throttle == Throttle() and control.max_in_flight is None
-    assert Control(tmp_path, metrics_url="http://x/metrics").queue is None   # a URL alone does nothing
+    assert Control(tmp_path, metrics_url="http://x/metrics").queue is None  # a URL alone does nothing
     with pytest.raises(ValueError, match="metrics_url"):
         Control(tmp_path, queue_limit=4)
     with pytest.raises(ValueError, match=">= 0"):
@@ -336,10 +343,10 @@ def test_a_server_that_is_not_http_is_only_a_warning(tmp_path, logs):
     listener.settimeout(20)
     control = watching(tmp_path, f"http://127.0.0.1:{listener.getsockname()[1]}/metrics")
     try:
-        control.refresh()                                   # the GET starts in its thread
+        control.refresh()  # the GET starts in its thread
         conn, _ = listener.accept()
         conn.recv(4096)
-        conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")            # not an HTTP status line
+        conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")  # not an HTTP status line
         conn.close()
         refresh_until(control, lambda: control.queue.checks >= 1, "the answer applied")
     finally:
@@ -368,10 +375,31 @@ def test_run_backs_off_while_the_servers_queue_is_long(tmp_path):
     with FakeVLLM(model="Qwen/Qwen3-Embedding-0.6B", api_key=API_KEY, tokens_per_second=1500) as srv:
         srv.other_waiting = 12
         env = dict(os.environ, MIGRATOR_API_KEY=API_KEY)
-        r = subprocess.run([sys.executable, "-m", "migrator.cli", "run", "--root", str(root), "--model", "0.6b",
-                            "--endpoint", srv.base_url, "--yes", "--state-dir", str(tmp_path / "st"),
-                            "--backoff-queue", "4", "--batch-size", "4"],   # many requests: the run
-                           env=env, capture_output=True, text=True, timeout=120)  # looks at /metrics often
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "migrator.cli",
+                "run",
+                "--root",
+                str(root),
+                "--model",
+                "0.6b",
+                "--endpoint",
+                srv.base_url,
+                "--yes",
+                "--state-dir",
+                str(tmp_path / "st"),
+                "--backoff-queue",
+                "4",
+                "--batch-size",
+                "4",
+            ],  # many requests: the run
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )  # looks at /metrics often
     assert r.returncode == 0, r.stdout + r.stderr
     log_text = (tmp_path / "st" / "migrator.log").read_text()
     assert "backing off" in log_text and "queue limit 4" in log_text, log_text[-2000:]

@@ -1,4 +1,5 @@
 """The NanoVectorDB reader/writer against files made by the real package."""
+
 from __future__ import annotations
 
 import base64
@@ -20,9 +21,17 @@ from nano_vectordb import NanoVectorDB  # noqa: E402
 def _real_db(path, dim=8, n=5, extra=True):
     db = NanoVectorDB(dim, storage_file=str(path))
     rng = np.random.default_rng(0)
-    db.upsert([{"__vector__": rng.normal(size=dim),
-                "caption": f"[From 00:00:{i}.0 to 00:00:{i+1}.0 seconds]\nclip {i} é",
-                "time_start_secs": float(i), "time_end_secs": float(i + 1)} for i in range(n)])
+    db.upsert(
+        [
+            {
+                "__vector__": rng.normal(size=dim),
+                "caption": f"[From 00:00:{i}.0 to 00:00:{i + 1}.0 seconds]\nclip {i} é",
+                "time_start_secs": float(i),
+                "time_end_secs": float(i + 1),
+            }
+            for i in range(n)
+        ]
+    )
     if extra:
         db.store_additional_data(video_length="00:01:00", fps=2, subject_registry={"a": "b"})
     db.save()
@@ -58,8 +67,11 @@ def test_render_keeps_records_and_loads_at_new_dim(tmp_path):
 
 def test_nan_field_round_trips_with_stdlib_codec(tmp_path):
     p = tmp_path / "database.json"
-    doc = {"embedding_dim": 2, "data": [{"__id__": "a", "x": float("nan")}],
-           "matrix": base64.b64encode(np.array([1, 0], dtype="<f4").tobytes()).decode()}
+    doc = {
+        "embedding_dim": 2,
+        "data": [{"__id__": "a", "x": float("nan")}],
+        "matrix": base64.b64encode(np.array([1, 0], dtype="<f4").tobytes()).decode(),
+    }
     p.write_text(json.dumps(doc))
     nf = nvdb.read(p)
     assert nf.codec == "json"
@@ -67,21 +79,26 @@ def test_nan_field_round_trips_with_stdlib_codec(tmp_path):
     assert b"NaN" in out
 
 
-@pytest.mark.parametrize("content, words", [
-    (b"", "empty"),
-    (b'{"embedding_dim": 3, "data": [', "not valid JSON"),
-    (b"[1, 2]", "not an object"),
-    (b'{"data": [], "matrix": ""}', "missing key"),
-    (b'{"embedding_dim": 0, "data": [], "matrix": ""}', "positive integer"),
-    (b'{"embedding_dim": 2, "data": [{"__id__": "a"}, {"__id__": "a"}], '
-     b'"matrix": "AAAAAAAAAAAAAAAAAAAAAA=="}', "share __id__"),
-    (b'{"embedding_dim": 2, "data": [{"__id__": "a"}], "matrix": "AAAA"}', "base64 characters"),
-    (b'{"embedding_dim": 2, "data": [{"x": 1}], "matrix": "AAAAAAAAAAA="}', "no string '__id__'"),
-    (b'\xff\xfe{"embedding_dim": 2}', "not UTF-8"),
-    (b'{"embedding_dim": 2, "data": [{"__id__": "\xff"}], "matrix": ""}', "not UTF-8"),
-    (b'{"embedding_dim": 2, "data": [], "matrix": ""} trailing', "extra data"),
-    (b'{"embedding_dim": 2, "data": [], "matrix": "\\u0041"}', "escapes"),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"", "empty"),
+        (b'{"embedding_dim": 3, "data": [', "not valid JSON"),
+        (b"[1, 2]", "not an object"),
+        (b'{"data": [], "matrix": ""}', "missing key"),
+        (b'{"embedding_dim": 0, "data": [], "matrix": ""}', "positive integer"),
+        (
+            b'{"embedding_dim": 2, "data": [{"__id__": "a"}, {"__id__": "a"}], "matrix": "AAAAAAAAAAAAAAAAAAAAAA=="}',
+            "share __id__",
+        ),
+        (b'{"embedding_dim": 2, "data": [{"__id__": "a"}], "matrix": "AAAA"}', "base64 characters"),
+        (b'{"embedding_dim": 2, "data": [{"x": 1}], "matrix": "AAAAAAAAAAA="}', "no string '__id__'"),
+        (b'\xff\xfe{"embedding_dim": 2}', "not UTF-8"),
+        (b'{"embedding_dim": 2, "data": [{"__id__": "\xff"}], "matrix": ""}', "not UTF-8"),
+        (b'{"embedding_dim": 2, "data": [], "matrix": ""} trailing', "extra data"),
+        (b'{"embedding_dim": 2, "data": [], "matrix": "\\u0041"}', "escapes"),
+    ],
+)
 def test_bad_files_name_the_file_and_problem(tmp_path, content, words):
     p = tmp_path / "database.json"
     p.write_bytes(content)
@@ -98,13 +115,23 @@ def test_invalid_base64_matrix(tmp_path):
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.one_of(
-    st.binary(max_size=300),
-    st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-                 lambda c: st.lists(c, max_size=4) | st.dictionaries(
-                     st.sampled_from(["embedding_dim", "data", "matrix", "__id__", "additional_data", "x"]),
-                     c, max_size=5), max_leaves=20).map(lambda o: json.dumps(o).encode()),
-))
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+            lambda c: (
+                st.lists(c, max_size=4)
+                | st.dictionaries(
+                    st.sampled_from(["embedding_dim", "data", "matrix", "__id__", "additional_data", "x"]),
+                    c,
+                    max_size=5,
+                )
+            ),
+            max_leaves=20,
+        ).map(lambda o: json.dumps(o).encode()),
+    )
+)
 def test_fuzz_reader_raises_only_its_own_error(tmp_path, raw):
     try:
         nf = nvdb.parse(raw, tmp_path / "fuzz.json")
@@ -116,20 +143,27 @@ def test_fuzz_reader_raises_only_its_own_error(tmp_path, raw):
 def _doc(order, n=3, dim=4, extra=None):
     rng = np.random.default_rng(n)
     m = rng.normal(size=(n, dim)).astype("<f4")
-    parts = {"embedding_dim": dim, "data": [{"__id__": f"r{i}", "t": f"text {i} \\ \" }}"} for i in range(n)],
-             "matrix": base64.b64encode(m.tobytes()).decode(), "additional_data": extra or {"k": [1, {"x": "]"}]}}
+    parts = {
+        "embedding_dim": dim,
+        "data": [{"__id__": f"r{i}", "t": f'text {i} \\ " }}'} for i in range(n)],
+        "matrix": base64.b64encode(m.tobytes()).decode(),
+        "additional_data": extra or {"k": [1, {"x": "]"}]},
+    }
     return {k: parts[k] for k in order}, m
 
 
-@pytest.mark.parametrize("order", [
-    ["embedding_dim", "data", "matrix", "additional_data"],      # nano-vectordb's own order
-    ["matrix", "data", "additional_data", "embedding_dim"],      # matrix first: found by scanning
-    ["data", "additional_data", "matrix", "embedding_dim"],
-])
+@pytest.mark.parametrize(
+    "order",
+    [
+        ["embedding_dim", "data", "matrix", "additional_data"],  # nano-vectordb's own order
+        ["matrix", "data", "additional_data", "embedding_dim"],  # matrix first: found by scanning
+        ["data", "additional_data", "matrix", "embedding_dim"],
+    ],
+)
 def test_any_key_order_reads_and_streams_the_matrix(tmp_path, order):
     doc, m = _doc(order)
     p = tmp_path / "db.json"
-    p.write_text(json.dumps(doc, indent=1))                       # white space anywhere
+    p.write_text(json.dumps(doc, indent=1))  # white space anywhere
     nf = nvdb.read(p)
     assert nf.keys == order
     assert nf.data == doc["data"] and nf.additional_data == doc["additional_data"]
@@ -143,7 +177,7 @@ def test_any_key_order_reads_and_streams_the_matrix(tmp_path, order):
 
 
 def test_matrix_block_boundaries_are_exact(tmp_path):
-    doc, m = _doc(["embedding_dim", "data", "matrix"], n=37, dim=5)   # 20-byte rows: not base64-aligned
+    doc, m = _doc(["embedding_dim", "data", "matrix"], n=37, dim=5)  # 20-byte rows: not base64-aligned
     p = tmp_path / "db.json"
     p.write_text(json.dumps(doc))
     nf = nvdb.read(p)
@@ -168,25 +202,33 @@ def test_empty_database(tmp_path):
     assert json.loads(out)["embedding_dim"] == 32 and json.loads(out)["matrix"] == ""
 
 
-@pytest.mark.parametrize("tail, ok", [
-    (b', "additional_data": {"a": {"b": [1, {"c": "}"}]}, "n": 2}}', True),   # braces inside the last value
-    (b', "additional_data": {"a": 1}}  \n', True),
-    (b', "additional_data": {"a": 1}} {"x": 1}', False),                     # extra data after the object
-    (b', "additional_data": {"a": 1}, "more": [1, 2]}', True),               # two values after the matrix
-])
+@pytest.mark.parametrize(
+    "tail, ok",
+    [
+        (b', "additional_data": {"a": {"b": [1, {"c": "}"}]}, "n": 2}}', True),  # braces inside the last value
+        (b', "additional_data": {"a": 1}}  \n', True),
+        (b', "additional_data": {"a": 1}} {"x": 1}', False),  # extra data after the object
+        (b', "additional_data": {"a": 1}, "more": [1, 2]}', True),  # two values after the matrix
+    ],
+)
 def test_values_after_the_matrix_read_exactly(tmp_path, tail, ok):
     """The last value is taken in one piece (regex for the closing brace, then orjson);
     anything that guess gets wrong falls back to the token walk, or is refused."""
     m = np.ones((2, 4), dtype="<f4") / 2
-    raw = (b'{"embedding_dim": 4, "data": [{"__id__": "a"}, {"__id__": "b"}], "matrix": "'
-           + base64.b64encode(m.tobytes()) + b'"' + tail)
+    raw = (
+        b'{"embedding_dim": 4, "data": [{"__id__": "a"}, {"__id__": "b"}], "matrix": "'
+        + base64.b64encode(m.tobytes())
+        + b'"'
+        + tail
+    )
     for nf in (lambda: nvdb.parse(raw, "x.json"), lambda: _write_read(tmp_path, raw)):
         if ok:
             got = nf()
             want = json.loads(raw)
             assert got.keys == list(want) and got.additional_data == want["additional_data"]
-            assert {k: got.values[k] for k in got.keys if k != "matrix"} == \
-                   {k: v for k, v in want.items() if k != "matrix"}
+            assert {k: got.values[k] for k in got.keys if k != "matrix"} == {
+                k: v for k, v in want.items() if k != "matrix"
+            }
         else:
             with pytest.raises(BadDatabase, match="extra data"):
                 nf()
@@ -196,4 +238,3 @@ def _write_read(tmp_path, raw: bytes) -> nvdb.NanoFile:
     p = tmp_path / "db.json"
     p.write_bytes(raw)
     return nvdb.read(p)
-

@@ -1,4 +1,5 @@
 """EndpointPool: several real (fake) vLLM servers on loopback behind one Endpoint-shaped object."""
+
 from __future__ import annotations
 
 import asyncio
@@ -21,8 +22,10 @@ PLACES = ["kitchen", "harbour", "station", "garden", "office", "bridge"]
 
 
 def _texts(n: int, start: int = 0) -> list[str]:
-    return [f"clip {i}: a {COLORS[i % 7]} car drives past the {PLACES[i % 6]} at {i % 24} o'clock"
-            for i in range(start, start + n)]
+    return [
+        f"clip {i}: a {COLORS[i % 7]} car drives past the {PLACES[i % 6]} at {i % 24} o'clock"
+        for i in range(start, start + n)
+    ]
 
 
 def _batches(n: int, size: int = 4) -> list[list[str]]:
@@ -49,6 +52,7 @@ async def _embed_all(pool, batches, concurrency: int = 4):
     async def one(b):
         async with sem:
             return await pool.embed(b)
+
     return await asyncio.gather(*(one(b) for b in batches))
 
 
@@ -61,7 +65,7 @@ async def _until_in_service(pool: EndpointPool, url: str, limit: float = 10.0) -
 
 
 def _free_url() -> str:
-    with socket.socket() as s:          # a port nobody listens on
+    with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         return f"http://127.0.0.1:{s.getsockname()[1]}/v1"
 
@@ -88,11 +92,14 @@ def test_one_url_is_a_plain_endpoint_several_a_pool(tmp_path):
 
 
 # ---------------------------------------------------------------- at start
-@pytest.mark.parametrize("a, b, words", [
-    # B does not serve the model asked for: refused by B itself, naming both models
-    (dict(model="acme/embed-a", dim=1024), dict(model="acme/embed-b", dim=1024), ["acme/embed-a", "acme/embed-b"]),
-    (dict(model="acme/embed", dim=1024), dict(model="acme/embed", dim=768), ["1024 dims", "768 dims"]),
-])
+@pytest.mark.parametrize(
+    "a, b, words",
+    [
+        # B does not serve the model asked for: refused by B itself, naming both models
+        (dict(model="acme/embed-a", dim=1024), dict(model="acme/embed-b", dim=1024), ["acme/embed-a", "acme/embed-b"]),
+        (dict(model="acme/embed", dim=1024), dict(model="acme/embed", dim=768), ["1024 dims", "768 dims"]),
+    ],
+)
 def test_endpoints_serving_different_models_are_refused_at_start(a, b, words):
     with _servers(a, b) as (sa, sb):
         pool = _pool([sa, sb])
@@ -104,6 +111,7 @@ def test_endpoints_serving_different_models_are_refused_at_start(a, b, words):
                 return str(exc.value)
             finally:
                 await pool.aclose()
+
         message = asyncio.run(go())
     assert sb.base_url in message
     assert (sa.base_url in message and "same model" in message) or "not acme/embed-a" in message
@@ -122,6 +130,7 @@ def test_an_endpoint_down_at_start_is_refused_by_name():
                 return str(exc.value)
             finally:
                 await pool.aclose()
+
         message = asyncio.run(go())
     assert message.startswith(down) and "cannot connect" in message and "must answer at start" in message
 
@@ -137,6 +146,7 @@ def test_a_refused_key_is_a_configuration_error_not_an_outage():
                 return str(exc.value)
             finally:
                 await pool.aclose()
+
         assert asyncio.run(go()).startswith(sb.base_url)
 
 
@@ -153,6 +163,7 @@ def test_one_truncation_limit_for_all_when_max_model_len_differs():
                 assert pool.target_dim == 4096 and pool.may_be_truncated("x " * 5000)
             finally:
                 await pool.aclose()
+
         asyncio.run(go())
 
 
@@ -169,13 +180,14 @@ def test_requests_are_spread_by_measured_capacity():
                 return await _embed_all(pool, batches, concurrency=8)
             finally:
                 await pool.aclose()
+
         results = asyncio.run(go())
     answered = {s["url"]: s["texts"] for s in pool.status()}
     assert sum(answered.values()) == 64 * 8
     share = answered[fast.base_url] / (64 * 8)
     assert 0.6 < share < 0.95, pool.status()
     assert fast.stats.inputs_embedded > 2 * slow.stats.inputs_embedded
-    for r, b in zip(results, batches):       # whichever server answered: unit rows of the model's size
+    for r, b in zip(results, batches):  # whichever server answered: unit rows of the model's size
         assert r.vectors.shape == (len(b), 4096)
         np.testing.assert_allclose(np.linalg.norm(r.vectors, axis=1), 1.0, rtol=1e-5)
 
@@ -200,21 +212,22 @@ def test_a_failing_endpoint_is_taken_out_then_probed_back_in(how, caplog):
                     sa.stop()
                 first = await _embed_all(pool, batches)
                 assert not _status(pool, sa)["in_service"] and _status(pool, sa)["texts"] == 0
-                assert _status(pool, sb)["texts"] == 24 * 4           # every request answered by the other
-                if how == "503":   # each request sent there at most once (4 in flight), none retried there
+                assert _status(pool, sb)["texts"] == 24 * 4  # every request answered by the other
+                if how == "503":  # each request sent there at most once (4 in flight), none retried there
                     assert 1 <= sa.stats.batch_sizes.count(4) <= 4
                 if how == "503":
                     sa.faults.clear()
                 else:
-                    sa.start()                                        # same port, like a restarted vLLM
+                    sa.start()  # same port, like a restarted vLLM
                 await _until_in_service(pool, sa.base_url)
                 second = await _embed_all(pool, batches)
-                assert _status(pool, sa)["texts"] > 0                 # back, and given work again
+                assert _status(pool, sa)["texts"] > 0  # back, and given work again
                 return first, second
             finally:
                 await pool.aclose()
+
         first, second = asyncio.run(go())
-    for a, b in zip(first, second):                                   # same vectors from either server
+    for a, b in zip(first, second):  # same vectors from either server
         np.testing.assert_array_equal(a.vectors, b.vectors)
     taken_out = [r.getMessage() for r in caplog.records if "taken out" in r.getMessage()]
     assert len(taken_out) == 1 and taken_out[0].startswith(sa.base_url)
@@ -232,10 +245,11 @@ def test_a_hung_endpoint_is_taken_out_without_waiting_for_its_retries():
         async def go():
             try:
                 await pool.probe("8b")
-                sa.faults.add("hang", times=None)         # every request, pings too, never answered
+                sa.faults.add("hang", times=None)  # every request, pings too, never answered
                 await _embed_all(pool, batches)
             finally:
                 await pool.aclose()
+
         asyncio.run(go())
     assert not _status(pool, sa)["in_service"] and "no answer within 0.5s" in _status(pool, sa)["reason"]
     assert _status(pool, sb)["texts"] == 8 * 4
@@ -258,15 +272,22 @@ def test_all_endpoints_down_is_a_clear_error_after_retry_for():
                 return str(exc.value)
             finally:
                 await pool.aclose()
+
         message = asyncio.run(go())
     assert sa.base_url in message and sb.base_url in message
     assert "run again to resume" in message and "\n" not in message
 
 
 # ------------------------------------------------ errors that are not outages
-_TOO_LONG = {"error": {"message": "This model's maximum context length is 64 tokens. However, you "
-                                  "requested 99 tokens in the input for embedding generation.",
-                       "type": "BadRequestError", "param": "input_tokens", "code": 400}}
+_TOO_LONG = {
+    "error": {
+        "message": "This model's maximum context length is 64 tokens. However, you "
+        "requested 99 tokens in the input for embedding generation.",
+        "type": "BadRequestError",
+        "param": "input_tokens",
+        "code": 400,
+    }
+}
 
 
 @pytest.mark.parametrize("fault", ["context-length", "hang", "refused"])
@@ -274,7 +295,7 @@ def test_errors_of_the_input_pass_through_and_take_no_endpoint_out(fault):
     batch = _texts(6)
     batch[4] = "POISON " + batch[4]
     with _servers(dict(hang_blocks_others=False), dict(hang_blocks_others=False)) as servers:
-        for s in servers:     # whichever server gets it answers the same way
+        for s in servers:  # whichever server gets it answers the same way
             if fault == "context-length":
                 s.faults.add("status", times=None, status=400, body=_TOO_LONG, match="POISON")
             elif fault == "hang":
@@ -288,11 +309,12 @@ def test_errors_of_the_input_pass_through_and_take_no_endpoint_out(fault):
                 await pool.probe("8b")
                 with pytest.raises(Exception) as exc:
                     await pool.embed(batch)
-                ok = await pool.embed(_texts(3))          # the pool still serves
+                ok = await pool.embed(_texts(3))  # the pool still serves
                 assert ok.vectors.shape == (3, 4096)
                 return exc.value
             finally:
                 await pool.aclose()
+
         error = asyncio.run(go())
     if fault == "refused":
         assert isinstance(error, EndpointRejected) and "HTTP 422" in str(error)
@@ -315,7 +337,8 @@ def test_endpoints_serving_the_model_under_different_names_are_one_model():
                 return info, out
             finally:
                 await pool.aclose()
+
         info, out = asyncio.run(go())
     assert info.model == qwen and set(info.served_models) == {"qwen3-embed", qwen}
     assert len(out) == 24 and all(r.vectors.shape == (4, 4096) for r in out)
-    assert all(s.stats.embedding_ok > 0 for s in servers)      # both served: neither refused
+    assert all(s.stats.embedding_ok > 0 for s in servers)  # both served: neither refused

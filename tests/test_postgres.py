@@ -3,6 +3,7 @@ and several `migrate run` workers dividing the databases with leases, one SIGKIL
 
 Needs a server (`scripts/pg.sh start`, MIGRATOR_TEST_PG_URL); skipped without one,
 except in CI, which starts one (see conftest.pg_url)."""
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,7 @@ SMALL = "Qwen/Qwen3-Embedding-0.6B"
 def _alembic(*args: str, url: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "MIGRATOR_STATE_DIR"}
     env["MIGRATOR_STATE_URL"] = url
-    return subprocess.run([str(ALEMBIC), *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([str(ALEMBIC), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
 
 def _tables(url: str) -> set[str]:
@@ -69,7 +69,7 @@ def test_alembic_upgrade_head_and_downgrade_base_on_postgres(pg_url):
     r = _alembic("downgrade", "base", url=pg_url)
     assert r.returncode == 0, r.stderr
     assert _tables(pg_url) == {"alembic_version"}
-    r = _alembic("upgrade", "head", url=pg_url)         # and back: nothing left behind
+    r = _alembic("upgrade", "head", url=pg_url)  # and back: nothing left behind
     assert r.returncode == 0, r.stderr
     assert JOB_TABLES <= _tables(pg_url)
 
@@ -82,12 +82,24 @@ def test_a_migration_runs_and_rolls_back_with_the_job_table_on_postgres(pg_url, 
     root, paths = dvd_tree
     before = tree_digest(root)
     originals = {p: json.loads(p.read_text()) for p in paths}
-    r = _cli("run", "--root", str(root), "--model", "8b", "--endpoint", server.base_url, "--yes",
-             "--state-url", pg_url, "--state-dir", str(tmp_path / "st"))
+    r = _cli(
+        "run",
+        "--root",
+        str(root),
+        "--model",
+        "8b",
+        "--endpoint",
+        server.base_url,
+        "--yes",
+        "--state-url",
+        pg_url,
+        "--state-dir",
+        str(tmp_path / "st"),
+    )
     assert r.exit_code == EXIT_OK, r.output
     for p in paths:
         assert_migrated(p, originals[p], dim=4096)
-    assert not (tmp_path / "st" / "migrator.db").exists()      # the job table is the server's
+    assert not (tmp_path / "st" / "migrator.db").exists()  # the job table is the server's
     assert _query(pg_url, "select state, count(*) from databases group by state") == [("cut_over", len(paths))]
     r = _cli("status", "--json", "--state-url", pg_url)
     assert r.exit_code == EXIT_OK, r.output
@@ -103,17 +115,31 @@ def test_a_migration_runs_and_rolls_back_with_the_job_table_on_postgres(pg_url, 
 def test_cutover_waits_while_a_worker_holds_the_job_table(pg_url, server, dvd_tree, tmp_path):
     """A worker holds the writers' lock shared; cutover and rollback need it alone, across hosts."""
     root, _ = dvd_tree
-    r = _cli("run", "--root", str(root), "--model", "8b", "--endpoint", server.base_url, "--yes",
-             "--no-cutover", "--state-url", pg_url, "--state-dir", str(tmp_path / "st"))
+    r = _cli(
+        "run",
+        "--root",
+        str(root),
+        "--model",
+        "8b",
+        "--endpoint",
+        server.base_url,
+        "--yes",
+        "--no-cutover",
+        "--state-url",
+        pg_url,
+        "--state-dir",
+        str(tmp_path / "st"),
+    )
     assert r.exit_code == EXIT_OK, r.output
     from migrator.jobs.lock import server_lock
     from migrator.jobs.store import open_state
+
     store = open_state(url=pg_url, application="migrate run 4242@otherhost")
     try:
         with server_lock(store.engine, store.location, "run", shared=True):
             r = _cli("cutover", "--yes", "--state-url", pg_url, "--state-dir", str(tmp_path / "st"))
             assert r.exit_code == EXIT_LOCKED, r.output
-            assert "migrate run 4242@otherhost" in r.output      # who is in the way
+            assert "migrate run 4242@otherhost" in r.output  # who is in the way
     finally:
         store.close()
     r = _cli("cutover", "--yes", "--state-url", pg_url, "--state-dir", str(tmp_path / "st"))
@@ -132,9 +158,15 @@ def _bare_texts(path: Path) -> list[str]:
 
 
 def _held_by(url: str, pid: int) -> list[int]:
-    return [r[0] for r in _query(url, "select id from databases where lease_owner like :who and "
-                                      "lease_until is not null and state in ('pending', 'embedding')",
-                                 who=f"%:{pid}:%")]
+    return [
+        r[0]
+        for r in _query(
+            url,
+            "select id from databases where lease_owner like :who and "
+            "lease_until is not null and state in ('pending', 'embedding')",
+            who=f"%:{pid}:%",
+        )
+    ]
 
 
 def test_three_workers_two_endpoints_one_killed_every_database_migrated_once(pg_url, tmp_path):
@@ -162,12 +194,24 @@ def test_three_workers_two_endpoints_one_killed_every_database_migrated_once(pg_
     procs: list[subprocess.Popen] = []
     try:
         for i in range(3):
-            args = [sys.executable, "-m", "migrator.cli", "run", "--root", str(root), "--model", "0.6b",
-                    "--yes", "--state-dir", str(tmp_path / f"state{i}"), "--request-timeout", "20"]
+            args = [
+                sys.executable,
+                "-m",
+                "migrator.cli",
+                "run",
+                "--root",
+                str(root),
+                "--model",
+                "0.6b",
+                "--yes",
+                "--state-dir",
+                str(tmp_path / f"state{i}"),
+                "--request-timeout",
+                "20",
+            ]
             for srv in servers:
                 args += ["--endpoint", srv.base_url]
-            procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          text=True))
+            procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
             time.sleep(0.3)
         victim = procs[0]
         held_at_kill: list[int] = []
@@ -176,13 +220,14 @@ def test_three_workers_two_endpoints_one_killed_every_database_migrated_once(pg_
             try:
                 staged = _query(pg_url, "select count(*) from databases where state = 'staged'")
                 held_at_kill = _held_by(pg_url, victim.pid)
-            except ProgrammingError:    # the first worker has not created the job table yet
+            except ProgrammingError:  # the first worker has not created the job table yet
                 staged = None
             if held_at_kill and staged and staged[0][0] >= 3:
                 break
             time.sleep(0.05)
-        assert victim.poll() is None, "the first worker finished before it could be killed: " + \
-            victim.communicate()[1][-2000:]
+        assert victim.poll() is None, (
+            "the first worker finished before it could be killed: " + victim.communicate()[1][-2000:]
+        )
         assert held_at_kill, "the first worker never held a database"
         victim.send_signal(signal.SIGKILL)
         victim.wait()
@@ -207,7 +252,7 @@ def test_three_workers_two_endpoints_one_killed_every_database_migrated_once(pg_
     for r in rows:
         p = Path(r.path)
         assert_migrated(p, originals[p], dim=1024, native_dim=1024, seed=SMALL)
-        assert Path(r.backup_path).read_bytes() == raw[p]       # the old file, kept byte for byte
+        assert Path(r.backup_path).read_bytes() == raw[p]  # the old file, kept byte for byte
         assert len(list(p.parent.glob("*.staged*"))) == 0
     # nothing embedded by two workers at once (sanity probes excepted: 3 texts, read-only)
     spans: dict[Path, list[tuple[float, float, str]]] = defaultdict(list)
@@ -229,25 +274,29 @@ def test_three_workers_two_endpoints_one_killed_every_database_migrated_once(pg_
         for a0, a1, aw in s:
             for b0, b1, bw in s:
                 if aw != bw:
-                    assert b0 >= a1 - 0.05 or a0 >= b1 - 0.05, \
-                        f"{db}: embedded by {aw} and {bw} at the same time"
+                    assert b0 >= a1 - 0.05 or a0 >= b1 - 0.05, f"{db}: embedded by {aw} and {bw} at the same time"
         taken_over += len({w for _, _, w in s}) > 1
     total = sum(texts_by_server)
-    assert min(texts_by_server) > 0.2 * total, texts_by_server    # both endpoints did real work
-    print(f"\n3 workers, 2 endpoints: {len(paths)} databases; killed pid {victim.pid} holding "
-          f"{len(held_at_kill)}; texts per endpoint {texts_by_server}; {taken_over} database(s) "
-          f"embedded partly by the killed worker and finished by another")
+    assert min(texts_by_server) > 0.2 * total, texts_by_server  # both endpoints did real work
+    print(
+        f"\n3 workers, 2 endpoints: {len(paths)} databases; killed pid {victim.pid} holding "
+        f"{len(held_at_kill)}; texts per endpoint {texts_by_server}; {taken_over} database(s) "
+        f"embedded partly by the killed worker and finished by another"
+    )
 
 
 def test_the_server_drops_a_dead_workers_connection_in_about_a_minute(pg_url):
     """A worker host that loses power must not hold the writers' lock for the OS's 2 hours:
     every connection asks the server for TCP keepalives of 30 s + 3 x 10 s."""
     from migrator.jobs.store import open_state
+
     store = open_state(url=pg_url)
     try:
         with store.engine.connect() as conn:
-            got = {name: conn.execute(text(f"show {name}")).scalar()
-                   for name in ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")}
+            got = {
+                name: conn.execute(text(f"show {name}")).scalar()
+                for name in ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")
+            }
     finally:
         store.close()
     assert got == {"tcp_keepalives_idle": "30", "tcp_keepalives_interval": "10", "tcp_keepalives_count": "3"}
@@ -260,12 +309,15 @@ def test_of_two_workers_finishing_together_one_always_gets_the_cutover(pg_url):
     refuse, and nobody cut over: seen in the scaling benchmark)."""
     from migrator.jobs.lock import server_lock
     from migrator.jobs.store import open_state
+
     store = open_state(url=pg_url)
     try:
-        with server_lock(store.engine, store.location, "run", shared=True) as a, \
-                server_lock(store.engine, store.location, "run", shared=True) as b:
-            assert not a.try_exclusive()          # b still holds on
-            assert b.try_exclusive()              # a let go: b is the last, and gets it
+        with (
+            server_lock(store.engine, store.location, "run", shared=True) as a,
+            server_lock(store.engine, store.location, "run", shared=True) as b,
+        ):
+            assert not a.try_exclusive()  # b still holds on
+            assert b.try_exclusive()  # a let go: b is the last, and gets it
             assert not a.try_exclusive()
     finally:
         store.close()
@@ -277,6 +329,7 @@ def test_a_group_chosen_as_deadlock_victim_is_run_again_once_whole(pg_url):
     'unreadable'. The deadlock is a real PostgreSQL error (SQLSTATE 40P01), raised once."""
     from migrator.jobs.journal import Journal
     from migrator.jobs.store import open_state
+
     store = open_state(url=pg_url)
     try:
         with store.engine.begin() as conn:
@@ -287,8 +340,7 @@ def test_a_group_chosen_as_deadlock_victim_is_run_again_once_whole(pg_url):
             conn.execute(text("insert into t values (1)"))
             tries.append(1)
             if len(tries) == 1:
-                conn.execute(text("do $$ begin raise exception 'deadlock detected' "
-                                  "using errcode = '40P01'; end $$"))
+                conn.execute(text("do $$ begin raise exception 'deadlock detected' using errcode = '40P01'; end $$"))
             return "ok"
 
         journal = Journal(store)
@@ -297,7 +349,7 @@ def test_a_group_chosen_as_deadlock_victim_is_run_again_once_whole(pg_url):
         finally:
             journal.close()
         assert journal.broken is None and len(tries) == 2
-        assert _query(pg_url, "select count(*) from t") == [(1,)]     # the aborted try left nothing
+        assert _query(pg_url, "select count(*) from t") == [(1,)]  # the aborted try left nothing
     finally:
         store.close()
 
@@ -315,10 +367,30 @@ def test_a_worker_frozen_past_its_lease_wakes_up_and_ends_cleanly(pg_url, tmp_pa
     env.pop("MIGRATOR_STATE_DIR", None)
 
     def worker(i):
-        return subprocess.Popen([sys.executable, "-m", "migrator.cli", "run", "--root", str(root), "--model",
-                                 "0.6b", "--yes", "--state-dir", str(tmp_path / f"state{i}"), "--endpoint",
-                                 srv.base_url, "--request-timeout", "20"],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "migrator.cli",
+                "run",
+                "--root",
+                str(root),
+                "--model",
+                "0.6b",
+                "--yes",
+                "--state-dir",
+                str(tmp_path / f"state{i}"),
+                "--endpoint",
+                srv.base_url,
+                "--request-timeout",
+                "20",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
     a = b = None
     try:
         a = worker(0)
@@ -338,8 +410,11 @@ def test_a_worker_frozen_past_its_lease_wakes_up_and_ends_cleanly(pg_url, tmp_pa
         taken, deadline = 0, time.monotonic() + 120
         while not taken and time.monotonic() < deadline and b.poll() is None:
             time.sleep(0.5)
-            taken = _query(pg_url, f"select count(*) from databases where id in ({','.join(map(str, held))}) "
-                                   f"and lease_owner not like '%:{a.pid}:%'")[0][0]
+            taken = _query(
+                pg_url,
+                f"select count(*) from databases where id in ({','.join(map(str, held))}) "
+                f"and lease_owner not like '%:{a.pid}:%'",
+            )[0][0]
         a.send_signal(signal.SIGCONT)
         out_b, err_b = b.communicate(timeout=180)
         out_a, err_a = a.communicate(timeout=180)
@@ -351,7 +426,7 @@ def test_a_worker_frozen_past_its_lease_wakes_up_and_ends_cleanly(pg_url, tmp_pa
                 p.wait()
         srv.stop()
     assert b.returncode == EXIT_OK, err_b[-3000:]
-    assert a.returncode == EXIT_OK, err_a[-3000:]      # it ends cleanly too: resumed, or left to B
+    assert a.returncode == EXIT_OK, err_a[-3000:]  # it ends cleanly too: resumed, or left to B
     assert taken > 0, "B took over none of A's databases while A was frozen"
     assert "lease lost" in err_a
     assert _query(pg_url, "select state from migrations") == [("done",)]
@@ -364,5 +439,7 @@ def test_a_worker_frozen_past_its_lease_wakes_up_and_ends_cleanly(pg_url, tmp_pa
         assert not [q for q in p.parent.iterdir() if q.name.endswith((".staged", ".partial")) or ".tmp" in q.name]
     recorded = _query(pg_url, "select records_embedded from migrations")[0][0]
     total = sum(len(o["data"]) for o in originals.values())
-    print(f"\nfrozen worker: {taken} of {len(held)} held databases taken over; records embedded "
-          f"{recorded} for {total} records")
+    print(
+        f"\nfrozen worker: {taken} of {len(held)} held databases taken over; records embedded "
+        f"{recorded} for {total} records"
+    )

@@ -1,4 +1,5 @@
 """Which text a record was embedded from."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,13 +12,17 @@ from migrator.files.nvdb import NanoFile
 
 
 def _nf(records):
-    return NanoFile(path=Path("x/database.json"), embedding_dim=2, data=records, keys=["data"],
-                    values={"data": records})
+    return NanoFile(
+        path=Path("x/database.json"), embedding_dim=2, data=records, keys=["data"], values={"data": records}
+    )
 
 
 def test_dvd_prefix_is_removed_exactly_once():
-    rec = {"__id__": "a", "caption": "[From 00:00:0.0 to 00:00:10.0 seconds]\nA man walks. [From x]",
-           "time_start_secs": 0.0}
+    rec = {
+        "__id__": "a",
+        "caption": "[From 00:00:0.0 to 00:00:10.0 seconds]\nA man walks. [From x]",
+        "time_start_secs": 0.0,
+    }
     nf = _nf([rec])
     prof = apps.choose(nf)
     assert prof.name == "dvd"

@@ -10,6 +10,7 @@ own answer for the same text, truncation included; its served names; its errors;
 /tokenize and /metrics; `--serve` starting and stopping it; the quality gate on real
 meaning.
 """
+
 from __future__ import annotations
 
 import base64
@@ -42,7 +43,7 @@ pytestmark = pytest.mark.real_vllm
 
 QWEN_8B = "Qwen/Qwen3-Embedding-8B"
 QWEN_06 = "Qwen/Qwen3-Embedding-0.6B"
-MAX_LEN = 512          # the Qwen servers run at --max-model-len 512, so captions overflow it
+MAX_LEN = 512  # the Qwen servers run at --max-model-len 512, so captions overflow it
 
 
 @pytest.fixture
@@ -69,13 +70,14 @@ def _matrix(doc: dict) -> np.ndarray:
     return np.frombuffer(raw, dtype="<f4").reshape(len(doc["data"]), doc["embedding_dim"])
 
 
-def server_vectors(server: realvllm.Server, texts: list[str], model: str, *,
-                   truncate: int | None = MAX_LEN - 1) -> np.ndarray:
+def server_vectors(
+    server: realvllm.Server, texts: list[str], model: str, *, truncate: int | None = MAX_LEN - 1
+) -> np.ndarray:
     """The server's own answer for ``texts``, asked the plain way (float JSON, one request
     of a few texts at a time): no code of migrator's is on this path."""
     out = []
     for i in range(0, len(texts), 16):
-        doc: dict = {"model": model, "input": texts[i:i + 16]}
+        doc: dict = {"model": model, "input": texts[i : i + 16]}
         if truncate is not None:
             doc["truncate_prompt_tokens"] = truncate
         status, body, _ = server.post("/v1/embeddings", doc, timeout=300)
@@ -94,12 +96,13 @@ def token_count(server: realvllm.Server, text: str) -> int:
 def _long_caption_tree(root: Path) -> list[Path]:
     """Three DVD videos whose captions carry transcripts: many are far over 512 tokens."""
     import random
+
     paths = []
     for n, vid in enumerate(["lvbench_0001", "lvbench_0002", "videomme_003"]):
         rng = random.Random(100 + n)
         captions = make_captions(rng, 8 + 4 * n)
         for i, key in enumerate(k for k in captions if k != "subject_registry"):
-            if i % 3 == 0:     # the "lite" path: the clip's transcript rides along
+            if i % 3 == 0:  # the "lite" path: the clip's transcript rides along
                 spoken = " ".join(captions[key]["caption"].split()[::-1])
                 captions[key]["caption"] += "\nTranscript: " + spoken * (1 + i % 4)
         paths.append(build_dvd_database(root / vid, captions))
@@ -122,7 +125,7 @@ def test_dvd_and_lightrag_rows_equal_what_the_server_answers(vllm_fleet, tmp_pat
     # --backoff-queue watches this server's real /metrics the whole run
     r = _run(cli, "--root", str(dvd_root), "--root", str(wd), "--model", "8b", "--backoff-queue", "256")
     assert r.exit_code == 0, r.output
-    assert "no queue backoff until it answers" not in r.output     # /metrics was readable
+    assert "no queue backoff until it answers" not in r.output  # /metrics was readable
 
     truncated_expected, truncated_seen = set(), set(re.findall(r"TRUNCATED (\S+) record '([^']+)'", r.output))
     for path, before in originals.items():
@@ -157,7 +160,7 @@ def test_an_input_of_exactly_max_model_len_tokens(vllm_fleet, tmp_path, real_key
     text = "walks " * 600
     words = text.split()
     lo, hi = 1, len(words)
-    while lo < hi:                     # the longest prefix of at most MAX_LEN tokens
+    while lo < hi:  # the longest prefix of at most MAX_LEN tokens
         mid = (lo + hi + 1) // 2
         if token_count(server, " ".join(words[:mid])) <= MAX_LEN:
             lo = mid
@@ -176,8 +179,7 @@ def test_an_input_of_exactly_max_model_len_tokens(vllm_fleet, tmp_path, real_key
     assert status == 400 and "context length" in body["error"]["message"]
 
     root = tmp_path / "video_database"
-    captions = {"0_10": {"caption": exact}, "10_20": {"caption": "A dog runs in the park."},
-                "subject_registry": {}}
+    captions = {"0_10": {"caption": exact}, "10_20": {"caption": "A dog runs in the park."}, "subject_registry": {}}
     path = build_dvd_database(root / "exact", captions)
     r = _run(_cli(server, tmp_path), "--root", str(root), "--model", "8b")
     assert r.exit_code == 0, r.output
@@ -188,9 +190,9 @@ def test_an_input_of_exactly_max_model_len_tokens(vllm_fleet, tmp_path, real_key
 
 # ---------------------------------------------------------------- served names
 SERVED = {
-    "qwen8b": ("8b", "qwen3-embed", QWEN_8B, 4096),              # alias first, then the id
-    "qwen06_id_first": ("0.6b", "qwen3-embed", QWEN_06, 1024),   # the id first, then the alias
-    "qwen06_one_name": ("0.6b", None, QWEN_06, 1024),            # one name
+    "qwen8b": ("8b", "qwen3-embed", QWEN_8B, 4096),  # alias first, then the id
+    "qwen06_id_first": ("0.6b", "qwen3-embed", QWEN_06, 1024),  # the id first, then the alias
+    "qwen06_one_name": ("0.6b", None, QWEN_06, 1024),  # one name
 }
 
 
@@ -227,7 +229,7 @@ def test_a_model_the_server_does_not_serve_is_refused(vllm_fleet, tmp_path, real
     build_dvd_tree(root, 2, clips=(3, 4))
     before = tree_digest(root)
     cli = _cli(server, tmp_path)
-    for model in ("text-embedding-3-large", "8b"):   # an OpenAI name; another Qwen size
+    for model in ("text-embedding-3-large", "8b"):  # an OpenAI name; another Qwen size
         r = _run(cli, "--root", str(root), "--model", model)
         assert r.exit_code == EXIT_ENDPOINT_REJECTED, r.output
         assert QWEN_06 in r.output
@@ -253,12 +255,19 @@ def test_errors_match_the_fake_server(vllm_fleet):
             ("wrong key", "/v1/embeddings", {"model": QWEN_06, "input": "hi"}, "wrong"),
             ("unknown model", "/v1/embeddings", {"model": "nope", "input": "hi"}, "default"),
             ("too long", "/v1/embeddings", {"model": QWEN_06, "input": "hi " * 2000}, "default"),
-            ("truncate above max", "/v1/embeddings",
-             {"model": QWEN_06, "input": "hi", "truncate_prompt_tokens": MAX_LEN + 1}, "default"),
-            ("normalize removed", "/v1/embeddings", {"model": QWEN_06, "input": "hi", "normalize": False},
-             "default"),
-            ("dimensions without matryoshka", "/v1/embeddings",
-             {"model": QWEN_06, "input": "hi", "dimensions": 64}, "default"),
+            (
+                "truncate above max",
+                "/v1/embeddings",
+                {"model": QWEN_06, "input": "hi", "truncate_prompt_tokens": MAX_LEN + 1},
+                "default",
+            ),
+            ("normalize removed", "/v1/embeddings", {"model": QWEN_06, "input": "hi", "normalize": False}, "default"),
+            (
+                "dimensions without matryoshka",
+                "/v1/embeddings",
+                {"model": QWEN_06, "input": "hi", "dimensions": 64},
+                "default",
+            ),
         ]
         for what, path, doc, key in cases:
             rs, rb, _ = real.post(path, doc, key=key)
@@ -299,8 +308,7 @@ def test_plan_counts_tokens_with_the_servers_tokenize(vllm_fleet, tmp_path, real
     r = _cli(server, tmp_path)("plan", "--root", str(root), "--model", "0.6b", "--json")
     assert r.exit_code == 0, r.output
     plan = json.loads(r.stdout)
-    want = sum(token_count(server, DVD_PREFIX.sub("", d["caption"], count=1))
-               for p in paths for d in _doc(p)["data"])
+    want = sum(token_count(server, DVD_PREFIX.sub("", d["caption"], count=1)) for p in paths for d in _doc(p)["data"])
     assert plan["endpoint"]["tokenize"] is True
     assert plan["totals"]["tokens"] == want and plan["totals"]["tokens_exact"] is True
 
@@ -308,7 +316,7 @@ def test_plan_counts_tokens_with_the_servers_tokenize(vllm_fleet, tmp_path, real
 def test_backoff_queue_reads_the_real_metrics(vllm_fleet):
     server = vllm_fleet.get("qwen06_one_name")
     watch = QueueWatch(metrics_url_for(server.base_url), limit=4)
-    assert watch.read() == 0.0          # idle: nothing waiting
+    assert watch.read() == 0.0  # idle: nothing waiting
     assert watch.running == 0.0
     # under load, every input of a request counts as a request of its own
     done = threading.Event()
@@ -348,7 +356,6 @@ def _procs_under(pid: int) -> list[int]:
     return out
 
 
-
 def _serve_env(install: realvllm.Install) -> dict:
     env = install.env()
     env["MIGRATOR_API_KEY"] = REAL_KEY
@@ -356,8 +363,14 @@ def _serve_env(install: realvllm.Install) -> dict:
 
 
 def _migrate(args: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "migrator.cli", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "migrator.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 SERVE_ARGS = ["--serve-arg=--max-model-len=512", "--serve-arg=--dtype=float32"]
@@ -371,8 +384,24 @@ def test_serve_starts_the_real_vllm_migrates_and_stops_it_also_on_failure(vllm_i
     (root / "broken").mkdir()
     (root / "broken" / "database.json").write_text('{"embedding_dim": 3072, "data": [')
     state = tmp_path / "state"
-    p = _migrate(["run", "--root", str(root), "--model", "0.6b", "--serve", *SERVE_ARGS, "--yes",
-                  "--no-quality-gate", "--state-dir", str(state), "--serve-timeout", "600"], _serve_env(vllm_install))
+    p = _migrate(
+        [
+            "run",
+            "--root",
+            str(root),
+            "--model",
+            "0.6b",
+            "--serve",
+            *SERVE_ARGS,
+            "--yes",
+            "--no-quality-gate",
+            "--state-dir",
+            str(state),
+            "--serve-timeout",
+            "600",
+        ],
+        _serve_env(vllm_install),
+    )
     vllm_pid = None
     deadline = time.monotonic() + 900
     while p.poll() is None and time.monotonic() < deadline:
@@ -393,8 +422,10 @@ def test_serve_stops_the_real_vllm_on_ctrl_c(vllm_install, tmp_path):
     build_dvd_tree(root, 1, clips=(3, 4))
     before = tree_digest(root)
     state = tmp_path / "state"
-    p = _migrate(["run", "--root", str(root), "--model", "0.6b", "--serve", *SERVE_ARGS, "--yes",
-                  "--state-dir", str(state)], _serve_env(vllm_install))
+    p = _migrate(
+        ["run", "--root", str(root), "--model", "0.6b", "--serve", *SERVE_ARGS, "--yes", "--state-dir", str(state)],
+        _serve_env(vllm_install),
+    )
     deadline = time.monotonic() + 300
     vllm_pid = None
     while time.monotonic() < deadline and p.poll() is None:
@@ -404,7 +435,7 @@ def test_serve_stops_the_real_vllm_on_ctrl_c(vllm_install, tmp_path):
             break
         time.sleep(0.5)
     assert vllm_pid is not None, p.communicate(timeout=30)
-    time.sleep(3)                         # vLLM is loading the model now
+    time.sleep(3)  # vLLM is loading the model now
     os.kill(p.pid, signal.SIGINT)
     out, err = p.communicate(timeout=120)
     assert p.returncode == EXIT_INTERRUPTED, err
@@ -418,8 +449,21 @@ def test_serve_that_cannot_start_fails_fast_and_clearly(vllm_install, tmp_path):
     build_dvd_tree(root, 1, clips=(3, 3))
     before = tree_digest(root)
     t0 = time.monotonic()
-    p = _migrate(["run", "--root", str(root), "--model", "4b", "--serve", *SERVE_ARGS, "--yes",
-                  "--state-dir", str(tmp_path / "state")], _serve_env(vllm_install))
+    p = _migrate(
+        [
+            "run",
+            "--root",
+            str(root),
+            "--model",
+            "4b",
+            "--serve",
+            *SERVE_ARGS,
+            "--yes",
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        _serve_env(vllm_install),
+    )
     out, err = p.communicate(timeout=600)
     assert p.returncode == EXIT_ENDPOINT_DOWN, err
     assert "vllm exited with code" in err and "vllm.log" in err
@@ -454,6 +498,7 @@ def _tfidf_vectors(texts: list[str], dim: int = 64) -> np.ndarray:
 def _tfidf_tree(root: Path, n_videos: int = 6) -> list[Path]:
     """DVD databases whose old vectors come from TF-IDF + SVD (not from the target model)."""
     import random
+
     rng = random.Random(3)
     all_caps = []
     videos = []
@@ -472,8 +517,14 @@ def _tfidf_tree(root: Path, n_videos: int = 6) -> list[Path]:
             if k == "subject_registry":
                 continue
             start, end = map(float, k.split("_"))
-            recs.append({"__vector__": vecs[at], "time_start_secs": start, "time_end_secs": end,
-                         "caption": f"[From 00:00:{start} to 00:00:{end} seconds]\n" + c["caption"]})
+            recs.append(
+                {
+                    "__vector__": vecs[at],
+                    "time_start_secs": start,
+                    "time_end_secs": end,
+                    "caption": f"[From 00:00:{start} to 00:00:{end} seconds]\n" + c["caption"],
+                }
+            )
             at += 1
         db.upsert(recs)
         db.save()
@@ -526,8 +577,11 @@ class _ShuffleHandler(http.server.BaseHTTPRequestHandler):
 
 
 def _gate_figures(output: str) -> str:
-    return " | ".join(line.strip() for line in output.splitlines() if "self-retrieval" in line
-                      or "overlap" in line or "quality gate" in line)
+    return " | ".join(
+        line.strip()
+        for line in output.splitlines()
+        if "self-retrieval" in line or "overlap" in line or "quality gate" in line
+    )
 
 
 def test_quality_gate_on_real_meaning(vllm_fleet, tmp_path, real_key, capsys):
@@ -539,8 +593,7 @@ def test_quality_gate_on_real_meaning(vllm_fleet, tmp_path, real_key, capsys):
     good_root = tmp_path / "good" / "video_database"
     paths = _tfidf_tree(good_root)
     cli = Cli(server.base_url, tmp_path / "state-good")
-    r = cli("run", "--root", str(good_root), "--model", model, "--yes", "--retry-for", "60",
-            "--request-timeout", "60")
+    r = cli("run", "--root", str(good_root), "--model", model, "--yes", "--retry-for", "60", "--request-timeout", "60")
     assert r.exit_code == 0, r.output
     assert "quality gate: passed" in r.output, r.output
     for p in paths:
@@ -555,13 +608,14 @@ def test_quality_gate_on_real_meaning(vllm_fleet, tmp_path, real_key, capsys):
         paths = _tfidf_tree(bad_root)
         before = tree_digest(bad_root.parent)
         cli = Cli(f"http://127.0.0.1:{proxy.server_address[1]}/v1", tmp_path / "state-bad")
-        r = cli("run", "--root", str(bad_root), "--model", model, "--yes", "--retry-for", "60",
-                "--request-timeout", "60")
+        r = cli(
+            "run", "--root", str(bad_root), "--model", model, "--yes", "--retry-for", "60", "--request-timeout", "60"
+        )
         assert r.exit_code == EXIT_GATE, r.output
         with capsys.disabled():
             print(f"[real gate, MiniLM via vLLM, shuffled] {_gate_figures(r.output)}")
         live = {k: v for k, v in tree_digest(bad_root.parent).items() if ".migrator-" not in k}
-        assert live == before           # nothing swapped
+        assert live == before  # nothing swapped
     finally:
         proxy.shutdown()
 
@@ -570,8 +624,13 @@ def test_the_real_vllm_demo_finds_clips_by_meaning(vllm_install, tmp_path):
     """`scripts/demo.sh --real-vllm`: the bundled examples migrated to all-MiniLM-L6-v2 on a
     real vLLM, then queries sharing no word with their captions find them."""
     work = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "-m", "migrator.testing.demo", "--real-vllm", "--workdir", str(work)],
-                       capture_output=True, text=True, timeout=900, env=vllm_install.env())
+    r = subprocess.run(
+        [sys.executable, "-m", "migrator.testing.demo", "--real-vllm", "--workdir", str(work)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=vllm_install.env(),
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "REAL vLLM" in r.stdout and "quality gate: passed" in r.stderr + r.stdout
     found = [line for line in r.stdout.splitlines() if "FOUND the" in line and "no word in common" in line]

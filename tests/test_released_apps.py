@@ -15,6 +15,7 @@ Nothing here reaches the network: no model hub, no OpenAI, no tiktoken download 
 gets a byte-level tiktoken Encoding built here; LightRAG a UTF-8 byte tokenizer), and every
 socket connection to a non-loopback address is refused for the whole module.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -34,8 +35,8 @@ from migrator.testing.embedder import embed
 
 QWEN_8B = "Qwen/Qwen3-Embedding-8B"
 NEW_DIM = 4096
-LR_MODEL, LR_DIM = "text-embedding-3-large", 3072      # what the LightRAG dirs were made with
-NG_MODEL, NG_DIM = "text-embedding-3-small", 1536      # what the nano-graphrag dirs were made with
+LR_MODEL, LR_DIM = "text-embedding-3-large", 3072  # what the LightRAG dirs were made with
+NG_MODEL, NG_DIM = "text-embedding-3-small", 1536  # what the nano-graphrag dirs were made with
 FAKE_ANSWER = "FAKE ANSWER: the test's LLM read the context."
 LR_FILES = ("vdb_entities.json", "vdb_relationships.json", "vdb_chunks.json")
 NG_FILES = ("vdb_entities.json", "vdb_chunks.json")
@@ -79,6 +80,7 @@ def offline_tiktoken(monkeypatch):
     """nano-graphrag 0.0.8.2 has no tokenizer option: it calls tiktoken.encoding_for_model("gpt-4o"),
     which downloads its ranks. It gets a byte-level Encoding built here instead."""
     import tiktoken
+
     enc = tiktoken.Encoding(
         name="offline-bytes",
         pat_str=r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
@@ -88,7 +90,8 @@ def offline_tiktoken(monkeypatch):
     monkeypatch.setattr(tiktoken, "encoding_for_model", lambda *a, **k: enc)
     monkeypatch.setattr(tiktoken, "get_encoding", lambda *a, **k: enc)
     import nano_graphrag._utils as ng_utils
-    monkeypatch.setattr(ng_utils, "ENCODER", None)     # its module-level cache of the encoder
+
+    monkeypatch.setattr(ng_utils, "ENCODER", None)  # its module-level cache of the encoder
     return enc
 
 
@@ -97,6 +100,7 @@ def lightrag_process():
     """LightRAG keeps process-wide state (pipeline status, locks, update flags) in
     lightrag.kg.shared_storage; each test starts and ends without it."""
     from lightrag.kg.shared_storage import finalize_share_data
+
     finalize_share_data()
     yield
     finalize_share_data()
@@ -128,7 +132,7 @@ class Embedder:
         self.model, self.dim = model, dim
         self.texts: list[str] = []
 
-    def __deepcopy__(self, memo):    # both apps deep-copy their config (dataclasses.asdict)
+    def __deepcopy__(self, memo):  # both apps deep-copy their config (dataclasses.asdict)
         return self
 
     async def __call__(self, texts, **_):
@@ -175,30 +179,73 @@ def _ctx(value) -> str:
 # `relation<|#|>source<|#|>target<|#|>keywords<|#|>description`, one a line, then <|COMPLETE|>).
 LR_DOCS = {
     "Marie Curie studied radioactivity at the University of Paris and won the Nobel Prize in Physics.": (
-        [("Marie Curie", "Person", "Marie Curie was a physicist who studied radioactivity and won the Nobel Prize."),
-         ("University Of Paris", "Organization", "The University of Paris is where Marie Curie worked.")],
-        [("Marie Curie", "University Of Paris", "radioactivity research, study",
-          "Marie Curie studied radioactivity at the University of Paris.")]),
+        [
+            ("Marie Curie", "Person", "Marie Curie was a physicist who studied radioactivity and won the Nobel Prize."),
+            ("University Of Paris", "Organization", "The University of Paris is where Marie Curie worked."),
+        ],
+        [
+            (
+                "Marie Curie",
+                "University Of Paris",
+                "radioactivity research, study",
+                "Marie Curie studied radioactivity at the University of Paris.",
+            )
+        ],
+    ),
     "Alan Turing designed the Bombe at Bletchley Park to break the Enigma cipher.": (
-        [("Alan Turing", "Person", "Alan Turing was a mathematician who designed the Bombe against Enigma."),
-         ("Bletchley Park", "Location", "Bletchley Park was the wartime codebreaking centre where Alan Turing worked."),
-         ("Enigma Cipher", "Artifact", "The Enigma cipher was the German machine cipher broken at Bletchley Park.")],
-        [("Alan Turing", "Bletchley Park", "codebreaking, wartime work",
-          "Alan Turing designed the Bombe at Bletchley Park."),
-         ("Alan Turing", "Enigma Cipher", "cipher breaking, cryptanalysis",
-          "Alan Turing built the Bombe to break the Enigma cipher.")]),
+        [
+            ("Alan Turing", "Person", "Alan Turing was a mathematician who designed the Bombe against Enigma."),
+            (
+                "Bletchley Park",
+                "Location",
+                "Bletchley Park was the wartime codebreaking centre where Alan Turing worked.",
+            ),
+            ("Enigma Cipher", "Artifact", "The Enigma cipher was the German machine cipher broken at Bletchley Park."),
+        ],
+        [
+            (
+                "Alan Turing",
+                "Bletchley Park",
+                "codebreaking, wartime work",
+                "Alan Turing designed the Bombe at Bletchley Park.",
+            ),
+            (
+                "Alan Turing",
+                "Enigma Cipher",
+                "cipher breaking, cryptanalysis",
+                "Alan Turing built the Bombe to break the Enigma cipher.",
+            ),
+        ],
+    ),
     "Ada Lovelace wrote the first algorithm for the Analytical Engine designed by Charles Babbage.": (
-        [("Ada Lovelace", "Person", "Ada Lovelace wrote the first algorithm for the Analytical Engine."),
-         ("Analytical Engine", "Artifact", "The Analytical Engine was a mechanical computer by Charles Babbage."),
-         ("Charles Babbage", "Person", "Charles Babbage designed the Analytical Engine.")],
-        [("Ada Lovelace", "Analytical Engine", "programming, algorithm",
-          "Ada Lovelace wrote the first algorithm for the Analytical Engine."),
-         ("Charles Babbage", "Analytical Engine", "design, invention",
-          "Charles Babbage designed the Analytical Engine.")]),
+        [
+            ("Ada Lovelace", "Person", "Ada Lovelace wrote the first algorithm for the Analytical Engine."),
+            ("Analytical Engine", "Artifact", "The Analytical Engine was a mechanical computer by Charles Babbage."),
+            ("Charles Babbage", "Person", "Charles Babbage designed the Analytical Engine."),
+        ],
+        [
+            (
+                "Ada Lovelace",
+                "Analytical Engine",
+                "programming, algorithm",
+                "Ada Lovelace wrote the first algorithm for the Analytical Engine.",
+            ),
+            (
+                "Charles Babbage",
+                "Analytical Engine",
+                "design, invention",
+                "Charles Babbage designed the Analytical Engine.",
+            ),
+        ],
+    ),
 }
 LR_QUERY = "How did Alan Turing break the Enigma cipher at Bletchley Park?"
-LR_KEYWORDS = {LR_QUERY: {"high_level_keywords": ["cipher breaking", "codebreaking"],
-                          "low_level_keywords": ["Alan Turing", "Enigma Cipher", "Bletchley Park"]}}
+LR_KEYWORDS = {
+    LR_QUERY: {
+        "high_level_keywords": ["cipher breaking", "codebreaking"],
+        "low_level_keywords": ["Alan Turing", "Enigma Cipher", "Bletchley Park"],
+    }
+}
 LR_MODES = ("naive", "local", "global", "hybrid", "mix")
 
 
@@ -206,7 +253,7 @@ class LightRagLLM:
     """Answers LightRAG's entity-extraction prompt for the known documents, its keyword prompt
     for the known query, and anything else (the answer itself) with FAKE_ANSWER."""
 
-    TUPLE, DONE = "<|#|>", "<|COMPLETE|>"     # lightrag.prompt.PROMPTS["DEFAULT_*_DELIMITER"]
+    TUPLE, DONE = "<|#|>", "<|COMPLETE|>"  # lightrag.prompt.PROMPTS["DEFAULT_*_DELIMITER"]
 
     def __init__(self, docs=LR_DOCS, keywords=LR_KEYWORDS):
         self.docs, self.keywords = docs, keywords
@@ -225,7 +272,7 @@ class LightRagLLM:
         return FAKE_ANSWER
 
     def extraction(self, text: str) -> str:
-        (entities, relations), = [v for k, v in self.docs.items() if k.strip() == text]
+        ((entities, relations),) = [v for k, v in self.docs.items() if k.strip() == text]
         self.extracted.append(text)
         t = self.TUPLE
         rows = [f"entity{t}{n}{t}{ty}{t}{d}" for n, ty, d in entities]
@@ -246,12 +293,15 @@ class Utf8Bytes:
 def make_lightrag(wd: Path, embedder: Embedder, llm: LightRagLLM):
     from lightrag import LightRAG
     from lightrag.utils import EmbeddingFunc, Tokenizer
+
     return LightRAG(
-        working_dir=str(wd), workspace="",
+        working_dir=str(wd),
+        workspace="",
         llm_model_func=llm,
         embedding_func=EmbeddingFunc(embedding_dim=embedder.dim, func=embedder, max_token_size=8192),
         tokenizer=Tokenizer("utf8-bytes", Utf8Bytes()),
-        entity_extract_max_gleaning=0, entity_extraction_use_json=False,
+        entity_extract_max_gleaning=0,
+        entity_extraction_use_json=False,
     )
 
 
@@ -273,7 +323,7 @@ def build_lightrag(wd: Path, docs=LR_DOCS) -> tuple[Embedder, LightRagLLM]:
             await rag.ainsert(doc)
 
     asyncio.run(_lightrag_open(wd, embedder, llm, insert))
-    assert sorted(llm.extracted) == sorted(docs)          # the fake LLM was asked for each one
+    assert sorted(llm.extracted) == sorted(docs)  # the fake LLM was asked for each one
     for name in LR_FILES:
         assert _load(wd / name)["embedding_dim"] == LR_DIM and _load(wd / name)["data"], name
     return embedder, llm
@@ -286,15 +336,14 @@ def query_lightrag(wd: Path) -> dict[str, tuple[str, str]]:
     async def ask(rag):
         out = {}
         for mode in LR_MODES:
-            ctx = await rag.aquery(LR_QUERY, param=QueryParam(mode=mode, only_need_context=True,
-                                                              enable_rerank=False))
+            ctx = await rag.aquery(LR_QUERY, param=QueryParam(mode=mode, only_need_context=True, enable_rerank=False))
             ans = await rag.aquery(LR_QUERY, param=QueryParam(mode=mode, enable_rerank=False))
             out[mode] = (_ctx(ctx), _ctx(ans))
         return out
 
     embedder = Embedder(QWEN_8B, NEW_DIM)
     out = asyncio.run(_lightrag_open(wd, embedder, LightRagLLM(), ask))
-    assert LR_QUERY in embedder.texts               # the query was embedded at the new dimension
+    assert LR_QUERY in embedder.texts  # the query was embedded at the new dimension
     return out
 
 
@@ -324,7 +373,7 @@ def test_lightrag_dir_built_by_lightrag_migrates_and_lightrag_queries_it(cli, tm
     for mode, (ctx, ans) in answers.items():
         assert "Enigma" in ctx and "Bletchley Park" in ctx, (mode, ctx[:400])
         assert FAKE_ANSWER in ans, (mode, ans[:400])
-    for mode in ("local", "global", "hybrid", "mix"):        # the graph modes used the vdb of entities/relations
+    for mode in ("local", "global", "hybrid", "mix"):  # the graph modes used the vdb of entities/relations
         assert "Alan Turing" in answers[mode][0], mode
 
     # at the old dimension LightRAG can no longer open it: the files really changed dimension
@@ -332,14 +381,13 @@ def test_lightrag_dir_built_by_lightrag_migrates_and_lightrag_queries_it(cli, tm
         asyncio.run(_lightrag_open(wd, Embedder(LR_MODEL, LR_DIM), LightRagLLM()))
 
 
-def test_lightrag_dir_with_one_unmigratable_file_stays_whole_and_lightrag_opens_it(cli, tmp_path,
-                                                                                    lightrag_process):
+def test_lightrag_dir_with_one_unmigratable_file_stays_whole_and_lightrag_opens_it(cli, tmp_path, lightrag_process):
     wd = tmp_path / "rag_storage"
     docs = dict(list(LR_DOCS.items())[:2])
     build_lightrag(wd, docs)
     broken = wd / "vdb_relationships.json"
     doc = _load(broken)
-    doc["data"][0]["content"] = None                 # one record with nothing to embed; still valid JSON
+    doc["data"][0]["content"] = None  # one record with nothing to embed; still valid JSON
     broken.write_text(json.dumps(doc), encoding="utf-8")
     before = tree_digest(wd)
 
@@ -367,19 +415,30 @@ def test_lightrag_dir_with_one_unmigratable_file_stays_whole_and_lightrag_opens_
 # global search reads), so the Turing document, which global search must find, has the largest.
 NG_DOCS = {
     "Marie Curie studied radioactivity at the University of Paris and won the Nobel Prize in Physics.": (
-        [("Marie Curie", "person", "Marie Curie was a physicist who studied radioactivity."),
-         ("University of Paris", "organization", "The University of Paris is where Marie Curie worked.")],
-        [("Marie Curie", "University of Paris", "Marie Curie studied radioactivity at the University of Paris.", 8)]),
+        [
+            ("Marie Curie", "person", "Marie Curie was a physicist who studied radioactivity."),
+            ("University of Paris", "organization", "The University of Paris is where Marie Curie worked."),
+        ],
+        [("Marie Curie", "University of Paris", "Marie Curie studied radioactivity at the University of Paris.", 8)],
+    ),
     "Alan Turing designed the Bombe at Bletchley Park to break the Enigma cipher.": (
-        [("Alan Turing", "person", "Alan Turing designed the Bombe to break the Enigma cipher."),
-         ("Bletchley Park", "geo", "Bletchley Park was the codebreaking centre where the Enigma cipher was broken."),
-         ("Enigma", "organization", "Enigma was the German cipher machine of the Second World War.")],
-        [("Alan Turing", "Bletchley Park", "Alan Turing broke the Enigma cipher at Bletchley Park.", 9),
-         ("Alan Turing", "Enigma", "Alan Turing built the Bombe to break the Enigma cipher.", 9)]),
+        [
+            ("Alan Turing", "person", "Alan Turing designed the Bombe to break the Enigma cipher."),
+            ("Bletchley Park", "geo", "Bletchley Park was the codebreaking centre where the Enigma cipher was broken."),
+            ("Enigma", "organization", "Enigma was the German cipher machine of the Second World War."),
+        ],
+        [
+            ("Alan Turing", "Bletchley Park", "Alan Turing broke the Enigma cipher at Bletchley Park.", 9),
+            ("Alan Turing", "Enigma", "Alan Turing built the Bombe to break the Enigma cipher.", 9),
+        ],
+    ),
     "Ada Lovelace wrote the first algorithm for the Analytical Engine designed by Charles Babbage.": (
-        [("Ada Lovelace", "person", "Ada Lovelace wrote the first algorithm for the Analytical Engine."),
-         ("Charles Babbage", "person", "Charles Babbage designed the Analytical Engine.")],
-        [("Ada Lovelace", "Charles Babbage", "Ada Lovelace programmed the engine Charles Babbage designed.", 7)]),
+        [
+            ("Ada Lovelace", "person", "Ada Lovelace wrote the first algorithm for the Analytical Engine."),
+            ("Charles Babbage", "person", "Charles Babbage designed the Analytical Engine."),
+        ],
+        [("Ada Lovelace", "Charles Babbage", "Ada Lovelace programmed the engine Charles Babbage designed.", 7)],
+    ),
 }
 NG_QUERY = "How did Alan Turing break the Enigma cipher?"
 NG_MODES = ("local", "global", "naive")
@@ -392,7 +451,7 @@ class NanoLLM:
     answers with FAKE_ANSWER. ``fail_on``: extraction of a chunk holding this text raises, as a
     provider outage does."""
 
-    TUPLE, RECORD, DONE = "<|>", "##", "<|COMPLETE|>"    # nano_graphrag.prompt.PROMPTS["DEFAULT_*"]
+    TUPLE, RECORD, DONE = "<|>", "##", "<|COMPLETE|>"  # nano_graphrag.prompt.PROMPTS["DEFAULT_*"]
 
     def __init__(self, docs=NG_DOCS, summaries: dict[str, str] | None = None, fail_on: str | None = None):
         self.docs, self.summaries, self.fail_on = docs, summaries or {}, fail_on
@@ -412,11 +471,18 @@ class NanoLLM:
         if m:
             self.summarised.append(m.group(1))
             return self.summaries[m.group(1)]
-        if "# Real Data" in prompt:        # a community report, in the JSON it parses
+        if "# Real Data" in prompt:  # a community report, in the JSON it parses
             body = prompt.split("# Real Data", 1)[1].split("The report should include", 1)[0]
-            return json.dumps({"title": "Community report", "summary": body, "rating": 5.0,
-                               "rating_explanation": "test", "findings": [{"summary": "s", "explanation": "e"}]})
-        if system_prompt and '"points"' in system_prompt:       # global search, map step
+            return json.dumps(
+                {
+                    "title": "Community report",
+                    "summary": body,
+                    "rating": 5.0,
+                    "rating_explanation": "test",
+                    "findings": [{"summary": "s", "explanation": "e"}],
+                }
+            )
+        if system_prompt and '"points"' in system_prompt:  # global search, map step
             words = {w for w in re.findall(r"\w+", prompt.lower()) if len(w) > 3}
             points = []
             for line in system_prompt.split("---Data tables---", 1)[-1].splitlines():
@@ -429,7 +495,7 @@ class NanoLLM:
     def extraction(self, text: str) -> str:
         if self.fail_on and self.fail_on in text:
             raise RuntimeError("the LLM provider is down (the test's fake LLM)")
-        (entities, relations), = [v for k, v in self.docs.items() if k.strip() == text]
+        ((entities, relations),) = [v for k, v in self.docs.items() if k.strip() == text]
         self.extracted.append(text)
         t = self.TUPLE
         recs = [f'("entity"{t}"{n}"{t}"{ty}"{t}"{d}")' for n, ty, d in entities]
@@ -440,9 +506,11 @@ class NanoLLM:
 def make_graphrag(wd: Path, embedder: Embedder, llm: NanoLLM, **kw):
     from nano_graphrag import GraphRAG
     from nano_graphrag._utils import wrap_embedding_func_with_attrs
+
     func = wrap_embedding_func_with_attrs(embedding_dim=embedder.dim, max_token_size=8192)(embedder)
-    return GraphRAG(working_dir=str(wd), enable_naive_rag=True, embedding_func=func,
-                    best_model_func=llm, cheap_model_func=llm, **kw)
+    return GraphRAG(
+        working_dir=str(wd), enable_naive_rag=True, embedding_func=func, best_model_func=llm, cheap_model_func=llm, **kw
+    )
 
 
 def build_graphrag(wd: Path, llm: NanoLLM, docs=NG_DOCS, **kw) -> tuple[Embedder, list[Exception]]:
@@ -466,6 +534,7 @@ def build_graphrag(wd: Path, llm: NanoLLM, docs=NG_DOCS, **kw) -> tuple[Embedder
 def graph_descriptions(wd: Path) -> dict[str, str]:
     """What nano-graphrag reads back from its graph (its own reader: networkx.read_graphml)."""
     from nano_graphrag._storage import NetworkXStorage
+
     graph = NetworkXStorage.load_nx_graph(str(wd / "graph_chunk_entity_relation.graphml"))
     return {n: d.get("description") for n, d in graph.nodes(data=True)}
 
@@ -475,14 +544,17 @@ def app_texts(wd: Path) -> dict[str, dict[str, str | None]]:
     entity_name + the node's description; a chunk's content in kv_store_text_chunks.json."""
     desc = graph_descriptions(wd)
     chunks = _load(wd / "kv_store_text_chunks.json")
-    ent = {r["__id__"]: (r["entity_name"] + desc[r["entity_name"]]) if desc.get(r["entity_name"]) is not None
-           else None for r in _load(wd / "vdb_entities.json")["data"]}
+    ent = {
+        r["__id__"]: (r["entity_name"] + desc[r["entity_name"]]) if desc.get(r["entity_name"]) is not None else None
+        for r in _load(wd / "vdb_entities.json")["data"]
+    }
     chk = {r["__id__"]: (chunks.get(r["__id__"]) or {}).get("content") for r in _load(wd / "vdb_chunks.json")["data"]}
     return {"vdb_entities.json": ent, "vdb_chunks.json": chk}
 
 
 def query_graphrag(wd: Path, embedder: Embedder) -> dict[str, tuple[str, str]]:
     from nano_graphrag import QueryParam
+
     rag = make_graphrag(wd, embedder, NanoLLM())
 
     async def ask():
@@ -496,8 +568,7 @@ def query_graphrag(wd: Path, embedder: Embedder) -> dict[str, tuple[str, str]]:
     return asyncio.run(ask())
 
 
-def test_nanographrag_dir_built_by_nanographrag_migrates_and_nanographrag_queries_it(cli, tmp_path,
-                                                                                      offline_tiktoken):
+def test_nanographrag_dir_built_by_nanographrag_migrates_and_nanographrag_queries_it(cli, tmp_path, offline_tiktoken):
     wd = tmp_path / "nano_graphrag_cache"
     llm = NanoLLM()
     embedder, failed = build_graphrag(wd, llm)
@@ -518,13 +589,13 @@ def test_nanographrag_dir_built_by_nanographrag_migrates_and_nanographrag_querie
 
     new = Embedder(QWEN_8B, NEW_DIM)
     answers = query_graphrag(wd, new)
-    assert NG_QUERY in new.texts                    # local and naive embedded the query at 4096
+    assert NG_QUERY in new.texts  # local and naive embedded the query at 4096
     for mode, (ctx, ans) in answers.items():
         assert ctx != "Sorry, I'm not able to provide an answer to that question.", mode
         assert "TURING" in ctx.upper() and "ENIGMA" in ctx.upper(), (mode, ctx[:400])
         assert ans == FAKE_ANSWER, (mode, ans[:400])
-    assert '"ALAN TURING"' in answers["local"][0]           # found through the entity vectors
-    assert "Alan Turing designed the Bombe" in answers["naive"][0]   # through the chunk vectors
+    assert '"ALAN TURING"' in answers["local"][0]  # found through the entity vectors
+    assert "Alan Turing designed the Bombe" in answers["naive"][0]  # through the chunk vectors
 
     # at the old dimension nano-graphrag no longer opens it
     with pytest.raises(AssertionError, match="Embedding dim mismatch"):
@@ -541,11 +612,11 @@ def test_nanographrag_llm_outage_leaves_an_orphan_chunk_and_the_dir_stays_whole(
     assert len(failed) == 1 and "provider is down" in str(failed[0])
     texts = app_texts(wd)
     orphans = [rid for rid, t in texts["vdb_chunks.json"].items() if t is None]
-    assert len(orphans) == 1, texts                          # what nano-graphrag itself left
+    assert len(orphans) == 1, texts  # what nano-graphrag itself left
     (orphan,) = orphans
-    assert outage_doc in embedder.texts                      # it was embedded ...
+    assert outage_doc in embedder.texts  # it was embedded ...
     assert texts_behind(wd / "vdb_chunks.json", embedder.texts, NG_MODEL, NG_DIM)[orphan] == [outage_doc]
-    assert outage_doc not in json.dumps(_load(wd / "kv_store_text_chunks.json"))   # ... and its text not kept
+    assert outage_doc not in json.dumps(_load(wd / "kv_store_text_chunks.json"))  # ... and its text not kept
     assert len(texts["vdb_entities.json"]) == 5 and all(texts["vdb_entities.json"].values())
     before = tree_digest(wd)
 
@@ -553,14 +624,14 @@ def test_nanographrag_llm_outage_leaves_an_orphan_chunk_and_the_dir_stays_whole(
     assert r.exit_code == EXIT_PARTIAL, r.output
     lines = r.output.splitlines()
     chunks, entities = wd / "vdb_chunks.json", wd / "vdb_entities.json"
-    assert any(str(chunks) in ln and repr(orphan) in ln and "kv_store_text_chunks.json" in ln for ln in lines), \
-        r.output
+    assert any(str(chunks) in ln and repr(orphan) in ln and "kv_store_text_chunks.json" in ln for ln in lines), r.output
     assert any(str(entities) in ln and "held back" in ln for ln in lines), r.output
     assert {k: v for k, v in tree_digest(wd).items() if ".migrator-" not in k} == before
     from nano_vectordb import NanoVectorDB
+
     for path in (chunks, entities):
         assert len(NanoVectorDB(NG_DIM, storage_file=str(path))) == len(_load(path)["data"])
-    make_graphrag(wd, Embedder(NG_MODEL, NG_DIM), NanoLLM())      # nano-graphrag opens it, at 1536
+    make_graphrag(wd, Embedder(NG_MODEL, NG_DIM), NanoLLM())  # nano-graphrag opens it, at 1536
 
 
 # ------------------------------------------------------------------ "\r\n" in a description
@@ -574,12 +645,20 @@ CRLF_ENTITY = '"ALAN TURING"'
 CRLF_SUMMARY = "Alan Turing designed the Bombe.\r\nIt broke the Enigma cipher at Bletchley Park."
 CRLF_DOCS = {
     "Alan Turing designed the Bombe at Bletchley Park to break the Enigma cipher.": (
-        [("Alan Turing", "person", "Alan Turing was an English mathematician and the designer of the Bombe, "
-                                   "the electromechanical machine that broke the Enigma cipher at Bletchley Park."),
-         ("Bletchley Park", "geo", "Bletchley Park was a codebreaking centre.")],
-        [("Alan Turing", "Bletchley Park", "Alan Turing worked at Bletchley Park.", 9)]),
-    "Ada Lovelace wrote the first algorithm for the Analytical Engine designed by Charles Babbage.":
-        NG_DOCS["Ada Lovelace wrote the first algorithm for the Analytical Engine designed by Charles Babbage."],
+        [
+            (
+                "Alan Turing",
+                "person",
+                "Alan Turing was an English mathematician and the designer of the Bombe, "
+                "the electromechanical machine that broke the Enigma cipher at Bletchley Park.",
+            ),
+            ("Bletchley Park", "geo", "Bletchley Park was a codebreaking centre."),
+        ],
+        [("Alan Turing", "Bletchley Park", "Alan Turing worked at Bletchley Park.", 9)],
+    ),
+    "Ada Lovelace wrote the first algorithm for the Analytical Engine designed by Charles Babbage.": NG_DOCS[
+        "Ada Lovelace wrote the first algorithm for the Analytical Engine designed by Charles Babbage."
+    ],
 }
 
 
@@ -596,6 +675,7 @@ def migrator_text(wd: Path, rid: str) -> str:
     """The text migrator's nano-graphrag profile rebuilds for one entity record."""
     from migrator.apps.nanographrag import PROFILE
     from migrator.files import nvdb
+
     nf = nvdb.read(wd / "vdb_entities.json")
     return dict(zip((r["__id__"] for r in nf.data), PROFILE.texts(nf)))[rid]
 
@@ -605,9 +685,9 @@ def test_nanographrag_embeds_crlf_and_its_graphml_gives_back_lf(tmp_path, offlin
     wd = tmp_path / "nano_graphrag_cache"
     embedder, ent = build_crlf_dir(wd)
     embedded = CRLF_ENTITY + CRLF_SUMMARY
-    assert embedded in embedder.texts                                       # what it embedded
-    assert b"\r\n" in (wd / "graph_chunk_entity_relation.graphml").read_bytes()   # written raw
-    assert graph_descriptions(wd)[CRLF_ENTITY] == CRLF_SUMMARY.replace("\r\n", "\n")   # read back
+    assert embedded in embedder.texts  # what it embedded
+    assert b"\r\n" in (wd / "graph_chunk_entity_relation.graphml").read_bytes()  # written raw
+    assert graph_descriptions(wd)[CRLF_ENTITY] == CRLF_SUMMARY.replace("\r\n", "\n")  # read back
     assert app_texts(wd)["vdb_entities.json"][ent[CRLF_ENTITY]] != embedded
     # migrator reads the raw \r back (a character reference before parsing): the very text
     assert migrator_text(wd, ent[CRLF_ENTITY]) == embedded

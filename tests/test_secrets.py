@@ -1,5 +1,6 @@
 """The API key never leaks: not to stdout/stderr, the job database, the lock files, the
 migrated tree, the process's command line, nor echoed from a URL that carries it."""
+
 from __future__ import annotations
 
 import base64
@@ -24,7 +25,7 @@ URL_SECRET = "hunter2-url-pass-93ab"
 
 def _needles(key: str) -> list[bytes]:
     """The key itself, a distinctive part of it, and its base64 (as in a Basic/Bearer blob)."""
-    return [key.encode(), key[len(key) // 3:].encode(), base64.b64encode(key.encode())]
+    return [key.encode(), key[len(key) // 3 :].encode(), base64.b64encode(key.encode())]
 
 
 def _leaks(data: bytes | str, key: str = API_KEY) -> bool:
@@ -40,7 +41,7 @@ def _files(*roots: Path) -> dict[Path, bytes]:
             try:
                 if p.is_file():
                     out[p] = p.read_bytes()
-            except FileNotFoundError:           # a transient file (journal, lock holder) just went
+            except FileNotFoundError:  # a transient file (journal, lock holder) just went
                 pass
     return out
 
@@ -51,8 +52,7 @@ def _assert_no_leak(files: dict[Path, bytes], key: str = API_KEY) -> None:
 
 
 def _env(**keys: str) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in KEY_VARIABLES + ("MIGRATOR_ENDPOINT", "MIGRATOR_STATE_DIR")}
+    env = {k: v for k, v in os.environ.items() if k not in KEY_VARIABLES + ("MIGRATOR_ENDPOINT", "MIGRATOR_STATE_DIR")}
     env.update(keys)
     return env
 
@@ -62,8 +62,7 @@ def _watch_run(args: list[str], env: dict, out_dir: Path, watch: list[Path]) -> 
     under ``watch`` (transient files included). Returns what was seen."""
     out_dir.mkdir(exist_ok=True)
     with open(out_dir / "stdout", "wb") as so, open(out_dir / "stderr", "wb") as se:
-        proc = subprocess.Popen([sys.executable, "-m", "migrator.cli", *args], env=env,
-                                stdout=so, stderr=se)
+        proc = subprocess.Popen([sys.executable, "-m", "migrator.cli", *args], env=env, stdout=so, stderr=se)
         cmdlines, environ, seen, names = [], b"", {}, set()
         deadline = time.monotonic() + 60
         try:
@@ -83,15 +82,40 @@ def _watch_run(args: list[str], env: dict, out_dir: Path, watch: list[Path]) -> 
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    return {"rc": proc.returncode, "stdout": (out_dir / "stdout").read_bytes(),
-            "stderr": (out_dir / "stderr").read_bytes(), "cmdlines": cmdlines,
-            "environ": environ, "leaked_while_running": seen, "names": names}
+    return {
+        "rc": proc.returncode,
+        "stdout": (out_dir / "stdout").read_bytes(),
+        "stderr": (out_dir / "stderr").read_bytes(),
+        "cmdlines": cmdlines,
+        "environ": environ,
+        "leaked_while_running": seen,
+        "names": names,
+    }
 
 
 def _run_args(root: Path, state: Path, srv: FakeVLLM, *extra: str) -> list[str]:
-    return ["-v", "run", "--root", str(root), "--model", "8b", "--endpoint", srv.base_url,
-            "--state-dir", str(state), "--batch-size", "4", "--concurrency", "2",
-            "--request-timeout", "10", "--retry-for", "5", "--yes", *extra]
+    return [
+        "-v",
+        "run",
+        "--root",
+        str(root),
+        "--model",
+        "8b",
+        "--endpoint",
+        srv.base_url,
+        "--state-dir",
+        str(state),
+        "--batch-size",
+        "4",
+        "--concurrency",
+        "2",
+        "--request-timeout",
+        "10",
+        "--retry-for",
+        "5",
+        "--yes",
+        *extra,
+    ]
 
 
 # ------------------------------------------------------ a whole migration
@@ -99,8 +123,9 @@ def test_full_migration_in_a_subprocess_leaks_the_key_nowhere(tmp_path, dvd_tree
     root, paths = dvd_tree
     state = tmp_path / "state"
     with FakeVLLM(api_key=API_KEY, tokens_per_second=8000) as srv:
-        seen = _watch_run(_run_args(root, state, srv, "--json"), _env(MIGRATOR_API_KEY=API_KEY),
-                          tmp_path / "out", [state, root])
+        seen = _watch_run(
+            _run_args(root, state, srv, "--json"), _env(MIGRATOR_API_KEY=API_KEY), tmp_path / "out", [state, root]
+        )
         assert srv.stats.unauthorized == 0 and srv.stats.embedding_ok > 0
     assert seen["rc"] == 0, seen["stderr"].decode()
     doc = json.loads(seen["stdout"])
@@ -132,13 +157,17 @@ def test_api_key_file_only_staged_then_cut_over(tmp_path, dvd_tree):
     keyfile.chmod(0o600)
     assert not any(os.environ.get(k) for k in KEY_VARIABLES)
     with FakeVLLM(api_key=API_KEY) as srv:
-        seen = _watch_run(_run_args(root, state, srv, "--api-key-file", str(keyfile), "--no-cutover"),
-                          _env(), tmp_path / "out", [state, root])
+        seen = _watch_run(
+            _run_args(root, state, srv, "--api-key-file", str(keyfile), "--no-cutover"),
+            _env(),
+            tmp_path / "out",
+            [state, root],
+        )
         assert srv.stats.unauthorized == 0 and srv.stats.embedding_ok > 0
     assert seen["rc"] == 0, seen["stderr"].decode()
     assert b"staged" in seen["stdout"]
-    assert b"chmod" not in seen["stderr"]                 # a 600 file draws no warning
-    assert not _leaks(seen["environ"])                    # the key came from the file alone
+    assert b"chmod" not in seen["stderr"]  # a 600 file draws no warning
+    assert not _leaks(seen["environ"])  # the key came from the file alone
     assert not any(_leaks(c) for c in seen["cmdlines"])
     assert seen["leaked_while_running"] == {}
     assert not _leaks(seen["stdout"]) and not _leaks(seen["stderr"])
@@ -146,7 +175,7 @@ def test_api_key_file_only_staged_then_cut_over(tmp_path, dvd_tree):
     assert len([p for p in files if p.name.endswith(".staged")]) == 6
     _assert_no_leak(files)
 
-    r = Cli(None, state)("cutover", "--yes", "--json")    # cutover needs no key at all
+    r = Cli(None, state)("cutover", "--yes", "--json")  # cutover needs no key at all
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["outcome"] == "done"
     assert not _leaks(r.stdout) and not _leaks(r.stderr)
@@ -182,14 +211,14 @@ def test_precedence_file_then_migrator_then_vllm_then_openai(monkeypatch, tmp_pa
             r = cli("plan", "--root", str(root), "--model", "8b", "--no-tokenize", "--json", *extra)
             assert not _leaks(r.stdout + r.stderr) and not _leaks(r.stdout + r.stderr, WRONG_KEY)
             ok = json.loads(r.stdout)["endpoint"]["reachable"]
-            assert r.exit_code == (0 if ok else EXIT_ENDPOINT_REJECTED), r.output   # a refused key: 6
+            assert r.exit_code == (0 if ok else EXIT_ENDPOINT_REJECTED), r.output  # a refused key: 6
             return ok
 
         monkeypatch.setenv("OPENAI_API_KEY", WRONG_KEY)
         monkeypatch.setenv("VLLM_API_KEY", API_KEY)
-        assert reachable()                                # VLLM_API_KEY before OPENAI_API_KEY
+        assert reachable()  # VLLM_API_KEY before OPENAI_API_KEY
         monkeypatch.setenv("MIGRATOR_API_KEY", WRONG_KEY)
-        assert not reachable()                            # MIGRATOR_API_KEY before both
+        assert not reachable()  # MIGRATOR_API_KEY before both
         assert reachable("--api-key-file", str(keyfile))  # the file before every variable
 
 
@@ -211,7 +240,7 @@ def test_wrong_key_exits_6_without_echoing_it(source, monkeypatch, tmp_path, dvd
             r = cli("run", "--root", str(root), "--model", "8b", "--yes", *extra, *json_flag)
             assert r.exit_code == EXIT_ENDPOINT_REJECTED, r.output
             assert "API key was refused" in r.stderr
-            if source == "file":      # names where the key came from, not a variable it never read
+            if source == "file":  # names where the key came from, not a variable it never read
                 assert str(keyfile) in r.stderr and "MIGRATOR_API_KEY" not in r.stderr
             else:
                 assert "set MIGRATOR_API_KEY to the server's key" in r.stderr
@@ -229,10 +258,11 @@ def test_group_readable_key_file_warns_without_the_key(tmp_path, dvd_tree):
     keyfile.chmod(0o644)
     with FakeVLLM(api_key=API_KEY) as srv:
         r = Cli(srv.base_url, tmp_path / "state")(
-            "plan", "--root", str(root), "--model", "8b", "--no-tokenize", "--api-key-file", str(keyfile))
+            "plan", "--root", str(root), "--model", "8b", "--no-tokenize", "--api-key-file", str(keyfile)
+        )
         assert r.exit_code == 0, r.output
         assert srv.stats.unauthorized == 0
-    assert str(keyfile) in r.stderr and r.stderr.count("chmod 600") == 1   # said once
+    assert str(keyfile) in r.stderr and r.stderr.count("chmod 600") == 1  # said once
     assert not _leaks(r.stdout + r.stderr)
 
 
@@ -240,12 +270,14 @@ def test_group_readable_key_file_warns_without_the_key(tmp_path, dvd_tree):
 def test_plan_status_and_env_outputs_hold_no_key(cli, dvd_tree, server):
     root, _ = dvd_tree
     outputs = []
-    for args in (("plan", "--root", str(root), "--model", "8b", "--json"),
-                 ("plan", "--root", str(root), "--model", "8b", "--no-tokenize")):
+    for args in (
+        ("plan", "--root", str(root), "--model", "8b", "--json"),
+        ("plan", "--root", str(root), "--model", "8b", "--no-tokenize"),
+    ):
         r = cli(*args)
         assert r.exit_code == 0, r.output
         outputs.append(r.stdout + r.stderr)
-        if "--json" in args:                              # it did talk to the endpoint, with the key
+        if "--json" in args:  # it did talk to the endpoint, with the key
             assert json.loads(r.stdout)["endpoint"]["reachable"] is True
     assert cli("run", "--root", str(root), "--model", "8b", "--yes").exit_code == 0
     for args in (("status", "--json"), ("status", "--databases"), ("env",)):
@@ -254,7 +286,7 @@ def test_plan_status_and_env_outputs_hold_no_key(cli, dvd_tree, server):
         outputs.append(r.stdout + r.stderr)
     status = json.loads(cli("status", "--json").stdout)
     assert status["migrations"][0]["endpoint"] == server.base_url
-    assert "MIGRATOR_API_KEY" in outputs[-1]              # env names the variable, not its value
+    assert "MIGRATOR_API_KEY" in outputs[-1]  # env names the variable, not its value
     leaked = [o for o in outputs if _leaks(o)]
     assert leaked == []
     assert server.stats.unauthorized == 0
@@ -271,18 +303,22 @@ CASES = {
     "plan-json": lambda u: (["plan", "--model", "8b", "--json", "--endpoint", u], {}),
     "run-env": lambda u: (["run", "--model", "8b", "--yes"], {"MIGRATOR_ENDPOINT": u}),
     "plan-no-probe": lambda u: (["plan", "--model", "8b", "--no-probe", "--json", "--endpoint", u], {}),
-    "run-no-scheme": lambda u: (["run", "--model", "8b", "--yes", "--endpoint",
-                                 u.removeprefix("http://")], {}),
+    "run-no-scheme": lambda u: (["run", "--model", "8b", "--yes", "--endpoint", u.removeprefix("http://")], {}),
 }
 
 
-@pytest.mark.parametrize("case", [
-    "run", "plan", "plan-json", "run-env",
-    "plan-no-probe",
-    "run-no-scheme",
-])
-def test_a_password_in_the_endpoint_url_is_refused_and_not_echoed(case, monkeypatch, tmp_path,
-                                                                  dvd_tree, key_env):
+@pytest.mark.parametrize(
+    "case",
+    [
+        "run",
+        "plan",
+        "plan-json",
+        "run-env",
+        "plan-no-probe",
+        "run-no-scheme",
+    ],
+)
+def test_a_password_in_the_endpoint_url_is_refused_and_not_echoed(case, monkeypatch, tmp_path, dvd_tree, key_env):
     root, _ = dvd_tree
     before = tree_digest(root)
     with FakeVLLM(api_key=API_KEY) as srv:
@@ -295,7 +331,7 @@ def test_a_password_in_the_endpoint_url_is_refused_and_not_echoed(case, monkeypa
         assert not _leaks(out, URL_SECRET), out
         assert r.exit_code == EXIT_USAGE, out
         assert "--endpoint" in r.stderr
-        assert srv.stats.requests_total == 0              # never sent anywhere
+        assert srv.stats.requests_total == 0  # never sent anywhere
     assert tree_digest(root) == before
 
 
@@ -303,8 +339,7 @@ def test_plan_does_not_echo_a_key_in_the_endpoint_query(tmp_path, dvd_tree, key_
     root, _ = dvd_tree
     with FakeVLLM(api_key=API_KEY) as srv:
         url = f"{srv.base_url}?api_key={URL_SECRET}"
-        r = Cli(url, tmp_path / "state")("plan", "--root", str(root), "--model", "8b", "--no-tokenize",
-                                          "--json")
+        r = Cli(url, tmp_path / "state")("plan", "--root", str(root), "--model", "8b", "--no-tokenize", "--json")
     out = r.stdout + r.stderr
     assert r.exit_code in (0, EXIT_USAGE), out
     assert not _leaks(out, URL_SECRET), out
@@ -314,13 +349,16 @@ def test_a_key_file_that_is_not_text_is_a_usage_error(tmp_path, dvd_tree):
     from click.testing import CliRunner
 
     from migrator.cli import main as cli_main
+
     root, _ = dvd_tree
     keyfile = tmp_path / "k.bin"
     keyfile.write_bytes(b"\xff\xfe" + API_KEY.encode("utf-16-le"))
     keyfile.chmod(0o600)
     with FakeVLLM(api_key=API_KEY) as srv:
-        r = CliRunner().invoke(cli_main, ["plan", "--root", str(root), "--model", "8b", "--endpoint",
-                                          srv.base_url, "--api-key-file", str(keyfile)],
-                               catch_exceptions=True)
+        r = CliRunner().invoke(
+            cli_main,
+            ["plan", "--root", str(root), "--model", "8b", "--endpoint", srv.base_url, "--api-key-file", str(keyfile)],
+            catch_exceptions=True,
+        )
     assert r.exit_code == EXIT_USAGE, (r.exit_code, repr(r.exception))
     assert str(keyfile) in r.stderr and not _leaks(r.stdout + r.stderr)

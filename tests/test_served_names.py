@@ -1,6 +1,7 @@
 """What a real vLLM showed, on the fast stand-in: served names and aliases, a model it does
 not serve, a tokenizer without EOS, a chat model, `endianness`, and the hang of 0.9.2-0.31
 (aborted when its client goes, while other requests go on)."""
+
 from __future__ import annotations
 
 import json
@@ -27,13 +28,16 @@ def _tree(tmp_path, n=2):
     return root, paths
 
 
-@pytest.mark.parametrize("names, model", [
-    (["qwen3-embed", QWEN_8B], "8b"),            # answers name the alias (the first name)
-    ([QWEN_8B, "qwen3-embed"], "8b"),
-    (["qwen3-embed", QWEN_8B], "qwen3-embed"),   # --model given as the alias
-    (["qwen3-embed"], "8b"),                     # one alias only: matched by the card's root
-    (["qwen3-embed"], "qwen3-embed"),
-])
+@pytest.mark.parametrize(
+    "names, model",
+    [
+        (["qwen3-embed", QWEN_8B], "8b"),  # answers name the alias (the first name)
+        ([QWEN_8B, "qwen3-embed"], "8b"),
+        (["qwen3-embed", QWEN_8B], "qwen3-embed"),  # --model given as the alias
+        (["qwen3-embed"], "8b"),  # one alias only: matched by the card's root
+        (["qwen3-embed"], "qwen3-embed"),
+    ],
+)
 def test_any_served_name_answers_for_the_model(tmp_path, key_env, names, model):
     root, paths = _tree(tmp_path)
     originals = {p: json.loads(p.read_text()) for p in paths}
@@ -41,7 +45,7 @@ def test_any_served_name_answers_for_the_model(tmp_path, key_env, names, model):
         cli = Cli(srv.base_url, tmp_path / "state")
         r = cli("plan", "--root", str(root), "--model", model, "--json")
         assert r.exit_code == 0, r.output
-        assert json.loads(r.stdout)["endpoint"]["model"] == QWEN_8B   # recorded by its identity
+        assert json.loads(r.stdout)["endpoint"]["model"] == QWEN_8B  # recorded by its identity
         r = cli("run", "--root", str(root), "--model", model, "--yes")
         assert r.exit_code == 0, r.output
         r = cli("status", "--json")
@@ -96,8 +100,7 @@ def test_a_chat_model_is_named_as_such(tmp_path, key_env, version):
     assert "check --model" not in r.output
 
 
-@pytest.mark.parametrize("version, sent", [("0.32.0", True), ("0.11.1", True), ("0.11.0", False),
-                                           ("0.8.5", False)])
+@pytest.mark.parametrize("version, sent", [("0.32.0", True), ("0.11.1", True), ("0.11.0", False), ("0.8.5", False)])
 def test_little_endian_is_asked_for_where_the_server_knows_the_field(tmp_path, key_env, version, sent):
     root, paths = _tree(tmp_path, 1)
     with FakeVLLM(model=QWEN_8B, version=version, api_key=API_KEY) as srv:
@@ -109,8 +112,9 @@ def test_little_endian_is_asked_for_where_the_server_knows_the_field(tmp_path, k
 
 
 def _post(url: str, doc: dict, timeout: float):
-    req = urllib.request.Request(url, data=json.dumps(doc).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=json.dumps(doc).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=timeout) as r:
         return r.status, json.loads(r.read())
 
@@ -143,9 +147,12 @@ def test_the_answer_names_the_first_served_name_and_errors_use_0_32_words():
     with FakeVLLM(model=QWEN_8B, served_names=["a", "b"], max_model_len=64, version="0.32.0") as srv:
         _, doc = _post(srv.base_url + "/embeddings", {"model": "b", "input": ["x"]}, timeout=10)
         assert doc["model"] == "a"
-        req = urllib.request.Request(srv.base_url + "/embeddings", method="POST",
-                                     data=json.dumps({"input": ["w " * 100]}).encode(),
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            srv.base_url + "/embeddings",
+            method="POST",
+            data=json.dumps({"input": ["w " * 100]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(req, timeout=10)
         err = json.loads(e.value.read())["error"]

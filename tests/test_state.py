@@ -1,5 +1,6 @@
 """The job database: Alembic schema, opening and upgrading it, refusing what it cannot
 read (newer, corrupt, half-written), and `status` as a true read-only reader."""
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,11 @@ def _ro(db: Path) -> sqlite3.Connection:
 def _tables(db: Path) -> set[str]:
     con = _ro(db)
     try:
-        return {r[0] for r in con.execute("select name from sqlite_master where type='table'")
-                if not r[0].startswith("sqlite_")}
+        return {
+            r[0]
+            for r in con.execute("select name from sqlite_master where type='table'")
+            if not r[0].startswith("sqlite_")
+        }
     finally:
         con.close()
 
@@ -71,8 +75,7 @@ def _file_state(p: Path) -> tuple[int, bytes]:
 def _alembic(*args: str, db: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "MIGRATOR_STATE_DIR"}
     env["MIGRATOR_STATE_URL"] = f"sqlite:///{db}"
-    return subprocess.run([str(ALEMBIC), *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run([str(ALEMBIC), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
 
 
 def _one_line_error(r) -> str:
@@ -105,7 +108,7 @@ def test_alembic_cli_upgrade_downgrade_upgrade_and_models_match(tmp_path):
 
     r = _alembic("upgrade", "head", db=db)
     assert r.returncode == 0, r.stderr
-    assert db.exists()                                   # MIGRATOR_STATE_URL was honoured
+    assert db.exists()  # MIGRATOR_STATE_URL was honoured
     assert _tables(db) == JOB_TABLES | {"alembic_version"}
     assert _versions(db) == [HEAD]
     # a row written at head is dropped with its table by the downgrade
@@ -148,15 +151,25 @@ def test_alembic_cli_upgrade_downgrade_upgrade_and_models_match(tmp_path):
 # ------------------------------------------------------------ open_state
 def test_open_state_creates_upgrades_and_reopening_is_a_noop(tmp_path):
     state = tmp_path / "deep" / "er" / "state"
-    assert open_state(state, readonly=True) is None       # a reader creates nothing
+    assert open_state(state, readonly=True) is None  # a reader creates nothing
     assert not (tmp_path / "deep").exists()
 
     store = open_state(state)
     try:
         with store.session() as s:
-            s.add(Migration(id="m-1", model="Qwen/Qwen3-Embedding-8B", requested_model="8b",
-                            native_dim=4096, target_dim=4096, endpoint="http://x/v1",
-                            roots=["/r"], pattern="database.json", profile="auto"))
+            s.add(
+                Migration(
+                    id="m-1",
+                    model="Qwen/Qwen3-Embedding-8B",
+                    requested_model="8b",
+                    native_dim=4096,
+                    target_dim=4096,
+                    endpoint="http://x/v1",
+                    roots=["/r"],
+                    pattern="database.json",
+                    profile="auto",
+                )
+            )
     finally:
         store.close()
     db = state / DB_NAME
@@ -166,14 +179,14 @@ def test_open_state_creates_upgrades_and_reopening_is_a_noop(tmp_path):
 
     before = _file_state(db)
     time.sleep(0.02)
-    store = open_state(state)                             # second open: already at head
+    store = open_state(state)  # second open: already at head
     try:
         with store.session() as s:
             assert s.get(Migration, "m-1").requested_model == "8b"
     finally:
         store.close()
-    assert _file_state(db) == before                      # not a byte, not the mtime
-    assert sorted(os.listdir(state)) == [DB_NAME]         # no journal or other file left
+    assert _file_state(db) == before  # not a byte, not the mtime
+    assert sorted(os.listdir(state)) == [DB_NAME]  # no journal or other file left
 
 
 # --------------------------------------------- databases it cannot read
@@ -191,7 +204,7 @@ def test_newer_schema_revision_is_refused_and_nothing_is_touched(cli, dvd_tree, 
     assert r.exit_code == EXIT_STATE, r.output
     line = _one_line_error(r)
     assert "newer version" in line and "ffff9999" in line and str(db) in line
-    assert server.stats.requests_total == 0               # refused before contacting the endpoint
+    assert server.stats.requests_total == 0  # refused before contacting the endpoint
 
     for args in (("status",), ("status", "--json"), ("cutover", "--yes"), ("rollback", "--yes")):
         r = cli(*args)
@@ -199,7 +212,7 @@ def test_newer_schema_revision_is_refused_and_nothing_is_touched(cli, dvd_tree, 
         assert "newer version" in _one_line_error(r)
 
     assert tree_digest(root) == tree_before
-    assert db.read_bytes() == db_before                   # not "upgraded" over, not rewritten
+    assert db.read_bytes() == db_before  # not "upgraded" over, not rewritten
     assert _versions(db) == ["ffff9999"]
 
 
@@ -212,35 +225,44 @@ def test_corrupt_state_file_is_refused_in_one_line_naming_it(cli, dvd_tree, serv
     db.write_bytes(garbage)
     tree_before = tree_digest(root)
 
-    for args in (("run", "--root", str(root), "--model", "8b", "--yes"), ("status",),
-                 ("status", "--json"), ("cutover", "--yes"), ("rollback", "--yes")):
+    for args in (
+        ("run", "--root", str(root), "--model", "8b", "--yes"),
+        ("status",),
+        ("status", "--json"),
+        ("cutover", "--yes"),
+        ("rollback", "--yes"),
+    ):
         r = cli(*args)
         assert r.exit_code == EXIT_STATE, (args, r.output)
         line = _one_line_error(r)
         assert str(db) in line, line
         assert r.stdout == ""
 
-    assert db.read_bytes() == garbage                     # the evidence is left as it was
+    assert db.read_bytes() == garbage  # the evidence is left as it was
     assert tree_digest(root) == tree_before
     assert server.stats.requests_total == 0
 
 
 def test_corruption_inside_a_table_is_a_state_error_not_a_traceback(cli, dvd_tree):
     root, _ = dvd_tree
-    _run_ok(cli, root, "--no-cutover")                    # staged, waiting for cutover
+    _run_ok(cli, root, "--no-cutover")  # staged, waiting for cutover
     db = cli.state_dir / DB_NAME
     con = _ro(db)
     page_size = con.execute("pragma page_size").fetchone()[0]
     rootpage = con.execute("select rootpage from sqlite_master where name='migrations'").fetchone()[0]
     con.close()
     assert rootpage > 1
-    with open(db, "r+b") as f:                            # one b-tree page of the migrations table
+    with open(db, "r+b") as f:  # one b-tree page of the migrations table
         f.seek((rootpage - 1) * page_size)
         f.write(b"\xde\xad\xbe\xef" * (page_size // 4))
     tree_before = tree_digest(root)
 
-    for args in (("status", "--json"), ("cutover", "--yes"), ("rollback", "--yes"),
-                 ("run", "--root", str(root), "--model", "8b", "--yes")):
+    for args in (
+        ("status", "--json"),
+        ("cutover", "--yes"),
+        ("rollback", "--yes"),
+        ("run", "--root", str(root), "--model", "8b", "--yes"),
+    ):
         r = _invoke(cli, *args)
         assert r.exit_code == EXIT_STATE, (args, r.exit_code, repr(r.exception))
         assert str(db) in _one_line_error(r)
@@ -263,7 +285,7 @@ def _leave_hot_journal(db: Path) -> None:
     r = subprocess.run([sys.executable, "-c", code], timeout=60)
     assert r.returncode == 9
     journal = db.with_name(db.name + "-journal")
-    assert journal.exists() and journal.stat().st_size > 0   # a hot journal is left behind
+    assert journal.exists() and journal.stat().st_size > 0  # a hot journal is left behind
 
 
 def test_writer_recovers_from_a_hot_journal_left_by_a_killed_writer(cli, dvd_tree):
@@ -272,7 +294,7 @@ def test_writer_recovers_from_a_hot_journal_left_by_a_killed_writer(cli, dvd_tre
     _run_ok(cli, root)
     db = cli.state_dir / DB_NAME
     _leave_hot_journal(db)
-    r = cli("rollback", "--yes")                          # a writer: SQLite rolls the journal back
+    r = cli("rollback", "--yes")  # a writer: SQLite rolls the journal back
     assert r.exit_code == 0, r.output
     assert "6 restored" in r.stdout
     assert tree_digest(root) == before
@@ -291,7 +313,7 @@ def test_status_answers_after_a_writer_was_killed_mid_commit(cli, dvd_tree):
     assert r.exit_code == 0, r.output
     m = json.loads(r.stdout)["migrations"][0]
     assert m["state"] == "done" and m["by_state"] == {"cut_over": 6}
-    assert m["errors"] == []                              # the uncommitted rows are not reported
+    assert m["errors"] == []  # the uncommitted rows are not reported
 
 
 _CRASH_AT_SECOND_CREATE = """
@@ -317,8 +339,8 @@ open_state(sys.argv[1])
 def test_a_process_killed_while_creating_the_schema_does_not_brick_the_state_dir(tmp_path):
     state = tmp_path / "state"
     r = subprocess.run([sys.executable, "-c", _CRASH_AT_SECOND_CREATE, str(state)], timeout=60)
-    assert r.returncode == 9                              # died in the middle of the upgrade
-    store = open_state(state)                             # the next command must still start
+    assert r.returncode == 9  # died in the middle of the upgrade
+    store = open_state(state)  # the next command must still start
     store.close()
     assert _versions(state / DB_NAME) == [HEAD]
     assert _tables(state / DB_NAME) == JOB_TABLES | {"alembic_version"}
@@ -333,7 +355,7 @@ def test_status_on_a_fresh_directory_creates_nothing(tmp_path):
     r = nested("status", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["migrations"] == []
     assert not (tmp_path / "nested").exists()
-    r = nested("status", state=False)                     # default ./state (cwd is tmp_path)
+    r = nested("status", state=False)  # default ./state (cwd is tmp_path)
     assert r.exit_code == 0 and "no migrations" in r.stdout
     assert sorted(os.listdir(tmp_path)) == []
 
@@ -362,8 +384,8 @@ def test_status_answers_while_a_writer_holds_the_lock(cli, dvd_tree):
         assert r.exit_code == 0, r.output
         doc = json.loads(r.stdout)
         assert len(doc["migrations"]) == 1 and doc["migrations"][0]["state"] == "done"
-        assert (cli.state_dir / HOLDER_NAME).exists()     # status does not touch the lock
-        assert cli("cutover", "--yes").exit_code == EXIT_LOCKED   # while writers are refused
+        assert (cli.state_dir / HOLDER_NAME).exists()  # status does not touch the lock
+        assert cli("cutover", "--yes").exit_code == EXIT_LOCKED  # while writers are refused
     # and on a state directory that holds only the lock, no job database yet
     other = Cli(None, cli.state_dir.parent / "other")
     with state_lock(other.state_dir, "run"):
@@ -379,14 +401,27 @@ def test_status_answers_throughout_a_real_run(tmp_path, dvd_tree, key_env):
     total = sum(len(json.loads(p.read_text())["data"]) for p in paths)
     with FakeVLLM(api_key=key_env, tokens_per_second=5000) as srv:
         reader = Cli(srv.base_url, state)
-        proc = spawn_migrate("run", "--root", str(root), "--model", "8b", "--endpoint", srv.base_url,
-                             "--state-dir", str(state), "--batch-size", "4", "--concurrency", "2",
-                             "--yes")
+        proc = spawn_migrate(
+            "run",
+            "--root",
+            str(root),
+            "--model",
+            "8b",
+            "--endpoint",
+            srv.base_url,
+            "--state-dir",
+            str(state),
+            "--batch-size",
+            "4",
+            "--concurrency",
+            "2",
+            "--yes",
+        )
         try:
             seen = []
             deadline = time.monotonic() + 60
             while proc.poll() is None and time.monotonic() < deadline:
-                try:                                      # wait until the run has built its schema
+                try:  # wait until the run has built its schema
                     ready = db.exists() and _versions(db) == [HEAD]
                 except sqlite3.Error:
                     ready = False
@@ -405,8 +440,8 @@ def test_status_answers_throughout_a_real_run(tmp_path, dvd_tree, key_env):
                 proc.kill()
                 proc.wait()
     assert proc.returncode == 0, err
-    assert len(seen) >= 3, seen                           # answered several times mid-run
-    assert seen == sorted(seen) and seen[0] < total       # progress only moves forward
+    assert len(seen) >= 3, seen  # answered several times mid-run
+    assert seen == sorted(seen) and seen[0] < total  # progress only moves forward
     m = json.loads(reader("status", "--json").stdout)["migrations"][0]
     assert m["state"] == "done" and m["records_done"] == total
 
@@ -415,18 +450,18 @@ def test_status_answers_throughout_a_real_run(tmp_path, dvd_tree, key_env):
 def test_cutover_and_rollback_with_nothing_to_act_on_exit_2(cli, dvd_tree):
     root, _ = dvd_tree
     state = cli.state_dir
-    r = cli("cutover", "--yes")                           # fresh state directory
+    r = cli("cutover", "--yes")  # fresh state directory
     assert r.exit_code == EXIT_USAGE
     assert "no migrations recorded" in _one_line_error(r)
     r = cli("rollback", "--yes")
     assert r.exit_code == EXIT_USAGE
     assert "no migrations recorded" in _one_line_error(r)
-    assert not state.exists()                             # and nothing was created
+    assert not state.exists()  # and nothing was created
 
     _run_ok(cli, root)
     after = tree_digest(root)
     mid = json.loads(cli("status", "--json").stdout)["migrations"][0]["id"]
-    r = cli("cutover", "--yes")                           # the migration is done: nothing staged
+    r = cli("cutover", "--yes")  # the migration is done: nothing staged
     assert r.exit_code == EXIT_USAGE
     assert "no migration to cut over" in _one_line_error(r)
     r = cli("cutover", "--yes", "--migration", mid)
@@ -437,4 +472,4 @@ def test_cutover_and_rollback_with_nothing_to_act_on_exit_2(cli, dvd_tree):
         assert r.exit_code == EXIT_USAGE
         line = _one_line_error(r)
         assert "no migration 'nosuch'" in line and "migrate status" in line
-    assert tree_digest(root) == after                     # nothing was swapped either way
+    assert tree_digest(root) == after  # nothing was swapped either way

@@ -2,6 +2,7 @@
 
 Everything goes over real sockets: the openai SDK, urllib and http.client.
 """
+
 from __future__ import annotations
 
 import base64
@@ -40,8 +41,7 @@ def srv():
 
 
 def sdk(server, key="none", timeout=5.0, retries=0):
-    return openai.OpenAI(base_url=server.base_url, api_key=key, timeout=timeout,
-                         max_retries=retries)
+    return openai.OpenAI(base_url=server.base_url, api_key=key, timeout=timeout, max_retries=retries)
 
 
 def call(url, body=None, *, method=None, key=None, timeout=5.0):
@@ -97,8 +97,7 @@ def test_sdk_base64_and_float_agree_with_the_embedder(srv):
 
 
 def test_raw_response_shape_over_urllib(srv):
-    status, headers, raw = embed_raw(srv, {"input": ["one two", "three"],
-                                          "encoding_format": "base64"})
+    status, headers, raw = embed_raw(srv, {"input": ["one two", "three"], "encoding_format": "base64"})
     assert status == 200
     assert headers["Content-Type"] == "application/json"
     assert int(headers["Content-Length"]) == len(raw)
@@ -106,24 +105,28 @@ def test_raw_response_shape_over_urllib(srv):
     assert body["id"].startswith("embd-") and body["object"] == "list"
     assert isinstance(body["created"], int) and body["model"] == MODEL
     assert [(d["index"], d["object"]) for d in body["data"]] == [(0, "embedding"), (1, "embedding")]
-    assert body["usage"] == {"prompt_tokens": 5, "total_tokens": 5, "completion_tokens": 0,
-                             "prompt_tokens_details": None}
-    np.testing.assert_array_equal(b64_vector(body["data"][1]["embedding"]),
-                                  embed("three", DIM, seed=MODEL))
+    assert body["usage"] == {
+        "prompt_tokens": 5,
+        "total_tokens": 5,
+        "completion_tokens": 0,
+        "prompt_tokens_details": None,
+    }
+    np.testing.assert_array_equal(b64_vector(body["data"][1]["embedding"]), embed("three", DIM, seed=MODEL))
 
     status, _, raw = embed_raw(srv, {"input": "one two", "encoding_format": "float"})
     vec = json.loads(raw)["data"][0]["embedding"]
     assert all(type(x) is float for x in vec) and len(vec) == DIM
     assert b"NaN" not in raw and b"Infinity" not in raw
-    np.testing.assert_array_equal(np.array(vec, dtype=np.float32),
-                                  b64_vector(json.loads(embed_raw(srv, {
-                                      "input": "one two", "encoding_format": "base64"})[2])
-                                      ["data"][0]["embedding"]))
+    np.testing.assert_array_equal(
+        np.array(vec, dtype=np.float32),
+        b64_vector(
+            json.loads(embed_raw(srv, {"input": "one two", "encoding_format": "base64"})[2])["data"][0]["embedding"]
+        ),
+    )
 
 
 def test_model_may_be_omitted_and_unknown_fields_are_ignored(srv):
-    status, _, raw = embed_raw(srv, {"input": "x", "user": "u", "priority": 0,
-                                     "something_new": {"a": 1}})
+    status, _, raw = embed_raw(srv, {"input": "x", "user": "u", "priority": 0, "something_new": {"a": 1}})
     assert status == 200 and json.loads(raw)["model"] == MODEL
 
 
@@ -145,8 +148,7 @@ def test_keep_alive_reuses_one_connection(srv):
     resp.read()
     sock = conn.sock
     for text in ("one", "two"):
-        conn.request("POST", "/v1/embeddings", json.dumps({"input": text}),
-                     {"Content-Type": "application/json"})
+        conn.request("POST", "/v1/embeddings", json.dumps({"input": text}), {"Content-Type": "application/json"})
         resp = conn.getresponse()
         assert resp.status == 200 and resp.version == 11
         assert json.loads(resp.read())["data"][0]["index"] == 0
@@ -184,10 +186,14 @@ def test_health_metrics_and_dead_engine(srv):
     status, headers, raw = call(srv.root_url + "/metrics")
     text = raw.decode()
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
-    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting",
-                 "vllm:prompt_tokens_total", "vllm:kv_cache_usage_perc"):
+    for name in (
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:prompt_tokens_total",
+        "vllm:kv_cache_usage_perc",
+    ):
         assert re.search(rf'^{name}{{.*model_name="{re.escape(MODEL)}".*}} ', text, re.M), name
-    assert re.search(r'^vllm:prompt_tokens_total\{.*\} 4\.0$', text, re.M)
+    assert re.search(r"^vllm:prompt_tokens_total\{.*\} 4\.0$", text, re.M)
     srv.dead = True
     assert call(srv.root_url + "/health")[0] == 503
     call(srv.root_url + "/_admin/health", {"dead": False})
@@ -234,19 +240,22 @@ def test_error_shapes_and_unknown_model(shape):
             sdk(server).embeddings.create(model="nope", input="x")
 
 
-@pytest.mark.parametrize("body", [
-    {},                                          # missing input
-    {"input": 5},                                # wrong type
-    {"input": []},                               # empty list
-    {"input": ["a", 1]},                         # mixed list
-    {"input": [[1, 2], []]},                     # empty token list
-    {"input": "x", "encoding_format": "bytes"},  # bad format
-    {"input": "x", "model": 7},
-    {"input": "x", "truncate_prompt_tokens": -2},
-    {"input": "x", "truncate_prompt_tokens": 65},  # > max_model_len
-    b"{not json",
-    b"[1, 2]",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},  # missing input
+        {"input": 5},  # wrong type
+        {"input": []},  # empty list
+        {"input": ["a", 1]},  # mixed list
+        {"input": [[1, 2], []]},  # empty token list
+        {"input": "x", "encoding_format": "bytes"},  # bad format
+        {"input": "x", "model": 7},
+        {"input": "x", "truncate_prompt_tokens": -2},
+        {"input": "x", "truncate_prompt_tokens": 65},  # > max_model_len
+        b"{not json",
+        b"[1, 2]",
+    ],
+)
 def test_schema_errors_are_400_never_422(srv, body):
     status, _, raw = embed_raw(srv, body)
     assert status == 400
@@ -326,7 +335,8 @@ def test_hang_without_blocking_others():
 def test_truncate_prompt_tokens_avoids_the_hang(srv):
     text = words(64)  # exactly max_model_len
     out = sdk(srv, timeout=2).embeddings.create(
-        model=MODEL, input=[text, words(500)], extra_body={"truncate_prompt_tokens": 63})
+        model=MODEL, input=[text, words(500)], extra_body={"truncate_prompt_tokens": 63}
+    )
     assert out.usage.prompt_tokens == 63 * 2
     # the first 62 word tokens + EOS are kept
     expect = embed_tokens(token_strings(text)[:62], DIM, seed=MODEL)
@@ -334,8 +344,7 @@ def test_truncate_prompt_tokens_avoids_the_hang(srv):
     np.testing.assert_array_equal(np.array(out.data[1].embedding, dtype=np.float32), expect)
     # -1 means max_model_len: an over-long input is cut to exactly 64 tokens and hangs
     with pytest.raises(openai.APITimeoutError):
-        sdk(srv, timeout=0.5).embeddings.create(
-            model=MODEL, input=words(80), extra_body={"truncate_prompt_tokens": -1})
+        sdk(srv, timeout=0.5).embeddings.create(model=MODEL, input=words(80), extra_body={"truncate_prompt_tokens": -1})
 
 
 def test_stop_does_not_hang_while_a_request_is_stuck():
@@ -366,9 +375,22 @@ def test_stop_does_not_hang_while_a_request_is_stuck():
 # faults                                                                      #
 # --------------------------------------------------------------------------- #
 def test_fault_kinds_are_validated(srv):
-    assert set(FAULT_KINDS) == {"status", "html", "reset", "hang", "delay", "wrong_dim",
-                                "nan", "too_few", "dup_index", "shuffle", "wrong_model",
-                                "garbage", "misorder", "zero"}
+    assert set(FAULT_KINDS) == {
+        "status",
+        "html",
+        "reset",
+        "hang",
+        "delay",
+        "wrong_dim",
+        "nan",
+        "too_few",
+        "dup_index",
+        "shuffle",
+        "wrong_model",
+        "garbage",
+        "misorder",
+        "zero",
+    }
     with pytest.raises(ValueError):
         srv.faults.add("explode")
     with pytest.raises(ValueError):
@@ -425,8 +447,7 @@ def test_hang_and_delay_faults(srv):
     started = time.monotonic()
     out = sdk(srv).embeddings.create(model=MODEL, input="x")
     assert time.monotonic() - started >= 0.3
-    np.testing.assert_array_equal(np.array(out.data[0].embedding, dtype=np.float32),
-                                  embed("x", DIM, seed=MODEL))
+    np.testing.assert_array_equal(np.array(out.data[0].embedding, dtype=np.float32), embed("x", DIM, seed=MODEL))
 
 
 def _data(server, inputs, fmt="float"):
@@ -485,8 +506,9 @@ def test_item_faults(srv):
     indexes = [d["index"] for d in data]
     assert indexes != sorted(indexes) and sorted(indexes) == [0, 1, 2, 3]
     for d in data:  # complete and valid once re-sorted by index
-        np.testing.assert_array_equal(np.array(d["embedding"], dtype=np.float32),
-                                      embed(inputs[d["index"]], DIM, seed=MODEL))
+        np.testing.assert_array_equal(
+            np.array(d["embedding"], dtype=np.float32), embed(inputs[d["index"]], DIM, seed=MODEL)
+        )
     # the SDK does not re-sort: the client has to
     srv.faults.add("shuffle")
     out = sdk(srv).embeddings.create(model=MODEL, input=inputs)
@@ -509,8 +531,7 @@ def test_match_and_times(srv):
 
 def test_admin_http_faults_and_stats_are_unprotected():
     with FakeVLLM(api_key="k") as server:
-        status, _, raw = call(server.root_url + "/_admin/faults",
-                              {"kind": "status", "status": 503, "times": 5})
+        status, _, raw = call(server.root_url + "/_admin/faults", {"kind": "status", "status": 503, "times": 5})
         assert status == 200 and json.loads(raw)["pending"] == 1
         assert embed_raw(server, {"input": "x"}, key="k")[0] == 503
         assert call(server.root_url + "/_admin/faults", method="DELETE")[0] == 200
@@ -568,17 +589,34 @@ def _spawn(tmp_path, *extra, env_extra=None):
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
     ready = tmp_path / "ready.txt"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "migrator.testing.server", "--port", "0",
-         "--model", "Qwen/Qwen3-Embedding-0.6B", "--max-model-len", "128",
-         "--ready-file", str(ready), *extra],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "migrator.testing.server",
+            "--port",
+            "0",
+            "--model",
+            "Qwen/Qwen3-Embedding-0.6B",
+            "--max-model-len",
+            "128",
+            "--ready-file",
+            str(ready),
+            *extra,
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     return proc, ready
 
 
 def test_server_process_mode(tmp_path):
     key = "process-key-123"
-    proc, ready = _spawn(tmp_path, "--api-key-env", "FAKE_VLLM_TEST_KEY", "--error-shape", "old",
-                         env_extra={"FAKE_VLLM_TEST_KEY": key})
+    proc, ready = _spawn(
+        tmp_path, "--api-key-env", "FAKE_VLLM_TEST_KEY", "--error-shape", "old", env_extra={"FAKE_VLLM_TEST_KEY": key}
+    )
     try:
         deadline = time.monotonic() + 10
         while not ready.exists() and time.monotonic() < deadline:
@@ -599,8 +637,10 @@ def test_server_process_mode(tmp_path):
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0
     first = err.splitlines()[0]
-    assert first == ("fake vLLM (migrator test server, not a real model) listening on "
-                     f"{base_url} model=Qwen/Qwen3-Embedding-0.6B dim=1024")
+    assert first == (
+        "fake vLLM (migrator test server, not a real model) listening on "
+        f"{base_url} model=Qwen/Qwen3-Embedding-0.6B dim=1024"
+    )
     assert key not in err
 
 
@@ -608,6 +648,10 @@ def test_server_process_refuses_a_missing_key_variable(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "NO_SUCH_KEY_VAR"}
     proc = subprocess.run(
         [sys.executable, "-m", "migrator.testing.server", "--api-key-env", "NO_SUCH_KEY_VAR"],
-        cwd=REPO, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-        timeout=20)
+        cwd=REPO,
+        env={**env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert proc.returncode == 2 and "NO_SUCH_KEY_VAR" in proc.stderr

@@ -24,6 +24,7 @@ for CI); the ``slow`` test makes 400 and runs only with ``-m slow``.
 ``MIGRATOR_TORTURE_REPORT`` names a file for the figures as JSON;
 ``MIGRATOR_TORTURE_SEED`` replays a schedule (timing still varies).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -64,13 +65,13 @@ from migrator.testing.server import FakeVLLM
 QUICK_KILLS = int(os.environ.get("MIGRATOR_TORTURE_KILLS", "60"))
 SLOW_KILLS = 400
 N_DBS = 20
-CLIPS = (3, 24)   # both sides of IN_MEMORY_BATCHES x BATCH = 16 records
+CLIPS = (3, 24)  # both sides of IN_MEMORY_BATCHES x BATCH = 16 records
 BATCH, CONC = 4, 2
-TOKENS_PER_SECOND = 50_000        # the fake server's cap: a whole run lasts ~1.5 s, long enough to cut
+TOKENS_PER_SECOND = 50_000  # the fake server's cap: a whole run lasts ~1.5 s, long enough to cut
 OLD_DIM, NEW_DIM = 3072, 4096
 NEW_SEED = "Qwen/Qwen3-Embedding-8B"
-ROUND_KILLS = 30                  # kills per migrate+rollback round; rounds repeat until the budget is spent
-RANDOM_SHARE = 0.4                # share of kills sent by this process at a random moment
+ROUND_KILLS = 30  # kills per migrate+rollback round; rounds repeat until the budget is spent
+RANDOM_SHARE = 0.4  # share of kills sent by this process at a random moment
 CHILD_TIMEOUT = 60.0
 
 # The phase a crash point kills in (the issue's phases).
@@ -78,8 +79,8 @@ POINT_PHASE = {
     "scan.recorded": "scanning",
     "batch.committed": "embedding",
     "write.partial": "staging",
-    "stage.written": "verifying",     # staged file durable, verification not yet done
-    "stage.recorded": "verifying",    # verified, the job table just said so
+    "stage.written": "verifying",  # staged file durable, verification not yet done
+    "stage.recorded": "verifying",  # verified, the job table just said so
     "cutover.backed_up": "cutover",
     "cutover.replaced": "cutover",
     "cutover.recorded": "cutover",
@@ -163,7 +164,7 @@ def _child(kind: str, settings: api.Settings, crash: str | None, out: Path) -> N
                 os.environ[crashpoints.ENV] = crash
             else:
                 os.environ.pop(crashpoints.ENV, None)
-            importlib.reload(crashpoints)          # forget what the parent's import read
+            importlib.reload(crashpoints)  # forget what the parent's import read
             if kind in ("run", "cutover"):
                 r = api.run(settings) if kind == "run" else api.cutover(settings)
                 doc, code = r.as_dict(), (0 if r.outcome == "done" else 4)
@@ -194,7 +195,7 @@ class Cycle:
 class Snapshot:
     """What the job table says (read from a copy, so a hot journal is rolled back there, not here)."""
 
-    migration: tuple | None = None            # (id, state) of this round's migration
+    migration: tuple | None = None  # (id, state) of this round's migration
     jobs: list[dict] = field(default_factory=list)
     batches: dict = field(default_factory=dict)  # job id -> [(start, count)]
     new_migrations: int = 0
@@ -226,14 +227,14 @@ class Torture:
         self.kills_by_point: Counter = Counter()
         self.kills_by_phase: Counter = Counter()
         self.random_by_phase: Counter = Counter()
-        self.crash_missed: Counter = Counter()      # crash point asked for, child finished first
-        self.random_survived = 0                    # random delay outlived the child
+        self.crash_missed: Counter = Counter()  # crash point asked for, child finished first
+        self.random_survived = 0  # random delay outlived the child
         self.cycles = 0
         self.rounds = 0
         self.checks = Counter()
         self.stale_temps: set[str] = set()
-        self.stuck: list[str] = []                  # runs that ended 'partial' with every database cut over
-        self.last_swap_tried = 0                    # kills right after the last swap was recorded
+        self.stuck: list[str] = []  # runs that ended 'partial' with every database cut over
+        self.last_swap_tried = 0  # kills right after the last swap was recorded
         self.spans = {"scanning": 0.35, "cutover": 0.3, "rollback": 0.15}
         self.timeline: list[str] = []
         self.child_seconds = 0.0
@@ -246,17 +247,24 @@ class Torture:
 
     def bind(self, srv: FakeVLLM) -> None:
         """What every child runs with: the api's Settings, as `migrate run` would fill them."""
-        self._settings = api.Settings(roots=[str(self.root)], model="8b", endpoint=srv.base_url,
-                                      state_dir=str(self.state), batch_size=BATCH, concurrency=CONC,
-                                      request_timeout=10, retry_for=10)
+        self._settings = api.Settings(
+            roots=[str(self.root)],
+            model="8b",
+            endpoint=srv.base_url,
+            state_dir=str(self.state),
+            batch_size=BATCH,
+            concurrency=CONC,
+            request_timeout=10,
+            retry_for=10,
+        )
 
     # ------------------------------------------------------------ one child
     def cycle(self, kind: str, crash: str | None, delay: float | None) -> Cycle:
         out = self.tmp / "child.json"
         out.unlink(missing_ok=True)
         t0 = time.monotonic()
-        with warnings.catch_warnings():   # 3.12+: "multi-threaded, fork() may deadlock" (the server
-            warnings.simplefilter("ignore", DeprecationWarning)   # threads are never used by the child)
+        with warnings.catch_warnings():  # 3.12+: "multi-threaded, fork() may deadlock" (the server
+            warnings.simplefilter("ignore", DeprecationWarning)  # threads are never used by the child)
             pid = os.fork()
         if pid == 0:
             _child(kind, self._settings, crash, out)
@@ -267,7 +275,7 @@ class Torture:
                 break
             now = time.monotonic()
             if now >= deadline:
-                os.kill(pid, signal.SIGKILL)          # really SIGKILL
+                os.kill(pid, signal.SIGKILL)  # really SIGKILL
                 _, status = os.waitpid(pid, 0)
                 if delay is None:
                     pytest.fail(f"{kind} child (crash={crash}) still running after {CHILD_TIMEOUT}s")
@@ -301,22 +309,36 @@ class Torture:
             try:
                 migs = con.execute("select id, state from migrations order by created_at, rowid").fetchall()
             except sqlite3.OperationalError as e:
-                assert "no such table" in str(e), e       # killed while the schema was first created
+                assert "no such table" in str(e), e  # killed while the schema was first created
                 return snap
             new = [m for m in migs if m[0] not in self.old_ids]
             snap.new_migrations = len(new)
             if not new:
                 return snap
             snap.migration = new[-1]
-            cols = ("id", "path", "state", "n_records", "n_done", "source_sha256", "staged_path",
-                    "staged_sha256", "backup_path", "error")
-            snap.jobs = [dict(zip(cols, r)) for r in con.execute(
-                f"select {', '.join(cols)} from databases where migration_id = ? order by id",
-                (new[-1][0],))]
+            cols = (
+                "id",
+                "path",
+                "state",
+                "n_records",
+                "n_done",
+                "source_sha256",
+                "staged_path",
+                "staged_sha256",
+                "backup_path",
+                "error",
+            )
+            snap.jobs = [
+                dict(zip(cols, r))
+                for r in con.execute(
+                    f"select {', '.join(cols)} from databases where migration_id = ? order by id", (new[-1][0],)
+                )
+            ]
             for job_id, start, count in con.execute(
-                    "select database_id, start, count from batches where database_id in "
-                    "(select id from databases where migration_id = ?) order by database_id, start",
-                    (new[-1][0],)):
+                "select database_id, start, count from batches where database_id in "
+                "(select id from databases where migration_id = ?) order by database_id, start",
+                (new[-1][0],),
+            ):
                 snap.batches.setdefault(job_id, []).append((start, count))
         finally:
             con.close()
@@ -351,7 +373,7 @@ class Torture:
         assert np.allclose(m, self.expected[p], atol=1e-5), f"{what}: vectors are not the new model's"
 
     def check_live(self, p: Path) -> str:
-        raw = p.read_bytes()                  # FileNotFoundError: the live path was ever empty
+        raw = p.read_bytes()  # FileNotFoundError: the live path was ever empty
         self.checks["live_file_checks"] += 1
         if raw == self.orig_bytes[p]:
             db = NanoVectorDB(OLD_DIM, storage_file=str(p))
@@ -394,8 +416,9 @@ class Torture:
         own = self.own_files()
         by_path = {Path(j["path"]): j for j in snap.jobs}
         if snap.migration is None:
-            assert not [f for f in own if f.endswith((".staged", ".backup"))], \
+            assert not [f for f in own if f.endswith((".staged", ".backup"))], (
                 f"staged/backup files before any migration is recorded: {sorted(own)}"
+            )
             return
         mid, mstate = snap.migration
         assert set(by_path) == set(self.paths), "the migration does not list exactly the tree's databases"
@@ -403,8 +426,9 @@ class Torture:
             self.checks["job_checks"] += 1
             state, name = j["state"], str(p)
             # hashed when first read for embedding: empty until then, then the original's
-            assert j["source_sha256"] in (("", self.orig_sha[p]) if state == "pending" else (self.orig_sha[p],)), \
+            assert j["source_sha256"] in (("", self.orig_sha[p]) if state == "pending" else (self.orig_sha[p],)), (
                 f"{name}: {state} job holds source hash {j['source_sha256']!r}, not the original's"
+            )
             assert state not in ("failed", "refused"), f"{name}: {state}: {j['error']}"
             batches = snap.batches.get(j["id"], [])
             staged = staged_path(p, mid)
@@ -415,13 +439,14 @@ class Torture:
                 covered = np.zeros(j["n_records"], dtype=int)
                 for start, count in batches:
                     assert 0 <= start and start + count <= j["n_records"], f"{name}: batch {start}+{count}"
-                    covered[start:start + count] += 1
+                    covered[start : start + count] += 1
                 assert covered.max(initial=0) <= 1, f"{name}: overlapping batches"
-                assert sum(c for _, c in batches) == (j["n_done"] or 0), \
+                assert sum(c for _, c in batches) == (j["n_done"] or 0), (
                     f"{name}: batches hold {sum(c for _, c in batches)} records, n_done says {j['n_done']}"
+                )
                 assert live[p] == self.orig_sha[p], f"{name}: replaced while the job is {state}"
                 assert backup_sha is None, f"{name}: a backup exists while the job is {state}"
-                if staged_sha is not None:        # written (maybe verified), not yet recorded
+                if staged_sha is not None:  # written (maybe verified), not yet recorded
                     # a large database is staged once every batch is committed; a small one
                     # (vectors in memory) commits none, and may not even be marked embedding yet
                     assert j["n_done"] in (0, j["n_records"]), f"{name}: staged before every batch committed"
@@ -431,8 +456,9 @@ class Torture:
                 assert not batches and j["n_done"] == j["n_records"], f"{name}: staged with batches left"
                 assert Path(j["staged_path"]) == staged
                 if live[p] == j["staged_sha256"]:  # replaced before a kill, not yet recorded
-                    assert staged_sha is None and backup_sha == self.orig_sha[p], \
+                    assert staged_sha is None and backup_sha == self.orig_sha[p], (
                         f"{name}: swapped, but backup={backup_sha} staged={staged_sha}"
+                    )
                 else:
                     assert live[p] == self.orig_sha[p]
                     assert staged_sha == j["staged_sha256"], f"{name}: the table says staged, the file is not"
@@ -444,9 +470,10 @@ class Torture:
                 if live[p] == j["staged_sha256"]:
                     assert backup_sha == self.orig_sha[p], f"{name}: cut over, but the backup is {backup_sha}"
                     assert Path(j["backup_path"]) == backup
-                else:                           # put back by a rollback killed before recording it
-                    assert rolling_back and live[p] == self.orig_sha[p] and backup_sha is None, \
+                else:  # put back by a rollback killed before recording it
+                    assert rolling_back and live[p] == self.orig_sha[p] and backup_sha is None, (
                         f"{name}: the table says cut over, the live file is {live[p]}"
+                    )
                 assert staged_sha is None, f"{name}: a staged file left after cutover"
             elif state == "rolled_back":
                 assert live[p] == self.orig_sha[p], f"{name}: rolled back but not the original"
@@ -454,7 +481,7 @@ class Torture:
             else:
                 raise AssertionError(f"{name}: unknown state {state}")
         states = Counter(j["state"] for j in snap.jobs)
-        if mstate == "done":    # while a rollback runs, jobs are restored one by one
+        if mstate == "done":  # while a rollback runs, jobs are restored one by one
             allowed = {"cut_over", "rolled_back"} if rolling_back else {"cut_over"}
             assert set(states) <= allowed, f"migration done with {dict(states)}"
         if mstate == "rolled_back":
@@ -472,16 +499,19 @@ class Torture:
         if point == "scan.recorded":
             return 1 if snap.migration is None else 0
         unstaged = [j for j in jobs if j["state"] in ("pending", "embedding")]
-        if point == "batch.committed":   # only databases too large to be embedded in memory
-            left = sum(math.ceil((j["n_records"] - (j["n_done"] or 0)) / BATCH) for j in unstaged
-                       if j["n_records"] > IN_MEMORY_BATCHES * BATCH)
+        if point == "batch.committed":  # only databases too large to be embedded in memory
+            left = sum(
+                math.ceil((j["n_records"] - (j["n_done"] or 0)) / BATCH)
+                for j in unstaged
+                if j["n_records"] > IN_MEMORY_BATCHES * BATCH
+            )
             return min(4, left)
         if point in ("write.partial", "stage.written", "stage.recorded"):
             return min(2, len(unstaged))
         if point.startswith("cutover."):
             todo = [j for j in jobs if j["state"] == "staged" and live_sha[j["path"]] != j["staged_sha256"]]
             return min(3, len(todo))
-        if point == "rollback.finished":   # once, when the migration is not yet rolled back
+        if point == "rollback.finished":  # once, when the migration is not yet rolled back
             return 1 if snap.migration[1] != "rolled_back" else 0
         if point.startswith("rollback."):
             todo = [j for j in jobs if j["state"] == "cut_over" and live_sha[j["path"]] != j["source_sha256"]]
@@ -491,8 +521,7 @@ class Torture:
     def span(self, phase: str, snap: Snapshot) -> float:
         """How long (s) a child started now would probably live: random delays are drawn below it."""
         if phase == "embedding":
-            left = sum(j["n_records"] - (j["n_done"] or 0) for j in snap.jobs
-                       if j["state"] in ("pending", "embedding"))
+            left = sum(j["n_records"] - (j["n_done"] or 0) for j in snap.jobs if j["state"] in ("pending", "embedding"))
             return self.spans["scanning"] + 1.3 * left / self.total_records
         return self.spans[phase]
 
@@ -509,7 +538,7 @@ class Torture:
             for nxt in following:
                 if self.phase_budget[nxt] > 0:
                     return f"{ENTRY_POINT[nxt]}:1", None, nxt
-            return None, None, phase                      # let it finish
+            return None, None, phase  # let it finish
         eligible = {pt: c for pt in SCHED_POINTS[phase] if (c := self.cap(pt, snap, live_sha)) > 0}
         uncovered = [pt for pt in eligible if not self.kills_by_point[pt]]
         if uncovered:
@@ -520,8 +549,9 @@ class Torture:
             return None, self.rng.uniform(0.0, self.span(phase, snap)), phase
         return f"{pt}:{self.rng.randint(1, eligible[pt])}", None, phase
 
-    def record(self, c: Cycle, start_phase: str, budget_phase: str, snap_after: Snapshot,
-               own_before: dict, rolling_back: bool) -> None:
+    def record(
+        self, c: Cycle, start_phase: str, budget_phase: str, snap_after: Snapshot, own_before: dict, rolling_back: bool
+    ) -> None:
         label = None
         if c.killed:
             if c.crash:
@@ -529,7 +559,7 @@ class Torture:
                 self.kills_by_point[point] += 1
                 label = POINT_PHASE[point]
                 sched = next(ph for ph, pts in SCHED_POINTS.items() if point in pts)
-                if sched == start_phase and sched in self.spans:   # how long a child lives here
+                if sched == start_phase and sched in self.spans:  # how long a child lives here
                     self.spans[sched] = max(self.spans[sched] * 0.9, c.elapsed * 1.2)
             else:
                 self.kills_by_point["random"] += 1
@@ -552,11 +582,10 @@ class Torture:
         if ph == "embedding":
             own = self.own_files()
             if any(TMP_MARK in f and f"{TMP_MARK}{pid}-" in f for f in own):
-                return "staging"              # killed while writing a staged file
+                return "staging"  # killed while writing a staged file
             recorded = {j["staged_path"] for j in snap.jobs if j["state"] == "staged"}
-            if any(f.endswith(".staged") and own_before.get(f) != v and f not in recorded
-                   for f, v in own.items()):
-                return "verifying"            # written in this cycle, not yet recorded
+            if any(f.endswith(".staged") and own_before.get(f) != v and f not in recorded for f, v in own.items()):
+                return "verifying"  # written in this cycle, not yet recorded
         return {"done": "cutover"}.get(ph, ph)
 
     # ------------------------------------------------------------- a round
@@ -570,8 +599,11 @@ class Torture:
             crash, delay, budget_phase = self.plan(phase, snap, following_of(phase))
             own_before = self.own_files()
             c = self.cycle(kind, crash, delay)
-            what = (f"kill #{self.kills + 1} ({kind}, {crash or 'random %.0f ms' % (delay * 1e3)})"
-                    if c.killed else f"{kind} cycle {self.cycles} completed")
+            what = (
+                f"kill #{self.kills + 1} ({kind}, {crash or 'random %.0f ms' % (delay * 1e3)})"
+                if c.killed
+                else f"{kind} cycle {self.cycles} completed"
+            )
             snap_after = self.check_after(what, rolling_back)
             self.record(c, phase, budget_phase, snap_after, own_before, rolling_back)
             self.note_stale()
@@ -581,7 +613,7 @@ class Torture:
                 fin = self.cycle("cutover", None, None)
                 assert not fin.killed and fin.code == 0, f"`migrate cutover` did not finish it: {fin.payload}"
                 snap_after = self.check_after("the cutover that finished a stuck migration", rolling_back)
-            elif not c.killed:       # exit 0: the run is done / the rollback complete
+            elif not c.killed:  # exit 0: the run is done / the rollback complete
                 assert c.code == 0, f"{kind} child (crash={crash}, delay={delay}) exited {c.code}: {c.payload}"
             if not c.killed:
                 assert phase_of(snap_after) == "done", f"{kind} exited 0 but is not finished: {c.payload}"
@@ -589,9 +621,14 @@ class Torture:
 
     def stuck_after_last_swap(self, c: Cycle, snap: Snapshot) -> bool:
         """A run that says 'partial' although every database is cut over and nothing failed."""
-        return (c.code == 4 and c.payload.get("outcome") == "partial" and not c.payload.get("failures")
-                and snap.migration is not None and snap.migration[1] == "running"
-                and all(j["state"] == "cut_over" for j in snap.jobs))
+        return (
+            c.code == 4
+            and c.payload.get("outcome") == "partial"
+            and not c.payload.get("failures")
+            and snap.migration is not None
+            and snap.migration[1] == "running"
+            and all(j["state"] == "cut_over" for j in snap.jobs)
+        )
 
     def one_round(self) -> None:
         self.rounds += 1
@@ -600,10 +637,9 @@ class Torture:
         scan = 1 if b < 12 else 2
         roll = max(1, round(b * 0.2))
         cut = max(1, round(b * 0.25))
-        self.phase_budget = Counter(scanning=scan, embedding=max(1, b - scan - roll - cut),
-                                    cutover=cut, rollback=roll)
+        self.phase_budget = Counter(scanning=scan, embedding=max(1, b - scan - roll - cut), cutover=cut, rollback=roll)
         order = ("scanning", "embedding", "cutover")
-        self.phase_loop("run", self.run_phase, lambda ph: order[order.index(ph) + 1:])
+        self.phase_loop("run", self.run_phase, lambda ph: order[order.index(ph) + 1 :])
         # the migration is complete: every database exactly as DVD would build it with the new model
         snap = self.snapshot()
         mid = snap.migration[0]
@@ -633,14 +669,18 @@ class Torture:
 
     def figures(self, seconds: float) -> dict:
         return {
-            "kills": self.kills, "kills_target": self.target, "seed": self.seed,
+            "kills": self.kills,
+            "kills_target": self.target,
+            "seed": self.seed,
             "kills_by_phase": {ph: self.kills_by_phase[ph] for ph in PHASES},
             "kills_by_point": {pt: self.kills_by_point[pt] for pt in (*crashpoints.POINTS, "random")},
             "random_kills_by_phase": {ph: self.random_by_phase[ph] for ph in PHASES},
             "crash_points_not_reached": dict(self.crash_missed),
             "random_delays_outlived": self.random_survived,
-            "rounds": self.rounds, "child_processes": self.cycles,
-            "databases": len(self.paths), "records": self.total_records,
+            "rounds": self.rounds,
+            "child_processes": self.cycles,
+            "databases": len(self.paths),
+            "records": self.total_records,
             "checks": dict(self.checks),
             "stale_temp_files": sorted(os.path.relpath(f, self.root) for f in self.stale_temps),
             "kills_right_after_the_last_swap": self.last_swap_tried,
@@ -671,8 +711,9 @@ def _torture(tmp_path: Path, monkeypatch, capsys, kills: int) -> None:
     monkeypatch.delenv(crashpoints.ENV, raising=False)
     started = time.monotonic()
     t = Torture(tmp_path, kills, seed)
-    assert set(POINT_PHASE) == set(crashpoints.POINTS) == {p for v in SCHED_POINTS.values() for p in v}, \
+    assert set(POINT_PHASE) == set(crashpoints.POINTS) == {p for v in SCHED_POINTS.values() for p in v}, (
         "a crash point was added or removed: schedule it here"
+    )
     with FakeVLLM(api_key=API_KEY, tokens_per_second=TOKENS_PER_SECOND) as srv:
         t.bind(srv)
         _warm_imports(tmp_path, t._settings)
@@ -680,8 +721,8 @@ def _torture(tmp_path: Path, monkeypatch, capsys, kills: int) -> None:
         try:
             extra = 0
             while t.kills < t.target or (not t.last_swap_tried and extra < 4):
-                if t.kills >= t.target:   # the window after the last swap is a scheduling matter
-                    extra += 1            # of chance: a few more rounds to land a kill in it
+                if t.kills >= t.target:  # the window after the last swap is a scheduling matter
+                    extra += 1  # of chance: a few more rounds to land a kill in it
                 t.one_round()
         except BaseException as e:
             failure = e
@@ -694,10 +735,12 @@ def _torture(tmp_path: Path, monkeypatch, capsys, kills: int) -> None:
             if os.environ.get("MIGRATOR_TORTURE_REPORT"):
                 Path(os.environ["MIGRATOR_TORTURE_REPORT"]).write_text(json.dumps(figs, indent=2))
             with capsys.disabled():
-                print(f"\ntorture: {figs['kills']} kills in {figs['seconds']} s over {figs['rounds']} rounds "
-                      f"(seed {seed}): phases {figs['kills_by_phase']}; points {figs['kills_by_point']}; "
-                      f"{len(t.paths)} databases; checks {figs['checks']}; "
-                      f"stale temp files {len(figs['stale_temp_files'])}")
+                print(
+                    f"\ntorture: {figs['kills']} kills in {figs['seconds']} s over {figs['rounds']} rounds "
+                    f"(seed {seed}): phases {figs['kills_by_phase']}; points {figs['kills_by_point']}; "
+                    f"{len(t.paths)} databases; checks {figs['checks']}; "
+                    f"stale temp files {len(figs['stale_temp_files'])}"
+                )
     # what the issue asks for, counted
     assert t.kills >= t.target
     for pt in crashpoints.POINTS:
@@ -711,11 +754,13 @@ def _torture(tmp_path: Path, monkeypatch, capsys, kills: int) -> None:
     # last, the reported bugs (KnownBug: any other failure above fails the test for real)
     bugs = []
     if t.stuck:
-        bugs.append(f"{len(t.stuck)} resumed run(s) ended 'partial' (exit 4) with every database cut over: "
-                    f"{t.stuck[0]}")
+        bugs.append(
+            f"{len(t.stuck)} resumed run(s) ended 'partial' (exit 4) with every database cut over: {t.stuck[0]}"
+        )
     if t.stale_temps:
-        bugs.append(f"{len(t.stale_temps)} stale temp file(s) survived resume and rollback, "
-                    f"e.g. {sorted(t.stale_temps)[0]}")
+        bugs.append(
+            f"{len(t.stale_temps)} stale temp file(s) survived resume and rollback, e.g. {sorted(t.stale_temps)[0]}"
+        )
     if bugs:
         raise KnownBug("; ".join(bugs))
 
@@ -774,7 +819,7 @@ def test_a_kill_right_after_the_last_swap_is_recorded_then_run_finishes(tmp_path
         assert [j["state"] for j in snap.jobs] == ["cut_over"] * len(t.paths)
         for p in t.paths:
             assert_migrated(p, t.orig_json[p], dim=NEW_DIM)
-        for attempt in (1, 2):                  # `migrate run` again, as the README says (twice: no progress)
+        for attempt in (1, 2):  # `migrate run` again, as the README says (twice: no progress)
             c = t.cycle("run", None, None)
             assert not c.killed
             snap = t.check_after(f"resumed run {attempt}", rolling_back=False)
@@ -783,5 +828,7 @@ def test_a_kill_right_after_the_last_swap_is_recorded_then_run_finishes(tmp_path
             assert c.code == 0 and c.payload["outcome"] == "done", c.payload
             assert snap.migration[1] == "done"
             return
-        raise StuckAfterLastSwap(f"`migrate run` exits {c.code} with {c.payload['outcome']!r} every time: "
-                                 f"{c.payload['message']}; the migration stays {snap.migration[1]!r}")
+        raise StuckAfterLastSwap(
+            f"`migrate run` exits {c.code} with {c.payload['outcome']!r} every time: "
+            f"{c.payload['message']}; the migration stays {snap.migration[1]!r}"
+        )

@@ -2,6 +2,7 @@
 
 Real `migrate` processes against the fake vLLM on 127.0.0.1, real files.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,9 @@ from migrator.vllm.steering import Throttle, read_throttle
 
 
 # ------------------------------------------------------------- the window
-@pytest.mark.parametrize("text, seconds", [("45m", 2700), ("1h30m", 5400), ("90s", 90), ("2d", 172800),
-                                           ("600", 600), ("1.5h", 5400)])
+@pytest.mark.parametrize(
+    "text, seconds", [("45m", 2700), ("1h30m", 5400), ("90s", 90), ("2d", 172800), ("600", 600), ("1.5h", 5400)]
+)
 def test_durations(text, seconds):
     assert window.parse_duration(text) == seconds
 
@@ -40,10 +42,10 @@ def test_bad_durations_say_how_to_write_one(text):
 
 def test_until_is_the_next_such_time_of_day():
     now = datetime(2026, 11, 23, 22, 30)
-    assert window.seconds_until("06:00", now) == 7.5 * 3600          # tomorrow morning
-    assert window.seconds_until("23:00", now) == 30 * 60              # later today
-    assert window.seconds_until("22:30", now) == 24 * 3600            # now: the next one
-    assert window.time_left("2h", "23:00", now) == 30 * 60            # the earlier limit wins
+    assert window.seconds_until("06:00", now) == 7.5 * 3600  # tomorrow morning
+    assert window.seconds_until("23:00", now) == 30 * 60  # later today
+    assert window.seconds_until("22:30", now) == 24 * 3600  # now: the next one
+    assert window.time_left("2h", "23:00", now) == 30 * 60  # the earlier limit wins
     with pytest.raises(UsageError, match="time of day"):
         window.seconds_until("25:00", now)
 
@@ -57,14 +59,26 @@ def slow(tmp_path):
     state = tmp_path / "state"
     with FakeVLLM(api_key=API_KEY, tokens_per_second=4_000) as srv:
         env = dict(os.environ, MIGRATOR_API_KEY=API_KEY)
-        args = ["run", "--root", str(root), "--model", "8b", "--endpoint", srv.base_url,
-                "--state-dir", str(state), "--yes", "--json"]
+        args = [
+            "run",
+            "--root",
+            str(root),
+            "--model",
+            "8b",
+            "--endpoint",
+            srv.base_url,
+            "--state-dir",
+            str(state),
+            "--yes",
+            "--json",
+        ]
         yield root, paths, originals, srv, env, args, state
 
 
 def _run(args, env, timeout=120):
-    return subprocess.run([sys.executable, "-m", "migrator.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "migrator.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_max_duration_stops_in_time_keeps_the_work_and_the_next_run_finishes(slow):
@@ -75,7 +89,7 @@ def test_max_duration_stops_in_time_keeps_the_work_and_the_next_run_finishes(slo
     took = time.monotonic() - t0
     assert p.returncode == EXIT_WINDOW, p.stderr
     assert "time window" in p.stderr and "resumes" in p.stderr
-    assert took < 3 + 10 + 5, took                       # the window plus at most the stop grace
+    assert took < 3 + 10 + 5, took  # the window plus at most the stop grace
     now = tree_digest(root)
     assert {k: now[k] for k in before} == before, "a live database changed although the run stopped before cutover"
     assert any(".staged" in k for k in now), "nothing was staged in the window"
@@ -119,9 +133,25 @@ def test_throttle_file_caps_requests_in_flight(tmp_path, key_env):
     state.mkdir()
     (state / "THROTTLE").write_text("# share the GPU with the chat model\nmax_in_flight = 1\n")
     with FakeVLLM(api_key=API_KEY, tokens_per_second=20_000) as srv:
-        p = _run(["run", "--root", str(root), "--model", "8b", "--endpoint", srv.base_url,
-                  "--state-dir", str(state), "--yes", "--batch-size", "8", "--concurrency", "6"],
-                 dict(os.environ, MIGRATOR_API_KEY=API_KEY))
+        p = _run(
+            [
+                "run",
+                "--root",
+                str(root),
+                "--model",
+                "8b",
+                "--endpoint",
+                srv.base_url,
+                "--state-dir",
+                str(state),
+                "--yes",
+                "--batch-size",
+                "8",
+                "--concurrency",
+                "6",
+            ],
+            dict(os.environ, MIGRATOR_API_KEY=API_KEY),
+        )
         assert p.returncode == EXIT_OK, p.stderr
         assert srv.stats.max_in_flight == 1, f"{srv.stats.max_in_flight} requests in flight under a cap of 1"
         assert "throttle now: max_in_flight = 1" in p.stderr
@@ -162,8 +192,22 @@ def test_the_printed_crontab_line_runs_the_migration_as_cron_would(tmp_path, ser
     key.write_text(API_KEY + "\n")
     key.chmod(0o600)
     state = tmp_path / "state"
-    p = _cron("--every", "15m", "--root", str(root), "--model", "8b", "--endpoint", server.base_url,
-              "--api-key-file", str(key), "--state-dir", str(state), "--max-duration", "14m")
+    p = _cron(
+        "--every",
+        "15m",
+        "--root",
+        str(root),
+        "--model",
+        "8b",
+        "--endpoint",
+        server.base_url,
+        "--api-key-file",
+        str(key),
+        "--state-dir",
+        str(state),
+        "--max-duration",
+        "14m",
+    )
     assert p.returncode == EXIT_OK, p.stderr
     assert API_KEY not in p.stdout
     line = [ln for ln in p.stdout.splitlines() if ln and not ln.startswith("#")]
@@ -173,8 +217,9 @@ def test_the_printed_crontab_line_runs_the_migration_as_cron_would(tmp_path, ser
     command = fields[5]
     assert str(key.resolve()) in command and str(state.resolve()) in command and "--yes" in command
     assert "--max-duration 14m" in command
-    r = subprocess.run(["/bin/sh", "-c", command], env={"PATH": "/usr/bin:/bin"}, cwd="/",
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        ["/bin/sh", "-c", command], env={"PATH": "/usr/bin:/bin"}, cwd="/", capture_output=True, text=True, timeout=120
+    )
     captured = (state / "cron.log").read_text() if (state / "cron.log").exists() else ""
     assert r.returncode == EXIT_OK, r.stderr + captured
     for path in paths:
@@ -183,15 +228,16 @@ def test_the_printed_crontab_line_runs_the_migration_as_cron_would(tmp_path, ser
 
 
 def test_systemd_units_treat_lock_and_window_exits_as_success(tmp_path):
-    p = _cron("--every", "1h", "--systemd", "--root", str(tmp_path), "--model", "8b",
-              "--state-dir", str(tmp_path / "state"))
+    p = _cron(
+        "--every", "1h", "--systemd", "--root", str(tmp_path), "--model", "8b", "--state-dir", str(tmp_path / "state")
+    )
     assert p.returncode == EXIT_OK, p.stderr
     out = p.stdout
     assert f"SuccessExitStatus={EXIT_LOCKED} {EXIT_WINDOW}" in out
     assert "OnUnitInactiveSec=3600s" in out and "[Install]" in out and "WantedBy=timers.target" in out
-    assert "--api-key-file" in out      # the comment telling the user where the key must come from
+    assert "--api-key-file" in out  # the comment telling the user where the key must come from
     exec_start = next(ln for ln in out.splitlines() if ln.startswith("ExecStart="))
-    argv = shlex.split(exec_start[len("ExecStart="):])
+    argv = shlex.split(exec_start[len("ExecStart=") :])
     assert Path(argv[0]).is_absolute() and argv[1:4] == ["-m", "migrator.cli", "run"]
 
 
@@ -215,9 +261,7 @@ def _hook(tmp_path, name, code=0):
     """A hook script that records its environment as JSON and exits with ``code``."""
     out = tmp_path / f"{name}.json"
     script = tmp_path / f"{name}.py"
-    script.write_text("import json, os, sys\n"
-                      f"json.dump(dict(os.environ), open({str(out)!r}, 'w'))\n"
-                      f"sys.exit({code})\n")
+    script.write_text(f"import json, os, sys\njson.dump(dict(os.environ), open({str(out)!r}, 'w'))\nsys.exit({code})\n")
     return f"{shlex.quote(sys.executable)} {shlex.quote(str(script))}", out
 
 
@@ -228,8 +272,19 @@ def test_a_failing_before_cutover_hook_holds_the_cutover_until_it_passes(cli, dv
     refuse, refused_env = _hook(tmp_path, "refuse", code=3)
     ok, ok_env = _hook(tmp_path, "ok")
     failed, failed_env = _hook(tmp_path, "failed")
-    r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--json",
-            "--on-before-cutover", refuse, "--on-failure", failed)
+    r = cli(
+        "run",
+        "--root",
+        str(root),
+        "--model",
+        "8b",
+        "--yes",
+        "--json",
+        "--on-before-cutover",
+        refuse,
+        "--on-failure",
+        failed,
+    )
     assert r.exit_code == EXIT_HELD, r.output
     doc = json.loads(r.stdout)
     assert doc["outcome"] == "held" and "exited 3" in doc["message"]
@@ -245,7 +300,7 @@ def test_a_failing_before_cutover_hook_holds_the_cutover_until_it_passes(cli, dv
     r = cli("run", "--yes", "--json", "--on-before-cutover", ok, "--on-success", ok)
     assert r.exit_code == EXIT_OK, r.output
     assert json.loads(r.stdout)["outcome"] == "done"
-    env = json.loads(ok_env.read_text())          # the success hook ran last
+    env = json.loads(ok_env.read_text())  # the success hook ran last
     assert env["MIGRATOR_EVENT"] == "success" and env["MIGRATOR_DATABASES_CUT_OVER"] == str(len(paths))
     for p in paths:
         assert_migrated(p, originals[p], dim=4096)
@@ -272,8 +327,21 @@ def test_migrate_cutover_runs_the_before_cutover_hook_too(cli, dvd_tree, tmp_pat
 def test_the_failure_hook_hears_of_an_endpoint_that_is_down(cli, dvd_tree, tmp_path, dead_endpoint):
     root, _ = dvd_tree
     failed, failed_env = _hook(tmp_path, "failed")
-    r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--on-failure", failed,
-            "--retry-for", "1", "--endpoint", dead_endpoint, endpoint=False)
+    r = cli(
+        "run",
+        "--root",
+        str(root),
+        "--model",
+        "8b",
+        "--yes",
+        "--on-failure",
+        failed,
+        "--retry-for",
+        "1",
+        "--endpoint",
+        dead_endpoint,
+        endpoint=False,
+    )
     assert r.exit_code != EXIT_OK
     env = json.loads(failed_env.read_text())
     assert env["MIGRATOR_EVENT"] == "failure" and env["MIGRATOR_OUTCOME"] == "error"
@@ -314,8 +382,7 @@ def stand_in(tmp_path):
     exe.write_text(STAND_IN.format(python=sys.executable))
     exe.chmod(0o755)
     record = tmp_path / "vllm-started.json"
-    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", MIGRATOR_API_KEY=API_KEY,
-               STAND_IN_RECORD=str(record))
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", MIGRATOR_API_KEY=API_KEY, STAND_IN_RECORD=str(record))
     return env, record
 
 
@@ -332,9 +399,26 @@ def test_serve_starts_vllm_migrates_and_stops_it(tmp_path, dvd_tree, stand_in, s
     originals = {p: json.loads(p.read_text()) for p in paths}
     env, record = stand_in
     state = tmp_path / "state"
-    p = _run(["run", "--serve", "--serve-gpu", "1", "--serve-memory-fraction", "0.5",
-              "--serve-arg=--dtype=half", "--root", str(root), "--model", "8b",
-              "--state-dir", str(state), "--yes", "--json"], env)
+    p = _run(
+        [
+            "run",
+            "--serve",
+            "--serve-gpu",
+            "1",
+            "--serve-memory-fraction",
+            "0.5",
+            "--serve-arg=--dtype=half",
+            "--root",
+            str(root),
+            "--model",
+            "8b",
+            "--state-dir",
+            str(state),
+            "--yes",
+            "--json",
+        ],
+        env,
+    )
     assert p.returncode == EXIT_OK, p.stderr
     assert json.loads(p.stdout)["outcome"] == "done"
     for path in paths:
@@ -343,7 +427,7 @@ def test_serve_starts_vllm_migrates_and_stops_it(tmp_path, dvd_tree, stand_in, s
     argv = started["argv"]
     assert argv[:6] == ["serve", "Qwen/Qwen3-Embedding-8B", "--runner", "pooling", "--max-model-len", "8192"]
     assert "--gpu-memory-utilization" in argv and "--dtype=half" in argv and started["gpu"] == "1"
-    assert started["key_in_env"] == API_KEY and API_KEY not in " ".join(argv)   # never in its argv
+    assert started["key_in_env"] == API_KEY and API_KEY not in " ".join(argv)  # never in its argv
     assert not _alive(started["pid"]), "the vLLM we started is still running"
     assert "stopping the vLLM we started" in p.stderr
     # a vLLM someone else runs (this fixture's) was never signalled: it still answers
@@ -357,8 +441,22 @@ def test_serve_stops_what_it_started_when_the_model_never_loads(tmp_path, dvd_tr
     env = dict(env, STAND_IN_HANG="1")
     before = tree_digest(root)
     t0 = time.monotonic()
-    p = _run(["run", "--serve", "--serve-timeout", "3", "--root", str(root), "--model", "8b",
-              "--state-dir", str(tmp_path / "state"), "--yes"], env)
+    p = _run(
+        [
+            "run",
+            "--serve",
+            "--serve-timeout",
+            "3",
+            "--root",
+            str(root),
+            "--model",
+            "8b",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--yes",
+        ],
+        env,
+    )
     assert p.returncode == 5, p.stderr
     assert "did not serve" in p.stderr and "vllm.log" in p.stderr
     assert time.monotonic() - t0 < 60
@@ -369,8 +467,9 @@ def test_serve_stops_what_it_started_when_the_model_never_loads(tmp_path, dvd_tr
 def test_serve_without_vllm_installed_says_what_to_do(tmp_path, dvd_tree):
     root, _ = dvd_tree
     env = dict(os.environ, PATH="/nonexistent", MIGRATOR_API_KEY=API_KEY)
-    p = _run(["run", "--serve", "--root", str(root), "--model", "8b",
-              "--state-dir", str(tmp_path / "state"), "--yes"], env)
+    p = _run(
+        ["run", "--serve", "--root", str(root), "--model", "8b", "--state-dir", str(tmp_path / "state"), "--yes"], env
+    )
     assert p.returncode == EXIT_USAGE and "no 'vllm' on PATH" in p.stderr
 
 
@@ -380,19 +479,35 @@ def test_serve_asks_old_vllm_for_task_embed_and_waits_for_a_served_name(tmp_path
     root, paths = dvd_tree
     env, record = stand_in
     env = dict(env, STAND_IN_VERSION="0.10.0", VLLM_CPU_KVCACHE_SPACE="1")
-    p = _run(["run", "--serve", "--serve-arg=--served-model-name=qwen3-embed", "--serve-timeout", "60",
-              "--root", str(root), "--model", "8b", "--state-dir", str(tmp_path / "state"), "--yes",
-              "--no-quality-gate"], env)
+    p = _run(
+        [
+            "run",
+            "--serve",
+            "--serve-arg=--served-model-name=qwen3-embed",
+            "--serve-timeout",
+            "60",
+            "--root",
+            str(root),
+            "--model",
+            "8b",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--yes",
+            "--no-quality-gate",
+        ],
+        env,
+    )
     assert p.returncode == EXIT_OK, p.stderr
     started = json.loads(record.read_text())
     argv = started["argv"]
     assert argv[:4] == ["serve", "Qwen/Qwen3-Embedding-8B", "--task", "embed"] and "--runner" not in argv
-    assert started["cpu_kv"] == "1"                  # the environment reached the server
+    assert started["cpu_kv"] == "1"  # the environment reached the server
     assert json.loads(paths[0].read_text())["embedding_dim"] == 4096
 
 
 def test_served_names_parsing():
     from migrator.vllm.serve import served_names
+
     assert served_names("m", ()) == ["m"]
     assert served_names("m", ("--dtype=half", "--served-model-name", "a", "b", "--x")) == ["a", "b"]
     assert served_names("m", ("--served-model-name=a",)) == ["a"]
@@ -402,12 +517,25 @@ def test_served_names_parsing():
 def test_a_signal_while_vllm_starts_stops_it_too(tmp_path, dvd_tree, stand_in, sig):
     """Ctrl-C or SIGTERM while the model loads: exit 130, and the vLLM it started is gone."""
     import signal as signals
+
     root, _ = dvd_tree
     env, record = stand_in
     env = dict(env, STAND_IN_HANG="1")
     before = tree_digest(root)
-    p = spawn_migrate("run", "--serve", "--serve-timeout", "120", "--root", str(root), "--model", "8b",
-                      "--state-dir", str(tmp_path / "state"), "--yes", env=env)
+    p = spawn_migrate(
+        "run",
+        "--serve",
+        "--serve-timeout",
+        "120",
+        "--root",
+        str(root),
+        "--model",
+        "8b",
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--yes",
+        env=env,
+    )
     deadline = time.monotonic() + 60
     while not record.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -424,10 +552,11 @@ def test_a_signal_while_vllm_starts_stops_it_too(tmp_path, dvd_tree, stand_in, s
 # ------------------------------------------------------------ --window
 def test_windows_wrap_past_midnight_and_say_how_long_is_left():
     from datetime import datetime as dt
+
     night = "22:00-06:00"
     assert window.window_left(night, dt(2026, 12, 1, 23, 0)) == 7 * 3600
     assert window.window_left(night, dt(2026, 12, 1, 5, 30)) == 30 * 60
-    assert window.window_left(night, dt(2026, 12, 1, 7, 0)) is None       # the tick after 06:00
+    assert window.window_left(night, dt(2026, 12, 1, 7, 0)) is None  # the tick after 06:00
     assert window.window_left("09:00-17:30", dt(2026, 12, 1, 17, 0)) == 30 * 60
     assert window.window_hours(night) == [22, 23, 0, 1, 2, 3, 4, 5]
     assert window.window_hours("22:30-06:15") == [22, 23, 0, 1, 2, 3, 4, 5, 6]
@@ -440,6 +569,7 @@ def test_windows_wrap_past_midnight_and_say_how_long_is_left():
 def test_a_run_outside_its_window_exits_9_at_once_having_done_nothing(cli, dvd_tree):
     from datetime import datetime as dt
     from datetime import timedelta
+
     root, _ = dvd_tree
     before = tree_digest(root)
     now = dt.now()
@@ -457,13 +587,42 @@ def test_cron_ticks_only_in_the_window_and_refuses_until_alone(tmp_path, dvd_tre
     from click.testing import CliRunner
 
     from migrator.cli import main as cli_main
-    r = CliRunner().invoke(cli_main, ["cron", "--every", "15m", "--root", str(root), "--model", "8b",
-                                      "--window", "22:00-06:00", "--state-dir", str(tmp_path / "s")])
+
+    r = CliRunner().invoke(
+        cli_main,
+        [
+            "cron",
+            "--every",
+            "15m",
+            "--root",
+            str(root),
+            "--model",
+            "8b",
+            "--window",
+            "22:00-06:00",
+            "--state-dir",
+            str(tmp_path / "s"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     line = [ln for ln in r.stdout.splitlines() if not ln.startswith("#")][0]
     assert line.startswith("*/15 22-23,0-5 * * * ") and "--window 22:00-06:00" in line
-    r = CliRunner().invoke(cli_main, ["cron", "--every", "15m", "--root", str(root), "--model", "8b",
-                                      "--until", "06:00", "--state-dir", str(tmp_path / "s")])
+    r = CliRunner().invoke(
+        cli_main,
+        [
+            "cron",
+            "--every",
+            "15m",
+            "--root",
+            str(root),
+            "--model",
+            "8b",
+            "--until",
+            "06:00",
+            "--state-dir",
+            str(tmp_path / "s"),
+        ],
+    )
     assert r.exit_code == EXIT_USAGE and "--window 22:00-06:00" in r.output
 
 
@@ -473,21 +632,21 @@ def test_a_symlinked_root_is_the_same_root_for_run_and_for_the_cron_line(tmp_pat
     from click.testing import CliRunner
 
     from migrator.cli import main as cli_main
+
     root, paths = dvd_tree
     link = tmp_path / "videos-link"
     link.symlink_to(root)
     state = tmp_path / "state"
     base = ["--model", "8b", "--endpoint", server.base_url]
     runner = CliRunner(env={"MIGRATOR_API_KEY": API_KEY})
-    r = runner.invoke(cli_main, ["run", "--root", str(link), *base, "--state-dir", str(state), "--yes",
-                                 "--no-cutover"])
+    r = runner.invoke(cli_main, ["run", "--root", str(link), *base, "--state-dir", str(state), "--yes", "--no-cutover"])
     assert r.exit_code == 0, r.output
     r = runner.invoke(cli_main, ["cron", "--every", "15m", "--root", str(link), *base, "--state-dir", str(state)])
     line = [ln for ln in r.stdout.splitlines() if not ln.startswith("#")][0]
     argv = shlex.split(line.split(" && ")[2].split(" >> ")[0])
     assert str(link) in argv
-    r = runner.invoke(cli_main, argv[argv.index("run"):])          # the tick, as cron runs it
+    r = runner.invoke(cli_main, argv[argv.index("run") :])  # the tick, as cron runs it
     assert r.exit_code == 0, r.output
     assert "other roots" not in r.output and "done" in r.output
     r = runner.invoke(cli_main, ["run", "--root", str(root), *base, "--state-dir", str(state), "--yes"])
-    assert "other roots" not in r.output                           # the target, typed directly
+    assert "other roots" not in r.output  # the target, typed directly

@@ -10,6 +10,7 @@ application modules import only :mod:`~migrator.apps.base` (no import cycle).
 Beside them: :mod:`~migrator.apps.appconfig` (the settings each application changes at
 cutover) and :mod:`~migrator.apps.provenance` (which model made a file's vectors).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +22,23 @@ from migrator.apps.dvd import DVD
 from migrator.errors import BadDatabase
 from migrator.files.nvdb import NanoFile
 
-__all__ = ["APPLICATIONS", "DVD", "KEEP", "Field", "Profile", "Spec", "Template", "by_name", "choose", "detect",
-           "label_of", "recorded_maker", "storage_locks", "title_of", "unit_of"]
+__all__ = [
+    "APPLICATIONS",
+    "DVD",
+    "KEEP",
+    "Field",
+    "Profile",
+    "Spec",
+    "Template",
+    "by_name",
+    "choose",
+    "detect",
+    "label_of",
+    "recorded_maker",
+    "storage_locks",
+    "title_of",
+    "unit_of",
+]
 
 # in detection order: the first whose files these look like
 _REGISTRY: dict[str, Profile] = {p.name: p for p in (DVD, lightrag.PROFILE, nanographrag.PROFILE)}
@@ -52,9 +68,11 @@ def choose(nf: NanoFile, spec: Spec | None = None) -> Profile:
         return by_name(spec.profile)
     found = detect(nf)
     if found is None:
-        raise BadDatabase(nf.path, "not a file of an application migrator knows (DeepVideoDiscovery, "
-                          "LightRAG, nano-graphrag)", hint="name the field that holds the text with "
-                          "--text-field, or build it with --text-template")
+        raise BadDatabase(
+            nf.path,
+            "not a file of an application migrator knows (DeepVideoDiscovery, LightRAG, nano-graphrag)",
+            hint="name the field that holds the text with --text-field, or build it with --text-template",
+        )
     return by_name(found)
 
 

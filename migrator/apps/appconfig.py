@@ -21,6 +21,7 @@ set at the same moment.
   embeds; plan says so, as the migration must then add it too (``--text-template``).
 - nano-graphrag: no config file; the embedding function is code.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,12 +41,12 @@ UP_LEVELS = 3
 @dataclass
 class AppConfig:
     application: str
-    path: str | None                 # the file found (None: none found, or the app has none)
-    model: str | None = None         # what it names now
+    path: str | None  # the file found (None: none found, or the app has none)
+    model: str | None = None  # what it names now
     dim: int | None = None
-    lines: list[str] = field(default_factory=list)    # what to set at cutover
+    lines: list[str] = field(default_factory=list)  # what to set at cutover
     notes: list[str] = field(default_factory=list)
-    stale: bool = False              # names another model or dimension than the migration's
+    stale: bool = False  # names another model or dimension than the migration's
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -75,15 +76,17 @@ def dvd_utils_note(config_path: Path) -> str | None:
     start = text.find("def get_embeddings")
     if start < 0:
         return None
-    body = text[start:start + 4000]
+    body = text[start : start + 4000]
     nxt = re.search(r"\n(?:class |def |    @staticmethod)", body[20:])
-    body = body[:20 + nxt.start()] if nxt else body
+    body = body[: 20 + nxt.start()] if nxt else body
     if "EMBEDDING_ENDPOINT" in body or not FIXED_EMBEDDING_URL.search(body):
         return None
-    return (f"{utils}: get_embeddings still posts to OpenAI's fixed URL (https://api.openai.com/v1) or an "
-            f"Azure deployment, so DVD cannot query the migrated databases: make it post to "
-            f'f"{{config.EMBEDDING_ENDPOINT}}/embeddings" with "Authorization: Bearer " + '
-            f"config.EMBEDDING_API_KEY")
+    return (
+        f"{utils}: get_embeddings still posts to OpenAI's fixed URL (https://api.openai.com/v1) or an "
+        f"Azure deployment, so DVD cannot query the migrated databases: make it post to "
+        f'f"{{config.EMBEDDING_ENDPOINT}}/embeddings" with "Authorization: Bearer " + '
+        f"config.EMBEDDING_API_KEY"
+    )
 
 
 def lightrag_lines(model: str, dim: int, native_dim: int | None = None) -> list[str]:
@@ -94,8 +97,10 @@ def lightrag_lines(model: str, dim: int, native_dim: int | None = None) -> list[
 
 
 def nanographrag_lines(model: str, dim: int) -> list[str]:
-    return [f"GraphRAG(embedding_func=EmbeddingFunc(embedding_dim={dim}, ...)), the function calling "
-            f"{model} on your vLLM endpoint"]
+    return [
+        f"GraphRAG(embedding_func=EmbeddingFunc(embedding_dim={dim}, ...)), the function calling "
+        f"{model} on your vLLM endpoint"
+    ]
 
 
 def _read(path: Path) -> str | None:
@@ -154,9 +159,16 @@ def find_lightrag(dirs: list[Path]) -> list[Path]:
     return found
 
 
-def report(applications: dict[str, list[Path]], roots: list[Path], model: str, dim: int,
-           native_dim: int | None = None, *, endpoint: str | None = None,
-           key_source: str | None = None) -> list[AppConfig]:
+def report(
+    applications: dict[str, list[Path]],
+    roots: list[Path],
+    model: str,
+    dim: int,
+    native_dim: int | None = None,
+    *,
+    endpoint: str | None = None,
+    key_source: str | None = None,
+) -> list[AppConfig]:
     """For each application with databases (name -> their paths): its config files found,
     what they name now, and the lines to set for ``model`` at ``dim`` (DVD: also the
     ``endpoint`` and the key, by where it comes from)."""
@@ -174,30 +186,54 @@ def report(applications: dict[str, list[Path]], roots: list[Path], model: str, d
                 cfg.stale = True
             out.append(cfg)
         if not paths:
-            out.append(AppConfig("dvd", None, lines=lines, notes=["no dvd/config.py found near --root; "
-                                                                 "change these lines in yours"]))
+            out.append(
+                AppConfig(
+                    "dvd", None, lines=lines, notes=["no dvd/config.py found near --root; change these lines in yours"]
+                )
+            )
     if applications.get("lightrag"):
         lines = lightrag_lines(model, dim, native_dim)
         paths = find_lightrag(sorted({p.parent for p in applications["lightrag"]}))
         for p in paths:
             env = _env_values(_read(p) or "")
             dim_text = env.get("EMBEDDING_DIM", "")
-            cfg = AppConfig("lightrag", str(p), env.get("EMBEDDING_MODEL") or None,
-                            int(dim_text) if dim_text.isdigit() else None, lines)
+            cfg = AppConfig(
+                "lightrag",
+                str(p),
+                env.get("EMBEDDING_MODEL") or None,
+                int(dim_text) if dim_text.isdigit() else None,
+                lines,
+            )
             if env.get("EMBEDDING_ASYMMETRIC", "").lower() in ("true", "1", "yes"):
                 prefix = env.get("EMBEDDING_DOCUMENT_PREFIX", "")
                 if prefix and prefix != "NO_PREFIX":
-                    cfg.notes.append(f"EMBEDDING_ASYMMETRIC=true: LightRAG embeds documents as "
-                                     f"{prefix!r} + content; migrate with --text-template "
-                                     f"'{prefix}{{content}}' so the new vectors match")
+                    cfg.notes.append(
+                        f"EMBEDDING_ASYMMETRIC=true: LightRAG embeds documents as "
+                        f"{prefix!r} + content; migrate with --text-template "
+                        f"'{prefix}{{content}}' so the new vectors match"
+                    )
             out.append(cfg)
         if not paths:
-            out.append(AppConfig("lightrag", None, lines=lines, notes=[
-                "no LightRAG .env found near the working dir; set these where the server reads its "
-                "settings (its .env or environment)"]))
+            out.append(
+                AppConfig(
+                    "lightrag",
+                    None,
+                    lines=lines,
+                    notes=[
+                        "no LightRAG .env found near the working dir; set these where the server reads its "
+                        "settings (its .env or environment)"
+                    ],
+                )
+            )
     if applications.get("nano-graphrag"):
-        out.append(AppConfig("nano-graphrag", None, lines=nanographrag_lines(model, dim),
-                             notes=["nano-graphrag takes its embedding function in code"]))
+        out.append(
+            AppConfig(
+                "nano-graphrag",
+                None,
+                lines=nanographrag_lines(model, dim),
+                notes=["nano-graphrag takes its embedding function in code"],
+            )
+        )
     for c in out:
         c.stale = c.stale or (c.model is not None and c.model != model) or (c.dim is not None and c.dim != dim)
     return out
@@ -253,11 +289,11 @@ def apply(configs: list[AppConfig], migration_id: str) -> list[str]:
         new = edited(cfg)
         if new is None:
             continue
-        assert cfg.path is not None   # edited() is None for a config without a file
+        assert cfg.path is not None  # edited() is None for a config without a file
         path = Path(cfg.path)
         backup = backup_path(path, migration_id)
         if not backup.exists():
-            durable.link_or_copy(path, backup)      # the original, kept for rollback
+            durable.link_or_copy(path, backup)  # the original, kept for rollback
         durable.atomic_write(path, [new.encode("utf-8")], like=path.stat())
         done.append(f"{path}: set {', '.join(line.partition('=')[0].strip() for line in cfg.lines)}")
     return done

@@ -18,6 +18,7 @@ The profile is picked per file, from its records, its name and its neighbours
 (:func:`choose`); ``--profile`` forces one. What the user asked for is a
 :class:`Spec`, kept with the migration so a resumed run reads files the same way.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,29 +32,30 @@ from migrator.errors import BadDatabase, UsageError
 from migrator.files.nvdb import ID, NanoFile
 
 APPLICATIONS = ("dvd", "lightrag", "nano-graphrag")
-KEEP = object()     # Profile.additional_data's answer for "leave it as it is"
+KEEP = object()  # Profile.additional_data's answer for "leave it as it is"
 
 
 @dataclass(frozen=True)
 class Spec:
     """How the user asked texts to be found: ``--profile``, ``--text-field`` or ``--text-template``."""
 
-    profile: str | None = None          # None or "auto": detect per file
+    profile: str | None = None  # None or "auto": detect per file
     text_field: str | None = None
     text_template: str | None = None
 
     def __post_init__(self):
-        given = [o for o, v in (("--text-field", self.text_field), ("--text-template", self.text_template))
-                 if v]
+        given = [o for o, v in (("--text-field", self.text_field), ("--text-template", self.text_template)) if v]
         if len(given) > 1:
             raise UsageError("--text-field and --text-template both name the text; give one of them")
         if given and self.profile not in (None, "auto"):
             raise UsageError(f"--profile {self.profile} and {given[0]} both say where the text is; give one")
         if self.profile not in (None, "auto", *APPLICATIONS):
-            raise UsageError(f"unknown profile {self.profile!r}: use one of auto, {', '.join(APPLICATIONS)}, "
-                             f"or --text-field NAME / --text-template TEMPLATE")
+            raise UsageError(
+                f"unknown profile {self.profile!r}: use one of auto, {', '.join(APPLICATIONS)}, "
+                f"or --text-field NAME / --text-template TEMPLATE"
+            )
         if self.text_template is not None:
-            Template(self.text_template)       # a bad template is refused before anything starts
+            Template(self.text_template)  # a bad template is refused before anything starts
 
     def describe(self) -> str:
         """The form kept in the job table (``Migration.profile``)."""
@@ -68,9 +70,9 @@ class Spec:
         if not text or text == "auto":
             return cls()
         if text.startswith("field:"):
-            return cls(text_field=text[len("field:"):])
+            return cls(text_field=text[len("field:") :])
         if text.startswith("template:"):
-            return cls(text_template=text[len("template:"):])
+            return cls(text_template=text[len("template:") :])
         return cls(profile=text)
 
     @property
@@ -82,12 +84,12 @@ class Profile:
     """How one kind of file keeps its texts. Subclasses override what differs."""
 
     name = "field"
-    application: str | None = None      # whose config must change at cutover (appconfig.py)
-    label = "its application"           # how messages name that application
-    title = "its application"           # ... and where its settings are printed
-    rewrites_records = False            # records hold something made from the vector
-    whole_directory = False             # the application opens all its files in a directory at
-                                        # one dimension: they are swapped and restored together
+    application: str | None = None  # whose config must change at cutover (appconfig.py)
+    label = "its application"  # how messages name that application
+    title = "its application"  # ... and where its settings are printed
+    rewrites_records = False  # records hold something made from the vector
+    whole_directory = False  # the application opens all its files in a directory at
+    # one dimension: they are swapped and restored together
 
     def text_of(self, record: dict, index: int, nf: NanoFile) -> str:
         raise NotImplementedError
@@ -131,13 +133,21 @@ class Profile:
     def _refuse(nf: NanoFile, index: int, record: dict, what: str, hint: str) -> BadDatabase:
         return BadDatabase(nf.path, f"record #{index} (__id__ {record.get(ID)!r}) {what}", hint=hint)
 
-    def _checked(self, value: Any, field_name: str, index: int, record: dict, nf: NanoFile,
-                 hint: str = "nothing to embed; fix or remove that record") -> str:
+    def _checked(
+        self,
+        value: Any,
+        field_name: str,
+        index: int,
+        record: dict,
+        nf: NanoFile,
+        hint: str = "nothing to embed; fix or remove that record",
+    ) -> str:
         if not isinstance(value, str):
             raise self._refuse(nf, index, record, f"{self._missing(value)} '{field_name}' field", hint)
         if not value.strip():
-            raise self._refuse(nf, index, record, f"has empty '{field_name}' text",
-                               "nothing to embed; fix or remove that record")
+            raise self._refuse(
+                nf, index, record, f"has empty '{field_name}' text", "nothing to embed; fix or remove that record"
+            )
         return value
 
 
@@ -154,8 +164,14 @@ class Field(Profile):
         return value
 
     def text_of(self, record: dict, index: int, nf: NanoFile) -> str:
-        return self._checked(self.value(record), self.text_field, index, record, nf,
-                             "nothing to embed; fix or remove that record, or pick another --text-field")
+        return self._checked(
+            self.value(record),
+            self.text_field,
+            index,
+            record,
+            nf,
+            "nothing to embed; fix or remove that record, or pick another --text-field",
+        )
 
 
 class Template(Profile):
@@ -168,15 +184,16 @@ class Template(Profile):
     name = "template"
 
     def __init__(self, template: str):
-        self.template = template.replace("\\\\", "\0").replace("\\n", "\n").replace("\\t", "\t") \
-            .replace("\0", "\\")
+        self.template = template.replace("\\\\", "\0").replace("\\n", "\n").replace("\\t", "\t").replace("\0", "\\")
         self.parts: list[tuple[str, str | None]] = []
         try:
             for literal, field_name, spec, conversion in string.Formatter().parse(self.template):
                 if field_name is not None and (not field_name.isidentifier() or spec or conversion):
-                    raise UsageError(f"--text-template: {{{field_name}{'!' + conversion if conversion else ''}"
-                                     f"{':' + spec if spec else ''}}} is not a plain field name; write "
-                                     f"{{name}} for a record field")
+                    raise UsageError(
+                        f"--text-template: {{{field_name}{'!' + conversion if conversion else ''}"
+                        f"{':' + spec if spec else ''}}} is not a plain field name; write "
+                        f"{{name}} for a record field"
+                    )
                 self.parts.append((literal, field_name))
         except ValueError as e:
             raise UsageError(f"--text-template: {e} (write {{{{ and }}}} for literal braces)") from None
@@ -192,8 +209,12 @@ class Template(Profile):
                 continue
             value = record.get(field_name)
             if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-                raise self._refuse(nf, index, record, f"{self._missing(value)} '{field_name}' field (named in "
-                                   f"--text-template)",
-                                   "fix or remove that record, or change --text-template")
+                raise self._refuse(
+                    nf,
+                    index,
+                    record,
+                    f"{self._missing(value)} '{field_name}' field (named in --text-template)",
+                    "fix or remove that record, or change --text-template",
+                )
             out.append(str(value))
         return self._checked("".join(out), "--text-template", index, record, nf)

@@ -4,6 +4,7 @@ DVD stores ``caption`` as ``"[From {t1} to {t2} seconds]\\n" + caption`` but emb
 bare caption, so exactly that prefix is taken off. Its settings (the model, the dimension)
 live in the checkout's ``dvd/config.py``: see :mod:`migrator.apps.appconfig`.
 """
+
 from __future__ import annotations
 
 import re
@@ -42,5 +43,3 @@ def looks_like_dvd(nf: NanoFile) -> bool:
     if isinstance(ad, dict) and "video_length" in ad and "video_file_root" in ad:
         return True
     return any(isinstance(r.get("caption"), str) and "time_start_secs" in r for r in nf.data[:64])
-
-

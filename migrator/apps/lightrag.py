@@ -21,6 +21,7 @@ Facts (from LightRAG's source; docs/notes/stores-lightrag-nanographrag.md):
   runs. Released versions keep no lock on disk; they save through a temp file
   ``<file>.tmp.<pid>.<tid>.<ns>``, and delete such files over an hour old at start.
 """
+
 from __future__ import annotations
 
 import base64
@@ -46,7 +47,7 @@ VECTOR = "vector"
 LOCK_NAME = ".lightrag_storage.lock"
 CONFIG_DIR = "_lightrag_config"
 TEMP_MARK = ".tmp."
-TEMP_REAP_SECONDS = 3600     # LightRAG deletes its temp files older than this at start
+TEMP_REAP_SECONDS = 3600  # LightRAG deletes its temp files older than this at start
 # Only LightRAG keeps these beside its vector files (nano-graphrag has neither).
 NEIGHBOURS = ("kv_store_doc_status.json", "vdb_relationships.json")
 
@@ -78,7 +79,7 @@ class LightRag(Profile):
     application = "lightrag"
     label = "LightRAG"
     title = "LightRAG"
-    whole_directory = True   # one working dir: every vector file at one dimension
+    whole_directory = True  # one working dir: every vector file at one dimension
 
     def looks_like(self, nf: NanoFile) -> bool:
         return looks_like(nf)
@@ -88,13 +89,14 @@ class LightRag(Profile):
 
     def storage_locks(self, lives: list):
         return storage_locks(lives)
+
     rewrites_records = True
 
     def text_of(self, record: dict, index: int, nf: NanoFile) -> str:
         return self._checked(record.get("content"), "content", index, record, nf)
 
     def record(self, rec: dict, vector: np.ndarray) -> dict:
-        if VECTOR not in rec:      # written by LightRAG < 1.4.7: it never reads one
+        if VECTOR not in rec:  # written by LightRAG < 1.4.7: it never reads one
             return rec
         return {**rec, VECTOR: encode_vector(vector)}
 
@@ -176,8 +178,10 @@ def storage_locks(lives: list[str | Path]) -> Iterator[list[Path]]:
                 if cand.is_file():
                     locks.append(cand)
         for temp, age in fresh_temp_files(live):
-            raise LockHeld(f"{temp}: LightRAG is saving {live.name} ({age:.0f} s ago); stop LightRAG, "
-                           f"then run again (if none runs, delete that temp file)")
+            raise LockHeld(
+                f"{temp}: LightRAG is saving {live.name} ({age:.0f} s ago); stop LightRAG, "
+                f"then run again (if none runs, delete that temp file)"
+            )
     held: list[int] = []
     try:
         for lock in locks:
@@ -186,10 +190,12 @@ def storage_locks(lives: list[str | Path]) -> Iterator[list[Path]]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                raise LockHeld(f"{lock}: a LightRAG server holds its storage lock{_holder(lock)}; "
-                               f"stop it before the swap, then run again (nothing was swapped)") from None
+                raise LockHeld(
+                    f"{lock}: a LightRAG server holds its storage lock{_holder(lock)}; "
+                    f"stop it before the swap, then run again (nothing was swapped)"
+                ) from None
             held.append(fd)
         yield locks
     finally:
         for fd in held:
-            os.close(fd)        # closing the descriptor releases its flock
+            os.close(fd)  # closing the descriptor releases its flock

@@ -19,6 +19,7 @@ Facts (from nano-graphrag's source at 01f429e; docs/notes/stores-lightrag-nanogr
   named (``notes``). Once nano-graphrag itself re-saves the graph, the ``\r`` is gone
   from the file for good: nothing then shows that it was there.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -78,13 +79,17 @@ def descriptions(graph: Path) -> dict[str, str | None]:
             elif tag == "edge":
                 el.clear()
     except FileNotFoundError:
-        raise BadDatabase(graph, "is missing: nano-graphrag keeps the entity descriptions that "
-                          "were embedded there", hint="restore it beside the vector file") from None
+        raise BadDatabase(
+            graph,
+            "is missing: nano-graphrag keeps the entity descriptions that were embedded there",
+            hint="restore it beside the vector file",
+        ) from None
     except ElementTree.ParseError as e:
         raise BadDatabase(graph, f"is not valid GraphML ({e})", hint="restore it from a backup") from None
-    except Exception as e:     # defusedxml refuses entity tricks with its own errors
-        raise BadDatabase(graph, f"cannot be read safely ({type(e).__name__})",
-                          hint="restore it from a backup") from None
+    except Exception as e:  # defusedxml refuses entity tricks with its own errors
+        raise BadDatabase(
+            graph, f"cannot be read safely ({type(e).__name__})", hint="restore it from a backup"
+        ) from None
     return out
 
 
@@ -92,8 +97,11 @@ def chunk_texts(path: Path) -> dict:
     try:
         value = orjson.loads(path.read_bytes())
     except FileNotFoundError:
-        raise BadDatabase(path, "is missing: nano-graphrag keeps the chunk texts that were embedded "
-                          "there", hint="restore it beside the vector file") from None
+        raise BadDatabase(
+            path,
+            "is missing: nano-graphrag keeps the chunk texts that were embedded there",
+            hint="restore it beside the vector file",
+        ) from None
     except orjson.JSONDecodeError:
         raise BadDatabase(path, "is not valid JSON", hint="restore it from a backup") from None
     if not isinstance(value, dict):
@@ -106,17 +114,20 @@ class NanoGraphRag(Profile):
     application = "nano-graphrag"
     label = "nano-graphrag"
     title = "nano-graphrag"
-    whole_directory = True   # one working dir: every vector file at one dimension
+    whole_directory = True  # one working dir: every vector file at one dimension
 
     def looks_like(self, nf: NanoFile) -> bool:
         return looks_like(nf)
 
     def notes(self, nf: NanoFile, texts: list[str]) -> list[str]:
         """Records whose text holds a carriage return: read exactly, and said so."""
-        return [f"record #{i} (__id__ {nf.data[i].get(ID)!r}) was embedded from a text holding \\r\\n, "
-                f"read exactly from the GraphML's raw bytes; if nano-graphrag saves the graph again, the "
-                f"\\r is lost and this text can no longer be rebuilt"
-                for i, t in enumerate(texts) if "\r" in t]
+        return [
+            f"record #{i} (__id__ {nf.data[i].get(ID)!r}) was embedded from a text holding \\r\\n, "
+            f"read exactly from the GraphML's raw bytes; if nano-graphrag saves the graph again, the "
+            f"\\r is lost and this text can no longer be rebuilt"
+            for i, t in enumerate(texts)
+            if "\r" in t
+        ]
 
     def texts(self, nf: NanoFile) -> list[str]:
         if not nf.data:
@@ -132,17 +143,31 @@ class NanoGraphRag(Profile):
         for i, rec in enumerate(nf.data):
             name = rec.get("entity_name")
             if not isinstance(name, str) or not name:
-                raise self._refuse(nf, i, rec, "has no 'entity_name'", "nano-graphrag keeps one in every "
-                                   "entity record; restore the file from a backup")
+                raise self._refuse(
+                    nf,
+                    i,
+                    rec,
+                    "has no 'entity_name'",
+                    "nano-graphrag keeps one in every entity record; restore the file from a backup",
+                )
             if name not in found:
-                raise self._refuse(nf, i, rec, f"names entity {name!r}, which has no node in {graph}",
-                                   "the graph and the vector store disagree; re-insert the document "
-                                   "with nano-graphrag, or remove that record")
+                raise self._refuse(
+                    nf,
+                    i,
+                    rec,
+                    f"names entity {name!r}, which has no node in {graph}",
+                    "the graph and the vector store disagree; re-insert the document "
+                    "with nano-graphrag, or remove that record",
+                )
             desc = found[name]
             if desc is None:
-                raise self._refuse(nf, i, rec, f"names entity {name!r}, whose node in {graph} has no "
-                                   f"description", "nano-graphrag embedded name + description; "
-                                   "restore the graph file from a backup")
+                raise self._refuse(
+                    nf,
+                    i,
+                    rec,
+                    f"names entity {name!r}, whose node in {graph} has no description",
+                    "nano-graphrag embedded name + description; restore the graph file from a backup",
+                )
             out.append(self._checked(name + desc, "entity_name + description", i, rec, nf))
         return out
 
@@ -155,13 +180,22 @@ class NanoGraphRag(Profile):
             row = found.get(rid)
             text = row.get("content") if isinstance(row, dict) else None
             if not isinstance(text, str):
-                raise self._refuse(nf, i, rec, f"has no text in {store}",
-                                   "nano-graphrag leaves such orphans when an insert fails part-way; "
-                                   "remove that record, or insert its document again")
+                raise self._refuse(
+                    nf,
+                    i,
+                    rec,
+                    f"has no text in {store}",
+                    "nano-graphrag leaves such orphans when an insert fails part-way; "
+                    "remove that record, or insert its document again",
+                )
             if rid.startswith("chunk-") and rid != "chunk-" + hashlib.md5(text.encode()).hexdigest():
-                raise self._refuse(nf, i, rec, f"has a text in {store} that is not the one embedded "
-                                   f"(its md5 is not the id)", "restore that file from a backup, or "
-                                   "insert the document again")
+                raise self._refuse(
+                    nf,
+                    i,
+                    rec,
+                    f"has a text in {store} that is not the one embedded (its md5 is not the id)",
+                    "restore that file from a backup, or insert the document again",
+                )
             out.append(self._checked(text, "content", i, rec, nf))
         return out
 

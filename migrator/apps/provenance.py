@@ -19,6 +19,7 @@ Where nothing records the model, :func:`probe` asks the endpoint: a few stored
 texts re-embedded by the same model come back at cosine ~1 to their stored
 vectors; by another model, near 0.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,17 +37,17 @@ from migrator.files.layout import OWN_MARK
 
 log = logging.getLogger("migrator.apps.provenance")
 
-SIDECAR = f"{OWN_MARK}provenance"     # no ".json": globs for data files must not match it
+SIDECAR = f"{OWN_MARK}provenance"  # no ".json": globs for data files must not match it
 KEEP_ENTRIES = 16
 PROBE_RECORDS = 3
-SAME_MODEL_COSINE = 0.9     # same model: > 0.99 (numerics); another model's space: near 0
+SAME_MODEL_COSINE = 0.9  # same model: > 0.99 (numerics); another model's space: near 0
 
 
 @dataclass
 class MadeBy:
     model: str
     dim: int | None
-    source: str                       # "additional_data" (the file's own) or "sidecar"
+    source: str  # "additional_data" (the file's own) or "sidecar"
     migration: str | None = None
 
     def as_dict(self) -> dict:
@@ -85,7 +86,7 @@ def from_sidecar(live: str | os.PathLike) -> MadeBy | None:
     for e in reversed(entries):
         if e.get("size") != st.st_size or e.get("mtime_ns") != st.st_mtime_ns:
             continue
-        if e.get("inode") != st.st_ino:   # copied rather than linked back: the bytes decide
+        if e.get("inode") != st.st_ino:  # copied rather than linked back: the bytes decide
             sha = sha or durable.sha256_file(live)
             if e.get("sha256") != sha:
                 continue
@@ -103,24 +104,33 @@ def of(nf: nvdb.NanoFile) -> MadeBy | None:
     return from_sidecar(nf.path)
 
 
-def record(live: str | os.PathLike, new_file: str | os.PathLike, sha256: str, model: str, dim: int,
-           migration_id: str) -> None:
+def record(
+    live: str | os.PathLike, new_file: str | os.PathLike, sha256: str, model: str, dim: int, migration_id: str
+) -> None:
     """Add an entry for ``new_file`` (staged now, at ``live`` after cutover) to live's sidecar."""
     live = Path(live)
     st = os.stat(new_file)
     ident = (st.st_size, st.st_mtime_ns, st.st_ino)
     entries = [e for e in _entries(live) if (e.get("size"), e.get("mtime_ns"), e.get("inode")) != ident]
-    entries.append({"model": model, "dim": int(dim), "migration": migration_id, "size": st.st_size,
-                    "mtime_ns": st.st_mtime_ns, "inode": st.st_ino, "sha256": sha256,
-                    "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    entries.append(
+        {
+            "model": model,
+            "dim": int(dim),
+            "migration": migration_id,
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "inode": st.st_ino,
+            "sha256": sha256,
+            "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    )
     _write(live, entries[-KEEP_ENTRIES:])
 
 
 def _write(live: Path, entries: list[dict]) -> None:
-    doc = {"about": f"which embedding model made the vectors of {live.name} (written by migrator)",
-           "entries": entries}
+    doc = {"about": f"which embedding model made the vectors of {live.name} (written by migrator)", "entries": entries}
     try:
-        like = os.stat(live)       # the sidecar gets the data file's mode and owner
+        like = os.stat(live)  # the sidecar gets the data file's mode and owner
     except FileNotFoundError:
         like = None
     durable.atomic_write(sidecar_path(live), [orjson.dumps(doc, option=orjson.OPT_INDENT_2)], like=like)

@@ -5,6 +5,7 @@
 
 Nothing below this package prints or parses; nothing here does a migration's work.
 """
+
 from migrator.cli.app import main
 
 __all__ = ["main"]

@@ -4,6 +4,7 @@ Results go to stdout (``--json``: one JSON document); progress, notes and
 errors go to stderr. An expected failure prints one line, ``migrate: error:
 ...``, and exits with its documented code (see ``migrator.errors``).
 """
+
 from __future__ import annotations
 
 import functools
@@ -35,10 +36,18 @@ class BarReporter:
 
     def start(self, total_records: int, done_records: int) -> None:
         from tqdm import tqdm
+
         if self.bar is not None:
             self.bar.close()
-        self.bar = tqdm(total=total_records, initial=done_records, unit="rec", desc="embedding",
-                        file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+        self.bar = tqdm(
+            total=total_records,
+            initial=done_records,
+            unit="rec",
+            desc="embedding",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            smoothing=0.1,
+        )
 
     def advance(self, records: int) -> None:
         if self.bar is not None:
@@ -76,9 +85,14 @@ class LineReporter:
         elapsed = max(time.monotonic() - self.t0, 1e-9)
         rate = (self.done - self.start_done) / elapsed
         eta = (self.total - self.done) / rate if rate > 0 else None
-        log.info("progress: %d/%d records (%.1f%%), %.1f rec/s%s", self.done, self.total,
-                 100.0 * self.done / self.total if self.total else 100.0, rate,
-                 f", ETA {eta:.0f}s" if eta is not None else "")
+        log.info(
+            "progress: %d/%d records (%.1f%%), %.1f rec/s%s",
+            self.done,
+            self.total,
+            100.0 * self.done / self.total if self.total else 100.0,
+            rate,
+            f", ETA {eta:.0f}s" if eta is not None else "",
+        )
 
     def advance(self, records: int) -> None:
         self.done += records
@@ -123,13 +137,14 @@ class _StateLog(logging.FileHandler):
         super().emit(record)
 
     def handleError(self, record: logging.LogRecord) -> None:
-        pass            # an unwritable log file never stops (or clutters) a migration
+        pass  # an unwritable log file never stops (or clutters) a migration
 
 
 def _log_to_state_dir(state_dir: str | None) -> None:
     """Also append every log line to <state dir>/migrator.log (the writers: run, cutover, rollback)."""
     from migrator.jobs.store import default_state_dir
     from migrator.ops.cron import LOG_NAME
+
     d = Path(state_dir) if state_dir else default_state_dir()
     handler = _StateLog(d / LOG_NAME, encoding="utf-8", delay=True)
     handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(message)s", "%Y-%m-%d %H:%M:%S"))
@@ -152,6 +167,7 @@ def _handle_errors(fn):
             click.echo(f"migrate: error: {e}", err=True)
             _to_log_file(f"error (exit {e.exit_code}): {e}")
             sys.exit(e.exit_code)
+
     return wrapper
 
 
@@ -184,93 +200,178 @@ def _no_password_in_argv(ctx, param, value):
     """A password on the command line is seen by every user of the host (ps): refuse it."""
     if value and ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE:
         from migrator.jobs.store import has_password
+
         if has_password(value):
-            raise click.BadParameter("holds a password, which every user of this host could read; "
-                                     "leave it out and put it in PGPASSWORD or ~/.pgpass, or give the "
-                                     "whole URL in MIGRATOR_STATE_URL")
+            raise click.BadParameter(
+                "holds a password, which every user of this host could read; "
+                "leave it out and put it in PGPASSWORD or ~/.pgpass, or give the "
+                "whole URL in MIGRATOR_STATE_URL"
+            )
     return value
 
 
 def state_option(f):
-    f = click.option("--state-url", envvar="MIGRATOR_STATE_URL", default=None, metavar="URL",
-                     callback=_no_password_in_argv,
-                     help="A shared PostgreSQL job table, postgresql+psycopg://USER@HOST/DB, for several "
-                          "workers [env MIGRATOR_STATE_URL; default: SQLite in the state directory].")(f)
-    return click.option("--state-dir", envvar="MIGRATOR_STATE_DIR", default=None, metavar="DIR",
-                        help="Job database (SQLite), lock and log directory [env MIGRATOR_STATE_DIR; "
-                             "default ./state].")(f)
+    f = click.option(
+        "--state-url",
+        envvar="MIGRATOR_STATE_URL",
+        default=None,
+        metavar="URL",
+        callback=_no_password_in_argv,
+        help="A shared PostgreSQL job table, postgresql+psycopg://USER@HOST/DB, for several "
+        "workers [env MIGRATOR_STATE_URL; default: SQLite in the state directory].",
+    )(f)
+    return click.option(
+        "--state-dir",
+        envvar="MIGRATOR_STATE_DIR",
+        default=None,
+        metavar="DIR",
+        help="Job database (SQLite), lock and log directory [env MIGRATOR_STATE_DIR; default ./state].",
+    )(f)
 
 
 def _stack(*options):
     """Apply click options so that --help lists them in the order written."""
+
     def decorate(f):
         for option in reversed(options):
             f = option(f)
         return f
+
     return decorate
 
 
 source_options = _stack(
-    click.option("--root", "roots", multiple=True, type=click.Path(file_okay=True),
-                 help="Directory to scan (repeatable), e.g. DVD's video_database/."),
-    click.option("--pattern", default=DEFAULT_PATTERN, show_default=True,
-                 help="File names (globs, comma-separated) of the NanoVectorDB files: DVD's database.json, "
-                      "LightRAG's and nano-graphrag's vdb_*.json."),
-    click.option("--model", default=None,
-                 help="Target model: 8b, 4b, 0.6b, a full model id, or a name the server serves it under "
-                      "(--served-model-name). A model the server does not serve is refused (exit 6), never "
-                      "replaced by what it serves."),
-    click.option("--dim", type=click.IntRange(32, 65536), default=None,
-                 help="Shorter Matryoshka size, 32 to the model's: cut on the client and re-normalised "
-                      "(stock Qwen3 servers refuse `dimensions`)."),
-    click.option("--profile", type=click.Choice(["auto", *APPLICATIONS]), default=None,
-                 help="Whose files these are, so where each record's embedded text is (default: detected "
-                      "per file from its records, name and neighbours)."),
-    click.option("--text-field", default=None,
-                 help="Any other NanoVectorDB file: the record field that holds the embedded text."),
-    click.option("--text-template", default=None, metavar="TEMPLATE",
-                 help="Any other NanoVectorDB file: the embedded text built from record fields, "
-                      "e.g. '{title}\\n{body}' (the two characters \\n and \\t are a newline and a tab)."),
-    click.option("--follow-symlinks", is_flag=True,
-                 help="Migrate the files that symlinked databases point to (default: refuse them)."),
+    click.option(
+        "--root",
+        "roots",
+        multiple=True,
+        type=click.Path(file_okay=True),
+        help="Directory to scan (repeatable), e.g. DVD's video_database/.",
+    ),
+    click.option(
+        "--pattern",
+        default=DEFAULT_PATTERN,
+        show_default=True,
+        help="File names (globs, comma-separated) of the NanoVectorDB files: DVD's database.json, "
+        "LightRAG's and nano-graphrag's vdb_*.json.",
+    ),
+    click.option(
+        "--model",
+        default=None,
+        help="Target model: 8b, 4b, 0.6b, a full model id, or a name the server serves it under "
+        "(--served-model-name). A model the server does not serve is refused (exit 6), never "
+        "replaced by what it serves.",
+    ),
+    click.option(
+        "--dim",
+        type=click.IntRange(32, 65536),
+        default=None,
+        help="Shorter Matryoshka size, 32 to the model's: cut on the client and re-normalised "
+        "(stock Qwen3 servers refuse `dimensions`).",
+    ),
+    click.option(
+        "--profile",
+        type=click.Choice(["auto", *APPLICATIONS]),
+        default=None,
+        help="Whose files these are, so where each record's embedded text is (default: detected "
+        "per file from its records, name and neighbours).",
+    ),
+    click.option(
+        "--text-field", default=None, help="Any other NanoVectorDB file: the record field that holds the embedded text."
+    ),
+    click.option(
+        "--text-template",
+        default=None,
+        metavar="TEMPLATE",
+        help="Any other NanoVectorDB file: the embedded text built from record fields, "
+        "e.g. '{title}\\n{body}' (the two characters \\n and \\t are a newline and a tab).",
+    ),
+    click.option(
+        "--follow-symlinks",
+        is_flag=True,
+        help="Migrate the files that symlinked databases point to (default: refuse them).",
+    ),
 )
 
 endpoint_options = _stack(
-    click.option("--endpoint", "endpoint", envvar="MIGRATOR_ENDPOINT", multiple=True, metavar="URL",
-                 help=f"vLLM OpenAI-compatible base URL; repeat it for several servers serving the same "
-                      f"model [env MIGRATOR_ENDPOINT, space-separated; default {DEFAULT_ENDPOINT}]."),
-    click.option("--endpoints-file", type=click.Path(dir_okay=False), default=None,
-                 help="A file of endpoint URLs, one per line (# comments), added to --endpoint."),
-    click.option("--api-key-file", type=click.Path(dir_okay=False), default=None,
-                 help="Read the API key from this file (else MIGRATOR_API_KEY, VLLM_API_KEY, "
-                      "OPENAI_API_KEY). Never pass a key on the command line."),
-    click.option("--request-timeout", type=click.FloatRange(1, 3600), default=120.0, show_default=True,
-                 help="Seconds before one request counts as hung."),
-    click.option("--retry-for", type=click.FloatRange(0, 86400), default=600.0, show_default=True,
-                 help="Seconds of failing requests before the run stops (resumable, exit 5)."),
-    click.option("--insecure", is_flag=True,
-                 help="Do not verify the https endpoint's TLS certificate (warns; avoid)."),
+    click.option(
+        "--endpoint",
+        "endpoint",
+        envvar="MIGRATOR_ENDPOINT",
+        multiple=True,
+        metavar="URL",
+        help=f"vLLM OpenAI-compatible base URL; repeat it for several servers serving the same "
+        f"model [env MIGRATOR_ENDPOINT, space-separated; default {DEFAULT_ENDPOINT}].",
+    ),
+    click.option(
+        "--endpoints-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="A file of endpoint URLs, one per line (# comments), added to --endpoint.",
+    ),
+    click.option(
+        "--api-key-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Read the API key from this file (else MIGRATOR_API_KEY, VLLM_API_KEY, "
+        "OPENAI_API_KEY). Never pass a key on the command line.",
+    ),
+    click.option(
+        "--request-timeout",
+        type=click.FloatRange(1, 3600),
+        default=120.0,
+        show_default=True,
+        help="Seconds before one request counts as hung.",
+    ),
+    click.option(
+        "--retry-for",
+        type=click.FloatRange(0, 86400),
+        default=600.0,
+        show_default=True,
+        help="Seconds of failing requests before the run stops (resumable, exit 5).",
+    ),
+    click.option("--insecure", is_flag=True, help="Do not verify the https endpoint's TLS certificate (warns; avoid)."),
 )
 
 
 window_options = _stack(
-    click.option("--max-duration", default=None, metavar="DURATION",
-                 help="Stop in time (45m, 2h, 1h30m): in-flight requests finish, the work is kept, "
-                      "exit 9; the next run resumes."),
-    click.option("--until", default=None, metavar="HH:MM",
-                 help="Stop at the next such local time (e.g. 06:00), as --max-duration does. From "
-                      "cron use --window: a tick after 06:00 would run until tomorrow's."),
-    click.option("--window", default=None, metavar="START-END",
-                 help="Run only inside this local time window (e.g. 22:00-06:00): a run started "
-                      "outside it exits 9 at once, one inside stops at its end (exit 9)."),
+    click.option(
+        "--max-duration",
+        default=None,
+        metavar="DURATION",
+        help="Stop in time (45m, 2h, 1h30m): in-flight requests finish, the work is kept, "
+        "exit 9; the next run resumes.",
+    ),
+    click.option(
+        "--until",
+        default=None,
+        metavar="HH:MM",
+        help="Stop at the next such local time (e.g. 06:00), as --max-duration does. From "
+        "cron use --window: a tick after 06:00 would run until tomorrow's.",
+    ),
+    click.option(
+        "--window",
+        default=None,
+        metavar="START-END",
+        help="Run only inside this local time window (e.g. 22:00-06:00): a run started "
+        "outside it exits 9 at once, one inside stops at its end (exit 9).",
+    ),
 )
 
 hook_options = _stack(
-    click.option("--on-before-cutover", default=None, metavar="CMD",
-                 help="Shell command run once everything is staged; if it fails nothing is swapped (exit 10)."),
+    click.option(
+        "--on-before-cutover",
+        default=None,
+        metavar="CMD",
+        help="Shell command run once everything is staged; if it fails nothing is swapped (exit 10).",
+    ),
     click.option("--on-success", default=None, metavar="CMD", help="Shell command run when the run succeeds."),
-    click.option("--on-failure", default=None, metavar="CMD",
-                 help="Shell command run when the run fails. Hooks get MIGRATOR_* figures, never the key."),
+    click.option(
+        "--on-failure",
+        default=None,
+        metavar="CMD",
+        help="Shell command run when the run fails. Hooks get MIGRATOR_* figures, never the key.",
+    ),
 )
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
@@ -283,11 +384,15 @@ def migration_option(default_help: str):
 
 def _settings(**kw) -> api.Settings:
     """The command's options as the API's Settings (an option not given keeps its default)."""
-    fields = {k: (list(v) if k == "roots" else v) for k, v in kw.items()
-              if v is not None and k not in ("endpoint", "endpoints_file")}
+    fields = {
+        k: (list(v) if k == "roots" else v)
+        for k, v in kw.items()
+        if v is not None and k not in ("endpoint", "endpoints_file")
+    }
     urls = list(kw.get("endpoint") or ())
     if kw.get("endpoints_file"):
         from migrator.vllm.pool import endpoints_from_file
+
         urls += endpoints_from_file(kw["endpoints_file"])
     if urls:
         fields["endpoint"] = urls[0] if len(urls) == 1 else urls
@@ -323,18 +428,26 @@ def plan(as_json, no_probe, no_tokenize, **kw):
         for app, n in sorted(t["by_application"].items()):
             click.echo(f"  {n:>6} {app}")
         if t["same_dim_other_model"]:
-            click.echo(f"WARNING: {t['same_dim_other_model']} database(s) at {r['target_dim']} dims hold another "
-                       f"model's vectors (same size, different space); they are migrated too")
+            click.echo(
+                f"WARNING: {t['same_dim_other_model']} database(s) at {r['target_dim']} dims hold another "
+                f"model's vectors (same size, different space); they are migrated too"
+            )
         if t["model_unknown_at_target_dim"]:
-            click.echo(f"WARNING: {t['model_unknown_at_target_dim']} database(s) at {r['target_dim']} dims record "
-                       f"no model; with the endpoint reachable, plan probes them (see SKIP lines)")
-        click.echo(f"To migrate to {r['model']} ({r['target_dim']} dims): {t['to_migrate']} databases, "
-                   f"{t['records']} records, {t['chars']} characters, "
-                   f"{'' if t['tokens_exact'] else '~'}{t['tokens']} tokens "
-                   f"({'exact, from /tokenize' if t['tokens_exact'] else 'estimated'})")
+            click.echo(
+                f"WARNING: {t['model_unknown_at_target_dim']} database(s) at {r['target_dim']} dims record "
+                f"no model; with the endpoint reachable, plan probes them (see SKIP lines)"
+            )
+        click.echo(
+            f"To migrate to {r['model']} ({r['target_dim']} dims): {t['to_migrate']} databases, "
+            f"{t['records']} records, {t['chars']} characters, "
+            f"{'' if t['tokens_exact'] else '~'}{t['tokens']} tokens "
+            f"({'exact, from /tokenize' if t['tokens_exact'] else 'estimated'})"
+        )
         for d in r["disk"]:
-            click.echo(f"Disk ({d['filesystem_of']}): needs {_human_bytes(d['needed_bytes'])} for staged "
-                       f"files, {_human_bytes(d['free_bytes'])} free{'' if d['enough'] else '  NOT ENOUGH'}")
+            click.echo(
+                f"Disk ({d['filesystem_of']}): needs {_human_bytes(d['needed_bytes'])} for staged "
+                f"files, {_human_bytes(d['free_bytes'])} free{'' if d['enough'] else '  NOT ENOUGH'}"
+            )
         click.echo(f"Backups: {_human_bytes(t['backup_bytes'])} of old files kept as hard links (no copy)")
         for db in r["databases"]:
             if db["status"] != "migrate" or db["reason"]:
@@ -342,12 +455,17 @@ def plan(as_json, no_probe, no_tokenize, **kw):
         _print_configs(r["configs"], "plan")
         e = r["endpoint"]
         if e.get("reachable"):
-            click.echo(f"Endpoint {e['url']}: model {e['model']}, max_model_len {e['max_model_len']}, "
-                       f"vectors of {e['native_dim']} dims")
+            click.echo(
+                f"Endpoint {e['url']}: model {e['model']}, max_model_len {e['max_model_len']}, "
+                f"vectors of {e['native_dim']} dims"
+            )
             if e.get("measured_tokens_per_second"):
                 eta = e.get("eta_seconds")
-                click.echo(f"  measured {e['measured_tokens_per_second']:.0f} tokens/s "
-                           f"-> ETA {eta:.0f} s" if eta is not None else "")
+                click.echo(
+                    f"  measured {e['measured_tokens_per_second']:.0f} tokens/s -> ETA {eta:.0f} s"
+                    if eta is not None
+                    else ""
+                )
         else:
             click.echo(f"Endpoint {e['url']}: not probed" + (f" ({e['error']})" if e.get("error") else ""))
 
@@ -372,8 +490,9 @@ def _print_run(r: dict) -> None:
     applied = r.get("applied") or []
     for line in applied:
         click.echo(f"  settings changed (--apply-config; the original kept as a .backup): {line}")
-    _print_configs([c for c in r.get("configs") or []
-                    if not any(line.startswith(f"{c['path']}:") for line in applied)], "cutover")
+    _print_configs(
+        [c for c in r.get("configs") or [] if not any(line.startswith(f"{c['path']}:") for line in applied)], "cutover"
+    )
 
 
 def _print_configs(configs: list[dict], when: str) -> None:
@@ -382,14 +501,16 @@ def _print_configs(configs: list[dict], when: str) -> None:
         name, where = apps.title_of(c["application"]), c["path"]
         if when == "plan":
             if where and c["stale"]:
-                click.echo(f"WARNING: {where} still names {c['model'] or '?'} ({c['dim'] or '?'} dims); "
-                           f"at cutover {name} must be set to: {'; '.join(c['lines'])}")
+                click.echo(
+                    f"WARNING: {where} still names {c['model'] or '?'} ({c['dim'] or '?'} dims); "
+                    f"at cutover {name} must be set to: {'; '.join(c['lines'])}"
+                )
         else:
             click.echo(f"Now change {name}'s settings" + (f" in {where}:" if where else ":"))
             for line in c["lines"]:
                 click.echo(f"    {line}")
         for note in c["notes"]:
-            if "get_embeddings" in note:          # DVD cannot reach vLLM until it is changed
+            if "get_embeddings" in note:  # DVD cannot reach vLLM until it is changed
                 click.echo(f"WARNING: {note}")
             elif when != "plan" or "EMBEDDING_ASYMMETRIC" in note:
                 click.echo(f"  ({note})")
@@ -410,38 +531,72 @@ def _finish_run(result: api.RunResult, as_json: bool) -> None:
 @source_options
 @endpoint_options
 @state_option
-@click.option("--batch-size", type=click.IntRange(1, 2048), default=32, show_default=True,
-              help="Texts per request.")
-@click.option("--concurrency", type=click.IntRange(1, 512), default=None,
-              help="Requests in flight (default: found by measuring throughput while running).")
+@click.option("--batch-size", type=click.IntRange(1, 2048), default=32, show_default=True, help="Texts per request.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 512),
+    default=None,
+    help="Requests in flight (default: found by measuring throughput while running).",
+)
 @click.option("--no-cutover", is_flag=True, help="Stop after staging; `migrate cutover` swaps later.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first database that cannot be migrated.")
 @window_options
 @hook_options
-@click.option("--serve", is_flag=True,
-              help="Start `vllm serve MODEL --runner pooling --max-model-len 8192` for this run and stop "
-                   "it afterwards (also on failure or Ctrl-C). Output in <state dir>/vllm.log.")
+@click.option(
+    "--serve",
+    is_flag=True,
+    help="Start `vllm serve MODEL --runner pooling --max-model-len 8192` for this run and stop "
+    "it afterwards (also on failure or Ctrl-C). Output in <state dir>/vllm.log.",
+)
 @click.option("--serve-gpu", default=None, metavar="INDEX", help="With --serve: CUDA_VISIBLE_DEVICES.")
-@click.option("--serve-memory-fraction", type=click.FloatRange(0.05, 1.0), default=None,
-              help="With --serve: --gpu-memory-utilization.")
-@click.option("--serve-arg", "serve_args", multiple=True, metavar="FLAG",
-              help="With --serve: one more `vllm serve` argument (repeatable), e.g. --serve-arg=--dtype=half.")
-@click.option("--serve-timeout", type=click.FloatRange(1, 86400), default=None,
-              help="With --serve: seconds to wait for the model to load (default 1800).")
-@click.option("--backoff-queue", type=click.IntRange(0, 100000), default=None, metavar="N",
-              help="Send fewer requests while vLLM's /metrics shows more than N requests waiting "
-                   "(vllm:num_requests_waiting), so a shared GPU stays usable for other work.")
-@click.option("--metrics-url", default=None, metavar="URL",
-              help="With --backoff-queue: whose /metrics to watch (default: the first endpoint's), e.g. "
-                   "the chat model's vLLM on the same GPU.")
-@click.option("--apply-config", is_flag=True,
-              help="Right after the swap, set the applications' settings themselves: DVD's config.py "
-                   "(model, dim, endpoint, key variable) and LightRAG's .env, each written atomically "
-                   "with its original kept as <file>.migrator-<id>.backup; rollback puts it back. "
-                   "An application with a file not cut over keeps its settings.")
-@click.option("--no-quality-gate", is_flag=True,
-              help="Cut over without the semantic quality gate. Only for servers known to answer "
-                   "non-semantic vectors (throughput benchmarks); never for a real migration.")
+@click.option(
+    "--serve-memory-fraction",
+    type=click.FloatRange(0.05, 1.0),
+    default=None,
+    help="With --serve: --gpu-memory-utilization.",
+)
+@click.option(
+    "--serve-arg",
+    "serve_args",
+    multiple=True,
+    metavar="FLAG",
+    help="With --serve: one more `vllm serve` argument (repeatable), e.g. --serve-arg=--dtype=half.",
+)
+@click.option(
+    "--serve-timeout",
+    type=click.FloatRange(1, 86400),
+    default=None,
+    help="With --serve: seconds to wait for the model to load (default 1800).",
+)
+@click.option(
+    "--backoff-queue",
+    type=click.IntRange(0, 100000),
+    default=None,
+    metavar="N",
+    help="Send fewer requests while vLLM's /metrics shows more than N requests waiting "
+    "(vllm:num_requests_waiting), so a shared GPU stays usable for other work.",
+)
+@click.option(
+    "--metrics-url",
+    default=None,
+    metavar="URL",
+    help="With --backoff-queue: whose /metrics to watch (default: the first endpoint's), e.g. "
+    "the chat model's vLLM on the same GPU.",
+)
+@click.option(
+    "--apply-config",
+    is_flag=True,
+    help="Right after the swap, set the applications' settings themselves: DVD's config.py "
+    "(model, dim, endpoint, key variable) and LightRAG's .env, each written atomically "
+    "with its original kept as <file>.migrator-<id>.backup; rollback puts it back. "
+    "An application with a file not cut over keeps its settings.",
+)
+@click.option(
+    "--no-quality-gate",
+    is_flag=True,
+    help="Cut over without the semantic quality gate. Only for servers known to answer "
+    "non-semantic vectors (throughput benchmarks); never for a real migration.",
+)
 @yes_option
 @json_option
 @_handle_errors
@@ -451,8 +606,9 @@ def run(as_json, yes, no_cutover, no_quality_gate, apply_config, **kw):
     if not yes and sys.stdin.isatty():
         # asked once the scan says how many databases and records, to which model and size
         confirm = lambda question: click.confirm(question, default=False, err=True)  # noqa: E731
-    settings = _settings(**kw, apply_config=apply_config, quality_gate=not no_quality_gate,
-                         cutover=not no_cutover, confirm=confirm)
+    settings = _settings(
+        **kw, apply_config=apply_config, quality_gate=not no_quality_gate, cutover=not no_cutover, confirm=confirm
+    )
     _log_to_state_dir(settings.state_dir)
     reporter = _reporter()
     try:
@@ -465,8 +621,12 @@ def run(as_json, yes, no_cutover, no_quality_gate, apply_config, **kw):
 @main.command()
 @state_option
 @migration_option("default: the unfinished one")
-@click.option("--on-before-cutover", default=None, metavar="CMD",
-              help="Shell command run first; if it fails nothing is swapped (exit 10).")
+@click.option(
+    "--on-before-cutover",
+    default=None,
+    metavar="CMD",
+    help="Shell command run first; if it fails nothing is swapped (exit 10).",
+)
 @click.option("--apply-config", is_flag=True, help="As for `run`.")
 @yes_option
 @json_option
@@ -496,15 +656,19 @@ def rollback(as_json, yes, force, migration_id, **kw):
         if r["was_rolled_back"]:
             click.echo(f"migration {r['migration']} was already rolled back; nothing to restore")
         else:
-            click.echo(f"rollback of migration {r['migration']}: {len(r['done'])} restored, "
-                       f"{len(r['already'])} already as before, {len(r['refused'])} refused")
+            click.echo(
+                f"rollback of migration {r['migration']}: {len(r['done'])} restored, "
+                f"{len(r['already'])} already as before, {len(r['refused'])} refused"
+            )
         for line in r["refused"]:
             click.echo(f"  REFUSED {line}")
         for path in r.get("configs_restored") or []:
             click.echo(f"  settings restored: {path} (as before --apply-config)")
 
-    _to_log_file(f"rollback of migration {result.migration_id}: {len(result.done)} restored, "
-                 f"{len(result.already)} already as before, {len(result.refused)} refused")
+    _to_log_file(
+        f"rollback of migration {result.migration_id}: {len(result.done)} restored, "
+        f"{len(result.already)} already as before, {len(result.refused)} refused"
+    )
     _emit(result.as_dict(), as_json, human)
     if result.refused:
         sys.exit(errors.EXIT_PARTIAL)
@@ -527,21 +691,26 @@ def status(as_json, show_dbs, migration_id, state_dir, state_url):
         for m in r["migrations"]:
             states = ", ".join(f"{v} {k}" for k, v in sorted(m["by_state"].items()))
             shown = "interrupted" if (m.get("message") or "").startswith("interrupted") else m["state"]
-            click.echo(f"{m['id']}  {shown:<11} {m['requested_model']} -> {m['model']} "
-                       f"({m['target_dim']} dims)  {m['databases']} databases: {states}")
+            click.echo(
+                f"{m['id']}  {shown:<11} {m['requested_model']} -> {m['model']} "
+                f"({m['target_dim']} dims)  {m['databases']} databases: {states}"
+            )
             if m.get("message"):
                 click.echo(f"    {m['message']}")
             rate = f", {m['records_per_second']} rec/s" if m["records_per_second"] else ""
-            click.echo(f"    records {m['records_done']}/{m['records_total']} done, "
-                       f"{m['records_left']} left{rate}; backups hold {_human_bytes(m['backup_bytes'])}")
+            click.echo(
+                f"    records {m['records_done']}/{m['records_total']} done, "
+                f"{m['records_left']} left{rate}; backups hold {_human_bytes(m['backup_bytes'])}"
+            )
             by_app = ", ".join(f"{n} {a}" for a, n in sorted(m["by_application"].items()))
             click.echo(f"    files: {by_app}; texts read as {m['texts']}")
             for worker, n in sorted(m.get("workers", {}).items()):
                 click.echo(f"    worker {worker} holds {n} database(s)")
             if show_dbs:
                 for d in m["database_list"]:
-                    click.echo(f"    {d['state']:<11} {d['done']}/{d['records']}  {d['profile'] or '-':<13} "
-                               f"{d['path']}")
+                    click.echo(
+                        f"    {d['state']:<11} {d['done']}/{d['records']}  {d['profile'] or '-':<13} {d['path']}"
+                    )
             for e in m["errors"]:
                 click.echo(f"    error {e['at']}: {e['message']}")
 
@@ -560,11 +729,16 @@ def verify(as_json, migration_id, **kw):
     report = api.verify(_settings(**kw), migration_id=migration_id)
 
     def human(r):
-        click.echo(f"migration {r['migration']}: quality gate {'PASSED' if r['passed'] else 'FAILED'}: "
-                   f"{r['databases']} {r['what']} database(s); {r['self_hits']}/{r['sampled_records']} sampled "
-                   f"records found by their own text"
-                   + (f"; neighbourhood overlap {r['neighbourhood_overlap']} (chance "
-                      f"{r['overlap_by_chance']})" if r["neighbourhood_overlap"] is not None else ""))
+        click.echo(
+            f"migration {r['migration']}: quality gate {'PASSED' if r['passed'] else 'FAILED'}: "
+            f"{r['databases']} {r['what']} database(s); {r['self_hits']}/{r['sampled_records']} sampled "
+            f"records found by their own text"
+            + (
+                f"; neighbourhood overlap {r['neighbourhood_overlap']} (chance {r['overlap_by_chance']})"
+                if r["neighbourhood_overlap"] is not None
+                else ""
+            )
+        )
         for line in r["problems"]:
             click.echo(f"  FAILED {line}")
 
@@ -585,8 +759,10 @@ def finalize(as_json, yes, migration_id, **kw):
     _log_to_state_dir(kw["state_dir"])
 
     def confirm(found) -> bool:
-        question = (f"Delete {len(found.files)} backup/leftover file(s) of migration {found.migration_id}, "
-                    f"freeing {_human_bytes(found.bytes_freed)}? It can never be rolled back after this.")
+        question = (
+            f"Delete {len(found.files)} backup/leftover file(s) of migration {found.migration_id}, "
+            f"freeing {_human_bytes(found.bytes_freed)}? It can never be rolled back after this."
+        )
         if yes:
             return True
         if not sys.stdin.isatty():
@@ -618,16 +794,19 @@ def cron_cmd(ctx, every, systemd, **kw):
     from migrator.jobs.store import default_state_dir
     from migrator.ops import cron
     from migrator.vllm.endpoint import normalize_endpoint
+
     for url in kw["endpoint"]:
-        normalize_endpoint(url)                   # refuse a URL with credentials before printing it
+        normalize_endpoint(url)  # refuse a URL with credentials before printing it
     if kw.get("max_duration"):
         window.parse_duration(kw["max_duration"])
     if kw.get("until"):
         window.seconds_until(kw["until"])
         if not kw.get("window"):
-            raise errors.UsageError(f"--until {kw['until']} in a schedule: a tick after {kw['until']} would "
-                                    f"run until the next day's; give the window instead, like --window "
-                                    f"22:00-{kw['until']}")
+            raise errors.UsageError(
+                f"--until {kw['until']} in a schedule: a tick after {kw['until']} would "
+                f"run until the next day's; give the window instead, like --window "
+                f"22:00-{kw['until']}"
+            )
     if kw.get("window"):
         window.parse_window(kw["window"])
     if not kw["roots"]:
@@ -638,27 +817,32 @@ def cron_cmd(ctx, every, systemd, **kw):
         if name in ("every", "systemd", "state_dir", "state_url") or not isinstance(param, click.Option):
             continue
         value = kw.get(name)
-        if value in (None, False, ()) or (name == "endpoint" and tuple(value) == (DEFAULT_ENDPOINT,)) \
-                or value == param.default:
+        if (
+            value in (None, False, ())
+            or (name == "endpoint" and tuple(value) == (DEFAULT_ENDPOINT,))
+            or value == param.default
+        ):
             continue
         flag = param.opts[-1] if param.opts[-1].startswith("--") else param.opts[0]
         if param.is_flag:
             args.append(flag)
             continue
-        for v in (value if param.multiple else [value]):
+        for v in value if param.multiple else [value]:
             if name in ("roots", "api_key_file", "endpoints_file"):
-                v = os.path.abspath(v)       # absolute, as cron needs; a symlink stays as typed
+                v = os.path.abspath(v)  # absolute, as cron needs; a symlink stays as typed
             args += [flag, str(v)]
     if kw.get("state_url"):
         from migrator.jobs.store import has_password
+
         if has_password(kw["state_url"]):
-            raise errors.UsageError("MIGRATOR_STATE_URL holds a password, which must not go into a crontab "
-                                    "or unit file; put it in ~/.pgpass of the user cron runs as")
+            raise errors.UsageError(
+                "MIGRATOR_STATE_URL holds a password, which must not go into a crontab "
+                "or unit file; put it in ~/.pgpass of the user cron runs as"
+            )
         args += ["--state-url", kw["state_url"]]
     state_dir = Path(kw["state_dir"]) if kw["state_dir"] else default_state_dir()
     make = cron.systemd_units if systemd else cron.crontab
-    click.echo(make(args, state_dir, every, Path.cwd(), kw.get("api_key_file"), window=kw.get("window")),
-               nl=False)
+    click.echo(make(args, state_dir, every, Path.cwd(), kw.get("api_key_file"), window=kw.get("window")), nl=False)
 
 
 @main.command("env")

@@ -7,6 +7,7 @@ text, and which commands take each), environment variables from
 ``config.ENVIRONMENT``, exit codes from ``errors.EXIT_CODES``, and the package's
 layout from each module's own docstring.
 """
+
 from __future__ import annotations
 
 import ast
@@ -33,6 +34,7 @@ def _option_name(param: click.Option) -> str:
 def options_table() -> str:
     """Every option of every command: the option, the commands taking it, its help."""
     from migrator.cli import main
+
     rows: dict[str, dict] = {}
     for cname, cmd in sorted(main.commands.items()):
         for param in cmd.params:
@@ -49,7 +51,7 @@ def options_table() -> str:
         helps = row["helps"]
         if len(helps) <= 1:
             meaning = next(iter(helps), "")
-        else:        # the commands say different things (a default, say): each is shown
+        else:  # the commands say different things (a default, say): each is shown
             meaning = "; ".join(f"{', '.join(cmds)}: {text.rstrip('.')}" for text, cmds in helps.items()) + "."
         lines.append(f"| {row['name']} | {', '.join(row['commands'])} | {_cell(meaning)} |")
     return "\n".join(lines)
@@ -57,6 +59,7 @@ def options_table() -> str:
 
 def commands_list() -> str:
     from migrator.cli import main
+
     lines = ["| command | what it does |", "| --- | --- |"]
     for name, cmd in sorted(main.commands.items()):
         lines.append(f"| `migrate {name}` | {_cell(cmd.help or '')} |")

@@ -1,4 +1,5 @@
 """What several commands share: the job table opened for reading or writing, results, hooks."""
+
 from __future__ import annotations
 
 import asyncio
@@ -37,8 +38,9 @@ def _writer(settings: Settings, command: str, *, shared: bool = False):
     url = state_url(settings.state_url)
     if url:
         import socket
+
         store = open_state(url=url, application=f"migrate {command} {os.getpid()}@{socket.gethostname()}")
-        assert store is not None        # None only for a reader of a missing SQLite file
+        assert store is not None  # None only for a reader of a missing SQLite file
         try:
             with server_lock(store.engine, store.location, command, shared=shared) as held:
                 yield store, held
@@ -49,7 +51,7 @@ def _writer(settings: Settings, command: str, *, shared: bool = False):
             _require_state(settings)
         with state_lock(settings.state_path, command):
             store = open_state(settings.state_path)
-            assert store is not None    # None only for a reader of a missing SQLite file
+            assert store is not None  # None only for a reader of a missing SQLite file
             try:
                 yield store, WriterLock()
             finally:
@@ -60,11 +62,11 @@ def _reader(settings: Settings) -> StateStore:
     url = state_url(settings.state_url)
     if url:
         store = open_state(url=url, readonly=True)
-        assert store is not None        # None only for a missing SQLite file
+        assert store is not None  # None only for a missing SQLite file
         return store
     _require_state(settings)
     store = open_state(settings.state_path, readonly=True)
-    if store is None:                   # removed since _require_state saw it
+    if store is None:  # removed since _require_state saw it
         raise UsageError(f"no migrations recorded in {settings.state_path} (wrong --state-dir?)")
     return store
 
@@ -83,20 +85,20 @@ def _applications(pairs, unknown: str | None = None) -> dict[str, list[Path]]:
 @dataclass
 class RunResult:
     migration_id: str | None
-    outcome: str                  # nothing_to_do | staged | done | partial | held | gate_failed
+    outcome: str  # nothing_to_do | staged | done | partial | held | gate_failed
     message: str
     model: str | None = None
     target_dim: int | None = None
-    databases: dict = field(default_factory=dict)   # state -> count
+    databases: dict = field(default_factory=dict)  # state -> count
     records_embedded: int = 0
     tokens_embedded: int = 0
     seconds: float = 0.0
     truncated: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     cutover: dict | None = None
-    configs: list[dict] = field(default_factory=list)   # appconfig.AppConfig: what to change now
-    applied: list[str] = field(default_factory=list)    # config files --apply-config changed
-    gate: dict | None = None      # the quality gate's report, when it ran and failed
+    configs: list[dict] = field(default_factory=list)  # appconfig.AppConfig: what to change now
+    applied: list[str] = field(default_factory=list)  # config files --apply-config changed
+    gate: dict | None = None  # the quality gate's report, when it ran and failed
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -113,7 +115,7 @@ def _step(reporter: Reporter, message: str) -> None:
 
 
 def _ask(settings: Settings, question: str) -> None:
-    assert settings.confirm is not None     # asked only when there is someone to ask
+    assert settings.confirm is not None  # asked only when there is someone to ask
     if not settings.confirm(question):
         raise MigratorError("cancelled; nothing was changed", exit_code=EXIT_USAGE)
 
@@ -131,17 +133,25 @@ def _failures(store: StateStore, mid: str) -> list[str]:
 
 
 def _hook_figures(result: "RunResult", settings: Settings) -> dict:
-    return {"migration_id": result.migration_id, "outcome": result.outcome, "message": result.message,
-            "model": result.model, "target_dim": result.target_dim,
-            "databases_cut_over": result.databases.get(D_CUT_OVER, 0),
-            "databases_staged": result.databases.get(D_STAGED, 0),
-            "databases_failed": result.databases.get(D_FAILED, 0),
-            "records_embedded": result.records_embedded, "tokens_embedded": result.tokens_embedded,
-            "seconds": result.seconds, "state_dir": settings.state_path.resolve()}
+    return {
+        "migration_id": result.migration_id,
+        "outcome": result.outcome,
+        "message": result.message,
+        "model": result.model,
+        "target_dim": result.target_dim,
+        "databases_cut_over": result.databases.get(D_CUT_OVER, 0),
+        "databases_staged": result.databases.get(D_STAGED, 0),
+        "databases_failed": result.databases.get(D_FAILED, 0),
+        "records_embedded": result.records_embedded,
+        "tokens_embedded": result.tokens_embedded,
+        "seconds": result.seconds,
+        "state_dir": settings.state_path.resolve(),
+    }
 
 
-async def _before_cutover_hook(store: StateStore, mig: Migration, settings: Settings,
-                               started: float) -> RunResult | None:
+async def _before_cutover_hook(
+    store: StateStore, mig: Migration, settings: Settings, started: float
+) -> RunResult | None:
     """Run --on-before-cutover; a failing hook holds the cutover (the result says so)."""
     figures = _hook_figures(_result(store, mig, None, started), settings)
     code = await asyncio.to_thread(hooks.run_hook, "before_cutover", settings.on_before_cutover, figures)
@@ -153,9 +163,11 @@ async def _before_cutover_hook(store: StateStore, mig: Migration, settings: Sett
             m.state = M_STAGED
     held = _result(store, mig, None, started)
     held.outcome = "held"
-    held.message = (f"migration {mig.id}: {held.databases.get(D_STAGED, 0)} database(s) staged; the "
-                    f"--on-before-cutover hook exited {code}, so nothing was swapped. "
-                    f"`migrate cutover` or the next `migrate run` swaps them")
+    held.message = (
+        f"migration {mig.id}: {held.databases.get(D_STAGED, 0)} database(s) staged; the "
+        f"--on-before-cutover hook exited {code}, so nothing was swapped. "
+        f"`migrate cutover` or the next `migrate run` swaps them"
+    )
     return held
 
 
@@ -172,23 +184,40 @@ def _result(store: StateStore, mig: Migration, cut: swap.SwapResult | None, star
         outcome = "done"
         msg = f"migration {mig.id} done: {counts.get(D_CUT_OVER, 0)} database(s) now at {mig.target_dim} dims"
     elif state == M_STAGED and not failures:
-        outcome, msg = "staged", (f"migration {mig.id}: {counts.get(D_STAGED, 0)} database(s) staged; "
-                                  f"`migrate cutover` swaps them in")
+        outcome, msg = (
+            "staged",
+            (f"migration {mig.id}: {counts.get(D_STAGED, 0)} database(s) staged; `migrate cutover` swaps them in"),
+        )
     else:
         outcome = "partial"
         held = len(cut.held) if cut else 0
-        msg = (f"migration {mig.id}: {counts.get(D_CUT_OVER, 0)} cut over, {counts.get(D_STAGED, 0)} staged, "
-               f"{len(failures)} failed, {len(refused) - held} refused"
-               + (f", {held} held back with them" if held else "") + "; fix what is named and run again")
+        msg = (
+            f"migration {mig.id}: {counts.get(D_CUT_OVER, 0)} cut over, {counts.get(D_STAGED, 0)} staged, "
+            f"{len(failures)} failed, {len(refused) - held} refused"
+            + (f", {held} held back with them" if held else "")
+            + "; fix what is named and run again"
+        )
         if failures and counts.get(D_CUT_OVER):
             names = _failed_applications(store, mig.id)
-            msg += (f". WARNING: the {len(failures)} failed database(s) are still at their old dimension; "
-                    f"{' and '.join(names)} cannot load them with the new config until they are migrated")
-    return RunResult(mig.id, outcome, msg, model=mig.model, target_dim=mig.target_dim, databases=counts,
-                     records_embedded=rec, tokens_embedded=tok, seconds=round(time.monotonic() - started, 2),
-                     truncated=truncated, failures=failures + refused,
-                     cutover=cut.as_dict() if cut else None,
-                     configs=_configs(store, mig) if counts.get(D_CUT_OVER) else [])
+            msg += (
+                f". WARNING: the {len(failures)} failed database(s) are still at their old dimension; "
+                f"{' and '.join(names)} cannot load them with the new config until they are migrated"
+            )
+    return RunResult(
+        mig.id,
+        outcome,
+        msg,
+        model=mig.model,
+        target_dim=mig.target_dim,
+        databases=counts,
+        records_embedded=rec,
+        tokens_embedded=tok,
+        seconds=round(time.monotonic() - started, 2),
+        truncated=truncated,
+        failures=failures + refused,
+        cutover=cut.as_dict() if cut else None,
+        configs=_configs(store, mig) if counts.get(D_CUT_OVER) else [],
+    )
 
 
 def _configs(store: StateStore, mig: Migration) -> list[dict]:
@@ -214,9 +243,15 @@ def _app_configs(store: StateStore, mig: Migration) -> list["appconfig.AppConfig
     with store.reader() as s:
         rows = queries.job_rows(s, mig.id, "profile", "path", states=(D_CUT_OVER,))
     endpoint = (mig.endpoint or "").split(",")[0].strip() or None
-    return appconfig.report(_applications(rows, unknown="dvd"), [Path(r) for r in mig.roots], mig.model,
-                            mig.target_dim, mig.native_dim, endpoint=endpoint,
-                            key_source=config.key_source())
+    return appconfig.report(
+        _applications(rows, unknown="dvd"),
+        [Path(r) for r in mig.roots],
+        mig.model,
+        mig.target_dim,
+        mig.native_dim,
+        endpoint=endpoint,
+        key_source=config.key_source(),
+    )
 
 
 def _gate_failed(store: StateStore, mig: Migration, report: "gate.GateReport", started: float) -> RunResult:

@@ -1,4 +1,5 @@
 """`migrate cutover`: the staged databases swapped in, keeping backups."""
+
 from __future__ import annotations
 
 import asyncio
@@ -41,8 +42,10 @@ def cutover(settings: Settings, *, migration_id: str | None = None) -> RunResult
         counts = _job_counts(store, mig.id)
         unstaged = counts.get(D_PENDING, 0) + counts.get(D_EMBEDDING, 0)
         if unstaged:
-            raise UsageError(f"migration {mig.id}: {unstaged} database(s) are not staged yet; "
-                             f"`migrate run --no-cutover` finishes staging them")
+            raise UsageError(
+                f"migration {mig.id}: {unstaged} database(s) are not staged yet; "
+                f"`migrate run --no-cutover` finishes staging them"
+            )
         report = asyncio.run(gate.check(store, mig.id, mig.target_dim, None))
         if not report.passed:
             return _gate_failed(store, mig, report, started)

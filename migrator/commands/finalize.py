@@ -1,4 +1,5 @@
 """`migrate finalize`: a kept migration's backups and leftovers deleted."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -17,8 +18,9 @@ from migrator.jobs.models import (
 from migrator.pipeline import backups
 
 
-def finalize(settings: Settings, *, migration_id: str | None = None,
-             confirm: Callable[[backups.Leftovers], bool] | None = None) -> dict:
+def finalize(
+    settings: Settings, *, migration_id: str | None = None, confirm: Callable[[backups.Leftovers], bool] | None = None
+) -> dict:
     """Delete the backups and leftovers of a finished migration; rollback is impossible after.
 
     ``confirm`` is shown what would be deleted and how much space that frees (under the
@@ -28,8 +30,10 @@ def finalize(settings: Settings, *, migration_id: str | None = None,
             mig = _pick(s, migration_id, (M_DONE, M_FINALIZED), "finalize")
             state, mid = mig.state, mig.id
         if state in (M_RUNNING, M_STAGED):
-            raise UsageError(f"migration {mid} is unfinished ({state}); finish it with `migrate run` "
-                             f"or undo it with `migrate rollback` before finalizing")
+            raise UsageError(
+                f"migration {mid} is unfinished ({state}); finish it with `migrate run` "
+                f"or undo it with `migrate rollback` before finalizing"
+            )
         if state == M_ROLLED_BACK:
             raise UsageError(f"migration {mid} was rolled back; it has no backups to delete")
         roots = mig.roots
@@ -39,6 +43,8 @@ def finalize(settings: Settings, *, migration_id: str | None = None,
             raise UsageError("cancelled; nothing was deleted")
         done = backups.finalize(store, mid)
         claims.release(roots, settings.job_table, mid)
-        return {**done.as_dict(), "state": M_FINALIZED,
-                "message": f"migration {mid} finalized: {len(done.files)} file(s) deleted; it can no "
-                           f"longer be rolled back"}
+        return {
+            **done.as_dict(),
+            "state": M_FINALIZED,
+            "message": f"migration {mid} finalized: {len(done.files)} file(s) deleted; it can no longer be rolled back",
+        }

@@ -1,4 +1,5 @@
 """`migrate rollback`: the backups put back, byte-identical."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,24 +24,24 @@ def rollback(settings: Settings, *, migration_id: str | None = None, force: bool
     with _writer(settings, "rollback") as (store, _):
         with store.session() as s:
             # the latest, finalized and rolled-back ones included: never an older one behind them
-            mig = _pick(s, migration_id, (M_DONE, M_STAGED, M_RUNNING, M_FINALIZED, M_ROLLED_BACK),
-                        "roll back")
+            mig = _pick(s, migration_id, (M_DONE, M_STAGED, M_RUNNING, M_FINALIZED, M_ROLLED_BACK), "roll back")
             if mig.state == M_FINALIZED:
-                raise UsageError(f"migration {mig.id} was finalized: its backups were deleted, so it "
-                                 f"cannot be rolled back")
+                raise UsageError(
+                    f"migration {mig.id} was finalized: its backups were deleted, so it cannot be rolled back"
+                )
             if mig.state not in (M_DONE, M_STAGED, M_RUNNING, M_ROLLED_BACK):
                 raise UsageError(f"migration {mig.id} is {mig.state}; it cannot be rolled back")
             roots, mid, again = mig.roots, mig.id, mig.state == M_ROLLED_BACK
         claims.check(roots, settings.job_table)
         # Rolled back already: the databases stay as they are, but the steps after the record
         # (configs, claims) run again, since a kill may have come between them and the record.
-        result = (swap.SwapResult(mid, was_rolled_back=True) if again
-                  else swap.rollback(store, mid, force=force))
+        result = swap.SwapResult(mid, was_rolled_back=True) if again else swap.rollback(store, mid, force=force)
         if not again and not result.refused:
             crashpoints.reached("rollback.finished")
         with store.reader() as s:
-            lightrag_dirs = sorted({Path(p).parent for p, prof in queries.job_rows(s, mid, "path", "profile")
-                                    if prof == "lightrag"})
+            lightrag_dirs = sorted(
+                {Path(p).parent for p, prof in queries.job_rows(s, mid, "path", "profile") if prof == "lightrag"}
+            )
         result.configs_restored = appconfig.restore([Path(r) for r in roots], lightrag_dirs, mid)
         if not result.refused:
             claims.release(roots, settings.job_table, mid)

@@ -1,4 +1,5 @@
 """What a command is asked to do: every option of `migrate`, as one dataclass."""
+
 from __future__ import annotations
 
 import functools
@@ -28,39 +29,39 @@ class Settings:
     pattern: str = DEFAULT_PATTERN
     model: str | None = None
     dim: int | None = None
-    endpoint: str | list[str] = DEFAULT_ENDPOINT   # one URL, or several (pool.EndpointPool)
+    endpoint: str | list[str] = DEFAULT_ENDPOINT  # one URL, or several (pool.EndpointPool)
     api_key_file: str | None = None
     state_dir: str | None = None
-    state_url: str | None = None        # a shared PostgreSQL job table (None: SQLite in state_dir)
-    profile: str | None = None          # auto (None), dvd, lightrag, nano-graphrag
+    state_url: str | None = None  # a shared PostgreSQL job table (None: SQLite in state_dir)
+    profile: str | None = None  # auto (None), dvd, lightrag, nano-graphrag
     text_field: str | None = None
     text_template: str | None = None
     batch_size: int = 32
-    concurrency: int | None = None      # None: adaptive (tuning.AdaptiveLimit)
+    concurrency: int | None = None  # None: adaptive (tuning.AdaptiveLimit)
     request_timeout: float = 120.0
     retry_for: float = 600.0
     cutover: bool = True
     fail_fast: bool = False
     follow_symlinks: bool = False
     insecure: bool = False
-    max_duration: str | None = None     # e.g. "45m": stop in time (resumable, exit 9)
-    until: str | None = None            # e.g. "06:00" local time: the same
-    window: str | None = None           # e.g. "22:00-06:00": run only inside it (window.py)
+    max_duration: str | None = None  # e.g. "45m": stop in time (resumable, exit 9)
+    until: str | None = None  # e.g. "06:00" local time: the same
+    window: str | None = None  # e.g. "22:00-06:00": run only inside it (window.py)
     on_before_cutover: str | None = None  # shell commands (hooks.py); a failing one holds cutover
     on_success: str | None = None
     on_failure: str | None = None
-    quality_gate: bool = True           # False: cutover without the semantic gate (benchmarks only)
-    serve: bool = False                 # start `vllm serve` for the run, stop it after (serve.py)
-    serve_gpu: str | None = None        # CUDA_VISIBLE_DEVICES for it
+    quality_gate: bool = True  # False: cutover without the semantic gate (benchmarks only)
+    serve: bool = False  # start `vllm serve` for the run, stop it after (serve.py)
+    serve_gpu: str | None = None  # CUDA_VISIBLE_DEVICES for it
     serve_memory_fraction: float | None = None
-    serve_args: tuple = ()              # extra `vllm serve` flags
-    apply_config: bool = False          # edit the applications' settings right after the swap
+    serve_args: tuple = ()  # extra `vllm serve` flags
+    apply_config: bool = False  # edit the applications' settings right after the swap
     # asked once the scan says what would be done (the question names the databases, records,
     # model and dims); False: cancelled, nothing recorded. None: no question (--yes, cron)
     confirm: Callable[[str], bool] | None = None
-    serve_timeout: float = 1800.0       # seconds to wait for it to load the model
-    backoff_queue: int | None = None    # back off while vLLM's /metrics shows more waiting (control.py)
-    metrics_url: str | None = None      # whose queue to watch (default: the first endpoint's /metrics)
+    serve_timeout: float = 1800.0  # seconds to wait for it to load the model
+    backoff_queue: int | None = None  # back off while vLLM's /metrics shows more waiting (control.py)
+    metrics_url: str | None = None  # whose queue to watch (default: the first endpoint's /metrics)
 
     @property
     def job_table(self) -> str:
@@ -103,13 +104,20 @@ class Settings:
 
     def make_endpoint(self, on_pushback: Callable[[str], None] | None = None) -> Endpoint | EndpointPool:
         """The endpoint (or pool); ``on_pushback``: the run's in-flight limit, told of each pushback."""
-        return make_endpoint(self.endpoint_urls, self.api_key, on_pushback=on_pushback,
-                             request_timeout=self.request_timeout, retry_for=self.retry_for,
-                             verify_tls=not self.insecure, key_source=self.key_source)
+        return make_endpoint(
+            self.endpoint_urls,
+            self.api_key,
+            on_pushback=on_pushback,
+            request_timeout=self.request_timeout,
+            retry_for=self.retry_for,
+            verify_tls=not self.insecure,
+            key_source=self.key_source,
+        )
 
     def make_control(self) -> Control:
         metrics = None
         if self.backoff_queue is not None:
             metrics = self.metrics_url or metrics_url_for(self.endpoint_urls[0])
-        return Control(self.state_path, metrics_url=metrics, queue_limit=self.backoff_queue,
-                       verify_tls=not self.insecure)
+        return Control(
+            self.state_path, metrics_url=metrics, queue_limit=self.backoff_queue, verify_tls=not self.insecure
+        )

@@ -1,4 +1,5 @@
 """`migrate verify`: the quality gate on a migration's staged databases."""
+
 from __future__ import annotations
 
 import asyncio
@@ -28,8 +29,10 @@ def verify(settings: Settings, *, migration_id: str | None = None) -> dict:
         # staged databases are judged before their cutover; after it, the live files it wrote
         live = not counts.get(D_STAGED) and bool(counts.get(D_CUT_OVER))
         if not counts.get(D_STAGED) and not live:
-            raise UsageError(f"migration {mid} has no staged or cut-over database to verify "
-                             f"({', '.join(f'{n} {k}' for k, n in sorted(counts.items())) or 'none'})")
+            raise UsageError(
+                f"migration {mid} has no staged or cut-over database to verify "
+                f"({', '.join(f'{n} {k}' for k, n in sorted(counts.items())) or 'none'})"
+            )
 
         async def go() -> gate.GateReport:
             endpoint = settings.make_endpoint()
@@ -40,9 +43,10 @@ def verify(settings: Settings, *, migration_id: str | None = None) -> dict:
                 await endpoint.aclose()
 
         report = asyncio.run(go())
-        if report.checked == len(report.skipped):     # never a pass that judged nothing
-            report.problems.append("nothing was checked: every database was skipped (" +
-                                   "; ".join(report.skipped[:3]) + ")")
+        if report.checked == len(report.skipped):  # never a pass that judged nothing
+            report.problems.append(
+                "nothing was checked: every database was skipped (" + "; ".join(report.skipped[:3]) + ")"
+            )
         return report.as_dict()
     finally:
         store.close()

@@ -6,6 +6,7 @@ given the original's mode (and owner, when we may), renamed into place with
 ``os.replace`` and the directory is fsync'd, so a reader (or a crash) sees the
 complete old file or the complete new one, never a mix.
 """
+
 from __future__ import annotations
 
 import errno
@@ -84,8 +85,9 @@ def apply_owner_and_mode(fd_or_path: int | str | os.PathLike, like: os.stat_resu
     os.chmod(fd_or_path, like.st_mode & 0o7777)
 
 
-def atomic_write(target: str | os.PathLike, chunks: Iterable[bytes], *,
-                 like: os.stat_result | None = None) -> tuple[int, str]:
+def atomic_write(
+    target: str | os.PathLike, chunks: Iterable[bytes], *, like: os.stat_result | None = None
+) -> tuple[int, str]:
     """Write ``chunks`` to ``target`` atomically and durably.
 
     Returns (bytes written, sha256 hex). On any failure the temporary file is
@@ -105,7 +107,7 @@ def atomic_write(target: str | os.PathLike, chunks: Iterable[bytes], *,
                 h.update(chunk)
                 size += len(chunk)
             f.flush()
-            if like is not None:          # before the fsync, so the mode is durable with the data
+            if like is not None:  # before the fsync, so the mode is durable with the data
                 apply_owner_and_mode(f.fileno(), like)
             os.fsync(f.fileno())
         crashpoints.reached("write.partial")
@@ -114,14 +116,15 @@ def atomic_write(target: str | os.PathLike, chunks: Iterable[bytes], *,
     except BaseException as e:
         close = getattr(chunks, "close", None)
         if close is not None:
-            close()   # a generator reading the job table must let go of it now
+            close()  # a generator reading the job table must let go of it now
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskError(f"{target}: no space left while writing; nothing was replaced "
-                            f"(free some space and run again)") from e
+            raise DiskError(
+                f"{target}: no space left while writing; nothing was replaced (free some space and run again)"
+            ) from e
         raise
     return size, h.hexdigest()
 
@@ -172,8 +175,9 @@ def remove_stale_partials(target: str | os.PathLike) -> int:
     # file kept beside it (".<name>.migrator-<id>.staged.migrator-partial-...")
     prefix = f".{target.name}"
     try:
-        names = [e.name for e in os.scandir(target.parent)
-                 if e.name.startswith(prefix) and TMP_MARK in e.name[len(prefix):]]
+        names = [
+            e.name for e in os.scandir(target.parent) if e.name.startswith(prefix) and TMP_MARK in e.name[len(prefix) :]
+        ]
     except FileNotFoundError:
         return 0
     for name in names:

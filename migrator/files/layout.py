@@ -4,6 +4,7 @@ All live in the database's own directory (so a rename is atomic) and carry the
 migration id, so two migrations never collide and `rollback --migration ID`
 finds its own. None uses ``.tmp.``, a name some NanoVectorDB users clean up.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,7 +44,7 @@ def migrations_beside(live: str | Path) -> set[str]:
         return out
     for name in names:
         if name.startswith(prefix):
-            rest = name[len(prefix):]
+            rest = name[len(prefix) :]
             mid, dot, kind = rest.rpartition(".")
             if dot and kind in ("staged", "backup", "displaced") and mid:
                 out.add(mid)

@@ -17,6 +17,7 @@ nothing else for bad content. :func:`render` streams the new file: every
 top-level key in its original order, every record and ``additional_data`` as
 they were, a new ``embedding_dim`` and ``matrix``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -41,7 +42,7 @@ REQUIRED = ("embedding_dim", "data", "matrix")
 FLOAT32 = np.dtype("<f4")
 BLOCK_BYTES = 4 << 20  # vectors decoded at a time
 WHOLE_FILE = 64 << 20  # files up to this size may be read into memory at once
-_CHUNK = 1 << 16   # header reads: a DVD file's records fit in one or two chunks
+_CHUNK = 1 << 16  # header reads: a DVD file's records fit in one or two chunks
 _WS = b" \t\r\n"
 _SIGNIFICANT = re.compile(rb'["\\\[\]{}]')
 _DAMAGED = "the file is damaged; restore it from a backup"
@@ -65,13 +66,13 @@ class NanoFile:
     path: Path
     embedding_dim: int
     data: list[dict]
-    keys: list[str]                      # top-level keys in file order
-    values: dict = field(repr=False)     # every top-level value but the matrix
-    matrix_offset: int = 0               # where the base64 text starts (after the quote)
-    matrix_len: int = 0                  # its length in characters
-    codec: str = "orjson"                # which JSON library could read it (and must write it)
+    keys: list[str]  # top-level keys in file order
+    values: dict = field(repr=False)  # every top-level value but the matrix
+    matrix_offset: int = 0  # where the base64 text starts (after the quote)
+    matrix_len: int = 0  # its length in characters
+    codec: str = "orjson"  # which JSON library could read it (and must write it)
     size: int = 0
-    mtime_ns: int = 0                    # as read (0 when parsed from memory)
+    mtime_ns: int = 0  # as read (0 when parsed from memory)
     _raw: bytes | None = field(default=None, repr=False)  # when parsed from memory
 
     @property
@@ -96,7 +97,7 @@ class NanoFile:
             return
         row_bytes = self.embedding_dim * 4
         rows = rows or max(1, BLOCK_BYTES // row_bytes)
-        read_chars = 4 * math.ceil(max(1, rows) * row_bytes / 3)   # whole base64 quanta
+        read_chars = 4 * math.ceil(max(1, rows) * row_bytes / 3)  # whole base64 quanta
         want = self.n * row_bytes
         got = 0
         carry = b""
@@ -125,8 +126,11 @@ class NanoFile:
                     yield np.frombuffer(raw[:whole], dtype=FLOAT32).reshape(-1, self.embedding_dim)
                 carry = raw[whole:]
         if got != want or carry:
-            raise BadDatabase(self.path, f"'matrix' holds {got + len(carry)} bytes, expected "
-                              f"{self.n} records x {self.embedding_dim} dims x 4", hint=_DAMAGED)
+            raise BadDatabase(
+                self.path,
+                f"'matrix' holds {got + len(carry)} bytes, expected {self.n} records x {self.embedding_dim} dims x 4",
+                hint=_DAMAGED,
+            )
 
     def matrix(self) -> np.ndarray:
         """All stored vectors at once, shape (n, embedding_dim). For small files and tests."""
@@ -150,8 +154,8 @@ class _Reader:
     def __init__(self, f: IO[bytes], path: Path):
         self.f, self.path = f, path
         self.buf = bytearray()
-        self.base = 0          # file offset of buf[0]
-        self.pos = 0           # index into buf
+        self.base = 0  # file offset of buf[0]
+        self.pos = 0  # index into buf
 
     def _more(self) -> bool:
         chunk = self.f.read(_CHUNK)
@@ -162,7 +166,7 @@ class _Reader:
 
     def _compact(self) -> None:
         if self.pos:
-            del self.buf[:self.pos]
+            del self.buf[: self.pos]
             self.base += self.pos
             self.pos = 0
 
@@ -180,8 +184,11 @@ class _Reader:
         c = self.peek()
         if c != char[0]:
             found = "the end of the file" if c is None else repr(chr(c))
-            raise BadDatabase(self.path, f"not valid JSON: expected {what}, found {found} at byte "
-                              f"{self.base + self.pos}", hint=_DAMAGED)
+            raise BadDatabase(
+                self.path,
+                f"not valid JSON: expected {what}, found {found} at byte {self.base + self.pos}",
+                hint=_DAMAGED,
+            )
         self.pos += 1
 
     def _search(self, pattern: re.Pattern, i: int, inside: str) -> re.Match:
@@ -241,9 +248,9 @@ class _Reader:
                     return None
                 m = follower.search(self.buf, i)
             try:
-                value = orjson.loads(bytes(self.buf[:m.start()]))
+                value = orjson.loads(bytes(self.buf[: m.start()]))
             except orjson.JSONDecodeError:
-                i = m.end()        # the pattern was inside the value: try the next one
+                i = m.end()  # the pattern was inside the value: try the next one
                 continue
             self.pos = m.start()
             return value, "orjson"
@@ -291,7 +298,7 @@ class _Reader:
 
 _DELIMITER = re.compile(rb"[,}\]\s]")
 _BEFORE_MATRIX = re.compile(rb',\s*"matrix"\s*:')
-_BEFORE_END = re.compile(rb'\s*\}\s*\Z')       # the last value of the top-level object
+_BEFORE_END = re.compile(rb"\s*\}\s*\Z")  # the last value of the top-level object
 _FAST_PATH_LIMIT = 256 << 20
 _QUOTE = re.compile(rb'"')
 
@@ -308,8 +315,11 @@ def _where_not_utf8(raw: bytes, offset: int) -> str:
                 json.dumps(rec, ensure_ascii=False).encode("utf-8")
             except UnicodeEncodeError:
                 rid = rec.get(ID) if isinstance(rec, dict) else None
-                return f"record #{i}" + (f" (__id__ {rid!r})" if isinstance(rid, str) else "") + \
-                    " holds bytes that are not UTF-8"
+                return (
+                    f"record #{i}"
+                    + (f" (__id__ {rid!r})" if isinstance(rid, str) else "")
+                    + " holds bytes that are not UTF-8"
+                )
     return f"bad byte at offset {offset} of a value"
 
 
@@ -322,8 +332,11 @@ def _loads(raw: bytes, path: Path) -> tuple[Any, str]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise BadDatabase(path, f"not UTF-8 text ({_where_not_utf8(raw, e.start)})",
-                          hint="NanoVectorDB files are UTF-8 JSON; fix or remove that record") from None
+        raise BadDatabase(
+            path,
+            f"not UTF-8 text ({_where_not_utf8(raw, e.start)})",
+            hint="NanoVectorDB files are UTF-8 JSON; fix or remove that record",
+        ) from None
     try:
         return json.loads(text), "json"
     except (json.JSONDecodeError, RecursionError, ValueError):
@@ -339,9 +352,12 @@ def _walk(f: IO[bytes], path: Path, size: int) -> NanoFile:
         raise BadDatabase(path, "file holds only white space", hint=_NOT_NVDB)
     if head != ord("{"):
         if head >= 0x80:
-            raise BadDatabase(path, f"not UTF-8 JSON text (starts with byte 0x{head:02x})",
-                              hint="NanoVectorDB files are UTF-8 JSON; is this the right file?")
-        if head in b"[\"0123456789-tfn":
+            raise BadDatabase(
+                path,
+                f"not UTF-8 JSON text (starts with byte 0x{head:02x})",
+                hint="NanoVectorDB files are UTF-8 JSON; is this the right file?",
+            )
+        if head in b'["0123456789-tfn':
             raise BadDatabase(path, "JSON top level is not an object", hint=_NOT_NVDB)
         raise BadDatabase(path, "not valid JSON (does not start with '{')", hint=_DAMAGED)
     r.pos += 1
@@ -366,7 +382,7 @@ def _walk(f: IO[bytes], path: Path, size: int) -> NanoFile:
             else:
                 if key == "data":
                     fast = r.value_before(_BEFORE_MATRIX)
-                elif matrix_at is not None:   # after the matrix: the rest is small, try "last value"
+                elif matrix_at is not None:  # after the matrix: the rest is small, try "last value"
                     fast = r.value_before(_BEFORE_END)
                 else:
                     fast = None
@@ -386,8 +402,9 @@ def _walk(f: IO[bytes], path: Path, size: int) -> NanoFile:
             if c == ord("}"):
                 r.pos += 1
                 break
-            raise BadDatabase(path, "not valid JSON" + (": the file ends too early" if c is None else ""),
-                              hint=_DAMAGED)
+            raise BadDatabase(
+                path, "not valid JSON" + (": the file ends too early" if c is None else ""), hint=_DAMAGED
+            )
     if r.peek() is not None:
         raise BadDatabase(path, "not valid JSON (extra data after the object)", hint=_DAMAGED)
     missing = [k for k in REQUIRED if k not in keys]
@@ -408,16 +425,31 @@ def _walk(f: IO[bytes], path: Path, size: int) -> NanoFile:
         if not isinstance(rid, str):
             raise BadDatabase(path, f"record #{i} has no string '__id__'", hint=_NOT_NVDB)
         if rid in seen:
-            raise BadDatabase(path, f"records #{seen[rid]} and #{i} share __id__ {rid!r}",
-                              hint="duplicate ids make the file ambiguous; deduplicate it first")
+            raise BadDatabase(
+                path,
+                f"records #{seen[rid]} and #{i} share __id__ {rid!r}",
+                hint="duplicate ids make the file ambiguous; deduplicate it first",
+            )
         seen[rid] = i
     offset, length = matrix_at
     expected = b64_len(len(data) * dim * 4) if data else 0
     if length != expected:
-        raise BadDatabase(path, f"'matrix' is {length} base64 characters, expected {expected} "
-                          f"for {len(data)} records x {dim} dims", hint=_DAMAGED)
-    return NanoFile(path=path, embedding_dim=dim, data=data, keys=keys, values=values,
-                    matrix_offset=offset, matrix_len=length, codec=codec, size=size)
+        raise BadDatabase(
+            path,
+            f"'matrix' is {length} base64 characters, expected {expected} for {len(data)} records x {dim} dims",
+            hint=_DAMAGED,
+        )
+    return NanoFile(
+        path=path,
+        embedding_dim=dim,
+        data=data,
+        keys=keys,
+        values=values,
+        matrix_offset=offset,
+        matrix_len=length,
+        codec=codec,
+        size=size,
+    )
 
 
 def parse(raw: bytes, path: str | os.PathLike) -> NanoFile:
@@ -439,8 +471,9 @@ def read(path: str | os.PathLike) -> NanoFile:
     except IsADirectoryError:
         raise BadDatabase(path, "is a directory, not a file") from None
     except PermissionError:
-        raise BadDatabase(path, "cannot be read (permission denied)",
-                          hint="run as a user who can read and write it") from None
+        raise BadDatabase(
+            path, "cannot be read (permission denied)", hint="run as a user who can read and write it"
+        ) from None
     except FileNotFoundError:
         raise BadDatabase(path, "no such file (deleted?)") from None
     except OSError as e:
@@ -487,9 +520,15 @@ class MatrixEncoder:
             yield base64.b64encode(carry)
 
 
-def render(src: NanoFile, blocks: Iterable[np.ndarray] | np.ndarray, dim: int | None = None,
-           encoder: MatrixEncoder | None = None, *, records: Iterable[dict] | None = None,
-           values: dict | None = None) -> Iterator[bytes]:
+def render(
+    src: NanoFile,
+    blocks: Iterable[np.ndarray] | np.ndarray,
+    dim: int | None = None,
+    encoder: MatrixEncoder | None = None,
+    *,
+    records: Iterable[dict] | None = None,
+    values: dict | None = None,
+) -> Iterator[bytes]:
     """The bytes of ``src`` with new vectors, streamed: same keys in the same order, same
     records and additional data, ``embedding_dim`` = the vectors' width.
 
@@ -543,5 +582,5 @@ def same_payload(a: NanoFile, b: NanoFile) -> bool:
     kb = [k for k in b.keys if k not in ("embedding_dim", "matrix")]
     if ka != kb:
         return False
-    codec = "orjson" if a.codec == b.codec == "orjson" else "json"   # orjson: 10x faster, as strict
+    codec = "orjson" if a.codec == b.codec == "orjson" else "json"  # orjson: 10x faster, as strict
     return all(dumps(a.values[k], codec) == dumps(b.values[k], codec) for k in ka)

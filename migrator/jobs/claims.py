@@ -18,6 +18,7 @@ not see each other: both migrated the same files. So the data itself says who ow
 
 Workers sharing one PostgreSQL job table share its claim.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,6 +37,7 @@ def identity(state_url: str | None, state_dir: Path) -> str:
     """The job table, as claims name it: a PostgreSQL URL without password, or a state dir."""
     if state_url:
         from sqlalchemy.engine import make_url
+
         return make_url(state_url).render_as_string(hide_password=True).replace("***", "")
     return os.path.realpath(state_dir)
 
@@ -63,8 +65,10 @@ def _claims_over(root: str) -> list[tuple[Path, dict]]:
 
 def _describe(path: Path, doc: dict) -> str:
     since = time.strftime("%Y-%m-%d %H:%M", time.localtime(doc.get("since", 0)))
-    return (f"{path.parent} belongs to migration {doc.get('migration')} recorded in {doc.get('state')} "
-            f"(started by pid {doc.get('pid')} on {doc.get('host')}, {since})")
+    return (
+        f"{path.parent} belongs to migration {doc.get('migration')} recorded in {doc.get('state')} "
+        f"(started by pid {doc.get('pid')} on {doc.get('host')}, {since})"
+    )
 
 
 def check(roots: list[str], me: str) -> None:
@@ -72,10 +76,12 @@ def check(roots: list[str], me: str) -> None:
     for root in roots:
         for path, doc in _claims_over(root):
             if doc.get("state") != me:
-                raise LockHeld(f"{_describe(path, doc)}; run migrate with that state "
-                               f"(--state-dir/--state-url) to go on, or roll that migration back or "
-                               f"finalize it there first. If that job table is gone for good, delete "
-                               f"{path} (its staged and backup files stay until you remove them)")
+                raise LockHeld(
+                    f"{_describe(path, doc)}; run migrate with that state "
+                    f"(--state-dir/--state-url) to go on, or roll that migration back or "
+                    f"finalize it there first. If that job table is gone for good, delete "
+                    f"{path} (its staged and backup files stay until you remove them)"
+                )
 
 
 def take(roots: list[str], me: str, migration_id: str) -> list[str]:
@@ -96,19 +102,24 @@ def take(roots: list[str], me: str, migration_id: str) -> list[str]:
 
 def _take_one(root: str, me: str, migration_id: str) -> None:
     path = Path(os.path.realpath(root)) / CLAIM_NAME
-    doc = {"migration": migration_id, "state": me, "pid": os.getpid(), "host": socket.gethostname(),
-           "since": time.time()}
+    doc = {
+        "migration": migration_id,
+        "state": me,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": time.time(),
+    }
     data = json.dumps(doc, indent=1).encode()
     existing = _read(path)
     if existing is not None:
         if existing.get("state") != me:
             raise LockHeld(f"{_describe(path, existing)}; run migrate with that state to go on")
         if existing.get("migration") != migration_id:
-            _replace(path, data)        # ours, an older migration of the same job table
+            _replace(path, data)  # ours, an older migration of the same job table
         return
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:             # another run made it just now: it won
+    except FileExistsError:  # another run made it just now: it won
         other = _read(path) or {}
         if other.get("state") != me:
             raise LockHeld(f"{_describe(path, other)}; run migrate with that state to go on") from None

@@ -26,6 +26,7 @@ So the counters are *deferred* (:meth:`Journal.execute_last`, :func:`defer`): a
 transaction takes database rows first, in any order, and the migration row
 last, just before it commits, never waiting for anything while it holds it.
 """
+
 from __future__ import annotations
 
 import queue
@@ -59,9 +60,10 @@ def defer(conn: Connection, statement: Executable, params: dict) -> None:
     """From inside a change: run ``statement`` at the end of this transaction (lock order)."""
     conn.info.setdefault(_DEFERRED, []).append(_Statement(statement, params, last=True))
 
+
 RETRIES_IF_VICTIM = 3  # a transaction PostgreSQL aborted to break a deadlock is run again
-MAX_GROUP = 512        # changes in one transaction at most
-LINGER = 0.002         # seconds a lone change waits for company before it commits
+MAX_GROUP = 512  # changes in one transaction at most
+LINGER = 0.002  # seconds a lone change waits for company before it commits
 
 
 def _victim(e: DBAPIError) -> bool:
@@ -116,7 +118,7 @@ class Journal:
             if first is None:
                 return
             if self._q.empty():
-                time.sleep(LINGER)   # let the changes of the next few moments join this commit
+                time.sleep(LINGER)  # let the changes of the next few moments join this commit
             group = [first]
             while len(group) < MAX_GROUP:
                 try:
@@ -144,10 +146,9 @@ class Journal:
                 if _victim(e) and attempt < RETRIES_IF_VICTIM:
                     time.sleep(0.05 * (attempt + 1))
                     continue
-                self._give_up(group, unreadable(self.store.location, e)
-                              if isinstance(e, DatabaseError) else e)
+                self._give_up(group, unreadable(self.store.location, e) if isinstance(e, DatabaseError) else e)
                 return
-            except BaseException as e:   # noqa: BLE001 - handed to every waiter
+            except BaseException as e:  # noqa: BLE001 - handed to every waiter
                 self._give_up(group, e)
                 return
         self.commits += 1
@@ -162,13 +163,12 @@ class Journal:
 
     def _run_group(self, group: list[tuple[_Queued, Future]]) -> list:
         results: list = []
-        with self.store.engine.begin() as conn:   # errors as they are: _commit sorts them
+        with self.store.engine.begin() as conn:  # errors as they are: _commit sorts them
             conn.info[_DEFERRED] = []
             try:
                 changes = [c for c, _ in group]
                 last = [c for c in changes if isinstance(c, _Statement) and c.last]
-                _run_in_order([c for c in changes if not (isinstance(c, _Statement) and c.last)], conn,
-                              results)
+                _run_in_order([c for c in changes if not (isinstance(c, _Statement) and c.last)], conn, results)
                 # then the deferred ones (the migration row), just before the commit
                 _run_in_order(last + conn.info[_DEFERRED], conn, [])
             finally:
@@ -186,8 +186,7 @@ def _run_in_order(changes: list, conn: Connection, results: list) -> None:
         change = changes[i]
         if isinstance(change, _Statement):
             j = i + 1
-            while (j < len(changes) and isinstance(changes[j], _Statement)
-                   and changes[j].statement is change.statement):
+            while j < len(changes) and isinstance(changes[j], _Statement) and changes[j].statement is change.statement:
                 j += 1
             conn.execute(change.statement, [c.params for c in changes[i:j]])
             results.extend([None] * (j - i))

@@ -18,6 +18,7 @@ that database at once.
 Lease ends are seconds since the epoch **by the job database's clock**, never
 the workers' own, so hosts with skewed clocks agree on when a lease ran out.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,9 +34,9 @@ from sqlalchemy.engine import Connection
 from migrator import config
 from migrator.jobs.models import D_EMBEDDING, D_PENDING, DatabaseJob
 
-CLAIM_AT_ONCE = 4      # databases claimed per transaction (about what the read-ahead holds)
+CLAIM_AT_ONCE = 4  # databases claimed per transaction (about what the read-ahead holds)
 
-_jobs = cast(Table, DatabaseJob.__table__)   # a declarative model's table is a Table
+_jobs = cast(Table, DatabaseJob.__table__)  # a declarative model's table is a Table
 
 
 def worker_name() -> str:
@@ -47,7 +48,7 @@ def db_now(conn: Connection) -> float:
     """Seconds since the epoch by the job database's clock (SQLite: this host's, the only one)."""
     if conn.dialect.name == "postgresql":
         now = conn.execute(text("select extract(epoch from clock_timestamp())")).scalar()
-        assert now is not None   # one row, never NULL
+        assert now is not None  # one row, never NULL
         return float(now)
     return time.time()
 
@@ -61,18 +62,25 @@ class Claimed:
     truncated: list | None
 
 
-def claim(conn: Connection, migration_id: str, owner: str, n: int = CLAIM_AT_ONCE,
-          ttl: float | None = None) -> list[Claimed]:
+def claim(
+    conn: Connection, migration_id: str, owner: str, n: int = CLAIM_AT_ONCE, ttl: float | None = None
+) -> list[Claimed]:
     """Claim up to ``n`` databases nobody holds (or whose lease ran out), oldest first."""
     now = db_now(conn)
     free = or_(_jobs.c.lease_until.is_(None), _jobs.c.lease_until < now)
     rows = conn.execute(
         select(_jobs.c.id, _jobs.c.path, _jobs.c.source_sha256, _jobs.c.n_done, _jobs.c.truncated)
         .where(_jobs.c.migration_id == migration_id, _jobs.c.state.in_([D_PENDING, D_EMBEDDING]), free)
-        .order_by(_jobs.c.id).limit(n).with_for_update(skip_locked=True)).all()
+        .order_by(_jobs.c.id)
+        .limit(n)
+        .with_for_update(skip_locked=True)
+    ).all()
     if rows:
-        conn.execute(update(_jobs).where(_jobs.c.id.in_([r.id for r in rows]))
-                     .values(lease_owner=owner, lease_until=now + (ttl or config.lease_seconds())))
+        conn.execute(
+            update(_jobs)
+            .where(_jobs.c.id.in_([r.id for r in rows]))
+            .values(lease_owner=owner, lease_until=now + (ttl or config.lease_seconds()))
+        )
     return [Claimed(r.id, r.path, r.source_sha256 or "", r.n_done or 0, r.truncated) for r in rows]
 
 
@@ -81,11 +89,12 @@ def renew(conn: Connection, owner: str, ids: list[int], ttl: float | None = None
     if not ids:
         return set()
     now = db_now(conn)
-    conn.execute(update(_jobs).where(_jobs.c.id.in_(ids), _jobs.c.lease_owner == owner,
-                                     _jobs.c.lease_until.is_not(None))
-                 .values(lease_until=now + (ttl or config.lease_seconds())))
-    held = set(conn.execute(select(_jobs.c.id).where(
-        _jobs.c.id.in_(ids), _jobs.c.lease_owner == owner)).scalars())
+    conn.execute(
+        update(_jobs)
+        .where(_jobs.c.id.in_(ids), _jobs.c.lease_owner == owner, _jobs.c.lease_until.is_not(None))
+        .values(lease_until=now + (ttl or config.lease_seconds()))
+    )
+    held = set(conn.execute(select(_jobs.c.id).where(_jobs.c.id.in_(ids), _jobs.c.lease_owner == owner)).scalars())
     return set(ids) - held
 
 
@@ -94,11 +103,11 @@ def release_all(conn: Connection, migration_id: str, owner: str) -> int:
     another worker may take them at once instead of after the lease runs out."""
     # a database stopped halfway is "pending" again (its committed batches are kept), not
     # "embedding": nothing embeds it until a run claims it
-    return conn.execute(update(_jobs).where(
-        _jobs.c.migration_id == migration_id, _jobs.c.lease_owner == owner,
-        _jobs.c.lease_until.is_not(None)).values(
-            lease_until=None,
-            state=case((_jobs.c.state == D_EMBEDDING, D_PENDING), else_=_jobs.c.state))).rowcount
+    return conn.execute(
+        update(_jobs)
+        .where(_jobs.c.migration_id == migration_id, _jobs.c.lease_owner == owner, _jobs.c.lease_until.is_not(None))
+        .values(lease_until=None, state=case((_jobs.c.state == D_EMBEDDING, D_PENDING), else_=_jobs.c.state))
+    ).rowcount
 
 
 def outlook(conn: Connection, migration_id: str, owner: str) -> tuple[int, int, float | None]:
@@ -107,14 +116,20 @@ def outlook(conn: Connection, migration_id: str, owner: str) -> tuple[int, int, 
     now = db_now(conn)
     live = _jobs.c.lease_until >= now
     others = live & or_(_jobs.c.lease_owner.is_(None), _jobs.c.lease_owner != owner)
-    free, held, first = conn.execute(select(
-        func.count().filter(~live | _jobs.c.lease_until.is_(None)), func.count().filter(others),
-        func.min(_jobs.c.lease_until).filter(others)).where(
-        _jobs.c.migration_id == migration_id, _jobs.c.state.in_([D_PENDING, D_EMBEDDING]))).one()
+    free, held, first = conn.execute(
+        select(
+            func.count().filter(~live | _jobs.c.lease_until.is_(None)),
+            func.count().filter(others),
+            func.min(_jobs.c.lease_until).filter(others),
+        ).where(_jobs.c.migration_id == migration_id, _jobs.c.state.in_([D_PENDING, D_EMBEDDING]))
+    ).one()
     return int(free or 0), int(held or 0), (max(0.0, float(first) - now) if first is not None else None)
 
 
 def clear_all(conn: Connection, migration_id: str) -> None:
     """Forget every lease of a migration (the only writer, after a dead run's leases)."""
-    conn.execute(update(_jobs).where(_jobs.c.migration_id == migration_id, _jobs.c.lease_until.is_not(None))
-                 .values(lease_until=None))
+    conn.execute(
+        update(_jobs)
+        .where(_jobs.c.migration_id == migration_id, _jobs.c.lease_until.is_not(None))
+        .values(lease_until=None)
+    )

@@ -6,6 +6,7 @@ POSIX, released by the kernel when the holder dies, even by SIGKILL) on
 so a second command can say who is in the way. With a PostgreSQL job table
 the lock is the server's (see below), and several `run` workers share it.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,13 +48,22 @@ def state_lock(state_dir: str | os.PathLike, command: str) -> Iterator[None]:
     try:
         lock.acquire()
     except Timeout:
-        raise LockHeld(f"{state_dir / LOCK_NAME}: held by {_holder(state_dir)}; wait for it to "
-                       f"finish or stop it, then run again") from None
+        raise LockHeld(
+            f"{state_dir / LOCK_NAME}: held by {_holder(state_dir)}; wait for it to finish or stop it, then run again"
+        ) from None
     holder = state_dir / HOLDER_NAME
     try:
-        holder.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                      "command": command, "since": time.time(),
-                                      "python": sys.executable}))
+        holder.write_text(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "command": command,
+                    "since": time.time(),
+                    "python": sys.executable,
+                }
+            )
+        )
         yield
     finally:
         try:
@@ -70,8 +80,8 @@ def state_lock(state_dir: str | os.PathLike, command: str) -> Iterator[None]:
 # Workers (`run`) hold it shared; `cutover`, `rollback` and `finalize` exclusive. A
 # worker that finds everything staged trades its shared hold for an exclusive one
 # before it cuts over: only one does, and never while another worker is still running.
-WRITERS_KEY = 0x6D69_6772_0010      # 'migr' + 0x10
-SCAN_KEY = 0x6D69_6772_0011         # held while a worker scans and records a new migration
+WRITERS_KEY = 0x6D69_6772_0010  # 'migr' + 0x10
+SCAN_KEY = 0x6D69_6772_0011  # held while a worker scans and records a new migration
 
 
 class WriterLock:
@@ -126,22 +136,27 @@ class ServerLock(WriterLock):
         self._ask("select pg_advisory_unlock(:k)", SCAN_KEY)
 
     def holders(self) -> str:
-        rows = self.conn.execute(text(
-            "select a.application_name, host(a.client_addr), l.mode from pg_locks l "
-            "join pg_stat_activity a on a.pid = l.pid where l.locktype = 'advisory' and l.granted "
-            "and l.classid = :hi and l.objid = :lo and a.pid <> pg_backend_pid()"),
-            {"hi": WRITERS_KEY >> 32, "lo": WRITERS_KEY & 0xFFFFFFFF}).all()
+        rows = self.conn.execute(
+            text(
+                "select a.application_name, host(a.client_addr), l.mode from pg_locks l "
+                "join pg_stat_activity a on a.pid = l.pid where l.locktype = 'advisory' and l.granted "
+                "and l.classid = :hi and l.objid = :lo and a.pid <> pg_backend_pid()"
+            ),
+            {"hi": WRITERS_KEY >> 32, "lo": WRITERS_KEY & 0xFFFFFFFF},
+        ).all()
         self.conn.commit()
         if not rows:
             return "another migrate process"
-        return "; ".join(f"'{name or 'a client'}' from {addr or 'a local socket'}"
-                         + (" (shared)" if "Share" in mode and "Exclusive" not in mode else "")
-                         for name, addr, mode in rows)
+        return "; ".join(
+            f"'{name or 'a client'}' from {addr or 'a local socket'}"
+            + (" (shared)" if "Share" in mode and "Exclusive" not in mode else "")
+            for name, addr, mode in rows
+        )
 
     def close(self) -> None:
         try:
-            self.conn.close()       # the server releases every advisory lock of the session
-        except Exception:           # noqa: BLE001 - the connection may already be gone
+            self.conn.close()  # the server releases every advisory lock of the session
+        except Exception:  # noqa: BLE001 - the connection may already be gone
             pass
 
 
@@ -151,8 +166,7 @@ def server_lock(engine, location: str, command: str, *, shared: bool) -> Iterato
     lock = ServerLock(engine, location)
     try:
         if not lock.acquire(shared):
-            raise LockHeld(f"{location}: held by {lock.holders()}; wait for it to finish or stop "
-                           f"it, then run again")
+            raise LockHeld(f"{location}: held by {lock.holders()}; wait for it to finish or stop it, then run again")
         yield lock
     finally:
         lock.close()

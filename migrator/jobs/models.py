@@ -8,6 +8,7 @@ they describe are durable on disk.
 Schema changes go through Alembic (``migrations/``); never edit a released
 revision, add a new one.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -37,11 +38,11 @@ class Base(DeclarativeBase):
 
 
 # Migration states
-M_RUNNING = "running"          # scanning / embedding / staging
-M_STAGED = "staged"            # every selected database staged; waiting for cutover
-M_DONE = "done"                # cut over
+M_RUNNING = "running"  # scanning / embedding / staging
+M_STAGED = "staged"  # every selected database staged; waiting for cutover
+M_DONE = "done"  # cut over
 M_ROLLED_BACK = "rolled_back"  # backups restored
-M_FINALIZED = "finalized"      # backups deleted; no rollback possible
+M_FINALIZED = "finalized"  # backups deleted; no rollback possible
 
 # Database (per-file job) states
 D_PENDING = "pending"
@@ -50,7 +51,7 @@ D_STAGED = "staged"
 D_CUT_OVER = "cut_over"
 D_ROLLED_BACK = "rolled_back"
 D_FAILED = "failed"
-D_REFUSED = "refused"          # rollback refused (file changed since, backup missing)
+D_REFUSED = "refused"  # rollback refused (file changed since, backup missing)
 
 ACTIVE_MIGRATION_STATES = (M_RUNNING, M_STAGED)
 
@@ -63,28 +64,29 @@ class Migration(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     state: Mapped[str] = mapped_column(String(20), default=M_RUNNING, index=True)
-    model: Mapped[str] = mapped_column(String(200))          # model id sent to the endpoint
+    model: Mapped[str] = mapped_column(String(200))  # model id sent to the endpoint
     requested_model: Mapped[str] = mapped_column(String(200))  # what the user asked for (8b, ...)
     native_dim: Mapped[int] = mapped_column(Integer)
     target_dim: Mapped[int] = mapped_column(Integer)
     max_model_len: Mapped[int | None] = mapped_column(Integer)
-    endpoint: Mapped[str] = mapped_column(String(500))       # URL only; never a key
+    endpoint: Mapped[str] = mapped_column(String(500))  # URL only; never a key
     roots: Mapped[list] = mapped_column(JSON)
     pattern: Mapped[str] = mapped_column(String(200))
-    profile: Mapped[str] = mapped_column(Text)    # auto | dvd | lightrag | nano-graphrag | field:NAME | template:T
+    profile: Mapped[str] = mapped_column(Text)  # auto | dvd | lightrag | nano-graphrag | field:NAME | template:T
     records_embedded: Mapped[int] = mapped_column(BigInteger, default=0)
     tokens_embedded: Mapped[int] = mapped_column(BigInteger, default=0)
     embed_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     message: Mapped[str | None] = mapped_column(Text)
 
-    databases: Mapped[list["DatabaseJob"]] = relationship(back_populates="migration",
-                                                          order_by="DatabaseJob.id")
+    databases: Mapped[list["DatabaseJob"]] = relationship(back_populates="migration", order_by="DatabaseJob.id")
 
 
 class DatabaseJob(Base):
     __tablename__ = "databases"
-    __table_args__ = (UniqueConstraint("migration_id", "path", name="uq_databases_migration_path"),
-                      Index("ix_databases_migration_state", "migration_id", "state"))
+    __table_args__ = (
+        UniqueConstraint("migration_id", "path", name="uq_databases_migration_path"),
+        Index("ix_databases_migration_state", "migration_id", "state"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     migration_id: Mapped[str] = mapped_column(ForeignKey("migrations.id"), index=True)
@@ -97,7 +99,7 @@ class DatabaseJob(Base):
     n_records: Mapped[int] = mapped_column(Integer)
     n_chars: Mapped[int] = mapped_column(BigInteger, default=0)
     n_done: Mapped[int] = mapped_column(Integer, default=0)
-    truncated: Mapped[list | None] = mapped_column(JSON)     # ids of records cut to fit max_model_len
+    truncated: Mapped[list | None] = mapped_column(JSON)  # ids of records cut to fit max_model_len
     staged_path: Mapped[str | None] = mapped_column(String(4096))
     staged_sha256: Mapped[str | None] = mapped_column(String(64))
     staged_size: Mapped[int | None] = mapped_column(BigInteger)
@@ -108,12 +110,12 @@ class DatabaseJob(Base):
     # clock); the owner is kept after staging, to say which worker staged it.
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_until: Mapped[float | None] = mapped_column(Float)
-    profile: Mapped[str | None] = mapped_column(String(40))   # as found at the scan (profiles.py)
+    profile: Mapped[str | None] = mapped_column(String(40))  # as found at the scan (profiles.py)
 
     migration: Mapped[Migration] = relationship(back_populates="databases")
-    batches: Mapped[list["Batch"]] = relationship(back_populates="database",
-                                                  cascade="all, delete-orphan",
-                                                  order_by="Batch.start")
+    batches: Mapped[list["Batch"]] = relationship(
+        back_populates="database", cascade="all, delete-orphan", order_by="Batch.start"
+    )
 
 
 class Batch(Base):
@@ -127,7 +129,7 @@ class Batch(Base):
     start: Mapped[int] = mapped_column(Integer)
     count: Mapped[int] = mapped_column(Integer)
     dim: Mapped[int] = mapped_column(Integer)
-    vectors: Mapped[bytes] = mapped_column(LargeBinary)      # float32 little-endian, count x dim
+    vectors: Mapped[bytes] = mapped_column(LargeBinary)  # float32 little-endian, count x dim
     tokens: Mapped[int] = mapped_column(Integer, default=0)
 
     database: Mapped[DatabaseJob] = relationship(back_populates="batches")

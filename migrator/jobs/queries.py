@@ -13,6 +13,7 @@ the same columns. Each is used with one set of columns only.
 Every function here takes a SQLAlchemy ``Connection`` or ``Session`` (both ``execute``) and
 runs inside the caller's transaction.
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol, cast
@@ -43,14 +44,19 @@ MIGRATIONS = cast(Table, Migration.__table__)
 
 # A job by id (``_id``), with the columns given in each parameter row; one statement per
 # set of columns (see above).
-SET_PREPARED = update(JOBS).where(JOBS.c.id == bindparam("_id"))          # read, about to be embedded
-SET_STAGED = update(JOBS).where(JOBS.c.id == bindparam("_id"))            # staged from memory (+ truncated)
-SET_STAGED_BATCHES = update(JOBS).where(JOBS.c.id == bindparam("_id"))    # staged from committed batches
+SET_PREPARED = update(JOBS).where(JOBS.c.id == bindparam("_id"))  # read, about to be embedded
+SET_STAGED = update(JOBS).where(JOBS.c.id == bindparam("_id"))  # staged from memory (+ truncated)
+SET_STAGED_BATCHES = update(JOBS).where(JOBS.c.id == bindparam("_id"))  # staged from committed batches
 # The migration's counters (``_mid``, ``_records``, ``_tokens``): always last in a transaction
 # (the lock order, see journal.py).
-COUNT_EMBEDDED = update(MIGRATIONS).where(MIGRATIONS.c.id == bindparam("_mid")).values(
-    records_embedded=MIGRATIONS.c.records_embedded + bindparam("_records"),
-    tokens_embedded=MIGRATIONS.c.tokens_embedded + bindparam("_tokens"))
+COUNT_EMBEDDED = (
+    update(MIGRATIONS)
+    .where(MIGRATIONS.c.id == bindparam("_mid"))
+    .values(
+        records_embedded=MIGRATIONS.c.records_embedded + bindparam("_records"),
+        tokens_embedded=MIGRATIONS.c.tokens_embedded + bindparam("_tokens"),
+    )
+)
 # A database's committed batches (``_id``).
 DROP_BATCHES = delete(BATCHES).where(BATCHES.c.database_id == bindparam("_id"))
 
@@ -80,8 +86,17 @@ def embed_again(conn: Executes, job_id: int, migration_id: str, path: str, why: 
     ``values`` adds columns (the file's new size and hash, or an ``error``). The caller
     removes any staged file first."""
     conn.execute(DROP_BATCHES, {"_id": job_id})
-    set_job(conn, job_id, state=D_PENDING, n_done=0, staged_path=None, staged_sha256=None, staged_size=None,
-            lease_until=None, **values)
+    set_job(
+        conn,
+        job_id,
+        state=D_PENDING,
+        n_done=0,
+        staged_path=None,
+        staged_sha256=None,
+        staged_size=None,
+        lease_until=None,
+        **values,
+    )
     add_event(conn, migration_id, "warning", why, path)
 
 
@@ -93,15 +108,19 @@ def fail_job(conn: Executes, job_id: int, migration_id: str, path: str, message:
 
 def done_ranges(conn: Executes, job_id: int) -> list[tuple[int, int]]:
     """(start, count) of each committed batch of a database."""
-    return [(int(s), int(c)) for s, c in conn.execute(
-        select(BATCHES.c.start, BATCHES.c.count).where(BATCHES.c.database_id == job_id))]
+    return [
+        (int(s), int(c))
+        for s, c in conn.execute(select(BATCHES.c.start, BATCHES.c.count).where(BATCHES.c.database_id == job_id))
+    ]
 
 
 def vector_batches(conn: Connection, job_id: int) -> CursorResult:
     """(start, count, dim, vectors) of each committed batch of a database, in row order, streamed."""
     return conn.execution_options(yield_per=1).execute(
         select(BATCHES.c.start, BATCHES.c.count, BATCHES.c.dim, BATCHES.c.vectors)
-        .where(BATCHES.c.database_id == job_id).order_by(BATCHES.c.start))
+        .where(BATCHES.c.database_id == job_id)
+        .order_by(BATCHES.c.start)
+    )
 
 
 def add_batches(conn: Executes, rows: list[dict]) -> None:
@@ -114,48 +133,80 @@ def truncated_of(conn: Executes, job_id: int) -> list[int] | None:
 
 def cut_over(conn: Executes, swapped: list[tuple[int, str]]) -> None:
     """Record swaps: each (job id, its backup's path) is now cut over."""
-    conn.execute(update(JOBS).where(JOBS.c.id == bindparam("_id"))
-                 .values(state=D_CUT_OVER, backup_path=bindparam("_backup")),
-                 [{"_id": i, "_backup": b} for i, b in swapped])
+    conn.execute(
+        update(JOBS).where(JOBS.c.id == bindparam("_id")).values(state=D_CUT_OVER, backup_path=bindparam("_backup")),
+        [{"_id": i, "_backup": b} for i, b in swapped],
+    )
 
 
 def swap_candidates(conn: Executes, migration_id: str) -> list:
     """The migration's databases not rolled back, with what cutover checks, in job order."""
-    return conn.execute(select(JOBS.c.id, JOBS.c.migration_id, JOBS.c.path, JOBS.c.staged_path,
-                               JOBS.c.staged_sha256, JOBS.c.source_sha256, JOBS.c.profile, JOBS.c.state)
-                        .where(JOBS.c.migration_id == migration_id, JOBS.c.state.notin_([D_ROLLED_BACK]))
-                        .order_by(JOBS.c.id)).all()
+    return conn.execute(
+        select(
+            JOBS.c.id,
+            JOBS.c.migration_id,
+            JOBS.c.path,
+            JOBS.c.staged_path,
+            JOBS.c.staged_sha256,
+            JOBS.c.source_sha256,
+            JOBS.c.profile,
+            JOBS.c.state,
+        )
+        .where(JOBS.c.migration_id == migration_id, JOBS.c.state.notin_([D_ROLLED_BACK]))
+        .order_by(JOBS.c.id)
+    ).all()
 
 
 def any_unswapped(conn: Executes, migration_id: str) -> bool:
     """Whether a database of the migration is still to be embedded, staged or swapped."""
-    return conn.execute(select(JOBS.c.id).where(
-        JOBS.c.migration_id == migration_id,
-        JOBS.c.state.in_([D_PENDING, D_EMBEDDING, D_STAGED])).limit(1)).first() is not None
+    return (
+        conn.execute(
+            select(JOBS.c.id)
+            .where(JOBS.c.migration_id == migration_id, JOBS.c.state.in_([D_PENDING, D_EMBEDDING, D_STAGED]))
+            .limit(1)
+        ).first()
+        is not None
+    )
 
 
 def jobs_of(conn: Executes, migration_id: str) -> list:
     """(id, path, profile) of every database of the migration, in job order."""
-    return conn.execute(select(JOBS.c.id, JOBS.c.path, JOBS.c.profile).where(
-        JOBS.c.migration_id == migration_id).order_by(JOBS.c.id)).all()
+    return conn.execute(
+        select(JOBS.c.id, JOBS.c.path, JOBS.c.profile).where(JOBS.c.migration_id == migration_id).order_by(JOBS.c.id)
+    ).all()
 
 
 def restore_candidates(conn: Executes, job_ids: list[int]) -> list:
     """What rollback checks of each database before it restores any."""
-    return conn.execute(select(JOBS.c.id, JOBS.c.path, JOBS.c.profile, JOBS.c.state, JOBS.c.backup_path,
-                               JOBS.c.source_sha256, JOBS.c.staged_sha256)
-                        .where(JOBS.c.id.in_(job_ids)).order_by(JOBS.c.id)).all()
+    return conn.execute(
+        select(
+            JOBS.c.id,
+            JOBS.c.path,
+            JOBS.c.profile,
+            JOBS.c.state,
+            JOBS.c.backup_path,
+            JOBS.c.source_sha256,
+            JOBS.c.staged_sha256,
+        )
+        .where(JOBS.c.id.in_(job_ids))
+        .order_by(JOBS.c.id)
+    ).all()
 
 
 # ------------------------------------------------------------------ what the commands read
 def job_counts(conn: Executes, migration_id: str) -> dict[str, int]:
     """Databases of the migration by state."""
-    return {state: n for state, n in conn.execute(
-        select(JOBS.c.state, func.count()).where(JOBS.c.migration_id == migration_id).group_by(JOBS.c.state))}
+    return {
+        state: n
+        for state, n in conn.execute(
+            select(JOBS.c.state, func.count()).where(JOBS.c.migration_id == migration_id).group_by(JOBS.c.state)
+        )
+    }
 
 
-def job_rows(conn: Executes, migration_id: str, *columns: str, states: tuple[str, ...] | None = None,
-             limit: int | None = None) -> list:
+def job_rows(
+    conn: Executes, migration_id: str, *columns: str, states: tuple[str, ...] | None = None, limit: int | None = None
+) -> list:
     """The named columns of the migration's databases (in ``states``, if given), in job order."""
     q = select(*(JOBS.c[c] for c in columns)).where(JOBS.c.migration_id == migration_id)
     if states is not None:
@@ -165,14 +216,19 @@ def job_rows(conn: Executes, migration_id: str, *columns: str, states: tuple[str
 
 def truncated_records(conn: Executes, migration_id: str) -> list[tuple[str, list[int]]]:
     """(path, record ids) of each database some of whose texts the server cut short."""
-    return [(p, ids or []) for p, ids in conn.execute(select(JOBS.c.path, JOBS.c.truncated).where(
-        JOBS.c.migration_id == migration_id, JOBS.c.truncated.is_not(None)).order_by(JOBS.c.id))]
+    return [
+        (p, ids or [])
+        for p, ids in conn.execute(
+            select(JOBS.c.path, JOBS.c.truncated)
+            .where(JOBS.c.migration_id == migration_id, JOBS.c.truncated.is_not(None))
+            .order_by(JOBS.c.id)
+        )
+    ]
 
 
 def latest_migration(s: Session, states: tuple[str, ...]) -> Migration | None:
     """The newest migration in one of ``states``."""
-    return s.scalars(select(Migration).where(Migration.state.in_(states))
-                     .order_by(Migration.created_at.desc())).first()
+    return s.scalars(select(Migration).where(Migration.state.in_(states)).order_by(Migration.created_at.desc())).first()
 
 
 def migration_ids(conn: Executes) -> set[str]:
@@ -189,8 +245,11 @@ def add_jobs(conn: Executes, rows: list[dict], events: list[dict]) -> None:
 
 def add_embed_seconds(conn: Executes, migration_id: str, seconds: float) -> None:
     """An increment, so that several workers may add at once."""
-    conn.execute(update(MIGRATIONS).where(MIGRATIONS.c.id == migration_id).values(
-        embed_seconds=MIGRATIONS.c.embed_seconds + seconds))
+    conn.execute(
+        update(MIGRATIONS)
+        .where(MIGRATIONS.c.id == migration_id)
+        .values(embed_seconds=MIGRATIONS.c.embed_seconds + seconds)
+    )
 
 
 def migration(s: Session, migration_id: str) -> Migration:

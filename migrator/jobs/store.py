@@ -4,6 +4,7 @@ Writers (`run`, `cutover`, `rollback`) open it with :func:`open_state`, which
 creates the state directory and brings the schema to Alembic's head. Readers
 (`status`) use ``readonly=True``: nothing is created, upgraded or written.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -41,6 +42,7 @@ def alembic_config(url: str | None = None):
     """Alembic's configuration for our migrations (Alembic is imported only when needed:
     a job database already at :data:`HEAD_REVISION` never loads it)."""
     from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     if url:
@@ -75,13 +77,16 @@ def _sqlite_begin(conn) -> None:
 def unreadable(location: str, e: DatabaseError) -> StateError:
     msg = str(getattr(e, "orig", None) or e).splitlines()[0]
     if "locked" in msg:
-        return StateError(f"{location}: the job database is locked by another process ({msg}); "
-                          f"wait for it, or stop it")
+        return StateError(f"{location}: the job database is locked by another process ({msg}); wait for it, or stop it")
     if getattr(getattr(e, "orig", None), "sqlstate", "") in ("40P01", "40001"):
-        return StateError(f"{location}: a write collided with another worker's again and again "
-                          f"({msg}); nothing is damaged, run again to resume")
-    return StateError(f"{location}: the job database is unreadable ({msg}); move it aside and re-run "
-                      f"(live databases are untouched), or restore it from a backup")
+        return StateError(
+            f"{location}: a write collided with another worker's again and again "
+            f"({msg}); nothing is damaged, run again to resume"
+        )
+    return StateError(
+        f"{location}: the job database is unreadable ({msg}); move it aside and re-run "
+        f"(live databases are untouched), or restore it from a backup"
+    )
 
 
 def _sqlite_readonly_pragmas(dbapi_conn, _record) -> None:
@@ -143,22 +148,25 @@ def _stored_revision(conn) -> str | None:
     except DatabaseError:
         conn.rollback()
         return None
-    conn.rollback()    # end the read transaction: Alembic may begin its own
+    conn.rollback()  # end the read transaction: Alembic may begin its own
     return row[0] if row else None
 
 
 def _check_revision(conn, where: str) -> str | None:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(alembic_config())
     current = MigrationContext.configure(conn).get_current_revision()
     if current is not None:
         try:
             script.get_revision(current)
         except Exception:
-            raise StateError(f"{where}: the job database is at schema revision {current!r}, which this "
-                             f"migrator does not know (it was written by a newer version); "
-                             f"upgrade migrator or point --state-dir elsewhere") from None
+            raise StateError(
+                f"{where}: the job database is at schema revision {current!r}, which this "
+                f"migrator does not know (it was written by a newer version); "
+                f"upgrade migrator or point --state-dir elsewhere"
+            ) from None
     return current
 
 
@@ -172,6 +180,7 @@ def _recover_hot_journal(path: Path) -> None:
     except FileNotFoundError:
         return
     import sqlite3
+
     try:
         con = sqlite3.connect(str(path), timeout=busy_timeout_ms() / 1000)
         try:
@@ -208,11 +217,14 @@ def _server_engine(url: str, *, readonly: bool, application: str) -> Engine:
     try:
         parsed = make_url(url)
     except Exception:
-        raise StateError(f"--state-url: cannot parse {shown_url(url)!r}; expected "
-                         f"postgresql+psycopg://USER@HOST:PORT/DATABASE") from None
+        raise StateError(
+            f"--state-url: cannot parse {shown_url(url)!r}; expected postgresql+psycopg://USER@HOST:PORT/DATABASE"
+        ) from None
     if parsed.get_backend_name() != "postgresql":
-        raise StateError(f"--state-url {shown_url(url)}: only PostgreSQL "
-                         f"(postgresql+psycopg://...) is supported; leave it out for SQLite")
+        raise StateError(
+            f"--state-url {shown_url(url)}: only PostgreSQL "
+            f"(postgresql+psycopg://...) is supported; leave it out for SQLite"
+        )
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     # Keepalives both ways: a worker host that loses power holds the writers' advisory lock
@@ -221,8 +233,15 @@ def _server_engine(url: str, *, readonly: bool, application: str) -> Engine:
     options = "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3"
     if readonly:
         options += " -c default_transaction_read_only=on"
-    args: dict = {"application_name": application[:60], "connect_timeout": 10, "options": options,
-                  "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+    args: dict = {
+        "application_name": application[:60],
+        "connect_timeout": 10,
+        "options": options,
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+    }
     return create_engine(parsed, connect_args=args, pool_pre_ping=True)
 
 
@@ -230,8 +249,13 @@ def _server_engine(url: str, *, readonly: bool, application: str) -> Engine:
 SCHEMA_LOCK_KEY = 0x6D69_6772_0001
 
 
-def open_state(state_dir: str | os.PathLike | None = None, *, readonly: bool = False,
-               url: str | None = None, application: str = "migrator") -> StateStore | None:
+def open_state(
+    state_dir: str | os.PathLike | None = None,
+    *,
+    readonly: bool = False,
+    url: str | None = None,
+    application: str = "migrator",
+) -> StateStore | None:
     """Open (and for writers create and upgrade) the job database.
 
     With ``url`` (PostgreSQL) the job table lives on that server and is shared by every
@@ -249,30 +273,35 @@ def open_state(state_dir: str | os.PathLike | None = None, *, readonly: bool = F
             if not path.exists():
                 return None
             _recover_hot_journal(path)
-            engine = create_engine(f"sqlite:///file:{path.resolve()}?mode=ro&uri=true",
-                                   connect_args={"timeout": busy_timeout_ms() / 1000})
+            engine = create_engine(
+                f"sqlite:///file:{path.resolve()}?mode=ro&uri=true", connect_args={"timeout": busy_timeout_ms() / 1000}
+            )
             event.listen(engine, "connect", _sqlite_readonly_pragmas)
         else:
             try:
                 state_dir.mkdir(parents=True, exist_ok=True)
             except OSError as e:
-                raise StateError(f"{state_dir}: cannot create the state directory ({e.strerror}); "
-                                 f"choose another with --state-dir") from None
+                raise StateError(
+                    f"{state_dir}: cannot create the state directory ({e.strerror}); choose another with --state-dir"
+                ) from None
             engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": busy_timeout_ms() / 1000})
             event.listen(engine, "connect", _sqlite_pragmas)
             event.listen(engine, "begin", _sqlite_begin)
     try:
         with engine.connect() as conn:
             if _stored_revision(conn) == HEAD_REVISION:
-                return StateStore(engine, where)      # the usual case: nothing for Alembic to do
+                return StateStore(engine, where)  # the usual case: nothing for Alembic to do
             from alembic import command
             from alembic.script import ScriptDirectory
+
             if readonly:
                 current = _check_revision(conn, where)
                 head = ScriptDirectory.from_config(alembic_config()).get_current_head()
                 if current != head:
-                    raise StateError(f"{where}: the job database is at schema revision {current!r}, "
-                                     f"not {head!r}; any run, cutover or rollback upgrades it")
+                    raise StateError(
+                        f"{where}: the job database is at schema revision {current!r}, "
+                        f"not {head!r}; any run, cutover or rollback upgrades it"
+                    )
             else:
                 if conn.dialect.name == "postgresql":
                     # workers starting together: one upgrades, the others wait for it (the lock
@@ -290,8 +319,9 @@ def open_state(state_dir: str | os.PathLike | None = None, *, readonly: bool = F
         engine.dispose()
         msg = (str(e.orig) if e.orig else str(e)).strip().splitlines()[0]
         if "locked" in msg:
-            raise StateError(f"{where}: the job database is locked by another process ({msg}); "
-                             f"wait for it, or stop it") from None
+            raise StateError(
+                f"{where}: the job database is locked by another process ({msg}); wait for it, or stop it"
+            ) from None
         raise StateError(f"{where}: cannot open the job database ({msg})") from None
     except DatabaseError as e:
         engine.dispose()
@@ -299,6 +329,7 @@ def open_state(state_dir: str | os.PathLike | None = None, *, readonly: bool = F
     except Exception as e:
         engine.dispose()
         from alembic.util import CommandError
+
         if not isinstance(e, CommandError):
             raise
         raise StateError(f"{where}: cannot bring the job database to the current schema ({e})") from None

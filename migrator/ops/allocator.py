@@ -13,6 +13,7 @@ the kernel. Elsewhere than glibc both do nothing. Measured: peak RSS over
 buffer then cost an mmap, page faults and an munmap: system CPU time doubled
 and the 4096-dim ceiling fell by a quarter; see docs/BENCHMARKS.md.)
 """
+
 from __future__ import annotations
 
 import ctypes

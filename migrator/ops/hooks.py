@@ -7,6 +7,7 @@ never the API key (the key variables are removed from its environment). A
 database stays staged and nothing is swapped until a later run or
 ``migrate cutover`` finds the hook passing.
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,7 +18,7 @@ from migrator.config import KEY_VARIABLES
 
 log = logging.getLogger("migrator.ops.hooks")
 
-HOOK_TIMEOUT = 600.0    # seconds a hook may take before it counts as failed
+HOOK_TIMEOUT = 600.0  # seconds a hook may take before it counts as failed
 
 
 def run_hook(event: str, command: str | None, figures: dict) -> int | None:
@@ -31,8 +32,9 @@ def run_hook(event: str, command: str | None, figures: dict) -> int | None:
         env[f"MIGRATOR_{key.upper()}"] = "" if value is None else str(value)
     log.info("hook %s: running %s", event, command)
     try:
-        done = subprocess.run(command, shell=True, env=env, timeout=HOOK_TIMEOUT,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        done = subprocess.run(
+            command, shell=True, env=env, timeout=HOOK_TIMEOUT, stdin=subprocess.DEVNULL, capture_output=True, text=True
+        )
     except subprocess.TimeoutExpired:
         log.warning("hook %s: still running after %.0f s; stopped, counted as failed", event, HOOK_TIMEOUT)
         return 124

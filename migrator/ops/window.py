@@ -10,6 +10,7 @@ exits with :data:`~migrator.errors.EXIT_WINDOW` so the next window resumes it.
 a tick outside ``--window 22:00-06:00`` exits 9 at once, having done nothing,
 and ``migrate cron --window`` schedules ticks in those hours only.
 """
+
 from __future__ import annotations
 
 import re
@@ -80,7 +81,7 @@ def window_left(text: str, now: datetime | None = None) -> float | None:
 def window_hours(text: str) -> list[int]:
     """The hours of the day a window touches (for a crontab's hour field), in order from its start."""
     start, end = parse_window(text)
-    last = (end - 1) % 1440 // 60          # the hour of the window's last minute
+    last = (end - 1) % 1440 // 60  # the hour of the window's last minute
     hours, h = [], start // 60
     while True:
         hours.append(h)
@@ -89,8 +90,9 @@ def window_hours(text: str) -> list[int]:
         h = (h + 1) % 24
 
 
-def time_left(max_duration: str | None, until: str | None, now: datetime | None = None,
-              window: str | None = None) -> float | None:
+def time_left(
+    max_duration: str | None, until: str | None, now: datetime | None = None, window: str | None = None
+) -> float | None:
     """Seconds the run may take (the earliest of the limits), or None for no limit.
     Outside ``window``: :class:`WindowEnded` at once (exit 9, nothing done)."""
     limits = []
@@ -98,8 +100,9 @@ def time_left(max_duration: str | None, until: str | None, now: datetime | None 
         left = window_left(window, now)
         if left is None:
             now = now or datetime.now()
-            raise WindowEnded(f"outside the window {window} (now {now:%H:%M}): nothing was done; "
-                              f"a run inside it goes on")
+            raise WindowEnded(
+                f"outside the window {window} (now {now:%H:%M}): nothing was done; a run inside it goes on"
+            )
         limits.append(left)
     if max_duration:
         limits.append(parse_duration(max_duration))

@@ -5,6 +5,7 @@ The order makes a crash harmless: the migration is first recorded as
 finalized (from then on rollback refuses it), then the files are deleted;
 running finalize again deletes whatever a crash left.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,12 +23,16 @@ from migrator.jobs.store import StateStore
 @dataclass
 class Leftovers:
     migration_id: str
-    files: list[str] = field(default_factory=list)   # backups and staged leftovers that exist
-    bytes_freed: int = 0                              # what deleting them gives back (last links only)
+    files: list[str] = field(default_factory=list)  # backups and staged leftovers that exist
+    bytes_freed: int = 0  # what deleting them gives back (last links only)
 
     def as_dict(self) -> dict:
-        return {"migration": self.migration_id, "files": len(self.files), "bytes_freed": self.bytes_freed,
-                "paths": self.files}
+        return {
+            "migration": self.migration_id,
+            "files": len(self.files),
+            "bytes_freed": self.bytes_freed,
+            "paths": self.files,
+        }
 
 
 def leftovers(store: StateStore, migration_id: str) -> Leftovers:
@@ -35,13 +40,15 @@ def leftovers(store: StateStore, migration_id: str) -> Leftovers:
     links frees nothing)."""
     out = Leftovers(migration_id)
     with store.reader() as s:
-        rows = s.execute(select(DatabaseJob.path, DatabaseJob.state, DatabaseJob.backup_path)
-                         .where(DatabaseJob.migration_id == migration_id)).all()
+        rows = s.execute(
+            select(DatabaseJob.path, DatabaseJob.state, DatabaseJob.backup_path).where(
+                DatabaseJob.migration_id == migration_id
+            )
+        ).all()
     for path, state, backup in rows:
-        candidates = [Path(backup) if backup else backup_path(path, migration_id),
-                      staged_path(path, migration_id)]
+        candidates = [Path(backup) if backup else backup_path(path, migration_id), staged_path(path, migration_id)]
         if state not in (D_CUT_OVER, D_REFUSED):
-            candidates = candidates[1:]       # never cut over: no backup of ours to delete
+            candidates = candidates[1:]  # never cut over: no backup of ours to delete
         for f in candidates:
             try:
                 st = os.lstat(f)
@@ -58,16 +65,19 @@ def finalize(store: StateStore, migration_id: str) -> Leftovers:
     found = leftovers(store, migration_id)
     with store.session() as s:
         mig = s.get(Migration, migration_id)
-        assert mig is not None   # the caller has just read it, under the lock
+        assert mig is not None  # the caller has just read it, under the lock
         if mig.state != M_FINALIZED:
             mig.state = M_FINALIZED
-            mig.message = (f"finalized {utcnow():%Y-%m-%d %H:%M} UTC: backups deleted "
-                           f"({found.bytes_freed} bytes freed); rollback is no longer possible")
+            mig.message = (
+                f"finalized {utcnow():%Y-%m-%d %H:%M} UTC: backups deleted "
+                f"({found.bytes_freed} bytes freed); rollback is no longer possible"
+            )
             s.add(Event(migration_id=migration_id, level="info", message=mig.message))
     for f in found.files:
         durable.remove_if_exists(f)
     with store.session() as s:
-        for job in s.scalars(select(DatabaseJob).where(DatabaseJob.migration_id == migration_id,
-                                                       DatabaseJob.backup_path.is_not(None))):
+        for job in s.scalars(
+            select(DatabaseJob).where(DatabaseJob.migration_id == migration_id, DatabaseJob.backup_path.is_not(None))
+        ):
             job.backup_path = None
     return found

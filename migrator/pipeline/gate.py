@@ -24,6 +24,7 @@ check cannot see: whether the new vectors *mean* anything.
 
 A failed gate holds the cutover (exit 11) and says what failed.
 """
+
 from __future__ import annotations
 
 import random
@@ -42,14 +43,14 @@ from migrator.jobs.store import StateStore
 from migrator.pipeline import readback
 from migrator.pipeline.readback import SharedVectors
 
-SAMPLE_DATABASES = 40       # databases sampled for the semantic checks
-SAMPLE_PER_DATABASE = 3     # records sampled in each...
-MIN_SAMPLES = 30            # ...or more, so that a migration of few databases still samples 30
-SELF_HIT_FLOOR = 0.9        # share of sampled records that must find themselves in the top k
-MISSES_ALWAYS_ALLOWED = 1   # so that one unlucky record in a small sample does not fail the gate
-TIE = 0.02                  # a record scoring this close to the best counts as found
-OVERLAP_OVER_CHANCE = 1.5   # mean old/new neighbourhood overlap must beat chance by this factor
-MIN_OVERLAP_SAMPLES = 10    # fewer (tiny databases only): the overlap test is not decisive, skipped
+SAMPLE_DATABASES = 40  # databases sampled for the semantic checks
+SAMPLE_PER_DATABASE = 3  # records sampled in each...
+MIN_SAMPLES = 30  # ...or more, so that a migration of few databases still samples 30
+SELF_HIT_FLOOR = 0.9  # share of sampled records that must find themselves in the top k
+MISSES_ALWAYS_ALLOWED = 1  # so that one unlucky record in a small sample does not fail the gate
+TIE = 0.02  # a record scoring this close to the best counts as found
+OVERLAP_OVER_CHANCE = 1.5  # mean old/new neighbourhood overlap must beat chance by this factor
+MIN_OVERLAP_SAMPLES = 10  # fewer (tiny databases only): the overlap test is not decisive, skipped
 NORM_TOLERANCE = 1e-3
 QUERY_TASK = "Given a web search query, retrieve relevant passages that answer the query"
 
@@ -68,43 +69,49 @@ def top_k(n: int) -> int:
 class GateReport:
     migration_id: str
     databases: int = 0
-    problems: list[str] = field(default_factory=list)   # one line each: file and what is wrong
+    problems: list[str] = field(default_factory=list)  # one line each: file and what is wrong
     sampled: int = 0
     self_hits: int = 0
-    overlap: float | None = None        # mean |top-k old ∩ top-k new| / k over the sample
-    chance: float | None = None         # what random vectors would give on the same databases
+    overlap: float | None = None  # mean |top-k old ∩ top-k new| / k over the sample
+    chance: float | None = None  # what random vectors would give on the same databases
     overlap_samples: int = 0
-    checked: int = 0                    # databases read again (all, or the sample)
-    skipped: list[str] = field(default_factory=list)   # staged files cutover will re-stage
-    live: bool = False                  # judged the cut-over live files (against their backups)
+    checked: int = 0  # databases read again (all, or the sample)
+    skipped: list[str] = field(default_factory=list)  # staged files cutover will re-stage
+    live: bool = False  # judged the cut-over live files (against their backups)
 
     @property
     def passed(self) -> bool:
         return not self.problems
 
     def as_dict(self) -> dict:
-        return {"migration": self.migration_id, "passed": self.passed, "databases": self.databases,
-                "what": "live" if self.live else "staged",
-                "databases_read": self.checked,
-                "sampled_records": self.sampled, "self_hits": self.self_hits,
-                "neighbourhood_overlap": None if self.overlap is None else round(self.overlap, 3),
-                "overlap_by_chance": None if self.chance is None else round(self.chance, 3),
-                "problems": self.problems, "skipped": self.skipped}
+        return {
+            "migration": self.migration_id,
+            "passed": self.passed,
+            "databases": self.databases,
+            "what": "live" if self.live else "staged",
+            "databases_read": self.checked,
+            "sampled_records": self.sampled,
+            "self_hits": self.self_hits,
+            "neighbourhood_overlap": None if self.overlap is None else round(self.overlap, 3),
+            "overlap_by_chance": None if self.chance is None else round(self.chance, 3),
+            "problems": self.problems,
+            "skipped": self.skipped,
+        }
 
 
-BLOCK_ROWS = 256    # rows of the new and old matrices read together: a few MB at 3072 dims
+BLOCK_ROWS = 256  # rows of the new and old matrices read together: a few MB at 3072 dims
 
 
 def _unit(m: np.ndarray) -> np.ndarray:
-    m = np.asarray(m, dtype=np.float32)   # float32: enough to rank neighbours, half the memory
+    m = np.asarray(m, dtype=np.float32)  # float32: enough to rank neighbours, half the memory
     return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
 
 
 @dataclass
 class _Checked:
     problems: list[str]
-    skipped: str | None = None        # why this database was not checked (cutover re-stages it)
-    hits: int = 0                     # sampled records found by their own query in the top k
+    skipped: str | None = None  # why this database was not checked (cutover re-stages it)
+    hits: int = 0  # sampled records found by their own query in the top k
     samples: int = 0
     overlaps: list[float] = field(default_factory=list)
     chances: list[float] = field(default_factory=list)
@@ -116,11 +123,17 @@ def _texts(path: str, spec: apps.Spec) -> tuple[list[str], apps.Profile] | None:
         prof = apps.choose(src, spec)
         return prof.texts(src), prof
     except (BadDatabase, OSError):
-        return None       # _structure reports it
+        return None  # _structure reports it
 
 
-def _structure(job, target_dim: int, picked: list[int], queries: np.ndarray | None,
-               found: tuple[list[str], apps.Profile] | None, model: str) -> _Checked:
+def _structure(
+    job,
+    target_dim: int,
+    picked: list[int],
+    queries: np.ndarray | None,
+    found: tuple[list[str], apps.Profile] | None,
+    model: str,
+) -> _Checked:
     """Check one staged database, streaming its new and old matrices in blocks; for the
     ``picked`` rows also score their ``queries`` and compare neighbourhoods."""
     staged, live = Path(job.staged_path), Path(job.path)
@@ -169,9 +182,9 @@ def _structure(job, target_dim: int, picked: list[int], queries: np.ndarray | No
             return _Checked([f"{staged}: {problem}"])
         if p:
             nu, ou = _unit(nb), _unit(ob)
-            new_sims[:, at:at + len(nb)] = new_rows @ nu.T
-            old_sims[:, at:at + len(nb)] = old_rows @ ou.T
-            q_sims[:, at:at + len(nb)] = queries @ nu.T
+            new_sims[:, at : at + len(nb)] = new_rows @ nu.T
+            old_sims[:, at : at + len(nb)] = old_rows @ ou.T
+            q_sims[:, at : at + len(nb)] = queries @ nu.T
         at += len(nb)
     if worst > NORM_TOLERANCE:
         return _Checked([f"{staged}: a vector's norm is off by {worst:.2g}"])
@@ -183,16 +196,16 @@ def _structure(job, target_dim: int, picked: list[int], queries: np.ndarray | No
         # found: in the top k, or tied with the best (identical or near-identical texts, such as
         # consecutive clips of one scene, share the top; which of them ranks first is chance)
         out.hits += int(scores[i] >= scores.max() - TIE or i in np.argsort(-scores, kind="stable")[:k])
-        if n - 1 > 2 * k:               # room for the neighbourhoods to differ by chance
+        if n - 1 > 2 * k:  # room for the neighbourhoods to differ by chance
             ns, os_ = new_sims[qi].copy(), old_sims[qi].copy()
-            ns[i] = os_[i] = -np.inf    # not its own neighbour
+            ns[i] = os_[i] = -np.inf  # not its own neighbour
             by_new = np.argsort(-ns, kind="stable")[:k]
             # the old top k, with whatever ties its k-th (near-identical texts: which of them
             # ranks first is chance, so any of them is as good a neighbour)
             kth_old = np.partition(os_, -k)[-k]
             in_old = os_ >= kth_old - TIE
             chance = float(np.count_nonzero(in_old)) / (n - 1)
-            if chance * OVERLAP_OVER_CHANCE < 1.0:   # else even a perfect model could not beat it
+            if chance * OVERLAP_OVER_CHANCE < 1.0:  # else even a perfect model could not beat it
                 out.overlaps.append(float(np.count_nonzero(in_old[by_new])) / k)
                 out.chances.append(chance)
     return out
@@ -202,9 +215,10 @@ def _structure(job, target_dim: int, picked: list[int], queries: np.ndarray | No
 class _AsLive:
     """A cut-over job seen as the gate sees a staged one: the live file is the new one, its
     backup the source (records, old vectors)."""
+
     id: int
-    path: str            # the source: the backup
-    staged_path: str     # the new file: the live one
+    path: str  # the source: the backup
+    staged_path: str  # the new file: the live one
     staged_sha256: str
     source_sha256: str
     n_records: int
@@ -213,12 +227,14 @@ class _AsLive:
 
 def _as_live(job, migration_id: str) -> _AsLive:
     from migrator.files.layout import backup_path
+
     backup = job.backup_path or str(backup_path(job.path, migration_id))
     return _AsLive(job.id, backup, job.path, job.staged_sha256, job.source_sha256, job.n_records, job.path)
 
 
-async def check(store: StateStore, migration_id: str, target_dim: int, endpoint, *,
-                every_database: bool = True, live: bool = False) -> GateReport:
+async def check(
+    store: StateStore, migration_id: str, target_dim: int, endpoint, *, every_database: bool = True, live: bool = False
+) -> GateReport:
     """Run the gate over the migration's staged databases. ``endpoint`` embeds the sampled
     queries (None: structure only). Memory: one block of rows at a time, whatever the size.
 
@@ -227,19 +243,27 @@ async def check(store: StateStore, migration_id: str, target_dim: int, endpoint,
     dimension, unit rows, no shared vectors, the committed vectors), and cutover checks by
     hash that it is still that file. `migrate verify` reads them all."""
     import asyncio
+
     report = GateReport(migration_id, live=live)
-    jobs: Sequence[Row | _AsLive]   # the staged jobs' rows, or the cut-over ones seen as live
+    jobs: Sequence[Row | _AsLive]  # the staged jobs' rows, or the cut-over ones seen as live
     with store.reader() as s:
         mig = s.get(Migration, migration_id)
-        assert mig is not None   # every caller passes a migration it has just read
+        assert mig is not None  # every caller passes a migration it has just read
         spec, model = apps.Spec.parse(mig.profile), mig.model
-        jobs = s.execute(select(DatabaseJob.id, DatabaseJob.path, DatabaseJob.staged_path,
-                                DatabaseJob.staged_sha256, DatabaseJob.source_sha256, DatabaseJob.n_records,
-                                DatabaseJob.backup_path)
-                         .where(DatabaseJob.migration_id == migration_id,
-                                DatabaseJob.state == (D_CUT_OVER if live else D_STAGED))
-                         .order_by(DatabaseJob.id)).all()
-    if live:   # a finished migration: the new vectors are the live files, the old ones the backups
+        jobs = s.execute(
+            select(
+                DatabaseJob.id,
+                DatabaseJob.path,
+                DatabaseJob.staged_path,
+                DatabaseJob.staged_sha256,
+                DatabaseJob.source_sha256,
+                DatabaseJob.n_records,
+                DatabaseJob.backup_path,
+            )
+            .where(DatabaseJob.migration_id == migration_id, DatabaseJob.state == (D_CUT_OVER if live else D_STAGED))
+            .order_by(DatabaseJob.id)
+        ).all()
+    if live:  # a finished migration: the new vectors are the live files, the old ones the backups
         jobs = [_as_live(j, migration_id) for j in jobs]
     report.databases = len(jobs)
     rng = random.Random(migration_id)
@@ -273,7 +297,8 @@ async def check(store: StateStore, migration_id: str, target_dim: int, endpoint,
         report.problems.append(
             f"self-retrieval: only {hits} of {samples} sampled records are found by their own text among "
             f"the top results of their new database (at least {SELF_HIT_FLOOR:.0%} must be): the new "
-            f"vectors do not belong to their records (wrong order, garbage, or a different model)")
+            f"vectors do not belong to their records (wrong order, garbage, or a different model)"
+        )
     if len(overlaps) >= MIN_OVERLAP_SAMPLES:
         report.overlap_samples = len(overlaps)
         report.overlap, report.chance = float(np.mean(overlaps)), float(np.mean(chances))
@@ -281,5 +306,6 @@ async def check(store: StateStore, migration_id: str, target_dim: int, endpoint,
             report.problems.append(
                 f"neighbourhoods: the new vectors' nearest neighbours overlap the old ones' by "
                 f"{report.overlap:.2f} on average, no better than random vectors would "
-                f"({report.chance:.2f}); the new model does not see these texts as the old one did")
+                f"({report.chance:.2f}); the new model does not see these texts as the old one did"
+            )
     return report

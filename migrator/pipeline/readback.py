@@ -1,4 +1,5 @@
 """Reading a staged file back: exactly the database it must be, before it may replace a live one."""
+
 from __future__ import annotations
 
 import hashlib
@@ -32,8 +33,7 @@ class SharedVectors:
         return None
 
 
-def new_values(source: nvdb.NanoFile, profile: apps.Profile | None, model: str | None,
-               dim: int) -> dict:
+def new_values(source: nvdb.NanoFile, profile: apps.Profile | None, model: str | None, dim: int) -> dict:
     """Top-level values the migrated file has in place of the source's (``additional_data``
     for a profile that records the model there)."""
     if profile is None or model is None:
@@ -42,8 +42,9 @@ def new_values(source: nvdb.NanoFile, profile: apps.Profile | None, model: str |
     return {} if ad is apps.KEEP else {"additional_data": ad}
 
 
-def payload_problem(new: nvdb.NanoFile, source: nvdb.NanoFile, profile: apps.Profile | None = None,
-                    model: str | None = None) -> str | None:
+def payload_problem(
+    new: nvdb.NanoFile, source: nvdb.NanoFile, profile: apps.Profile | None = None, model: str | None = None
+) -> str | None:
     """Whether everything but the vectors is the source's, as the profile rewrites it
     (records a profile rewrites are checked against their vectors by :func:`record_problem`)."""
     if new.n != source.n:
@@ -64,8 +65,9 @@ def payload_problem(new: nvdb.NanoFile, source: nvdb.NanoFile, profile: apps.Pro
     return None
 
 
-def record_problem(new: nvdb.NanoFile, source: nvdb.NanoFile, profile: apps.Profile | None,
-                   start: int, block: np.ndarray) -> str | None:
+def record_problem(
+    new: nvdb.NanoFile, source: nvdb.NanoFile, profile: apps.Profile | None, start: int, block: np.ndarray
+) -> str | None:
     """For a profile that keeps something made from the vector in each record: rows
     ``start``.. of ``new`` are the source's records, rewritten for these vectors."""
     if profile is None or not profile.rewrites_records:
@@ -77,10 +79,16 @@ def record_problem(new: nvdb.NanoFile, source: nvdb.NanoFile, profile: apps.Prof
     return None
 
 
-def check_staged(staged: Path, source: nvdb.NanoFile, target_dim: int,
-                 vectors_sha256: str | None = None, file_sha256: str | None = None,
-                 texts: list[str] | None = None, profile: apps.Profile | None = None,
-                 model: str | None = None) -> list[str]:
+def check_staged(
+    staged: Path,
+    source: nvdb.NanoFile,
+    target_dim: int,
+    vectors_sha256: str | None = None,
+    file_sha256: str | None = None,
+    texts: list[str] | None = None,
+    profile: apps.Profile | None = None,
+    model: str | None = None,
+) -> list[str]:
     """Problems with ``staged`` as the migrated form of ``source`` (empty list: good).
 
     Reads the staged file back from disk, as a new reader would: it parses as a

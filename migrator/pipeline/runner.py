@@ -25,6 +25,7 @@ the answered rows of small databases not yet staged; everything staged or
 committed is kept. Memory holds the databases being worked on (a bounded
 number of rows), never the corpus.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -59,13 +60,14 @@ from migrator.vllm.tuning import AdaptiveLimit
 
 log = logging.getLogger("migrator.run")
 
-STOP_GRACE = 10.0      # seconds in-flight requests get to finish after SIGINT/SIGTERM
-MAX_IN_FLIGHT = 64     # ceiling for the adaptive in-flight limit
+STOP_GRACE = 10.0  # seconds in-flight requests get to finish after SIGINT/SIGTERM
+MAX_IN_FLIGHT = 64  # ceiling for the adaptive in-flight limit
 IN_MEMORY_BATCHES = 4  # a database of at most this many batches is kept in memory until staged
-READ_AHEAD = 4         # databases read ahead of the requests
-IO_THREADS = 3         # reading, writing and verifying files (hashing and fsync release the GIL)
-TRIM_EVERY = 64        # staged databases between handing freed memory back (allocator.trim)
-MAX_CHANGES = 3        # a database changed under the run this often is failed, not embedded again
+READ_AHEAD = 4  # databases read ahead of the requests
+IO_THREADS = 3  # reading, writing and verifying files (hashing and fsync release the GIL)
+TRIM_EVERY = 64  # staged databases between handing freed memory back (allocator.trim)
+MAX_CHANGES = 3  # a database changed under the run this often is failed, not embedded again
+
 
 class Reporter(Protocol):
     """What the runner tells its caller (the CLI draws bars or logs lines from it)."""
@@ -73,7 +75,7 @@ class Reporter(Protocol):
     def start(self, total_records: int, done_records: int) -> None: ...
     def advance(self, records: int) -> None: ...
     def note(self, message: str) -> None: ...
-    def step(self, message: str) -> None: ...   # a step of its own after the embedding (gate, swap)
+    def step(self, message: str) -> None: ...  # a step of its own after the embedding (gate, swap)
 
 
 class NullReporter:
@@ -98,7 +100,7 @@ class _Untiled(Exception):
         self.row = row
 
 
-_Job = leases.Claimed     # a job-table row, as far as the run needs it
+_Job = leases.Claimed  # a job-table row, as far as the run needs it
 
 
 @dataclass
@@ -119,15 +121,15 @@ class _Work:
     sha: str
     texts: list[str]
     ids: list[str]
-    ranges: list[tuple[int, int]]            # (start, count) still to embed
+    ranges: list[tuple[int, int]]  # (start, count) still to embed
     in_memory: bool
     profile: apps.Profile
-    vectors: np.ndarray | None = None        # in memory: n x target, filled as answers come
-    rows: int = 0                            # what it counts against the memory bound
-    left: int = 0                            # rows still to embed (and, if large, to commit)
+    vectors: np.ndarray | None = None  # in memory: n x target, filled as answers come
+    rows: int = 0  # what it counts against the memory bound
+    left: int = 0  # rows still to embed (and, if large, to commit)
     tokens: int = 0
     truncated: list[str] = field(default_factory=list)
-    outstanding: int = 0                     # slices queued or in flight
+    outstanding: int = 0  # slices queued or in flight
     producing: bool = True
     failed: bool = False
     finished: bool = False
@@ -154,7 +156,7 @@ def missing_ranges(n: int, done: list[tuple[int, int]], batch_size: int) -> list
     """Row ranges of [0, n) not covered by ``done`` (start, count) pairs, cut to ``batch_size``."""
     covered = np.zeros(n, dtype=bool)
     for start, count in done:
-        covered[start:start + count] = True
+        covered[start : start + count] = True
     out = []
     i = 0
     while i < n:
@@ -177,10 +179,20 @@ def make_limit(concurrency: int | None) -> AdaptiveLimit:
 class Embedder:
     """Runs the embedding and staging of one migration's jobs."""
 
-    def __init__(self, store: StateStore, migration: Migration, endpoint: Endpoint | EndpointPool, *,
-                 limit: AdaptiveLimit, batch_size: int = 32, fail_fast: bool = False,
-                 reporter: Reporter | None = None, stop: asyncio.Event | None = None,
-                 control: Control | None = None, drop: asyncio.Event | None = None):
+    def __init__(
+        self,
+        store: StateStore,
+        migration: Migration,
+        endpoint: Endpoint | EndpointPool,
+        *,
+        limit: AdaptiveLimit,
+        batch_size: int = 32,
+        fail_fast: bool = False,
+        reporter: Reporter | None = None,
+        stop: asyncio.Event | None = None,
+        control: Control | None = None,
+        drop: asyncio.Event | None = None,
+    ):
         """``limit`` is the in-flight limit the endpoint reports pushback to (make_limit)."""
         self.store = store
         self.mig = migration
@@ -194,7 +206,7 @@ class Embedder:
         self.reporter = reporter or NullReporter()
         self.stop = stop or asyncio.Event()
         self.drop = drop or asyncio.Event()  # a second Ctrl-C: drop the requests in flight now
-        self.spec = apps.Spec.parse(migration.profile)   # as the migration was scanned
+        self.spec = apps.Spec.parse(migration.profile)  # as the migration was scanned
         self.outcome = EmbedOutcome()
         self.control = control
         self.fatal: BaseException | None = None
@@ -204,20 +216,21 @@ class Embedder:
         self._alive_rows = 0
         self._room: asyncio.Condition | None = None
         self.owner = leases.worker_name()
-        self.held: set[int] = set()          # databases this worker holds a lease on
-        self.lost: set[int] = set()          # ... that another worker took over (we were too slow)
+        self.held: set[int] = set()  # databases this worker holds a lease on
+        self.lost: set[int] = set()  # ... that another worker took over (we were too slow)
         self._works: dict[int, _Work] = {}
-        self._changes: dict[int, int] = {}   # times a database changed under this run
+        self._changes: dict[int, int] = {}  # times a database changed under this run
 
     # ----------------------------------------------------------- job table
-    def _submit(self, change: Callable[[Connection], object], after: str | None = None,
-                times: int = 1) -> Future:
+    def _submit(self, change: Callable[[Connection], object], after: str | None = None, times: int = 1) -> Future:
         fut = self.journal.submit(change)
         if after:
+
             def reached(f: Future) -> None:
                 if f.exception() is None:
                     for _ in range(times):
                         crashpoints.reached(after)
+
             fut.add_done_callback(reached)
         return fut
 
@@ -228,9 +241,10 @@ class Embedder:
 
         def change(conn: Connection) -> None:
             values = {}
-            if st is not None:   # retried only once the file changes from this
+            if st is not None:  # retried only once the file changes from this
                 values.update(source_size=st.st_size, source_mtime_ns=st.st_mtime_ns)
             queries.fail_job(conn, job.id, mid, job.path, message, **values)
+
         return self._submit(change)
 
     def _done_ranges(self, job_id: int) -> list[tuple[int, int]]:
@@ -241,10 +255,13 @@ class Embedder:
     def _load(self, job: _Job) -> _Work | _Failed:
         """Read the source once: hash it, check it, take its texts. Touches no job table row."""
         path = Path(job.path)
-        if path.is_symlink():   # jobs name real files (--follow-symlinks records the target)
-            return _Failed(job, f"{path}: is a symlink (not followed: it may point outside --root; "
-                                f"--follow-symlinks migrates the file it points to)", os.stat(path)
-                           if path.exists() else None)
+        if path.is_symlink():  # jobs name real files (--follow-symlinks records the target)
+            return _Failed(
+                job,
+                f"{path}: is a symlink (not followed: it may point outside --root; "
+                f"--follow-symlinks migrates the file it points to)",
+                os.stat(path) if path.exists() else None,
+            )
         try:
             with open(path, "rb") as f:
                 st = os.fstat(f.fileno())
@@ -254,8 +271,11 @@ class Embedder:
         except IsADirectoryError:
             return _Failed(job, f"{path}: is a directory, not a file")
         except OSError as e:
-            return _Failed(job, f"{path}: cannot be read ({e.strerror}); run as a user who can read "
-                                f"and write it", os.stat(path) if os.path.exists(path) else None)
+            return _Failed(
+                job,
+                f"{path}: cannot be read ({e.strerror}); run as a user who can read and write it",
+                os.stat(path) if os.path.exists(path) else None,
+            )
         try:
             if raw is not None:
                 nf = nvdb.parse(raw, path)
@@ -268,14 +288,23 @@ class Embedder:
             nf.check_matrix()
         except BadDatabase as e:
             return _Failed(job, str(e), st)
-        nf._raw = None    # the old vectors are not needed again; keep only the records
+        nf._raw = None  # the old vectors are not needed again; keep only the records
         durable.remove_stale_partials(path)
         changed = bool(job.source_sha256) and digest != job.source_sha256
         done = self._done_ranges(job.id) if job.n_done and not changed else []
         in_memory = not done and nf.n <= IN_MEMORY_BATCHES * self.batch_size
-        work = _Work(job, path, nf, st, digest, texts, [r[nvdb.ID] for r in nf.data],
-                     ranges=missing_ranges(nf.n, done, self.batch_size), in_memory=in_memory,
-                     profile=prof)
+        work = _Work(
+            job,
+            path,
+            nf,
+            st,
+            digest,
+            texts,
+            [r[nvdb.ID] for r in nf.data],
+            ranges=missing_ranges(nf.n, done, self.batch_size),
+            in_memory=in_memory,
+            profile=prof,
+        )
         work.left = sum(count for _, count in work.ranges)
         if in_memory:
             work.vectors = np.empty((nf.n, self.target), dtype=nvdb.FLOAT32)
@@ -288,15 +317,28 @@ class Embedder:
         """Record that a database is being embedded, as it was read."""
         job, mid = w.job, self.mid
         if job.source_sha256 and w.sha != job.source_sha256:
-            def forget(conn: Connection) -> None:   # what we embedded before belongs to another file
+
+            def forget(conn: Connection) -> None:  # what we embedded before belongs to another file
                 queries.forget_vectors(conn, job.id)
-                queries.add_event(conn, mid, "warning", f"{w.path}: changed since it was first read; "
-                                                        f"embedding it afresh", job.path)
+                queries.add_event(
+                    conn, mid, "warning", f"{w.path}: changed since it was first read; embedding it afresh", job.path
+                )
+
             self._submit(forget)
-        self.journal.execute(queries.SET_PREPARED, dict(
-            _id=job.id, source_size=w.st.st_size, source_mtime_ns=w.st.st_mtime_ns, source_sha256=w.sha,
-            source_dim=w.nf.embedding_dim, n_records=w.nf.n, n_chars=sum(len(t) for t in w.texts),
-            error=None, state=D_EMBEDDING))
+        self.journal.execute(
+            queries.SET_PREPARED,
+            dict(
+                _id=job.id,
+                source_size=w.st.st_size,
+                source_mtime_ns=w.st.st_mtime_ns,
+                source_sha256=w.sha,
+                source_dim=w.nf.embedding_dim,
+                n_records=w.nf.n,
+                n_chars=sum(len(t) for t in w.texts),
+                error=None,
+                state=D_EMBEDDING,
+            ),
+        )
 
     # ------------------------------------------------------------- staging
     def _vector_blocks(self, job_id: int, n: int, dim: int) -> Iterator[np.ndarray]:
@@ -336,9 +378,12 @@ class Embedder:
             st = None
         if st is None or (st.st_size, st.st_mtime_ns, st.st_ino) != (w.st.st_size, w.st.st_mtime_ns, w.st.st_ino):
             self._changes[job.id] = changes = self._changes.get(job.id, 0) + 1
-            if changes >= MAX_CHANGES and st is not None:   # something keeps writing it
-                self._fail(job, f"{path}: changed {changes} times while it was being embedded; run "
-                                f"again once nothing writes to it", st)
+            if changes >= MAX_CHANGES and st is not None:  # something keeps writing it
+                self._fail(
+                    job,
+                    f"{path}: changed {changes} times while it was being embedded; run again once nothing writes to it",
+                    st,
+                )
                 return "failed"
             digest = durable.sha256_file(path) if st is not None else ""
 
@@ -346,8 +391,15 @@ class Embedder:
                 values = dict(source_sha256=digest)
                 if st is not None:
                     values.update(source_size=st.st_size, source_mtime_ns=st.st_mtime_ns)
-                queries.embed_again(conn, job.id, mid, job.path, f"{path}: changed while it was being "
-                                                                  f"embedded; it will be embedded again", **values)
+                queries.embed_again(
+                    conn,
+                    job.id,
+                    mid,
+                    job.path,
+                    f"{path}: changed while it was being embedded; it will be embedded again",
+                    **values,
+                )
+
             self._submit(reset)
             return "changed"
         staged = staged_path(path, mid)
@@ -356,35 +408,61 @@ class Embedder:
         values = readback.new_values(w.nf, prof, model, target)
         records = self._new_records(w) if prof.rewrites_records else None
         try:
-            size, digest = durable.atomic_write(staged, nvdb.render(
-                w.nf, self._new_vectors(w), target, encoder, records=records, values=values), like=st)
+            size, digest = durable.atomic_write(
+                staged,
+                nvdb.render(w.nf, self._new_vectors(w), target, encoder, records=records, values=values),
+                like=st,
+            )
         except PermissionError as e:
-            self._fail(job, f"{path}: cannot write the new file beside it ({e.strerror}); give this "
-                            f"user write access to {path.parent}, then run again")
+            self._fail(
+                job,
+                f"{path}: cannot write the new file beside it ({e.strerror}); give this "
+                f"user write access to {path.parent}, then run again",
+            )
             return "failed"
         except _Untiled as e:
             self._submit(lambda conn: queries.forget_vectors(conn, job.id))
-            self._fail(job, f"{path}: committed batches do not cover the file (at row {e.row}); "
-                            f"run again to re-embed it")
+            self._fail(
+                job, f"{path}: committed batches do not cover the file (at row {e.row}); run again to re-embed it"
+            )
             return "failed"
         crashpoints.reached("stage.written")
-        problems = readback.check_staged(staged, w.nf, target, vectors_sha256=encoder.sha.hexdigest(),
-                                       file_sha256=digest, texts=w.texts, profile=prof, model=model)
+        problems = readback.check_staged(
+            staged,
+            w.nf,
+            target,
+            vectors_sha256=encoder.sha.hexdigest(),
+            file_sha256=digest,
+            texts=w.texts,
+            profile=prof,
+            model=model,
+        )
         if problems:
             durable.remove_if_exists(staged)
             self._fail(job, f"{path}: staged file failed verification: {'; '.join(problems)}")
             return "failed"
-        if not values:      # the file cannot say which model made it: its sidecar will
+        if not values:  # the file cannot say which model made it: its sidecar will
             try:
                 provenance.record(path, staged, digest, model, target, mid)
             except OSError as e:
                 durable.remove_if_exists(staged)
-                self._fail(job, f"{provenance.sidecar_path(path)}: cannot be written ({e.strerror}); "
-                                f"give this user write access to {path.parent}, then run again")
+                self._fail(
+                    job,
+                    f"{provenance.sidecar_path(path)}: cannot be written ({e.strerror}); "
+                    f"give this user write access to {path.parent}, then run again",
+                )
                 return "failed"
         # The staged file is durable (fsync'd, directory fsync'd) before this is queued.
-        values = dict(_id=job.id, state=D_STAGED, staged_path=str(staged), staged_sha256=digest,
-                      staged_size=size, n_done=n, error=None, lease_until=None)
+        values = dict(
+            _id=job.id,
+            state=D_STAGED,
+            staged_path=str(staged),
+            staged_sha256=digest,
+            staged_size=size,
+            n_done=n,
+            error=None,
+            lease_until=None,
+        )
         if w.in_memory:
             values["truncated"] = sorted(set(job.truncated or []) | set(w.truncated)) or None
             self.journal.execute_last(queries.COUNT_EMBEDDED, dict(_mid=mid, _records=n, _tokens=w.tokens))
@@ -423,8 +501,7 @@ class Embedder:
         if not idx:
             return []
         limit = self.endpoint.info.max_model_len - 1
-        counts = await self.endpoint.count_tokens([w.texts[i] for i in idx]) \
-            if self.endpoint.info.tokenize else None
+        counts = await self.endpoint.count_tokens([w.texts[i] for i in idx]) if self.endpoint.info.tokenize else None
         if counts is None:  # no /tokenize: report every record that may be over
             return [w.ids[i] for i in idx]
         return [w.ids[i] for i, c in zip(idx, counts) if c > limit]
@@ -432,9 +509,17 @@ class Embedder:
     def _commit_batches(self, answers: list[tuple[_Slice, np.ndarray, int, list[str]]]) -> Future:
         """Batch rows of large databases: vectors and done-mark in one row, in one transaction."""
         mid = self.mid
-        rows = [dict(database_id=sl.work.job.id, start=sl.start, count=sl.count, dim=v.shape[1],
-                     tokens=tokens, vectors=np.ascontiguousarray(v, dtype="<f4").tobytes())
-                for sl, v, tokens, _ in answers]
+        rows = [
+            dict(
+                database_id=sl.work.job.id,
+                start=sl.start,
+                count=sl.count,
+                dim=v.shape[1],
+                tokens=tokens,
+                vectors=np.ascontiguousarray(v, dtype="<f4").tobytes(),
+            )
+            for sl, v, tokens, _ in answers
+        ]
 
         def change(conn: Connection) -> None:
             queries.add_batches(conn, rows)
@@ -445,21 +530,25 @@ class Embedder:
                     values["truncated"] = sorted(set(old or []) | set(truncated))
                 queries.set_job(conn, sl.work.job.id, **values)
             # the migration row last, before the commit: one lock order for every worker (journal.py)
-            defer(conn, queries.COUNT_EMBEDDED, dict(_mid=mid, _records=sum(r["count"] for r in rows),
-                                                      _tokens=sum(r["tokens"] for r in rows)))
+            defer(
+                conn,
+                queries.COUNT_EMBEDDED,
+                dict(_mid=mid, _records=sum(r["count"] for r in rows), _tokens=sum(r["tokens"] for r in rows)),
+            )
+
         return self._submit(change, after="batch.committed", times=len(rows))
 
     async def _embed_request(self, slices: list[_Slice]) -> None:
         slices = [sl for sl in slices if not sl.work.failed]
         if not slices:
             return
-        texts = [t for sl in slices for t in sl.work.texts[sl.start:sl.start + sl.count]]
-        if self.control is not None:      # an operator's PAUSE and THROTTLE files
+        texts = [t for sl in slices for t in sl.work.texts[sl.start : sl.start + sl.count]]
+        if self.control is not None:  # an operator's PAUSE and THROTTLE files
             await self.control.wait_while_paused(self.stop)
             self.limit.set_cap(self.control.throttle.max_in_flight)
             await self.control.pace(sum(len(t) for t in texts) // 4 + len(texts), self.stop)
             if self.stop.is_set():
-                return                    # unsent: the next run asks again
+                return  # unsent: the next run asks again
         truncated = [await self._truncation_report(sl) for sl in slices]
         try:
             async with self.limit:
@@ -472,35 +561,40 @@ class Embedder:
                 if at < sl.count:
                     i = sl.start + at
                     sl.work.failed = True
-                    self._fail(sl.work.job, f"{sl.work.path}: record #{i} (__id__ {sl.work.ids[i]!r}): "
-                                            f"{p.detail}; shorten or remove that record's text, then run again")
-                    await self._embed_request(slices[:k] + slices[k + 1:])   # the others again, without it
+                    self._fail(
+                        sl.work.job,
+                        f"{sl.work.path}: record #{i} (__id__ {sl.work.ids[i]!r}): "
+                        f"{p.detail}; shorten or remove that record's text, then run again",
+                    )
+                    await self._embed_request(slices[:k] + slices[k + 1 :])  # the others again, without it
                     return
                 at -= sl.count
             raise
         # tokens are counted for the whole request; share them out by characters
-        chars = [sum(len(t) for t in sl.work.texts[sl.start:sl.start + sl.count]) for sl in slices]
+        chars = [sum(len(t) for t in sl.work.texts[sl.start : sl.start + sl.count]) for sl in slices]
         total_chars = max(1, sum(chars))
         answers = []
         row = 0
         for sl, c, trunc in zip(slices, chars, truncated):
-            v = result.vectors[row:row + sl.count]
+            v = result.vectors[row : row + sl.count]
             row += sl.count
             tokens = round(result.prompt_tokens * c / total_chars)
             for rid in trunc:
-                self.reporter.note(f"TRUNCATED {sl.work.path} record {rid!r}: longer than "
-                                   f"max_model_len-1 tokens, embedded from its first tokens")
+                self.reporter.note(
+                    f"TRUNCATED {sl.work.path} record {rid!r}: longer than "
+                    f"max_model_len-1 tokens, embedded from its first tokens"
+                )
             self.outcome.truncated.extend(f"{sl.work.path}#{r}" for r in trunc)
             if sl.work.failed:
-                continue                  # dropped meanwhile (lease lost): nothing to keep
+                continue  # dropped meanwhile (lease lost): nothing to keep
             if sl.work.in_memory:
-                sl.work.vectors[sl.start:sl.start + sl.count] = v
+                sl.work.vectors[sl.start : sl.start + sl.count] = v
                 sl.work.left -= sl.count
                 sl.work.tokens += tokens
                 sl.work.truncated.extend(trunc)
             else:
                 answers.append((sl, v, tokens, trunc))
-        if answers:   # acknowledged only once durable
+        if answers:  # acknowledged only once durable
             await asyncio.wrap_future(self._commit_batches(answers))
             for sl, _, _, _ in answers:
                 sl.work.left -= sl.count
@@ -517,7 +611,7 @@ class Embedder:
             try:
                 if not self.stop.is_set():
                     await self._embed_request(req)
-            except Exception as e:   # endpoint gave up, disk full, a bug: stop everything
+            except Exception as e:  # endpoint gave up, disk full, a bug: stop everything
                 self._fatal(e)
             finally:
                 for sl in req:
@@ -540,6 +634,7 @@ class Embedder:
             self._tasks.discard(t)
             if not t.cancelled() and t.exception() is not None:
                 self._fatal(t.exception())
+
         task.add_done_callback(done)
 
     def _bound(self) -> int:
@@ -548,8 +643,9 @@ class Embedder:
 
     async def _admit(self, w: _Work) -> None:
         async with self._room:
-            await self._room.wait_for(lambda: self._alive_rows == 0 or self.stop.is_set()
-                                      or self._alive_rows + w.rows <= self._bound())
+            await self._room.wait_for(
+                lambda: self._alive_rows == 0 or self.stop.is_set() or self._alive_rows + w.rows <= self._bound()
+            )
             self._alive_rows += w.rows
 
     def _release(self, w: _Work) -> None:
@@ -590,9 +686,9 @@ class Embedder:
 
     async def _drain(self, queue: asyncio.Queue, workers: list[asyncio.Task]) -> None:
         """Let in-flight batches commit; after a stop, give them STOP_GRACE seconds, then drop them."""
-        if self.stop.is_set():        # queued work that no request was sent for is dropped
+        if self.stop.is_set():  # queued work that no request was sent for is dropped
             self._discard_queued(queue)
-        for _ in workers:             # then one end-marker per worker, after the queued work
+        for _ in workers:  # then one end-marker per worker, after the queued work
             while not await self._put(queue, None):
                 self._discard_queued(queue)
         pending = set(workers)
@@ -603,21 +699,22 @@ class Embedder:
                 if stop_seen is None:
                     stop_seen = time.monotonic()
                     if self.limit.in_flight:
-                        self.reporter.note(f"stopping: {self.limit.in_flight} request(s) in flight finish "
-                                           f"first, {STOP_GRACE:.0f} s at most (Ctrl-C again to drop them)")
+                        self.reporter.note(
+                            f"stopping: {self.limit.in_flight} request(s) in flight finish "
+                            f"first, {STOP_GRACE:.0f} s at most (Ctrl-C again to drop them)"
+                        )
                 if self.drop.is_set() or time.monotonic() - stop_seen > STOP_GRACE:
                     for t in pending:
-                        t.cancel()     # unanswered requests are dropped; the next run asks again
+                        t.cancel()  # unanswered requests are dropped; the next run asks again
                     await asyncio.gather(*pending, return_exceptions=True)
                     break
-        while self._tasks:            # stagings under way finish (they are short and local)
+        while self._tasks:  # stagings under way finish (they are short and local)
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def _claims(self) -> AsyncIterator[_Job]:
         """The databases this worker takes on, claimed a few at a time (leases.py)."""
         while not self.stop.is_set():
-            got = await asyncio.wrap_future(self.journal.submit(
-                lambda conn: leases.claim(conn, self.mid, self.owner)))
+            got = await asyncio.wrap_future(self.journal.submit(lambda conn: leases.claim(conn, self.mid, self.owner)))
             if not got:
                 return
             self.held.update(j.id for j in got)
@@ -629,13 +726,16 @@ class Embedder:
         while True:
             await asyncio.sleep(config.lease_seconds() / 4)
             ids = sorted(self.held)
-            lost = await asyncio.wrap_future(self.journal.submit(
-                lambda conn, ids=ids: leases.renew(conn, self.owner, ids)))
+            lost = await asyncio.wrap_future(
+                self.journal.submit(lambda conn, ids=ids: leases.renew(conn, self.owner, ids))
+            )
             for job_id in lost & self.held:
                 self.lost.add(job_id)
                 w = self._works.get(job_id)
-                log.warning("%s: lease lost (this worker was stalled past it); another worker has "
-                            "it now, dropping it here", w.path if w else f"database #{job_id}")
+                log.warning(
+                    "%s: lease lost (this worker was stalled past it); another worker has it now, dropping it here",
+                    w.path if w else f"database #{job_id}",
+                )
                 if w is not None:
                     w.failed = True
                     self._spawn(self._finish_if_done(w))
@@ -696,7 +796,7 @@ class Embedder:
                 for sl in req:
                     sl.work.outstanding -= 1
         finally:
-            for fut in ahead:         # read but never started: nothing to undo
+            for fut in ahead:  # read but never started: nothing to undo
                 fut.cancel()
             await claims.aclose()
 
@@ -727,7 +827,7 @@ class Embedder:
             renewer.cancel()
             waker.cancel()
             await asyncio.gather(renewer, waker, return_exceptions=True)
-            if self.journal.broken is None:   # what is left unfinished, others may take at once
+            if self.journal.broken is None:  # what is left unfinished, others may take at once
                 self.journal.submit(lambda conn: leases.release_all(conn, self.mid, self.owner))
             await asyncio.get_running_loop().run_in_executor(None, self.journal.close)
             self.io.shutdown(wait=True)

@@ -3,6 +3,7 @@
 Walking never follows a symlinked directory, and a symlinked file is reported,
 not read: a link can point outside ``--root``, into someone else's data.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -20,8 +21,8 @@ from migrator.files.layout import is_own_file
 CHARS_PER_TOKEN = 4.7  # English prose with Qwen3's tokenizer (see docs): an estimate only
 
 MIGRATE = "migrate"
-SKIP = "skip"        # nothing to do (already at the target dimension)
-BAD = "bad"          # cannot be migrated as it is: named, with why
+SKIP = "skip"  # nothing to do (already at the target dimension)
+BAD = "bad"  # cannot be migrated as it is: named, with why
 
 
 @dataclass
@@ -35,25 +36,33 @@ class Found:
     size: int = 0
     mtime_ns: int = 0
     profile: str | None = None
-    tokens: int | None = None      # exact, from the server's /tokenize
-    new_size: int = 0              # estimated size of the migrated file
-    made_by: provenance.MadeBy | None = None   # which model made its vectors, where recorded
-    unknown_model: bool = False    # at the target dimension, and nothing says which model made it
+    tokens: int | None = None  # exact, from the server's /tokenize
+    new_size: int = 0  # estimated size of the migrated file
+    made_by: provenance.MadeBy | None = None  # which model made its vectors, where recorded
+    unknown_model: bool = False  # at the target dimension, and nothing says which model made it
     texts: list[str] | None = field(default=None, repr=False)
 
     def est_tokens(self) -> int:
         return int(self.chars / CHARS_PER_TOKEN) + self.records  # + one EOS each
 
     def as_dict(self) -> dict:
-        d = {"path": str(self.path), "status": self.status, "reason": self.reason or None,
-             "dim": self.dim, "records": self.records, "chars": self.chars, "bytes": self.size,
-             "profile": self.profile, "made_by": self.made_by.as_dict() if self.made_by else None}
+        d = {
+            "path": str(self.path),
+            "status": self.status,
+            "reason": self.reason or None,
+            "dim": self.dim,
+            "records": self.records,
+            "chars": self.chars,
+            "bytes": self.size,
+            "profile": self.profile,
+            "made_by": self.made_by.as_dict() if self.made_by else None,
+        }
         if self.tokens is not None:
             d["tokens"] = self.tokens
         return d
 
 
-DEFAULT_PATTERN = "database.json,vdb_*.json"   # DVD; LightRAG and nano-graphrag
+DEFAULT_PATTERN = "database.json,vdb_*.json"  # DVD; LightRAG and nano-graphrag
 
 
 def patterns(pattern: str) -> list[str]:
@@ -100,10 +109,18 @@ def scan(roots: list[str | Path], pattern: str, target_dim: int | None, **kw) ->
         yield found
 
 
-def inspect(path: Path, target_dim: int | None, *, spec: apps.Spec | None = None,
-            target_model: str | None = None, keep_texts: bool = False,
-            follow_symlinks: bool = False, check_vectors: bool = False,
-            same_dim: bool = False, known_migrations: set[str] | None = None) -> Found:
+def inspect(
+    path: Path,
+    target_dim: int | None,
+    *,
+    spec: apps.Spec | None = None,
+    target_model: str | None = None,
+    keep_texts: bool = False,
+    follow_symlinks: bool = False,
+    check_vectors: bool = False,
+    same_dim: bool = False,
+    known_migrations: set[str] | None = None,
+) -> Found:
     """Read one file and say whether and how it would be migrated. Never raises for bad content.
 
     A file at the target dimension is skipped when its recorded maker is
@@ -116,9 +133,14 @@ def inspect(path: Path, target_dim: int | None, *, spec: apps.Spec | None = None
     if path.is_symlink():
         if not follow_symlinks:
             st = os.stat(path) if path.exists() else None
-            return Found(path, BAD, "is a symlink (not followed: it may point outside --root; "
-                                    "--follow-symlinks migrates the file it points to)",
-                         size=st.st_size if st else 0, mtime_ns=st.st_mtime_ns if st else 0)
+            return Found(
+                path,
+                BAD,
+                "is a symlink (not followed: it may point outside --root; "
+                "--follow-symlinks migrates the file it points to)",
+                size=st.st_size if st else 0,
+                mtime_ns=st.st_mtime_ns if st else 0,
+            )
         target = Path(os.path.realpath(path))
         if not target.is_file():
             return Found(path, BAD, "is a symlink to nothing (dangling)")
@@ -127,15 +149,20 @@ def inspect(path: Path, target_dim: int | None, *, spec: apps.Spec | None = None
         foreign = sorted(layout.migrations_beside(path) - known_migrations)
         if foreign:
             st = os.stat(path)
-            return Found(path, BAD, f"another job table's migration {foreign[0]} has its staged or backup "
-                                    f"file beside it ({path.name}.migrator-{foreign[0]}.*); finish or roll "
-                                    f"back that migration with its own --state-dir/--state-url first",
-                         size=st.st_size, mtime_ns=st.st_mtime_ns)
+            return Found(
+                path,
+                BAD,
+                f"another job table's migration {foreign[0]} has its staged or backup "
+                f"file beside it ({path.name}.migrator-{foreign[0]}.*); finish or roll "
+                f"back that migration with its own --state-dir/--state-url first",
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+            )
     try:
         nf = nvdb.read(path)
     except BadDatabase as e:
         try:
-            st = os.stat(path)       # a failed file is tried again once it changes from this
+            st = os.stat(path)  # a failed file is tried again once it changes from this
             size, mtime_ns = st.st_size, st.st_mtime_ns
         except OSError:
             size = mtime_ns = 0
@@ -145,19 +172,22 @@ def inspect(path: Path, target_dim: int | None, *, spec: apps.Spec | None = None
     if target_dim is not None and nf.embedding_dim == target_dim and not same_dim:
         if made_by is None:
             found.status, found.unknown_model = SKIP, True
-            found.reason = (f"already at the target dimension {target_dim}, but nothing records which "
-                            f"model made its vectors")
+            found.reason = (
+                f"already at the target dimension {target_dim}, but nothing records which model made its vectors"
+            )
             return found
         if target_model is None or made_by.model == target_model:
             found.status, found.reason = SKIP, f"already made by {made_by.model} at {target_dim} dims"
             return found
-        found.reason = (f"made by {made_by.model}, not {target_model}: same dimension, another model's "
-                        f"vectors (they would match nothing)")
+        found.reason = (
+            f"made by {made_by.model}, not {target_model}: same dimension, another model's "
+            f"vectors (they would match nothing)"
+        )
     elif made_by is not None and target_model is not None and made_by.model != target_model:
         found.reason = f"made by {made_by.model}"
     try:
         prof = apps.choose(nf, spec)
-        found.profile = prof.name      # also for a file refused below: whose it is, in messages
+        found.profile = prof.name  # also for a file refused below: whose it is, in messages
         texts = prof.texts(nf)
         if check_vectors:
             nf.check_matrix()  # decodes every old vector: a damaged file is not migrated

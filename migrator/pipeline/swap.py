@@ -22,6 +22,7 @@ Every step is idempotent: after a crash the next call compares hashes to find
 where each file stands and carries on (a unit interrupted halfway through its
 swaps is completed).
 """
+
 from __future__ import annotations
 
 import logging
@@ -55,27 +56,33 @@ from migrator.jobs.store import StateStore
 
 log = logging.getLogger("migrator.pipeline.swap")
 
-CHECK_THREADS = 2       # hashing live and staged files (sha256 releases the GIL)
-RECORD_EVERY = 256      # swaps recorded in one commit at most...
-RECORD_SECONDS = 0.25   # ...or after this long
-
+CHECK_THREADS = 2  # hashing live and staged files (sha256 releases the GIL)
+RECORD_EVERY = 256  # swaps recorded in one commit at most...
+RECORD_SECONDS = 0.25  # ...or after this long
 
 
 @dataclass
 class SwapResult:
     migration_id: str
-    done: list[str] = field(default_factory=list)       # paths swapped (or restored)
-    already: list[str] = field(default_factory=list)    # found already in the wanted state
-    restage: list[str] = field(default_factory=list)    # changed since the scan: to embed again
-    refused: list[str] = field(default_factory=list)    # one line each: path and why
-    held: list[str] = field(default_factory=list)       # one line each: kept back with a sibling
-    configs_restored: list[str] = field(default_factory=list)   # settings --apply-config had changed
-    was_rolled_back: bool = False                         # a rollback of a rolled-back migration
+    done: list[str] = field(default_factory=list)  # paths swapped (or restored)
+    already: list[str] = field(default_factory=list)  # found already in the wanted state
+    restage: list[str] = field(default_factory=list)  # changed since the scan: to embed again
+    refused: list[str] = field(default_factory=list)  # one line each: path and why
+    held: list[str] = field(default_factory=list)  # one line each: kept back with a sibling
+    configs_restored: list[str] = field(default_factory=list)  # settings --apply-config had changed
+    was_rolled_back: bool = False  # a rollback of a rolled-back migration
 
     def as_dict(self) -> dict:
-        return {"migration": self.migration_id, "done": self.done, "already": self.already,
-                "restage": self.restage, "refused": self.refused, "held": self.held,
-                "configs_restored": self.configs_restored, "was_rolled_back": self.was_rolled_back}
+        return {
+            "migration": self.migration_id,
+            "done": self.done,
+            "already": self.already,
+            "restage": self.restage,
+            "refused": self.refused,
+            "held": self.held,
+            "configs_restored": self.configs_restored,
+            "was_rolled_back": self.was_rolled_back,
+        }
 
 
 def _units(rows) -> dict[str, list]:
@@ -87,8 +94,10 @@ def _units(rows) -> dict[str, list]:
 
 
 def _held_line(path: str, unit: str, blocker: str, profile: str | None) -> str:
-    return (f"{path}: held back, not swapped: {apps.label_of(profile)} opens every vector file of "
-            f"{unit} at one dimension, and {blocker}; the dir stays whole at its old dimension")
+    return (
+        f"{path}: held back, not swapped: {apps.label_of(profile)} opens every vector file of "
+        f"{unit} at one dimension, and {blocker}; the dir stays whole at its old dimension"
+    )
 
 
 def _restage(conn: Connection, job, why: str) -> None:
@@ -102,16 +111,22 @@ def _check(job) -> tuple[str, str | None, os.stat_result | None]:
     """Where one staged database stands, reading only (an I/O thread): (verdict, why, live stat)."""
     live, staged = Path(job.path), Path(job.staged_path)
     try:
-        st = os.stat(live)    # before the hash: a change after it shows in phase 2's stat
+        st = os.stat(live)  # before the hash: a change after it shows in phase 2's stat
     except FileNotFoundError:
         st = None
     live_sha = durable.sha256_if_exists(live)
     if live_sha is not None and live_sha == job.staged_sha256:
-        return "already", None, None             # swapped before a crash, not yet recorded
+        return "already", None, None  # swapped before a crash, not yet recorded
     if live_sha != job.source_sha256:
-        return "restage", (f"{live}: changed since it was scanned (now "
-                           f"{'missing' if live_sha is None else 'different content'}); "
-                           f"not overwritten, it will be embedded again"), None
+        return (
+            "restage",
+            (
+                f"{live}: changed since it was scanned (now "
+                f"{'missing' if live_sha is None else 'different content'}); "
+                f"not overwritten, it will be embedded again"
+            ),
+            None,
+        )
     if durable.sha256_if_exists(staged) != job.staged_sha256:
         return "restage", f"{staged}: the staged file is missing or altered; it will be staged again", None
     return "ready", None, st
@@ -159,8 +174,9 @@ def _cutover(store: StateStore, migration_id: str, jobs: list, result: SwapResul
         verdicts = list(pool.map(_check, jobs, chunksize=16))
     ready: list[tuple[object, os.stat_result]] = []
     # a unit with a member to re-stage waits for it, whole (its swapped members are completed)
-    waiting = {apps.unit_of(j.profile, j.path): j.path
-               for j, (verdict, _, _) in zip(jobs, verdicts) if verdict == "restage"}
+    waiting = {
+        apps.unit_of(j.profile, j.path): j.path for j, (verdict, _, _) in zip(jobs, verdicts) if verdict == "restage"
+    }
     with store.connection() as conn:
         for job, (verdict, why, st) in zip(jobs, verdicts):
             unit = apps.unit_of(job.profile, job.path)
@@ -171,8 +187,7 @@ def _cutover(store: StateStore, migration_id: str, jobs: list, result: SwapResul
                 _restage(conn, job, why)
                 result.restage.append(job.path)
             elif unit in waiting:
-                result.held.append(_held_line(job.path, unit, f"{waiting[unit]} is embedded again first",
-                                              job.profile))
+                result.held.append(_held_line(job.path, unit, f"{waiting[unit]} is embedded again first", job.profile))
             else:
                 ready.append((job, st))
     del verdicts
@@ -198,8 +213,10 @@ def _cutover(store: StateStore, migration_id: str, jobs: list, result: SwapResul
         conflicts = [job for job, _ in members if _backup_conflict(job, migration_id)]
         if conflicts:
             for job in conflicts:
-                msg = (f"{backup_path(job.path, migration_id)}: exists with other content; move it away, "
-                       f"then run cutover again")
+                msg = (
+                    f"{backup_path(job.path, migration_id)}: exists with other content; move it away, "
+                    f"then run cutover again"
+                )
                 result.refused.append(msg)
                 with store.connection() as conn:
                     queries.add_event(conn, migration_id, "error", msg, job.path)
@@ -217,17 +234,19 @@ def _cutover(store: StateStore, migration_id: str, jobs: list, result: SwapResul
             st = os.stat(live)
             if (st.st_ino, st.st_size, st.st_mtime_ns) != (checked.st_ino, checked.st_size, checked.st_mtime_ns):
                 durable.remove_if_exists(backup)
-                for prev, prev_backup in reversed(done_here):   # the unit moves whole or not at all
+                for prev, prev_backup in reversed(done_here):  # the unit moves whole or not at all
                     _unswap(prev, prev_backup)
                 with store.connection() as conn:
-                    _restage(conn, job, f"{live}: changed during cutover; not overwritten, "
-                                        f"it will be embedded again")
+                    _restage(conn, job, f"{live}: changed during cutover; not overwritten, it will be embedded again")
                 result.restage.append(job.path)
                 for prev, _ in done_here:
                     result.done.remove(prev.path)
-                result.held += [_held_line(o.path, unit, f"{live} changed during cutover", o.profile)
-                                for o, _ in members if o is not job]
-                swapped[len(swapped) - len(done_here):] = []
+                result.held += [
+                    _held_line(o.path, unit, f"{live} changed during cutover", o.profile)
+                    for o, _ in members
+                    if o is not job
+                ]
+                swapped[len(swapped) - len(done_here) :] = []
                 break
             os.replace(staged, live)
             durable.fsync_dir(live.parent)
@@ -267,8 +286,9 @@ def rollback(store: StateStore, migration_id: str, *, force: bool = False) -> Sw
         mig = queries.migration(s, migration_id)
         if not result.refused:
             mig.state, mig.finished_at = M_ROLLED_BACK, utcnow()
-        queries.add_event(s, migration_id, "info", f"rollback: {len(result.done)} restored, "
-                                        f"{len(result.refused)} refused")
+        queries.add_event(
+            s, migration_id, "info", f"rollback: {len(result.done)} restored, {len(result.refused)} refused"
+        )
     return result
 
 
@@ -285,32 +305,34 @@ def _restore_verdict(job, force: bool, migration_id: str) -> tuple[str | None, s
     elif backup_sha != job.source_sha256:
         msg = f"{live}: its backup {backup} no longer holds the original; left as it is"
     elif live_sha != job.staged_sha256 and not force:
-        msg = (f"{live}: {'missing' if live_sha is None else 'changed'} since the migration wrote "
-               f"it; not restored (use --force to keep it as "
-               f"{displaced_path(live, migration_id).name} and restore the backup)")
+        msg = (
+            f"{live}: {'missing' if live_sha is None else 'changed'} since the migration wrote "
+            f"it; not restored (use --force to keep it as "
+            f"{displaced_path(live, migration_id).name} and restore the backup)"
+        )
     else:
         msg = None
     return msg, live_sha
 
 
-def _restore_all(store: StateStore, migration_id: str, job_ids: list[int], force: bool,
-                 result: SwapResult) -> None:
+def _restore_all(store: StateStore, migration_id: str, job_ids: list[int], force: bool, result: SwapResult) -> None:
     # First, reading only: which cut-over files cannot be restored. A unit (a LightRAG or
     # nano-graphrag working dir) with one is left whole at the new dimension: restoring its
     # other files would leave a dir its application cannot open at either dimension.
     with store.reader() as s:
         rows = queries.restore_candidates(s, job_ids)
-    verdicts = {r.id: _restore_verdict(r, force, migration_id) for r in rows
-                if r.state in (D_CUT_OVER, D_REFUSED)}
+    verdicts = {r.id: _restore_verdict(r, force, migration_id) for r in rows if r.state in (D_CUT_OVER, D_REFUSED)}
     held: dict[int, str] = {}
     for unit, members in _units(rows).items():
         blocked = [m for m in members if m.id in verdicts and verdicts[m.id][0]]
         if blocked:
             for m in members:
                 if m.id in verdicts and not verdicts[m.id][0] and verdicts[m.id][1] != m.source_sha256:
-                    held[m.id] = (f"{m.path}: not restored: {apps.label_of(m.profile)} opens every "
-                                  f"vector file of {unit} at one dimension, and {blocked[0].path} cannot "
-                                  f"be restored; the dir stays whole at the new dimension")
+                    held[m.id] = (
+                        f"{m.path}: not restored: {apps.label_of(m.profile)} opens every "
+                        f"vector file of {unit} at one dimension, and {blocked[0].path} cannot "
+                        f"be restored; the dir stays whole at the new dimension"
+                    )
     for job_id in job_ids:
         with store.session() as s:
             job = queries.job(s, job_id)
@@ -333,7 +355,7 @@ def _restore_all(store: StateStore, migration_id: str, job_ids: list[int], force
             if live_sha == job.source_sha256:
                 durable.remove_stale_partials(live)
                 provenance.forget(live, migration_id)
-                job.state, job.error = D_ROLLED_BACK, None   # restored before a crash
+                job.state, job.error = D_ROLLED_BACK, None  # restored before a crash
                 result.already.append(job.path)
                 continue
             msg = msg or held.get(job.id)
@@ -346,8 +368,9 @@ def _restore_all(store: StateStore, migration_id: str, job_ids: list[int], force
                 keep = displaced_path(live, migration_id)
                 durable.remove_if_exists(keep)
                 durable.link_or_copy(live, keep)
-                queries.add_event(s, migration_id, "warning", f"{live}: changed after cutover; kept as {keep}",
-                                  job.path)
+                queries.add_event(
+                    s, migration_id, "warning", f"{live}: changed after cutover; kept as {keep}", job.path
+                )
             os.replace(backup, live)
             durable.fsync_dir(live.parent)
             durable.remove_stale_partials(live)

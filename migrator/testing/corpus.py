@@ -90,21 +90,52 @@ _PEOPLE = [
     ("nurse in blue scrubs", ["blue scrubs", "stethoscope"], "hospital nurse"),
 ]
 _PLACES = [
-    "a busy restaurant kitchen", "a crowded city street", "a dimly lit warehouse",
-    "a train station platform", "a sunlit living room", "a sandy beach at dusk",
-    "a small cluttered office", "a supermarket aisle", "a rainy parking lot",
-    "a hospital corridor", "a quiet public library", "a rooftop garden",
+    "a busy restaurant kitchen",
+    "a crowded city street",
+    "a dimly lit warehouse",
+    "a train station platform",
+    "a sunlit living room",
+    "a sandy beach at dusk",
+    "a small cluttered office",
+    "a supermarket aisle",
+    "a rainy parking lot",
+    "a hospital corridor",
+    "a quiet public library",
+    "a rooftop garden",
 ]
 _ACTIONS = [
-    "walks slowly toward", "stands next to", "points at", "picks up", "sets down",
-    "glances at", "leans against", "carefully examines", "hurries past", "reaches for",
-    "pushes", "quietly studies", "waves toward", "kneels beside", "laughs at",
+    "walks slowly toward",
+    "stands next to",
+    "points at",
+    "picks up",
+    "sets down",
+    "glances at",
+    "leans against",
+    "carefully examines",
+    "hurries past",
+    "reaches for",
+    "pushes",
+    "quietly studies",
+    "waves toward",
+    "kneels beside",
+    "laughs at",
 ]
 _OBJECTS = [
-    "a wooden table", "a red bicycle", "the front door", "a stack of papers",
-    "an open laptop", "a steaming coffee mug", "a cardboard box", "a ringing phone",
-    "a shopping cart", "a flickering lamp", "a large map", "a metal toolbox",
-    "a bouquet of flowers", "a vending machine", "a folded newspaper",
+    "a wooden table",
+    "a red bicycle",
+    "the front door",
+    "a stack of papers",
+    "an open laptop",
+    "a steaming coffee mug",
+    "a cardboard box",
+    "a ringing phone",
+    "a shopping cart",
+    "a flickering lamp",
+    "a large map",
+    "a metal toolbox",
+    "a bouquet of flowers",
+    "a vending machine",
+    "a folded newspaper",
 ]
 _CAMERA = [
     "The camera pans left to follow the movement.",
@@ -158,8 +189,7 @@ def _sentence(rng: random.Random, subjects: list[str], place: str) -> str:
         return f"The {who} {rng.choice(_ACTIONS)} {rng.choice(_OBJECTS)} in {place}."
     if kind == 1:
         other = rng.choice([s for s in subjects if s != who])
-        return (f"The {who} {rng.choice(_ACTIONS)} the {other}, then "
-                f"{rng.choice(_ACTIONS)} {rng.choice(_OBJECTS)}.")
+        return f"The {who} {rng.choice(_ACTIONS)} the {other}, then {rng.choice(_ACTIONS)} {rng.choice(_OBJECTS)}."
     if kind == 2:
         return rng.choice(_CAMERA)
     if kind == 3:
@@ -168,12 +198,10 @@ def _sentence(rng: random.Random, subjects: list[str], place: str) -> str:
         return f'The {who} says, "{rng.choice(_SPEECH)}"'
     if kind == 5:
         return f'On-screen text reads "{rng.choice(_SIGNS)}".'
-    return (f"Meanwhile, {rng.choice(_OBJECTS)} sits near the {who}, who "
-            f"{rng.choice(_ACTIONS)} {rng.choice(_OBJECTS)}.")
+    return f"Meanwhile, {rng.choice(_OBJECTS)} sits near the {who}, who {rng.choice(_ACTIONS)} {rng.choice(_OBJECTS)}."
 
 
-def _caption(rng: random.Random, subjects: list[str], place: str,
-             min_tokens: int = 50, max_tokens: int = 300) -> str:
+def _caption(rng: random.Random, subjects: list[str], place: str, min_tokens: int = 50, max_tokens: int = 300) -> str:
     """Sentences until the caption has between min and max tokens (EOS incl.)."""
     target = rng.randint(min_tokens, max_tokens - 40)
     sentences = [f"The scene takes place in {place}."]
@@ -182,8 +210,7 @@ def _caption(rng: random.Random, subjects: list[str], place: str,
     return " ".join(sentences)
 
 
-def make_captions(rng: random.Random, n_clips: int, clip_secs: int = 10, *,
-                  p_empty: float = 0.0) -> dict[str, Any]:
+def make_captions(rng: random.Random, n_clips: int, clip_secs: int = 10, *, p_empty: float = 0.0) -> dict[str, Any]:
     """A DVD ``captions.json`` dict: ``"<start>_<end>" -> {"caption": str}``.
 
     Keys are integer seconds ("0_10", "10_20", ...).  Each caption is 50-300
@@ -256,17 +283,21 @@ def _clip_captions(captions: dict[str, Any]) -> list[tuple[float, float, str]]:
 
 
 def _video_length(captions: dict[str, Any]) -> str:
-    ends = [float(k.split("_")[1]) for k in captions
-            if k not in ("subject_registry", "character_registry")]
+    ends = [float(k.split("_")[1]) for k in captions if k not in ("subject_registry", "character_registry")]
     return dvd_time(max(ends))
 
 
 # --------------------------------------------------------------------------- #
 # Builders                                                                    #
 # --------------------------------------------------------------------------- #
-def build_dvd_database(video_dir: os.PathLike | str, captions: dict[str, Any], *,
-                       dim: int = OLD_DIM, seed: str = OLD_MODEL,
-                       overwrite: bool = False) -> Path:
+def build_dvd_database(
+    video_dir: os.PathLike | str,
+    captions: dict[str, Any],
+    *,
+    dim: int = OLD_DIM,
+    seed: str = OLD_MODEL,
+    overwrite: bool = False,
+) -> Path:
     """Write ``captions/captions.json`` and ``database.json`` as DVD does.
 
     Records: ``{"time_start_secs", "time_end_secs", "caption"}`` with DVD's
@@ -326,10 +357,16 @@ def video_ids(rng: random.Random, n: int) -> list[str]:
     return ids
 
 
-def build_dvd_tree(root: os.PathLike | str, n_videos: int, *,
-                   clips: Sequence[int] = (5, 40), seed: int = 0,
-                   dim: int = OLD_DIM, embed_seed: str = OLD_MODEL,
-                   p_empty: float = 0.0) -> list[Path]:
+def build_dvd_tree(
+    root: os.PathLike | str,
+    n_videos: int,
+    *,
+    clips: Sequence[int] = (5, 40),
+    seed: int = 0,
+    dim: int = OLD_DIM,
+    embed_seed: str = OLD_MODEL,
+    p_empty: float = 0.0,
+) -> list[Path]:
     """Build *n_videos* DVD video folders under *root*; return their
     ``database.json`` paths (in creation order).  Deterministic in *seed*."""
     root = Path(root)
@@ -337,8 +374,7 @@ def build_dvd_tree(root: os.PathLike | str, n_videos: int, *,
     paths = []
     for vid in video_ids(rng, n_videos):
         n_clips = rng.randint(clips[0], clips[1])
-        captions = make_captions(random.Random(rng.getrandbits(64)), n_clips,
-                                 p_empty=p_empty)
+        captions = make_captions(random.Random(rng.getrandbits(64)), n_clips, p_empty=p_empty)
         paths.append(build_dvd_database(root / vid, captions, dim=dim, seed=embed_seed))
     return paths
 
@@ -350,7 +386,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m migrator.testing.corpus",
         description="Build a synthetic DeepVideoDiscovery database tree "
-                    "(test/demo data; vectors are a stand-in, not OpenAI's).")
+        "(test/demo data; vectors are a stand-in, not OpenAI's).",
+    )
     ap.add_argument("--out", required=True, help="root folder (VIDEO_DATABASE_FOLDER)")
     ap.add_argument("--videos", type=int, required=True)
     ap.add_argument("--seed", type=int, default=0)
@@ -360,10 +397,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = ap.parse_args(argv)
     if not 1 <= args.min_clips <= args.max_clips:
         ap.error("need 1 <= --min-clips <= --max-clips")
-    paths = build_dvd_tree(args.out, args.videos, clips=(args.min_clips, args.max_clips),
-                           seed=args.seed, dim=args.dim)
-    print(f"built {len(paths)} DVD databases (dim {args.dim}) under {args.out}",
-          file=sys.stderr)
+    paths = build_dvd_tree(args.out, args.videos, clips=(args.min_clips, args.max_clips), seed=args.seed, dim=args.dim)
+    print(f"built {len(paths)} DVD databases (dim {args.dim}) under {args.out}", file=sys.stderr)
     for path in paths:
         print(path)
     return 0

@@ -243,11 +243,13 @@ def _features(word_lists: Sequence[Sequence[str]], seed: str):
     bigrams = (words[:-1][inside] * _K_BIGRAM) ^ words[1:][inside]
     keys = np.concatenate([np.full(n, _EOS_HASH ^ s, dtype=np.uint64), words, bigrams])
     rows = np.concatenate([np.arange(n), word_rows, word_rows[:-1][inside]])
-    weights = np.concatenate([
-        np.full(n, _EOS_WEIGHT),
-        np.full(len(words), _UNIGRAM_WEIGHT),
-        np.full(len(bigrams), _BIGRAM_WEIGHT),
-    ])
+    weights = np.concatenate(
+        [
+            np.full(n, _EOS_WEIGHT),
+            np.full(len(words), _UNIGRAM_WEIGHT),
+            np.full(len(bigrams), _BIGRAM_WEIGHT),
+        ]
+    )
     return keys, rows, weights
 
 

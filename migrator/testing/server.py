@@ -75,7 +75,7 @@ from migrator.vllm.endpoint import parse_version
 __all__ = ["FakeVLLM", "FaultQueue", "Fault", "ServerStats", "FAULT_KINDS", "main"]
 
 BANNER = "fake vLLM (migrator test server, not a real model)"
-VLLM_VERSION = "0.31.0"   # the newest release that still has the exactly-max-length hang
+VLLM_VERSION = "0.31.0"  # the newest release that still has the exactly-max-length hang
 OTHER_MODEL = "intfloat/e5-mistral-7b-instruct"
 
 #: Fault kinds and the parameters each accepts (besides ``times``/``match``).
@@ -92,7 +92,7 @@ FAULT_KINDS: dict[str, frozenset[str]] = {
     "shuffle": frozenset({"seed"}),
     "wrong_model": frozenset({"model"}),
     "garbage": frozenset({"seed"}),
-    "misorder": frozenset(),          # each index gets its neighbour's vector: passes every per-answer check
+    "misorder": frozenset(),  # each index gets its neighbour's vector: passes every per-answer check
     "zero": frozenset({"item"}),
 }
 # Faults that answer (or refuse to answer) instead of the model.
@@ -116,8 +116,8 @@ _NGINX_502 = (
 )
 _LOGIN_PAGE = (
     "<!DOCTYPE html>\n<html><head><title>Sign in</title></head>\n<body>"
-    "<form method=\"post\" action=\"/login\"><input name=\"user\"><input "
-    "name=\"password\" type=\"password\"><button>Sign in</button></form>"
+    '<form method="post" action="/login"><input name="user"><input '
+    'name="password" type="password"><button>Sign in</button></form>'
     "</body></html>\n"
 )
 
@@ -145,8 +145,7 @@ class _Abort(Exception):
 class _ApiError(Exception):
     """An error vLLM reports in its JSON error shape."""
 
-    def __init__(self, status: int, message: str, param: Optional[str] = None,
-                 err_type: Optional[str] = None):
+    def __init__(self, status: int, message: str, param: Optional[str] = None, err_type: Optional[str] = None):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -181,8 +180,7 @@ class Fault:
         return self.match is None or any(self.match in t for t in texts)
 
     def as_dict(self) -> dict:
-        return {"kind": self.kind, "times": self.times, "match": self.match,
-                "fired": self.fired, **self.params}
+        return {"kind": self.kind, "times": self.times, "match": self.match, "fired": self.fired, **self.params}
 
 
 class FaultQueue:
@@ -196,8 +194,7 @@ class FaultQueue:
         self._lock = threading.Lock()
         self._rules: list[Fault] = []
 
-    def add(self, kind: str, times: Optional[int] = 1, *, match: Optional[str] = None,
-            **params: Any) -> Fault:
+    def add(self, kind: str, times: Optional[int] = 1, *, match: Optional[str] = None, **params: Any) -> Fault:
         """Queue a rule; raises ValueError for an unknown kind or parameter."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; known: {sorted(FAULT_KINDS)}")
@@ -258,7 +255,7 @@ class ServerStats:
     max_in_flight: int = 0
     running: int = 0
     hung: int = 0
-    hangs_aborted: int = 0          # hung requests ended by their client hanging up
+    hangs_aborted: int = 0  # hung requests ended by their client hanging up
     unauthorized: int = 0
     status_counts: dict[int, int] = field(default_factory=dict)
     faults_fired: dict[str, int] = field(default_factory=dict)
@@ -358,14 +355,14 @@ class _SharedCapacity:
 # --------------------------------------------------------------------------- #
 @dataclass
 class _Prompt:
-    text: Optional[str] = None          # a text prompt ...
-    ids: Optional[list[int]] = None     # ... or token ids
+    text: Optional[str] = None  # a text prompt ...
+    ids: Optional[list[int]] = None  # ... or token ids
 
 
 @dataclass
 class _Prepared:
-    words: list[str]   # what the embedder hashes
-    tokens: int        # prompt length in tokens, after truncation
+    words: list[str]  # what the embedder hashes
+    tokens: int  # prompt length in tokens, after truncation
 
 
 def _is_int(value: Any) -> bool:
@@ -393,16 +390,16 @@ def _parse_input(value: Any) -> list[_Prompt]:
     if isinstance(value, str):
         return [_Prompt(text=value)]
     if not isinstance(value, list) or not value:
-        raise _bad("input must be a string, a non-empty list of strings, "
-                   "or token ids (list[int] or list[list[int]])", "input")
+        raise _bad(
+            "input must be a string, a non-empty list of strings, or token ids (list[int] or list[list[int]])", "input"
+        )
     if all(isinstance(v, str) for v in value):
         return [_Prompt(text=v) for v in value]
     if all(_is_int(v) for v in value):
         return [_Prompt(ids=_check_ids(value))]
     if all(isinstance(v, list) for v in value):
         return [_Prompt(ids=_check_ids(v)) for v in value]
-    raise _bad("input items must all be strings, all token ids, or all lists "
-               "of token ids", "input")
+    raise _bad("input items must all be strings, all token ids, or all lists of token ids", "input")
 
 
 def _check_ids(ids: list) -> list[int]:
@@ -417,7 +414,7 @@ def _prepare(prompt: _Prompt, truncate: Optional[int], add_special: bool) -> _Pr
     if prompt.ids is not None:
         ids = prompt.ids if truncate is None else prompt.ids[:truncate]
         return _Prepared(_id_words(ids), len(ids))
-    assert prompt.text is not None   # a prompt is text or token ids
+    assert prompt.text is not None  # a prompt is text or token ids
     words, count = prompt_words(prompt.text)
     if not add_special:
         count -= 1
@@ -446,7 +443,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "uvicorn"
     sys_version = ""
-    server: _HTTPServer   # the server that made this handler (it has the app)
+    server: _HTTPServer  # the server that made this handler (it has the app)
 
     def setup(self) -> None:
         super().setup()
@@ -550,11 +547,11 @@ class _HTTPServer(ThreadingHTTPServer):
 class LoggedRequest:
     """One ``/v1/embeddings`` request, as ``FakeVLLM.request_log`` keeps it."""
 
-    worker: str            # the X-Migrator-Worker header (host:pid), "" if none
-    started: float         # time.monotonic() in the server's process
+    worker: str  # the X-Migrator-Worker header (host:pid), "" if none
+    started: float  # time.monotonic() in the server's process
     ended: float
     texts: list[str]
-    fields: list[str] = field(default_factory=list)   # the request's top-level JSON keys
+    fields: list[str] = field(default_factory=list)  # the request's top-level JSON keys
 
 
 class FakeVLLM:
@@ -600,14 +597,14 @@ class FakeVLLM:
         self.model = model
         # `--served-model-name a b`: every answer names the first (vLLM >= 0.11)
         self.served_names = list(served_names or [model])
-        self.root = root or model          # /v1/models' `root`: the hub id or path vLLM loaded
+        self.root = root or model  # /v1/models' `root`: the hub id or path vLLM loaded
         parsed = parse_version(version)
         if parsed is None:
             raise ValueError(f"version {version!r} is not like 0.32.0")
         self.version: tuple[int, ...] = parsed
         self.version_text = version
-        self.appends_eos = appends_eos     # False: a stale Qwen3-Embedding snapshot (no EOS)
-        self.runner = runner               # "generate": a chat model, no embeddings
+        self.appends_eos = appends_eos  # False: a stale Qwen3-Embedding snapshot (no EOS)
+        self.runner = runner  # "generate": a chat model, no embeddings
         self.dim = int(dim or MODEL_DIMS.get(model, 4096))
         self.max_model_len = int(max_model_len)
         self.error_shape = error_shape
@@ -620,20 +617,19 @@ class FakeVLLM:
         self.verbose = verbose
         self.ssl_context = ssl_context  # server-side context: serve https (TLS mode)
         self.dead = False
-        self.other_waiting = 0     # other tenants' requests, as /metrics reports them
+        self.other_waiting = 0  # other tenants' requests, as /metrics reports them
         self.other_running = 0
-        self.engines = 1           # /metrics splits its figures over this many engines
-        self.request_log: Optional[list] = None   # a list: every embeddings request is logged in it
+        self.engines = 1  # /metrics splits its figures over this many engines
+        self.request_log: Optional[list] = None  # a list: every embeddings request is logged in it
         self.faults = FaultQueue()
         self.stats = ServerStats()
         self.created = int(time.time())
         self.__api_key = api_key
         self._stopping = threading.Event()
         self._poisoned = threading.Event()
-        self._capacity = (_SharedCapacity(tokens_per_second, self._stopping)
-                          if tokens_per_second else None)
+        self._capacity = _SharedCapacity(tokens_per_second, self._stopping) if tokens_per_second else None
         self._conns: set[socket.socket] = set()
-        self._local = threading.local()    # the connection a handler thread is serving
+        self._local = threading.local()  # the connection a handler thread is serving
         self._conns_lock = threading.Lock()
         self._vocab: OrderedDict[int, str] = OrderedDict()  # for /detokenize
         self._vocab_lock = threading.Lock()
@@ -647,8 +643,11 @@ class FakeVLLM:
             "/health": {"GET": self._health},
             "/metrics": {"GET": self._metrics},
             "/version": {"GET": lambda body: _json_reply(200, {"version": self.version_text})},
-            "/_admin/faults": {"POST": self._admin_add_fault, "DELETE": self._admin_clear,
-                               "GET": self._admin_list_faults},
+            "/_admin/faults": {
+                "POST": self._admin_add_fault,
+                "DELETE": self._admin_clear,
+                "GET": self._admin_list_faults,
+            },
             "/_admin/stats": {"GET": lambda body: _json_reply(200, self.stats.snapshot())},
             "/_admin/health": {"POST": self._admin_health},
             "/_admin/queue": {"POST": self._admin_queue, "GET": self._admin_queue_figures},
@@ -665,11 +664,12 @@ class FakeVLLM:
         self._httpd = _HTTPServer((self.host, self.port), self)
         if self.ssl_context is not None:
             self._httpd.socket = self.ssl_context.wrap_socket(
-                self._httpd.socket, server_side=True, do_handshake_on_connect=False)
+                self._httpd.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-            name=f"fake-vllm:{self.port}", daemon=True)
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=f"fake-vllm:{self.port}", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -728,9 +728,18 @@ class FakeVLLM:
         ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if method == "POST" and ctype and ctype != "application/json" and not ctype.endswith("+json"):
             # FastAPI (vLLM's server) reads a JSON body only under a JSON content type
-            return _json_reply(422, {"detail": [{"type": "model_attributes_type", "loc": ["body"],
-                                                 "msg": "Input should be a valid dictionary or object "
-                                                        "to extract fields from"}]})
+            return _json_reply(
+                422,
+                {
+                    "detail": [
+                        {
+                            "type": "model_attributes_type",
+                            "loc": ["body"],
+                            "msg": "Input should be a valid dictionary or object to extract fields from",
+                        }
+                    ]
+                },
+            )
         started = time.monotonic()
         try:
             return handler(body)
@@ -748,11 +757,17 @@ class FakeVLLM:
         except (ValueError, AttributeError, TypeError):
             texts, fields = None, []
         texts = [texts] if isinstance(texts, str) else texts if isinstance(texts, list) else []
-        assert self.request_log is not None   # logged only when there is a log
+        assert self.request_log is not None  # logged only when there is a log
         with self._vocab_lock:
-            self.request_log.append(LoggedRequest(headers.get("X-Migrator-Worker") or "", started,
-                                                  time.monotonic(), [t for t in texts if isinstance(t, str)],
-                                                  fields))
+            self.request_log.append(
+                LoggedRequest(
+                    headers.get("X-Migrator-Worker") or "",
+                    started,
+                    time.monotonic(),
+                    [t for t in texts if isinstance(t, str)],
+                    fields,
+                )
+            )
 
     def _authorized(self, headers) -> bool:
         if self.__api_key is None:
@@ -761,8 +776,7 @@ class FakeVLLM:
         return hmac.compare_digest(given.encode(), f"Bearer {self.__api_key}".encode())
 
     def _error(self, err: _ApiError) -> _Reply:
-        info = {"message": err.message, "type": err.err_type, "param": err.param,
-                "code": err.status}
+        info = {"message": err.message, "type": err.err_type, "param": err.param, "code": err.status}
         body = {"error": info} if self.error_shape == "new" else {"object": "error", **info}
         return _json_reply(err.status, body)
 
@@ -785,7 +799,7 @@ class FakeVLLM:
     def _embeddings(self, body: bytes) -> _Reply:
         if self.runner != "pooling":
             if self.version >= (0, 33):
-                return _json_reply(404, {"detail": "Not Found"})   # no route for a generative model
+                return _json_reply(404, {"detail": "Not Found"})  # no route for a generative model
             raise _bad("The model does not support Embeddings API")
         self.stats.bump("embedding_requests")
         self.stats.enter()
@@ -820,8 +834,7 @@ class FakeVLLM:
         if fmt not in ("float", "base64"):
             raise _bad("encoding_format must be 'float' or 'base64'", "encoding_format")
         if self.reject_normalize and req.get("normalize") is not None:
-            raise _bad("Parameter `normalize` was removed; use `use_activation` instead.",
-                       "normalize")
+            raise _bad("Parameter `normalize` was removed; use `use_activation` instead.", "normalize")
         add_special = req.get("add_special_tokens", True)
         if not isinstance(add_special, bool):
             raise _bad("add_special_tokens must be a boolean", "add_special_tokens")
@@ -836,27 +849,31 @@ class FakeVLLM:
         if value is None:
             return None
         if not _is_int(value) or value < -1:
-            raise _bad("truncate_prompt_tokens must be an integer >= -1",
-                       "truncate_prompt_tokens")
+            raise _bad("truncate_prompt_tokens must be an integer >= -1", "truncate_prompt_tokens")
         if value == 0:  # not emulated: no sensible prompt has zero tokens
             raise _bad("truncate_prompt_tokens must be -1 or >= 1", "truncate_prompt_tokens")
         if value == -1:
             return self.max_model_len
         if value > self.max_model_len:
-            raise _bad(f"truncate_prompt_tokens value ({value}) is greater than "
-                       f"max_model_len ({self.max_model_len}). Please, select a smaller "
-                       "truncation size.", "truncate_prompt_tokens")
+            raise _bad(
+                f"truncate_prompt_tokens value ({value}) is greater than "
+                f"max_model_len ({self.max_model_len}). Please, select a smaller "
+                "truncation size.",
+                "truncate_prompt_tokens",
+            )
         return value
 
     def _check_dimensions(self, dims: Any) -> None:
         if not _is_int(dims):
             raise _bad("dimensions must be an integer", "dimensions")
         if not self.matryoshka:
-            raise _bad(f'Model "{self.model}" does not support matryoshka representation, '
-                       "changing output dimensions will lead to poor results.", "dimensions")
+            raise _bad(
+                f'Model "{self.model}" does not support matryoshka representation, '
+                "changing output dimensions will lead to poor results.",
+                "dimensions",
+            )
         if not 1 <= dims <= self.dim:
-            raise _bad(f"Dimensions must be between 1 and {self.dim}, got {dims}.",
-                       "dimensions")
+            raise _bad(f"Dimensions must be between 1 and {self.dim}, got {dims}.", "dimensions")
 
     def _check_lengths(self, prepared: list[_Prepared]) -> None:
         for p in prepared:
@@ -865,11 +882,15 @@ class FakeVLLM:
                     raise _bad(
                         f"This model's maximum context length is {self.max_model_len} tokens. "
                         f"However, your prompt contains at least {self.max_model_len + 1} input tokens. "
-                        "Please reduce the length of the input prompt.", "input_tokens")
+                        "Please reduce the length of the input prompt.",
+                        "input_tokens",
+                    )
                 raise _bad(
                     f"This model's maximum context length is {self.max_model_len} tokens. "
                     f"However, you requested {p.tokens} tokens in the input for embedding "
-                    "generation. Please reduce the length of the input.", "input_tokens")
+                    "generation. Please reduce the length of the input.",
+                    "input_tokens",
+                )
 
     def _stall_if_poisoned(self, prepared: list[_Prepared]) -> None:
         """vllm#29496 (0.9.2 to 0.31): an input of exactly max_model_len tokens never
@@ -910,12 +931,13 @@ class FakeVLLM:
         finally:
             self.stats.bump("running", -1)
 
-    def _answer(self, prepared: list[_Prepared], fmt: str, dims: Optional[int],
-                tokens: int, fault: Optional[Fault]) -> _Reply:
+    def _answer(
+        self, prepared: list[_Prepared], fmt: str, dims: Optional[int], tokens: int, fault: Optional[Fault]
+    ) -> _Reply:
         model, seed = self.answer_name, self.seed
         asked = getattr(self._local, "asked", None)
         if self.version < (0, 11) and isinstance(asked, str):
-            model = asked or model     # before 0.11 the answer echoed the request
+            model = asked or model  # before 0.11 the answer echoed the request
         if fault is not None and fault.kind == "wrong_model":
             model = seed = fault.params.get("model", OTHER_MODEL)
         vectors = list(embed_word_lists([p.words for p in prepared], self.dim, seed))
@@ -923,20 +945,26 @@ class FakeVLLM:
             vectors = [_unit(v[:dims]) for v in vectors]
         if fault is not None:
             vectors = _mangle_vectors(fault, vectors, [p.words for p in prepared], seed)
-        data = [{"index": i, "object": "embedding", "embedding": _encode(v, fmt)}
-                for i, v in enumerate(vectors)]
+        data = [{"index": i, "object": "embedding", "embedding": _encode(v, fmt)} for i, v in enumerate(vectors)]
         if fault is not None:
             data = _mangle_items(fault, data)
         self.stats.answered(len(prepared), tokens)
-        return _json_reply(200, {
-            "id": f"embd-{uuid.uuid4().hex}",
-            "object": "list",
-            "created": int(time.time()),
-            "model": model,
-            "data": data,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens,
-                      "completion_tokens": 0, "prompt_tokens_details": None},
-        })
+        return _json_reply(
+            200,
+            {
+                "id": f"embd-{uuid.uuid4().hex}",
+                "object": "list",
+                "created": int(time.time()),
+                "model": model,
+                "data": data,
+                "usage": {
+                    "prompt_tokens": tokens,
+                    "total_tokens": tokens,
+                    "completion_tokens": 0,
+                    "prompt_tokens_details": None,
+                },
+            },
+        )
 
     def _pre_fault(self, fault: Fault) -> _Reply:
         """Faults that replace the model's answer."""
@@ -968,17 +996,29 @@ class FakeVLLM:
 
     def _card(self, name: str) -> dict:
         return {
-            "id": name, "object": "model", "created": self.created,
-            "owned_by": "vllm", "root": self.root, "parent": None,
+            "id": name,
+            "object": "model",
+            "created": self.created,
+            "owned_by": "vllm",
+            "root": self.root,
+            "parent": None,
             "max_model_len": self.max_model_len,
-            "permission": [{
-                "id": f"modelperm-{uuid.uuid4().hex}", "object": "model_permission",
-                "created": self.created, "allow_create_engine": False,
-                "allow_sampling": True, "allow_logprobs": True,
-                "allow_search_indices": False, "allow_view": True,
-                "allow_fine_tuning": False, "organization": "*", "group": None,
-                "is_blocking": False,
-            }],
+            "permission": [
+                {
+                    "id": f"modelperm-{uuid.uuid4().hex}",
+                    "object": "model_permission",
+                    "created": self.created,
+                    "allow_create_engine": False,
+                    "allow_sampling": True,
+                    "allow_logprobs": True,
+                    "allow_search_indices": False,
+                    "allow_view": True,
+                    "allow_fine_tuning": False,
+                    "organization": "*",
+                    "group": None,
+                    "is_blocking": False,
+                }
+            ],
         }
 
     def _tokenize(self, body: bytes) -> _Reply:
@@ -986,8 +1026,7 @@ class FakeVLLM:
         self._check_model(req.get("model"))
         prompt = req.get("prompt")
         if not isinstance(prompt, str):
-            raise _bad("prompt must be a string (chat `messages` are not supported here)",
-                       "prompt")
+            raise _bad("prompt must be a string (chat `messages` are not supported here)", "prompt")
         add_special = req.get("add_special_tokens", True)
         if not isinstance(add_special, bool):
             raise _bad("add_special_tokens must be a boolean", "add_special_tokens")
@@ -998,9 +1037,15 @@ class FakeVLLM:
         if add_special and ids and ids[-1] == EOS_ID:
             strs = strs + [EOS_TOKEN]
         self._remember(strs, ids)
-        return _json_reply(200, {"count": len(ids), "max_model_len": self.max_model_len,
-                                 "tokens": ids,
-                                 "token_strs": strs if req.get("return_token_strs") is True else None})
+        return _json_reply(
+            200,
+            {
+                "count": len(ids),
+                "max_model_len": self.max_model_len,
+                "tokens": ids,
+                "token_strs": strs if req.get("return_token_strs") is True else None,
+            },
+        )
 
     def _remember(self, strings: list[str], ids: list[int]) -> None:
         """Keep recent id -> token pairs (bounded) so /detokenize can answer."""
@@ -1018,8 +1063,7 @@ class FakeVLLM:
         if not isinstance(ids, list) or not all(_is_int(i) for i in ids):
             raise _bad("tokens must be a list of integers", "tokens")
         with self._vocab_lock:
-            words = [EOS_TOKEN if i == EOS_ID else self._vocab.get(i, f"<unk:{i}>")
-                     for i in ids]
+            words = [EOS_TOKEN if i == EOS_ID else self._vocab.get(i, f"<unk:{i}>") for i in ids]
         return _json_reply(200, {"prompt": " ".join(words)})
 
     def _health(self, body: bytes) -> _Reply:
@@ -1028,24 +1072,25 @@ class FakeVLLM:
     def _metrics(self, body: bytes) -> _Reply:
         engines = max(1, int(self.engines))
         running = _split(self.stats.running + int(self.other_running), engines)
-        waiting = _split(int(self.other_waiting), engines)   # the fake never queues its own
+        waiting = _split(int(self.other_waiting), engines)  # the fake never queues its own
         tokens = _split(self.stats.prompt_tokens, engines)
         lines: list[str] = []
         for name, kind, help_text, values in (
-            ("vllm:num_requests_running", "gauge",
-             "Number of requests in model execution batches.", running),
-            ("vllm:num_requests_waiting", "gauge",
-             "Number of requests waiting to be processed.", waiting),
-            ("vllm:kv_cache_usage_perc", "gauge",
-             "KV-cache usage. 1 means 100 percent usage.", [min(1.0, r / 64) for r in running]),
-            ("vllm:prompt_tokens_total", "counter",
-             "Number of prefill tokens processed.", tokens),
+            ("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.", running),
+            ("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.", waiting),
+            (
+                "vllm:kv_cache_usage_perc",
+                "gauge",
+                "KV-cache usage. 1 means 100 percent usage.",
+                [min(1.0, r / 64) for r in running],
+            ),
+            ("vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.", tokens),
         ):
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-            lines += [f'{name}{{engine="{e}",model_name="{self.answer_name}"}} {float(v)}'
-                      for e, v in enumerate(values)]
-        return _Reply(200, ("\n".join(lines) + "\n").encode(),
-                      "text/plain; version=0.0.4; charset=utf-8")
+            lines += [
+                f'{name}{{engine="{e}",model_name="{self.answer_name}"}} {float(v)}' for e, v in enumerate(values)
+            ]
+        return _Reply(200, ("\n".join(lines) + "\n").encode(), "text/plain; version=0.0.4; charset=utf-8")
 
     # -- /_admin (this fake only) ------------------------------------------
     def _admin_add_fault(self, body: bytes) -> _Reply:
@@ -1057,8 +1102,7 @@ class FakeVLLM:
             rule = self.faults.add(kind, times, match=match, **req)
         except (TypeError, ValueError) as exc:
             raise _bad(str(exc)) from None
-        return _json_reply(200, {"ok": True, "fault": rule.as_dict(),
-                                 "pending": len(self.faults)})
+        return _json_reply(200, {"ok": True, "fault": rule.as_dict(), "pending": len(self.faults)})
 
     def _admin_clear(self, body: bytes) -> _Reply:
         self.faults.clear()
@@ -1087,8 +1131,7 @@ class FakeVLLM:
         return self._admin_queue_figures(b"")
 
     def _admin_queue_figures(self, body: bytes) -> _Reply:
-        return _json_reply(200, {"waiting": self.other_waiting, "running": self.other_running,
-                                 "engines": self.engines})
+        return _json_reply(200, {"waiting": self.other_waiting, "running": self.other_running, "engines": self.engines})
 
 
 def _peer_closed(sock: socket.socket) -> bool:
@@ -1119,8 +1162,7 @@ def _encode(v: np.ndarray, fmt: str) -> Any:
     return np.asarray(v, dtype=np.float32).tolist()
 
 
-def _mangle_vectors(fault: Fault, vectors: list[np.ndarray], words: list[list[str]],
-                    seed: str) -> list[np.ndarray]:
+def _mangle_vectors(fault: Fault, vectors: list[np.ndarray], words: list[list[str]], seed: str) -> list[np.ndarray]:
     p, kind = fault.params, fault.kind
     if kind == "wrong_dim":
         other = int(p.get("dim", max(1, len(vectors[0]) // 2)))
@@ -1136,8 +1178,7 @@ def _mangle_vectors(fault: Fault, vectors: list[np.ndarray], words: list[list[st
         if kind == "zero":
             vectors[item][:] = 0.0
         else:
-            vectors[item][0] = {"nan": math.nan, "inf": math.inf,
-                                "-inf": -math.inf}[p.get("value", "nan")]
+            vectors[item][0] = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}[p.get("value", "nan")]
     return vectors
 
 
@@ -1163,9 +1204,11 @@ def _partial_response(stage: str) -> bytes:
     """The bytes a `reset` fault sends before the RST."""
     if stage == "headers":
         return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-le"
-    return (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-            b"content-length: 65536\r\n\r\n"
-            b'{"id":"embd-0","object":"list","created":0,"model":"x","data":[{"index":0,')
+    return (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+        b"content-length: 65536\r\n\r\n"
+        b'{"id":"embd-0","object":"list","created":0,"model":"x","data":[{"index":0,'
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -1177,8 +1220,7 @@ def serve_until_signalled(srv: "FakeVLLM", ready_file: Optional[str], banner: st
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     srv.start()
-    print(f"{banner} listening on {srv.base_url} model={srv.model} dim={srv.dim}",
-          file=sys.stderr, flush=True)
+    print(f"{banner} listening on {srv.base_url} model={srv.model} dim={srv.dim}", file=sys.stderr, flush=True)
     if ready_file:
         _write_ready_file(ready_file, srv.base_url)
     while not done.wait(0.5):
@@ -1200,42 +1242,67 @@ def _arg_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m migrator.testing.server",
         description=f"{BANNER}: serves vLLM's OpenAI-compatible embeddings API (/v1/embeddings, "
-                    f"/v1/models, /tokenize, /health, /metrics, /version) for tests, the demo and the "
-                    f"benchmarks. Its vectors come from a deterministic word-hashing stand-in, not a "
-                    f"model. Faults are queued with POST /_admin/faults.",
+        f"/v1/models, /tokenize, /health, /metrics, /version) for tests, the demo and the "
+        f"benchmarks. Its vectors come from a deterministic word-hashing stand-in, not a "
+        f"model. Faults are queued with POST /_admin/faults.",
         epilog="example: KEY=secret python -m migrator.testing.server --port 8888 --api-key-env KEY "
-               "--tokens-per-second 40000, then migrate run --endpoint http://127.0.0.1:8888/v1 with "
-               "MIGRATOR_API_KEY=secret")
+        "--tokens-per-second 40000, then migrate run --endpoint http://127.0.0.1:8888/v1 with "
+        "MIGRATOR_API_KEY=secret",
+    )
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     ap.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    ap.add_argument("--model", default="Qwen/Qwen3-Embedding-8B",
-                    help="the model it pretends to be (its vectors' seed and size)")
-    ap.add_argument("--served-model-name", nargs="+", default=None, metavar="NAME",
-                    help="the names it serves the model under, like vLLM's flag (answers name the first)")
-    ap.add_argument("--vllm-version", default=VLLM_VERSION,
-                    help=f"the vLLM version it behaves as (default {VLLM_VERSION}; the max-length hang "
-                         f"exists on 0.9.2 to 0.31 only)")
-    ap.add_argument("--dim", type=int, default=None,
-                    help="vector size (default: the model's, 4096 for an unknown one)")
+    ap.add_argument(
+        "--model", default="Qwen/Qwen3-Embedding-8B", help="the model it pretends to be (its vectors' seed and size)"
+    )
+    ap.add_argument(
+        "--served-model-name",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="the names it serves the model under, like vLLM's flag (answers name the first)",
+    )
+    ap.add_argument(
+        "--vllm-version",
+        default=VLLM_VERSION,
+        help=f"the vLLM version it behaves as (default {VLLM_VERSION}; the max-length hang "
+        f"exists on 0.9.2 to 0.31 only)",
+    )
+    ap.add_argument("--dim", type=int, default=None, help="vector size (default: the model's, 4096 for an unknown one)")
     ap.add_argument("--max-model-len", type=int, default=8192, help="the context length it reports and enforces")
-    ap.add_argument("--error-shape", choices=("new", "old"), default="new",
-                    help="error bodies as vLLM >= 0.10.1 writes them ({error: {...}}) or older (flat)")
-    ap.add_argument("--matryoshka", action="store_true",
-                    help="accept `dimensions` (as vLLM does only with is_matryoshka in the model config)")
-    ap.add_argument("--accept-normalize", action="store_true",
-                    help="ignore `normalize` like older vLLM instead of rejecting it")
+    ap.add_argument(
+        "--error-shape",
+        choices=("new", "old"),
+        default="new",
+        help="error bodies as vLLM >= 0.10.1 writes them ({error: {...}}) or older (flat)",
+    )
+    ap.add_argument(
+        "--matryoshka",
+        action="store_true",
+        help="accept `dimensions` (as vLLM does only with is_matryoshka in the model config)",
+    )
+    ap.add_argument(
+        "--accept-normalize", action="store_true", help="ignore `normalize` like older vLLM instead of rejecting it"
+    )
     ap.add_argument("--seed", default=None, help="embedding seed (default: model name)")
-    ap.add_argument("--tokens-per-second", type=float, default=None,
-                    help="a capacity shared by all requests, like a GPU's (default: as fast as it can)")
-    ap.add_argument("--request-overhead", type=float, default=0.0, metavar="SECONDS",
-                    help="fixed time added to every request")
-    ap.add_argument("--hang-blocks-others", action="store_true",
-                    help="a hung request stalls every later one too (worse than any vLLM)")
+    ap.add_argument(
+        "--tokens-per-second",
+        type=float,
+        default=None,
+        help="a capacity shared by all requests, like a GPU's (default: as fast as it can)",
+    )
+    ap.add_argument(
+        "--request-overhead", type=float, default=0.0, metavar="SECONDS", help="fixed time added to every request"
+    )
+    ap.add_argument(
+        "--hang-blocks-others",
+        action="store_true",
+        help="a hung request stalls every later one too (worse than any vLLM)",
+    )
     ap.add_argument("--no-hang-blocks-others", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--api-key-env", metavar="VAR", default=None,
-                    help="name of the environment variable holding the API key")
-    ap.add_argument("--ready-file", default=None,
-                    help="write the base URL here (atomically) once listening")
+    ap.add_argument(
+        "--api-key-env", metavar="VAR", default=None, help="name of the environment variable holding the API key"
+    )
+    ap.add_argument("--ready-file", default=None, help="write the base URL here (atomically) once listening")
     ap.add_argument("--verbose", action="store_true", help="log every request on stderr")
     return ap
 
@@ -1246,17 +1313,26 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env)
         if not api_key:
-            print(f"error: environment variable {args.api_key_env} is not set or empty",
-                  file=sys.stderr)
+            print(f"error: environment variable {args.api_key_env} is not set or empty", file=sys.stderr)
             return 2
     srv = FakeVLLM(
-        model=args.model, dim=args.dim, max_model_len=args.max_model_len,
-        api_key=api_key, error_shape=args.error_shape, matryoshka=args.matryoshka,
-        reject_normalize=not args.accept_normalize, host=args.host, port=args.port,
-        seed=args.seed, tokens_per_second=args.tokens_per_second,
+        model=args.model,
+        dim=args.dim,
+        max_model_len=args.max_model_len,
+        api_key=api_key,
+        error_shape=args.error_shape,
+        matryoshka=args.matryoshka,
+        reject_normalize=not args.accept_normalize,
+        host=args.host,
+        port=args.port,
+        seed=args.seed,
+        tokens_per_second=args.tokens_per_second,
         request_overhead_s=args.request_overhead,
-        hang_blocks_others=args.hang_blocks_others, verbose=args.verbose,
-        served_names=args.served_model_name, version=args.vllm_version)
+        hang_blocks_others=args.hang_blocks_others,
+        verbose=args.verbose,
+        served_names=args.served_model_name,
+        version=args.vllm_version,
+    )
     return serve_until_signalled(srv, args.ready_file, BANNER)
 
 

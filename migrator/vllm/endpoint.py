@@ -15,6 +15,7 @@ An answer is written only after it has passed :meth:`Endpoint.decode`: right
 count, each index exactly once, the expected model, the expected dimension,
 finite non-zero values. Anything else is retried, never stored.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -44,7 +45,7 @@ log = logging.getLogger("migrator.vllm.endpoint")
 
 DEFAULT_ENDPOINT = "http://localhost:8888/v1"
 MIN_DIM = 32  # Qwen documents 32 as the smallest useful Matryoshka size
-QWEN_EOS = "<|endoftext|>"   # Qwen3-Embedding's tokenizer appends it; the last token pools
+QWEN_EOS = "<|endoftext|>"  # Qwen3-Embedding's tokenizer appends it; the last token pools
 ENDIANNESS_SINCE = (0, 11, 1)  # vLLM knows the `endianness` field from 0.11.1
 
 # alias -> (model id, native dimension)
@@ -55,7 +56,7 @@ MODELS = {
 }
 KNOWN_DIMS = {model: dim for model, dim in MODELS.values()}
 
-BAD_RESPONSE_TRIES = 5     # consecutive invalid answers for one batch before we give up
+BAD_RESPONSE_TRIES = 5  # consecutive invalid answers for one batch before we give up
 TIMEOUTS_BEFORE_SPLIT = 1  # extra timeouts of a single input before we call it poisoned
 
 
@@ -91,14 +92,17 @@ def match_card(cards: list[dict], model_id: str, known: bool) -> tuple[dict | No
             return c, ""
     for c in cards:
         root = c.get("root")
-        if isinstance(root, str) and (root == model_id or (
-                "/" in model_id and _last_part(root) == _last_part(model_id))):
+        if isinstance(root, str) and (
+            root == model_id or ("/" in model_id and _last_part(root) == _last_part(model_id))
+        ):
             return c, f"the server serves {model_id} as {c['id']!r}"
     roots = {c.get("root") or c.get("id") for c in cards}
     if known and len(roots) == 1:
         c = cards[0]
-        return c, (f"the server names its model {c['id']!r} (loaded from {c.get('root') or '?'}); taking it "
-                   f"for {model_id} because it gives {model_id}'s dimension")
+        return c, (
+            f"the server names its model {c['id']!r} (loaded from {c.get('root') or '?'}); taking it "
+            f"for {model_id} because it gives {model_id}'s dimension"
+        )
     return None, ""
 
 
@@ -112,13 +116,15 @@ def normalize_endpoint(url: str) -> tuple[str, str]:
     """(base URL ending in /v1, server root URL). Refuses URLs carrying credentials."""
     parts = urlsplit(url.strip())
     if "@" in parts.netloc or "@" in url:
-        raise UsageError("--endpoint must not carry credentials; put the key in MIGRATOR_API_KEY "
-                         "or a file named by --api-key-file")
+        raise UsageError(
+            "--endpoint must not carry credentials; put the key in MIGRATOR_API_KEY or a file named by --api-key-file"
+        )
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise UsageError(f"--endpoint {url.strip()[:80]!r} is not an http(s) URL like http://localhost:8888/v1")
     if parts.query or parts.fragment:
-        raise UsageError("--endpoint must not carry a query string or fragment (a key belongs in "
-                         "MIGRATOR_API_KEY or --api-key-file)")
+        raise UsageError(
+            "--endpoint must not carry a query string or fragment (a key belongs in MIGRATOR_API_KEY or --api-key-file)"
+        )
     path = parts.path.rstrip("/")
     if not path.endswith("/v1"):
         path = path + "/v1"
@@ -131,15 +137,15 @@ def normalize_endpoint(url: str) -> tuple[str, str]:
 @dataclass
 class ServerInfo:
     base_url: str
-    model: str                 # the model's identity: recorded in the job table and provenance
-    served_models: list[str]   # every name the server serves it under
+    model: str  # the model's identity: recorded in the job table and provenance
+    served_models: list[str]  # every name the server serves it under
     max_model_len: int | None
     native_dim: int
-    tokenize: bool             # /tokenize answers (exact token counts)
+    tokenize: bool  # /tokenize answers (exact token counts)
     note: str = ""
-    request_name: str = ""     # the served name each request carries
-    root: str | None = None    # the card's `root` (the hub id or path vLLM loaded)
-    version: tuple[int, ...] | None = None   # GET /version, when the server has it
+    request_name: str = ""  # the served name each request carries
+    root: str | None = None  # the card's `root` (the hub id or path vLLM loaded)
+    version: tuple[int, ...] | None = None  # GET /version, when the server has it
 
     def answers_as(self, name: object) -> bool:
         """May an answer name ``name`` as its model? vLLM >= 0.11 names the *first* served
@@ -149,7 +155,7 @@ class ServerInfo:
 
 @dataclass
 class Embedded:
-    vectors: np.ndarray        # (n, target_dim) float32, unit rows
+    vectors: np.ndarray  # (n, target_dim) float32, unit rows
     prompt_tokens: int
 
 
@@ -214,18 +220,30 @@ def unit_rows(vectors: np.ndarray, dim: int) -> np.ndarray:
 class Endpoint:
     """An async client for one vLLM embeddings endpoint."""
 
-    def __init__(self, url: str, api_key: str | None, *, request_timeout: float = 120.0,
-                 retry_for: float = 600.0, verify_tls: bool = True, key_source: str | None = None,
-                 on_pushback: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None,
+        *,
+        request_timeout: float = 120.0,
+        retry_for: float = 600.0,
+        verify_tls: bool = True,
+        key_source: str | None = None,
+        on_pushback: Callable[[str], None] | None = None,
+    ):
         self.base_url, self.root_url = normalize_endpoint(url)
         self._key = api_key
-        self.key_source = key_source   # where the key came from, for messages (config.key_source)
+        self.key_source = key_source  # where the key came from, for messages (config.key_source)
         self._ssl = None
         http_client = None
         if not verify_tls and self.base_url.startswith("https:"):
             import ssl
-            log.warning("TLS certificate verification is OFF for %s (--insecure): anyone on the "
-                        "path can read the key and the texts", self.base_url)
+
+            log.warning(
+                "TLS certificate verification is OFF for %s (--insecure): anyone on the "
+                "path can read the key and the texts",
+                self.base_url,
+            )
             self._ssl = ssl.create_default_context()
             self._ssl.check_hostname = False
             self._ssl.verify_mode = ssl.CERT_NONE
@@ -235,7 +253,7 @@ class Endpoint:
         self.client = openai.AsyncOpenAI(
             base_url=self.base_url,
             api_key=api_key or "EMPTY",  # vLLM without --api-key accepts any
-            max_retries=0,               # retries are ours: they must see validation failures too
+            max_retries=0,  # retries are ours: they must see validation failures too
             timeout=request_timeout,
             http_client=http_client,
             # which migrate process sent a request, for the server's logs (vLLM ignores it)
@@ -279,22 +297,29 @@ class Endpoint:
     def _fatal(self, e: Exception) -> Exception | None:
         """Map answers that no retry can fix to a clear error; None if transient."""
         if isinstance(e, openai.AuthenticationError) or (
-                isinstance(e, openai.APIStatusError) and e.status_code in (401, 403)):
+            isinstance(e, openai.APIStatusError) and e.status_code in (401, 403)
+        ):
             src = self.key_source
-            fix = (f"put the server's key (its VLLM_API_KEY or --api-key) in {src[5:]}, the --api-key-file"
-                   if src and src.startswith("file:") else
-                   f"set {src} to the server's key (its VLLM_API_KEY or --api-key)" if src else
-                   "no key was given: set MIGRATOR_API_KEY or VLLM_API_KEY, or pass --api-key-file")
+            fix = (
+                f"put the server's key (its VLLM_API_KEY or --api-key) in {src[5:]}, the --api-key-file"
+                if src and src.startswith("file:")
+                else f"set {src} to the server's key (its VLLM_API_KEY or --api-key)"
+                if src
+                else "no key was given: set MIGRATOR_API_KEY or VLLM_API_KEY, or pass --api-key-file"
+            )
             return EndpointRejected(f"{self.base_url}: the API key was refused (HTTP {e.status_code}); {fix}")
         if isinstance(e, openai.APIStatusError) and _no_embeddings_route(e):
             served = f" ({self.info.request_name})" if self.info else ""
-            return EndpointRejected(f"{self.base_url}: the server's model{served} is not an embedding model "
-                                    f"(HTTP {e.status_code}: {_status_message(e)}); serve an embedding model "
-                                    f"with `vllm serve MODEL --runner pooling` (`--task embed` before "
-                                    f"vLLM 0.10.1)")
+            return EndpointRejected(
+                f"{self.base_url}: the server's model{served} is not an embedding model "
+                f"(HTTP {e.status_code}: {_status_message(e)}); serve an embedding model "
+                f"with `vllm serve MODEL --runner pooling` (`--task embed` before "
+                f"vLLM 0.10.1)"
+            )
         if isinstance(e, openai.NotFoundError):
-            return EndpointRejected(f"{self.base_url}: {_status_message(e)} (HTTP 404); check --model "
-                                    f"against the server's /v1/models")
+            return EndpointRejected(
+                f"{self.base_url}: {_status_message(e)} (HTTP 404); check --model against the server's /v1/models"
+            )
         if isinstance(e, openai.APIStatusError) and e.status_code in (400, 413, 422):
             return EndpointRejected(f"{self.base_url}: request refused, HTTP {e.status_code}: {_status_message(e)}")
         return None
@@ -307,15 +332,18 @@ class Endpoint:
             cards = orjson.loads(raw.content).get("data", [])
         except (openai.APIConnectionError, openai.InternalServerError) as e:
             what = self._describe(e)
-            hint = ("the server's TLS certificate is not trusted: give it a trusted one, or pass "
-                    "--insecure" if "CERTIFICATE_VERIFY_FAILED" in what else
-                    "is vLLM running? (start it, or pass --endpoint)")
+            hint = (
+                "the server's TLS certificate is not trusted: give it a trusted one, or pass --insecure"
+                if "CERTIFICATE_VERIFY_FAILED" in what
+                else "is vLLM running? (start it, or pass --endpoint)"
+            )
             raise EndpointUnavailable(f"{self.base_url}: {what}; {hint}") from None
         except openai.APIStatusError as e:
             raise (self._fatal(e) or EndpointUnavailable(f"{self.base_url}: {self._describe(e)}")) from None
         except (orjson.JSONDecodeError, AttributeError):
-            raise EndpointRejected(f"{self.base_url}/models: the answer is not vLLM's model list "
-                                   f"(is --endpoint the vLLM server?)") from None
+            raise EndpointRejected(
+                f"{self.base_url}/models: the answer is not vLLM's model list (is --endpoint the vLLM server?)"
+            ) from None
         cards = [c for c in cards if isinstance(c, dict) and isinstance(c.get("id"), str) and c["id"]]
         served = [c["id"] for c in cards]
         card, note = match_card(cards, model_id, known=expected_dim is not None)
@@ -324,25 +352,37 @@ class Endpoint:
             also = f" (loaded from {', '.join(roots)})" if roots else ""
             raise EndpointRejected(
                 f"{self.base_url}: serves {', '.join(served) or 'no model'}{also}, not {model_id}; pass "
-                f"--model as one of those names, or 8b, 4b or 0.6b for a Qwen3-Embedding model")
+                f"--model as one of those names, or 8b, 4b or 0.6b for a Qwen3-Embedding model"
+            )
         root = card.get("root") if isinstance(card.get("root"), str) else None
         if expected_dim is None and _is_hub_id(root) and root in KNOWN_DIMS:
             # --model named an alias of a Qwen3-Embedding model: record the model by its id
             model_id, expected_dim = root, KNOWN_DIMS[root]
         max_len = card.get("max_model_len")
         max_len = int(max_len) if isinstance(max_len, int) and max_len > 1 else None
-        self.info = ServerInfo(self.base_url, model_id, served, max_len, native_dim=0, tokenize=False,
-                               note=note, request_name=card["id"], root=root,
-                               version=await self._version())
+        self.info = ServerInfo(
+            self.base_url,
+            model_id,
+            served,
+            max_len,
+            native_dim=0,
+            tokenize=False,
+            note=note,
+            request_name=card["id"],
+            root=root,
+            version=await self._version(),
+        )
         native = await self._probe_dim(card["id"])
-        for _ in range(BAD_RESPONSE_TRIES - 1):   # one odd answer is not a verdict
+        for _ in range(BAD_RESPONSE_TRIES - 1):  # one odd answer is not a verdict
             if expected_dim is None or native == expected_dim:
                 break
             await asyncio.sleep(0.2)
             native = await self._probe_dim(card["id"])
         if expected_dim is not None and native != expected_dim:
-            raise EndpointRejected(f"{self.base_url}: model {card['id']!r} gives {native}-dim vectors, but "
-                                   f"{model_id} has {expected_dim}; is the right model being served?")
+            raise EndpointRejected(
+                f"{self.base_url}: model {card['id']!r} gives {native}-dim vectors, but "
+                f"{model_id} has {expected_dim}; is the right model being served?"
+            )
         self.info.native_dim = native
         want = target_dim or native
         if want > native or want < MIN_DIM:
@@ -355,6 +395,7 @@ class Endpoint:
 
     async def _version(self) -> tuple[int, ...] | None:
         """GET /version (vLLM's own route; proxies and other servers may lack it)."""
+
         def get() -> tuple[int, ...] | None:
             req = urllib.request.Request(self.root_url + "/version")
             try:
@@ -362,6 +403,7 @@ class Endpoint:
                     return parse_version(json.loads(r.read()).get("version"))
             except (urllib.error.URLError, OSError, ValueError, AttributeError):
                 return None
+
         return await asyncio.to_thread(get)
 
     def _check_eos(self, doc: dict | None) -> None:
@@ -380,14 +422,17 @@ class Endpoint:
                 f"{self.base_url}: {self.info.request_name}'s tokenizer does not append {QWEN_EOS} "
                 f"(the last token of a test prompt is {strs[-1]!r}), so its vectors are not "
                 f"{self.info.model}'s; update the model snapshot (huggingface-cli download "
-                f"{self.info.model}) and restart vLLM")
+                f"{self.info.model}) and restart vLLM"
+            )
 
     async def _probe_dim(self, model: str) -> int:
         try:
             vec, _ = await self._attempts(["migrator probe: a short test sentence."], model, None)
         except _SuspectedHang:
-            raise EndpointUnavailable(f"{self.base_url}: a one-line test embedding got no answer within "
-                                      f"{self.request_timeout:g}s (twice); is the server stuck?") from None
+            raise EndpointUnavailable(
+                f"{self.base_url}: a one-line test embedding got no answer within "
+                f"{self.request_timeout:g}s (twice); is the server stuck?"
+            ) from None
         return int(vec.shape[1])
 
     # --------------------------------------------------------------- tokenize
@@ -398,8 +443,9 @@ class Endpoint:
         if strings:
             req_doc["return_token_strs"] = True
         body = json.dumps(req_doc).encode()
-        req = urllib.request.Request(self.root_url + "/tokenize", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.root_url + "/tokenize", data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
         if self._key:
             req.add_header("Authorization", f"Bearer {self._key}")
         try:
@@ -445,8 +491,11 @@ class Endpoint:
         if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
             raise BadResponse("the answer has no 'data' list")
         answered_by = doc.get("model")
-        if answered_by is not None and answered_by != model and not (
-                self.info is not None and self.info.answers_as(answered_by)):
+        if (
+            answered_by is not None
+            and answered_by != model
+            and not (self.info is not None and self.info.answers_as(answered_by))
+        ):
             names = self.info.served_models if self.info is not None else [model]
             raise BadResponse(f"answered by model {answered_by!r}, expected {' or '.join(map(repr, names))}")
         data = doc["data"]
@@ -499,14 +548,17 @@ class Endpoint:
         if self.info and self.info.max_model_len:
             body["truncate_prompt_tokens"] = self.info.max_model_len - 1
         if self.info and self.info.version and self.info.version >= ENDIANNESS_SINCE:
-            body["endianness"] = "little"   # base64 is otherwise in the server's native order
+            body["endianness"] = "little"  # base64 is otherwise in the server's native order
         # The same request `client.embeddings.create(..., encoding_format="base64", extra_body=...)`
         # sends, through the same client (auth, errors, timeouts), without the SDK walking every
         # input to transform it and json-encoding it in Python: a third of the client's CPU.
         payload = {self._raw_body_arg: orjson.dumps(body)}
-        raw = await self.client.post("/embeddings", **payload, cast_to=openai.HttpxBinaryResponseContent,
-                                     options={"timeout": self.request_timeout,
-                                              "headers": {"Content-Type": "application/json"}})
+        raw = await self.client.post(
+            "/embeddings",
+            **payload,
+            cast_to=openai.HttpxBinaryResponseContent,
+            options={"timeout": self.request_timeout, "headers": {"Content-Type": "application/json"}},
+        )
         return self.decode(raw.content, len(texts), model, native_dim)
 
     def _classify(self, e: BaseException, texts: list[str]) -> BaseException | None:
@@ -543,12 +595,16 @@ class Endpoint:
         def retry_this(state: tenacity.RetryCallState) -> bool:
             e = state.outcome.exception() if state.outcome else None
             if self._on_pushback is not None and isinstance(
-                    e, (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError)):
+                e, (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError)
+            ):
                 self._on_pushback(self._describe(e))
             if e is None or self._classify(e, texts) is not None:
                 return False
-            if isinstance(e, (openai.APIConnectionError, openai.InternalServerError)) and \
-                    not isinstance(e, openai.APITimeoutError) and self._may_fail_over():
+            if (
+                isinstance(e, (openai.APIConnectionError, openai.InternalServerError))
+                and not isinstance(e, openai.APITimeoutError)
+                and self._may_fail_over()
+            ):
                 counts["handed_over"] = 1
                 return False
             if isinstance(e, BadResponse):
@@ -569,9 +625,14 @@ class Endpoint:
             return after if after is not None else backoff(state)
 
         retrying = tenacity.AsyncRetrying(
-            retry=retry_this, wait=wait, stop=tenacity.stop_after_delay(self.retry_for), reraise=True,
-            before_sleep=lambda st: log.debug("retrying a batch of %d after %s", len(texts),
-                                              self._describe(st.outcome.exception())))
+            retry=retry_this,
+            wait=wait,
+            stop=tenacity.stop_after_delay(self.retry_for),
+            reraise=True,
+            before_sleep=lambda st: log.debug(
+                "retrying a batch of %d after %s", len(texts), self._describe(st.outcome.exception())
+            ),
+        )
         try:
             async for attempt in retrying:
                 with attempt:
@@ -583,13 +644,17 @@ class Endpoint:
             if counts.get("handed_over"):
                 raise EndpointUnavailable(f"{self.base_url}: {self._describe(e)}") from None
             if isinstance(e, BadResponse):
-                raise EndpointRejected(f"{self.base_url}: {counts['bad']} invalid answers in a row for one "
-                                       f"batch, last: {e}; nothing was written") from None
+                raise EndpointRejected(
+                    f"{self.base_url}: {counts['bad']} invalid answers in a row for one "
+                    f"batch, last: {e}; nothing was written"
+                ) from None
             if isinstance(e, openai.APITimeoutError) and counts["timeouts"] > TIMEOUTS_BEFORE_SPLIT:
                 raise _SuspectedHang() from None
             if isinstance(e, (openai.APIError, BadResponse)):
-                raise EndpointUnavailable(f"{self.base_url}: still failing after {self.retry_for:g}s of "
-                                          f"retries ({self._describe(e)}); run again to resume") from None
+                raise EndpointUnavailable(
+                    f"{self.base_url}: still failing after {self.retry_for:g}s of "
+                    f"retries ({self._describe(e)}); run again to resume"
+                ) from None
             raise
         raise AssertionError("unreachable")
 
@@ -600,8 +665,10 @@ class Endpoint:
     async def alive(self) -> bool:
         """Does a tiny request answer promptly? Tells a poisoned input from an outage."""
         try:
-            await asyncio.wait_for(self._request(["ping"], self.info.request_name, self.info.native_dim),
-                                   timeout=min(30.0, self.request_timeout))
+            await asyncio.wait_for(
+                self._request(["ping"], self.info.request_name, self.info.native_dim),
+                timeout=min(30.0, self.request_timeout),
+            )
             return True
         except Exception:
             return False
@@ -620,15 +687,20 @@ class Endpoint:
         except _SuspectedHang:
             pass
         if len(texts) > 1 and self._may_fail_over() and not await self.alive():
-            raise EndpointUnavailable(f"{self.base_url}: no answer within {self.request_timeout:g}s, "
-                                      f"not even to a one-line test") from None
+            raise EndpointUnavailable(
+                f"{self.base_url}: no answer within {self.request_timeout:g}s, not even to a one-line test"
+            ) from None
         if len(texts) == 1:
             if await self.alive():
-                raise PoisonedInput(0, f"the server never answers this input (timed out "
-                                       f"{TIMEOUTS_BEFORE_SPLIT + 1}x while other requests answer)")
+                raise PoisonedInput(
+                    0,
+                    f"the server never answers this input (timed out "
+                    f"{TIMEOUTS_BEFORE_SPLIT + 1}x while other requests answer)",
+                )
             if self._may_fail_over():
-                raise EndpointUnavailable(f"{self.base_url}: no answer within {self.request_timeout:g}s, "
-                                          f"not even to a one-line test") from None
+                raise EndpointUnavailable(
+                    f"{self.base_url}: no answer within {self.request_timeout:g}s, not even to a one-line test"
+                ) from None
             vecs, tokens = await self._attempts_until_deadline(texts)
             return Embedded(unit_rows(vecs, self.target_dim), tokens)
         mid = len(texts) // 2
@@ -649,15 +721,18 @@ class Endpoint:
                 return await self._attempts(texts, self.info.request_name, self.info.native_dim)
             except _SuspectedHang:
                 if time.monotonic() >= deadline:
-                    raise EndpointUnavailable(f"{self.base_url}: requests time out after "
-                                              f"{self.request_timeout:g}s for {self.retry_for:g}s; "
-                                              f"run again to resume") from None
+                    raise EndpointUnavailable(
+                        f"{self.base_url}: requests time out after "
+                        f"{self.request_timeout:g}s for {self.retry_for:g}s; "
+                        f"run again to resume"
+                    ) from None
                 await asyncio.sleep(1.0)
 
-    async def measure(self, texts: list[str], *, batch_size: int = 16, concurrency: int = 4,
-                      seconds: float = 3.0) -> tuple[float, int]:
+    async def measure(
+        self, texts: list[str], *, batch_size: int = 16, concurrency: int = 4, seconds: float = 3.0
+    ) -> tuple[float, int]:
         """A short burst of real requests: (tokens per second, texts embedded)."""
-        batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)] or [["probe"]]
+        batches = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)] or [["probe"]]
         sem = asyncio.Semaphore(concurrency)
         start = time.monotonic()
         tokens = done = 0

@@ -24,6 +24,7 @@ as before.
   :class:`~migrator.vllm.endpoint.PoisonedInput`, which the runner needs to name the
   bad record. None of these takes an endpoint out.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -39,9 +40,9 @@ from migrator.vllm.endpoint import Embedded, Endpoint, ServerInfo, normalize_end
 
 log = logging.getLogger("migrator.vllm.pool")
 
-RATE_WEIGHT = 0.3      # EWMA weight of the newest capacity sample
-RECHECK_AFTER = 2.0    # seconds before a taken-out endpoint is first asked again
-RECHECK_MAX = 30.0     # the longest wait between two such checks
+RATE_WEIGHT = 0.3  # EWMA weight of the newest capacity sample
+RECHECK_AFTER = 2.0  # seconds before a taken-out endpoint is first asked again
+RECHECK_MAX = 30.0  # the longest wait between two such checks
 
 
 def endpoints_from_file(path: str | Path) -> list[str]:
@@ -49,8 +50,10 @@ def endpoints_from_file(path: str | Path) -> list[str]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"{path}: cannot read the endpoint list ({getattr(e, 'strerror', None) or e}); "
-                         f"give a text file with one URL per line") from None
+        raise UsageError(
+            f"{path}: cannot read the endpoint list ({getattr(e, 'strerror', None) or e}); "
+            f"give a text file with one URL per line"
+        ) from None
     urls = [line.strip() for line in text.splitlines()]
     urls = [u for u in urls if u and not u.startswith("#")]
     if not urls:
@@ -58,8 +61,13 @@ def endpoints_from_file(path: str | Path) -> list[str]:
     return urls
 
 
-def make_endpoint(urls: str | Sequence[str], api_key: str | None, *,
-                  on_pushback: Callable[[str], None] | None = None, **endpoint_kwargs) -> "Endpoint | EndpointPool":
+def make_endpoint(
+    urls: str | Sequence[str],
+    api_key: str | None,
+    *,
+    on_pushback: Callable[[str], None] | None = None,
+    **endpoint_kwargs,
+) -> "Endpoint | EndpointPool":
     """A plain :class:`Endpoint` for one URL, a pool for several. ``on_pushback`` is told each
     time a server pushes back (429, 5xx, a timeout): the run's in-flight limit."""
     urls = [urls] if isinstance(urls, str) else list(urls)
@@ -74,10 +82,10 @@ class _Member:
 
     endpoint: Endpoint
     in_flight: int = 0
-    rate: float | None = None   # EWMA of the tokens/s the server delivers (None: not measured yet)
-    out: bool = False           # taken out after a failure, until it answers again
-    reason: str = ""            # why it is out
-    texts: int = 0              # texts it answered (status, tests)
+    rate: float | None = None  # EWMA of the tokens/s the server delivers (None: not measured yet)
+    out: bool = False  # taken out after a failure, until it answers again
+    reason: str = ""  # why it is out
+    texts: int = 0  # texts it answered (status, tests)
 
     @property
     def url(self) -> str:
@@ -94,8 +102,14 @@ class EndpointPool:
     endpoint that fails is taken out and probed back in instead.
     """
 
-    def __init__(self, endpoints: Sequence[Endpoint], *, recheck_after: float = RECHECK_AFTER,
-                 recheck_max: float = RECHECK_MAX, on_pushback: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        endpoints: Sequence[Endpoint],
+        *,
+        recheck_after: float = RECHECK_AFTER,
+        recheck_max: float = RECHECK_MAX,
+        on_pushback: Callable[[str], None] | None = None,
+    ):
         if not endpoints:
             raise UsageError("no endpoint given: pass --endpoint with a vLLM URL")
         seen: set[str] = set()
@@ -104,7 +118,7 @@ class EndpointPool:
                 raise UsageError(f"--endpoint {ep.base_url} is listed twice; list each server once")
             seen.add(ep.base_url)
         self.members = [_Member(ep) for ep in endpoints]
-        self.base_url = ", ".join(m.url for m in self.members)   # for messages and the state row
+        self.base_url = ", ".join(m.url for m in self.members)  # for messages and the state row
         self.request_timeout = max(ep.request_timeout for ep in endpoints)
         self.retry_for = max(ep.retry_for for ep in endpoints)
         self.recheck_after = recheck_after
@@ -112,24 +126,36 @@ class EndpointPool:
         self.info: ServerInfo | None = None
         self.target_dim: int | None = None
         self._on_pushback = on_pushback
-        self._started = False            # fail-over only after a successful probe
+        self._started = False  # fail-over only after a successful probe
         self._changed: asyncio.Event | None = None
         self._rechecks: dict[_Member, asyncio.Task] = {}
-        for m in self.members:     # the pool's own members: they fail over and report through it
-            m.endpoint.serve_in_pool(functools.partial(self._others_in_service, m),
-                                     functools.partial(self._pushback, m))
+        for m in self.members:  # the pool's own members: they fail over and report through it
+            m.endpoint.serve_in_pool(
+                functools.partial(self._others_in_service, m), functools.partial(self._pushback, m)
+            )
 
     @classmethod
-    def of(cls, urls: Sequence[str], api_key: str | None, *, recheck_after: float = RECHECK_AFTER,
-           recheck_max: float = RECHECK_MAX, on_pushback: Callable[[str], None] | None = None,
-           **endpoint_kwargs) -> "EndpointPool":
+    def of(
+        cls,
+        urls: Sequence[str],
+        api_key: str | None,
+        *,
+        recheck_after: float = RECHECK_AFTER,
+        recheck_max: float = RECHECK_MAX,
+        on_pushback: Callable[[str], None] | None = None,
+        **endpoint_kwargs,
+    ) -> "EndpointPool":
         """A pool of :class:`Endpoint` (url, api_key, **endpoint_kwargs), one per URL."""
-        bases = [normalize_endpoint(u)[0] for u in urls]   # refuse a bad URL before building any client
+        bases = [normalize_endpoint(u)[0] for u in urls]  # refuse a bad URL before building any client
         for i, base in enumerate(bases):
             if base in bases[:i]:
                 raise UsageError(f"--endpoint {base} is listed twice; list each server once")
-        return cls([Endpoint(u, api_key, **endpoint_kwargs) for u in urls],
-                   recheck_after=recheck_after, recheck_max=recheck_max, on_pushback=on_pushback)
+        return cls(
+            [Endpoint(u, api_key, **endpoint_kwargs) for u in urls],
+            recheck_after=recheck_after,
+            recheck_max=recheck_max,
+            on_pushback=on_pushback,
+        )
 
     # ------------------------------------------------------------- the hooks
     def _pushback(self, m: _Member, reason: str) -> None:
@@ -146,19 +172,22 @@ class EndpointPool:
     async def probe(self, requested: str, *, target_dim: int | None = None) -> ServerInfo:
         """Probe every endpoint at once; all must answer and serve the same model and dimension."""
         self._started = False
-        for task in self._rechecks.values():   # probing afresh: every endpoint is asked anyway
+        for task in self._rechecks.values():  # probing afresh: every endpoint is asked anyway
             task.cancel()
         self._rechecks.clear()
         results = await asyncio.gather(
-            *(m.endpoint.probe(requested, target_dim=target_dim) for m in self.members), return_exceptions=True)
+            *(m.endpoint.probe(requested, target_dim=target_dim) for m in self.members), return_exceptions=True
+        )
         failed = [(m, r) for m, r in zip(self.members, results) if isinstance(r, BaseException)]
-        for _, r in failed:           # a configuration error outranks a server that is down
+        for _, r in failed:  # a configuration error outranks a server that is down
             if not isinstance(r, EndpointUnavailable):
                 raise r
         if failed:
             also = f" (also down: {', '.join(m.url for m, _ in failed[1:])})" if len(failed) > 1 else ""
-            raise EndpointUnavailable(f"{failed[0][1]}{also}; every listed endpoint must answer at start: "
-                                      f"start it, or leave it out of the list") from None
+            raise EndpointUnavailable(
+                f"{failed[0][1]}{also}; every listed endpoint must answer at start: "
+                f"start it, or leave it out of the list"
+            ) from None
         first = self.members[0].endpoint.info
         for m in self.members[1:]:
             other = m.endpoint.info
@@ -166,7 +195,8 @@ class EndpointPool:
                 raise EndpointRejected(
                     f"{first.base_url} serves {first.model!r} ({first.native_dim} dims) but {other.base_url} "
                     f"serves {other.model!r} ({other.native_dim} dims); every endpoint must serve the same "
-                    f"model: fix that server or leave it out")
+                    f"model: fix that server or leave it out"
+                )
         notes = [f"{m.url}: {m.endpoint.info.note}" for m in self.members if m.endpoint.info.note]
         lengths = {m.endpoint.info.max_model_len for m in self.members} - {None}
         max_len = min(lengths) if lengths else None
@@ -179,10 +209,18 @@ class EndpointPool:
         # Endpoints may serve the model under different names (aliases): each request carries
         # its own endpoint's name, and what the pool reports is the model's identity.
         names = list(dict.fromkeys(n for m in self.members for n in m.endpoint.info.served_models))
-        self.info = ServerInfo(self.base_url, first.model, names, max_len, first.native_dim,
-                               tokenize=all(m.endpoint.info.tokenize for m in self.members),
-                               note="; ".join(notes), request_name=first.request_name, root=first.root,
-                               version=first.version)
+        self.info = ServerInfo(
+            self.base_url,
+            first.model,
+            names,
+            max_len,
+            first.native_dim,
+            tokenize=all(m.endpoint.info.tokenize for m in self.members),
+            note="; ".join(notes),
+            request_name=first.request_name,
+            root=first.root,
+            version=first.version,
+        )
         self.target_dim = self.members[0].endpoint.target_dim
         for m in self.members:
             m.out, m.reason, m.rate = False, "", None
@@ -206,7 +244,7 @@ class EndpointPool:
             try:
                 result = await m.endpoint.embed(texts)
             except EndpointUnavailable as e:
-                self._take_out(m, e)   # and try the next one; _pick gives up at the deadline
+                self._take_out(m, e)  # and try the next one; _pick gives up at the deadline
                 continue
             finally:
                 sharing = (sharing + m.in_flight) / 2
@@ -251,8 +289,10 @@ class EndpointPool:
 
     def _all_down(self) -> str:
         reasons = "; ".join(f"{m.url}: {m.reason or 'failing'}" for m in self.members)
-        return (f"none of the {len(self.members)} endpoints answered for {self.retry_for:g}s ({reasons}); "
-                f"run again to resume")
+        return (
+            f"none of the {len(self.members)} endpoints answered for {self.retry_for:g}s ({reasons}); "
+            f"run again to resume"
+        )
 
     # ------------------------------------------------- taking out, probing in
     def _take_out(self, m: _Member, e: Exception) -> None:
@@ -260,7 +300,7 @@ class EndpointPool:
             return
         reason = str(e)
         if reason.startswith(m.url + ": "):
-            reason = reason[len(m.url) + 2:]
+            reason = reason[len(m.url) + 2 :]
         m.out, m.reason = True, reason
         log.warning("%s taken out of the pool: %s; asking it again in %gs", m.url, reason, self.recheck_after)
         self._rechecks[m] = asyncio.get_running_loop().create_task(self._recheck(m))
@@ -270,11 +310,11 @@ class EndpointPool:
         delay = self.recheck_after
         while True:
             await asyncio.sleep(delay)
-            if await m.endpoint.alive():   # right model, right dimension, finite values
+            if await m.endpoint.alive():  # right model, right dimension, finite values
                 break
             log.debug("%s still not answering; next check in %gs", m.url, delay)
             delay = min(delay * 2, self.recheck_max)
-        m.out, m.reason, m.rate = False, "", None   # measured afresh: it may have restarted elsewhere
+        m.out, m.reason, m.rate = False, "", None  # measured afresh: it may have restarted elsewhere
         self._rechecks.pop(m, None)
         log.info("%s answers again: back in the pool", m.url)
         if self._changed is not None:
@@ -301,9 +341,17 @@ class EndpointPool:
 
     def status(self) -> list[dict]:
         """Each endpoint: in service or out (and why), requests in flight, measured tokens/s, texts."""
-        return [{"url": m.url, "in_service": not m.out, "reason": m.reason or None, "in_flight": m.in_flight,
-                 "tokens_per_second": round(m.rate, 1) if m.rate else None, "texts": m.texts}
-                for m in self.members]
+        return [
+            {
+                "url": m.url,
+                "in_service": not m.out,
+                "reason": m.reason or None,
+                "in_flight": m.in_flight,
+                "tokens_per_second": round(m.rate, 1) if m.rate else None,
+                "texts": m.texts,
+            }
+            for m in self.members
+        ]
 
     async def aclose(self) -> None:
         tasks = list(self._rechecks.values())

@@ -13,6 +13,7 @@ stops the server it started (its own process group: SIGTERM, then SIGKILL
 after a grace) on success, on failure and on Ctrl-C. It never signals any
 other process, so a vLLM someone else runs is never touched.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,15 +36,16 @@ from migrator.vllm.endpoint import parse_version
 log = logging.getLogger("migrator.vllm.serve")
 
 MAX_MODEL_LEN = 8192
-STOP_GRACE = 30.0        # seconds between SIGTERM and SIGKILL
+STOP_GRACE = 30.0  # seconds between SIGTERM and SIGKILL
 RUNNER_SINCE = (0, 10, 1)  # `--runner pooling` from vLLM 0.10.1; `--task embed` before (removed in 0.13)
 
 
 def vllm_version(exe: str, timeout: float = 180.0) -> tuple[int, ...] | None:
     """``vllm --version`` as a tuple (it imports vLLM: ~10 s), or None if it does not say."""
     try:
-        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=timeout,
-                             stdin=subprocess.DEVNULL).stdout
+        out = subprocess.run(
+            [exe, "--version"], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
     for line in reversed(out.strip().splitlines()):
@@ -61,7 +63,7 @@ def served_names(model: str, extra_args: tuple[str, ...]) -> list[str]:
     for i, a in enumerate(args):
         if a == "--served-model-name":
             names = []
-            for b in args[i + 1:]:
+            for b in args[i + 1 :]:
                 if b.startswith("-"):
                     break
                 names.append(b)
@@ -136,9 +138,19 @@ def _sigterm_interrupts():
 class ManagedServer:
     """A vLLM this process starts and owns (a context manager yielding the base URL)."""
 
-    def __init__(self, model: str, *, log_dir: Path, api_key: str | None = None, gpu: str | None = None,
-                 memory_fraction: float | None = None, extra_args: tuple[str, ...] = (),
-                 startup_timeout: float = 1800.0, executable: str = "vllm", host: str = "127.0.0.1"):
+    def __init__(
+        self,
+        model: str,
+        *,
+        log_dir: Path,
+        api_key: str | None = None,
+        gpu: str | None = None,
+        memory_fraction: float | None = None,
+        extra_args: tuple[str, ...] = (),
+        startup_timeout: float = 1800.0,
+        executable: str = "vllm",
+        host: str = "127.0.0.1",
+    ):
         self.model, self.api_key, self.host = model, api_key, host
         self.gpu, self.memory_fraction, self.extra_args = gpu, memory_fraction, tuple(extra_args)
         self.startup_timeout, self.executable = startup_timeout, executable
@@ -148,10 +160,21 @@ class ManagedServer:
         self.version: tuple[int, ...] | None = None
 
     def command(self, port: int) -> list[str]:
-        runner = (["--task", "embed"] if self.version is not None and self.version < RUNNER_SINCE
-                  else ["--runner", "pooling"])
-        cmd = [self.executable, "serve", self.model, *runner,
-               "--max-model-len", str(MAX_MODEL_LEN), "--host", self.host, "--port", str(port)]
+        runner = (
+            ["--task", "embed"] if self.version is not None and self.version < RUNNER_SINCE else ["--runner", "pooling"]
+        )
+        cmd = [
+            self.executable,
+            "serve",
+            self.model,
+            *runner,
+            "--max-model-len",
+            str(MAX_MODEL_LEN),
+            "--host",
+            self.host,
+            "--port",
+            str(port),
+        ]
         if self.memory_fraction is not None:
             cmd += ["--gpu-memory-utilization", str(self.memory_fraction)]
         return cmd + list(self.extra_args)
@@ -163,11 +186,13 @@ class ManagedServer:
     def _start(self) -> str:
         exe = shutil.which(self.executable)
         if exe is None:
-            raise UsageError(f"--serve: no {self.executable!r} on PATH; install vLLM (pip install vllm) "
-                             f"or start it yourself and pass --endpoint")
+            raise UsageError(
+                f"--serve: no {self.executable!r} on PATH; install vLLM (pip install vllm) "
+                f"or start it yourself and pass --endpoint"
+            )
         self.version = vllm_version(exe, timeout=min(120.0, self.startup_timeout))
         port = free_port(self.host)
-        env = dict(os.environ)      # CPU or GPU settings (VLLM_CPU_*, CUDA_*, HF_*) reach the server
+        env = dict(os.environ)  # CPU or GPU settings (VLLM_CPU_*, CUDA_*, HF_*) reach the server
         if self.api_key:
             env["VLLM_API_KEY"] = self.api_key
         if self.gpu is not None:
@@ -176,8 +201,14 @@ class ManagedServer:
         cmd = self.command(port)
         log.info("starting %s (output in %s)", " ".join(cmd), self.log_path)
         with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen([exe, *cmd[1:]], stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [exe, *cmd[1:]],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
         self.base_url = f"http://{self.host}:{port}/v1"
         try:
             self._wait_ready(f"http://{self.host}:{port}")
@@ -188,8 +219,7 @@ class ManagedServer:
         return self.base_url
 
     def _get(self, url: str) -> tuple[int, bytes]:
-        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.api_key}"}
-                                     if self.api_key else {})
+        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})
         try:
             with urllib.request.urlopen(req, timeout=5) as r:
                 return r.status, r.read()
@@ -199,12 +229,14 @@ class ManagedServer:
             return 0, b""
 
     def _wait_ready(self, root: str) -> None:
-        assert self.proc is not None   # _start has just started it
+        assert self.proc is not None  # _start has just started it
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise EndpointUnavailable(f"--serve: vllm exited with code {self.proc.returncode} while "
-                                          f"starting; its output is in {self.log_path}: {self._tail()}")
+                raise EndpointUnavailable(
+                    f"--serve: vllm exited with code {self.proc.returncode} while "
+                    f"starting; its output is in {self.log_path}: {self._tail()}"
+                )
             status, _ = self._get(root + "/health")
             if status == 200:
                 status, body = self._get(root + "/v1/models")
@@ -216,8 +248,9 @@ class ManagedServer:
                     if set(served) & set(served_names(self.model, self.extra_args)):
                         return
             time.sleep(1.0)
-        raise EndpointUnavailable(f"--serve: vllm did not serve {self.model} within "
-                                  f"{self.startup_timeout:.0f} s; see {self.log_path}")
+        raise EndpointUnavailable(
+            f"--serve: vllm did not serve {self.model} within {self.startup_timeout:.0f} s; see {self.log_path}"
+        )
 
     def _tail(self) -> str:
         try:
@@ -233,7 +266,7 @@ class ManagedServer:
             return
         if p.poll() is None:
             log.info("stopping the vLLM we started (pid %d)", p.pid)
-        stop_group(p, STOP_GRACE)     # also its engine processes, which outlive it by seconds
+        stop_group(p, STOP_GRACE)  # also its engine processes, which outlive it by seconds
 
     def __exit__(self, *exc) -> None:
         self.stop()

@@ -38,6 +38,7 @@ when watching the embedding server, or the run will throttle itself.
 The effective in-flight cap is the smaller of the THROTTLE file's and the
 queue backoff's: ``Control.throttle.max_in_flight`` (also ``Control.max_in_flight``).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -61,10 +62,10 @@ log = logging.getLogger("migrator.vllm.steering")
 
 PAUSE_FILE = "PAUSE"
 THROTTLE_FILE = "THROTTLE"
-CHECK_EVERY = 1.0   # seconds between looks at the files
-METRICS_EVERY = 2.0     # seconds between looks at vLLM's /metrics (queue backoff)
-METRICS_TIMEOUT = 2.0   # seconds a look at /metrics may take
-QUEUE_START_CAP = 16    # in-flight count the first halving starts from, without a THROTTLE cap
+CHECK_EVERY = 1.0  # seconds between looks at the files
+METRICS_EVERY = 2.0  # seconds between looks at vLLM's /metrics (queue backoff)
+METRICS_TIMEOUT = 2.0  # seconds a look at /metrics may take
+QUEUE_START_CAP = 16  # in-flight count the first halving starts from, without a THROTTLE cap
 METRICS_MAX_BYTES = 16 << 20
 WAITING = "vllm:num_requests_waiting"
 RUNNING = "vllm:num_requests_running"
@@ -101,8 +102,9 @@ def read_throttle(path: Path) -> Throttle:
             else:
                 raise ValueError
         except ValueError:
-            log.warning("%s line %d: %r not understood (max_in_flight = N, tokens_per_second = N); "
-                        "ignored", path, n, line)
+            log.warning(
+                "%s line %d: %r not understood (max_in_flight = N, tokens_per_second = N); ignored", path, n, line
+            )
     return Throttle(**values)
 
 
@@ -116,14 +118,14 @@ def parse_metric(text: str, name: str) -> float | None:
         line = line.strip()
         if not line.startswith(name):
             continue
-        rest = line[len(name):]
+        rest = line[len(name) :]
         if rest.startswith("{"):
             labels = _LABELS.match(rest)
             if labels is None:
                 continue
-            rest = rest[labels.end():]
+            rest = rest[labels.end() :]
         elif not rest[:1].isspace():
-            continue                      # a longer name, e.g. vllm:num_requests_waiting_by_reason
+            continue  # a longer name, e.g. vllm:num_requests_waiting_by_reason
         parts = rest.split()
         try:
             value = float(parts[0])
@@ -162,11 +164,18 @@ class QueueWatch:
     answer is applied by the next :meth:`poll` after it arrives. ``cap`` is the in-flight
     cap it asks for now (None: none)."""
 
-    def __init__(self, url: str, limit: float, *, interval: float = METRICS_EVERY,
-                 timeout: float = METRICS_TIMEOUT, verify_tls: bool = True):
+    def __init__(
+        self,
+        url: str,
+        limit: float,
+        *,
+        interval: float = METRICS_EVERY,
+        timeout: float = METRICS_TIMEOUT,
+        verify_tls: bool = True,
+    ):
         if limit < 0:
             raise ValueError("queue_limit must be >= 0")
-        self.url = _shown(url)                 # credentials in the URL go in a header, never in a log
+        self.url = _shown(url)  # credentials in the URL go in a header, never in a log
         self._headers = {"Accept": "text/plain"}
         parts = urlsplit(url)
         if parts.username is not None:
@@ -177,9 +186,9 @@ class QueueWatch:
         self.timeout = timeout
         self.start_cap = QUEUE_START_CAP
         self.cap: int | None = None
-        self.waiting: float | None = None      # the last figures read (None: none or unreadable)
+        self.waiting: float | None = None  # the last figures read (None: none or unreadable)
         self.running: float | None = None
-        self.checks = 0                        # answers applied (for tests and status)
+        self.checks = 0  # answers applied (for tests and status)
         self._ssl: ssl.SSLContext | None = None
         if not verify_tls and url.startswith("https:"):
             self._ssl = ssl.create_default_context()
@@ -216,7 +225,7 @@ class QueueWatch:
     def _read_into(self, fut: Future) -> None:
         try:
             fut.set_result(self.read())
-        except Exception as e:                 # applied (and logged) by the next poll()
+        except Exception as e:  # applied (and logged) by the next poll()
             fut.set_exception(e)
 
     # ------------------------------------------------------------- steering
@@ -231,14 +240,15 @@ class QueueWatch:
                 self._apply(fut.result(), ceiling)
             elif isinstance(error, ValueError):
                 self._unreadable(str(error))
-            else:                              # never fail a migration for its metrics
+            else:  # never fail a migration for its metrics
                 self._unreadable(f"{type(error).__name__}: {error}")
         now = time.monotonic()
         if self._pending is None and now - self._started >= self.interval:
             self._started = now
             self._pending = Future()
-            threading.Thread(target=self._read_into, args=(self._pending,), daemon=True,
-                             name="migrator-queue-watch").start()
+            threading.Thread(
+                target=self._read_into, args=(self._pending,), daemon=True, name="migrator-queue-watch"
+            ).start()
 
     def check_now(self, ceiling: int | None = None) -> int | None:
         """One look, in this thread (blocks up to ``timeout``): for tests and tools.
@@ -254,8 +264,7 @@ class QueueWatch:
         self.waiting = self.running = None
         if not self._failing:
             self._failing = True
-            log.warning("%s: %s; no queue backoff until it answers (the migration carries on)",
-                        self.url, why)
+            log.warning("%s: %s; no queue backoff until it answers (the migration carries on)", self.url, why)
         if self.cap is not None:
             self._end(f"{self.url} unreadable")
 
@@ -271,12 +280,17 @@ class QueueWatch:
             if self.cap is None:
                 self._since, self._lowest = time.monotonic(), new
                 running = "" if self.running is None else f" ({self.running:g} running)"
-                log.info("vLLM queue: %g requests waiting%s > queue limit %g: backing off to at most "
-                         "%d in flight (halved every %gs while it stays above)",
-                         waiting, running, self.limit, new, self.interval)
+                log.info(
+                    "vLLM queue: %g requests waiting%s > queue limit %g: backing off to at most "
+                    "%d in flight (halved every %gs while it stays above)",
+                    waiting,
+                    running,
+                    self.limit,
+                    new,
+                    self.interval,
+                )
             elif new != self.cap:
-                log.debug("vLLM queue: %g waiting > %g: in-flight cap %d -> %d",
-                          waiting, self.limit, self.cap, new)
+                log.debug("vLLM queue: %g waiting > %g: in-flight cap %d -> %d", waiting, self.limit, self.cap, new)
             self.cap = new
             self._lowest = min(self._lowest, new)
         elif self.cap is not None:
@@ -284,13 +298,16 @@ class QueueWatch:
             if new >= top:
                 self._end(f"{waiting:g} requests waiting <= queue limit {self.limit:g}")
             else:
-                log.debug("vLLM queue: %g waiting <= %g: in-flight cap %d -> %d",
-                          waiting, self.limit, self.cap, new)
+                log.debug("vLLM queue: %g waiting <= %g: in-flight cap %d -> %d", waiting, self.limit, self.cap, new)
                 self.cap = new
 
     def _end(self, why: str) -> None:
-        log.info("vLLM queue: %s: backoff ends after %.0fs (lowest cap %d); in-flight cap lifted",
-                 why, time.monotonic() - self._since, self._lowest)
+        log.info(
+            "vLLM queue: %s: backoff ends after %.0fs (lowest cap %d); in-flight cap lifted",
+            why,
+            time.monotonic() - self._since,
+            self._lowest,
+        )
         self.cap = None
 
 
@@ -304,9 +321,16 @@ class Control:
     the file's alone.
     """
 
-    def __init__(self, state_dir: str | os.PathLike, metrics_url: str | None = None,
-                 queue_limit: float | None = None, *, metrics_interval: float = METRICS_EVERY,
-                 metrics_timeout: float = METRICS_TIMEOUT, verify_tls: bool = True):
+    def __init__(
+        self,
+        state_dir: str | os.PathLike,
+        metrics_url: str | None = None,
+        queue_limit: float | None = None,
+        *,
+        metrics_interval: float = METRICS_EVERY,
+        metrics_timeout: float = METRICS_TIMEOUT,
+        verify_tls: bool = True,
+    ):
         self.pause_path = Path(state_dir) / PAUSE_FILE
         self.throttle_path = Path(state_dir) / THROTTLE_FILE
         self._checked = -math.inf
@@ -319,14 +343,14 @@ class Control:
         if queue_limit is not None:
             if not metrics_url:
                 raise ValueError("queue_limit needs metrics_url (the server's /metrics)")
-            self.queue = QueueWatch(metrics_url, queue_limit, interval=metrics_interval,
-                                    timeout=metrics_timeout, verify_tls=verify_tls)
+            self.queue = QueueWatch(
+                metrics_url, queue_limit, interval=metrics_interval, timeout=metrics_timeout, verify_tls=verify_tls
+            )
 
     @property
     def max_in_flight(self) -> int | None:
         """The in-flight cap in force: the smaller of THROTTLE's and the queue backoff's."""
-        caps = [c for c in (self.file_throttle.max_in_flight,
-                            self.queue.cap if self.queue is not None else None) if c]
+        caps = [c for c in (self.file_throttle.max_in_flight, self.queue.cap if self.queue is not None else None) if c]
         return min(caps) if caps else None
 
     @property
@@ -359,8 +383,12 @@ class Control:
     def _refresh_files(self) -> None:
         paused = self.pause_path.exists()
         if paused != self._paused:
-            log.info("%s %s: %s", self.pause_path, "found" if paused else "removed",
-                     "pausing (requests in flight finish)" if paused else "resuming")
+            log.info(
+                "%s %s: %s",
+                self.pause_path,
+                "found" if paused else "removed",
+                "pausing (requests in flight finish)" if paused else "resuming",
+            )
             self._paused = paused
         try:
             mtime = self.throttle_path.stat().st_mtime_ns
@@ -370,8 +398,12 @@ class Control:
             self._throttle_mtime = mtime
             new = read_throttle(self.throttle_path) if mtime is not None else Throttle()
             if new != self.file_throttle:
-                log.info("throttle now: %s", "none" if new == Throttle() else
-                         ", ".join(f"{k} = {v:g}" for k, v in vars(new).items() if v is not None))
+                log.info(
+                    "throttle now: %s",
+                    "none"
+                    if new == Throttle()
+                    else ", ".join(f"{k} = {v:g}" for k, v in vars(new).items() if v is not None),
+                )
             self.file_throttle = new
 
     async def wait_while_paused(self, stop: asyncio.Event) -> None:

@@ -15,6 +15,7 @@ that knee while the migration runs:
 
 A fixed ``--concurrency`` turns all this off.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -24,8 +25,8 @@ import time
 
 log = logging.getLogger("migrator.vllm.tuning")
 
-GAIN = 1.05          # a window must beat the best by 5% to count as growth
-PATIENCE = 2         # windows without growth before settling
+GAIN = 1.05  # a window must beat the best by 5% to count as growth
+PATIENCE = 2  # windows without growth before settling
 REPROBE_WINDOWS = 30  # settled windows before probing upward again
 MIN_WINDOW_S = 1.0
 
@@ -49,7 +50,7 @@ class AdaptiveLimit:
         self._stalls = 0
         self._settled_windows = 0
         self.settled = fixed is not None
-        self.history: list[tuple[float, int, float]] = []   # (time, limit, tokens/s) per window
+        self.history: list[tuple[float, int, float]] = []  # (time, limit, tokens/s) per window
 
     async def __aenter__(self) -> "AdaptiveLimit":
         async with self._cond:
