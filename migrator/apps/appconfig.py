@@ -52,7 +52,7 @@ class AppConfig:
         return asdict(self)
 
 
-def dvd_lines(model: str, dim: int, endpoint: str | None = None, key_source: str | None = None) -> list[str]:
+def dvd_lines(model: str, dim: int | None, endpoint: str | None = None, key_source: str | None = None) -> list[str]:
     lines = [f'AOAI_EMBEDDING_LARGE_MODEL_NAME = "{model}"', f"AOAI_EMBEDDING_LARGE_DIM = {dim}"]
     if endpoint:
         lines.append(f'EMBEDDING_ENDPOINT = "{endpoint}"')
@@ -89,14 +89,14 @@ def dvd_utils_note(config_path: Path) -> str | None:
     )
 
 
-def lightrag_lines(model: str, dim: int, native_dim: int | None = None) -> list[str]:
+def lightrag_lines(model: str, dim: int | None, native_dim: int | None = None) -> list[str]:
     lines = [f"EMBEDDING_MODEL={model}", f"EMBEDDING_DIM={dim}"]
-    if native_dim and dim < native_dim:
+    if native_dim and dim is not None and dim < native_dim:
         lines.append("EMBEDDING_SEND_DIM=true")
     return lines
 
 
-def nanographrag_lines(model: str, dim: int) -> list[str]:
+def nanographrag_lines(model: str, dim: int | None) -> list[str]:
     return [
         f"GraphRAG(embedding_func=EmbeddingFunc(embedding_dim={dim}, ...)), the function calling "
         f"{model} on your vLLM endpoint"
@@ -163,7 +163,7 @@ def report(
     applications: dict[str, list[Path]],
     roots: list[Path],
     model: str,
-    dim: int,
+    dim: int | None,  # None with --no-probe (or no answer) and a model of unknown dimension
     native_dim: int | None = None,
     *,
     endpoint: str | None = None,

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -384,7 +385,7 @@ def migration_option(default_help: str):
 
 def _settings(**kw) -> api.Settings:
     """The command's options as the API's Settings (an option not given keeps its default)."""
-    fields = {
+    fields: dict[str, Any] = {  # click's option values, by Settings field name
         k: (list(v) if k == "roots" else v)
         for k, v in kw.items()
         if v is not None and k not in ("endpoint", "endpoints_file")

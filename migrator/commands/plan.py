@@ -112,8 +112,7 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
         if endpoint_report["reachable"] and todo:
             assert ep is not None
             try:
-                # EndpointPool.measure is Endpoint.measure (pool.py), typed with an Endpoint self
-                rate, n = loop.run_until_complete(ep.measure(sample, seconds=3.0))  # type: ignore[misc]
+                rate, n = loop.run_until_complete(ep.measure(sample, seconds=3.0))
                 endpoint_report.update(measured_tokens_per_second=round(rate, 1), measured_texts=n)
                 endpoint_report["eta_seconds"] = round(tokens / rate, 1) if rate > 0 else None
             except MigratorError as e:
@@ -142,12 +141,10 @@ def plan(settings: Settings, *, probe: bool = True, tokenize: bool = True) -> di
     native = endpoint_report.get("native_dim")
     configs = appconfig.report(
         _applications((f.profile, f.path) for f in found),
-        # target is None with --no-probe (or no answer) and a model of unknown
-        # dimension; appconfig.report's dim: int does not admit it
         [Path(r) for r in settings.roots],
         model_id,
         target,
-        native,  # type: ignore[arg-type]
+        native,
         endpoint=settings.check_endpoints()[0],
         key_source=settings.key_source,
     )

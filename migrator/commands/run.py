@@ -11,6 +11,7 @@ import secrets
 import signal
 import threading
 import time
+from typing import Any
 
 from sqlalchemy import select
 
@@ -99,7 +100,8 @@ class _StopOnSignals:
         drop: asyncio.Event | None = None,
         reporter: "Reporter | None" = None,
     ):
-        self.loop, self.event, self.saved = loop, event, {}
+        self.loop, self.event = loop, event
+        self.saved: dict[signal.Signals, Any] = {}  # the handlers we replaced
         self.drop, self.reporter = drop, reporter
 
     def __enter__(self):
@@ -143,6 +145,7 @@ def run(settings: Settings, *, reporter: Reporter | None = None) -> RunResult:
     with _writer(settings, "run", shared=True) as (store, held), contextlib.ExitStack() as owned:
         try:
             if settings.serve:  # our own vLLM: stopped on the way out, whatever happens
+                assert settings.model  # --serve without --model was refused above
                 try:
                     server = owned.enter_context(
                         ManagedServer(
@@ -227,9 +230,10 @@ async def _run(
 
     try:
         with _StopOnSignals(asyncio.get_running_loop(), stop, drop, reporter):
-            mig = await _start_or_resume(settings, store, endpoint, reporter, held, stop)
-            if isinstance(mig, RunResult):
-                return mig
+            started_as = await _start_or_resume(settings, store, endpoint, reporter, held, stop)
+            if isinstance(started_as, RunResult):
+                return started_as
+            mig = started_as
             if held.exclusive:  # the only writer: any lease left is a dead run's
                 await asyncio.to_thread(_in_transaction, store, leases.clear_all, mig.id)
             await _sanity_probe(settings, store, mig, endpoint, reporter)
@@ -313,7 +317,12 @@ async def _run(
 
 
 async def _start_or_resume(
-    settings: Settings, store: StateStore, endpoint: Endpoint, reporter: Reporter, held: WriterLock, stop: asyncio.Event
+    settings: Settings,
+    store: StateStore,
+    endpoint: Endpoint | EndpointPool,
+    reporter: Reporter,
+    held: WriterLock,
+    stop: asyncio.Event,
 ) -> Migration | RunResult:
     """The unfinished migration (checked against what was asked), or a new one, scanned and
     recorded. With several workers, one at a time gets here: the others wait, then resume it."""
@@ -373,7 +382,7 @@ async def _start_or_resume(
                         settings.pattern,
                         endpoint.target_dim,
                         spec=settings.spec,
-                        target_model=endpoint.info.model,
+                        target_model=info.model,
                         follow_symlinks=settings.follow_symlinks,
                         known_migrations=known,
                     )
@@ -387,7 +396,7 @@ async def _start_or_resume(
                     settings,
                     f"Migrate {len(todo)} database(s), {sum(f.records for f in todo)} records, "
                     f"under {', '.join(map(str, settings.roots))} from {dims} dims to "
-                    f"{endpoint.info.model} at {endpoint.target_dim} dims"
+                    f"{info.model} at {endpoint.target_dim} dims"
                     f"{' and swap them in (backups are kept)' if settings.cutover else ''}?",
                 )
             return await asyncio.to_thread(_create_migration, settings, store, endpoint, requested, reporter, found)
@@ -476,7 +485,7 @@ def _stored_texts(settings: Settings, store: StateStore, mig: Migration, n: int)
 
 
 async def _sanity_probe(
-    settings: Settings, store: StateStore, mig: Migration, endpoint: Endpoint, reporter: Reporter
+    settings: Settings, store: StateStore, mig: Migration, endpoint: Endpoint | EndpointPool, reporter: Reporter
 ) -> None:
     """Before hours are spent: a few stored texts, embedded, come back from the expected model at
     the expected dimension (Endpoint.embed checks both and raises EndpointRejected if not)."""
@@ -486,6 +495,7 @@ async def _sanity_probe(
             got = await endpoint.embed(texts)
         except PoisonedInput:
             return  # one of these texts is never answered: the pipeline names its record
+        assert endpoint.info is not None  # probed by _start_or_resume
         reporter.note(
             f"sanity probe: {len(texts)} stored texts embedded by {endpoint.info.model} "
             f"into {got.vectors.shape[1]} dims, as expected"
@@ -493,8 +503,15 @@ async def _sanity_probe(
 
 
 def _create_migration(
-    settings: Settings, store: StateStore, endpoint: Endpoint, requested: str, reporter: Reporter, found: list[Found]
+    settings: Settings,
+    store: StateStore,
+    endpoint: Endpoint | EndpointPool,
+    requested: str,
+    reporter: Reporter,
+    found: list[Found],
 ) -> Migration | RunResult:
+    info = endpoint.info
+    assert info is not None  # probed by _start_or_resume
     # again, after the scan: a run of another job table started meanwhile may own the tree now
     # (its staged files are what the scan just refused)
     claims.check([str(r) for r in settings.roots], settings.job_table)
@@ -507,7 +524,7 @@ def _create_migration(
             None,
             "partial",
             f"--fail-fast: {len(bad)} database(s) cannot be migrated as they are; nothing was started",
-            model=endpoint.info.model,
+            model=info.model,
             target_dim=target,
             failures=[f"{f.path}: {f.reason}" for f in bad],
         )
@@ -518,7 +535,7 @@ def _create_migration(
             None,
             "partial",
             f"nothing migrated: {len(bad)} database(s) cannot be migrated as they are; fix them and run again",
-            model=endpoint.info.model,
+            model=info.model,
             target_dim=target,
             failures=[f"{f.path}: {f.reason}" for f in bad],
         )
@@ -530,7 +547,7 @@ def _create_migration(
             + ("" if all(f.made_by for f in skipped) else " (some record no model; `migrate plan` says which)")
             if skipped
             else f"nothing to do: no files named {settings.pattern!r} under {', '.join(map(str, settings.roots))}",
-            model=endpoint.info.model,
+            model=info.model,
             target_dim=target,
         )
     mid = _new_migration_id()
@@ -545,11 +562,11 @@ def _create_migration(
         mig = Migration(
             id=mid,
             state=M_RUNNING,
-            model=endpoint.info.model,
+            model=info.model,
             requested_model=requested,
-            native_dim=endpoint.info.native_dim,
+            native_dim=info.native_dim,
             target_dim=target,
-            max_model_len=endpoint.info.max_model_len,
+            max_model_len=info.max_model_len,
             endpoint=endpoint.base_url[:500],
             roots=[os.path.abspath(r) for r in settings.roots],
             pattern=settings.pattern,
@@ -584,7 +601,7 @@ def _create_migration(
             queries.add_jobs(conn, rows, events)
     crashpoints.reached("scan.recorded")
     reporter.note(
-        f"migration {mid}: {len(todo)} database(s) to migrate to {endpoint.info.model} "
+        f"migration {mid}: {len(todo)} database(s) to migrate to {info.model} "
         f"({target} dims), {len(skipped)} already there, {len(bad)} cannot be migrated"
     )
     for f in bad:

@@ -37,7 +37,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterator, Protocol
+from typing import AsyncGenerator, Callable, Iterator, Protocol
 
 import numpy as np
 from sqlalchemy.engine import Connection
@@ -210,16 +210,28 @@ class Embedder:
         self.outcome = EmbedOutcome()
         self.control = control
         self.fatal: BaseException | None = None
-        self.journal: Journal | None = None
+        self._journal: Journal | None = None  # created by run()
         self.io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="migrator-io")
         self._tasks: set[asyncio.Task] = set()
         self._alive_rows = 0
-        self._room: asyncio.Condition | None = None
+        self._room_cond: asyncio.Condition | None = None  # created by run()
         self.owner = leases.worker_name()
         self.held: set[int] = set()  # databases this worker holds a lease on
         self.lost: set[int] = set()  # ... that another worker took over (we were too slow)
         self._works: dict[int, _Work] = {}
         self._changes: dict[int, int] = {}  # times a database changed under this run
+
+    @property
+    def journal(self) -> Journal:
+        """The run's journal: every write goes through it (there is one only inside run())."""
+        assert self._journal is not None, "used outside run()"
+        return self._journal
+
+    @property
+    def _room(self) -> asyncio.Condition:
+        """Notified when databases leave memory (created by run(), in its event loop)."""
+        assert self._room_cond is not None, "used outside run()"
+        return self._room_cond
 
     # ----------------------------------------------------------- job table
     def _submit(self, change: Callable[[Connection], object], after: str | None = None, times: int = 1) -> Future:
@@ -240,7 +252,7 @@ class Embedder:
         mid = self.mid
 
         def change(conn: Connection) -> None:
-            values = {}
+            values: dict[str, int] = {}
             if st is not None:  # retried only once the file changes from this
                 values.update(source_size=st.st_size, source_mtime_ns=st.st_mtime_ns)
             queries.fail_job(conn, job.id, mid, job.path, message, **values)
@@ -357,6 +369,7 @@ class Embedder:
     def _new_vectors(self, w: _Work) -> Iterator[np.ndarray]:
         """The new vectors of a database in row order (a fresh pass each call)."""
         if w.in_memory:
+            assert w.vectors is not None  # allocated with the work, freed only on release
             return iter([w.vectors])
         return self._vector_blocks(w.job.id, w.nf.n, self.target)
 
@@ -388,7 +401,7 @@ class Embedder:
             digest = durable.sha256_file(path) if st is not None else ""
 
             def reset(conn: Connection) -> None:
-                values = dict(source_sha256=digest)
+                values: dict[str, object] = dict(source_sha256=digest)
                 if st is not None:
                     values.update(source_size=st.st_size, source_mtime_ns=st.st_mtime_ns)
                 queries.embed_again(
@@ -470,7 +483,12 @@ class Embedder:
         else:
             self.journal.execute(queries.DROP_BATCHES, {"_id": job.id})
             fut = self.journal.execute(queries.SET_STAGED_BATCHES, values)
-        fut.add_done_callback(lambda f: f.exception() is None and crashpoints.reached("stage.recorded"))
+
+        def recorded(f: Future) -> None:
+            if f.exception() is None:
+                crashpoints.reached("stage.recorded")
+
+        fut.add_done_callback(recorded)
         return "staged"
 
     async def _finish_if_done(self, w: _Work) -> None:
@@ -500,8 +518,10 @@ class Embedder:
         idx = [i for i in range(sl.start, sl.start + sl.count) if self.endpoint.may_be_truncated(w.texts[i])]
         if not idx:
             return []
-        limit = self.endpoint.info.max_model_len - 1
-        counts = await self.endpoint.count_tokens([w.texts[i] for i in idx]) if self.endpoint.info.tokenize else None
+        info = self.endpoint.info
+        assert info is not None and info.max_model_len is not None  # or may_be_truncated says no
+        limit = info.max_model_len - 1
+        counts = await self.endpoint.count_tokens([w.texts[i] for i in idx]) if info.tokenize else None
         if counts is None:  # no /tokenize: report every record that may be over
             return [w.ids[i] for i in idx]
         return [w.ids[i] for i, c in zip(idx, counts) if c > limit]
@@ -524,7 +544,7 @@ class Embedder:
         def change(conn: Connection) -> None:
             queries.add_batches(conn, rows)
             for sl, _v, _tokens, truncated in answers:
-                values = {"n_done": queries.JOBS.c.n_done + sl.count}
+                values: dict[str, object] = {"n_done": queries.JOBS.c.n_done + sl.count}
                 if truncated:
                     old = queries.truncated_of(conn, sl.work.job.id)
                     values["truncated"] = sorted(set(old or []) | set(truncated))
@@ -588,6 +608,7 @@ class Embedder:
             if sl.work.failed:
                 continue  # dropped meanwhile (lease lost): nothing to keep
             if sl.work.in_memory:
+                assert sl.work.vectors is not None  # not failed, so not released yet
                 sl.work.vectors[sl.start : sl.start + sl.count] = v
                 sl.work.left -= sl.count
                 sl.work.tokens += tokens
@@ -632,8 +653,10 @@ class Embedder:
 
         def done(t: asyncio.Task) -> None:
             self._tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                self._fatal(t.exception())
+            if not t.cancelled():
+                e = t.exception()
+                if e is not None:
+                    self._fatal(e)
 
         task.add_done_callback(done)
 
@@ -711,7 +734,7 @@ class Embedder:
         while self._tasks:  # stagings under way finish (they are short and local)
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def _claims(self) -> AsyncIterator[_Job]:
+    async def _claims(self) -> AsyncGenerator[_Job, None]:
         """The databases this worker takes on, claimed a few at a time (leases.py)."""
         while not self.stop.is_set():
             got = await asyncio.wrap_future(self.journal.submit(lambda conn: leases.claim(conn, self.mid, self.owner)))
@@ -726,9 +749,11 @@ class Embedder:
         while True:
             await asyncio.sleep(config.lease_seconds() / 4)
             ids = sorted(self.held)
-            lost = await asyncio.wrap_future(
-                self.journal.submit(lambda conn, ids=ids: leases.renew(conn, self.owner, ids))
-            )
+
+            def renew(conn: Connection, ids: list[int] = ids) -> set[int]:
+                return leases.renew(conn, self.owner, ids)
+
+            lost = await asyncio.wrap_future(self.journal.submit(renew))
             for job_id in lost & self.held:
                 self.lost.add(job_id)
                 w = self._works.get(job_id)
@@ -809,8 +834,8 @@ class Embedder:
 
     async def run(self) -> EmbedOutcome:
         """Claim, embed and stage databases of the migration until none is left to claim."""
-        self.journal = Journal(self.store)
-        self._room = asyncio.Condition()
+        self._journal = Journal(self.store)
+        self._room_cond = asyncio.Condition()
         queue: asyncio.Queue = asyncio.Queue(maxsize=self.concurrency * 2)
         workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.concurrency)]
         renewer = asyncio.create_task(self._renew_leases())

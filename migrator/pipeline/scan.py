@@ -10,7 +10,7 @@ import fnmatch
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from migrator import apps
 from migrator.apps import provenance
@@ -73,7 +73,7 @@ def patterns(pattern: str) -> list[str]:
     return out
 
 
-def discover(roots: list[str | Path], pattern: str) -> Iterator[Path]:
+def discover(roots: Sequence[str | Path], pattern: str) -> Iterator[Path]:
     """Every file under ``roots`` whose name matches ``pattern`` (globs separated by
     commas), sorted, each once."""
     globs = patterns(pattern)
@@ -98,7 +98,7 @@ def discover(roots: list[str | Path], pattern: str) -> Iterator[Path]:
                 yield ap
 
 
-def scan(roots: list[str | Path], pattern: str, target_dim: int | None, **kw) -> Iterator[Found]:
+def scan(roots: Sequence[str | Path], pattern: str, target_dim: int | None, **kw) -> Iterator[Found]:
     """:func:`inspect` every file :func:`discover` finds, each real file once."""
     seen: set[Path] = set()
     for path in discover(roots, pattern):

@@ -31,6 +31,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import Connection
 
@@ -172,7 +173,7 @@ def _cutover(store: StateStore, migration_id: str, jobs: list, result: SwapResul
     # Phase 1: the slow checks, no file touched.
     with ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="migrator-check") as pool:
         verdicts = list(pool.map(_check, jobs, chunksize=16))
-    ready: list[tuple[object, os.stat_result]] = []
+    ready: list[tuple[Any, os.stat_result | None]] = []  # (job row, its live stat)
     # a unit with a member to re-stage waits for it, whole (its swapped members are completed)
     waiting = {
         apps.unit_of(j.profile, j.path): j.path for j, (verdict, _, _) in zip(jobs, verdicts) if verdict == "restage"
@@ -184,6 +185,7 @@ def _cutover(store: StateStore, migration_id: str, jobs: list, result: SwapResul
                 queries.set_job(conn, job.id, state=D_CUT_OVER, backup_path=str(backup_path(job.path, migration_id)))
                 result.already.append(job.path)
             elif verdict == "restage":
+                assert why is not None  # _check always says why it re-stages
                 _restage(conn, job, why)
                 result.restage.append(job.path)
             elif unit in waiting:
@@ -224,7 +226,7 @@ def _cutover(store: StateStore, migration_id: str, jobs: list, result: SwapResul
                 if job not in conflicts:
                     result.held.append(_held_line(job.path, unit, f"{conflicts[0].path} was refused", job.profile))
             continue
-        done_here: list[tuple[object, Path]] = []
+        done_here: list[tuple[Any, Path]] = []
         for job, checked in members:
             live, staged = Path(job.path), Path(job.staged_path)
             backup = backup_path(live, migration_id)
@@ -232,6 +234,7 @@ def _cutover(store: StateStore, migration_id: str, jobs: list, result: SwapResul
                 durable.link_or_copy(live, backup)
             crashpoints.reached("cutover.backed_up")
             st = os.stat(live)
+            assert checked is not None  # _check stats every "ready" file (its hash matched)
             if (st.st_ino, st.st_size, st.st_mtime_ns) != (checked.st_ino, checked.st_size, checked.st_mtime_ns):
                 durable.remove_if_exists(backup)
                 for prev, prev_backup in reversed(done_here):  # the unit moves whole or not at all

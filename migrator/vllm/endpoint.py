@@ -30,7 +30,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Protocol, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -75,7 +75,9 @@ def _last_part(path: str) -> str:
 
 
 def _is_hub_id(root: str | None) -> bool:
-    return bool(root) and "/" in root and not root.startswith(("/", ".", "~")) and root.count("/") == 1
+    if not root:
+        return False
+    return "/" in root and not root.startswith(("/", ".", "~")) and root.count("/") == 1
 
 
 def match_card(cards: list[dict], model_id: str, known: bool) -> tuple[dict | None, str]:
@@ -159,6 +161,15 @@ class Embedded:
     prompt_tokens: int
 
 
+class _Embeds(Protocol):
+    """What :meth:`Endpoint.may_be_truncated` and :meth:`Endpoint.measure` use of ``self``: an
+    :class:`Endpoint` or a :class:`~migrator.vllm.pool.EndpointPool`, which shares them."""
+
+    info: ServerInfo | None
+
+    async def embed(self, texts: list[str]) -> Embedded: ...
+
+
 class PoisonedInput(Exception):
     """One input that the server never answers (the vLLM hang); index into the batch."""
 
@@ -196,7 +207,7 @@ def _no_embeddings_route(e: openai.APIStatusError) -> bool:
     return e.status_code == 404 and isinstance(body, dict) and body.get("detail") == "Not Found"
 
 
-def _retry_after(e: Exception) -> float | None:
+def _retry_after(e: BaseException) -> float | None:
     if not isinstance(e, openai.APIStatusError):
         return None
     value = e.response.headers.get("retry-after")
@@ -284,7 +295,7 @@ class Endpoint:
         await self.client.close()
 
     # ---------------------------------------------------------------- probing
-    def _describe(self, e: Exception) -> str:
+    def _describe(self, e: BaseException) -> str:
         if isinstance(e, openai.APITimeoutError):
             return f"no answer within {self.request_timeout:g}s"
         if isinstance(e, openai.APIConnectionError):
@@ -471,9 +482,9 @@ class Endpoint:
         counts = await asyncio.gather(*(one(t) for t in texts))
         if any(c is None for c in counts):
             return None
-        return list(counts)
+        return list(cast("list[int]", counts))  # none is None (checked above)
 
-    def may_be_truncated(self, text: str) -> bool:
+    def may_be_truncated(self: _Embeds, text: str) -> bool:
         """Could ``text`` reach max_model_len tokens? (Byte-level BPE: tokens <= UTF-8 bytes + EOS.)"""
         limit = self.info.max_model_len if self.info else None
         return limit is not None and len(text.encode("utf-8")) + 1 > limit - 1
@@ -539,12 +550,13 @@ class Endpoint:
         if not np.all(np.isfinite(out)):
             bad = int(np.where(~np.all(np.isfinite(out), axis=1))[0][0])
             raise BadResponse(f"item {bad}: NaN or infinite values")
-        usage = doc.get("usage") if isinstance(doc.get("usage"), dict) else {}
+        usage_doc = doc.get("usage")
+        usage = usage_doc if isinstance(usage_doc, dict) else {}
         tokens = usage.get("prompt_tokens")
         return out, int(tokens) if isinstance(tokens, int) else 0
 
     async def _request(self, texts: list[str], model: str, native_dim: int | None) -> tuple[np.ndarray, int]:
-        body = {"model": model, "input": texts, "encoding_format": "base64"}
+        body: dict[str, object] = {"model": model, "input": texts, "encoding_format": "base64"}
         if self.info and self.info.max_model_len:
             body["truncate_prompt_tokens"] = self.info.max_model_len - 1
         if self.info and self.info.version and self.info.version >= ENDIANNESS_SINCE:
@@ -552,7 +564,8 @@ class Endpoint:
         # The same request `client.embeddings.create(..., encoding_format="base64", extra_body=...)`
         # sends, through the same client (auth, errors, timeouts), without the SDK walking every
         # input to transform it and json-encoding it in Python: a third of the client's CPU.
-        payload = {self._raw_body_arg: orjson.dumps(body)}
+        # the keyword depends on the SDK's version (see _raw_body_arg), so no overload can name it
+        payload: dict[str, Any] = {self._raw_body_arg: orjson.dumps(body)}
         raw = await self.client.post(
             "/embeddings",
             **payload,
@@ -624,14 +637,18 @@ class Endpoint:
             after = _retry_after(e) if e is not None else None
             return after if after is not None else backoff(state)
 
+        def before_sleep(st: tenacity.RetryCallState) -> None:
+            # tenacity sleeps only after a failed attempt that retry_this chose to retry
+            e = st.outcome.exception() if st.outcome is not None else None
+            assert e is not None
+            log.debug("retrying a batch of %d after %s", len(texts), self._describe(e))
+
         retrying = tenacity.AsyncRetrying(
             retry=retry_this,
             wait=wait,
             stop=tenacity.stop_after_delay(self.retry_for),
             reraise=True,
-            before_sleep=lambda st: log.debug(
-                "retrying a batch of %d after %s", len(texts), self._describe(st.outcome.exception())
-            ),
+            before_sleep=before_sleep,
         )
         try:
             async for attempt in retrying:
@@ -665,6 +682,7 @@ class Endpoint:
     async def alive(self) -> bool:
         """Does a tiny request answer promptly? Tells a poisoned input from an outage."""
         try:
+            assert self.info is not None  # probed first; unprobed, this is False (the except below), as before
             await asyncio.wait_for(
                 self._request(["ping"], self.info.request_name, self.info.native_dim),
                 timeout=min(30.0, self.request_timeout),
@@ -715,6 +733,7 @@ class Endpoint:
         return Embedded(np.concatenate([left.vectors, right.vectors]), left.prompt_tokens + right.prompt_tokens)
 
     async def _attempts_until_deadline(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        assert self.info is not None  # only embed() calls this, after probe()
         deadline = time.monotonic() + self.retry_for
         while True:
             try:
@@ -729,7 +748,7 @@ class Endpoint:
                 await asyncio.sleep(1.0)
 
     async def measure(
-        self, texts: list[str], *, batch_size: int = 16, concurrency: int = 4, seconds: float = 3.0
+        self: _Embeds, texts: list[str], *, batch_size: int = 16, concurrency: int = 4, seconds: float = 3.0
     ) -> tuple[float, int]:
         """A short burst of real requests: (tokens per second, texts embedded)."""
         batches = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)] or [["probe"]]

@@ -188,34 +188,37 @@ class EndpointPool:
                 f"{failed[0][1]}{also}; every listed endpoint must answer at start: "
                 f"start it, or leave it out of the list"
             ) from None
-        first = self.members[0].endpoint.info
-        for m in self.members[1:]:
-            other = m.endpoint.info
+        infos: list[ServerInfo] = []
+        for m in self.members:
+            assert m.endpoint.info is not None  # every probe above answered
+            infos.append(m.endpoint.info)
+        first = infos[0]
+        for other in infos[1:]:
             if (other.model, other.native_dim) != (first.model, first.native_dim):
                 raise EndpointRejected(
                     f"{first.base_url} serves {first.model!r} ({first.native_dim} dims) but {other.base_url} "
                     f"serves {other.model!r} ({other.native_dim} dims); every endpoint must serve the same "
                     f"model: fix that server or leave it out"
                 )
-        notes = [f"{m.url}: {m.endpoint.info.note}" for m in self.members if m.endpoint.info.note]
-        lengths = {m.endpoint.info.max_model_len for m in self.members} - {None}
+        notes = [f"{m.url}: {info.note}" for m, info in zip(self.members, infos) if info.note]
+        lengths = {info.max_model_len for info in infos if info.max_model_len is not None}
         max_len = min(lengths) if lengths else None
-        if len(lengths) > 1 or (lengths and any(m.endpoint.info.max_model_len is None for m in self.members)):
+        if max_len is not None and (len(lengths) > 1 or any(info.max_model_len is None for info in infos)):
             # Each endpoint cuts long texts at its own max_model_len - 1; one limit for all keeps
             # a text's vector the same whichever server embeds it (and is safe on every one).
-            for m in self.members:
-                m.endpoint.info.max_model_len = max_len
+            for info in infos:
+                info.max_model_len = max_len
             notes.append(f"the endpoints' max_model_len differ; every request is cut to {max_len - 1} tokens")
         # Endpoints may serve the model under different names (aliases): each request carries
         # its own endpoint's name, and what the pool reports is the model's identity.
-        names = list(dict.fromkeys(n for m in self.members for n in m.endpoint.info.served_models))
+        names = list(dict.fromkeys(n for info in infos for n in info.served_models))
         self.info = ServerInfo(
             self.base_url,
             first.model,
             names,
             max_len,
             first.native_dim,
-            tokenize=all(m.endpoint.info.tokenize for m in self.members),
+            tokenize=all(info.tokenize for info in infos),
             note="; ".join(notes),
             request_name=first.request_name,
             root=first.root,
@@ -239,7 +242,7 @@ class EndpointPool:
         while True:
             m = await self._pick(deadline)
             m.in_flight += 1
-            sharing = m.in_flight
+            sharing: float = m.in_flight
             start = time.monotonic()
             try:
                 result = await m.endpoint.embed(texts)
