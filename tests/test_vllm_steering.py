@@ -279,7 +279,7 @@ def test_a_silent_metrics_server_never_blocks_refresh(tmp_path, logs):
     refresh_until(control, lambda: control.queue.checks >= 1, "the hang-up noticed")
     assert control.max_in_flight is None
     warnings = records(logs, logging.WARNING)
-    assert len(warnings) == 1 and "unreachable" in warnings[0].getMessage()
+    assert len(warnings) == 1 and "no HTTP answer" in warnings[0].getMessage()
 
 
 # ------------------------------------------------------------------ no metrics
@@ -405,3 +405,40 @@ def test_run_backs_off_while_the_servers_queue_is_long(tmp_path):
     assert "backing off" in log_text and "queue limit 4" in log_text, log_text[-2000:]
     for p in paths:
         assert_migrated(p, originals[p], dim=1024, native_dim=1024, seed="Qwen/Qwen3-Embedding-0.6B")
+
+
+def test_an_endless_metrics_answer_is_read_only_up_to_its_cap():
+    """A /metrics that never ends (a proxy streaming something else) costs at most
+    METRICS_MAX_BYTES: the read returns, with the gauge from what was read."""
+    import threading
+
+    from migrator.vllm import steering
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    sent = {"bytes": 0}
+
+    def serve():
+        conn, _ = listener.accept()
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + f"{WAITING} 7\n".encode())
+        filler = b"# filler\n" * 4096
+        try:
+            while sent["bytes"] < 8 * steering.METRICS_MAX_BYTES:
+                conn.sendall(filler)
+                sent["bytes"] += len(filler)
+        except OSError:
+            pass  # the reader hung up once it had enough
+        finally:
+            conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    watch = steering.QueueWatch(f"http://127.0.0.1:{listener.getsockname()[1]}/metrics", 4, timeout=30)
+    try:
+        assert watch.read() == 7
+    finally:
+        listener.close()
+    t.join(30)
+    assert sent["bytes"] < 8 * steering.METRICS_MAX_BYTES  # it stopped reading long before the end

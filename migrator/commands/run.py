@@ -152,6 +152,7 @@ def run(settings: Settings, *, reporter: Reporter | None = None) -> RunResult:
                             resolve_model(settings.model)[0],
                             log_dir=settings.state_path,
                             api_key=settings.api_key,
+                            http=settings.http,
                             gpu=settings.serve_gpu,
                             memory_fraction=settings.serve_memory_fraction,
                             extra_args=tuple(settings.serve_args),

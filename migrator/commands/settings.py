@@ -13,6 +13,7 @@ from migrator.jobs import claims
 from migrator.jobs.store import default_state_dir, state_url
 from migrator.pipeline.scan import DEFAULT_PATTERN
 from migrator.vllm.endpoint import DEFAULT_ENDPOINT, Endpoint, normalize_endpoint
+from migrator.vllm.http import Http
 from migrator.vllm.pool import EndpointPool, make_endpoint
 from migrator.vllm.steering import Control, metrics_url_for
 
@@ -85,6 +86,11 @@ class Settings:
         """The endpoint's key (--api-key-file, else the environment), read once."""
         return config.api_key(self.api_key_file)
 
+    @functools.cached_property
+    def http(self) -> Http:
+        """The command's one client for the small requests (/version, /tokenize, /metrics)."""
+        return Http(verify_tls=not self.insecure)
+
     def check_key(self) -> None:
         """Read the key now: a key file that cannot be read is refused before anything is done."""
         _ = self.api_key
@@ -112,6 +118,7 @@ class Settings:
             retry_for=self.retry_for,
             verify_tls=not self.insecure,
             key_source=self.key_source,
+            http=self.http,
         )
 
     def make_control(self) -> Control:
@@ -119,5 +126,9 @@ class Settings:
         if self.backoff_queue is not None:
             metrics = self.metrics_url or metrics_url_for(self.endpoint_urls[0])
         return Control(
-            self.state_path, metrics_url=metrics, queue_limit=self.backoff_queue, verify_tls=not self.insecure
+            self.state_path,
+            metrics_url=metrics,
+            queue_limit=self.backoff_queue,
+            verify_tls=not self.insecure,
+            http=self.http,
         )

@@ -23,12 +23,8 @@ import binascii
 import inspect
 import json
 import logging
-import os
 import re
-import socket
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -40,6 +36,7 @@ import tenacity
 
 from migrator.errors import BadResponse, EndpointRejected, EndpointUnavailable, UsageError
 from migrator.files import nvdb
+from migrator.vllm.http import WORKER_HEADERS, Http, Unreachable, bearer
 
 log = logging.getLogger("migrator.vllm.endpoint")
 
@@ -241,24 +238,19 @@ class Endpoint:
         verify_tls: bool = True,
         key_source: str | None = None,
         on_pushback: Callable[[str], None] | None = None,
+        http: Http | None = None,
     ):
+        """``http``: the command's client for the small requests (made here if not given)."""
         self.base_url, self.root_url = normalize_endpoint(url)
         self._key = api_key
         self.key_source = key_source  # where the key came from, for messages (config.key_source)
-        self._ssl = None
-        http_client = None
-        if not verify_tls and self.base_url.startswith("https:"):
-            import ssl
-
+        self.http = http or Http(verify_tls=verify_tls)
+        if not self.http.verify_tls and self.base_url.startswith("https:"):
             log.warning(
                 "TLS certificate verification is OFF for %s (--insecure): anyone on the "
                 "path can read the key and the texts",
                 self.base_url,
             )
-            self._ssl = ssl.create_default_context()
-            self._ssl.check_hostname = False
-            self._ssl.verify_mode = ssl.CERT_NONE
-            http_client = openai.DefaultAsyncHttpxClient(verify=False)
         self.request_timeout = request_timeout
         self.retry_for = retry_for
         self.client = openai.AsyncOpenAI(
@@ -266,9 +258,8 @@ class Endpoint:
             api_key=api_key or "EMPTY",  # vLLM without --api-key accepts any
             max_retries=0,  # retries are ours: they must see validation failures too
             timeout=request_timeout,
-            http_client=http_client,
-            # which migrate process sent a request, for the server's logs (vLLM ignores it)
-            default_headers={"X-Migrator-Worker": f"{socket.gethostname()}:{os.getpid()}"},
+            http_client=self.http.async_client(),
+            default_headers=WORKER_HEADERS,
         )
         # newer SDKs take raw request bytes as `content`, older ones as `body`
         self._raw_body_arg = "content" if "content" in inspect.signature(self.client.post).parameters else "body"
@@ -408,11 +399,12 @@ class Endpoint:
         """GET /version (vLLM's own route; proxies and other servers may lack it)."""
 
         def get() -> tuple[int, ...] | None:
-            req = urllib.request.Request(self.root_url + "/version")
             try:
-                with urllib.request.urlopen(req, timeout=min(10.0, self.request_timeout), context=self._ssl) as r:
-                    return parse_version(json.loads(r.read()).get("version"))
-            except (urllib.error.URLError, OSError, ValueError, AttributeError):
+                answer = self.http.get(self.root_url + "/version", timeout=min(10.0, self.request_timeout))
+                if answer.status != 200:
+                    return None
+                return parse_version(json.loads(answer.body).get("version"))
+            except (Unreachable, ValueError, AttributeError):
                 return None
 
         return await asyncio.to_thread(get)
@@ -453,17 +445,15 @@ class Endpoint:
         req_doc: dict = {"model": self.info.request_name if self.info else None, "prompt": text}
         if strings:
             req_doc["return_token_strs"] = True
-        body = json.dumps(req_doc).encode()
-        req = urllib.request.Request(
-            self.root_url + "/tokenize", data=body, method="POST", headers={"Content-Type": "application/json"}
-        )
-        if self._key:
-            req.add_header("Authorization", f"Bearer {self._key}")
         try:
-            with urllib.request.urlopen(req, timeout=min(30.0, self.request_timeout), context=self._ssl) as r:
-                doc = json.loads(r.read())
+            answer = self.http.post_json(
+                self.root_url + "/tokenize", req_doc, timeout=min(30.0, self.request_timeout), headers=bearer(self._key)
+            )
+            if answer.status != 200:
+                return None
+            doc = json.loads(answer.body)
             return doc if isinstance(doc, dict) else None
-        except (urllib.error.URLError, OSError, ValueError, AttributeError):
+        except (Unreachable, ValueError):
             return None
 
     def _tokenize_one(self, text: str) -> int | None:

@@ -26,12 +26,11 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from migrator.errors import EndpointUnavailable, UsageError
 from migrator.vllm.endpoint import parse_version
+from migrator.vllm.http import Http, Unreachable, bearer
 
 log = logging.getLogger("migrator.vllm.serve")
 
@@ -150,8 +149,10 @@ class ManagedServer:
         startup_timeout: float = 1800.0,
         executable: str = "vllm",
         host: str = "127.0.0.1",
+        http: Http | None = None,
     ):
         self.model, self.api_key, self.host = model, api_key, host
+        self.http = http or Http()  # plain HTTP on 127.0.0.1: nothing to verify
         self.gpu, self.memory_fraction, self.extra_args = gpu, memory_fraction, tuple(extra_args)
         self.startup_timeout, self.executable = startup_timeout, executable
         self.log_path = Path(log_dir) / "vllm.log"
@@ -219,14 +220,12 @@ class ManagedServer:
         return self.base_url
 
     def _get(self, url: str) -> tuple[int, bytes]:
-        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})
+        """(status, body) of a GET to the server being started; (0, b"") while nothing answers."""
         try:
-            with urllib.request.urlopen(req, timeout=5) as r:
-                return r.status, r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, b""
-        except (urllib.error.URLError, OSError):
+            answer = self.http.get(url, timeout=5, headers=bearer(self.api_key))
+        except Unreachable:
             return 0, b""
+        return answer.status, answer.body if answer.status == 200 else b""
 
     def _wait_ready(self, root: str) -> None:
         assert self.proc is not None  # _start has just started it

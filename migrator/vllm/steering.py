@@ -43,20 +43,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import http.client
 import logging
 import math
 import os
 import re
-import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
+
+from migrator.vllm.http import Http, NotHttp, Unreachable
 
 log = logging.getLogger("migrator.vllm.steering")
 
@@ -172,6 +170,7 @@ class QueueWatch:
         interval: float = METRICS_EVERY,
         timeout: float = METRICS_TIMEOUT,
         verify_tls: bool = True,
+        http: Http | None = None,
     ):
         if limit < 0:
             raise ValueError("queue_limit must be >= 0")
@@ -189,11 +188,7 @@ class QueueWatch:
         self.waiting: float | None = None  # the last figures read (None: none or unreadable)
         self.running: float | None = None
         self.checks = 0  # answers applied (for tests and status)
-        self._ssl: ssl.SSLContext | None = None
-        if not verify_tls and url.startswith("https:"):
-            self._ssl = ssl.create_default_context()
-            self._ssl.check_hostname = False
-            self._ssl.verify_mode = ssl.CERT_NONE
+        self.http = http or Http(verify_tls=verify_tls)
         self._pending: Future | None = None
         self._started = -math.inf
         self._failing = False
@@ -204,18 +199,15 @@ class QueueWatch:
     def read(self) -> float:
         """GET the metrics and sum the waiting gauge (the running one goes to ``running``);
         raises ValueError with the reason."""
-        req = urllib.request.Request(self.url, headers=self._headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout, context=self._ssl) as r:
-                body = r.read(METRICS_MAX_BYTES)
-        except urllib.error.HTTPError as e:
-            raise ValueError(f"HTTP {e.code}") from None
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", None) or e
-            raise ValueError(f"unreachable ({reason})") from None
-        except http.client.HTTPException as e:
-            raise ValueError(f"no HTTP answer ({type(e).__name__}: {e})") from None
-        text = body.decode("utf-8", "replace")
+            answer = self.http.get(self.url, timeout=self.timeout, headers=self._headers, max_bytes=METRICS_MAX_BYTES)
+        except NotHttp as e:
+            raise ValueError(f"no HTTP answer ({e})") from None
+        except Unreachable as e:
+            raise ValueError(f"unreachable ({e})") from None
+        if answer.status != 200:
+            raise ValueError(f"HTTP {answer.status}")
+        text = answer.body.decode("utf-8", "replace")
         waiting = parse_metric(text, WAITING)
         if waiting is None:
             raise ValueError(f"no {WAITING} in its answer (is it vLLM's /metrics?)")
@@ -330,6 +322,7 @@ class Control:
         metrics_interval: float = METRICS_EVERY,
         metrics_timeout: float = METRICS_TIMEOUT,
         verify_tls: bool = True,
+        http: Http | None = None,
     ):
         self.pause_path = Path(state_dir) / PAUSE_FILE
         self.throttle_path = Path(state_dir) / THROTTLE_FILE
@@ -344,7 +337,12 @@ class Control:
             if not metrics_url:
                 raise ValueError("queue_limit needs metrics_url (the server's /metrics)")
             self.queue = QueueWatch(
-                metrics_url, queue_limit, interval=metrics_interval, timeout=metrics_timeout, verify_tls=verify_tls
+                metrics_url,
+                queue_limit,
+                interval=metrics_interval,
+                timeout=metrics_timeout,
+                verify_tls=verify_tls,
+                http=http,
             )
 
     @property

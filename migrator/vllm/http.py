@@ -1,0 +1,92 @@
+"""One HTTP stack for everything migrator asks a server: the httpx the openai SDK is built on.
+
+The embeddings go through the SDK (its ``AsyncOpenAI`` is given the async client made
+here). The small requests beside them (``/version``, ``/tokenize``, ``/metrics``, and
+``/v1/models`` while ``--serve`` waits for vLLM) go through :class:`Http`, one per
+command, so TLS verification, the worker header and the error handling are decided in
+one place. A command builds one (``Settings.http``) and hands it to the endpoints, the
+queue watch and the managed server it makes.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+import httpx2  # the httpx the openai SDK is built on (openai >= 3)
+import openai
+
+# which migrate process sent a request, for the server's logs (vLLM ignores it)
+WORKER_HEADERS = {"X-Migrator-Worker": f"{socket.gethostname()}:{os.getpid()}"}
+
+
+class Unreachable(Exception):
+    """No HTTP answer at all: refused, reset, timed out. The message says which."""
+
+
+class NotHttp(Unreachable):
+    """A connection, but no HTTP answer on it: a hang-up, or another service on the port."""
+
+
+@dataclass
+class Answer:
+    status: int
+    body: bytes
+
+
+class Http:
+    """A thread-safe client for the small requests; ``verify_tls=False`` is ``--insecure``."""
+
+    def __init__(self, *, verify_tls: bool = True):
+        self.verify_tls = verify_tls
+        self._client = httpx2.Client(verify=verify_tls, headers=WORKER_HEADERS, follow_redirects=False)
+
+    def async_client(self) -> httpx2.AsyncClient:
+        """An async client for the SDK, with the SDK's own defaults (limits, timeouts)."""
+        return openai.DefaultAsyncHttpxClient(verify=self.verify_tls)
+
+    def get(
+        self, url: str, *, timeout: float, headers: dict[str, str] | None = None, max_bytes: int | None = None
+    ) -> Answer:
+        """GET ``url``; the body is cut at ``max_bytes`` (a server cannot make us read more)."""
+        try:
+            with self._client.stream("GET", url, headers=headers, timeout=timeout) as r:
+                body = bytearray()
+                for chunk in r.iter_bytes():
+                    body += chunk
+                    if max_bytes is not None and len(body) >= max_bytes:
+                        del body[max_bytes:]
+                        break
+                return Answer(r.status_code, bytes(body))
+        except httpx2.HTTPError as e:
+            raise _no_answer(e) from None
+
+    def post_json(self, url: str, doc: object, *, timeout: float, headers: dict[str, str] | None = None) -> Answer:
+        try:
+            r = self._client.post(url, json=doc, headers=headers, timeout=timeout)
+            return Answer(r.status_code, r.content)
+        except httpx2.HTTPError as e:
+            raise _no_answer(e) from None
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def bearer(key: str | None) -> dict[str, str]:
+    """The Authorization header for ``key`` (none without a key)."""
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def _no_answer(e: httpx2.HTTPError) -> Unreachable:
+    """NotHttp when a connection was made but no HTTP answer came back (a hang-up, or bytes
+    that are not HTTP: httpx cannot tell these apart), else Unreachable."""
+    if isinstance(e, httpx2.ProtocolError):
+        return NotHttp(_reason(e))
+    return Unreachable(_reason(e))
+
+
+def _reason(e: httpx2.HTTPError) -> str:
+    cause = e.__cause__ or e.__context__
+    text = str(e) or (str(cause) if cause else "") or type(e).__name__
+    return f"{type(e).__name__}: {text}"
