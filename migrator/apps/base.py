@@ -24,10 +24,12 @@ from __future__ import annotations
 import contextlib
 import string
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from migrator.apps.configfiles import AppConfig, Wanted
 from migrator.errors import BadDatabase, UsageError
 from migrator.files.nvdb import ID, NanoFile
 
@@ -112,6 +114,20 @@ class Profile:
     def storage_locks(self, lives: list) -> contextlib.AbstractContextManager:
         """Locks the application holds over its files, held while they are swapped."""
         return contextlib.nullcontext()
+
+    # Its settings (apps/appconfig.py runs these for each application of a migration).
+    def config_report(self, files: list[Path], roots: list[Path], wanted: Wanted) -> list[AppConfig]:
+        """The settings files found for these ``files`` (under ``roots``): what they say now,
+        and the lines that make them fit ``wanted``."""
+        return []
+
+    def config_edit(self, cfg: AppConfig) -> str | None:
+        """``cfg``'s file with its lines set (None: nothing to write, or no file to write)."""
+        return None
+
+    def config_files(self, roots: list[Path], files: list[Path]) -> list[Path]:
+        """The settings files --apply-config may have changed for these ``files``."""
+        return []
 
     def record(self, rec: dict, vector: np.ndarray) -> dict:
         """The record as the migrated file keeps it, given its new vector."""

@@ -37,6 +37,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from migrator.apps.base import Profile
+from migrator.apps.configfiles import AppConfig, Wanted, env_values, read_text, set_env, upward
 from migrator.errors import LockHeld
 from migrator.files.nvdb import NanoFile
 
@@ -118,8 +119,70 @@ class LightRag(Profile):
         base = old if isinstance(old, dict) else {}
         return {**base, MODEL_KEY: model, DIM_KEY: int(dim)}
 
+    def config_report(self, files: list[Path], roots: list[Path], wanted: Wanted) -> list[AppConfig]:
+        """The server's ``.env`` (its working directory or the two above): EMBEDDING_MODEL and
+        EMBEDDING_DIM, and the document prefix EMBEDDING_ASYMMETRIC may add."""
+        lines = lightrag_lines(wanted.model, wanted.dim, wanted.native_dim)
+        out = []
+        for p in find_lightrag(sorted({f.parent for f in files})):
+            env = env_values(read_text(p) or "")
+            dim_text = env.get("EMBEDDING_DIM", "")
+            model = env.get("EMBEDDING_MODEL") or None
+            cfg = AppConfig("lightrag", str(p), model, int(dim_text) if dim_text.isdigit() else None, lines)
+            if env.get("EMBEDDING_ASYMMETRIC", "").lower() in ("true", "1", "yes"):
+                prefix = env.get("EMBEDDING_DOCUMENT_PREFIX", "")
+                if prefix and prefix != "NO_PREFIX":
+                    cfg.notes.append(
+                        f"EMBEDDING_ASYMMETRIC=true: LightRAG embeds documents as "
+                        f"{prefix!r} + content; migrate with --text-template "
+                        f"'{prefix}{{content}}' so the new vectors match"
+                    )
+            out.append(cfg)
+        return out or [
+            AppConfig(
+                "lightrag",
+                None,
+                lines=lines,
+                notes=[
+                    "no LightRAG .env found near the working dir; set these where the server reads its "
+                    "settings (its .env or environment)"
+                ],
+            )
+        ]
+
+    def config_edit(self, cfg: AppConfig) -> str | None:
+        text = read_text(Path(cfg.path)) if cfg.path else None
+        if text is None:
+            return None
+        new = text
+        for line in cfg.lines:
+            key, _, value = (part.strip() for part in line.partition("="))
+            new = set_env(new, key, value)
+        return new if new != text else None
+
+    def config_files(self, roots: list[Path], files: list[Path]) -> list[Path]:
+        return find_lightrag(sorted({f.parent for f in files}))
+
 
 PROFILE = LightRag()
+
+
+# ------------------------------------------------------------------- its settings
+def lightrag_lines(model: str, dim: int | None, native_dim: int | None = None) -> list[str]:
+    lines = [f"EMBEDDING_MODEL={model}", f"EMBEDDING_DIM={dim}"]
+    if native_dim and dim is not None and dim < native_dim:
+        lines.append("EMBEDDING_SEND_DIM=true")
+    return lines
+
+
+def find_lightrag(dirs: list[Path]) -> list[Path]:
+    found: list[Path] = []
+    for start in dirs:
+        for d in upward(Path(start).resolve(), 2):
+            cand = d / ".env"
+            if cand not in found and cand.is_file() and "EMBEDDING_" in (read_text(cand) or ""):
+                found.append(cand)
+    return found
 
 
 def made_by(nf: NanoFile) -> tuple[str, int | None] | None:

@@ -31,6 +31,7 @@ import orjson
 from defusedxml import ElementTree
 
 from migrator.apps.base import Profile
+from migrator.apps.configfiles import AppConfig, Wanted
 from migrator.errors import BadDatabase
 from migrator.files.nvdb import ID, NanoFile
 
@@ -199,5 +200,23 @@ class NanoGraphRag(Profile):
             out.append(self._checked(text, "content", i, rec, nf))
         return out
 
+    def config_report(self, files: list[Path], roots: list[Path], wanted: Wanted) -> list[AppConfig]:
+        """No settings file: the embedding function is code, so say what it must be."""
+        return [
+            AppConfig(
+                "nano-graphrag",
+                None,
+                lines=nanographrag_lines(wanted.model, wanted.dim),
+                notes=["nano-graphrag takes its embedding function in code"],
+            )
+        ]
+
 
 PROFILE = NanoGraphRag()
+
+
+def nanographrag_lines(model: str, dim: int | None) -> list[str]:
+    return [
+        f"GraphRAG(embedding_func=EmbeddingFunc(embedding_dim={dim}, ...)), the function calling "
+        f"{model} on your vLLM endpoint"
+    ]

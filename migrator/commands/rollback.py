@@ -6,7 +6,7 @@ from pathlib import Path
 
 from migrator import crashpoints
 from migrator.apps import appconfig
-from migrator.commands.common import _pick, _writer
+from migrator.commands.common import _applications, _pick, _writer
 from migrator.commands.settings import Settings
 from migrator.errors import UsageError
 from migrator.jobs import claims, queries
@@ -39,10 +39,8 @@ def rollback(settings: Settings, *, migration_id: str | None = None, force: bool
         if not again and not result.refused:
             crashpoints.reached("rollback.finished")
         with store.reader() as s:
-            lightrag_dirs = sorted(
-                {Path(p).parent for p, prof in queries.job_rows(s, mid, "path", "profile") if prof == "lightrag"}
-            )
-        result.configs_restored = appconfig.restore([Path(r) for r in roots], lightrag_dirs, mid)
+            files = _applications(queries.job_rows(s, mid, "profile", "path"), unknown="dvd")
+        result.configs_restored = appconfig.restore([Path(r) for r in roots], files, mid)
         if not result.refused:
             claims.release(roots, settings.job_table, mid)
         return result
