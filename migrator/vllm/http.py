@@ -40,7 +40,20 @@ class Http:
 
     def __init__(self, *, verify_tls: bool = True):
         self.verify_tls = verify_tls
-        self._client = httpx2.Client(verify=verify_tls, headers=WORKER_HEADERS, follow_redirects=False)
+        self._pid = os.getpid()
+        self._client = self._new_client()
+
+    def _new_client(self) -> httpx2.Client:
+        return httpx2.Client(verify=self.verify_tls, headers=WORKER_HEADERS, follow_redirects=False)
+
+    @property
+    def client(self) -> httpx2.Client:
+        """The pooled client; a forked child gets a fresh one. The parent's kept-alive
+        connections are the same sockets in both: two processes on one connection read
+        each other's answers (or wait for them forever)."""
+        if self._pid != os.getpid():
+            self._pid, self._client = os.getpid(), self._new_client()
+        return self._client
 
     def async_client(self) -> httpx2.AsyncClient:
         """An async client for the SDK, with the SDK's own defaults (limits, timeouts)."""
@@ -51,7 +64,7 @@ class Http:
     ) -> Answer:
         """GET ``url``; the body is cut at ``max_bytes`` (a server cannot make us read more)."""
         try:
-            with self._client.stream("GET", url, headers=headers, timeout=timeout) as r:
+            with self.client.stream("GET", url, headers=headers, timeout=timeout) as r:
                 body = bytearray()
                 for chunk in r.iter_bytes():
                     body += chunk
@@ -64,13 +77,13 @@ class Http:
 
     def post_json(self, url: str, doc: object, *, timeout: float, headers: dict[str, str] | None = None) -> Answer:
         try:
-            r = self._client.post(url, json=doc, headers=headers, timeout=timeout)
+            r = self.client.post(url, json=doc, headers=headers, timeout=timeout)
             return Answer(r.status_code, r.content)
         except httpx2.HTTPError as e:
             raise _no_answer(e) from None
 
     def close(self) -> None:
-        self._client.close()
+        self.client.close()
 
 
 def bearer(key: str | None) -> dict[str, str]:
