@@ -354,6 +354,25 @@ def test_a_group_chosen_as_deadlock_victim_is_run_again_once_whole(pg_url):
         store.close()
 
 
+def _freeze_between_transactions(url: str, proc: subprocess.Popen, tries: int = 200) -> None:
+    """SIGSTOP ``proc`` at a moment none of its job-table sessions is inside a transaction."""
+    for _ in range(tries):
+        proc.send_signal(signal.SIGSTOP)
+        states = [
+            r[0]
+            for r in _query(
+                url,
+                "select state from pg_stat_activity where application_name like :app",
+                app=f"migrate run {proc.pid}@%",
+            )
+        ]
+        if states and all(st == "idle" for st in states):
+            return
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(0.01)
+    raise AssertionError(f"worker {proc.pid} was inside a transaction at each of {tries} tries")
+
+
 def test_a_worker_frozen_past_its_lease_wakes_up_and_ends_cleanly(pg_url, tmp_path):
     """Worker A is SIGSTOPped while it holds databases, for longer than its lease; worker B
     takes them over and finishes. When A wakes up (SIGCONT) it drops what it lost: both end
@@ -403,7 +422,10 @@ def test_a_worker_frozen_past_its_lease_wakes_up_and_ends_cleanly(pg_url, tmp_pa
                 pass
             time.sleep(0.05)
         assert held, "worker A never held a database: " + (a.communicate()[1][-2000:] if a.poll() else "")
-        a.send_signal(signal.SIGSTOP)
+        # Frozen between transactions, as a lease test needs: frozen inside one (a renew that
+        # has just locked every row A holds), A's row locks would keep B out however long
+        # its leases have run out (B claims with SKIP LOCKED). Found in CI.
+        _freeze_between_transactions(pg_url, a)
         b = worker(1)
         # A stays frozen, well past its 3 s lease, until B has taken over some of its databases
         # (B takes the free ones first, so this may take a while on a loaded machine)
