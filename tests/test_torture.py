@@ -57,7 +57,8 @@ from migrator.files.durable import TMP_MARK
 from migrator.files.layout import OWN_MARK, backup_path, staged_path
 from migrator.jobs import claims
 from migrator.jobs.store import open_state
-from migrator.pipeline.runner import IN_MEMORY_BATCHES, IO_THREADS
+from migrator.pipeline.load import IN_MEMORY_BATCHES
+from migrator.pipeline.runner import IO_THREADS
 from migrator.testing.corpus import build_dvd_tree
 from migrator.testing.embedder import embed
 from migrator.testing.server import FakeVLLM

@@ -1,9 +1,10 @@
-"""Re-embedding and staging: the long-running middle of a migration.
+"""Re-embedding: the long-running middle of a migration, from claiming databases to handing them to staging.
 
 The pipeline, per run:
 
-- **read** (I/O threads, a few databases ahead): each selected database is read
-  once, hashed, checked and its source texts taken out;
+- **read** (I/O threads, a few databases ahead; :mod:`~migrator.pipeline.load`):
+  each claimed database is read once, hashed, checked and its source texts
+  taken out;
 - **pack**: texts go to the endpoint in requests of ``batch_size``, filled
   across databases (DVD databases are small: one request often serves two or
   three), several requests in flight, their number tuned by
@@ -12,7 +13,7 @@ The pipeline, per run:
   vectors in memory until it is complete; a larger one commits each answered
   batch (vectors and done-mark in one row) to the job table, so an interrupted
   run resumes inside it;
-- **stage** (I/O threads): a complete database is written beside the old one,
+- **stage** (I/O threads; :mod:`~migrator.pipeline.stage`): a complete database is written beside the old one,
   fsync'd, read back and verified, and only then marked staged.
 
 Every job-table write goes through :class:`~migrator.jobs.journal.Journal` (one
@@ -29,30 +30,25 @@ number of rows), never the corpus.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import AsyncGenerator, Callable, Iterator, Protocol
+from typing import AsyncGenerator, Callable, Protocol
 
 import numpy as np
 from sqlalchemy.engine import Connection
 
 from migrator import apps, config, crashpoints
-from migrator.apps import provenance
-from migrator.errors import BadDatabase
-from migrator.files import durable, nvdb
-from migrator.files.layout import staged_path
 from migrator.jobs import leases, queries
 from migrator.jobs.journal import Journal, defer
-from migrator.jobs.models import D_EMBEDDING, D_STAGED, Migration
+from migrator.jobs.models import D_EMBEDDING, Migration
 from migrator.jobs.store import StateStore
 from migrator.ops import allocator
-from migrator.pipeline import readback
+from migrator.pipeline.load import IN_MEMORY_BATCHES, Failed, Job, Work, load
+from migrator.pipeline.stage import Stager
 from migrator.vllm.endpoint import Endpoint, PoisonedInput
 from migrator.vllm.pool import EndpointPool
 from migrator.vllm.steering import Control
@@ -62,11 +58,9 @@ log = logging.getLogger("migrator.run")
 
 STOP_GRACE = 10.0  # seconds in-flight requests get to finish after SIGINT/SIGTERM
 MAX_IN_FLIGHT = 64  # ceiling for the adaptive in-flight limit
-IN_MEMORY_BATCHES = 4  # a database of at most this many batches is kept in memory until staged
 READ_AHEAD = 4  # databases read ahead of the requests
 IO_THREADS = 3  # reading, writing and verifying files (hashing and fsync release the GIL)
 TRIM_EVERY = 64  # staged databases between handing freed memory back (allocator.trim)
-MAX_CHANGES = 3  # a database changed under the run this often is failed, not embedded again
 
 
 class Reporter(Protocol):
@@ -92,52 +86,9 @@ class NullReporter:
         log.info("%s", message)
 
 
-class _Untiled(Exception):
-    """The committed batches of a database leave a gap or overlap at ``row``."""
-
-    def __init__(self, row: int):
-        super().__init__(row)
-        self.row = row
-
-
-_Job = leases.Claimed  # a job-table row, as far as the run needs it
-
-
-@dataclass
-class _Failed:
-    job: _Job
-    message: str
-    st: os.stat_result | None = None
-
-
-@dataclass
-class _Work:
-    """The in-memory side of one database being embedded."""
-
-    job: _Job
-    path: Path
-    nf: nvdb.NanoFile
-    st: os.stat_result
-    sha: str
-    texts: list[str]
-    ids: list[str]
-    ranges: list[tuple[int, int]]  # (start, count) still to embed
-    in_memory: bool
-    profile: apps.Profile
-    vectors: np.ndarray | None = None  # in memory: n x target, filled as answers come
-    rows: int = 0  # what it counts against the memory bound
-    left: int = 0  # rows still to embed (and, if large, to commit)
-    tokens: int = 0
-    truncated: list[str] = field(default_factory=list)
-    outstanding: int = 0  # slices queued or in flight
-    producing: bool = True
-    failed: bool = False
-    finished: bool = False
-
-
 @dataclass
 class _Slice:
-    work: _Work
+    work: Work
     start: int
     count: int
 
@@ -150,25 +101,6 @@ class EmbedOutcome:
     failed: int = 0
     restaged: int = 0
     truncated: list[str] = field(default_factory=list)
-
-
-def missing_ranges(n: int, done: list[tuple[int, int]], batch_size: int) -> list[tuple[int, int]]:
-    """Row ranges of [0, n) not covered by ``done`` (start, count) pairs, cut to ``batch_size``."""
-    covered = np.zeros(n, dtype=bool)
-    for start, count in done:
-        covered[start : start + count] = True
-    out = []
-    i = 0
-    while i < n:
-        if covered[i]:
-            i += 1
-            continue
-        j = i
-        while j < n and not covered[j] and j - i < batch_size:
-            j += 1
-        out.append((i, j - i))
-        i = j
-    return out
 
 
 def make_limit(concurrency: int | None) -> AdaptiveLimit:
@@ -211,6 +143,7 @@ class Embedder:
         self.control = control
         self.fatal: BaseException | None = None
         self._journal: Journal | None = None  # created by run()
+        self._stager: Stager | None = None  # created by run(), with the journal
         self.io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="migrator-io")
         self._tasks: set[asyncio.Task] = set()
         self._alive_rows = 0
@@ -218,14 +151,19 @@ class Embedder:
         self.owner = leases.worker_name()
         self.held: set[int] = set()  # databases this worker holds a lease on
         self.lost: set[int] = set()  # ... that another worker took over (we were too slow)
-        self._works: dict[int, _Work] = {}
-        self._changes: dict[int, int] = {}  # times a database changed under this run
+        self._works: dict[int, Work] = {}
 
     @property
     def journal(self) -> Journal:
         """The run's journal: every write goes through it (there is one only inside run())."""
         assert self._journal is not None, "used outside run()"
         return self._journal
+
+    @property
+    def stager(self) -> Stager:
+        """Stages complete databases (stage.py); there is one only inside run()."""
+        assert self._stager is not None, "used outside run()"
+        return self._stager
 
     @property
     def _room(self) -> asyncio.Condition:
@@ -246,7 +184,7 @@ class Embedder:
             fut.add_done_callback(reached)
         return fut
 
-    def _fail(self, job: _Job, message: str, st: os.stat_result | None = None) -> Future:
+    def _fail(self, job: Job, message: str, st: os.stat_result | None = None) -> Future:
         self.outcome.failed += 1
         self.reporter.note(f"FAILED {message}")
         mid = self.mid
@@ -263,69 +201,11 @@ class Embedder:
         with self.store.engine.connect() as conn:
             return queries.done_ranges(conn, job_id)
 
-    # ------------------------------------------------------------- reading
-    def _load(self, job: _Job) -> _Work | _Failed:
-        """Read the source once: hash it, check it, take its texts. Touches no job table row."""
-        path = Path(job.path)
-        if path.is_symlink():  # jobs name real files (--follow-symlinks records the target)
-            return _Failed(
-                job,
-                f"{path}: is a symlink (not followed: it may point outside --root; "
-                f"--follow-symlinks migrates the file it points to)",
-                os.stat(path) if path.exists() else None,
-            )
-        try:
-            with open(path, "rb") as f:
-                st = os.fstat(f.fileno())
-                raw = f.read() if st.st_size <= nvdb.WHOLE_FILE else None
-        except FileNotFoundError:
-            return _Failed(job, f"{path}: the file is gone")
-        except IsADirectoryError:
-            return _Failed(job, f"{path}: is a directory, not a file")
-        except OSError as e:
-            return _Failed(
-                job,
-                f"{path}: cannot be read ({e.strerror}); run as a user who can read and write it",
-                os.stat(path) if os.path.exists(path) else None,
-            )
-        try:
-            if raw is not None:
-                nf = nvdb.parse(raw, path)
-                digest = hashlib.sha256(raw).hexdigest()
-            else:
-                nf = nvdb.read(path)
-                digest = durable.sha256_file(path)
-            prof = apps.choose(nf, self.spec)
-            texts = prof.texts(nf)
-            nf.check_matrix()
-        except BadDatabase as e:
-            return _Failed(job, str(e), st)
-        nf._raw = None  # the old vectors are not needed again; keep only the records
-        durable.remove_stale_partials(path)
-        changed = bool(job.source_sha256) and digest != job.source_sha256
-        done = self._done_ranges(job.id) if job.n_done and not changed else []
-        in_memory = not done and nf.n <= IN_MEMORY_BATCHES * self.batch_size
-        work = _Work(
-            job,
-            path,
-            nf,
-            st,
-            digest,
-            texts,
-            [r[nvdb.ID] for r in nf.data],
-            ranges=missing_ranges(nf.n, done, self.batch_size),
-            in_memory=in_memory,
-            profile=prof,
-        )
-        work.left = sum(count for _, count in work.ranges)
-        if in_memory:
-            work.vectors = np.empty((nf.n, self.target), dtype=nvdb.FLOAT32)
-            work.rows = nf.n
-        else:
-            work.rows = min(nf.n, IN_MEMORY_BATCHES * self.batch_size)
-        return work
+    def _load(self, job: Job) -> Work | Failed:
+        """Read a claimed database (an I/O thread; load.py)."""
+        return load(job, self.spec, target=self.target, batch_size=self.batch_size, done_ranges=self._done_ranges)
 
-    def _prepared(self, w: _Work) -> None:
+    def _prepared(self, w: Work) -> None:
         """Record that a database is being embedded, as it was read."""
         job, mid = w.job, self.mid
         if job.source_sha256 and w.sha != job.source_sha256:
@@ -352,146 +232,7 @@ class Embedder:
             ),
         )
 
-    # ------------------------------------------------------------- staging
-    def _vector_blocks(self, job_id: int, n: int, dim: int) -> Iterator[np.ndarray]:
-        """The committed vectors of one database in row order, one batch at a time."""
-        covered = 0
-        with self.store.engine.connect() as conn:
-            rows = queries.vector_batches(conn, job_id)
-            for start, count, bdim, blob in rows:
-                if start != covered or bdim != dim or len(blob) != count * dim * 4:
-                    raise _Untiled(start)
-                covered += count
-                yield np.frombuffer(blob, dtype="<f4").reshape(count, dim)
-        if covered != n:
-            raise _Untiled(covered)
-
-    def _new_vectors(self, w: _Work) -> Iterator[np.ndarray]:
-        """The new vectors of a database in row order (a fresh pass each call)."""
-        if w.in_memory:
-            assert w.vectors is not None  # allocated with the work, freed only on release
-            return iter([w.vectors])
-        return self._vector_blocks(w.job.id, w.nf.n, self.target)
-
-    def _new_records(self, w: _Work) -> Iterator[dict]:
-        """Its records as the profile rewrites them for their new vectors (LightRAG's copy)."""
-        i = 0
-        for block in self._new_vectors(w):
-            for row in block:
-                yield w.profile.record(w.nf.data[i], row)
-                i += 1
-
-    def _stage(self, w: _Work) -> str:
-        """Write, fsync and verify the new file, then queue its record (I/O thread).
-        Returns 'staged', 'changed' (to embed again) or 'failed'."""
-        path, n, target, mid, job = w.path, w.nf.n, self.target, self.mid, w.job
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            st = None
-        if st is None or (st.st_size, st.st_mtime_ns, st.st_ino) != (w.st.st_size, w.st.st_mtime_ns, w.st.st_ino):
-            self._changes[job.id] = changes = self._changes.get(job.id, 0) + 1
-            if changes >= MAX_CHANGES and st is not None:  # something keeps writing it
-                self._fail(
-                    job,
-                    f"{path}: changed {changes} times while it was being embedded; run again once nothing writes to it",
-                    st,
-                )
-                return "failed"
-            digest = durable.sha256_file(path) if st is not None else ""
-
-            def reset(conn: Connection) -> None:
-                values: dict[str, object] = dict(source_sha256=digest)
-                if st is not None:
-                    values.update(source_size=st.st_size, source_mtime_ns=st.st_mtime_ns)
-                queries.embed_again(
-                    conn,
-                    job.id,
-                    mid,
-                    job.path,
-                    f"{path}: changed while it was being embedded; it will be embedded again",
-                    **values,
-                )
-
-            self._submit(reset)
-            return "changed"
-        staged = staged_path(path, mid)
-        encoder = nvdb.MatrixEncoder(n, target)
-        model, prof = self.mig.model, w.profile
-        values = readback.new_values(w.nf, prof, model, target)
-        records = self._new_records(w) if prof.rewrites_records else None
-        try:
-            size, digest = durable.atomic_write(
-                staged,
-                nvdb.render(w.nf, self._new_vectors(w), target, encoder, records=records, values=values),
-                like=st,
-            )
-        except PermissionError as e:
-            self._fail(
-                job,
-                f"{path}: cannot write the new file beside it ({e.strerror}); give this "
-                f"user write access to {path.parent}, then run again",
-            )
-            return "failed"
-        except _Untiled as e:
-            self._submit(lambda conn: queries.forget_vectors(conn, job.id))
-            self._fail(
-                job, f"{path}: committed batches do not cover the file (at row {e.row}); run again to re-embed it"
-            )
-            return "failed"
-        crashpoints.reached("stage.written")
-        problems = readback.check_staged(
-            staged,
-            w.nf,
-            target,
-            vectors_sha256=encoder.sha.hexdigest(),
-            file_sha256=digest,
-            texts=w.texts,
-            profile=prof,
-            model=model,
-        )
-        if problems:
-            durable.remove_if_exists(staged)
-            self._fail(job, f"{path}: staged file failed verification: {'; '.join(problems)}")
-            return "failed"
-        if not values:  # the file cannot say which model made it: its sidecar will
-            try:
-                provenance.record(path, staged, digest, model, target, mid)
-            except OSError as e:
-                durable.remove_if_exists(staged)
-                self._fail(
-                    job,
-                    f"{provenance.sidecar_path(path)}: cannot be written ({e.strerror}); "
-                    f"give this user write access to {path.parent}, then run again",
-                )
-                return "failed"
-        # The staged file is durable (fsync'd, directory fsync'd) before this is queued.
-        values = dict(
-            _id=job.id,
-            state=D_STAGED,
-            staged_path=str(staged),
-            staged_sha256=digest,
-            staged_size=size,
-            n_done=n,
-            error=None,
-            lease_until=None,
-        )
-        if w.in_memory:
-            values["truncated"] = sorted(set(job.truncated or []) | set(w.truncated)) or None
-            self.journal.execute_last(queries.COUNT_EMBEDDED, dict(_mid=mid, _records=n, _tokens=w.tokens))
-            fut = self.journal.execute(queries.SET_STAGED, values)
-        else:
-            self.journal.execute(queries.DROP_BATCHES, {"_id": job.id})
-            fut = self.journal.execute(queries.SET_STAGED_BATCHES, values)
-
-        def recorded(f: Future) -> None:
-            if f.exception() is None:
-                crashpoints.reached("stage.recorded")
-
-        fut.add_done_callback(recorded)
-        return "staged"
-
-    async def _finish_if_done(self, w: _Work) -> None:
+    async def _finish_if_done(self, w: Work) -> None:
         if w.finished or w.outstanding or w.producing:
             return
         # After a stop (signal, time window) a database whose every row is in is still staged:
@@ -501,7 +242,7 @@ class Embedder:
             return
         w.finished = True
         try:
-            result = await asyncio.get_running_loop().run_in_executor(self.io, self._stage, w)
+            result = await asyncio.get_running_loop().run_in_executor(self.io, self.stager.stage, w)
         finally:
             self._release(w)
         if result == "changed":
@@ -664,14 +405,14 @@ class Embedder:
         """Rows of databases allowed in memory at once: enough to fill the requests in flight."""
         return (self.limit.limit + 2 + IN_MEMORY_BATCHES) * self.batch_size
 
-    async def _admit(self, w: _Work) -> None:
+    async def _admit(self, w: Work) -> None:
         async with self._room:
             await self._room.wait_for(
                 lambda: self._alive_rows == 0 or self.stop.is_set() or self._alive_rows + w.rows <= self._bound()
             )
             self._alive_rows += w.rows
 
-    def _release(self, w: _Work) -> None:
+    def _release(self, w: Work) -> None:
         self.held.discard(w.job.id)
         self._works.pop(w.job.id, None)
         if w.rows:
@@ -734,7 +475,7 @@ class Embedder:
         while self._tasks:  # stagings under way finish (they are short and local)
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def _claims(self) -> AsyncGenerator[_Job, None]:
+    async def _claims(self) -> AsyncGenerator[Job, None]:
         """The databases this worker takes on, claimed a few at a time (leases.py)."""
         while not self.stop.is_set():
             got = await asyncio.wrap_future(self.journal.submit(lambda conn: leases.claim(conn, self.mid, self.owner)))
@@ -784,7 +525,7 @@ class Embedder:
             while ahead and not self.stop.is_set():
                 work = await ahead.popleft()
                 await read_ahead()
-                if isinstance(work, _Failed):
+                if isinstance(work, Failed):
                     self.held.discard(work.job.id)
                     self._fail(work.job, work.message, work.st)
                     if self.fail_fast:
@@ -835,6 +576,7 @@ class Embedder:
     async def run(self) -> EmbedOutcome:
         """Claim, embed and stage databases of the migration until none is left to claim."""
         self._journal = Journal(self.store)
+        self._stager = Stager(self.store, self.mig, self._journal, self._fail)
         self._room_cond = asyncio.Condition()
         queue: asyncio.Queue = asyncio.Queue(maxsize=self.concurrency * 2)
         workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.concurrency)]
