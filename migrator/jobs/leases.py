@@ -26,17 +26,15 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass
-from typing import cast
 
-from sqlalchemy import Table, case, func, or_, select, text, update
+from sqlalchemy import case, func, or_, select, text, update
 from sqlalchemy.engine import Connection
 
 from migrator import config
-from migrator.jobs.models import D_EMBEDDING, D_PENDING, DatabaseJob
+from migrator.jobs.models import D_EMBEDDING, D_PENDING
+from migrator.jobs.queries import JOBS
 
 CLAIM_AT_ONCE = 4  # databases claimed per transaction (about what the read-ahead holds)
-
-_jobs = cast(Table, DatabaseJob.__table__)  # a declarative model's table is a Table
 
 
 def worker_name() -> str:
@@ -67,18 +65,18 @@ def claim(
 ) -> list[Claimed]:
     """Claim up to ``n`` databases nobody holds (or whose lease ran out), oldest first."""
     now = db_now(conn)
-    free = or_(_jobs.c.lease_until.is_(None), _jobs.c.lease_until < now)
+    free = or_(JOBS.c.lease_until.is_(None), JOBS.c.lease_until < now)
     rows = conn.execute(
-        select(_jobs.c.id, _jobs.c.path, _jobs.c.source_sha256, _jobs.c.n_done, _jobs.c.truncated)
-        .where(_jobs.c.migration_id == migration_id, _jobs.c.state.in_([D_PENDING, D_EMBEDDING]), free)
-        .order_by(_jobs.c.id)
+        select(JOBS.c.id, JOBS.c.path, JOBS.c.source_sha256, JOBS.c.n_done, JOBS.c.truncated)
+        .where(JOBS.c.migration_id == migration_id, JOBS.c.state.in_([D_PENDING, D_EMBEDDING]), free)
+        .order_by(JOBS.c.id)
         .limit(n)
         .with_for_update(skip_locked=True)
     ).all()
     if rows:
         conn.execute(
-            update(_jobs)
-            .where(_jobs.c.id.in_([r.id for r in rows]))
+            update(JOBS)
+            .where(JOBS.c.id.in_([r.id for r in rows]))
             .values(lease_owner=owner, lease_until=now + (ttl or config.lease_seconds()))
         )
     return [Claimed(r.id, r.path, r.source_sha256 or "", r.n_done or 0, r.truncated) for r in rows]
@@ -90,11 +88,11 @@ def renew(conn: Connection, owner: str, ids: list[int], ttl: float | None = None
         return set()
     now = db_now(conn)
     conn.execute(
-        update(_jobs)
-        .where(_jobs.c.id.in_(ids), _jobs.c.lease_owner == owner, _jobs.c.lease_until.is_not(None))
+        update(JOBS)
+        .where(JOBS.c.id.in_(ids), JOBS.c.lease_owner == owner, JOBS.c.lease_until.is_not(None))
         .values(lease_until=now + (ttl or config.lease_seconds()))
     )
-    held = set(conn.execute(select(_jobs.c.id).where(_jobs.c.id.in_(ids), _jobs.c.lease_owner == owner)).scalars())
+    held = set(conn.execute(select(JOBS.c.id).where(JOBS.c.id.in_(ids), JOBS.c.lease_owner == owner)).scalars())
     return set(ids) - held
 
 
@@ -104,9 +102,9 @@ def release_all(conn: Connection, migration_id: str, owner: str) -> int:
     # a database stopped halfway is "pending" again (its committed batches are kept), not
     # "embedding": nothing embeds it until a run claims it
     return conn.execute(
-        update(_jobs)
-        .where(_jobs.c.migration_id == migration_id, _jobs.c.lease_owner == owner, _jobs.c.lease_until.is_not(None))
-        .values(lease_until=None, state=case((_jobs.c.state == D_EMBEDDING, D_PENDING), else_=_jobs.c.state))
+        update(JOBS)
+        .where(JOBS.c.migration_id == migration_id, JOBS.c.lease_owner == owner, JOBS.c.lease_until.is_not(None))
+        .values(lease_until=None, state=case((JOBS.c.state == D_EMBEDDING, D_PENDING), else_=JOBS.c.state))
     ).rowcount
 
 
@@ -114,14 +112,14 @@ def outlook(conn: Connection, migration_id: str, owner: str) -> tuple[int, int, 
     """Of the databases still to do: how many nobody holds now, how many other workers hold,
     and the seconds until the first of those leases runs out (None: none held)."""
     now = db_now(conn)
-    live = _jobs.c.lease_until >= now
-    others = live & or_(_jobs.c.lease_owner.is_(None), _jobs.c.lease_owner != owner)
+    live = JOBS.c.lease_until >= now
+    others = live & or_(JOBS.c.lease_owner.is_(None), JOBS.c.lease_owner != owner)
     free, held, first = conn.execute(
         select(
-            func.count().filter(~live | _jobs.c.lease_until.is_(None)),
+            func.count().filter(~live | JOBS.c.lease_until.is_(None)),
             func.count().filter(others),
-            func.min(_jobs.c.lease_until).filter(others),
-        ).where(_jobs.c.migration_id == migration_id, _jobs.c.state.in_([D_PENDING, D_EMBEDDING]))
+            func.min(JOBS.c.lease_until).filter(others),
+        ).where(JOBS.c.migration_id == migration_id, JOBS.c.state.in_([D_PENDING, D_EMBEDDING]))
     ).one()
     return int(free or 0), int(held or 0), (max(0.0, float(first) - now) if first is not None else None)
 
@@ -129,7 +127,7 @@ def outlook(conn: Connection, migration_id: str, owner: str) -> tuple[int, int, 
 def clear_all(conn: Connection, migration_id: str) -> None:
     """Forget every lease of a migration (the only writer, after a dead run's leases)."""
     conn.execute(
-        update(_jobs)
-        .where(_jobs.c.migration_id == migration_id, _jobs.c.lease_until.is_not(None))
+        update(JOBS)
+        .where(JOBS.c.migration_id == migration_id, JOBS.c.lease_until.is_not(None))
         .values(lease_until=None)
     )

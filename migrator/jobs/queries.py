@@ -169,13 +169,6 @@ def any_unswapped(conn: Executes, migration_id: str) -> bool:
     )
 
 
-def jobs_of(conn: Executes, migration_id: str) -> list:
-    """(id, path, profile) of every database of the migration, in job order."""
-    return conn.execute(
-        select(JOBS.c.id, JOBS.c.path, JOBS.c.profile).where(JOBS.c.migration_id == migration_id).order_by(JOBS.c.id)
-    ).all()
-
-
 def restore_candidates(conn: Executes, job_ids: list[int]) -> list:
     """What rollback checks of each database before it restores any."""
     return conn.execute(

@@ -282,7 +282,7 @@ def rollback(store: StateStore, migration_id: str, *, force: bool = False) -> Sw
     """Put every database of the migration back as it was before it."""
     result = SwapResult(migration_id)
     with store.session() as s:
-        jobs = queries.jobs_of(s, migration_id)
+        jobs = queries.job_rows(s, migration_id, "id", "path", "profile")
     with apps.storage_locks(jobs):
         _restore_all(store, migration_id, [j.id for j in jobs], force, result)
     with store.session() as s:
