@@ -10,6 +10,7 @@ runs them for every application of a migration.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -94,3 +95,16 @@ def set_env(text: str, key: str, value: str) -> str:
     if pattern.search(text):
         return pattern.sub(lambda m: f"{m.group(1)}{key}={value}", text, count=1)
     return text.rstrip("\n") + f"\n{key}={value}\n"
+
+
+def edited(cfg: AppConfig, setter: Callable[[str, str, str], str]) -> str | None:
+    """The text of ``cfg``'s file with each of its ``KEY = value`` lines set by ``setter``
+    (:func:`set_py` or :func:`set_env`); None if there is no file or nothing changes."""
+    text = read_text(Path(cfg.path)) if cfg.path else None
+    if text is None:
+        return None
+    new = text
+    for line in cfg.lines:
+        key, _, value = (part.strip() for part in line.partition("="))
+        new = setter(new, key, value)
+    return new if new != text else None

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from migrator.apps.base import Field
-from migrator.apps.configfiles import AppConfig, Wanted, read_text, set_py, upward
+from migrator.apps.configfiles import AppConfig, Wanted, edited, read_text, set_py, upward
 from migrator.files.nvdb import NanoFile
 
 # DVD's time helper prints whole hours and minutes and float seconds: 00:01:10.0
@@ -51,16 +51,10 @@ class Dvd(Field):
         ]
 
     def config_edit(self, cfg: AppConfig) -> str | None:
-        text = read_text(Path(cfg.path)) if cfg.path else None
-        if text is None:
-            return None
-        new = text
-        for line in cfg.lines:
-            key, _, value = (part.strip() for part in line.partition("="))
-            new = set_py(new, key, value)
-        if "os.environ" in new and not re.search(r"^\s*import os\b", new, re.M):
+        new = edited(cfg, set_py)
+        if new is not None and "os.environ" in new and not re.search(r"^\s*import os\b", new, re.M):
             new = "import os\n" + new
-        return new if new != text else None
+        return new
 
     def config_files(self, roots: list[Path], files: list[Path]) -> list[Path]:
         return find_dvd(roots)

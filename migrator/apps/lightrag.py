@@ -37,7 +37,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from migrator.apps.base import Profile
-from migrator.apps.configfiles import AppConfig, Wanted, env_values, read_text, set_env, upward
+from migrator.apps.configfiles import AppConfig, Wanted, edited, env_values, read_text, set_env, upward
 from migrator.errors import LockHeld
 from migrator.files.nvdb import NanoFile
 
@@ -151,14 +151,7 @@ class LightRag(Profile):
         ]
 
     def config_edit(self, cfg: AppConfig) -> str | None:
-        text = read_text(Path(cfg.path)) if cfg.path else None
-        if text is None:
-            return None
-        new = text
-        for line in cfg.lines:
-            key, _, value = (part.strip() for part in line.partition("="))
-            new = set_env(new, key, value)
-        return new if new != text else None
+        return edited(cfg, set_env)
 
     def config_files(self, roots: list[Path], files: list[Path]) -> list[Path]:
         return find_lightrag(sorted({f.parent for f in files}))
