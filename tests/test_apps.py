@@ -614,6 +614,24 @@ def test_dvd_is_told_every_line_and_that_its_utils_still_posts_to_openai(cli, dv
     assert "get_embeddings" not in r.stdout
 
 
+def test_the_dvd_key_line_reads_the_key_file_the_run_used(cli, dvd_tree, tmp_path):
+    """With --api-key-file, DVD is told to read that file, not a variable the run never used."""
+    root, _ = dvd_tree
+    cfg = tmp_path / "dvd" / "config.py"
+    cfg.parent.mkdir()
+    cfg.write_text('AOAI_EMBEDDING_LARGE_MODEL_NAME = "text-embedding-3-large"\nAOAI_EMBEDDING_LARGE_DIM = 3072\n')
+    keyfile = tmp_path / "secret" / "vllm.key"
+    keyfile.parent.mkdir()
+    keyfile.write_text(API_KEY + "\n")
+    keyfile.chmod(0o600)
+    r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--api-key-file", str(keyfile), "--apply-config")
+    assert r.exit_code == 0, r.output
+    line = f'EMBEDDING_API_KEY = open("{keyfile.resolve()}").read().strip()'
+    new_cfg = cfg.read_text()
+    assert line in new_cfg and "os.environ" not in new_cfg
+    assert API_KEY not in new_cfg and API_KEY not in r.output
+
+
 def test_apply_config_sets_dvd_and_lightrag_settings_at_the_swap_and_rollback_restores_them(cli, dvd_tree, tmp_path):
     root, _ = dvd_tree
     cfg = tmp_path / "dvd" / "config.py"

@@ -153,7 +153,7 @@ async def _before_cutover_hook(
     store: StateStore, mig: Migration, settings: Settings, started: float
 ) -> RunResult | None:
     """Run --on-before-cutover; a failing hook holds the cutover (the result says so)."""
-    figures = _hook_figures(_result(store, mig, None, started), settings)
+    figures = _hook_figures(_result(store, mig, None, started, settings.key_source), settings)
     code = await asyncio.to_thread(hooks.run_hook, "before_cutover", settings.on_before_cutover, figures)
     if not code:
         return None
@@ -161,7 +161,7 @@ async def _before_cutover_hook(
         m = queries.migration(s, mig.id)
         if m.state == M_RUNNING:
             m.state = M_STAGED
-    held = _result(store, mig, None, started)
+    held = _result(store, mig, None, started, settings.key_source)
     held.outcome = "held"
     held.message = (
         f"migration {mig.id}: {held.databases.get(D_STAGED, 0)} database(s) staged; the "
@@ -171,7 +171,10 @@ async def _before_cutover_hook(
     return held
 
 
-def _result(store: StateStore, mig: Migration, cut: swap.SwapResult | None, started: float) -> RunResult:
+def _result(
+    store: StateStore, mig: Migration, cut: swap.SwapResult | None, started: float, key_source: str | None = None
+) -> RunResult:
+    """``key_source`` names where the run's key came from (Settings.key_source), for DVD's settings."""
     counts = _job_counts(store, mig.id)
     failures = _failures(store, mig.id)
     with store.session() as s:
@@ -216,22 +219,22 @@ def _result(store: StateStore, mig: Migration, cut: swap.SwapResult | None, star
         truncated=truncated,
         failures=failures + refused,
         cutover=cut.as_dict() if cut else None,
-        configs=_configs(store, mig) if counts.get(D_CUT_OVER) else [],
+        configs=_configs(store, mig, key_source) if counts.get(D_CUT_OVER) else [],
     )
 
 
-def _configs(store: StateStore, mig: Migration) -> list[dict]:
+def _configs(store: StateStore, mig: Migration, key_source: str | None) -> list[dict]:
     """What each application with databases cut over must now be told (appconfig.py)."""
-    return [c.as_dict() for c in _app_configs(store, mig)]
+    return [c.as_dict() for c in _app_configs(store, mig, key_source)]
 
 
-def _apply_configs(store: StateStore, mig: Migration) -> list[str]:
+def _apply_configs(store: StateStore, mig: Migration, key_source: str | None) -> list[str]:
     """--apply-config: the settings of each application whose files are all cut over, set now.
     One with a file failed, held or refused keeps its settings: they still fit those files."""
     with store.reader() as s:
         rows = queries.job_rows(s, mig.id, "profile", "state")
     unfinished = {p or "dvd" for p, state in rows if state not in (D_CUT_OVER, D_ROLLED_BACK)}
-    ready = [c for c in _app_configs(store, mig) if c.application not in unfinished]
+    ready = [c for c in _app_configs(store, mig, key_source) if c.application not in unfinished]
     done = appconfig.apply(ready, mig.id)
     with store.session() as s:
         for line in done:
@@ -239,7 +242,8 @@ def _apply_configs(store: StateStore, mig: Migration) -> list[str]:
     return done
 
 
-def _app_configs(store: StateStore, mig: Migration) -> list["appconfig.AppConfig"]:
+def _app_configs(store: StateStore, mig: Migration, key_source: str | None) -> list["appconfig.AppConfig"]:
+    """``key_source``: where the key came from (a file, a variable); None names the environment's."""
     with store.reader() as s:
         rows = queries.job_rows(s, mig.id, "profile", "path", states=(D_CUT_OVER,))
     endpoint = (mig.endpoint or "").split(",")[0].strip() or None
@@ -250,7 +254,7 @@ def _app_configs(store: StateStore, mig: Migration) -> list["appconfig.AppConfig
         mig.target_dim,
         mig.native_dim,
         endpoint=endpoint,
-        key_source=config.key_source(),
+        key_source=key_source or config.key_source(),
     )
 
 

@@ -54,9 +54,9 @@ def cutover(settings: Settings, *, migration_id: str | None = None) -> RunResult
             if held is not None:
                 return held
         cut = swap.cutover(store, mig.id)
-        result = _result(store, mig, cut, started)
+        result = _result(store, mig, cut, started, settings.key_source)
         if settings.apply_config and cut.done:
-            result.applied = _apply_configs(store, mig)
+            result.applied = _apply_configs(store, mig, settings.key_source)
         if cut.restage:
             result.outcome = "partial"
             result.message += f"; {len(cut.restage)} changed since the scan: `migrate run` re-stages them"

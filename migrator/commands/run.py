@@ -261,7 +261,7 @@ async def _run(
                     return _left_to_others(store, mig, started)
                 with store.reader() as s:
                     if queries.migration(s, mig.id).state not in ACTIVE_MIGRATION_STATES:
-                        return _result(store, mig, None, started)  # another worker cut it over
+                        return _result(store, mig, None, started, settings.key_source)  # another worker cut it over
                 if not settings.cutover:
                     with store.session() as s:
                         m = queries.migration(s, mig.id)
@@ -307,9 +307,9 @@ async def _run(
                     rounds += 1
                     continue
                 break
-            result = _result(store, mig, cut, started)
+            result = _result(store, mig, cut, started, settings.key_source)
             if settings.apply_config and cut is not None and cut.done:
-                result.applied = _apply_configs(store, mig)
+                result.applied = _apply_configs(store, mig, settings.key_source)
             return result
     finally:
         if timer is not None:
