@@ -25,7 +25,8 @@ class AppConfig:
     model: str | None = None  # what it names now
     dim: int | None = None
     lines: list[str] = field(default_factory=list)  # what to set at cutover
-    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # to fix before the application works: said at plan too
+    notes: list[str] = field(default_factory=list)  # said with the lines to set, at cutover
     stale: bool = False  # names another model or dimension than the migration's
 
     def as_dict(self) -> dict:

@@ -41,7 +41,7 @@ class Dvd(Field):
             cfg = AppConfig("dvd", str(p), m.group(2) if m else None, int(d.group(1)) if d else None, lines)
             note = dvd_utils_note(p)
             if note:
-                cfg.notes.append(note)
+                cfg.warnings.append(note)
                 cfg.stale = True
             out.append(cfg)
         return out or [

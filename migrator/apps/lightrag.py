@@ -132,7 +132,7 @@ class LightRag(Profile):
             if env.get("EMBEDDING_ASYMMETRIC", "").lower() in ("true", "1", "yes"):
                 prefix = env.get("EMBEDDING_DOCUMENT_PREFIX", "")
                 if prefix and prefix != "NO_PREFIX":
-                    cfg.notes.append(
+                    cfg.warnings.append(
                         f"EMBEDDING_ASYMMETRIC=true: LightRAG embeds documents as "
                         f"{prefix!r} + content; migrate with --text-template "
                         f"'{prefix}{{content}}' so the new vectors match"

@@ -510,10 +510,10 @@ def _print_configs(configs: list[dict], when: str) -> None:
             click.echo(f"Now change {name}'s settings" + (f" in {where}:" if where else ":"))
             for line in c["lines"]:
                 click.echo(f"    {line}")
-        for note in c["notes"]:
-            if "get_embeddings" in note:  # DVD cannot reach vLLM until it is changed
-                click.echo(f"WARNING: {note}")
-            elif when != "plan" or "EMBEDDING_ASYMMETRIC" in note:
+        for warning in c["warnings"]:
+            click.echo(f"WARNING: {warning}")
+        if when != "plan":
+            for note in c["notes"]:
                 click.echo(f"  ({note})")
 
 
