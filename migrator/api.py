@@ -13,9 +13,11 @@ imports them from.
 - :func:`finalize` delete a kept migration's backups; rollback is impossible after.
 - :func:`verify`   the quality gate on the staged databases.
 - :func:`status`   read-only report from the job table.
+- :func:`schedule` the crontab line or systemd units for `migrate cron`.
 """
 
 from migrator.commands.common import RunResult
+from migrator.commands.cron import schedule
 from migrator.commands.cutover import cutover
 from migrator.commands.finalize import finalize
 from migrator.commands.plan import plan
@@ -25,4 +27,4 @@ from migrator.commands.settings import Settings
 from migrator.commands.status import status
 from migrator.commands.verify import verify
 
-__all__ = ["RunResult", "Settings", "cutover", "finalize", "plan", "rollback", "run", "status", "verify"]
+__all__ = ["RunResult", "Settings", "cutover", "finalize", "plan", "rollback", "run", "schedule", "status", "verify"]

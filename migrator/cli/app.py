@@ -21,7 +21,6 @@ import click
 from migrator import api, apps, errors
 from migrator.apps.base import APPLICATIONS
 from migrator.config import ENVIRONMENT
-from migrator.ops import window
 from migrator.pipeline.scan import DEFAULT_PATTERN
 from migrator.vllm.endpoint import DEFAULT_ENDPOINT
 
@@ -792,26 +791,24 @@ def finalize(as_json, yes, migration_id, **kw):
 @_handle_errors
 def cron_cmd(ctx, every, systemd, **kw):
     """Print a ready crontab line (or systemd units) that runs and resumes the migration."""
-    from migrator.jobs.store import default_state_dir
-    from migrator.ops import cron
-    from migrator.vllm.endpoint import normalize_endpoint
+    text = api.schedule(
+        _run_flags(ctx, kw),
+        every=every,
+        roots=list(kw["roots"]),
+        endpoints=list(kw["endpoint"]),
+        state_dir=kw["state_dir"],
+        state_url=kw.get("state_url"),
+        api_key_file=kw.get("api_key_file"),
+        window_spec=kw.get("window"),
+        until=kw.get("until"),
+        max_duration=kw.get("max_duration"),
+        systemd=systemd,
+    )
+    click.echo(text, nl=False)
 
-    for url in kw["endpoint"]:
-        normalize_endpoint(url)  # refuse a URL with credentials before printing it
-    if kw.get("max_duration"):
-        window.parse_duration(kw["max_duration"])
-    if kw.get("until"):
-        window.seconds_until(kw["until"])
-        if not kw.get("window"):
-            raise errors.UsageError(
-                f"--until {kw['until']} in a schedule: a tick after {kw['until']} would "
-                f"run until the next day's; give the window instead, like --window "
-                f"22:00-{kw['until']}"
-            )
-    if kw.get("window"):
-        window.parse_window(kw["window"])
-    if not kw["roots"]:
-        raise errors.UsageError("--root is required: the schedule must name the databases")
+
+def _run_flags(ctx: click.Context, kw: dict) -> list[str]:
+    """The `migrate run` flags that give the options cron was given (the defaults left out)."""
     args: list[str] = []
     for param in ctx.command.params:
         name = param.name
@@ -832,18 +829,7 @@ def cron_cmd(ctx, every, systemd, **kw):
             if name in ("roots", "api_key_file", "endpoints_file"):
                 v = os.path.abspath(v)  # absolute, as cron needs; a symlink stays as typed
             args += [flag, str(v)]
-    if kw.get("state_url"):
-        from migrator.jobs.store import has_password
-
-        if has_password(kw["state_url"]):
-            raise errors.UsageError(
-                "MIGRATOR_STATE_URL holds a password, which must not go into a crontab "
-                "or unit file; put it in ~/.pgpass of the user cron runs as"
-            )
-        args += ["--state-url", kw["state_url"]]
-    state_dir = Path(kw["state_dir"]) if kw["state_dir"] else default_state_dir()
-    make = cron.systemd_units if systemd else cron.crontab
-    click.echo(make(args, state_dir, every, Path.cwd(), kw.get("api_key_file"), window=kw.get("window")), nl=False)
+    return args
 
 
 @main.command("env")
