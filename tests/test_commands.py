@@ -256,6 +256,7 @@ def test_status_reports_progress_and_is_read_only(cli, dvd_tree, tmp_path):
     r = cli("status")
     assert r.exit_code == 0 and "no migrations" in r.stdout
     assert not (tmp_path / "state").exists()
+    old_sizes = sum(p.stat().st_size for p in paths)
     assert cli("run", "--root", str(root), "--model", "8b", "--yes").exit_code == 0
     db = tmp_path / "state" / "migrator.db"
     mtime = os.stat(db).st_mtime_ns
@@ -265,7 +266,13 @@ def test_status_reports_progress_and_is_read_only(cli, dvd_tree, tmp_path):
     total = sum(len(json.loads(p.read_text())["data"]) for p in paths)
     assert m["state"] == "done" and m["by_state"] == {"cut_over": 6}
     assert m["records_total"] == total and m["records_left"] == 0 and m["records_embedded"] == total
-    assert m["records_per_second"] > 0 and m["backup_bytes"] > 0
+    assert m["records_per_second"] > 0 and m["backup_bytes"] == old_sizes  # the backups are the old files
+    assert m["databases"] == 6 and m["by_application"] == {"dvd": 6} and m["workers"] == {}
+    assert "database_list" not in m  # one row per database only when asked for
+    listed = json.loads(cli("status", "--json", "--databases").stdout)["migrations"][0]["database_list"]
+    assert sorted(d["path"] for d in listed) == sorted(str(p) for p in paths)
+    assert all(d["state"] == "cut_over" and d["done"] == d["records"] > 0 for d in listed)
+    assert sum(d["records"] for d in listed) == total
     assert os.stat(db).st_mtime_ns == mtime
 
 

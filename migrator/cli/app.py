@@ -677,12 +677,12 @@ def rollback(as_json, yes, force, migration_id, **kw):
 @main.command()
 @state_option
 @migration_option("default: all")
-@click.option("--databases", "show_dbs", is_flag=True, help="List every database.")
+@click.option("--databases", "show_dbs", is_flag=True, help="List every database (also in --json: `database_list`).")
 @json_option
 @_handle_errors
 def status(as_json, show_dbs, migration_id, state_dir, state_url):
     """Migrations, their progress, throughput and errors. Writes nothing."""
-    report = api.status(state_dir, migration_id=migration_id, url=state_url)
+    report = api.status(state_dir, migration_id=migration_id, url=state_url, databases=show_dbs)
 
     def human(r):
         if not r["migrations"]:

@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter
 from pathlib import Path
 
 from sqlalchemy import select
 
-from migrator.jobs.models import DatabaseJob, Event, Migration
+from migrator.jobs import queries
+from migrator.jobs.models import D_CUT_OVER, D_STAGED, Event, Migration
 from migrator.jobs.store import default_state_dir, open_state, state_url
-
-
-def _bytes_on_disk(paths: list[str]) -> int:
-    total = 0
-    for p in paths:
-        try:
-            total += os.stat(p).st_size
-        except OSError:
-            pass
-    return total
 
 
 def status(
@@ -29,8 +19,12 @@ def status(
     migration_id: str | None = None,
     errors: int = 20,
     url: str | None = None,
+    databases: bool = False,
 ) -> dict:
-    """A JSON-ready report of every migration (or one), newest first."""
+    """A JSON-ready report of every migration (or one), newest first.
+
+    Its figures are aggregates the job database computes (no job row is loaded
+    into Python); ``databases`` adds the list of every database."""
     store = open_state(state_dir, readonly=True, url=state_url(url))
     if store is None:
         return {"state": str(Path(state_dir) if state_dir else default_state_dir()), "migrations": []}
@@ -41,16 +35,8 @@ def status(
                 q = q.where(Migration.id == migration_id)
             out = []
             for m in s.scalars(q).all():
-                jobs = s.scalars(
-                    select(DatabaseJob).where(DatabaseJob.migration_id == m.id).order_by(DatabaseJob.id)
-                ).all()
-                by_state = Counter(j.state for j in jobs)
-                now = time.time()  # leases are by the job database's clock; this host's is close
-                workers = Counter(j.lease_owner for j in jobs if j.lease_until is not None and j.lease_until > now - 5)
-                total = sum(j.n_records for j in jobs)
-                done = sum(
-                    j.n_records if j.state in ("staged", "cut_over", "rolled_back") else (j.n_done or 0) for j in jobs
-                )
+                # leases are by the job database's clock; this host's is close
+                figures = queries.progress(s, m.id, lease_after=time.time() - 5)
                 evts = s.scalars(
                     select(Event)
                     .where(Event.migration_id == m.id, Event.level == "error")
@@ -58,47 +44,51 @@ def status(
                     .limit(errors)
                 ).all()
                 rate = m.records_embedded / m.embed_seconds if m.embed_seconds else None
-                out.append(
-                    {
-                        "id": m.id,
-                        "state": m.state,
-                        "created_at": m.created_at.isoformat() + "Z",
-                        "finished_at": m.finished_at.isoformat() + "Z" if m.finished_at else None,
-                        "model": m.model,
-                        "requested_model": m.requested_model,
-                        "target_dim": m.target_dim,
-                        "endpoint": m.endpoint,
-                        "roots": m.roots,
-                        "databases": len(jobs),
-                        "by_state": dict(by_state),
-                        "texts": m.profile,  # how texts are read: auto, a profile, field:, template:
-                        "by_application": dict(Counter(j.profile or "unknown" for j in jobs)),
-                        "workers": dict(workers),  # worker (host:pid:tag) -> databases it holds now
-                        "records_total": total,
-                        "records_done": done,
-                        "records_left": total - done,
-                        "records_embedded": m.records_embedded,
-                        "tokens_embedded": m.tokens_embedded,
-                        "records_per_second": round(rate, 1) if rate else None,
-                        "backup_bytes": _bytes_on_disk(
-                            [j.backup_path for j in jobs if j.backup_path and j.state in ("cut_over", "refused")]
-                        ),
-                        "truncated_records": sum(len(j.truncated or []) for j in jobs),
-                        "message": m.message,
-                        "database_list": [
-                            {
-                                "path": j.path,
-                                "state": j.state,
-                                "records": j.n_records,
-                                "profile": j.profile,
-                                "done": j.n_records if j.state in ("staged", "cut_over") else (j.n_done or 0),
-                                "error": j.error,
-                            }
-                            for j in jobs
-                        ],
-                        "errors": [{"at": e.at.isoformat() + "Z", "path": e.path, "message": e.message} for e in evts],
-                    }
-                )
+                report = {
+                    "id": m.id,
+                    "state": m.state,
+                    "created_at": m.created_at.isoformat() + "Z",
+                    "finished_at": m.finished_at.isoformat() + "Z" if m.finished_at else None,
+                    "model": m.model,
+                    "requested_model": m.requested_model,
+                    "target_dim": m.target_dim,
+                    "endpoint": m.endpoint,
+                    "roots": m.roots,
+                    "databases": figures["databases"],
+                    "by_state": figures["by_state"],
+                    "texts": m.profile,  # how texts are read: auto, a profile, field:, template:
+                    "by_application": figures["by_application"],
+                    "workers": figures["workers"],  # worker (host:pid:tag) -> databases it holds now
+                    "records_total": figures["records_total"],
+                    "records_done": figures["records_done"],
+                    "records_left": figures["records_total"] - figures["records_done"],
+                    "records_embedded": m.records_embedded,
+                    "tokens_embedded": m.tokens_embedded,
+                    "records_per_second": round(rate, 1) if rate else None,
+                    "backup_bytes": figures["backup_bytes"],  # the old files' sizes, as recorded
+                    "truncated_records": figures["truncated_records"],
+                    "message": m.message,
+                    "errors": [{"at": e.at.isoformat() + "Z", "path": e.path, "message": e.message} for e in evts],
+                }
+                if databases:
+                    report["database_list"] = _database_list(s, m.id)
+                out.append(report)
             return {"state": store.location, "migrations": out}
     finally:
         store.close()
+
+
+def _database_list(s, migration_id: str) -> list[dict]:
+    return [
+        {
+            "path": path,
+            "state": state,
+            "records": n,
+            "profile": profile,
+            "done": n if state in (D_STAGED, D_CUT_OVER) else (n_done or 0),
+            "error": error,
+        }
+        for path, state, n, profile, n_done, error in queries.job_rows(
+            s, migration_id, "path", "state", "n_records", "profile", "n_done", "error"
+        )
+    ]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import Table, and_, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.orm import Session
 
@@ -28,6 +28,7 @@ from migrator.jobs.models import (
     D_EMBEDDING,
     D_FAILED,
     D_PENDING,
+    D_REFUSED,
     D_ROLLED_BACK,
     D_STAGED,
     Batch,
@@ -195,6 +196,50 @@ def job_counts(conn: Executes, migration_id: str) -> dict[str, int]:
             select(JOBS.c.state, func.count()).where(JOBS.c.migration_id == migration_id).group_by(JOBS.c.state)
         )
     }
+
+
+def progress(conn: Executes, migration_id: str, lease_after: float) -> dict:
+    """The figures `migrate status` shows of one migration, as aggregates: no row is loaded
+    but the few whose records were truncated. ``lease_after``: a lease ending after it is held."""
+    c = JOBS.c
+    finished = c.state.in_((D_STAGED, D_CUT_OVER, D_ROLLED_BACK))
+    kept = and_(c.backup_path.is_not(None), c.state.in_((D_CUT_OVER, D_REFUSED)))
+    by: dict[str, dict[str, int]] = {"state": {}, "application": {}}
+    total = done = backups = 0
+    for state, prof, n, records, done_records, backup in conn.execute(
+        select(
+            c.state,
+            c.profile,
+            func.count(),
+            func.coalesce(func.sum(c.n_records), 0),
+            func.coalesce(func.sum(case((finished, c.n_records), else_=func.coalesce(c.n_done, 0))), 0),
+            func.coalesce(func.sum(case((kept, c.source_size), else_=0)), 0),
+        )
+        .where(c.migration_id == migration_id)
+        .group_by(c.state, c.profile)
+    ):
+        by["state"][state] = by["state"].get(state, 0) + n
+        app = prof or "unknown"
+        by["application"][app] = by["application"].get(app, 0) + n
+        total, done, backups = total + int(records), done + int(done_records), backups + int(backup)
+    workers = dict(
+        conn.execute(
+            select(c.lease_owner, func.count())
+            .where(c.migration_id == migration_id, c.lease_until.is_not(None), c.lease_until > lease_after)
+            .group_by(c.lease_owner)
+        ).all()
+    )
+    truncated = sum(len(ids or []) for _, ids in truncated_records(conn, migration_id))
+    return dict(
+        databases=sum(by["state"].values()),
+        by_state=by["state"],
+        by_application=by["application"],
+        workers=workers,
+        records_total=total,
+        records_done=done,
+        backup_bytes=backups,
+        truncated_records=truncated,
+    )
 
 
 def job_rows(
