@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row
 
 from migrator import apps, crashpoints
 from migrator.commands.common import (
@@ -43,7 +43,6 @@ from migrator.jobs.models import (
     D_STAGED,
     M_RUNNING,
     M_STAGED,
-    DatabaseJob,
     Migration,
 )
 from migrator.jobs.store import StateStore
@@ -65,7 +64,16 @@ def _active(s) -> Migration | None:
     return queries.latest_migration(s, ACTIVE_MIGRATION_STATES)
 
 
-def _dir_changed_since(job: DatabaseJob) -> bool:
+def _changed_since_it_failed(job: Row) -> bool:
+    """Its file, or for an application that keeps a working dir the files beside it."""
+    try:
+        st = os.stat(job.path)
+    except OSError:
+        return False
+    return (st.st_size, st.st_mtime_ns) != (job.source_size, job.source_mtime_ns) or _dir_changed_since(job)
+
+
+def _dir_changed_since(job: Row) -> bool:
     """For a file whose application keeps a working dir (its texts may come from the files
     beside it, as nano-graphrag's do): did anything there change since the job failed?"""
     if apps.unit_of(job.profile, job.path) == job.path:
@@ -625,26 +633,13 @@ async def _embed_pending(
 ) -> bool:
     """Embed and stage what is left. True when --fail-fast stopped it at a failure."""
     with store.session() as s:
-        jobs = s.scalars(
-            select(DatabaseJob)
-            .where(DatabaseJob.migration_id == mig.id, DatabaseJob.state.in_([D_PENDING, D_EMBEDDING, D_FAILED]))
-            .order_by(DatabaseJob.id)
-        ).all()
         # a failed database is tried again only if its file changed since it failed
-        retry = []
-        for j in jobs:
-            if j.state == D_FAILED:
-                try:
-                    st = os.stat(j.path)
-                except OSError:
-                    continue
-                if (st.st_size, st.st_mtime_ns) == (j.source_size, j.source_mtime_ns) and not _dir_changed_since(j):
-                    continue
-                j.state = D_PENDING
-            retry.append(j)
-        total = sum(j.n_records for j in retry)
-        done = sum(j.n_done or 0 for j in retry)
-    if not retry:
+        failed = queries.job_rows(
+            s, mig.id, "id", "path", "profile", "source_size", "source_mtime_ns", "updated_at", states=(D_FAILED,)
+        )
+        queries.embed_anew(s, [j.id for j in failed if _changed_since_it_failed(j)])
+        total, done = queries.records_of(s, mig.id, (D_PENDING, D_EMBEDDING))
+    if total == 0:
         return False
     reporter.start(total, done)
     t0 = time.monotonic()

@@ -38,6 +38,7 @@ from migrator.jobs.models import (
 )
 
 # Declarative models type __table__ as any FromClause; these are plain tables.
+IN_CHUNK = 500  # ids in one IN (...): well under every database's limit on bound parameters
 JOBS = cast(Table, DatabaseJob.__table__)
 BATCHES = cast(Table, Batch.__table__)
 EVENTS = cast(Table, Event.__table__)
@@ -240,6 +241,22 @@ def progress(conn: Executes, migration_id: str, lease_after: float) -> dict:
         backup_bytes=backups,
         truncated_records=truncated,
     )
+
+
+def embed_anew(conn: Executes, job_ids: list[int]) -> None:
+    """Failed databases whose files changed since: pending again, to be read afresh."""
+    for i in range(0, len(job_ids), IN_CHUNK):
+        conn.execute(update(JOBS).where(JOBS.c.id.in_(job_ids[i : i + IN_CHUNK])).values(state=D_PENDING))
+
+
+def records_of(conn: Executes, migration_id: str, states: tuple[str, ...]) -> tuple[int, int]:
+    """(records, records already embedded) of the migration's databases in ``states``."""
+    total, done = conn.execute(
+        select(func.coalesce(func.sum(JOBS.c.n_records), 0), func.coalesce(func.sum(JOBS.c.n_done), 0)).where(
+            JOBS.c.migration_id == migration_id, JOBS.c.state.in_(states)
+        )
+    ).one()
+    return int(total), int(done)
 
 
 def job_rows(
