@@ -259,6 +259,12 @@ def records_of(conn: Executes, migration_id: str, states: tuple[str, ...]) -> tu
     return int(total), int(done)
 
 
+def forget_backups(conn: Executes, migration_id: str) -> None:
+    """Finalize deleted the migration's backups: no row names one any more."""
+    kept = JOBS.c.backup_path.is_not(None)
+    conn.execute(update(JOBS).where(JOBS.c.migration_id == migration_id, kept).values(backup_path=None))
+
+
 def job_rows(
     conn: Executes, migration_id: str, *columns: str, states: tuple[str, ...] | None = None, limit: int | None = None
 ) -> list:

@@ -12,11 +12,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
-
 from migrator.files import durable
 from migrator.files.layout import backup_path, staged_path
-from migrator.jobs.models import D_CUT_OVER, D_REFUSED, M_FINALIZED, DatabaseJob, Event, Migration, utcnow
+from migrator.jobs import queries
+from migrator.jobs.models import D_CUT_OVER, D_REFUSED, M_FINALIZED, Event, Migration, utcnow
 from migrator.jobs.store import StateStore
 
 
@@ -40,11 +39,7 @@ def leftovers(store: StateStore, migration_id: str) -> Leftovers:
     links frees nothing)."""
     out = Leftovers(migration_id)
     with store.reader() as s:
-        rows = s.execute(
-            select(DatabaseJob.path, DatabaseJob.state, DatabaseJob.backup_path).where(
-                DatabaseJob.migration_id == migration_id
-            )
-        ).all()
+        rows = queries.job_rows(s, migration_id, "path", "state", "backup_path")
     for path, state, backup in rows:
         candidates = [Path(backup) if backup else backup_path(path, migration_id), staged_path(path, migration_id)]
         if state not in (D_CUT_OVER, D_REFUSED):
@@ -76,8 +71,5 @@ def finalize(store: StateStore, migration_id: str) -> Leftovers:
     for f in found.files:
         durable.remove_if_exists(f)
     with store.session() as s:
-        for job in s.scalars(
-            select(DatabaseJob).where(DatabaseJob.migration_id == migration_id, DatabaseJob.backup_path.is_not(None))
-        ):
-            job.backup_path = None
+        queries.forget_backups(s, migration_id)
     return found

@@ -33,12 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import Row, select
+from sqlalchemy import Row
 
 from migrator import apps
 from migrator.errors import BadDatabase
 from migrator.files import durable, nvdb
-from migrator.jobs.models import D_CUT_OVER, D_STAGED, DatabaseJob, Migration
+from migrator.jobs import queries as jobs_queries
+from migrator.jobs.models import D_CUT_OVER, D_STAGED, Migration
 from migrator.jobs.store import StateStore
 from migrator.pipeline import readback
 from migrator.pipeline.readback import SharedVectors
@@ -250,19 +251,12 @@ async def check(
         mig = s.get(Migration, migration_id)
         assert mig is not None  # every caller passes a migration it has just read
         spec, model = apps.Spec.parse(mig.profile), mig.model
-        jobs = s.execute(
-            select(
-                DatabaseJob.id,
-                DatabaseJob.path,
-                DatabaseJob.staged_path,
-                DatabaseJob.staged_sha256,
-                DatabaseJob.source_sha256,
-                DatabaseJob.n_records,
-                DatabaseJob.backup_path,
-            )
-            .where(DatabaseJob.migration_id == migration_id, DatabaseJob.state == (D_CUT_OVER if live else D_STAGED))
-            .order_by(DatabaseJob.id)
-        ).all()
+        jobs = jobs_queries.job_rows(
+            s,
+            migration_id,
+            *("id", "path", "staged_path", "staged_sha256", "source_sha256", "n_records", "backup_path"),
+            states=(D_CUT_OVER if live else D_STAGED,),
+        )
     if live:  # a finished migration: the new vectors are the live files, the old ones the backups
         jobs = [_as_live(j, migration_id) for j in jobs]
     report.databases = len(jobs)
