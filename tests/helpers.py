@@ -52,10 +52,13 @@ class Cli:
         return self.runner.invoke(cli_main, argv, catch_exceptions=False)
 
 
+MIGRATE = (sys.executable, "-m", "migrator.cli")  # `migrate` as a process, by this interpreter
+
+
 def spawn_migrate(*args: str, env: dict | None = None) -> subprocess.Popen:
     """`migrate` as a real process (for kill tests)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "migrator.cli", *args],
+        [*MIGRATE, *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -38,7 +38,7 @@ import numpy as np
 import pytest
 
 from dvdcheck import assert_migrated
-from helpers import API_KEY, Cli, load_originals, tree_digest
+from helpers import API_KEY, MIGRATE, Cli, load_originals, tree_digest
 from migrator.apps.dvd import DVD_PREFIX
 from migrator.commands.run import SANITY_TEXTS
 from migrator.errors import (
@@ -361,7 +361,7 @@ def _migrate_as_nobody(args: list[str], *, cwd: Path, warm: list[str]) -> subpro
     except PermissionError:  # the interpreter itself is out of nobody's reach
         direct = False
     if direct:
-        cmd, pre = [sys.executable, "-m", "migrator.cli", *args], _drop_to_nobody
+        cmd, pre = [*MIGRATE, *args], _drop_to_nobody
     else:
         cmd, pre = [sys.executable, "-c", _WARM_AND_DROP, *warm, "--as-nobody--", *args], None
     return subprocess.run(cmd, preexec_fn=pre, env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
@@ -572,9 +572,7 @@ def test_two_runs_started_at_once_one_works_the_other_exits_3(tmp_path, key_env,
     total = sum(len(d["data"]) for d in originals.values())
     with FakeVLLM(api_key=API_KEY, tokens_per_second=4_000) as srv:  # a run of a few seconds
         args = [
-            sys.executable,
-            "-m",
-            "migrator.cli",
+            *MIGRATE,
             "run",
             "--root",
             str(root),
@@ -638,9 +636,7 @@ def _crash_at_first_temporary(server, root: Path, state: Path) -> subprocess.Com
     env = dict(os.environ, MIGRATOR_API_KEY=API_KEY, MIGRATOR_CRASH_AT="write.partial")
     return subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "migrator.cli",
+            *MIGRATE,
             "run",
             "--root",
             str(root),
@@ -878,7 +874,7 @@ def _run_measuring_rss(args: list[str], env: dict, out_dir: Path, timeout: float
     child's, so a child of a big pytest process "peaks" at the parent's size.)"""
     out, err = out_dir / "stdout.txt", out_dir / "stderr.txt"
     with open(out, "w") as fo, open(err, "w") as fe:
-        p = subprocess.Popen([sys.executable, "-m", "migrator.cli", *args], stdout=fo, stderr=fe, env=env)
+        p = subprocess.Popen([*MIGRATE, *args], stdout=fo, stderr=fe, env=env)
         deadline = time.monotonic() + timeout
         hwm = 0
         while time.monotonic() < deadline:

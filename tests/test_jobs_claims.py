@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
-from helpers import API_KEY, Cli, tree_digest
+from helpers import API_KEY, MIGRATE, Cli, tree_digest
 from migrator.errors import EXIT_LOCKED, EXIT_PARTIAL
 from migrator.jobs.claims import CLAIM_NAME
 
@@ -55,9 +54,7 @@ def test_two_runs_started_together_from_two_state_directories(server, dvd_tree, 
     procs = [
         subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "migrator.cli",
+                *MIGRATE,
                 "run",
                 "--root",
                 str(root),
@@ -114,7 +111,7 @@ def test_a_rollback_killed_after_its_record_drops_the_claim_when_run_again(serve
     assert a("run", "--root", str(root), "--model", "8b", "--yes").exit_code == 0
     env = dict(os.environ, MIGRATOR_API_KEY=API_KEY, MIGRATOR_CRASH_AT="rollback.finished")
     p = subprocess.run(
-        [sys.executable, "-m", "migrator.cli", "rollback", "--yes", "--state-dir", str(tmp_path / "a" / "state")],
+        [*MIGRATE, "rollback", "--yes", "--state-dir", str(tmp_path / "a" / "state")],
         env=env,
         capture_output=True,
         text=True,

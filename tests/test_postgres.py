@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import ProgrammingError
 
 from dvdcheck import assert_migrated
-from helpers import API_KEY, tree_digest
+from helpers import API_KEY, MIGRATE, tree_digest
 from migrator.apps.dvd import DVD_PREFIX
 from migrator.cli import main as cli_main
 from migrator.errors import EXIT_LOCKED, EXIT_OK, EXIT_USAGE
@@ -195,9 +195,7 @@ def test_three_workers_two_endpoints_one_killed_every_database_migrated_once(pg_
     try:
         for i in range(3):
             args = [
-                sys.executable,
-                "-m",
-                "migrator.cli",
+                *MIGRATE,
                 "run",
                 "--root",
                 str(root),
@@ -388,9 +386,7 @@ def test_a_worker_frozen_past_its_lease_wakes_up_and_ends_cleanly(pg_url, tmp_pa
     def worker(i):
         return subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "migrator.cli",
+                *MIGRATE,
                 "run",
                 "--root",
                 str(root),

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import REAL_KEY, Cli, tree_digest
+from helpers import MIGRATE, REAL_KEY, Cli, tree_digest
 from migrator.apps.dvd import DVD_PREFIX
 from migrator.errors import EXIT_ENDPOINT_DOWN, EXIT_ENDPOINT_REJECTED, EXIT_GATE, EXIT_INTERRUPTED, EXIT_PARTIAL
 from migrator.testing import realvllm
@@ -364,7 +364,7 @@ def _serve_env(install: realvllm.Install) -> dict:
 
 def _migrate(args: list[str], env: dict) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "migrator.cli", *args],
+        [*MIGRATE, *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -7,13 +7,12 @@ import base64
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from helpers import API_KEY, Cli, tree_digest
+from helpers import API_KEY, MIGRATE, Cli, tree_digest
 from migrator.config import KEY_VARIABLES
 from migrator.errors import EXIT_ENDPOINT_REJECTED, EXIT_USAGE
 from migrator.jobs.lock import HOLDER_NAME
@@ -62,7 +61,7 @@ def _watch_run(args: list[str], env: dict, out_dir: Path, watch: list[Path]) -> 
     under ``watch`` (transient files included). Returns what was seen."""
     out_dir.mkdir(exist_ok=True)
     with open(out_dir / "stdout", "wb") as so, open(out_dir / "stderr", "wb") as se:
-        proc = subprocess.Popen([sys.executable, "-m", "migrator.cli", *args], env=env, stdout=so, stderr=se)
+        proc = subprocess.Popen([*MIGRATE, *args], env=env, stdout=so, stderr=se)
         cmdlines, environ, seen, names = [], b"", {}, set()
         deadline = time.monotonic() + 60
         try:

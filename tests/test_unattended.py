@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from dvdcheck import assert_migrated
-from helpers import API_KEY, spawn_migrate, tree_digest
+from helpers import API_KEY, MIGRATE, spawn_migrate, tree_digest
 from migrator.errors import EXIT_HELD, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, EXIT_WINDOW, UsageError
 from migrator.ops import window
 from migrator.testing.corpus import build_dvd_tree
@@ -76,9 +76,7 @@ def slow(tmp_path):
 
 
 def _run(args, env, timeout=120):
-    return subprocess.run(
-        [sys.executable, "-m", "migrator.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([*MIGRATE, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_max_duration_stops_in_time_keeps_the_work_and_the_next_run_finishes(slow):
@@ -588,41 +586,15 @@ def test_cron_ticks_only_in_the_window_and_refuses_until_alone(tmp_path, dvd_tre
 
     from migrator.cli import main as cli_main
 
-    r = CliRunner().invoke(
-        cli_main,
-        [
-            "cron",
-            "--every",
-            "15m",
-            "--root",
-            str(root),
-            "--model",
-            "8b",
-            "--window",
-            "22:00-06:00",
-            "--state-dir",
-            str(tmp_path / "s"),
-        ],
-    )
+    def cron(*when: str):
+        args = ["cron", "--every", "15m", "--root", str(root), "--model", "8b", *when]
+        return CliRunner().invoke(cli_main, [*args, "--state-dir", str(tmp_path / "s")])
+
+    r = cron("--window", "22:00-06:00")
     assert r.exit_code == 0, r.output
     line = [ln for ln in r.stdout.splitlines() if not ln.startswith("#")][0]
     assert line.startswith("*/15 22-23,0-5 * * * ") and "--window 22:00-06:00" in line
-    r = CliRunner().invoke(
-        cli_main,
-        [
-            "cron",
-            "--every",
-            "15m",
-            "--root",
-            str(root),
-            "--model",
-            "8b",
-            "--until",
-            "06:00",
-            "--state-dir",
-            str(tmp_path / "s"),
-        ],
-    )
+    r = cron("--until", "06:00")
     assert r.exit_code == EXIT_USAGE and "--window 22:00-06:00" in r.output
 
 

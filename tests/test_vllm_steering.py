@@ -17,6 +17,7 @@ import urllib.request
 
 import pytest
 
+from helpers import MIGRATE
 from migrator.testing.server import FakeVLLM
 from migrator.vllm.steering import QUEUE_START_CAP, RUNNING, WAITING, Control, Throttle, metrics_url_for, parse_metric
 from migrator.vllm.tuning import AdaptiveLimit
@@ -362,7 +363,6 @@ def test_run_backs_off_while_the_servers_queue_is_long(tmp_path):
     on the server, the run logs that it backs off, and still finishes the migration."""
     import json as _json
     import subprocess
-    import sys
 
     from dvdcheck import assert_migrated
     from helpers import API_KEY
@@ -377,9 +377,7 @@ def test_run_backs_off_while_the_servers_queue_is_long(tmp_path):
         env = dict(os.environ, MIGRATOR_API_KEY=API_KEY)
         r = subprocess.run(
             [
-                sys.executable,
-                "-m",
-                "migrator.cli",
+                *MIGRATE,
                 "run",
                 "--root",
                 str(root),
