@@ -46,7 +46,7 @@ def cutover(settings: Settings, *, migration_id: str | None = None) -> RunResult
                 f"migration {mig.id}: {unstaged} database(s) are not staged yet; "
                 f"`migrate run --no-cutover` finishes staging them"
             )
-        report = asyncio.run(gate.check(store, mig.id, mig.target_dim, None))
+        report = asyncio.run(gate.check(store, mig.id, mig.target_dim, None, every_database=False, unproven=True))
         if not report.passed:
             return _gate_failed(store, mig, report, started)
         if settings.on_before_cutover and counts.get(D_STAGED):

@@ -14,6 +14,7 @@ import hashlib
 import os
 import secrets
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -23,6 +24,34 @@ from migrator.errors import DiskError
 
 TMP_MARK = ".migrator-partial-"
 _CHUNK = 1 << 20
+
+
+#: A file changed this recently when it was stat'ed may change again within the same clock
+#: tick (the kernel stamps ctime from a coarse clock): its stat then proves nothing.
+SETTLED_NS = 2_000_000_000
+
+
+def identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells a file apart without reading it: size, mtime, ctime and inode. Any write
+    changes ctime, and nothing can set it back."""
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def settled(st: os.stat_result, now_ns: int | None = None) -> bool:
+    """Its last change is older than SETTLED_NS: the same stat later means the same bytes."""
+    return (time.time_ns() if now_ns is None else now_ns) - st.st_ctime_ns > SETTLED_NS
+
+
+def unchanged(path: str | os.PathLike, recorded: tuple[int | None, ...]) -> os.stat_result | None:
+    """The file's stat if it still has the identity ``recorded`` (size, mtime, ctime, inode);
+    None if it differs, is gone, or nothing was recorded (then hash it)."""
+    if any(v is None for v in recorded):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st if identity(st) == recorded else None
 
 
 def fsync_dir(path: str | os.PathLike) -> None:

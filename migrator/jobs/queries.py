@@ -153,6 +153,8 @@ def swap_candidates(conn: Executes, migration_id: str) -> list:
             JOBS.c.source_sha256,
             JOBS.c.profile,
             JOBS.c.state,
+            *(JOBS.c[c] for c in ("source_size", "source_mtime_ns", "source_ctime_ns", "source_ino")),
+            *(JOBS.c[c] for c in ("staged_size", "staged_mtime_ns", "staged_ctime_ns", "staged_ino")),
         )
         .where(JOBS.c.migration_id == migration_id, JOBS.c.state.notin_([D_ROLLED_BACK]))
         .order_by(JOBS.c.id)

@@ -24,7 +24,7 @@ from migrator.errors import StateError
 DB_NAME = "migrator.db"
 # The newest revision in migrations/versions. A new revision must update this (a test
 # compares it with Alembic's head); a job database at it is opened without Alembic.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 
 def default_state_dir() -> Path:

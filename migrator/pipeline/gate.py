@@ -233,8 +233,27 @@ def _as_live(job, migration_id: str) -> _AsLive:
     return _AsLive(job.id, backup, job.path, job.staged_sha256, job.source_sha256, job.n_records, job.path)
 
 
+IDENTITY = tuple(f"{side}_{what}" for side in ("source", "staged") for what in ("size", "mtime_ns", "ctime_ns", "ino"))
+
+
+def _proven_unchanged(job) -> bool:
+    """Both files still have the stat they had when read and when staged (and verified)."""
+    ident = [getattr(job, c) for c in IDENTITY]
+    return (
+        durable.unchanged(job.path, tuple(ident[:4])) is not None
+        and durable.unchanged(job.staged_path, tuple(ident[4:])) is not None
+    )
+
+
 async def check(
-    store: StateStore, migration_id: str, target_dim: int, endpoint, *, every_database: bool = True, live: bool = False
+    store: StateStore,
+    migration_id: str,
+    target_dim: int,
+    endpoint,
+    *,
+    every_database: bool = True,
+    live: bool = False,
+    unproven: bool = False,
 ) -> GateReport:
     """Run the gate over the migration's staged databases. ``endpoint`` embeds the sampled
     queries (None: structure only). Memory: one block of rows at a time, whatever the size.
@@ -242,7 +261,10 @@ async def check(
     ``every_database=False`` (what `run` does before cutover) re-reads only the sampled
     databases: each of the others was verified the same way when it was staged (records,
     dimension, unit rows, no shared vectors, the committed vectors), and cutover checks by
-    hash that it is still that file. `migrate verify` reads them all."""
+    hash that it is still that file. `migrate verify` reads them all.
+
+    ``unproven=True`` (what `cutover` does, with no endpoint) also reads every database whose
+    files cannot be proven unchanged since staging by their stat (durable.unchanged)."""
     import asyncio
 
     report = GateReport(migration_id, live=live)
@@ -255,6 +277,7 @@ async def check(
             s,
             migration_id,
             *("id", "path", "staged_path", "staged_sha256", "source_sha256", "n_records", "backup_path"),
+            *IDENTITY,
             states=(D_CUT_OVER if live else D_STAGED,),
         )
     if live:  # a finished migration: the new vectors are the live files, the old ones the backups
@@ -266,7 +289,8 @@ async def check(
     chances: list[float] = []
     for job in jobs:
         if not every_database and job.id not in sampled_ids:
-            continue
+            if not unproven or live or await asyncio.to_thread(_proven_unchanged, job):
+                continue
         report.checked += 1
         # texts from the source's records (for a live check: the live file's, the same records,
         # read under its own name, which nano-graphrag's texts depend on)

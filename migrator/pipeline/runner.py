@@ -42,6 +42,7 @@ import numpy as np
 from sqlalchemy.engine import Connection
 
 from migrator import apps, config, crashpoints
+from migrator.files import durable
 from migrator.jobs import leases, queries
 from migrator.jobs.journal import Journal, defer
 from migrator.jobs.models import D_EMBEDDING, Migration
@@ -217,12 +218,15 @@ class Embedder:
                 )
 
             self._submit(forget)
+        settled = durable.settled(w.st)  # else cutover hashes it: a change may hide in the same tick
         self.journal.execute(
             queries.SET_PREPARED,
             dict(
                 _id=job.id,
                 source_size=w.st.st_size,
                 source_mtime_ns=w.st.st_mtime_ns,
+                source_ctime_ns=w.st.st_ctime_ns if settled else None,
+                source_ino=w.st.st_ino if settled else None,
                 source_sha256=w.sha,
                 source_dim=w.nf.embedding_dim,
                 n_records=w.nf.n,

@@ -150,6 +150,7 @@ class Stager:
                 None,
             )
             return "failed"
+        staged_st = os.stat(staged)  # after the rename: what cutover compares, instead of hashing
         crashpoints.reached("stage.written")
         problems = readback.check_staged(
             staged,
@@ -184,6 +185,9 @@ class Stager:
             staged_path=str(staged),
             staged_sha256=digest,
             staged_size=size,
+            staged_mtime_ns=staged_st.st_mtime_ns,
+            staged_ctime_ns=staged_st.st_ctime_ns,
+            staged_ino=staged_st.st_ino,
             n_done=n,
             error=None,
             lease_until=None,

@@ -111,11 +111,17 @@ def _restage(conn: Connection, job, why: str) -> None:
 def _check(job) -> tuple[str, str | None, os.stat_result | None]:
     """Where one staged database stands, reading only (an I/O thread): (verdict, why, live stat)."""
     live, staged = Path(job.path), Path(job.staged_path)
-    try:
-        st = os.stat(live)  # before the hash: a change after it shows in phase 2's stat
-    except FileNotFoundError:
-        st = None
-    live_sha = durable.sha256_if_exists(live)
+    # A file whose stat is what was recorded when it was read (or staged) is that file: no
+    # need to read it again. Otherwise (changed, or recorded before 0004) it is hashed.
+    st = durable.unchanged(live, (job.source_size, job.source_mtime_ns, job.source_ctime_ns, job.source_ino))
+    if st is not None:
+        live_sha: str | None = job.source_sha256
+    else:
+        try:
+            st = os.stat(live)  # before the hash: a change after it shows in phase 2's stat
+        except FileNotFoundError:
+            st = None
+        live_sha = durable.sha256_if_exists(live)
     if live_sha is not None and live_sha == job.staged_sha256:
         return "already", None, None  # swapped before a crash, not yet recorded
     if live_sha != job.source_sha256:
@@ -128,7 +134,8 @@ def _check(job) -> tuple[str, str | None, os.stat_result | None]:
             ),
             None,
         )
-    if durable.sha256_if_exists(staged) != job.staged_sha256:
+    staged_identity = (job.staged_size, job.staged_mtime_ns, job.staged_ctime_ns, job.staged_ino)
+    if durable.unchanged(staged, staged_identity) is None and durable.sha256_if_exists(staged) != job.staged_sha256:
         return "restage", f"{staged}: the staged file is missing or altered; it will be staged again", None
     return "ready", None, st
 
