@@ -13,7 +13,8 @@ so that the server costs what a real vLLM costs and nothing else:
   tokenising (the fake's tokenizer), and serialising the answer.  Float JSON
   at 4096 dims (``list`` of floats through ``json.dumps``, as Starlette's
   ``JSONResponse`` does) costs several milliseconds per vector; base64 costs
-  microseconds.  That difference is measured, not modelled.
+  microseconds, and binary answers (``encoding_format: "bytes"``) less again.
+  Those differences are measured, not modelled.
 * **Counters for the benchmark** at ``GET /_bench/stats``: the process's own
   CPU time, the wall-clock time of the first embeddings request and of the
   last answer, and how often each distinct text was embedded (to count the
@@ -31,7 +32,6 @@ Without ``--tokens-per-second`` the server answers as fast as its CPU allows
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
 import os
 import sys
@@ -46,6 +46,7 @@ if __package__ in (None, ""):  # run as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from migrator.testing.server import FakeVLLM, _json_reply, serve_until_signalled  # noqa: E402
+from migrator.testing.server.vectors import embeddings_reply  # noqa: E402
 
 POOL_SIZE = 64
 
@@ -94,34 +95,12 @@ class BenchVLLM(FakeVLLM):
             self._last_answer = time.time()
         return reply
 
-    def _fast_answer(self, prepared, fmt, dims, tokens, digests):
+    def _fast_answer(self, prepared, wire, dims, tokens, digests):
         rows = [self._row(d) for d in digests]
         if dims is not None:
             rows = [r[:dims] / np.linalg.norm(r[:dims]) for r in rows]
-        data = []
-        for i, row in enumerate(rows):
-            if fmt == "base64":
-                emb = base64.b64encode(np.asarray(row, dtype="<f4").tobytes()).decode("ascii")
-            else:  # what vLLM does for "float": a Python list of floats through json
-                emb = np.asarray(row, dtype=np.float32).tolist()
-            data.append({"index": i, "object": "embedding", "embedding": emb})
         self.stats.answered(len(prepared), tokens)
-        return _json_reply(
-            200,
-            {
-                "id": f"embd-bench-{os.getpid()}-{time.monotonic_ns()}",
-                "object": "list",
-                "created": int(time.time()),
-                "model": self.model,
-                "data": data,
-                "usage": {
-                    "prompt_tokens": tokens,
-                    "total_tokens": tokens,
-                    "completion_tokens": 0,
-                    "prompt_tokens_details": None,
-                },
-            },
-        )
+        return embeddings_reply(rows, wire, self.model, tokens)
 
     def _row(self, digest: str) -> np.ndarray:
         """A unit vector unique to the text: a pool row with the text's 8 digest

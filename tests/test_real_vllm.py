@@ -289,6 +289,42 @@ def test_errors_match_the_fake_server(vllm_fleet):
         fake.stop()
 
 
+def test_binary_answers_match_the_fake_server(vllm_fleet):
+    """`encoding_format: "bytes"` and `"bytes_only"` on the real vLLM and on our stand-in: the
+    same layout, header and item fields; and the real binary rows are its base64 rows, exactly."""
+    real, fake = _both(vllm_fleet)
+    fake_srv = realvllm.Server(real.install, QWEN_06, port=fake.port, api_key=REAL_KEY)
+    texts = ["a man walks into the kitchen", "the camera pans left", "hi"]
+    ask = {"model": QWEN_06, "input": texts, "embed_dtype": "float32", "endianness": "little"}
+    try:
+        seen = {}
+        for name, srv in (("real", real), ("fake", fake_srv)):
+            status, body, headers = srv.post("/v1/embeddings", {**ask, "encoding_format": "bytes"})
+            assert status == 200 and isinstance(body, bytes), (name, status, body)
+            hdrs = {k.lower(): v for k, v in headers.items()}
+            assert hdrs["content-type"] == "application/octet-stream", (name, hdrs)
+            meta = json.loads(hdrs["metadata"])
+            seen[name] = (set(meta), [set(d) for d in meta["data"]], [d["shape"] for d in meta["data"]], len(body))
+            assert [(d["start"], d["end"]) for d in meta["data"]] == [
+                (i * len(body) // 3, (i + 1) * len(body) // 3) for i in range(3)
+            ], name
+            assert meta["usage"]["prompt_tokens"] > 0 and meta["model"] == QWEN_06, (name, meta)
+            status, only, headers = srv.post("/v1/embeddings", {**ask, "encoding_format": "bytes_only"})
+            assert status == 200 and only == body, name
+            assert "metadata" not in {k.lower() for k in headers}, name
+            if name == "real":
+                status, doc, _ = srv.post("/v1/embeddings", {**ask, "encoding_format": "base64"})
+                b64 = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in doc["data"]])
+                np.testing.assert_array_equal(np.frombuffer(body, dtype="<f4").reshape(3, -1), b64)
+        assert seen["real"] == seen["fake"]
+        for bad in ({"embed_dtype": "float64"}, {"endianness": "middle"}, {"encoding_format": "npy"}):
+            rs, rb, _ = real.post("/v1/embeddings", {**ask, "encoding_format": "bytes", **bad})
+            fs, fb, _ = fake_srv.post("/v1/embeddings", {**ask, "encoding_format": "bytes", **bad})
+            assert rs == fs == 400, (bad, rs, rb, fs, fb)
+    finally:
+        fake.stop()
+
+
 def test_wrong_key_stops_the_run_with_exit_6(vllm_fleet, tmp_path, monkeypatch):
     server = vllm_fleet.get("qwen06_one_name")
     monkeypatch.setenv("MIGRATOR_API_KEY", "not-the-key")
@@ -553,10 +589,16 @@ class _ShuffleHandler(http.server.BaseHTTPRequestHandler):
         req = urllib.request.Request(self.server.upstream + self.path, data=body, headers=headers, method=method)
         try:
             with urllib.request.urlopen(req, timeout=300) as r:
-                status, data, ctype = r.status, r.read(), r.headers.get("Content-Type", "")
+                status, data, ctype, meta = r.status, r.read(), r.headers.get("Content-Type", ""), r.headers["metadata"]
         except urllib.error.HTTPError as e:
-            status, data, ctype = e.code, e.read(), e.headers.get("Content-Type", "")
-        if status == 200 and self.path.startswith("/v1/embeddings"):
+            status, data, ctype, meta = e.code, e.read(), e.headers.get("Content-Type", ""), None
+        if status == 200 and self.path.startswith("/v1/embeddings") and meta is not None:
+            doc = json.loads(meta)  # a binary answer: each item's byte range becomes its neighbour's
+            spans = [(d["start"], d["end"]) for d in doc["data"]]
+            for d, (start, end) in zip(doc["data"], spans[1:] + spans[:1]):
+                d["start"], d["end"] = start, end
+            meta = json.dumps(doc)
+        elif status == 200 and self.path.startswith("/v1/embeddings"):
             doc = json.loads(data)
             embs = [d["embedding"] for d in doc["data"]]
             if len(embs) > 1:
@@ -565,6 +607,8 @@ class _ShuffleHandler(http.server.BaseHTTPRequestHandler):
             data = json.dumps(doc).encode()
         self.send_response(status)
         self.send_header("Content-Type", ctype or "application/json")
+        if meta is not None:
+            self.send_header("metadata", meta)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)

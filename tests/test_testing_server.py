@@ -96,6 +96,42 @@ def test_sdk_base64_and_float_agree_with_the_embedder(srv):
     assert default.usage.total_tokens == default.usage.prompt_tokens
 
 
+def test_bytes_answers_are_vllms_binary_shape():
+    """vLLM 0.32's layout (vllm/entrypoints/pooling/utils.py): the arrays back to back, a JSON
+    `metadata` header with each input's byte range; bytes_only: no header; big-endian honoured."""
+    with FakeVLLM(max_model_len=64, version="0.32.0") as srv:
+        status, headers, raw = embed_raw(
+            srv, {"input": TEXTS, "encoding_format": "bytes", "embed_dtype": "float32", "endianness": "little"}
+        )
+        assert status == 200 and headers["Content-Type"] == "application/octet-stream"
+        meta = json.loads(headers["metadata"])
+        assert set(meta) == {"id", "created", "model", "data", "usage"} and meta["model"] == MODEL
+        assert meta["usage"]["prompt_tokens"] == sum(len(token_strings(t)) + 1 for t in TEXTS)
+        assert len(raw) == len(TEXTS) * DIM * 4
+        for i, item in enumerate(meta["data"]):
+            assert item == {
+                "index": i,
+                "embed_dtype": "float32",
+                "endianness": "little",
+                "start": i * DIM * 4,
+                "end": (i + 1) * DIM * 4,
+                "shape": [DIM],
+            }
+            row = np.frombuffer(raw[item["start"] : item["end"]], dtype="<f4")
+            np.testing.assert_array_equal(row, embed(TEXTS[i], DIM, seed=MODEL))
+        status, headers, big = embed_raw(srv, {"input": TEXTS[:1], "encoding_format": "bytes", "endianness": "big"})
+        np.testing.assert_array_equal(np.frombuffer(big, dtype=">f4"), embed(TEXTS[0], DIM, seed=MODEL))
+        status, headers, only = embed_raw(srv, {"input": TEXTS, "encoding_format": "bytes_only"})
+        assert status == 200 and headers.get("metadata") is None and only == raw
+
+
+@pytest.mark.parametrize("version, refused", [("0.11.0", "bytes"), ("0.12.0", "bytes_only")])
+def test_binary_formats_only_from_the_versions_that_have_them(version, refused):
+    with FakeVLLM(max_model_len=64, version=version) as srv:
+        status, _, raw = embed_raw(srv, {"input": "x", "encoding_format": refused})
+        assert status == 400 and "encoding_format" in json.loads(raw)["error"]["message"]
+
+
 def test_raw_response_shape_over_urllib(srv):
     status, headers, raw = embed_raw(srv, {"input": ["one two", "three"], "encoding_format": "base64"})
     assert status == 200
@@ -248,7 +284,9 @@ def test_error_shapes_and_unknown_model(shape):
         {"input": []},  # empty list
         {"input": ["a", 1]},  # mixed list
         {"input": [[1, 2], []]},  # empty token list
-        {"input": "x", "encoding_format": "bytes"},  # bad format
+        {"input": "x", "encoding_format": "npy"},  # bad format
+        {"input": "x", "encoding_format": "bytes", "embed_dtype": "float64"},
+        {"input": "x", "encoding_format": "bytes", "endianness": "middle"},
         {"input": "x", "model": 7},
         {"input": "x", "truncate_prompt_tokens": -2},
         {"input": "x", "truncate_prompt_tokens": 65},  # > max_model_len
@@ -390,6 +428,7 @@ def test_fault_kinds_are_validated(srv):
         "garbage",
         "misorder",
         "zero",
+        "no_metadata",
     }
     with pytest.raises(ValueError):
         srv.faults.add("explode")

@@ -34,16 +34,64 @@ from migrator.testing.server import FakeVLLM
         ("zero", {}, 1),
     ],
 )
-def test_transient_faults_are_retried_and_never_written(cli, dvd_tree, server, kind, params, times):
+@pytest.mark.parametrize("version", ["0.31.0", "0.11.0"], ids=["bytes", "base64"])
+def test_transient_faults_are_retried_and_never_written(dvd_tree, tmp_path, key_env, kind, params, times, version):
+    """Binary answers (vLLM >= 0.11.1) and base64 JSON ones (older) are checked alike."""
     root, paths = dvd_tree
     originals = load_originals(paths)
-    server.faults.add(kind, times=times, **params)
-    # small batches: enough requests for every fault to fire on a different one
-    r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--batch-size", "4")
-    assert r.exit_code == 0, r.output
-    assert server.stats.faults_fired.get(kind) == times
+    with FakeVLLM(api_key=API_KEY, version=version) as server:
+        server.request_log = []
+        server.faults.add(kind, times=times, **params)
+        # small batches: enough requests for every fault to fire on a different one
+        cli = Cli(server.base_url, tmp_path / "state")
+        r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--batch-size", "4")
+        assert r.exit_code == 0, r.output
+        assert server.stats.faults_fired.get(kind) == times
+        binary = [req for req in server.request_log if "embed_dtype" in req.fields]
+        assert bool(binary) == (version >= "0.11.1")  # it asked for what the server has
     for p in paths:
         assert_migrated(p, originals[p], dim=4096)  # exact vectors: nothing bad was stored
+
+
+@pytest.mark.parametrize(
+    "fault, params",
+    [
+        (
+            "status",
+            {
+                "status": 400,
+                "body": {
+                    "error": {
+                        "message": "encoding_format: Input should be 'float' or 'base64'",
+                        "type": "BadRequestError",
+                        "param": "encoding_format",
+                        "code": 400,
+                    }
+                },
+            },
+        ),
+        ("no_metadata", {}),
+    ],
+    ids=["refused", "header-dropped"],
+)
+def test_a_server_that_cannot_answer_in_binary_gets_base64(dvd_tree, tmp_path, key_env, fault, params):
+    """A proxy in front of vLLM 0.11.1+ may refuse binary answers or drop their header."""
+    root, paths = dvd_tree
+    originals = load_originals(paths)
+    with FakeVLLM(api_key=API_KEY) as server:
+        server.request_log = []
+        server.faults.add(fault, times=1, **params)
+        r = Cli(server.base_url, tmp_path / "state")("run", "--root", str(root), "--model", "8b", "--yes")
+        assert r.exit_code == 0, r.output
+        assert server.stats.faults_fired.get(fault) == 1
+        asked = [("embed_dtype" in req.fields) for req in server.request_log if len(req.texts) > 1]
+    # binary until the fault, base64 (no embed_dtype) from the next request on
+    first_plain = asked.index(False)
+    assert all(asked[:first_plain]) and not any(asked[first_plain:]), asked
+    assert "using base64 from now on" in r.output  # said once, where the user sees it
+    assert r.output.count("using base64 from now on") == 1
+    for p in paths:
+        assert_migrated(p, originals[p], dim=4096)
 
 
 def test_persistent_wrong_model_stops_without_touching_files(cli, dvd_tree, server):

@@ -11,7 +11,9 @@ defences against vLLM's exactly-max-length hang (vllm#29496):
   the input that never answers is isolated and reported, instead of retrying
   it forever.
 
-An answer is written only after it has passed :meth:`Endpoint.decode`: right
+From vLLM 0.11.1 the vectors come back binary (``encoding_format: "bytes"``),
+else as base64 JSON. An answer is written only after it has passed
+:meth:`Endpoint.decode` or :meth:`Endpoint.decode_bytes`: right
 count, each index exactly once, the expected model, the expected dimension,
 finite non-zero values. Anything else is retried, never stored.
 """
@@ -44,6 +46,10 @@ DEFAULT_ENDPOINT = "http://localhost:8888/v1"
 MIN_DIM = 32  # Qwen documents 32 as the smallest useful Matryoshka size
 QWEN_EOS = "<|endoftext|>"  # Qwen3-Embedding's tokenizer appends it; the last token pools
 ENDIANNESS_SINCE = (0, 11, 1)  # vLLM knows the `endianness` field from 0.11.1
+BYTES_SINCE = (0, 11, 1)  # ... and `encoding_format: "bytes"`: raw float32 rows, a JSON header
+# The `metadata` header grows about 115 bytes an input; httpcore refuses headers over
+# 100 KiB (near 870 inputs). A larger request asks for base64 instead.
+BYTES_MAX_INPUTS = 512
 
 # alias -> (model id, native dimension)
 MODELS = {
@@ -216,6 +222,23 @@ def _retry_after(e: BaseException) -> float | None:
         return None
 
 
+class _NoMetadata(Exception):
+    """A binary answer came without its `metadata` header."""
+
+
+def _finite(out: np.ndarray) -> np.ndarray:
+    if not np.all(np.isfinite(out)):
+        bad = int(np.where(~np.all(np.isfinite(out), axis=1))[0][0])
+        raise BadResponse(f"item {bad}: NaN or infinite values")
+    return out
+
+
+def _prompt_tokens(doc: dict) -> int:
+    usage = doc.get("usage")
+    tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    return int(tokens) if isinstance(tokens, int) and not isinstance(tokens, bool) else 0
+
+
 def unit_rows(vectors: np.ndarray, dim: int) -> np.ndarray:
     """Cut each row to its first ``dim`` values (Matryoshka) and L2-normalise."""
     cut = np.ascontiguousarray(vectors[:, :dim], dtype=np.float32)
@@ -265,6 +288,8 @@ class Endpoint:
         self._raw_body_arg = "content" if "content" in inspect.signature(self.client.post).parameters else "body"
         self.info: ServerInfo | None = None
         self.target_dim: int | None = None
+        # raw float32 answers (no JSON, no base64 on either side), from a vLLM that has them
+        self.binary = False
         # called with a reason on 429/5xx/timeouts (the run's tuning.AdaptiveLimit.throttled)
         self._on_pushback = on_pushback
         # Given by pool.EndpointPool when it takes this endpoint in (serve_in_pool): True while
@@ -374,6 +399,7 @@ class Endpoint:
             root=root,
             version=await self._version(),
         )
+        self.binary = self.info.version is not None and self.info.version >= BYTES_SINCE
         native = await self._probe_dim(card["id"])
         for _ in range(BAD_RESPONSE_TRIES - 1):  # one odd answer is not a verdict
             if expected_dim is None or native == expected_dim:
@@ -491,14 +517,7 @@ class Endpoint:
             raise BadResponse(f"the answer is {kind}") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
             raise BadResponse("the answer has no 'data' list")
-        answered_by = doc.get("model")
-        if (
-            answered_by is not None
-            and answered_by != model
-            and not (self.info is not None and self.info.answers_as(answered_by))
-        ):
-            names = self.info.served_models if self.info is not None else [model]
-            raise BadResponse(f"answered by model {answered_by!r}, expected {' or '.join(map(repr, names))}")
+        self._check_answered_by(doc.get("model"), model)
         data = doc["data"]
         if len(data) != n:
             raise BadResponse(f"{len(data)} embeddings for {n} inputs")
@@ -537,32 +556,118 @@ class Endpoint:
             out[idx] = vec
         if out is None:
             raise BadResponse("empty answer")
-        if not np.all(np.isfinite(out)):
-            bad = int(np.where(~np.all(np.isfinite(out), axis=1))[0][0])
-            raise BadResponse(f"item {bad}: NaN or infinite values")
-        usage_doc = doc.get("usage")
-        usage = usage_doc if isinstance(usage_doc, dict) else {}
-        tokens = usage.get("prompt_tokens")
-        return out, int(tokens) if isinstance(tokens, int) else 0
+        return _finite(out), _prompt_tokens(doc)
+
+    def _check_answered_by(self, answered_by: object, model: str) -> None:
+        if (
+            answered_by is not None
+            and answered_by != model
+            and not (self.info is not None and self.info.answers_as(answered_by))
+        ):
+            names = self.info.served_models if self.info is not None else [model]
+            raise BadResponse(f"answered by model {answered_by!r}, expected {' or '.join(map(repr, names))}")
+
+    def decode_bytes(
+        self, body: bytes, metadata: str | None, n: int, model: str, native_dim: int | None
+    ) -> tuple[np.ndarray, int]:
+        """Validate a binary answer (``encoding_format: "bytes"``): float32 rows back to back
+        in ``body``, and a ``metadata`` header naming each input's ``index``, byte range
+        (``start``, ``end``), ``shape``, ``embed_dtype`` and ``endianness``, plus ``usage``."""
+        if metadata is None:
+            raise _NoMetadata()
+        try:
+            doc = orjson.loads(metadata)
+        except orjson.JSONDecodeError:
+            raise BadResponse("the answer's `metadata` header is not JSON") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+            raise BadResponse("the answer's `metadata` header has no 'data' list")
+        self._check_answered_by(doc.get("model"), model)
+        items = doc["data"]
+        if len(items) != n:
+            raise BadResponse(f"{len(items)} embeddings for {n} inputs")
+        first = items[0] if items and isinstance(items[0], dict) else {}
+        shape = first.get("shape")
+        dim = native_dim or (shape[0] if isinstance(shape, list) and len(shape) == 1 else 0)
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+            raise BadResponse(f"item 0: shape {shape!r} is not one row of values")
+        row = dim * 4
+        if len(body) == n * row and all(
+            isinstance(it, dict)
+            and it.get("index") == i
+            and it.get("start") == i * row
+            and it.get("end") == (i + 1) * row
+            and it.get("shape") == [dim]
+            and it.get("embed_dtype") == "float32"
+            and it.get("endianness") == "little"
+            for i, it in enumerate(items)
+        ):  # what vLLM sends: rows in input order, back to back; read in place
+            return _finite(np.frombuffer(body, dtype="<f4").reshape(n, dim)), _prompt_tokens(doc)
+        out = np.empty((n, dim), dtype=np.float32)
+        seen = np.zeros(n, dtype=bool)
+        for it in items:
+            idx = it.get("index") if isinstance(it, dict) else None
+            if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < n:
+                raise BadResponse(f"an item has index {idx!r}, outside 0..{n - 1}")
+            if seen[idx]:
+                raise BadResponse(f"index {idx} appears twice")
+            seen[idx] = True
+            if it.get("embed_dtype") != "float32" or it.get("endianness") != "little":
+                raise BadResponse(
+                    f"item {idx}: {it.get('embed_dtype')!r} {it.get('endianness')!r}, asked for little-endian float32"
+                )
+            start, end = it.get("start"), it.get("end")
+            if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end <= len(body)):
+                raise BadResponse(f"item {idx}: bytes {start!r}..{end!r} outside the {len(body)}-byte answer")
+            if it.get("shape") != [(end - start) // 4] or (end - start) % 4:
+                raise BadResponse(f"item {idx}: shape {it.get('shape')!r} does not fit {end - start} bytes")
+            if end - start != row:
+                raise BadResponse(f"item {idx}: {(end - start) // 4} dimensions, expected {dim}")
+            out[idx] = np.frombuffer(body, dtype="<f4", count=dim, offset=start)
+        return _finite(out), _prompt_tokens(doc)
 
     async def _request(self, texts: list[str], model: str, native_dim: int | None) -> tuple[np.ndarray, int]:
-        body: dict[str, object] = {"model": model, "input": texts, "encoding_format": "base64"}
+        binary = self.binary and len(texts) <= BYTES_MAX_INPUTS
+        body: dict[str, object] = {"model": model, "input": texts, "encoding_format": "bytes" if binary else "base64"}
         if self.info and self.info.max_model_len:
             body["truncate_prompt_tokens"] = self.info.max_model_len - 1
         if self.info and self.info.version and self.info.version >= ENDIANNESS_SINCE:
             body["endianness"] = "little"  # base64 is otherwise in the server's native order
+        if binary:
+            body["embed_dtype"] = "float32"
         # The same request `client.embeddings.create(..., encoding_format="base64", extra_body=...)`
         # sends, through the same client (auth, errors, timeouts), without the SDK walking every
         # input to transform it and json-encoding it in Python: a third of the client's CPU.
         # the keyword depends on the SDK's version (see _raw_body_arg), so no overload can name it
         payload: dict[str, Any] = {self._raw_body_arg: orjson.dumps(body)}
-        raw = await self.client.post(
-            "/embeddings",
-            **payload,
-            cast_to=openai.HttpxBinaryResponseContent,
-            options={"timeout": self.request_timeout, "headers": {"Content-Type": "application/json"}},
-        )
-        return self.decode(raw.content, len(texts), model, native_dim)
+        try:
+            raw = await self.client.post(
+                "/embeddings",
+                **payload,
+                cast_to=openai.HttpxBinaryResponseContent,
+                options={"timeout": self.request_timeout, "headers": {"Content-Type": "application/json"}},
+            )
+        except openai.BadRequestError as e:
+            if not binary or "encoding_format" not in _status_message(e):
+                raise
+            self._binary_refused(f"refused it ({_status_message(e)[:120]})")
+            return await self._request(texts, model, native_dim)
+        if not binary:
+            return self.decode(raw.content, len(texts), model, native_dim)
+        try:
+            return self.decode_bytes(raw.content, raw.response.headers.get("metadata"), len(texts), model, native_dim)
+        except _NoMetadata:
+            self._binary_refused("answered without the `metadata` header (a proxy dropping it?)")
+            return await self._request(texts, model, native_dim)
+
+    def _binary_refused(self, why: str) -> None:
+        """Binary answers do not work with this server: base64 from now on."""
+        if self.binary:
+            self.binary = False
+            log.warning(
+                '%s: asked for binary embeddings (encoding_format "bytes"), the server %s; using base64 from now on',
+                self.base_url,
+                why,
+            )
 
     def _classify(self, e: BaseException, texts: list[str]) -> BaseException | None:
         """What a failed request means: None to retry it, or the exception to raise instead."""

@@ -30,7 +30,16 @@ from migrator.testing.server.http import _HTTPServer
 from migrator.testing.server.replies import _Abort, _ApiError, _json_reply, _Reply
 from migrator.testing.server.requests import _bad, _is_int, _parse_input, _parse_object, _prepare, _Prepared
 from migrator.testing.server.stats import ServerStats
-from migrator.testing.server.vectors import _encode, _unit
+from migrator.testing.server.vectors import (
+    BYTES_FORMATS,
+    EMBED_DTYPES,
+    ENDIANNESS,
+    JSON_FORMATS,
+    WRITABLE_DTYPES,
+    Wire,
+    _unit,
+    embeddings_reply,
+)
 from migrator.vllm.endpoint import parse_version
 
 VLLM_VERSION = "0.31.0"  # the newest release that still has the exactly-max-length hang
@@ -323,10 +332,31 @@ class FakeVLLM:
         self._spend(tokens)
         return self._answer(prepared, fmt, dims, tokens, fault)
 
-    def _options(self, req: dict) -> tuple[str, Optional[int], Optional[int], bool]:
+    def _wire(self, req: dict) -> Wire:
+        """encoding_format, embed_dtype and endianness, as this server's version knows them."""
+        formats: tuple[str, ...] = JSON_FORMATS
+        if self.version >= (0, 11, 1):
+            formats += BYTES_FORMATS[:1]
+        if self.version >= (0, 13):
+            formats += BYTES_FORMATS[1:]
         fmt = req.get("encoding_format") or "float"
-        if fmt not in ("float", "base64"):
-            raise _bad("encoding_format must be 'float' or 'base64'", "encoding_format")
+        if fmt not in formats:
+            allowed = " or ".join(repr(f) for f in formats)
+            raise _bad(f"encoding_format: Input should be {allowed}", "encoding_format")
+        if self.version < (0, 11, 1):
+            return Wire(fmt)  # embed_dtype and endianness are unknown fields, ignored
+        dtype = req.get("embed_dtype") or "float32"
+        if dtype not in EMBED_DTYPES:
+            raise _bad(f"embed_dtype: Input should be one of {', '.join(EMBED_DTYPES)}", "embed_dtype")
+        if dtype not in WRITABLE_DTYPES:
+            raise _bad(f"embed_dtype {dtype!r}: this fake server writes only float32 and float16", "embed_dtype")
+        order = req.get("endianness") or "native"
+        if order not in ENDIANNESS:
+            raise _bad(f"endianness: Input should be one of {', '.join(ENDIANNESS)}", "endianness")
+        return Wire(fmt, dtype, order)
+
+    def _options(self, req: dict) -> tuple[Wire, Optional[int], Optional[int], bool]:
+        fmt = self._wire(req)
         if self.reject_normalize and req.get("normalize") is not None:
             raise _bad("Parameter `normalize` was removed; use `use_activation` instead.", "normalize")
         add_special = req.get("add_special_tokens", True)
@@ -426,7 +456,7 @@ class FakeVLLM:
             self.stats.bump("running", -1)
 
     def _answer(
-        self, prepared: list[_Prepared], fmt: str, dims: Optional[int], tokens: int, fault: Optional[Fault]
+        self, prepared: list[_Prepared], fmt: Wire, dims: Optional[int], tokens: int, fault: Optional[Fault]
     ) -> _Reply:
         model, seed = self.answer_name, self.seed
         asked = getattr(self._local, "asked", None)
@@ -439,26 +469,12 @@ class FakeVLLM:
             vectors = [_unit(v[:dims]) for v in vectors]
         if fault is not None:
             vectors = _mangle_vectors(fault, vectors, [p.words for p in prepared], seed)
-        data = [{"index": i, "object": "embedding", "embedding": _encode(v, fmt)} for i, v in enumerate(vectors)]
-        if fault is not None:
-            data = _mangle_items(fault, data)
         self.stats.answered(len(prepared), tokens)
-        return _json_reply(
-            200,
-            {
-                "id": f"embd-{uuid.uuid4().hex}",
-                "object": "list",
-                "created": int(time.time()),
-                "model": model,
-                "data": data,
-                "usage": {
-                    "prompt_tokens": tokens,
-                    "total_tokens": tokens,
-                    "completion_tokens": 0,
-                    "prompt_tokens_details": None,
-                },
-            },
-        )
+        mangle = (lambda items: _mangle_items(fault, items)) if fault is not None else None
+        reply = embeddings_reply(vectors, fmt, model, tokens, mangle)
+        if fault is not None and fault.kind == "no_metadata":
+            reply.headers.pop("metadata", None)
+        return reply
 
     def _pre_fault(self, fault: Fault) -> _Reply:
         """Faults that replace the model's answer."""

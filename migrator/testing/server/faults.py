@@ -29,6 +29,7 @@ FAULT_KINDS: dict[str, frozenset[str]] = {
     "garbage": frozenset({"seed"}),
     "misorder": frozenset(),  # each index gets its neighbour's vector: passes every per-answer check
     "zero": frozenset({"item"}),
+    "no_metadata": frozenset(),  # a binary answer without its `metadata` header (a proxy dropping it)
 }
 # Faults that answer (or refuse to answer) instead of the model.
 _PRE_FAULTS = frozenset({"status", "html", "reset", "hang"})
