@@ -19,6 +19,23 @@ many databases, and texts re-embedded after a SIGKILL at 50% and a resume.
     python benchmarks/run.py --quick              # CI smoke test: seconds, no timing assertion
     python benchmarks/run.py --full               # the whole thing (hours)
     python benchmarks/run.py --databases 200 --records 4000 --capacities 15900,50000 --name prelim
+    python benchmarks/run.py --shape long,short,mixed --records 8000 --measure goodput --name shapes
+
+Corpus shapes (--shape, a comma list; every figure is measured and reported per shape):
+  flat    the original corpora (default): --databases databases holding --records
+          records in all, spread +-50% around their mean (22 per database)
+  long    LVBench-like: 200-1,500 records per database (33 min to 4.2 h), mean ~405
+  medium  Video-MME-like: 24-90 or 180-360 records (4-15 or 30-60 min), mean ~150
+  short   EgoSchema-like: 16-20 records (3-minute clips), mean 18
+  mixed   a third of the databases from each of long, medium and short
+With a shape other than flat the shape decides the records of each database:
+--databases, when given, is the number of databases of the goodput corpus;
+otherwise --records is the approximate total (databases = records / the
+shape's mean, at least 3). The other corpora (memory, ceiling, plan) keep the
+record totals they have for flat (--*-databases x --records-per-db), each at
+least 2-3 databases and the large ones at least twice the small one, unless
+--small-databases, --large-databases or --plan-databases is given, which is
+then their number of databases.
 
 Results: benchmarks/results/<name>.json (+ .md), plot docs/benchmarks-goodput.png.
 """
@@ -266,11 +283,11 @@ def _server_figures(s0: dict, s1: dict) -> dict:
 # --------------------------------------------------------------------------- #
 # Measurements                                                                #
 # --------------------------------------------------------------------------- #
-def measure_goodput(args, man, work) -> list[dict]:
+def measure_goodput(args, man, work, shape: str = "flat") -> list[dict]:
     rows = []
     for cap in args.capacities:
         for name in args.contenders:
-            log(f"goodput: {name} at {cap:,} tokens/s (ideal {man['tokens'] / cap:.1f} s)")
+            log(f"goodput [{shape}]: {name} at {cap:,} tokens/s (ideal {man['tokens'] / cap:.1f} s)")
             r = one_run(
                 name,
                 man,
@@ -279,7 +296,7 @@ def measure_goodput(args, man, work) -> list[dict]:
                 overhead=args.overhead,
                 dim=4096,
                 loop_batch=args.loop_batch,
-                tag=f"goodput-{cap}-{name}",
+                tag=f"{shape}-goodput-{cap}-{name}",
                 keep=args.keep,
             )
             log(
@@ -287,14 +304,14 @@ def measure_goodput(args, man, work) -> list[dict]:
                 f"client cpu {r['client_cpu_pct']}%, server cpu {r['server_cpu_pct']}%"
                 + ("" if r["ok"] else f"  FAILED: {r.get('error', '')[:300]}")
             )
-            rows.append(r)
+            rows.append({"shape": shape, **r})
     return rows
 
 
-def measure_ceiling(args, large, work, dims=(1024, 4096)) -> list[dict]:
+def measure_ceiling(args, large, work, dims=(1024, 4096), shape: str = "flat") -> list[dict]:
     rows = []
     for dim in dims:
-        log(f"ceiling: migrator, instant server, {dim} dims, {large['records']} records")
+        log(f"ceiling [{shape}]: migrator, instant server, {dim} dims, {large['records']} records")
         r = one_run(
             "migrator",
             large,
@@ -303,19 +320,19 @@ def measure_ceiling(args, large, work, dims=(1024, 4096)) -> list[dict]:
             overhead=0.0,
             dim=dim,
             loop_batch=args.loop_batch,
-            tag=f"ceiling-{dim}",
+            tag=f"{shape}-ceiling-{dim}",
             keep=args.keep,
         )
         log(
             f"  {r['records_per_s']} records/s end to end ({r.get('records_per_s_busy')} while "
             f"embedding), peak RSS {r['maxrss_mb']} MB" + ("" if r["ok"] else "  FAILED")
         )
-        rows.append(r)
+        rows.append({"shape": shape, **r})
     return rows
 
 
-def measure_memory(args, small, large_ceiling, work) -> dict:
-    log(f"memory: migrator over {small['databases']} databases")
+def measure_memory(args, small, large, large_ceiling, work, shape: str = "flat") -> dict:
+    log(f"memory [{shape}]: migrator over {small['databases']} databases")
     r_small = one_run(
         "migrator",
         small,
@@ -324,21 +341,22 @@ def measure_memory(args, small, large_ceiling, work) -> dict:
         overhead=0.0,
         dim=4096,
         loop_batch=args.loop_batch,
-        tag="memory-small",
+        tag=f"{shape}-memory-small",
         keep=args.keep,
     )
     big = next((r for r in large_ceiling if r["dim"] == 4096), None)
     out = {
+        "shape": shape,
         "small": {
             "databases": small["databases"],
             "records": small["records"],
             "maxrss_mb": r_small["maxrss_mb"],
             "ok": r_small["ok"],
-        }
+        },
     }
     if big is not None:
         out["large"] = {
-            "databases": args.large_databases,
+            "databases": large["databases"],
             "records": big["records"],
             "maxrss_mb": big["maxrss_mb"],
             "ok": big["ok"],
@@ -348,13 +366,13 @@ def measure_memory(args, small, large_ceiling, work) -> dict:
     return out
 
 
-def measure_plan(args, large, small, work) -> dict:
-    out = {}
+def measure_plan(args, large, small, work, shape: str = "flat") -> dict:
+    out: dict = {"shape": shape}
     for label, man in (("small", small), ("large", large)):
-        log(f"plan: migrate plan --no-probe over {man['databases']} databases")
+        log(f"plan [{shape}]: migrate plan --no-probe over {man['databases']} databases")
         t = run_timed(
             [PY, "-m", "migrator.cli", "plan", "--root", man["root"], "--model", "8b", "--no-probe", "--json"],
-            log_path=work / "runs" / f"plan-{label}.log",
+            log_path=work / "runs" / f"{shape}-plan-{label}.log",
             timeout=600,
         )
         ok = t.rc == 0
@@ -398,10 +416,10 @@ def _records_committed(state_db: Path) -> int:
         return 0
 
 
-def measure_kill(args, man, work) -> dict:
+def measure_kill(args, man, work, shape: str = "flat") -> dict:
     cap = args.kill_capacity
-    log(f"kill: migrator at {cap:,} tokens/s, SIGKILL at 50% of records committed, then resume")
-    run_dir = work / "runs" / "kill"
+    log(f"kill [{shape}]: migrator at {cap:,} tokens/s, SIGKILL at 50% of records committed, then resume")
+    run_dir = work / "runs" / f"{shape}-kill"
     corp.remove_tree(run_dir)
     root = run_dir / "video_database"
     corp.link_copy(Path(man["root"]), root)
@@ -431,6 +449,7 @@ def measure_kill(args, man, work) -> dict:
     observed_window = srv_stats["max_in_flight"] * max(1.0, srv_stats["mean_batch"])
     problems = verify_tree(root, Path(man["root"]), 4096) if t2.rc == 0 else ["resume failed"]
     out = {
+        "shape": shape,
         "capacity": cap,
         "records": man["records"],
         "killed_at_committed": committed,
@@ -469,6 +488,7 @@ def measure_startup(work) -> dict:
 # Verdicts, report, plot                                                      #
 # --------------------------------------------------------------------------- #
 def verdicts(res: dict) -> dict:
+    """The targets against one shape's figures (a section of the results)."""
     v = {}
     gp = [r for r in res.get("goodput", []) if r["contender"] == "migrator"]
     lo, hi = TARGETS["goodput_capacity_range"]
@@ -531,7 +551,24 @@ def verdicts(res: dict) -> dict:
             "window": max(kill["window_settings_default"], kill["window_observed"]),
             "met": kill["ok"] and kill["rework_within_window"],
         }
+    for item in v.values():
+        item["shape"] = res.get("shape", "flat")
     return v
+
+
+def sections(res: dict) -> list[dict]:
+    """The per-shape sections of a results file (a file from before shapes is one, flat)."""
+    if "by_shape" in res:
+        return res["by_shape"]
+    return [{**res, "shape": "flat"}]
+
+
+def _corpus_line(c: dict) -> str:
+    per = c.get("records_per_db")
+    spread = f", {per['min']:,}-{per['max']:,} per database (mean {per['mean']})" if per else ""
+    kinds = c.get("databases_by_shape") or {}
+    mix = " (" + ", ".join(f"{n} {k}" for k, n in kinds.items()) + ")" if len(kinds) > 1 else ""
+    return f"{c['databases']:,} DVD databases{mix}, {c['records']:,} records{spread}, {c['tokens']:,} tokens"
 
 
 def markdown(res: dict) -> str:
@@ -545,64 +582,77 @@ def markdown(res: dict) -> str:
     c = res["config"]
     lines.append("")
     lines.append(
-        f"Corpus: {res['corpus']['databases']} DVD databases, {res['corpus']['records']:,} records, "
-        f"{res['corpus']['tokens']:,} tokens (3072 dims, real nano-vectordb). Server overhead "
-        f"{c['overhead_s'] * 1000:.1f} ms/request; migrator CLI start-up alone "
-        f"{res.get('startup', {}).get('migrate_help_wall_s', '?')} s."
+        f"Server overhead {c['overhead_s'] * 1000:.1f} ms/request; migrator CLI start-up alone "
+        f"{res.get('startup', {}).get('migrate_help_wall_s', '?')} s. Corpora: 3072 dims, real nano-vectordb."
     )
-    lines.append("")
-    gp = res.get("goodput", [])
-    if gp:
-        lines.append(
-            "| contender | capacity (tok/s) | ideal (s) | wall (s) | goodput | goodput while busy | "
-            "client CPU | server CPU | requests | mean batch | max in flight |"
-        )
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for r in gp:
-            bad = "" if r["ok"] else " (FAILED)"
+    secs = sections(res)
+    for sec in secs:
+        shape = sec.get("shape", "flat")
+        lines.append("")
+        lines.append(f"### Corpus shape `{shape}`")
+        lines.append("")
+        lines.append(f"Goodput corpus ({shape}): {_corpus_line(sec['corpus'])}.")
+        for label, key in (("small", "corpus_small"), ("large", "corpus_large"), ("plan", "corpus_plan")):
+            if sec.get(key) and (label != "plan" or sec[key].get("key") != sec.get("corpus_large", {}).get("key")):
+                lines.append(f"{label.capitalize()} corpus ({shape}): {_corpus_line(sec[key])}.")
+        lines.append("")
+        gp = sec.get("goodput", [])
+        if gp:
             lines.append(
-                f"| {r['contender']}{bad} | {r['capacity']:,} | {r.get('ideal_s')} | {r['wall_s']:.1f} | "
-                f"{r.get('goodput')} | {r.get('goodput_busy')} | {r['client_cpu_pct']}% | "
-                f"{r['server_cpu_pct']}% | {r['server_requests']} | {r['server_mean_batch']} | "
-                f"{r['server_max_in_flight']} |"
+                "| shape | contender | capacity (tok/s) | ideal (s) | wall (s) | goodput | goodput while busy | "
+                "client CPU | server CPU | requests | mean batch | max in flight |"
+            )
+            lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            for r in gp:
+                bad = "" if r["ok"] else " (FAILED)"
+                lines.append(
+                    f"| {r.get('shape', shape)} | {r['contender']}{bad} | {r['capacity']:,} | {r.get('ideal_s')} | "
+                    f"{r['wall_s']:.1f} | {r.get('goodput')} | {r.get('goodput_busy')} | {r['client_cpu_pct']}% | "
+                    f"{r['server_cpu_pct']}% | {r['server_requests']} | {r['server_mean_batch']} | "
+                    f"{r['server_max_in_flight']} |"
+                )
+            lines.append("")
+        for r in sec.get("ceiling", []):
+            lines.append(
+                f"- Ceiling [{shape}] at {r['dim']} dims ({r['records']:,} records, instant server): "
+                f"{r['records_per_s']} records/s end to end, {r.get('records_per_s_busy')} while "
+                f"embedding; client CPU {r['client_cpu_pct']}%, server CPU {r['server_cpu_pct']}%; "
+                f"peak RSS {r['maxrss_mb']} MB."
+            )
+        mem = sec.get("memory")
+        if mem and "large" in mem:
+            lines.append(
+                f"- Peak RSS [{shape}] of `migrate run`: {mem['small']['maxrss_mb']} MB over "
+                f"{mem['small']['databases']} databases ({mem['small']['records']:,} records), "
+                f"{mem['large']['maxrss_mb']} MB over {mem['large']['databases']:,} "
+                f"({mem['large']['records']:,} records; ratio {mem['ratio']})."
+            )
+        plan = sec.get("plan")
+        if plan:
+            lines.append(
+                f"- `migrate plan --no-probe` [{shape}]: {plan['small']['wall_s']} s over "
+                f"{plan['small']['databases']} databases, {plan['large']['wall_s']} s over "
+                f"{plan['large']['databases']:,} ({plan['per_1000_databases_s']} s per 1,000 more; "
+                f"{plan['extrapolated_10000_s']} s at 10,000 by that slope)."
+            )
+        kill = sec.get("kill")
+        if kill:
+            lines.append(
+                f"- SIGKILL [{shape}] at {kill['killed_at_fraction'] * 100:.0f}% committed, then resume: "
+                f"{kill['rework_texts']} texts embedded twice; in-flight window "
+                f"{kill['window_settings_default']} (Settings defaults 8 x 32), "
+                f"{kill['window_observed']} observed (max in flight x mean batch)."
             )
     lines.append("")
-    for r in res.get("ceiling", []):
-        lines.append(
-            f"- Ceiling at {r['dim']} dims ({r['records']:,} records, instant server): "
-            f"{r['records_per_s']} records/s end to end, {r.get('records_per_s_busy')} while "
-            f"embedding; client CPU {r['client_cpu_pct']}%, server CPU {r['server_cpu_pct']}%; "
-            f"peak RSS {r['maxrss_mb']} MB."
-        )
-    mem = res.get("memory")
-    if mem and "large" in mem:
-        lines.append(
-            f"- Peak RSS of `migrate run`: {mem['small']['maxrss_mb']} MB over "
-            f"{mem['small']['databases']} databases, {mem['large']['maxrss_mb']} MB over "
-            f"{mem['large']['databases']:,} (ratio {mem['ratio']})."
-        )
-    plan = res.get("plan")
-    if plan:
-        lines.append(
-            f"- `migrate plan --no-probe`: {plan['small']['wall_s']} s over {plan['small']['databases']} "
-            f"databases, {plan['large']['wall_s']} s over {plan['large']['databases']:,} "
-            f"({plan['per_1000_databases_s']} s per 1,000 more; {plan['extrapolated_10000_s']} s "
-            f"at 10,000 by that slope)."
-        )
-    kill = res.get("kill")
-    if kill:
-        lines.append(
-            f"- SIGKILL at {kill['killed_at_fraction'] * 100:.0f}% committed, then resume: "
-            f"{kill['rework_texts']} texts embedded twice; in-flight window "
-            f"{kill['window_settings_default']} (Settings defaults 8 x 32), "
-            f"{kill['window_observed']} observed (max in flight x mean batch)."
-        )
-    lines.append("")
-    lines.append("| target | measured | met |")
-    lines.append("|---|---|---|")
-    for key, v in res.get("verdicts", {}).items():
-        shown = {k: val for k, val in v.items() if k not in ("target", "met")}
-        lines.append(f"| {key}: {v['target']} | {json.dumps(shown)} | {'yes' if v['met'] else 'NO'} |")
+    lines.append("| shape | target | measured | met |")
+    lines.append("|---|---|---|---|")
+    for sec in secs:
+        for key, v in sec.get("verdicts", {}).items():
+            shown = {k: val for k, val in v.items() if k not in ("target", "met", "shape")}
+            lines.append(
+                f"| {sec.get('shape', 'flat')} | {key}: {v['target']} | {json.dumps(shown)} | "
+                f"{'yes' if v['met'] else 'NO'} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -612,54 +662,71 @@ def plot(res: dict, path: Path) -> str | None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return "matplotlib is not installed (pip install -e '.[bench]'); no plot"
-    gp = [r for r in res.get("goodput", []) if r.get("goodput") is not None]
-    if not gp:
+    secs = [sec for sec in sections(res) if any(r.get("goodput") is not None for r in sec.get("goodput", []))]
+    if not secs:
         return "no goodput figures to plot"
-    fig, ax = plt.subplots(figsize=(7.5, 5.4), dpi=120)
+    n = len(secs)
+    fig, axes = plt.subplots(1, n, figsize=(7.5 if n == 1 else 4.6 * n, 5.4), dpi=120, sharey=True, squeeze=False)
     styles = {"migrator": ("tab:blue", "o"), "dvd": ("tab:red", "s"), "loop": ("tab:gray", "^")}
     labels = {
         "migrator": "migrator (default settings)",
         "dvd": "DVD rebuild (Pool(cpu//2), batch 128, float JSON)",
         "loop": "plain openai-SDK loop (sequential)",
     }
-    for name in CONTENDERS:
-        pts = sorted((r["capacity"], r["goodput"]) for r in gp if r["contender"] == name and r["ok"])
-        if pts:
-            color, marker = styles[name]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=color, label=labels[name])
-        busy = sorted(
-            (r["capacity"], r["goodput_busy"])
-            for r in gp
-            if r["contender"] == name and r["ok"] and r.get("goodput_busy")
-        )
-        if name == "migrator" and busy:
-            ax.plot(
-                [p[0] for p in busy],
-                [p[1] for p in busy],
-                linestyle="--",
-                linewidth=1,
-                color=styles[name][0],
-                alpha=0.6,
-                label="migrator, embedding phase only (first request to last answer)",
+    m = res["machine"]
+    for ax, sec in zip(axes[0], secs):
+        gp = [r for r in sec["goodput"] if r.get("goodput") is not None]
+        for name in CONTENDERS:
+            pts = sorted((r["capacity"], r["goodput"]) for r in gp if r["contender"] == name and r["ok"])
+            if pts:
+                color, marker = styles[name]
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=color, label=labels[name])
+            busy = sorted(
+                (r["capacity"], r["goodput_busy"])
+                for r in gp
+                if r["contender"] == name and r["ok"] and r.get("goodput_busy")
             )
-    ax.axhline(TARGETS["goodput_min"], color="tab:green", linestyle="--", linewidth=1, label="target 0.95")
-    ax.axvline(SEED_CAPACITY, color="black", linestyle=":", linewidth=0.8)
-    ax.text(SEED_CAPACITY, 1.0, " seed 15,900", fontsize=7, va="bottom")
-    ax.set_xscale("log")
-    ax.set_ylim(0, 1.12)
-    ax.set_xlabel("server capacity (tokens/s, shared by all requests in flight)")
-    ax.set_ylabel("goodput = (tokens / capacity) / wall time")
-    c, m = res["corpus"], res["machine"]
-    ax.set_title(
-        f"{c['databases']:,} DVD databases, {c['records']:,} records, {c['tokens']:,} tokens\n"
-        f"{m.get('cpus')} CPUs, Python {m['python']}, {m['date'][:10]}",
-        fontsize=9,
+            if name == "migrator" and busy:
+                ax.plot(
+                    [p[0] for p in busy],
+                    [p[1] for p in busy],
+                    linestyle="--",
+                    linewidth=1,
+                    color=styles[name][0],
+                    alpha=0.6,
+                    label="migrator, embedding phase only (first request to last answer)",
+                )
+        ax.axhline(TARGETS["goodput_min"], color="tab:green", linestyle="--", linewidth=1, label="target 0.95")
+        ax.axvline(SEED_CAPACITY, color="black", linestyle=":", linewidth=0.8)
+        ax.text(SEED_CAPACITY, 1.0, " seed 15,900", fontsize=7, va="bottom")
+        ax.set_xscale("log")
+        if n > 1:  # narrow panels: the minor tick labels (2x10^4, 3x10^4, ...) run into each other
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_ylim(0, 1.12)
+        ax.set_xlabel("server capacity (tokens/s, shared by all requests in flight)", fontsize=8 if n > 1 else None)
+        c = sec["corpus"]
+        shape = sec.get("shape", "flat")
+        head = f"shape {shape}: " if shape != "flat" or n > 1 else ""
+        ax.set_title(
+            f"{head}{c['databases']:,} DVD databases, {c['records']:,} records, {c['tokens']:,} tokens\n"
+            f"{m.get('cpus')} CPUs, Python {m['python']}, {m['date'][:10]}",
+            fontsize=9,
+        )
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("goodput = (tokens / capacity) / wall time")
+    handles, names = {}, []
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in handles:
+                handles[lab] = h
+                names.append(lab)
+    fig.legend(
+        [handles[x] for x in names], names, fontsize=7, loc="lower center", ncol=2 if n == 1 else 3, frameon=False
     )
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
@@ -674,34 +741,36 @@ def well_formed(res: dict) -> list[str]:
         if not isinstance(x, (int, float)) or isinstance(x, bool) or not math.isfinite(x):
             problems.append(f"{what}: not a finite number ({x!r})")
 
-    for r in res.get("goodput", []):
-        tag = f"goodput {r['contender']}@{r['capacity']}"
-        if not r["ok"]:
-            problems.append(f"{tag}: failed: {r.get('error', '')[:400]}")
-        for k in ("wall_s", "goodput", "ideal_s", "client_cpu_pct", "server_cpu_pct"):
-            num(r.get(k), f"{tag} {k}")
-    for r in res.get("ceiling", []):
-        if not r["ok"]:
-            problems.append(f"ceiling {r['dim']}: failed: {r.get('error', '')[:400]}")
-        num(r.get("records_per_s"), f"ceiling {r['dim']} records_per_s")
-    if "memory" in res:
-        num(res["memory"].get("ratio"), "memory ratio")
-        if not res["memory"]["small"]["ok"]:
-            problems.append("memory: small run failed")
-    if "plan" in res:
-        for label in ("small", "large"):
-            if not res["plan"][label]["ok"]:
-                problems.append(f"plan {label}: failed")
-            num(res["plan"][label]["wall_s"], f"plan {label} wall_s")
-    if "kill" in res:
-        k = res["kill"]
-        if not k["ok"]:
-            shown = {x: k[x] for x in ("killed", "killed_rc", "resume_rc", "verified")}
-            problems.append(f"kill/resume: not ok ({shown})")
-        num(k.get("rework_texts"), "kill rework_texts")
-    for key in res.get("measures", []):
-        if not res.get(key):
-            problems.append(f"{key}: no result")
+    for sec in sections(res):
+        shape = sec.get("shape", "flat")
+        for r in sec.get("goodput", []):
+            tag = f"[{shape}] goodput {r['contender']}@{r['capacity']}"
+            if not r["ok"]:
+                problems.append(f"{tag}: failed: {r.get('error', '')[:400]}")
+            for k in ("wall_s", "goodput", "ideal_s", "client_cpu_pct", "server_cpu_pct"):
+                num(r.get(k), f"{tag} {k}")
+        for r in sec.get("ceiling", []):
+            if not r["ok"]:
+                problems.append(f"[{shape}] ceiling {r['dim']}: failed: {r.get('error', '')[:400]}")
+            num(r.get("records_per_s"), f"[{shape}] ceiling {r['dim']} records_per_s")
+        if "memory" in sec:
+            num(sec["memory"].get("ratio"), f"[{shape}] memory ratio")
+            if not sec["memory"]["small"]["ok"]:
+                problems.append(f"[{shape}] memory: small run failed")
+        if "plan" in sec:
+            for label in ("small", "large"):
+                if not sec["plan"][label]["ok"]:
+                    problems.append(f"[{shape}] plan {label}: failed")
+                num(sec["plan"][label]["wall_s"], f"[{shape}] plan {label} wall_s")
+        if "kill" in sec:
+            k = sec["kill"]
+            if not k["ok"]:
+                shown = {x: k[x] for x in ("killed", "killed_rc", "resume_rc", "verified")}
+                problems.append(f"[{shape}] kill/resume: not ok ({shown})")
+            num(k.get("rework_texts"), f"[{shape}] kill rework_texts")
+        for key in res.get("measures", []):
+            if not sec.get(key):
+                problems.append(f"[{shape}] {key}: no result")
     return problems
 
 
@@ -710,6 +779,51 @@ def well_formed(res: dict) -> list[str]:
 # --------------------------------------------------------------------------- #
 def _ints(text: str) -> list[int]:
     return [int(float(x)) for x in text.replace("_", "").split(",") if x.strip()]
+
+
+#: The sizes a preset gives in databases of the flat shape (22 records each, or
+#: --records-per-db); a shaped corpus keeps the same records in all.
+SIZED = ("databases", "small_databases", "large_databases", "plan_databases")
+
+
+def corpus_sizes(args, shape: str) -> dict:
+    """The databases of each corpus of *shape* (flat: also the records in all).
+
+    flat: as before shapes. Any other shape: what the user gave with
+    --databases, --small-databases, --large-databases, --plan-databases is the
+    number of databases; otherwise each corpus holds about as many records as
+    its flat counterpart (--records for goodput, --*-databases x
+    --records-per-db for the others), at least 3 databases (2 for the small
+    one, 3 for mixed, so that each of its corpora has every kind), and the
+    large and plan corpora at least twice the small one, so memory and plan
+    compare few databases against more."""
+    rpd = args.records_per_db
+    if shape == "flat":
+        return {
+            "goodput": (args.databases, args.records),
+            "small": (args.small_databases, args.small_databases * rpd),
+            "large": (args.large_databases, args.large_databases * rpd),
+            "plan": (args.plan_databases, args.plan_databases * rpd),
+        }
+    given = args.explicit
+    fewest = max(2, len(corp.SHAPES[shape].parts))  # mixed: one database of each kind at least
+    goodput = args.databases if "databases" in given else corp.databases_for(shape, args.records, 3)
+    small = (
+        args.small_databases
+        if "small_databases" in given
+        else corp.databases_for(shape, args.small_databases * rpd, fewest)
+    )
+    large = (
+        args.large_databases
+        if "large_databases" in given
+        else max(2 * small, corp.databases_for(shape, args.large_databases * rpd, 3))
+    )
+    plan = (
+        args.plan_databases
+        if "plan_databases" in given
+        else max(2 * small, corp.databases_for(shape, args.plan_databases * rpd, 3))
+    )
+    return {"goodput": (goodput, None), "small": (small, None), "large": (large, None), "plan": (plan, None)}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -726,9 +840,23 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="full sizes: 1,000 databases / 40,000 records for the sweep, 10,000 for memory and plan",
     )
+    ap.add_argument(
+        "--shape",
+        default="flat",
+        help="corpus shapes, a comma list of " + ", ".join(corp.SHAPES) + " (default flat); every figure is "
+        "measured and reported per shape (see below)",
+    )
     ap.add_argument("--capacities", type=_ints, help="server capacities, tokens/s (e.g. 5000,15900,50000,200000)")
-    ap.add_argument("--databases", type=int, help="databases in the goodput corpus")
-    ap.add_argument("--records", type=int, help="records in all in the goodput corpus")
+    ap.add_argument(
+        "--databases",
+        type=int,
+        help="databases in the goodput corpus (with a shape other than flat: of that shape, overriding --records)",
+    )
+    ap.add_argument(
+        "--records",
+        type=int,
+        help="records in all in the goodput corpus (with a shape other than flat: about, and only without --databases)",
+    )
     ap.add_argument("--large-databases", type=int, help="databases in the large corpus (ceiling, memory); up to 10,000")
     ap.add_argument(
         "--plan-databases",
@@ -736,7 +864,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="databases for the plan timing (its corpus is cheap to build; default 10,000)",
     )
     ap.add_argument("--small-databases", type=int, help="databases in the small corpus for memory (10)")
-    ap.add_argument("--records-per-db", type=int, help="mean records per database in the small/large corpora")
+    ap.add_argument(
+        "--records-per-db",
+        type=int,
+        help="mean records per database in the small/large corpora (flat; other shapes: it sets their record totals)",
+    )
     ap.add_argument(
         "--overhead",
         type=float,
@@ -762,25 +894,89 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     args = ap.parse_args(argv)
     preset = PRESETS["quick" if args.quick else "full" if args.full else "default"]
+    args.explicit = {key for key in SIZED + ("records",) if getattr(args, key, None) is not None}
     for key, value in preset.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     args.contenders = [c for c in args.contenders.split(",") if c]
     args.measures = [m for m in args.measure.split(",") if m]
+    args.shapes = list(dict.fromkeys(x.strip() for x in args.shape.split(",") if x.strip()))
     for c in args.contenders:
         if c not in CONTENDERS:
             ap.error(f"unknown contender {c!r}")
     for m in args.measures:
         if m not in MEASURES:
             ap.error(f"unknown measurement {m!r}")
-    if args.records < args.databases:
+    if not args.shapes:
+        ap.error("--shape needs at least one shape")
+    for sh in args.shapes:
+        if sh not in corp.SHAPES:
+            ap.error(f"unknown corpus shape {sh!r} (one of {', '.join(corp.SHAPES)})")
+    if "flat" in args.shapes and args.records < args.databases:
         ap.error("--records must be at least --databases")
+    if set(args.shapes) - {"flat"} and {"databases", "records"} <= args.explicit:
+        log("note: with a shape other than flat, --databases gives the count and --records is ignored")
     args.name = args.name or ("quick" if args.quick else "full" if args.full else time.strftime("run-%Y%m%d-%H%M"))
     work = args.work_dir
     args.results_dir = args.results_dir or (work / "results" if args.quick else REPO / "benchmarks" / "results")
     default_plot = work / f"{args.name}-goodput.png" if args.quick else REPO / "docs" / "benchmarks-goodput.png"
     args.plot = args.plot or default_plot
     return args
+
+
+_CORPUS_FIELDS = (
+    "shape",
+    "databases",
+    "records",
+    "tokens",
+    "chars",
+    "bytes",
+    "key",
+    "records_per_db",
+    "databases_by_shape",
+)
+
+
+def _corpus_summary(man: dict) -> dict:
+    return {k: man[k] for k in _CORPUS_FIELDS if k in man}
+
+
+def run_shape(args, shape: str, work: Path) -> dict:
+    """Every measurement asked for, on the corpora of one shape: one section of the results."""
+    sizes = corpus_sizes(args, shape)
+    sec: dict = {"shape": shape, "sizes": {k: v[0] for k, v in sizes.items()}}
+
+    def corpus(role: str, seed: int) -> dict:
+        databases, records = sizes[role]
+        return corp.ensure_corpus(work, databases, records, seed=seed, shape=shape, log=log)
+
+    need_large = {"ceiling", "memory"} & set(args.measures)
+    man = corpus("goodput", 0)
+    sec["corpus"] = _corpus_summary(man)
+    small = large = many = None
+    if need_large or "plan" in args.measures:
+        small = corpus("small", 1)
+        sec["corpus_small"] = _corpus_summary(small)
+    if need_large:
+        large = corpus("large", 2)
+        sec["corpus_large"] = _corpus_summary(large)
+    if "plan" in args.measures:
+        many = corpus("plan", 2)
+        sec["corpus_plan"] = _corpus_summary(many)
+    if "goodput" in args.measures:
+        sec["goodput"] = measure_goodput(args, man, work, shape)
+    if need_large:
+        sec["ceiling"] = measure_ceiling(
+            args, large, work, dims=(1024, 4096) if "ceiling" in args.measures else (4096,), shape=shape
+        )
+    if "memory" in args.measures:
+        sec["memory"] = measure_memory(args, small, large, sec["ceiling"], work, shape)
+    if "plan" in args.measures:
+        sec["plan"] = measure_plan(args, many, small, work, shape)
+    if "kill" in args.measures:
+        sec["kill"] = measure_kill(args, man, work, shape)
+    sec["verdicts"] = verdicts(sec)
+    return sec
 
 
 def main(argv=None) -> int:
@@ -800,6 +996,7 @@ def main(argv=None) -> int:
         "machine": machine(),
         "targets": TARGETS,
         "measures": args.measures,
+        "shapes": args.shapes,
         "config": {
             "capacities": args.capacities,
             "overhead_s": args.overhead,
@@ -808,43 +1005,18 @@ def main(argv=None) -> int:
             "loop_batch": args.loop_batch,
             "kill_capacity": args.kill_capacity,
             "migrator_settings": "CLI defaults (no --batch-size/--concurrency)",
+            "shapes": {sh: corp.SHAPES[sh].about for sh in args.shapes},
         },
     }
-    need_large = {"ceiling", "memory"} & set(args.measures)
-    man = corp.ensure_corpus(work, args.databases, args.records, seed=0, log=log)
-    res["corpus"] = {k: man[k] for k in ("databases", "records", "tokens", "chars", "bytes", "key")}
-    small = large = None
-    if need_large:
-        small = corp.ensure_corpus(
-            work, args.small_databases, args.small_databases * args.records_per_db, seed=1, log=log
-        )
-        large = corp.ensure_corpus(
-            work, args.large_databases, args.large_databases * args.records_per_db, seed=2, log=log
-        )
-        res["corpus_small"] = {k: small[k] for k in ("databases", "records", "tokens", "bytes")}
-        res["corpus_large"] = {k: large[k] for k in ("databases", "records", "tokens", "bytes")}
-    if "plan" in args.measures:
-        small = small or corp.ensure_corpus(
-            work, args.small_databases, args.small_databases * args.records_per_db, seed=1, log=log
-        )
-        many = corp.ensure_corpus(work, args.plan_databases, args.plan_databases * args.records_per_db, seed=2, log=log)
-        res["corpus_plan"] = {k: many[k] for k in ("databases", "records", "tokens", "bytes")}
     res["startup"] = measure_startup(work)
-    if "goodput" in args.measures:
-        res["goodput"] = measure_goodput(args, man, work)
-    if "ceiling" in args.measures or "memory" in args.measures:
-        res["ceiling"] = measure_ceiling(
-            args, large, work, dims=(1024, 4096) if "ceiling" in args.measures else (4096,)
-        )
-    if "memory" in args.measures:
-        res["memory"] = measure_memory(args, small, res["ceiling"], work)
-    if "plan" in args.measures:
-        res["plan"] = measure_plan(args, many, small, work)
-    if "kill" in args.measures:
-        res["kill"] = measure_kill(args, man, work)
+    # One section per shape, each with the figures of a results file from before
+    # shapes; every row, dict and verdict in it names its shape too.
+    res["by_shape"] = []
+    for shape in args.shapes:
+        log(f"corpus shape {shape}: {corp.SHAPES[shape].about}")
+        res["by_shape"].append(run_shape(args, shape, work))
     res["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     res["total_seconds"] = round(time.monotonic() - t0, 1)
-    res["verdicts"] = verdicts(res)
     args.results_dir.mkdir(parents=True, exist_ok=True)
     out = args.results_dir / f"{args.name}.json"
     out.write_text(json.dumps(res, indent=2) + "\n")
