@@ -168,3 +168,72 @@ def test_verify_never_passes_having_checked_nothing(cli, tree):
     r = cli("verify", "--json", "--state-dir", str(cli.state_dir), "--endpoint", cli.endpoint)
     assert r.exit_code == EXIT_GATE, r.output
     assert "nothing was checked" in json.loads(r.stdout)["problems"][0]
+
+
+def _counting_judges(monkeypatch):
+    """(trusted, database id) of every database the gate judges: trusted ones while staging."""
+    from migrator.pipeline import gate
+
+    calls: list[tuple[bool, int]] = []
+    real = gate.judge
+
+    async def counting(job, *a, trusted=False, **kw):
+        calls.append((trusted, job.id))
+        return await real(job, *a, trusted=trusted, **kw)
+
+    monkeypatch.setattr(gate, "judge", counting)
+    return calls
+
+
+def test_the_sample_is_judged_while_staging_and_not_read_again_before_cutover(cli, tree, monkeypatch):
+    """The gate adds up what it found as each sampled database staged: after the last answer
+    nothing is read again, and it passes on the same figures."""
+    root, paths = tree
+    originals = {p: json.loads(p.read_text()) for p in paths}
+    calls = _counting_judges(monkeypatch)
+    r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--json")
+    assert r.exit_code == EXIT_OK, r.output
+    assert "quality gate: passed" in r.stderr and "self-retrieval" not in json.loads(r.stdout)["message"]
+    judged_while_staging = {i for trusted, i in calls if trusted}
+    assert len(judged_while_staging) == len(paths)  # 12 databases: every one is in the sample
+    assert [c for c in calls if not c[0]] == []  # and none was judged again before the swap
+    for p in paths:
+        assert_migrated(p, originals[p], dim=4096)
+
+
+def test_a_database_changed_after_it_was_judged_is_judged_again(cli, server, tree, monkeypatch):
+    """What was judged at staging counts only for the files judged: a staged file altered in
+    between is read again by the gate, which leaves it to cutover to stage again."""
+    from migrator.pipeline import stage
+
+    root, paths = tree
+    originals = {p: json.loads(p.read_text()) for p in paths}
+    calls = _counting_judges(monkeypatch)
+    real_stage = stage.Stager.stage
+    altered: list[str] = []
+
+    def stage_then_alter(self, w):
+        out = real_stage(self, w)
+        if out == "staged" and not altered:  # the first database staged: damage it after judging
+            altered.append(w.staged.staged_path)
+        return out
+
+    monkeypatch.setattr(stage.Stager, "stage", stage_then_alter)
+    from migrator.pipeline import gate
+
+    real_check = gate.check
+
+    async def alter_then_check(*a, **kw):
+        if len(altered) == 1:  # once: the next round stages it afresh
+            altered.append("done")
+            raw = open(altered[0], "rb").read()
+            open(altered[0], "wb").write(raw.replace(b'"embedding_dim":4096', b'"embedding_dim":1024'))
+        return await real_check(*a, **kw)
+
+    monkeypatch.setattr(gate, "check", alter_then_check)
+    r = cli("run", "--root", str(root), "--model", "8b", "--yes", "--json")
+    assert r.exit_code == EXIT_OK, r.output
+    again = [i for trusted, i in calls if not trusted]
+    assert len(again) >= 1  # the altered one, judged again before the swap
+    for p in paths:  # the altered staged file never went live: it was embedded again
+        assert_migrated(p, originals[p], dim=4096)

@@ -246,10 +246,13 @@ async def _run(
             if held.exclusive:  # the only writer: any lease left is a dead run's
                 await asyncio.to_thread(_in_transaction, store, leases.clear_all, mig.id)
             await _sanity_probe(settings, store, mig, endpoint, reporter)
+            prejudge = _prejudge(settings, store, mig, endpoint)
             cut = None
             rounds = 0
             while True:
-                failed_fast = await _embed_pending(settings, store, mig, endpoint, limit, reporter, stop, drop)
+                failed_fast = await _embed_pending(
+                    settings, store, mig, endpoint, limit, reporter, stop, drop, prejudge=prejudge
+                )
                 if failed_fast:
                     break  # --fail-fast: report the failure (exit 4), nothing swapped
                 if stop.is_set():
@@ -286,7 +289,14 @@ async def _run(
                         reporter,
                         f"quality gate: checking a sample of the {counts[D_STAGED]} staged database(s) before any swap",
                     )
-                    report = await gate.check(store, mig.id, mig.target_dim, endpoint, every_database=False)
+                    report = await gate.check(
+                        store,
+                        mig.id,
+                        mig.target_dim,
+                        endpoint,
+                        every_database=False,
+                        prejudged=prejudge.results if prejudge else None,
+                    )
                     reporter.note(
                         f"quality gate: {'passed' if report.passed else 'FAILED'} "
                         f"({report.databases} staged, {report.self_hits}/{report.sampled} sampled "
@@ -621,6 +631,17 @@ def _create_migration(
     return mig
 
 
+def _prejudge(
+    settings: Settings, store: StateStore, mig: Migration, endpoint: Endpoint | EndpointPool
+) -> gate.Prejudge | None:
+    """The quality gate's sampled databases, judged as they stage (when a gate will run)."""
+    if not (settings.cutover and settings.quality_gate):
+        return None
+    with store.reader() as s:
+        ids = [r.id for r in queries.job_rows(s, mig.id, "id")]
+    return gate.Prejudge(mig.id, mig.target_dim, mig.model, endpoint, ids)
+
+
 async def _embed_pending(
     settings: Settings,
     store: StateStore,
@@ -630,6 +651,8 @@ async def _embed_pending(
     reporter: Reporter,
     stop: asyncio.Event,
     drop: asyncio.Event | None = None,
+    *,
+    prejudge: gate.Prejudge | None = None,
 ) -> bool:
     """Embed and stage what is left. True when --fail-fast stopped it at a failure."""
     with store.session() as s:
@@ -654,6 +677,7 @@ async def _embed_pending(
         stop=stop,
         control=settings.make_control(),
         drop=drop,
+        prejudge=prejudge,
     )
     try:
         outcome = await embedder.run()

@@ -27,6 +27,8 @@ A failed gate holds the cutover (exit 11) and says what failed.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,6 +45,7 @@ from migrator.jobs.models import D_CUT_OVER, D_STAGED, Migration
 from migrator.jobs.store import StateStore
 from migrator.pipeline import readback
 from migrator.pipeline.readback import SharedVectors
+from migrator.pipeline.stage import StagedFile
 
 SAMPLE_DATABASES = 40  # databases sampled for the semantic checks
 SAMPLE_PER_DATABASE = 3  # records sampled in each...
@@ -100,6 +103,8 @@ class GateReport:
         }
 
 
+log = logging.getLogger("migrator.gate")
+
 BLOCK_ROWS = 256  # rows of the new and old matrices read together: a few MB at 3072 dims
 
 
@@ -134,17 +139,21 @@ def _structure(
     queries: np.ndarray | None,
     found: tuple[list[str], apps.Profile] | None,
     model: str,
+    trusted: bool = False,
 ) -> _Checked:
     """Check one staged database, streaming its new and old matrices in blocks; for the
-    ``picked`` rows also score their ``queries`` and compare neighbourhoods."""
+    ``picked`` rows also score their ``queries`` and compare neighbourhoods. ``trusted``:
+    both files were verified a moment ago (at staging), so they are not hashed again."""
     staged, live = Path(job.staged_path), Path(job.path)
-    if durable.sha256_if_exists(staged) != job.staged_sha256:
+    if trusted:
+        pass
+    elif durable.sha256_if_exists(staged) != job.staged_sha256:
         if isinstance(job, _AsLive):
             return _Checked([], skipped=f"{staged}: changed since the cutover wrote it; not judged")
         # Swapped before a crash, or altered since staging: cutover tells which (by hashes)
         # and re-stages an altered one; it is not this gate's to judge.
         return _Checked([], skipped=f"{staged}: missing or changed since staging; cutover sorts it out")
-    if durable.sha256_if_exists(live) != job.source_sha256:
+    if not trusted and durable.sha256_if_exists(live) != job.source_sha256:
         if isinstance(job, _AsLive):
             return _Checked([f"{live}: the backup no longer holds the original"])
         # the live file changed since it was read: cutover leaves it alone and embeds it again
@@ -233,6 +242,68 @@ def _as_live(job, migration_id: str) -> _AsLive:
     return _AsLive(job.id, backup, job.path, job.staged_sha256, job.source_sha256, job.n_records, job.path)
 
 
+def sample_ids(job_ids: Sequence[int], migration_id: str) -> set[int]:
+    """The databases the semantic checks sample, chosen by the migration's id among all of
+    its databases: a run knows them before any is staged, and every run picks the same."""
+    ids = sorted(job_ids)
+    return set(random.Random(migration_id).sample(ids, min(SAMPLE_DATABASES, len(ids))))
+
+
+async def judge(
+    job,
+    target_dim: int,
+    endpoint,
+    *,
+    migration_id: str,
+    model: str,
+    sampled: bool,
+    n_sampled: int,
+    found: tuple[list[str], apps.Profile] | None,
+    trusted: bool = False,
+) -> _Checked:
+    """One database's part of the gate: its structure, and for a sampled one its records'
+    self-retrieval and neighbourhoods (their queries embedded through ``endpoint``)."""
+    texts = found[0] if found else None
+    picked: list[int] = []
+    queries = None
+    if sampled and endpoint is not None and texts and len(texts) >= 2:
+        rng = random.Random(f"{migration_id}:{job.id}")  # its own: judged in any order, the same picks
+        per_db = max(SAMPLE_PER_DATABASE, -(-MIN_SAMPLES // max(1, n_sampled)))
+        picked = sorted(rng.sample(range(len(texts)), min(per_db, len(texts))))
+        queries = (await endpoint.embed([as_query(texts[i]) for i in picked])).vectors.astype(np.float64)
+    return await asyncio.to_thread(_structure, job, target_dim, picked, queries, found, model, trusted)
+
+
+class Prejudge:
+    """Judges the sampled databases as they are staged, while the others are still being
+    embedded: the gate before cutover then only adds up what it found (:func:`check`'s
+    ``prejudged``), reading again only what changed since or was staged by another run."""
+
+    def __init__(self, migration_id: str, target_dim: int, model: str, endpoint, job_ids: Sequence[int]):
+        self.migration_id, self.target_dim, self.model, self.endpoint = migration_id, target_dim, model, endpoint
+        self.sampled = sample_ids(job_ids, migration_id)
+        self.results: dict[int, _Checked] = {}
+
+    def wants(self, job_id: int) -> bool:
+        return job_id in self.sampled and job_id not in self.results
+
+    async def staged(self, staged: StagedFile, texts: list[str], profile: apps.Profile) -> None:
+        try:
+            self.results[staged.id] = await judge(
+                staged,
+                self.target_dim,
+                self.endpoint,
+                migration_id=self.migration_id,
+                model=self.model,
+                sampled=True,
+                n_sampled=len(self.sampled),
+                found=(texts, profile),
+                trusted=True,
+            )
+        except Exception as e:  # the gate before cutover judges it again; the run goes on
+            log.info("%s: not judged while staging (%s); the gate reads it before cutover", staged.path, e)
+
+
 IDENTITY = tuple(f"{side}_{what}" for side in ("source", "staged") for what in ("size", "mtime_ns", "ctime_ns", "ino"))
 
 
@@ -245,6 +316,18 @@ def _proven_unchanged(job) -> bool:
     )
 
 
+def _still_the_same(job) -> bool:
+    """Both files are the ones judged at staging: by their stat where it proves it, else by hash."""
+    ident = [getattr(job, c) for c in IDENTITY]
+    return (
+        durable.unchanged(job.path, tuple(ident[:4])) is not None
+        or durable.sha256_if_exists(job.path) == job.source_sha256
+    ) and (
+        durable.unchanged(job.staged_path, tuple(ident[4:])) is not None
+        or durable.sha256_if_exists(job.staged_path) == job.staged_sha256
+    )
+
+
 async def check(
     store: StateStore,
     migration_id: str,
@@ -254,6 +337,7 @@ async def check(
     every_database: bool = True,
     live: bool = False,
     unproven: bool = False,
+    prejudged: dict[int, _Checked] | None = None,
 ) -> GateReport:
     """Run the gate over the migration's staged databases. ``endpoint`` embeds the sampled
     queries (None: structure only). Memory: one block of rows at a time, whatever the size.
@@ -264,8 +348,10 @@ async def check(
     hash that it is still that file. `migrate verify` reads them all.
 
     ``unproven=True`` (what `cutover` does, with no endpoint) also reads every database whose
-    files cannot be proven unchanged since staging by their stat (durable.unchanged)."""
-    import asyncio
+    files cannot be proven unchanged since staging by their stat (durable.unchanged).
+
+    ``prejudged``: what :class:`Prejudge` found while staging; used for each database whose
+    files are proven unchanged since."""
 
     report = GateReport(migration_id, live=live)
     jobs: Sequence[Row | _AsLive]  # the staged jobs' rows, or the cut-over ones seen as live
@@ -280,11 +366,12 @@ async def check(
             *IDENTITY,
             states=(D_CUT_OVER if live else D_STAGED,),
         )
+        all_ids = [r.id for r in jobs_queries.job_rows(s, migration_id, "id")] if endpoint else []
     if live:  # a finished migration: the new vectors are the live files, the old ones the backups
         jobs = [_as_live(j, migration_id) for j in jobs]
     report.databases = len(jobs)
-    rng = random.Random(migration_id)
-    sampled_ids = {j.id for j in rng.sample(jobs, min(SAMPLE_DATABASES, len(jobs)))} if endpoint else set()
+    planned = sample_ids(all_ids, migration_id)
+    sampled_ids = planned & {j.id for j in jobs}
     overlaps: list[float] = []
     chances: list[float] = []
     for job in jobs:
@@ -292,17 +379,23 @@ async def check(
             if not unproven or live or await asyncio.to_thread(_proven_unchanged, job):
                 continue
         report.checked += 1
-        # texts from the source's records (for a live check: the live file's, the same records,
-        # read under its own name, which nano-graphrag's texts depend on)
-        found = await asyncio.to_thread(_texts, job.live_path if live else job.path, spec)
-        texts = found[0] if found else None
-        picked: list[int] = []
-        queries = None
-        if job.id in sampled_ids and texts and len(texts) >= 2:
-            per_db = max(SAMPLE_PER_DATABASE, -(-MIN_SAMPLES // len(sampled_ids)))
-            picked = sorted(rng.sample(range(len(texts)), min(per_db, len(texts))))
-            queries = (await endpoint.embed([as_query(texts[i]) for i in picked])).vectors.astype(np.float64)
-        c = await asyncio.to_thread(_structure, job, target_dim, picked, queries, found, model)
+        ready = (prejudged or {}).get(job.id)
+        if ready is not None and not live and await asyncio.to_thread(_still_the_same, job):
+            c = ready  # judged as it was staged, and both files are still those files
+        else:
+            # texts from the source's records (for a live check: the live file's, the same records,
+            # read under its own name, which nano-graphrag's texts depend on)
+            found = await asyncio.to_thread(_texts, job.live_path if live else job.path, spec)
+            c = await judge(
+                job,
+                target_dim,
+                endpoint,
+                migration_id=migration_id,
+                model=model,
+                sampled=job.id in sampled_ids,
+                n_sampled=len(planned),
+                found=found,
+            )
         report.problems += c.problems
         if c.skipped:
             report.skipped.append(c.skipped)

@@ -12,7 +12,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from migrator import apps
 from migrator.errors import BadDatabase
 from migrator.files import durable, nvdb
 from migrator.jobs import leases
+
+if TYPE_CHECKING:
+    from migrator.pipeline.stage import StagedFile
 
 IN_MEMORY_BATCHES = 4  # a database of at most this many batches is kept in memory until staged
 
@@ -56,6 +59,7 @@ class Work:
     producing: bool = True
     failed: bool = False
     finished: bool = False
+    staged: StagedFile | None = None  # what stage.Stager wrote, once it has
 
 
 def missing_ranges(n: int, done: list[tuple[int, int]], batch_size: int) -> list[tuple[int, int]]:

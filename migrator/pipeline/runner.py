@@ -48,6 +48,7 @@ from migrator.jobs.journal import Journal, defer
 from migrator.jobs.models import D_EMBEDDING, Migration
 from migrator.jobs.store import StateStore
 from migrator.ops import allocator
+from migrator.pipeline.gate import Prejudge
 from migrator.pipeline.load import IN_MEMORY_BATCHES, Failed, Job, Work, load
 from migrator.pipeline.stage import Stager
 from migrator.vllm.endpoint import Endpoint, PoisonedInput
@@ -125,8 +126,10 @@ class Embedder:
         stop: asyncio.Event | None = None,
         control: Control | None = None,
         drop: asyncio.Event | None = None,
+        prejudge: Prejudge | None = None,
     ):
-        """``limit`` is the in-flight limit the endpoint reports pushback to (make_limit)."""
+        """``limit`` is the in-flight limit the endpoint reports pushback to (make_limit);
+        ``prejudge`` judges the quality gate's sampled databases as they stage."""
         self.store = store
         self.mig = migration
         self.mid = migration.id
@@ -142,6 +145,7 @@ class Embedder:
         self.spec = apps.Spec.parse(migration.profile)  # as the migration was scanned
         self.outcome = EmbedOutcome()
         self.control = control
+        self.prejudge = prejudge
         self.fatal: BaseException | None = None
         self._journal: Journal | None = None  # created by run()
         self._stager: Stager | None = None  # created by run(), with the journal
@@ -253,6 +257,8 @@ class Embedder:
             self.outcome.restaged += 1
         elif result == "staged":
             self.outcome.staged += 1
+            if self.prejudge is not None and w.staged and self.prejudge.wants(w.job.id) and not self.stop.is_set():
+                self._spawn(self.prejudge.staged(w.staged, w.texts, w.profile))
             if self.outcome.staged % TRIM_EVERY == 0:
                 allocator.trim()
 

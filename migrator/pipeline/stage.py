@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Callable, Iterator, Literal
 
 import numpy as np
@@ -32,6 +33,18 @@ MAX_CHANGES = 3  # a database changed under the run this often is failed, not em
 
 Staged = Literal["staged", "changed", "failed"]
 Fail = Callable[[Job, str, "os.stat_result | None"], Future]
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """A database staged a moment ago, as the quality gate reads it (before its row is read)."""
+
+    id: int
+    path: str
+    staged_path: str
+    staged_sha256: str
+    source_sha256: str
+    n_records: int
 
 
 class _Untiled(Exception):
@@ -205,4 +218,5 @@ class Stager:
                 crashpoints.reached("stage.recorded")
 
         fut.add_done_callback(recorded)
+        w.staged = StagedFile(job.id, str(path), str(staged), digest, w.sha, n)
         return "staged"
