@@ -141,6 +141,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--tokens-per-second", type=float, default=None)
     ap.add_argument("--request-overhead", type=float, default=0.0, metavar="SECONDS")
     ap.add_argument("--ready-file", required=True)
+    ap.add_argument(
+        "--vllm-version", default=None, help="the version /version reports (0.11.0: no binary answers, base64)"
+    )
     args = ap.parse_args(argv)
     srv = BenchVLLM(
         model=args.model,
@@ -148,6 +151,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         port=args.port,
         tokens_per_second=args.tokens_per_second,
         request_overhead_s=args.request_overhead,
+        **({"version": args.vllm_version} if args.vllm_version else {}),
     )
     return serve_until_signalled(srv, args.ready_file, "benchmark vLLM stand-in")
 

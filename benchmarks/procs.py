@@ -52,6 +52,8 @@ class Timed:
     log: str = ""
     stdout_tail: str = ""
     extra: dict = field(default_factory=dict)
+    started_at: float = 0.0  # epoch seconds (the server stamps its requests the same way)
+    ended_at: float = 0.0
 
     @property
     def cpu_s(self) -> float:
@@ -88,6 +90,7 @@ def run_timed(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
         start = time.monotonic()
+        t.started_at = time.time()
         proc = subprocess.Popen(
             cmd,
             stdout=log,
@@ -110,6 +113,7 @@ def run_timed(
                 os.kill(proc.pid, signal.SIGKILL)
             time.sleep(poll_every if poll is not None else 0.01)
         t.wall_s = time.monotonic() - start
+        t.ended_at = time.time()
         proc.returncode = t.rc = os.waitstatus_to_exitcode(status)
     if t.killed and not t.timed_out:
         # the killed process's pool children (if any) die with its group
@@ -130,7 +134,17 @@ class Server:
     """``bench_server.py`` in its own process (its CPU is its own, and it
     never competes with the client for a GIL)."""
 
-    def __init__(self, work: Path, *, model: str, tokens_per_second: Optional[float], overhead_s: float):
+    def __init__(
+        self,
+        work: Path,
+        *,
+        model: str,
+        tokens_per_second: Optional[float],
+        overhead_s: float,
+        version: Optional[str] = None,
+    ):
+        """``version``: what the server says it is (0.11.0 makes the client ask for base64)."""
+        self.version = version
         self.work = work
         self.model = model
         self.tps = tokens_per_second
@@ -153,6 +167,8 @@ class Server:
         ]
         if self.tps:
             cmd += ["--tokens-per-second", str(self.tps)]
+        if self.version:
+            cmd += ["--vllm-version", self.version]
         self.log = open(self.work / "server.log", "ab")
         self.proc = subprocess.Popen(
             cmd, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env(), cwd=str(REPO)
