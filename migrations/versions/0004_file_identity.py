@@ -1,4 +1,4 @@
-"""file identity: what a file's stat said when it was read, and when it was staged
+"""file identity, a claim index, truncated NULL: what scales to a million databases
 
 Revision ID: 0004
 Revises: 0003
@@ -11,6 +11,12 @@ recorded is that file, since any write changes its ctime and nothing can set
 ctime back. So the source's ctime and inode are kept beside its size and
 mtime, and the staged file's mtime, ctime and inode beside its size. Rows from
 before this revision have them empty and are hashed as before.
+
+A claim walks ``(migration_id, state, id)`` in id order and stops after a few
+rows; the index it replaces, ``(migration_id, state)``, left PostgreSQL to sort
+every pending row. ``truncated`` held the JSON text 'null' for every database
+without truncated records, so finding the few that have some decoded them all;
+it is SQL NULL now.
 """
 from alembic import op
 import sqlalchemy as sa
@@ -27,9 +33,15 @@ def upgrade() -> None:
     with op.batch_alter_table('databases', schema=None) as batch_op:
         for name in COLUMNS:
             batch_op.add_column(sa.Column(name, sa.BigInteger(), nullable=True))
+        batch_op.drop_index('ix_databases_migration_state')
+        batch_op.create_index('ix_databases_migration_state_id', ['migration_id', 'state', 'id'])
+    op.execute("UPDATE databases SET truncated = NULL WHERE truncated IS NOT NULL AND "
+               "CAST(truncated AS TEXT) = 'null'")
 
 
 def downgrade() -> None:
     with op.batch_alter_table('databases', schema=None) as batch_op:
+        batch_op.drop_index('ix_databases_migration_state_id')
+        batch_op.create_index('ix_databases_migration_state', ['migration_id', 'state'])
         for name in reversed(COLUMNS):
             batch_op.drop_column(name)

@@ -85,7 +85,8 @@ class DatabaseJob(Base):
     __tablename__ = "databases"
     __table_args__ = (
         UniqueConstraint("migration_id", "path", name="uq_databases_migration_path"),
-        Index("ix_databases_migration_state", "migration_id", "state"),
+        # id last: a claim walks it in id order within one state and stops after a few (leases.py)
+        Index("ix_databases_migration_state_id", "migration_id", "state", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -102,7 +103,9 @@ class DatabaseJob(Base):
     n_records: Mapped[int] = mapped_column(Integer)
     n_chars: Mapped[int] = mapped_column(BigInteger, default=0)
     n_done: Mapped[int] = mapped_column(Integer, default=0)
-    truncated: Mapped[list | None] = mapped_column(JSON)  # ids of records cut to fit max_model_len
+    # ids of records cut to fit max_model_len; None is SQL NULL (not JSON 'null'), so that
+    # the few truncated rows can be found by an index-free IS NOT NULL without decoding the rest
+    truncated: Mapped[list | None] = mapped_column(JSON(none_as_null=True))
     staged_path: Mapped[str | None] = mapped_column(String(4096))
     staged_sha256: Mapped[str | None] = mapped_column(String(64))
     staged_size: Mapped[int | None] = mapped_column(BigInteger)
