@@ -31,6 +31,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -274,6 +275,17 @@ async def judge(
     return await asyncio.to_thread(_structure, job, target_dim, picked, queries, found, model, trusted)
 
 
+class _Limited:
+    """An endpoint whose requests wait for a place under the run's in-flight limit."""
+
+    def __init__(self, endpoint, limit: AbstractAsyncContextManager):
+        self.endpoint, self.limit = endpoint, limit
+
+    async def embed(self, texts: list[str]):
+        async with self.limit:
+            return await self.endpoint.embed(texts)
+
+
 class Prejudge:
     """Judges the sampled databases as they are staged, while the others are still being
     embedded: the gate before cutover then only adds up what it found (:func:`check`'s
@@ -287,12 +299,16 @@ class Prejudge:
     def wants(self, job_id: int) -> bool:
         return job_id in self.sampled and job_id not in self.results
 
-    async def staged(self, staged: StagedFile, texts: list[str], profile: apps.Profile) -> None:
+    async def staged(
+        self, staged: StagedFile, texts: list[str], profile: apps.Profile, limit: AbstractAsyncContextManager | None
+    ) -> None:
+        """Judge a database just staged; its queries are sent under the run's in-flight ``limit``,
+        so a kill loses no more than the run's window."""
         try:
             self.results[staged.id] = await judge(
                 staged,
                 self.target_dim,
-                self.endpoint,
+                _Limited(self.endpoint, limit) if limit is not None else self.endpoint,
                 migration_id=self.migration_id,
                 model=self.model,
                 sampled=True,

@@ -258,7 +258,7 @@ class Embedder:
         elif result == "staged":
             self.outcome.staged += 1
             if self.prejudge is not None and w.staged and self.prejudge.wants(w.job.id) and not self.stop.is_set():
-                self._spawn(self.prejudge.staged(w.staged, w.texts, w.profile))
+                self._spawn(self.prejudge.staged(w.staged, w.texts, w.profile, self.limit))
             if self.outcome.staged % TRIM_EVERY == 0:
                 allocator.trim()
 

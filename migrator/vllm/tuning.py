@@ -88,9 +88,9 @@ class AdaptiveLimit:
         """A request finished well: account it, and maybe end the window."""
         self._window_tokens += tokens
         self._window_done += 1
-        self._latencies.append(latency)
         if self.fixed is not None:
-            return
+            return  # nothing to tune: keep nothing (a long run would keep every latency)
+        self._latencies.append(latency)
         now = time.monotonic()
         elapsed = now - self._window_start
         median = sorted(self._latencies)[len(self._latencies) // 2]
