@@ -45,8 +45,8 @@ from migrator.jobs import queries as jobs_queries
 from migrator.jobs.models import D_CUT_OVER, D_STAGED, Migration
 from migrator.jobs.store import StateStore
 from migrator.pipeline import readback
+from migrator.pipeline.load import StagedFile
 from migrator.pipeline.readback import SharedVectors
-from migrator.pipeline.stage import StagedFile
 
 SAMPLE_DATABASES = 40  # databases sampled for the semantic checks
 SAMPLE_PER_DATABASE = 3  # records sampled in each...

@@ -12,7 +12,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -20,9 +20,6 @@ from migrator import apps
 from migrator.errors import BadDatabase
 from migrator.files import durable, nvdb
 from migrator.jobs import leases
-
-if TYPE_CHECKING:
-    from migrator.pipeline.stage import StagedFile
 
 IN_MEMORY_BATCHES = 4  # a database of at most this many batches is kept in memory until staged
 
@@ -34,6 +31,18 @@ class Failed:
     job: Job
     message: str
     st: os.stat_result | None = None
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """A database staged a moment ago, as the quality gate reads it (before its row is read)."""
+
+    id: int
+    path: str
+    staged_path: str
+    staged_sha256: str
+    source_sha256: str
+    n_records: int
 
 
 @dataclass

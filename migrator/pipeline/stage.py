@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Callable, Iterator, Literal
 
 import numpy as np
@@ -27,24 +26,12 @@ from migrator.jobs.journal import Journal
 from migrator.jobs.models import D_STAGED, Migration
 from migrator.jobs.store import StateStore
 from migrator.pipeline import readback
-from migrator.pipeline.load import Job, Work
+from migrator.pipeline.load import Job, StagedFile, Work
 
 MAX_CHANGES = 3  # a database changed under the run this often is failed, not embedded again
 
 Staged = Literal["staged", "changed", "failed"]
 Fail = Callable[[Job, str, "os.stat_result | None"], Future]
-
-
-@dataclass(frozen=True)
-class StagedFile:
-    """A database staged a moment ago, as the quality gate reads it (before its row is read)."""
-
-    id: int
-    path: str
-    staged_path: str
-    staged_sha256: str
-    source_sha256: str
-    n_records: int
 
 
 class _Untiled(Exception):
