@@ -15,6 +15,8 @@ from pathlib import Path
 
 from migrator.errors import UsageError
 
+DEFAULT_ENDPOINT = "http://localhost:8888/v1"  # what `vllm serve ... --port 8888` listens on
+
 ENVIRONMENT = {
     "MIGRATOR_ENDPOINT": "the vLLM base URL (default http://localhost:8888/v1)",
     "MIGRATOR_STATE_DIR": "where the job database and lock live (default ./state)",

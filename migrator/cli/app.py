@@ -20,9 +20,8 @@ import click
 
 from migrator import api, apps, errors
 from migrator.apps.base import APPLICATIONS
-from migrator.config import ENVIRONMENT
+from migrator.config import DEFAULT_ENDPOINT, ENVIRONMENT
 from migrator.pipeline.scan import DEFAULT_PATTERN
-from migrator.vllm.endpoint import DEFAULT_ENDPOINT
 
 log = logging.getLogger("migrator")
 

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Callable
 
 from migrator import apps, config
+from migrator.config import DEFAULT_ENDPOINT
 from migrator.jobs import claims
 from migrator.jobs.store import default_state_dir, state_url
 from migrator.pipeline.scan import DEFAULT_PATTERN
-from migrator.vllm.endpoint import DEFAULT_ENDPOINT, Endpoint, normalize_endpoint
+from migrator.vllm.endpoint import Endpoint, normalize_endpoint
 from migrator.vllm.http import Http
 from migrator.vllm.pool import EndpointPool, make_endpoint
 from migrator.vllm.steering import Control, metrics_url_for

@@ -42,7 +42,6 @@ from migrator.vllm.http import WORKER_HEADERS, Http, Unreachable, bearer
 
 log = logging.getLogger("migrator.vllm.endpoint")
 
-DEFAULT_ENDPOINT = "http://localhost:8888/v1"
 MIN_DIM = 32  # Qwen documents 32 as the smallest useful Matryoshka size
 QWEN_EOS = "<|endoftext|>"  # Qwen3-Embedding's tokenizer appends it; the last token pools
 ENDIANNESS_SINCE = (0, 11, 1)  # vLLM knows the `endianness` field from 0.11.1
