@@ -13,7 +13,7 @@ from migrator.commands.settings import Settings
 from migrator.errors import MigratorError, UsageError
 from migrator.files import durable, nvdb
 from migrator.pipeline.runner import Reporter
-from migrator.pipeline.scan import BAD, MIGRATE, SKIP, Found, inspect, scan
+from migrator.pipeline.scan import BAD, MIGRATE, SKIP, Found, examine, scan
 from migrator.vllm.endpoint import Endpoint, resolve_model
 from migrator.vllm.pool import EndpointPool
 
@@ -27,7 +27,7 @@ async def _check_unknown_models(
     for i, f in enumerate(found):
         if not f.unknown_model:
             continue
-        again = await asyncio.to_thread(inspect, f.path, endpoint.target_dim, spec=spec, keep_texts=True, same_dim=True)
+        again = await asyncio.to_thread(examine, f.path, endpoint.target_dim, spec=spec, keep_texts=True, same_dim=True)
         if again.status != MIGRATE or not again.texts:
             continue  # unreadable (reported by the pipeline) or empty: nothing to compare
         try:

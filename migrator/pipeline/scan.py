@@ -99,17 +99,17 @@ def discover(roots: Sequence[str | Path], pattern: str) -> Iterator[Path]:
 
 
 def scan(roots: Sequence[str | Path], pattern: str, target_dim: int | None, **kw) -> Iterator[Found]:
-    """:func:`inspect` every file :func:`discover` finds, each real file once."""
+    """:func:`examine` every file :func:`discover` finds, each real file once."""
     seen: set[Path] = set()
     for path in discover(roots, pattern):
-        found = inspect(path, target_dim, **kw)
+        found = examine(path, target_dim, **kw)
         if found.path in seen:
             continue
         seen.add(found.path)
         yield found
 
 
-def inspect(
+def examine(
     path: Path,
     target_dim: int | None,
     *,
