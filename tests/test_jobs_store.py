@@ -60,10 +60,28 @@ def _versions(db: Path) -> list[str]:
         con.close()
 
 
-def _schema(db: Path) -> set[tuple]:
+def _schema(db: Path) -> dict:
+    """What a schema is, whatever DDL text made it (a new job database is made from the
+    models in one go, an upgraded one by the revisions): each table's columns (name, type,
+    not null, default, primary key), indexes (name, unique, columns) and foreign keys."""
     con = _ro(db)
     try:
-        return set(con.execute("select type, name, tbl_name, sql from sqlite_master"))
+        out = {}
+        for (table,) in con.execute("select name from sqlite_master where type = 'table' order by name"):
+            columns = {tuple(r[1:]) for r in con.execute(f"pragma table_info('{table}')")}
+            indexes = {
+                (name, unique, tuple(c[2] for c in con.execute(f"pragma index_info('{name}')")))
+                for _, name, unique, *_ in con.execute(f"pragma index_list('{table}')")
+                if not name.startswith("sqlite_autoindex")
+            }
+            uniques = {
+                tuple(c[2] for c in con.execute(f"pragma index_info('{name}')"))
+                for _, name, unique, *_ in con.execute(f"pragma index_list('{table}')")
+                if unique
+            }
+            fks = {tuple(r[2:5]) + (r[6],) for r in con.execute(f"pragma foreign_key_list('{table}')")}
+            out[table] = (columns, indexes, uniques, fks)
+        return out
     finally:
         con.close()
 

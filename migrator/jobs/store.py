@@ -152,6 +152,33 @@ def _stored_revision(conn) -> str | None:
     return row[0] if row else None
 
 
+def _create_if_empty(conn: Connection) -> bool:
+    """A SQLite job database with no table at all gets the models' schema and the head's
+    revision in one transaction (what the revisions build, checked by a test), without
+    loading Alembic: a quarter of a second off a new migration's first request."""
+    from migrator.jobs.models import Base
+
+    try:
+        # a write first, so that two processes creating it at once take turns (busy timeout)
+        conn.exec_driver_sql(
+            "CREATE TABLE IF NOT EXISTS alembic_version (version_num VARCHAR(32) NOT NULL, "
+            "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+        )
+        others = conn.exec_driver_sql(
+            "select count(*) from sqlite_master where type = 'table' and name != 'alembic_version'"
+        ).scalar()
+        if others or conn.exec_driver_sql("select count(*) from alembic_version").scalar():
+            conn.rollback()
+            return False  # made meanwhile, or an older schema: Alembic's to upgrade
+        Base.metadata.create_all(conn)
+        conn.execute(text("insert into alembic_version (version_num) values (:v)"), {"v": HEAD_REVISION})
+        conn.commit()
+        return True
+    except BaseException:
+        conn.rollback()
+        raise
+
+
 def _check_revision(conn, where: str) -> str | None:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
@@ -291,6 +318,8 @@ def open_state(
         with engine.connect() as conn:
             if _stored_revision(conn) == HEAD_REVISION:
                 return StateStore(engine, where)  # the usual case: nothing for Alembic to do
+            if not readonly and conn.dialect.name == "sqlite" and _create_if_empty(conn):
+                return StateStore(engine, where)  # a new job database, made at the head at once
             from alembic import command
             from alembic.script import ScriptDirectory
 
