@@ -64,3 +64,20 @@ def spawn_migrate(*args: str, env: dict | None = None) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def migration_row(migration_id: str, **values):
+    """A job table's migration row with plausible values (for tests that build a table by hand)."""
+    from migrator.jobs.models import Migration
+
+    fields = dict(
+        model="Qwen/Qwen3-Embedding-8B",
+        requested_model="8b",
+        native_dim=4096,
+        target_dim=4096,
+        endpoint="http://127.0.0.1:1/v1",
+        roots=["/videos"],
+        pattern="database.json",
+        profile="auto",
+    )
+    return Migration(id=migration_id, **{**fields, **values})

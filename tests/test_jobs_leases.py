@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from sqlalchemy import update
 
+from helpers import migration_row
 from migrator.jobs import leases, queries
-from migrator.jobs.models import D_EMBEDDING, D_PENDING, D_STAGED, Migration
+from migrator.jobs.models import D_EMBEDDING, D_PENDING, D_STAGED
 from migrator.jobs.store import open_state
 
 N = 4000
@@ -16,19 +17,7 @@ def _store_with_jobs(tmp_path):
     store = open_state(tmp_path / "state")
     assert store is not None
     with store.session() as s:
-        s.add(
-            Migration(
-                id="m1",
-                model="Qwen/Qwen3-Embedding-8B",
-                requested_model="8b",
-                native_dim=4096,
-                target_dim=4096,
-                endpoint="http://127.0.0.1:1/v1",
-                roots=["/videos"],
-                pattern="database.json",
-                profile="auto",
-            )
-        )
+        s.add(migration_row("m1"))
     rows = [
         dict(
             migration_id="m1",

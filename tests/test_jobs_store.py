@@ -16,7 +16,7 @@ from pathlib import Path
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 
-from helpers import Cli, spawn_migrate, tree_digest
+from helpers import Cli, migration_row, spawn_migrate, tree_digest
 from migrator.cli import main as cli_main
 from migrator.errors import EXIT_LOCKED, EXIT_STATE, EXIT_USAGE
 from migrator.jobs.lock import HOLDER_NAME, state_lock
@@ -175,19 +175,7 @@ def test_open_state_creates_upgrades_and_reopening_is_a_noop(tmp_path):
     store = open_state(state)
     try:
         with store.session() as s:
-            s.add(
-                Migration(
-                    id="m-1",
-                    model="Qwen/Qwen3-Embedding-8B",
-                    requested_model="8b",
-                    native_dim=4096,
-                    target_dim=4096,
-                    endpoint="http://x/v1",
-                    roots=["/r"],
-                    pattern="database.json",
-                    profile="auto",
-                )
-            )
+            s.add(migration_row("m-1", endpoint="http://x/v1", roots=["/r"]))
     finally:
         store.close()
     db = state / DB_NAME

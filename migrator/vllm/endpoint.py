@@ -225,6 +225,17 @@ class _NoMetadata(Exception):
     """A binary answer came without its `metadata` header."""
 
 
+def _index_once(item: object, n: int, seen: np.ndarray) -> int:
+    """The answer item's index: an int in 0..n-1 that no other item of the answer has."""
+    idx = item.get("index") if isinstance(item, dict) else None
+    if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < n:
+        raise BadResponse(f"an item has index {idx!r}, outside 0..{n - 1}")
+    if seen[idx]:
+        raise BadResponse(f"index {idx} appears twice")
+    seen[idx] = True
+    return idx
+
+
 def _finite(out: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(out)):
         bad = int(np.where(~np.all(np.isfinite(out), axis=1))[0][0])
@@ -523,12 +534,7 @@ class Endpoint:
         out: np.ndarray | None = None
         seen = np.zeros(n, dtype=bool)
         for item in data:
-            idx = item.get("index") if isinstance(item, dict) else None
-            if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < n:
-                raise BadResponse(f"an item has index {idx!r}, outside 0..{n - 1}")
-            if seen[idx]:
-                raise BadResponse(f"index {idx} appears twice")
-            seen[idx] = True
+            idx = _index_once(item, n, seen)
             emb = item.get("embedding")
             if isinstance(emb, str):
                 try:
@@ -604,12 +610,7 @@ class Endpoint:
         out = np.empty((n, dim), dtype=np.float32)
         seen = np.zeros(n, dtype=bool)
         for it in items:
-            idx = it.get("index") if isinstance(it, dict) else None
-            if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < n:
-                raise BadResponse(f"an item has index {idx!r}, outside 0..{n - 1}")
-            if seen[idx]:
-                raise BadResponse(f"index {idx} appears twice")
-            seen[idx] = True
+            idx = _index_once(it, n, seen)
             if it.get("embed_dtype") != "float32" or it.get("endianness") != "little":
                 raise BadResponse(
                     f"item {idx}: {it.get('embed_dtype')!r} {it.get('endianness')!r}, asked for little-endian float32"
