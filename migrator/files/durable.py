@@ -37,9 +37,9 @@ def identity(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
-def settled(st: os.stat_result, now_ns: int | None = None) -> bool:
+def settled(st: os.stat_result) -> bool:
     """Its last change is older than SETTLED_NS: the same stat later means the same bytes."""
-    return (time.time_ns() if now_ns is None else now_ns) - st.st_ctime_ns > SETTLED_NS
+    return time.time_ns() - st.st_ctime_ns > SETTLED_NS
 
 
 def unchanged(path: str | os.PathLike, recorded: tuple[int | None, ...]) -> os.stat_result | None:
@@ -52,6 +52,12 @@ def unchanged(path: str | os.PathLike, recorded: tuple[int | None, ...]) -> os.s
     except OSError:
         return None
     return st if identity(st) == recorded else None
+
+
+def is_recorded(path: str | os.PathLike, recorded: tuple[int | None, ...], sha256: str | None) -> bool:
+    """The file is the one recorded: by its stat where that proves it (:func:`unchanged`),
+    else by reading it for its hash."""
+    return unchanged(path, recorded) is not None or sha256_if_exists(path) == sha256
 
 
 def fsync_dir(path: str | os.PathLike) -> None:

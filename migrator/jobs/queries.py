@@ -141,6 +141,21 @@ def cut_over(conn: Executes, swapped: list[tuple[int, str]]) -> None:
     )
 
 
+# What a file's stat said when it was read (the source) and when it was staged: durable.identity
+SOURCE_IDENTITY = ("source_size", "source_mtime_ns", "source_ctime_ns", "source_ino")
+STAGED_IDENTITY = ("staged_size", "staged_mtime_ns", "staged_ctime_ns", "staged_ino")
+
+
+def source_identity(row: Any) -> tuple[int | None, ...]:
+    """The source's recorded identity, from a row read with SOURCE_IDENTITY."""
+    return tuple(getattr(row, c) for c in SOURCE_IDENTITY)
+
+
+def staged_identity(row: Any) -> tuple[int | None, ...]:
+    """The staged file's recorded identity, from a row read with STAGED_IDENTITY."""
+    return tuple(getattr(row, c) for c in STAGED_IDENTITY)
+
+
 def swap_candidates(conn: Executes, migration_id: str) -> list:
     """The migration's databases not rolled back, with what cutover checks, in job order."""
     return conn.execute(
@@ -153,8 +168,7 @@ def swap_candidates(conn: Executes, migration_id: str) -> list:
             JOBS.c.source_sha256,
             JOBS.c.profile,
             JOBS.c.state,
-            *(JOBS.c[c] for c in ("source_size", "source_mtime_ns", "source_ctime_ns", "source_ino")),
-            *(JOBS.c[c] for c in ("staged_size", "staged_mtime_ns", "staged_ctime_ns", "staged_ino")),
+            *(JOBS.c[c] for c in SOURCE_IDENTITY + STAGED_IDENTITY),
         )
         .where(JOBS.c.migration_id == migration_id, JOBS.c.state.notin_([D_ROLLED_BACK]))
         .order_by(JOBS.c.id)

@@ -320,28 +320,18 @@ class Prejudge:
             log.info("%s: not judged while staging (%s); the gate reads it before cutover", staged.path, e)
 
 
-IDENTITY = tuple(f"{side}_{what}" for side in ("source", "staged") for what in ("size", "mtime_ns", "ctime_ns", "ino"))
-
-
 def _proven_unchanged(job) -> bool:
     """Both files still have the stat they had when read and when staged (and verified)."""
-    ident = [getattr(job, c) for c in IDENTITY]
     return (
-        durable.unchanged(job.path, tuple(ident[:4])) is not None
-        and durable.unchanged(job.staged_path, tuple(ident[4:])) is not None
+        durable.unchanged(job.path, jobs_queries.source_identity(job)) is not None
+        and durable.unchanged(job.staged_path, jobs_queries.staged_identity(job)) is not None
     )
 
 
 def _still_the_same(job) -> bool:
     """Both files are the ones judged at staging: by their stat where it proves it, else by hash."""
-    ident = [getattr(job, c) for c in IDENTITY]
-    return (
-        durable.unchanged(job.path, tuple(ident[:4])) is not None
-        or durable.sha256_if_exists(job.path) == job.source_sha256
-    ) and (
-        durable.unchanged(job.staged_path, tuple(ident[4:])) is not None
-        or durable.sha256_if_exists(job.staged_path) == job.staged_sha256
-    )
+    source = durable.is_recorded(job.path, jobs_queries.source_identity(job), job.source_sha256)
+    return source and durable.is_recorded(job.staged_path, jobs_queries.staged_identity(job), job.staged_sha256)
 
 
 async def check(
@@ -379,7 +369,8 @@ async def check(
             s,
             migration_id,
             *("id", "path", "staged_path", "staged_sha256", "source_sha256", "n_records", "backup_path"),
-            *IDENTITY,
+            *jobs_queries.SOURCE_IDENTITY,
+            *jobs_queries.STAGED_IDENTITY,
             states=(D_CUT_OVER if live else D_STAGED,),
         )
         all_ids = [r.id for r in jobs_queries.job_rows(s, migration_id, "id")] if endpoint else []

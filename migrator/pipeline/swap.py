@@ -113,7 +113,7 @@ def _check(job) -> tuple[str, str | None, os.stat_result | None]:
     live, staged = Path(job.path), Path(job.staged_path)
     # A file whose stat is what was recorded when it was read (or staged) is that file: no
     # need to read it again. Otherwise (changed, or recorded before 0004) it is hashed.
-    st = durable.unchanged(live, (job.source_size, job.source_mtime_ns, job.source_ctime_ns, job.source_ino))
+    st = durable.unchanged(live, queries.source_identity(job))
     if st is not None:
         live_sha: str | None = job.source_sha256
     else:
@@ -134,8 +134,7 @@ def _check(job) -> tuple[str, str | None, os.stat_result | None]:
             ),
             None,
         )
-    staged_identity = (job.staged_size, job.staged_mtime_ns, job.staged_ctime_ns, job.staged_ino)
-    if durable.unchanged(staged, staged_identity) is None and durable.sha256_if_exists(staged) != job.staged_sha256:
+    if not durable.is_recorded(staged, queries.staged_identity(job), job.staged_sha256):
         return "restage", f"{staged}: the staged file is missing or altered; it will be staged again", None
     return "ready", None, st
 
