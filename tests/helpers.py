@@ -52,6 +52,11 @@ class Cli:
         return self.runner.invoke(cli_main, argv, catch_exceptions=False)
 
 
+def run_args(root, endpoint: str, state, *extra: str) -> list[str]:
+    """`migrate run`'s argv for the usual test run: one root, the 8b preset, a server, a state dir."""
+    return ["run", "--root", str(root), "--model", "8b", "--endpoint", endpoint, "--state-dir", str(state), *extra]
+
+
 MIGRATE = (sys.executable, "-m", "migrator.cli")  # `migrate` as a process, by this interpreter
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import API_KEY, MIGRATE, Cli, tree_digest
+from helpers import API_KEY, MIGRATE, Cli, run_args, tree_digest
 from migrator.apps import lightrag, provenance
 from migrator.errors import EXIT_LOCKED, EXIT_PARTIAL, EXIT_USAGE
 from migrator.testing.appstores import build_lightrag_workdir, build_nanographrag_workdir, decode_lightrag_vector
@@ -455,15 +455,7 @@ def test_lightrag_killed_mid_migration_leaves_nothing_lightrag_would_reap(server
     env = dict(os.environ, MIGRATOR_API_KEY=API_KEY, MIGRATOR_CRASH_AT=point)
     args = [
         *MIGRATE,
-        "run",
-        "--root",
-        str(wd),
-        "--model",
-        "8b",
-        "--endpoint",
-        server.base_url,
-        "--state-dir",
-        str(tmp_path / "state"),
+        *run_args(wd, server.base_url, tmp_path / "state"),
         "--yes",
     ]
     p = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)

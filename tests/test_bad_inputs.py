@@ -38,7 +38,7 @@ import numpy as np
 import pytest
 
 from dvdcheck import assert_migrated
-from helpers import API_KEY, MIGRATE, Cli, load_originals, tree_digest
+from helpers import API_KEY, MIGRATE, Cli, load_originals, run_args, tree_digest
 from migrator.apps.dvd import DVD_PREFIX
 from migrator.commands.run import SANITY_TEXTS
 from migrator.errors import (
@@ -573,15 +573,7 @@ def test_two_runs_started_at_once_one_works_the_other_exits_3(tmp_path, key_env,
     with FakeVLLM(api_key=API_KEY, tokens_per_second=4_000) as srv:  # a run of a few seconds
         args = [
             *MIGRATE,
-            "run",
-            "--root",
-            str(root),
-            "--model",
-            "8b",
-            "--endpoint",
-            srv.base_url,
-            "--state-dir",
-            str(tmp_path / "state"),
+            *run_args(root, srv.base_url, tmp_path / "state"),
             "--yes",
         ]
         env = dict(os.environ, MIGRATOR_API_KEY=API_KEY)
@@ -637,15 +629,7 @@ def _crash_at_first_temporary(server, root: Path, state: Path) -> subprocess.Com
     return subprocess.run(
         [
             *MIGRATE,
-            "run",
-            "--root",
-            str(root),
-            "--model",
-            "8b",
-            "--endpoint",
-            server.base_url,
-            "--state-dir",
-            str(state),
+            *run_args(root, server.base_url, state),
             "--yes",
             "--concurrency",
             "1",

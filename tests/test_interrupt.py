@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dvdcheck import assert_migrated
-from helpers import API_KEY, spawn_migrate, tree_digest
+from helpers import API_KEY, run_args, spawn_migrate, tree_digest
 from migrator.commands.run import SANITY_TEXTS
 from migrator.errors import EXIT_INTERRUPTED
 from migrator.testing.corpus import build_dvd_tree
@@ -55,15 +55,7 @@ def slow_setup(tmp_path, key_env):
     with FakeVLLM(api_key=API_KEY, tokens_per_second=10_000) as srv:
         env = dict(os.environ, MIGRATOR_API_KEY=API_KEY)
         args = [
-            "run",
-            "--root",
-            str(root),
-            "--model",
-            "8b",
-            "--endpoint",
-            srv.base_url,
-            "--state-dir",
-            str(tmp_path / "state"),
+            *run_args(root, srv.base_url, tmp_path / "state"),
             "--batch-size",
             str(BATCH),
             "--concurrency",
@@ -140,15 +132,7 @@ def test_ctrl_c_says_what_it_waits_for_and_a_second_one_drops_it(tmp_path, key_e
     with FakeVLLM(api_key=API_KEY, request_overhead_s=12.0) as srv:
         env = dict(os.environ, MIGRATOR_API_KEY=API_KEY)
         proc = spawn_migrate(
-            "run",
-            "--root",
-            str(root),
-            "--model",
-            "8b",
-            "--endpoint",
-            srv.base_url,
-            "--state-dir",
-            str(state),
+            *run_args(root, srv.base_url, state),
             "--batch-size",
             "8",
             "--concurrency",

@@ -16,7 +16,7 @@ from pathlib import Path
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 
-from helpers import Cli, migration_row, spawn_migrate, tree_digest
+from helpers import Cli, migration_row, run_args, spawn_migrate, tree_digest
 from migrator.cli import main as cli_main
 from migrator.errors import EXIT_LOCKED, EXIT_STATE, EXIT_USAGE
 from migrator.jobs.lock import HOLDER_NAME, state_lock
@@ -408,15 +408,7 @@ def test_status_answers_throughout_a_real_run(tmp_path, dvd_tree, key_env):
     with FakeVLLM(api_key=key_env, tokens_per_second=5000) as srv:
         reader = Cli(srv.base_url, state)
         proc = spawn_migrate(
-            "run",
-            "--root",
-            str(root),
-            "--model",
-            "8b",
-            "--endpoint",
-            srv.base_url,
-            "--state-dir",
-            str(state),
+            *run_args(root, srv.base_url, state),
             "--batch-size",
             "4",
             "--concurrency",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import API_KEY, MIGRATE, Cli, tree_digest
+from helpers import API_KEY, MIGRATE, Cli, run_args, tree_digest
 from migrator.config import KEY_VARIABLES
 from migrator.errors import EXIT_ENDPOINT_REJECTED, EXIT_USAGE
 from migrator.jobs.lock import HOLDER_NAME
@@ -95,15 +95,7 @@ def _watch_run(args: list[str], env: dict, out_dir: Path, watch: list[Path]) -> 
 def _run_args(root: Path, state: Path, srv: FakeVLLM, *extra: str) -> list[str]:
     return [
         "-v",
-        "run",
-        "--root",
-        str(root),
-        "--model",
-        "8b",
-        "--endpoint",
-        srv.base_url,
-        "--state-dir",
-        str(state),
+        *run_args(root, srv.base_url, state),
         "--batch-size",
         "4",
         "--concurrency",

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from dvdcheck import assert_migrated
-from helpers import API_KEY, MIGRATE, spawn_migrate, tree_digest
+from helpers import API_KEY, MIGRATE, run_args, spawn_migrate, tree_digest
 from migrator.errors import EXIT_HELD, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, EXIT_WINDOW, UsageError
 from migrator.ops import window
 from migrator.testing.corpus import build_dvd_tree
@@ -60,15 +60,7 @@ def slow(tmp_path):
     with FakeVLLM(api_key=API_KEY, tokens_per_second=4_000) as srv:
         env = dict(os.environ, MIGRATOR_API_KEY=API_KEY)
         args = [
-            "run",
-            "--root",
-            str(root),
-            "--model",
-            "8b",
-            "--endpoint",
-            srv.base_url,
-            "--state-dir",
-            str(state),
+            *run_args(root, srv.base_url, state),
             "--yes",
             "--json",
         ]
@@ -133,15 +125,7 @@ def test_throttle_file_caps_requests_in_flight(tmp_path, key_env):
     with FakeVLLM(api_key=API_KEY, tokens_per_second=20_000) as srv:
         p = _run(
             [
-                "run",
-                "--root",
-                str(root),
-                "--model",
-                "8b",
-                "--endpoint",
-                srv.base_url,
-                "--state-dir",
-                str(state),
+                *run_args(root, srv.base_url, state),
                 "--yes",
                 "--batch-size",
                 "8",
