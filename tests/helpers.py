@@ -60,14 +60,15 @@ def run_args(root, endpoint: str, state, *extra: str) -> list[str]:
 MIGRATE = (sys.executable, "-m", "migrator.cli")  # `migrate` as a process, by this interpreter
 
 
-def spawn_migrate(*args: str, env: dict | None = None) -> subprocess.Popen:
-    """`migrate` as a real process (for kill tests)."""
+def spawn_migrate(*args: str, env: dict | None = None, new_session: bool = False) -> subprocess.Popen:
+    """`migrate` as a real process (for kill tests); ``new_session``: in a process group of its own."""
     return subprocess.Popen(
         [*MIGRATE, *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=new_session,
     )
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import MIGRATE, REAL_KEY, Cli, tree_digest
+from helpers import REAL_KEY, Cli, spawn_migrate, tree_digest
 from migrator.apps.dvd import DVD_PREFIX
 from migrator.errors import EXIT_ENDPOINT_DOWN, EXIT_ENDPOINT_REJECTED, EXIT_GATE, EXIT_INTERRUPTED, EXIT_PARTIAL
 from migrator.testing import realvllm
@@ -399,14 +399,7 @@ def _serve_env(install: realvllm.Install) -> dict:
 
 
 def _migrate(args: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen(
-        [*MIGRATE, *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    return spawn_migrate(*args, env=env, new_session=True)  # a process group apart from pytest's
 
 
 SERVE_ARGS = ["--serve-arg=--max-model-len=512", "--serve-arg=--dtype=float32"]
