@@ -6,7 +6,7 @@ every Python thread every few milliseconds.  Prints, per thread, the
 functions seen most often: *self* (the frame on top) and *inclusive* (anywhere
 on the stack).  A thread parked in ``queue.get`` / ``select`` is idle.
 
-    python benchmarks/profile_run.py [--databases 200 --records 4000] [--capacity N] [--dim 4096]
+    python benchmarks/profile_run.py [--databases 200 --records 4000] [--shape long] [--capacity N] [--dim 4096]
 """
 
 from __future__ import annotations
@@ -73,16 +73,20 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--databases", type=int, default=200)
     ap.add_argument("--records", type=int, default=4000)
+    ap.add_argument("--shape", default="flat", help="flat (the default), long, medium, short or mixed")
     ap.add_argument("--capacity", type=float, default=None, help="tokens/s (default: instant server)")
     ap.add_argument("--overhead", type=float, default=0.0)
     ap.add_argument("--dim", type=int, default=4096, choices=sorted(MODELS))
+    ap.add_argument(
+        "--no-quality-gate", action="store_true", help="as the benchmarks run it (their server's vectors are random)"
+    )
     ap.add_argument("--every", type=float, default=0.005)
     ap.add_argument("--top", type=int, default=18)
     ap.add_argument("--work-dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "migrator-bench")
     args = ap.parse_args(argv)
     for var in ("MIGRATOR_ENDPOINT", "MIGRATOR_STATE_DIR", "MIGRATOR_API_KEY", "VLLM_API_KEY", "OPENAI_API_KEY"):
         os.environ.pop(var, None)
-    man = corp.ensure_corpus(args.work_dir, args.databases, args.records, seed=0)
+    man = corp.ensure_corpus(args.work_dir, args.databases, args.records, seed=0, shape=args.shape)
     run_dir = args.work_dir / "runs" / "profile"
     corp.remove_tree(run_dir)
     root = run_dir / "video_database"
@@ -91,7 +95,13 @@ def main(argv=None) -> int:
 
     short, model = MODELS[args.dim]
     with Server(run_dir, model=model, tokens_per_second=args.capacity, overhead_s=args.overhead) as srv:
-        settings = api.Settings(roots=[str(root)], model=short, endpoint=srv.base_url, state_dir=str(run_dir / "state"))
+        settings = api.Settings(
+            roots=[str(root)],
+            model=short,
+            endpoint=srv.base_url,
+            state_dir=str(run_dir / "state"),
+            quality_gate=not args.no_quality_gate,
+        )
         sampler = Sampler(args.every)
         sampler.start()
         t0, c0 = time.monotonic(), time.process_time()

@@ -183,7 +183,35 @@ def test_matrix_block_boundaries_are_exact(tmp_path):
     nf = nvdb.read(p)
     for rows in (1, 2, 3, 7, 100):
         assert np.array_equal(np.concatenate(list(nf.matrix_blocks(rows=rows))), m)
-    assert nf.check_matrix() == __import__("hashlib").sha256(m.tobytes()).hexdigest()
+    nf.check_matrix()  # 740 bytes: base64 with one '=' of padding
+
+
+@pytest.mark.parametrize(
+    "n, dim, pad",
+    [(3, 5, 0), (37, 5, 1), (1, 4, 2)],  # 60, 740 and 16 bytes
+)
+def test_check_matrix_is_exactly_strict_base64(tmp_path, n, dim, pad):
+    """check_matrix takes what decodes (a2b_base64, strict) to exactly n x dim float32s, and only that."""
+    import binascii
+
+    doc, m = _doc(["embedding_dim", "data", "matrix"], n=n, dim=dim)
+    text = doc["matrix"]
+    assert len(text) - len(text.rstrip("=")) == pad
+    good = nvdb.parse(json.dumps(doc).encode(), tmp_path / "db.json")
+    good.check_matrix()
+    spoilt = [text[:5] + "*" + text[6:], text[:5] + "=" + text[6:], "=" + text[1:], text[:-1] + "A" * (pad > 0)]
+    if pad:
+        spoilt.append(text[: -pad - 1] + "-" + text[-pad:])  # '-' is base64url, not base64
+    for bad in spoilt:
+        if len(bad) != len(text) or bad == text:
+            continue
+        try:
+            assert len(binascii.a2b_base64(bad, strict_mode=True)) != m.nbytes
+        except binascii.Error:
+            pass
+        nf = nvdb.parse(json.dumps({**doc, "matrix": bad}).encode(), tmp_path / "db.json")
+        with pytest.raises(BadDatabase, match="not valid base64"):
+            nf.check_matrix()
 
 
 def test_render_refuses_the_wrong_number_of_vectors(tmp_path):

@@ -44,6 +44,7 @@ BLOCK_BYTES = 4 << 20  # vectors decoded at a time
 WHOLE_FILE = 64 << 20  # files up to this size may be read into memory at once
 _CHUNK = 1 << 16  # header reads: a DVD file's records fit in one or two chunks
 _WS = b" \t\r\n"
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _SIGNIFICANT = re.compile(rb'["\\\[\]{}]')
 _DAMAGED = "the file is damaged; restore it from a backup"
 _NOT_NVDB = "not a NanoVectorDB file"
@@ -139,12 +140,31 @@ class NanoFile:
             return np.zeros((0, self.embedding_dim), dtype=FLOAT32)
         return np.concatenate(blocks)
 
-    def check_matrix(self) -> str:
-        """Decode every stored vector (raising BadDatabase if damaged); returns their sha256."""
-        h = hashlib.sha256()
-        for block in self.matrix_blocks():
-            h.update(block.tobytes())
-        return h.hexdigest()
+    def check_matrix(self) -> None:
+        """Raise BadDatabase unless 'matrix' is strict base64 of exactly n x dim float32s.
+
+        The length was checked when the file was parsed; this checks every character
+        without decoding: ``bytes.translate`` deletes the alphabet at about 7x the speed
+        of ``a2b_base64``, and every 4 bytes are a float32, so text that is strict base64
+        of the right length decodes to vectors. What is left must be the padding alone."""
+        if self.n == 0:
+            return
+        pad = (3 - (self.n * self.embedding_dim * 4) % 3) % 3
+        body = self.matrix_len - pad
+        with self._open() as f:
+            f.seek(self.matrix_offset)
+            left = body
+            while left > 0:
+                text = f.read(min(left, BLOCK_BYTES))
+                if not text:
+                    raise BadDatabase(self.path, "the file ends inside 'matrix'", hint=_DAMAGED)
+                left -= len(text)
+                if text.translate(None, _B64_ALPHABET):
+                    bad = next(c for c in text if c not in _B64_ALPHABET)
+                    raise BadDatabase(self.path, f"'matrix' is not valid base64 (it holds {chr(bad)!r})", hint=_DAMAGED)
+            tail = f.read(pad)
+        if tail != b"=" * pad:
+            raise BadDatabase(self.path, "'matrix' is not valid base64 (its padding is wrong)", hint=_DAMAGED)
 
 
 # ------------------------------------------------------------------ reading
