@@ -22,7 +22,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 # Each name is loaded with its command's module when first used: `migrate status` and
-# `migrate --help` never import the openai SDK (over half a second) that `run` needs.
+# `migrate --help` never import numpy, httpx or the pipeline that `run` needs.
 _WHERE = {
     "RunResult": "common",
     "Settings": "settings",

@@ -109,3 +109,20 @@ def test_the_environment_read_finder_finds_reads():
     src = 'import os\na = os.environ.get("X")\nb = os.environ["Y"]\nc = os.getenv("Z")\nd = "W" in os.environ\n'
     assert _environment_reads(src) == [2, 3, 4, 5]
     assert _environment_reads("import os\nenv = dict(os.environ)\n") == []
+
+
+def _imported_by(module: str, watch: tuple[str, ...]) -> list[str]:
+    """Which of ``watch`` a fresh interpreter has loaded after importing ``module``."""
+    import subprocess
+    import sys
+
+    code = f"import sys, {module}; print(' '.join(m for m in {watch!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return out.split()
+
+
+def test_start_up_imports_only_what_the_command_needs():
+    """`run` talks to vLLM through httpx alone (the openai SDK's import was half a second of
+    every start); `status` needs neither HTTP nor numpy."""
+    assert _imported_by("migrator.commands.run", ("openai", "httpx2", "numpy")) == ["httpx2", "numpy"]
+    assert _imported_by("migrator.commands.status", ("openai", "httpx2", "numpy", "migrator.pipeline.runner")) == []

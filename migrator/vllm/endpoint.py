@@ -1,8 +1,9 @@
 """Talking to vLLM's OpenAI-compatible embeddings endpoint.
 
 Everything about the wire lives here: the model names and sizes, the probe
-(`/v1/models`, one test embedding, `/tokenize`), the embedding call through the
-``openai`` SDK's async client, validation of every answer, retries, and the
+(`/v1/models`, one test embedding, `/tokenize`), the embedding call (the same
+request the ``openai`` SDK's ``embeddings.create`` sends, built and sent here on
+httpx: see :mod:`migrator.vllm.http`), validation of every answer, retries, and the
 defences against vLLM's exactly-max-length hang (vllm#29496):
 
 - every request carries ``truncate_prompt_tokens = max_model_len - 1``, so no
@@ -22,23 +23,21 @@ from __future__ import annotations
 
 import asyncio
 import binascii
-import inspect
 import json
 import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, cast
+from typing import Callable, Protocol, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
-import openai
 import orjson
 import tenacity
 
 from migrator.errors import BadResponse, EndpointRejected, EndpointUnavailable, UsageError
 from migrator.files import nvdb
-from migrator.vllm.http import WORKER_HEADERS, Http, Unreachable, bearer
+from migrator.vllm.http import Http, StatusError, TimedOut, Unreachable, bearer, send
 
 log = logging.getLogger("migrator.vllm.endpoint")
 
@@ -185,34 +184,49 @@ class _SuspectedHang(Exception):
     pass
 
 
-def _status_message(e: openai.APIStatusError) -> str:
+def _status_message(e: StatusError) -> str:
     """The server's own words from either vLLM error shape (or a proxy's page)."""
-    body = e.body
+    body = e.doc
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict):
             return str(err.get("message") or err)[:300]
         return str(err)[:300]
-    text = getattr(e.response, "text", "") or ""
+    text = e.text
     if text.lstrip().startswith("<"):
         return "an HTML page (a proxy in front of vLLM?)"
     return (text or str(e))[:300]
 
 
-def _no_embeddings_route(e: openai.APIStatusError) -> bool:
+def _no_embeddings_route(e: StatusError) -> bool:
     """A server whose model cannot embed: vLLM 0.11 answers 400 "does not support Embeddings
     API"; 0.33 has no route at all, so FastAPI's bare 404 ``{"detail": "Not Found"}``."""
     msg = _status_message(e).lower()
-    if e.status_code == 400 and "does not support embeddings" in msg:
+    if e.status == 400 and "does not support embeddings" in msg:
         return True
-    body = e.body
-    return e.status_code == 404 and isinstance(body, dict) and body.get("detail") == "Not Found"
+    body = e.doc
+    return e.status == 404 and isinstance(body, dict) and body.get("detail") == "Not Found"
+
+
+def _server_error(e: BaseException) -> bool:
+    """A 5xx: the server (or a proxy) is failing, not refusing this request."""
+    return isinstance(e, StatusError) and e.status >= 500
+
+
+def _pushback(e: BaseException) -> bool:
+    """429, 5xx or a timeout: the server cannot keep up (the adaptive limit backs off)."""
+    return isinstance(e, TimedOut) or (isinstance(e, StatusError) and (e.status == 429 or e.status >= 500))
+
+
+def _connection_failed(e: BaseException) -> bool:
+    """No answer, not for want of time (another endpoint might answer at once), or a 5xx."""
+    return (isinstance(e, Unreachable) and not isinstance(e, TimedOut)) or _server_error(e)
 
 
 def _retry_after(e: BaseException) -> float | None:
-    if not isinstance(e, openai.APIStatusError):
+    if not isinstance(e, StatusError):
         return None
-    value = e.response.headers.get("retry-after")
+    value = e.headers.get("retry-after")
     if value is None:
         return None
     try:
@@ -286,16 +300,10 @@ class Endpoint:
             )
         self.request_timeout = request_timeout
         self.retry_for = retry_for
-        self.client = openai.AsyncOpenAI(
-            base_url=self.base_url,
-            api_key=api_key or "EMPTY",  # vLLM without --api-key accepts any
-            max_retries=0,  # retries are ours: they must see validation failures too
-            timeout=request_timeout,
-            http_client=self.http.async_client(),
-            default_headers=WORKER_HEADERS,
-        )
-        # newer SDKs take raw request bytes as `content`, older ones as `body`
-        self._raw_body_arg = "content" if "content" in inspect.signature(self.client.post).parameters else "body"
+        # no retries but ours (they must see validation failures too); the worker header is the client's
+        self.client = self.http.async_client()
+        self._auth = bearer(api_key)
+        self._post_headers = {"Content-Type": "application/json", "Accept": "application/json", **self._auth}
         self.info: ServerInfo | None = None
         self.target_dim: int | None = None
         # raw float32 answers (no JSON, no base64 on either side), from a vLLM that has them
@@ -318,24 +326,23 @@ class Endpoint:
         return self._can_fail_over is not None
 
     async def aclose(self) -> None:
-        await self.client.close()
+        await self.client.aclose()
 
     # ---------------------------------------------------------------- probing
     def _describe(self, e: BaseException) -> str:
-        if isinstance(e, openai.APITimeoutError):
+        if isinstance(e, TimedOut):
             return f"no answer within {self.request_timeout:g}s"
-        if isinstance(e, openai.APIConnectionError):
-            cause = e.__cause__ or e
-            return f"cannot connect ({type(cause).__name__}: {str(cause)[:200] or 'connection failed'})"
-        if isinstance(e, openai.APIStatusError):
-            return f"HTTP {e.status_code}: {_status_message(e)}"
+        if isinstance(e, Unreachable):
+            return f"cannot connect ({str(e)[:200] or 'connection failed'})"
+        if isinstance(e, StatusError):
+            return f"HTTP {e.status}: {_status_message(e)}"
         return str(e)[:300]
 
     def _fatal(self, e: Exception) -> Exception | None:
         """Map answers that no retry can fix to a clear error; None if transient."""
-        if isinstance(e, openai.AuthenticationError) or (
-            isinstance(e, openai.APIStatusError) and e.status_code in (401, 403)
-        ):
+        if not isinstance(e, StatusError):
+            return None
+        if e.status in (401, 403):
             src = self.key_source
             fix = (
                 f"put the server's key (its VLLM_API_KEY or --api-key) in {src[5:]}, the --api-key-file"
@@ -344,30 +351,38 @@ class Endpoint:
                 if src
                 else "no key was given: set MIGRATOR_API_KEY or VLLM_API_KEY, or pass --api-key-file"
             )
-            return EndpointRejected(f"{self.base_url}: the API key was refused (HTTP {e.status_code}); {fix}")
-        if isinstance(e, openai.APIStatusError) and _no_embeddings_route(e):
+            return EndpointRejected(f"{self.base_url}: the API key was refused (HTTP {e.status}); {fix}")
+        if _no_embeddings_route(e):
             served = f" ({self.info.request_name})" if self.info else ""
             return EndpointRejected(
                 f"{self.base_url}: the server's model{served} is not an embedding model "
-                f"(HTTP {e.status_code}: {_status_message(e)}); serve an embedding model "
+                f"(HTTP {e.status}: {_status_message(e)}); serve an embedding model "
                 f"with `vllm serve MODEL --runner pooling` (`--task embed` before "
                 f"vLLM 0.10.1)"
             )
-        if isinstance(e, openai.NotFoundError):
+        if e.status == 404:
             return EndpointRejected(
                 f"{self.base_url}: {_status_message(e)} (HTTP 404); check --model against the server's /v1/models"
             )
-        if isinstance(e, openai.APIStatusError) and e.status_code in (400, 413, 422):
-            return EndpointRejected(f"{self.base_url}: request refused, HTTP {e.status_code}: {_status_message(e)}")
+        if e.status in (400, 413, 422):
+            return EndpointRejected(f"{self.base_url}: request refused, HTTP {e.status}: {_status_message(e)}")
         return None
 
     async def probe(self, requested: str, *, target_dim: int | None = None) -> ServerInfo:
         """Find the served model, its max_model_len and native dimension; check ``requested``."""
         model_id, expected_dim = resolve_model(requested)
         try:
-            raw = await self.client.models.with_raw_response.list(timeout=min(30.0, self.request_timeout))
+            raw = await send(
+                self.client,
+                "GET",
+                self.base_url + "/models",
+                timeout=min(30.0, self.request_timeout),
+                headers=self._auth,
+            )
             cards = orjson.loads(raw.content).get("data", [])
-        except (openai.APIConnectionError, openai.InternalServerError) as e:
+        except (Unreachable, StatusError) as e:
+            if isinstance(e, StatusError) and not _server_error(e):
+                raise (self._fatal(e) or EndpointUnavailable(f"{self.base_url}: {self._describe(e)}")) from None
             what = self._describe(e)
             hint = (
                 "the server's TLS certificate is not trusted: give it a trusted one, or pass --insecure"
@@ -375,8 +390,6 @@ class Endpoint:
                 else "is vLLM running? (start it, or pass --endpoint)"
             )
             raise EndpointUnavailable(f"{self.base_url}: {what}; {hint}") from None
-        except openai.APIStatusError as e:
-            raise (self._fatal(e) or EndpointUnavailable(f"{self.base_url}: {self._describe(e)}")) from None
         except (orjson.JSONDecodeError, AttributeError):
             raise EndpointRejected(
                 f"{self.base_url}/models: the answer is not vLLM's model list (is --endpoint the vLLM server?)"
@@ -634,27 +647,26 @@ class Endpoint:
             body["endianness"] = "little"  # base64 is otherwise in the server's native order
         if binary:
             body["embed_dtype"] = "float32"
-        # The same request `client.embeddings.create(..., encoding_format="base64", extra_body=...)`
-        # sends, through the same client (auth, errors, timeouts), without the SDK walking every
-        # input to transform it and json-encoding it in Python: a third of the client's CPU.
-        # the keyword depends on the SDK's version (see _raw_body_arg), so no overload can name it
-        payload: dict[str, Any] = {self._raw_body_arg: orjson.dumps(body)}
+        # The request `openai_client.embeddings.create(..., encoding_format=..., extra_body=...)`
+        # sends, json-encoded by orjson in one call (the SDK walked every input in Python).
         try:
-            raw = await self.client.post(
-                "/embeddings",
-                **payload,
-                cast_to=openai.HttpxBinaryResponseContent,
-                options={"timeout": self.request_timeout, "headers": {"Content-Type": "application/json"}},
+            raw = await send(
+                self.client,
+                "POST",
+                self.base_url + "/embeddings",
+                content=orjson.dumps(body),
+                headers=self._post_headers,
+                timeout=self.request_timeout,
             )
-        except openai.BadRequestError as e:
-            if not binary or "encoding_format" not in _status_message(e):
+        except StatusError as e:
+            if not binary or e.status != 400 or "encoding_format" not in _status_message(e):
                 raise
             self._binary_refused(f"refused it ({_status_message(e)[:120]})")
             return await self._request(texts, model, native_dim)
         if not binary:
             return self.decode(raw.content, len(texts), model, native_dim)
         try:
-            return self.decode_bytes(raw.content, raw.response.headers.get("metadata"), len(texts), model, native_dim)
+            return self.decode_bytes(raw.content, raw.headers.get("metadata"), len(texts), model, native_dim)
         except _NoMetadata:
             self._binary_refused("answered without the `metadata` header (a proxy dropping it?)")
             return await self._request(texts, model, native_dim)
@@ -673,14 +685,14 @@ class Endpoint:
         """What a failed request means: None to retry it, or the exception to raise instead."""
         if isinstance(e, BadResponse):
             return None
-        if isinstance(e, openai.APITimeoutError):
+        if isinstance(e, TimedOut):
             # Possibly a poisoned input (the vLLM hang), possibly load. A batch is split at
             # once (smaller requests are harmless under load); a single input gets one more
             # try before we ask whether the server answers anything else.
             return _SuspectedHang() if len(texts) > 1 else None
-        if isinstance(e, (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)):
+        if isinstance(e, Unreachable) or _pushback(e):
             return None
-        if isinstance(e, openai.APIStatusError):
+        if isinstance(e, StatusError):
             fatal = self._fatal(e)
             if fatal is None:
                 return None  # 408, 409 and other passing refusals
@@ -702,23 +714,17 @@ class Endpoint:
 
         def retry_this(state: tenacity.RetryCallState) -> bool:
             e = state.outcome.exception() if state.outcome else None
-            if self._on_pushback is not None and isinstance(
-                e, (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError)
-            ):
+            if self._on_pushback is not None and e is not None and _pushback(e):
                 self._on_pushback(self._describe(e))
             if e is None or self._classify(e, texts) is not None:
                 return False
-            if (
-                isinstance(e, (openai.APIConnectionError, openai.InternalServerError))
-                and not isinstance(e, openai.APITimeoutError)
-                and self._may_fail_over()
-            ):
+            if _connection_failed(e) and self._may_fail_over():
                 counts["handed_over"] = 1
                 return False
             if isinstance(e, BadResponse):
                 counts["bad"] += 1
                 return counts["bad"] < BAD_RESPONSE_TRIES
-            if isinstance(e, openai.APITimeoutError):
+            if isinstance(e, TimedOut):
                 counts["timeouts"] += 1
                 return counts["timeouts"] <= TIMEOUTS_BEFORE_SPLIT
             return True
@@ -727,7 +733,7 @@ class Endpoint:
 
         def wait(state: tenacity.RetryCallState) -> float:
             e = state.outcome.exception() if state.outcome else None
-            if isinstance(e, openai.APITimeoutError):
+            if isinstance(e, TimedOut):
                 return 0.0
             after = _retry_after(e) if e is not None else None
             return after if after is not None else backoff(state)
@@ -760,9 +766,9 @@ class Endpoint:
                     f"{self.base_url}: {counts['bad']} invalid answers in a row for one "
                     f"batch, last: {e}; nothing was written"
                 ) from None
-            if isinstance(e, openai.APITimeoutError) and counts["timeouts"] > TIMEOUTS_BEFORE_SPLIT:
+            if isinstance(e, TimedOut) and counts["timeouts"] > TIMEOUTS_BEFORE_SPLIT:
                 raise _SuspectedHang() from None
-            if isinstance(e, (openai.APIError, BadResponse)):
+            if isinstance(e, (Unreachable, StatusError, BadResponse)):
                 raise EndpointUnavailable(
                     f"{self.base_url}: still failing after {self.retry_for:g}s of "
                     f"retries ({self._describe(e)}); run again to resume"
