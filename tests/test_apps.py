@@ -553,7 +553,7 @@ def test_a_file_changed_during_cutover_undoes_its_units_swaps(cli, tmp_path, mon
         real(point)
         if point == "cutover.backed_up":
             seen.append(point)
-            if len(seen) == 2:  # the second member, after the first swapped
+            if len(seen) == 2:  # the second member backed up, before either is swapped
                 second = sorted(store.files.values())[1]
                 doc = _load(second)
                 doc.setdefault("additional_data", {})["touched"] = True
