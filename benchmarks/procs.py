@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -82,22 +83,28 @@ def run_timed(
     cwd: Optional[Path] = None,
     poll: Optional[Callable[[], bool]] = None,
     poll_every: float = 0.02,
+    env: Optional[dict] = None,
+    stdout_path: Optional[Path] = None,
 ) -> Timed:
     """Run *cmd*, reap it with wait4 (CPU and peak RSS include the children it
     reaped, e.g. DVD's pool workers).  *poll* is called while it runs; when it
-    returns True the child is SIGKILLed (the kill test)."""
+    returns True the child is SIGKILLed (the kill test).  *env* defaults to
+    :func:`child_env`; with *stdout_path*, stdout goes there and only stderr to
+    *log_path* (a ``--json`` document to parse)."""
     t = Timed(cmd=list(cmd), log=str(log_path))
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "wb") as log:
+    with contextlib.ExitStack() as files:
+        log = files.enter_context(open(log_path, "wb"))
+        out = files.enter_context(open(stdout_path, "wb")) if stdout_path else log
         start = time.monotonic()
         t.started_at = time.time()
         proc = subprocess.Popen(
             cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            stdout=out,
+            stderr=log if stdout_path else subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=str(cwd or REPO),
-            env=child_env(),
+            env=child_env() if env is None else env,
             start_new_session=True,
         )
         while True:

@@ -7,14 +7,25 @@
 #   scripts/bench.sh --scale          # 1, 2, 4 endpoints x 1, 2, 4 workers (benchmarks/scale.py;
 #                                     # starts the throwaway PostgreSQL of scripts/pg.sh if needed)
 #   scripts/bench.sh --scale --quick  # its smoke test (< 2 min)
+#   scripts/bench.sh --many --databases 100000   # very many small databases: plan, run,
+#                                     # status, cutover, each timed (benchmarks/many.py)
+#   scripts/bench.sh --many --quick   # its smoke test (< 1 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 scale=0
+many=0
 args=()
 for a in "$@"; do
-    if [ "$a" = --scale ]; then scale=1; else args+=("$a"); fi
+    case "$a" in
+        --scale) scale=1 ;;
+        --many) many=1 ;;
+        *) args+=("$a") ;;
+    esac
 done
+if [ "$many" = 1 ]; then
+    exec .venv/bin/python benchmarks/many.py ${args[@]+"${args[@]}"}
+fi
 if [ "$scale" = 1 ]; then
     # several `migrate run` workers share a PostgreSQL job table: psycopg, and a server
     .venv/bin/python -c "import psycopg" 2>/dev/null ||
