@@ -381,10 +381,15 @@ async def check(
     sampled_ids = planned & {j.id for j in jobs}
     overlaps: list[float] = []
     chances: list[float] = []
+    skip: set[int] = set()  # databases not read again: neither sampled nor (with `unproven`) in doubt
+    if not every_database:
+        others = [j for j in jobs if j.id not in sampled_ids]
+        if unproven and not live:  # two stats a database, in one thread hop for them all
+            others = await asyncio.to_thread(lambda: [j for j in others if _proven_unchanged(j)])
+        skip = {j.id for j in others}
     for job in jobs:
-        if not every_database and job.id not in sampled_ids:
-            if not unproven or live or await asyncio.to_thread(_proven_unchanged, job):
-                continue
+        if job.id in skip:
+            continue
         report.checked += 1
         ready = (prejudged or {}).get(job.id)
         if ready is not None and not live and await asyncio.to_thread(_still_the_same, job):
