@@ -114,24 +114,23 @@ def test_invalid_base64_matrix(tmp_path):
         nvdb.read(p).matrix()
 
 
+# JSON of the shapes a NanoVectorDB file has, with the wrong types anywhere
+_ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda c: (
+        st.lists(c, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["embedding_dim", "data", "matrix", "__id__", "additional_data", "x"]),
+            c,
+            max_size=5,
+        )
+    ),
+    max_leaves=20,
+).map(lambda o: json.dumps(o).encode())
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    st.one_of(
-        st.binary(max_size=300),
-        st.recursive(
-            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-            lambda c: (
-                st.lists(c, max_size=4)
-                | st.dictionaries(
-                    st.sampled_from(["embedding_dim", "data", "matrix", "__id__", "additional_data", "x"]),
-                    c,
-                    max_size=5,
-                )
-            ),
-            max_leaves=20,
-        ).map(lambda o: json.dumps(o).encode()),
-    )
-)
+@given(st.one_of(st.binary(max_size=300), _ANY_JSON))
 def test_fuzz_reader_raises_only_its_own_error(tmp_path, raw):
     try:
         nf = nvdb.parse(raw, tmp_path / "fuzz.json")
@@ -266,3 +265,61 @@ def _write_read(tmp_path, raw: bytes) -> nvdb.NanoFile:
     p = tmp_path / "db.json"
     p.write_bytes(raw)
     return nvdb.read(p)
+
+
+def _outcome(fn):
+    """A parse's result as comparable data: the file's fields, or its one-line refusal."""
+    try:
+        nf = fn()
+    except BadDatabase as e:
+        return ("refused", str(e))
+    if nf is None:
+        return None
+    return (nf.keys, nf.values, nf.embedding_dim, nf.data, nf.matrix_offset, nf.matrix_len, nf.codec, nf.size)
+
+
+_records = st.lists(
+    st.fixed_dictionaries(
+        {"__id__": st.text(min_size=1, max_size=8)},
+        optional={"caption": st.text(max_size=30), "t": st.floats(allow_nan=False) | st.integers()},
+    ),
+    max_size=4,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    records=_records,
+    dim=st.integers(1, 5),
+    order=st.permutations(["embedding_dim", "data", "matrix", "additional_data"]),
+    extra=st.none() | st.dictionaries(st.text(max_size=6), st.text(max_size=12) | st.integers(), max_size=3),
+    matrix_rows=st.integers(-1, 1),
+    indent=st.sampled_from([None, 0, 2]),
+)
+def test_the_whole_file_parse_is_the_walkers(records, dim, order, extra, matrix_rows, indent):
+    """parse()'s one-orjson-call path gives exactly what the value-by-value walker gives
+    (the same fields, or the same refusal), or steps aside (None) for the walker."""
+    n = len(records) + matrix_rows  # sometimes a row short or over: both must refuse it alike
+    m = np.arange(max(0, n) * dim, dtype="<f4").reshape(-1, dim) / 7
+    parts = {
+        "embedding_dim": dim,
+        "data": records,
+        "matrix": base64.b64encode(m.tobytes()).decode(),
+        "additional_data": extra,
+    }
+    raw = json.dumps({k: parts[k] for k in order if k != "additional_data" or extra is not None}, indent=indent)
+    raw = raw.encode()
+    whole = _outcome(lambda: nvdb._whole(raw, nvdb.Path("db.json")))
+    walked = _outcome(lambda: nvdb._walk(__import__("io").BytesIO(raw), nvdb.Path("db.json"), len(raw)))
+    assert whole is None or whole == walked
+    if whole is None:  # steps aside only for Python's json (NaN, Infinity), or an empty or repeated matrix
+        needs_json = any(w in raw for w in (b"NaN", b"Infinity"))
+        assert needs_json or not parts["matrix"] or raw.count(b'"' + parts["matrix"].encode() + b'"') != 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ANY_JSON)
+def test_the_whole_file_parse_never_disagrees_on_any_json(raw):
+    whole = _outcome(lambda: nvdb._whole(raw, nvdb.Path("fuzz.json")))
+    walked = _outcome(lambda: nvdb._walk(__import__("io").BytesIO(raw), nvdb.Path("fuzz.json"), len(raw)))
+    assert whole is None or whole == walked

@@ -42,6 +42,7 @@ REQUIRED = ("embedding_dim", "data", "matrix")
 FLOAT32 = np.dtype("<f4")
 BLOCK_BYTES = 4 << 20  # vectors decoded at a time
 WHOLE_FILE = 64 << 20  # files up to this size may be read into memory at once
+WHOLE_READ = 1 << 20  # read() parses files up to this size whole; larger ones skip the matrix
 _CHUNK = 1 << 16  # header reads: a DVD file's records fit in one or two chunks
 _WS = b" \t\r\n"
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -427,6 +428,38 @@ def _walk(f: IO[bytes], path: Path, size: int) -> NanoFile:
             )
     if r.peek() is not None:
         raise BadDatabase(path, "not valid JSON (extra data after the object)", hint=_DAMAGED)
+    return _nanofile(path, keys, values, matrix_at, codec, size)
+
+
+def _whole(raw: bytes, path: Path) -> NanoFile | None:
+    """The usual file in one orjson call; None for anything the walker must decide.
+
+    The walker's answer exactly, when this gives one: the top level is an object that
+    orjson reads (so no NaN, no huge integer: those need Python's json, as the walker
+    finds), and its 'matrix' is a string found exactly once in the file between quotes,
+    so that occurrence is the top-level value and its offset is where the text starts
+    (base64 holds neither quotes nor backslashes, so the file's bytes are the string's).
+    A top-level key given twice keeps its last value either way, and here its first
+    place, as Python's json (and so nano-vectordb) reads it; the walker moves it last."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    m = doc.get("matrix") if isinstance(doc, dict) else None
+    if not isinstance(m, str) or not m or not m.isascii():
+        return None
+    needle = b'"' + m.encode("ascii") + b'"'
+    at = raw.find(needle)
+    if at < 0 or raw.find(needle, at + 1) >= 0:
+        return None
+    values = {k: v for k, v in doc.items() if k != "matrix"}
+    return _nanofile(path, list(doc), values, (at + 1, len(m)), "orjson", len(raw))
+
+
+def _nanofile(
+    path: Path, keys: list[str], values: dict, matrix_at: tuple[int, int] | None, codec: str, size: int
+) -> NanoFile:
+    """Check what was read is a NanoVectorDB file, and make it one."""
     missing = [k for k in REQUIRED if k not in keys]
     if missing:
         raise BadDatabase(path, f"missing key(s) {', '.join(missing)}", hint=_NOT_NVDB)
@@ -474,7 +507,8 @@ def _walk(f: IO[bytes], path: Path, size: int) -> NanoFile:
 
 def parse(raw: bytes, path: str | os.PathLike) -> NanoFile:
     """Validate the bytes of a NanoVectorDB file held in memory."""
-    nf = _walk(io.BytesIO(raw), Path(path), len(raw))
+    path = Path(path)
+    nf = _whole(raw, path) or _walk(io.BytesIO(raw), path, len(raw))
     nf._raw = raw
     return nf
 
@@ -485,7 +519,11 @@ def read(path: str | os.PathLike) -> NanoFile:
     try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
-            nf = _walk(f, path, st.st_size)
+            # a small file in one read and one orjson call; a large one walked, its matrix skipped
+            whole = _whole(f.read(), path) if st.st_size <= WHOLE_READ else None
+            if whole is None:
+                f.seek(0)
+            nf = whole or _walk(f, path, st.st_size)
             nf.mtime_ns = st.st_mtime_ns
             return nf
     except IsADirectoryError:
