@@ -505,9 +505,11 @@ class Embedder:
         """The databases this worker takes on, claimed a few at a time (leases.py)."""
         while not self.stop.is_set():
             n = self._ahead()
-            got = await asyncio.wrap_future(
-                self.journal.submit(lambda conn, n=n: leases.claim(conn, self.mid, self.owner, n=n))
-            )
+
+            def claim(conn: Connection, n: int = n) -> list[Job]:
+                return leases.claim(conn, self.mid, self.owner, n=n)
+
+            got = await asyncio.wrap_future(self.journal.submit(claim))
             if not got:
                 return
             self.held.update(j.id for j in got)
