@@ -57,7 +57,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import corpus as corp  # noqa: E402
-from benchmarks.procs import PY, REPO, Server, Timed, child_env, machine, run_timed  # noqa: E402
+from benchmarks.procs import PY, REPO, Server, Timed, child_env, machine, report, run_timed  # noqa: E402
 from benchmarks.run import log  # noqa: E402
 
 MODEL = "Qwen/Qwen3-Embedding-0.6B"
@@ -728,19 +728,15 @@ def main(argv=None) -> int:
     problems = well_formed(res)
     res["ok"] = not problems
     res["problems"] = problems
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    out = args.results_dir / f"{args.name}.json"
-    out.write_text(json.dumps(res, indent=2) + "\n")
-    md = markdown(res)
-    (args.results_dir / f"{args.name}.md").write_text(md)
-    print(md)
-    print(f"results: {out}")
-    if problems:
-        print("many-databases benchmark: NOT well-formed:\n  " + "\n  ".join(problems), file=sys.stderr)
-        return 1
-    if args.quick:
-        print("quick many-databases benchmark: every step ran and the outputs are well-formed (no timing assertion)")
-    return 0
+    return report(
+        res,
+        markdown(res),
+        args.results_dir,
+        args.name,
+        what="many-databases benchmark",
+        problems=problems,
+        quick=args.quick,
+    )
 
 
 if __name__ == "__main__":

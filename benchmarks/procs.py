@@ -253,3 +253,22 @@ def machine() -> dict:
     except OSError:
         pass
     return info
+
+
+def report(
+    res: dict, markdown: str, results_dir: Path, name: str, *, what: str, problems: list[str], quick: bool
+) -> int:
+    """Write ``<name>.json`` and ``.md``, print the tables, and say whether the run was
+    well-formed (the exit code of a benchmark script: 1 when it was not)."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    out = results_dir / f"{name}.json"
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    (results_dir / f"{name}.md").write_text(markdown)
+    print(markdown)
+    print(f"results: {out}")
+    if problems:
+        print(f"{what}: NOT well-formed:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 1
+    if quick:
+        print(f"quick {what}: every step ran and the outputs are well-formed (no timing assertion)")
+    return 0

@@ -50,7 +50,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import corpus as corp  # noqa: E402
-from benchmarks.procs import PY, REPO, Server, machine, run_timed  # noqa: E402
+from benchmarks.procs import PY, REPO, Server, machine, report, run_timed  # noqa: E402
 from benchmarks.run import DEFAULT_OVERHEAD_S, MODELS, _ints, log, timeout_for, verify_tree  # noqa: E402
 
 DIM = 4096
@@ -647,20 +647,15 @@ def main(argv=None) -> int:
         pg.close()
     res["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     res["total_seconds"] = round(time.monotonic() - t0, 1)
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    out = args.results_dir / f"{args.name}.json"
-    out.write_text(json.dumps(res, indent=2) + "\n")
-    md = markdown(res)
-    (args.results_dir / f"{args.name}.md").write_text(md)
-    print(md)
-    print(f"results: {out}")
-    problems = well_formed(res)
-    if problems:
-        print("scale benchmark: NOT well-formed:\n  " + "\n  ".join(problems), file=sys.stderr)
-        return 1
-    if args.quick:
-        print("quick scale benchmark: everything ran and the outputs are well-formed (no timing assertion)")
-    return 0
+    return report(
+        res,
+        markdown(res),
+        args.results_dir,
+        args.name,
+        what="scale benchmark",
+        problems=well_formed(res),
+        quick=args.quick,
+    )
 
 
 if __name__ == "__main__":
