@@ -42,7 +42,9 @@ REQUIRED = ("embedding_dim", "data", "matrix")
 FLOAT32 = np.dtype("<f4")
 BLOCK_BYTES = 4 << 20  # vectors decoded at a time
 WHOLE_FILE = 64 << 20  # files up to this size may be read into memory at once
-WHOLE_READ = 1 << 20  # read() parses files up to this size whole; larger ones skip the matrix
+# Files up to this size are parsed in one orjson call; in a larger one the walker skips the
+# matrix (a seek) instead of orjson building it as a string and the search for it (3x slower).
+WHOLE_READ = 1 << 20
 _CHUNK = 1 << 16  # header reads: a DVD file's records fit in one or two chunks
 _WS = b" \t\r\n"
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -508,7 +510,8 @@ def _nanofile(
 def parse(raw: bytes, path: str | os.PathLike) -> NanoFile:
     """Validate the bytes of a NanoVectorDB file held in memory."""
     path = Path(path)
-    nf = _whole(raw, path) or _walk(io.BytesIO(raw), path, len(raw))
+    whole = _whole(raw, path) if len(raw) <= WHOLE_READ else None  # a large matrix: the walker skips it
+    nf = whole or _walk(io.BytesIO(raw), path, len(raw))
     nf._raw = raw
     return nf
 
