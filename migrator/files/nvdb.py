@@ -507,11 +507,15 @@ def _nanofile(
     )
 
 
+def _parsed(raw: bytes, path: Path) -> NanoFile:
+    """The bytes of a whole file: in one orjson call if small, else walked (its matrix skipped)."""
+    whole = _whole(raw, path) if len(raw) <= WHOLE_READ else None
+    return whole or _walk(io.BytesIO(raw), path, len(raw))
+
+
 def parse(raw: bytes, path: str | os.PathLike) -> NanoFile:
     """Validate the bytes of a NanoVectorDB file held in memory."""
-    path = Path(path)
-    whole = _whole(raw, path) if len(raw) <= WHOLE_READ else None  # a large matrix: the walker skips it
-    nf = whole or _walk(io.BytesIO(raw), path, len(raw))
+    nf = _parsed(raw, Path(path))
     nf._raw = raw
     return nf
 
@@ -522,11 +526,8 @@ def read(path: str | os.PathLike) -> NanoFile:
     try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
-            # a small file in one read and one orjson call; a large one walked, its matrix skipped
-            whole = _whole(f.read(), path) if st.st_size <= WHOLE_READ else None
-            if whole is None:
-                f.seek(0)
-            nf = whole or _walk(f, path, st.st_size)
+            # a small file read whole; a large one walked from disk, its matrix never read
+            nf = _parsed(f.read(), path) if st.st_size <= WHOLE_READ else _walk(f, path, st.st_size)
             nf.mtime_ns = st.st_mtime_ns
             return nf
     except IsADirectoryError:

@@ -84,8 +84,7 @@ Item = tuple[bool, str]  # (is a directory, absolute path): a file to examine, o
 def discover(roots: Sequence[str | Path], pattern: str) -> Iterator[Path]:
     """Every file under ``roots`` whose name matches ``pattern`` (globs separated by
     commas), sorted, each once."""
-    match = _matcher(pattern)
-    return (Path(p) for p in _once(p for item in _roots(roots) for p in _walk(item, match)))
+    return (Path(p) for p in _files(_roots(roots), _matcher(pattern)))
 
 
 def _matcher(pattern: str) -> Callable[[str], object]:
@@ -102,12 +101,14 @@ def _roots(roots: Sequence[str | Path]) -> list[Item]:
     return out
 
 
-def _once(paths: Iterable[str]) -> Iterator[str]:
+def _files(items: Iterable[Item], match: Callable[[str], object]) -> Iterator[str]:
+    """The matching files of ``items`` in walk order, each once (roots may overlap)."""
     seen: set[str] = set()
-    for p in paths:
-        if p not in seen:
-            seen.add(p)
-            yield p
+    for item in items:
+        for p in _walk(item, match):
+            if p not in seen:
+                seen.add(p)
+                yield p
 
 
 def _listing(top: str, match: Callable[[str], object]) -> tuple[list[str], list[str]]:
@@ -202,7 +203,7 @@ def _examined(roots: Sequence[str | Path], pattern: str, target_dim: int | None,
     items = _frontier(_roots(roots), match, POOL_DIRS)
     workers = _processes()
     if sum(is_dir for is_dir, _ in items) < POOL_DIRS or workers < 2:
-        for p in _once(p for item in items for p in _walk(item, match)):
+        for p in _files(items, match):
             yield examine(Path(p), target_dim, **kw)
         return
     # forkserver, not fork: `run` scans beside its event loop's threads, whose locks a fork copies
