@@ -36,7 +36,38 @@ from migrator.apps.configfiles import AppConfig, Wanted
 from migrator.files import durable
 from migrator.files.layout import backup_path
 
-__all__ = ["AppConfig", "apply", "report", "restore"]
+__all__ = ["AppConfig", "Applications", "apply", "by_application", "report", "restore"]
+
+
+class Applications:
+    """The applications of a set of files, added one file at a time: for each, the
+    directories its settings are found from, those of its files for one whose
+    ``settings_by_directory`` (LightRAG's .env), none for the others (found from the roots).
+    A file with no profile counts as ``unknown`` (a job table from before profiles were kept
+    knew DVD only). Memory holds those directories only: 100,000 DVD videos are one entry."""
+
+    def __init__(self, unknown: str | None = None):
+        self.unknown = unknown
+        self._dirs: dict[str, set[str]] = {}
+
+    def add(self, profile: str | None, path: str | os.PathLike) -> None:
+        app = self.unknown if profile is None else profile
+        if app in apps.APPLICATIONS:
+            held = self._dirs.setdefault(app, set())
+            if apps.by_name(app).settings_by_directory:
+                held.add(os.path.dirname(path))
+
+    def dirs(self) -> dict[str, list[Path]]:
+        """Application name -> its directories, sorted: what :func:`report` and :func:`restore` take."""
+        return {app: [Path(d) for d in sorted(held)] for app, held in self._dirs.items()}
+
+
+def by_application(pairs, unknown: str | None = None) -> dict[str, list[Path]]:
+    """:meth:`Applications.dirs` of (profile, path) pairs, any number, read once."""
+    found = Applications(unknown)
+    for profile, path in pairs:
+        found.add(profile, path)
+    return found.dirs()
 
 
 def report(
@@ -49,13 +80,14 @@ def report(
     endpoint: str | None = None,
     key_source: str | None = None,
 ) -> list[AppConfig]:
-    """For each application with databases (name -> their paths): its config files found,
+    """For each application with databases (name -> their directories, :func:`by_application`):
+    its config files found,
     what they name now, and the lines to set for ``model`` at ``dim`` (DVD: also the
     ``endpoint`` and the key, by where it comes from)."""
     wanted = Wanted(model, dim, native_dim, endpoint, key_source)
     out: list[AppConfig] = []
     for name in apps.APPLICATIONS:  # in the registry's order, so reports read the same way
-        if applications.get(name):
+        if name in applications:
             out += apps.by_name(name).config_report(applications[name], roots, wanted)
     for c in out:
         c.stale = c.stale or (c.model is not None and c.model != model) or (c.dim is not None and c.dim != dim)
@@ -86,8 +118,8 @@ def apply(configs: list[AppConfig], migration_id: str) -> list[str]:
 def restore(roots: list[Path], applications: dict[str, list[Path]], migration_id: str) -> list[str]:
     """Put back every config this migration's --apply-config changed (rollback)."""
     out = []
-    for name, files in applications.items():
-        for path in apps.by_name(name).config_files(roots, files):
+    for name, dirs in applications.items():
+        for path in apps.by_name(name).config_files(roots, dirs):
             backup = backup_path(path, migration_id)
             if backup.exists():
                 os.replace(backup, path)

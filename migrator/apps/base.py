@@ -92,6 +92,8 @@ class Profile:
     rewrites_records = False  # records hold something made from the vector
     whole_directory = False  # the application opens all its files in a directory at
     # one dimension: they are swapped and restored together
+    settings_by_directory = False  # its settings are found from its files' directories (else
+    # from the roots alone): only then are those directories gathered (appconfig.Holders)
 
     def text_of(self, record: dict, index: int, nf: NanoFile) -> str:
         raise NotImplementedError
@@ -116,17 +118,18 @@ class Profile:
         return contextlib.nullcontext()
 
     # Its settings (apps/appconfig.py runs these for each application of a migration).
-    def config_report(self, files: list[Path], roots: list[Path], wanted: Wanted) -> list[AppConfig]:
-        """The settings files found for these ``files`` (under ``roots``): what they say now,
-        and the lines that make them fit ``wanted``."""
+    def config_report(self, dirs: list[Path], roots: list[Path], wanted: Wanted) -> list[AppConfig]:
+        """The settings files found for the application's files (in ``dirs``, given where
+        ``settings_by_directory``; under ``roots``): what they say now, and the lines that
+        make them fit ``wanted``."""
         return []
 
     def config_edit(self, cfg: AppConfig) -> str | None:
         """``cfg``'s file with its lines set (None: nothing to write, or no file to write)."""
         return None
 
-    def config_files(self, roots: list[Path], files: list[Path]) -> list[Path]:
-        """The settings files --apply-config may have changed for these ``files``."""
+    def config_files(self, roots: list[Path], dirs: list[Path]) -> list[Path]:
+        """The settings files --apply-config may have changed for the files in ``dirs``."""
         return []
 
     def record(self, rec: dict, vector: np.ndarray) -> dict:

@@ -30,7 +30,7 @@ class Dvd(Field):
     def __init__(self):
         super().__init__("caption", "dvd")
 
-    def config_report(self, files: list[Path], roots: list[Path], wanted: Wanted) -> list[AppConfig]:
+    def config_report(self, dirs: list[Path], roots: list[Path], wanted: Wanted) -> list[AppConfig]:
         """``dvd/config.py`` beside or above each root: the model, dim, endpoint and key lines,
         and what ``dvd/utils.py`` beside it still needs."""
         lines = dvd_lines(wanted.model, wanted.dim, wanted.endpoint, wanted.key_source)
@@ -56,7 +56,7 @@ class Dvd(Field):
             new = "import os\n" + new
         return new
 
-    def config_files(self, roots: list[Path], files: list[Path]) -> list[Path]:
+    def config_files(self, roots: list[Path], dirs: list[Path]) -> list[Path]:
         return find_dvd(roots)
 
     def text_of(self, record: dict, index: int, nf: NanoFile) -> str:

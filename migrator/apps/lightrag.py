@@ -81,6 +81,7 @@ class LightRag(Profile):
     label = "LightRAG"
     title = "LightRAG"
     whole_directory = True  # one working dir: every vector file at one dimension
+    settings_by_directory = True  # the server's .env is in or above its working dir
 
     def looks_like(self, nf: NanoFile) -> bool:
         return looks_like(nf)
@@ -119,12 +120,12 @@ class LightRag(Profile):
         base = old if isinstance(old, dict) else {}
         return {**base, MODEL_KEY: model, DIM_KEY: int(dim)}
 
-    def config_report(self, files: list[Path], roots: list[Path], wanted: Wanted) -> list[AppConfig]:
+    def config_report(self, dirs: list[Path], roots: list[Path], wanted: Wanted) -> list[AppConfig]:
         """The server's ``.env`` (its working directory or the two above): EMBEDDING_MODEL and
         EMBEDDING_DIM, and the document prefix EMBEDDING_ASYMMETRIC may add."""
         lines = lightrag_lines(wanted.model, wanted.dim, wanted.native_dim)
         out = []
-        for p in find_lightrag(sorted({f.parent for f in files})):
+        for p in find_lightrag(dirs):
             env = env_values(read_text(p) or "")
             dim_text = env.get("EMBEDDING_DIM", "")
             model = env.get("EMBEDDING_MODEL") or None
@@ -153,8 +154,8 @@ class LightRag(Profile):
     def config_edit(self, cfg: AppConfig) -> str | None:
         return edited(cfg, set_env)
 
-    def config_files(self, roots: list[Path], files: list[Path]) -> list[Path]:
-        return find_lightrag(sorted({f.parent for f in files}))
+    def config_files(self, roots: list[Path], dirs: list[Path]) -> list[Path]:
+        return find_lightrag(dirs)
 
 
 PROFILE = LightRag()

@@ -200,7 +200,7 @@ class NanoGraphRag(Profile):
             out.append(self._checked(text, "content", i, rec, nf))
         return out
 
-    def config_report(self, files: list[Path], roots: list[Path], wanted: Wanted) -> list[AppConfig]:
+    def config_report(self, dirs: list[Path], roots: list[Path], wanted: Wanted) -> list[AppConfig]:
         """No settings file: the embedding function is code, so say what it must be."""
         return [
             AppConfig(

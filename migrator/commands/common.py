@@ -17,8 +17,10 @@ from migrator.jobs import queries
 from migrator.jobs.lock import WriterLock, server_lock, state_lock
 from migrator.jobs.models import (
     D_CUT_OVER,
+    D_EMBEDDING,
     D_FAILED,
-    D_ROLLED_BACK,
+    D_PENDING,
+    D_REFUSED,
     D_STAGED,
     M_DONE,
     M_RUNNING,
@@ -69,17 +71,6 @@ def _reader(settings: Settings) -> StateStore:
     if store is None:  # removed since _require_state saw it
         raise UsageError(f"no migrations recorded in {settings.state_path} (wrong --state-dir?)")
     return store
-
-
-def _applications(pairs, unknown: str | None = None) -> dict[str, list[Path]]:
-    """Application name -> its files, from (profile, path) pairs; a file with no profile
-    counts as ``unknown`` (a job table from before profiles were kept knew DVD only)."""
-    by_app: dict[str, list[Path]] = {}
-    for profile, path in pairs:
-        app = unknown if profile is None else profile
-        if app in apps.APPLICATIONS:
-            by_app.setdefault(app, []).append(Path(path))
-    return by_app
 
 
 @dataclass
@@ -232,8 +223,8 @@ def _apply_configs(store: StateStore, mig: Migration, key_source: str | None) ->
     """--apply-config: the settings of each application whose files are all cut over, set now.
     One with a file failed, held or refused keeps its settings: they still fit those files."""
     with store.reader() as s:
-        rows = queries.job_rows(s, mig.id, "profile", "state")
-    unfinished = {p or "dvd" for p, state in rows if state not in (D_CUT_OVER, D_ROLLED_BACK)}
+        others = (D_PENDING, D_EMBEDDING, D_STAGED, D_FAILED, D_REFUSED)  # all but cut over, rolled back
+        unfinished = {p or "dvd" for p in queries.profiles_in(s, mig.id, others)}
     ready = [c for c in _app_configs(store, mig, key_source) if c.application not in unfinished]
     done = appconfig.apply(ready, mig.id)
     with store.session() as s:
@@ -244,11 +235,10 @@ def _apply_configs(store: StateStore, mig: Migration, key_source: str | None) ->
 
 def _app_configs(store: StateStore, mig: Migration, key_source: str | None) -> list["appconfig.AppConfig"]:
     """``key_source``: where the key came from (a file, a variable); None names the environment's."""
-    with store.reader() as s:
-        rows = queries.job_rows(s, mig.id, "profile", "path", states=(D_CUT_OVER,))
+    rows = store.each_job(mig.id, "profile", "path", states=(D_CUT_OVER,))
     endpoint = (mig.endpoint or "").split(",")[0].strip() or None
     return appconfig.report(
-        _applications(rows, unknown="dvd"),
+        appconfig.by_application(((r.profile, r.path) for r in rows), unknown="dvd"),
         [Path(r) for r in mig.roots],
         mig.model,
         mig.target_dim,

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from migrator import crashpoints
 from migrator.apps import appconfig
-from migrator.commands.common import _applications, _pick, _writer
+from migrator.commands.common import _pick, _writer
 from migrator.commands.settings import Settings
 from migrator.errors import UsageError
-from migrator.jobs import claims, queries
+from migrator.jobs import claims
 from migrator.jobs.models import (
     M_DONE,
     M_FINALIZED,
@@ -38,9 +38,9 @@ def rollback(settings: Settings, *, migration_id: str | None = None, force: bool
         result = swap.SwapResult(mid, was_rolled_back=True) if again else swap.rollback(store, mid, force=force)
         if not again and not result.refused:
             crashpoints.reached("rollback.finished")
-        with store.reader() as s:
-            files = _applications(queries.job_rows(s, mid, "profile", "path"), unknown="dvd")
-        result.configs_restored = appconfig.restore([Path(r) for r in roots], files, mid)
+        rows = store.each_job(mid, "profile", "path")
+        dirs = appconfig.by_application(((r.profile, r.path) for r in rows), unknown="dvd")
+        result.configs_restored = appconfig.restore([Path(r) for r in roots], dirs, mid)
         if not result.refused:
             claims.release(roots, settings.job_table, mid)
         return result

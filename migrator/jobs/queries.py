@@ -291,6 +291,46 @@ def job_rows(
     return conn.execute(q.order_by(JOBS.c.id).limit(limit)).all()
 
 
+def job_page(
+    conn: Executes,
+    migration_id: str,
+    columns: tuple[str, ...],
+    *,
+    after: Any = None,
+    limit: int,
+    states: tuple[str, ...] | None = None,
+    by_path: bool = False,
+) -> list:
+    """One page of :func:`job_rows`: the rows after the one whose id (``by_path``: path) is
+    ``after``. By path, the order is the bytes' (PostgreSQL's collation set aside), so every
+    file under a directory comes between its name + "/" and the next name not under it."""
+    key: Any = JOBS.c.path if by_path else JOBS.c.id
+    if by_path and _dialect(conn) == "postgresql":
+        key = key.collate("C")
+    q = select(*(JOBS.c[c] for c in columns)).where(JOBS.c.migration_id == migration_id)
+    if states is not None:
+        q = q.where(JOBS.c.state.in_(states))
+    if after is not None:
+        q = q.where(key > after)
+    return conn.execute(q.order_by(key).limit(limit)).all()
+
+
+def _dialect(conn: Executes) -> str:
+    bind = conn.get_bind() if isinstance(conn, Session) else cast(Connection, conn)
+    return bind.dialect.name
+
+
+def count_jobs(conn: Executes, migration_id: str) -> int:
+    """How many databases the migration has (in every state)."""
+    return int(conn.execute(select(func.count()).where(JOBS.c.migration_id == migration_id)).scalar_one())
+
+
+def profiles_in(conn: Executes, migration_id: str, states: tuple[str, ...]) -> set[str | None]:
+    """The profiles of the migration's databases in ``states`` (None: a job without one)."""
+    q = select(JOBS.c.profile).where(JOBS.c.migration_id == migration_id, JOBS.c.state.in_(states))
+    return {p for (p,) in conn.execute(q.distinct())}
+
+
 def truncated_records(conn: Executes, migration_id: str) -> list[tuple[str, list[int]]]:
     """(path, record ids) of each database some of whose texts the server cut short."""
     return [

@@ -11,7 +11,7 @@ import importlib.util
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -20,8 +20,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from migrator import config
 from migrator.errors import StateError
+from migrator.jobs import queries
 
 DB_NAME = "migrator.db"
+JOB_PAGE = 2048  # job rows a read of StateStore.each_job: memory flat, a few ms a page
 # The newest revision in migrations/versions. A new revision must update this (a test
 # compares it with Alembic's head); a job database at it is opened without Alembic.
 HEAD_REVISION = "0004"
@@ -136,6 +138,38 @@ class StateStore:
                 yield s
         except DatabaseError as e:
             raise unreadable(self.location, e) from None
+
+    def job_pages(
+        self,
+        migration_id: str,
+        *columns: str,
+        states: tuple[str, ...] | None = None,
+        by_path: bool = False,
+        page: int | None = None,
+    ) -> Iterator[list]:
+        """The named columns of the migration's databases (in ``states``), in job order (or
+        by path: :func:`queries.job_page`), a page of rows at a time, each page a short read
+        of its own: memory holds one page whatever the migration's size, and a writer may
+        commit between pages (the next page starts after the last row seen)."""
+        page = page or JOB_PAGE
+        key = "path" if by_path else "id"
+        wanted = columns if key in columns else (*columns, key)
+        after = None
+        while True:
+            with self.reader() as s:
+                rows = queries.job_page(
+                    s, migration_id, wanted, after=after, limit=page, states=states, by_path=by_path
+                )
+            if rows:
+                yield rows
+            if len(rows) < page:
+                return
+            after = getattr(rows[-1], key)
+
+    def each_job(self, migration_id: str, *columns: str, **kw: Any) -> Iterator[Any]:
+        """:meth:`job_pages`' rows one by one."""
+        for rows in self.job_pages(migration_id, *columns, **kw):
+            yield from rows
 
     def close(self) -> None:
         self.engine.dispose()
