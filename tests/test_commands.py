@@ -288,7 +288,7 @@ def test_api_is_callable_without_the_cli(server, dvd_tree, tmp_path):
     for p in paths:
         assert_migrated(p, originals[p], dim=4096)
     back = api.rollback(settings)
-    assert len(back.done) == 6 and not back.refused
+    assert back.done == 6 and not back.refused
     assert all(p.read_bytes() == raw[p] for p in paths)
 
 

@@ -237,3 +237,55 @@ def test_a_database_changed_after_it_was_judged_is_judged_again(cli, server, tre
     assert len(again) >= 1  # the altered one, judged again before the swap
     for p in paths:  # the altered staged file never went live: it was embedded again
         assert_migrated(p, originals[p], dim=4096)
+
+
+def test_the_sample_read_a_page_at_a_time_is_the_sample_of_every_id(tmp_path, monkeypatch):
+    """The sampled databases are picked by position in job order, then their ids kept as the
+    pages go by: the same ids ``random.sample`` picks from the list of them all."""
+    import random
+
+    from migrator.jobs import queries
+    from migrator.jobs import store as store_module
+    from migrator.jobs.models import Migration
+    from migrator.pipeline import gate
+
+    monkeypatch.setattr(store_module, "JOB_PAGE", 7)
+    store = store_module.open_state(tmp_path / "state")
+    assert store is not None
+    try:
+        for mid, n in (("m-a", 300), ("m-b", 25)):  # more databases than the sample, and fewer
+            with store.session() as s:
+                s.add(
+                    Migration(
+                        id=mid,
+                        model="m",
+                        requested_model="m",
+                        native_dim=8,
+                        target_dim=8,
+                        endpoint="http://x",
+                        roots=["/t"],
+                        pattern="*.json",
+                        profile="auto",
+                    )
+                )
+                s.flush()
+                rows = [
+                    dict(
+                        migration_id=mid,
+                        path=f"/t/{mid}/{i:04d}.json",
+                        source_size=1,
+                        source_mtime_ns=1,
+                        source_sha256="",
+                        source_dim=8,
+                        n_records=1,
+                    )
+                    for i in range(n)
+                ]
+                queries.add_jobs(s.connection(), rows, [])
+            with store.reader() as s:
+                ids = sorted(r.id for r in queries.job_rows(s, mid, "id"))
+            want = set(random.Random(mid).sample(ids, min(gate.SAMPLE_DATABASES, len(ids))))
+            assert gate.sample_ids(store, mid) == want
+            assert len(want) == min(gate.SAMPLE_DATABASES, n)
+    finally:
+        store.close()

@@ -7,10 +7,18 @@ import json
 import os
 import sqlite3
 import time
+from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from migrator.errors import EXIT_PARTIAL
 from migrator.files import durable
+from migrator.jobs import queries
+from migrator.jobs import store as store_module
+from migrator.pipeline import swap
+from migrator.testing.appstores import build_lightrag_workdir
 
 IDENTITY = "source_ctime_ns, source_ino, staged_mtime_ns, staged_ctime_ns, staged_ino"
 
@@ -109,3 +117,85 @@ def test_a_file_changed_just_before_it_was_read_is_hashed_at_cutover(cli, dvd_tr
     r = cli("cutover", "--yes", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["outcome"] == "done", r.output
     assert {str(p) for p in paths} <= set(hashed)  # every live file read again, as before 0004
+
+
+# ------------------------------------------------------- a page of the job table at a time
+_names = st.sampled_from(["a", "b", "v", "vdb_x", "v-1", "v.2", "z"])
+_file = st.tuples(
+    st.lists(_names, min_size=0, max_size=3),  # directories
+    st.sampled_from(["database.json", "vdb_entities.json", "vdb_chunks.json", "vdb_other.json"]),
+    st.sampled_from(["dvd", "lightrag", "nano-graphrag", None]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_file, min_size=0, max_size=40))
+def test_units_gathered_in_path_order_are_the_units_of_the_whole_table(files):
+    """Read in path order, each unit (a file, or an application's working dir) comes out
+    once and whole, while only the directories the current row is in stay open."""
+    rows, seen = [], set()
+    for dirs, name, profile in files:
+        path = os.sep + os.path.join("t", *dirs, name)
+        if path not in seen:
+            seen.add(path)
+            rows.append(SimpleNamespace(path=path, profile=profile if name != "database.json" else "dvd"))
+    rows.sort(key=lambda r: r.path.encode())  # as the job table orders them (bytes)
+    want = {unit: sorted(r.path for r in members) for unit, members in swap._units(rows).items()}
+    consumed = 0
+
+    def reading():
+        nonlocal consumed
+        for r in rows:
+            consumed += 1
+            yield r
+
+    got = []
+    for unit, members in swap._whole_units(reading()):
+        got.append((unit, members))
+        if members[0].path != unit:  # a directory: given out as soon as the rows leave it
+            last = max(i for i, r in enumerate(rows) if r in members)
+            left = next((i for i in range(last + 1, len(rows)) if not rows[i].path.startswith(unit + os.sep)), None)
+            assert consumed <= (len(rows) if left is None else left + 1), unit
+    assert len(got) == len(want)  # each unit once
+    assert {unit: sorted(r.path for r in members) for unit, members in got} == want
+
+
+@pytest.mark.parametrize("page", [1, 2, 5])
+def test_a_cutover_read_a_few_rows_at_a_time_still_moves_each_working_dir_whole(
+    cli, tmp_path, dvd_tree, monkeypatch, page
+):
+    """Pages smaller than a working dir: its files arrive on different pages, and it is still
+    held back whole for one broken file, or swapped whole; the DVD videos go in around it."""
+    monkeypatch.setattr(store_module, "JOB_PAGE", page)
+    monkeypatch.setattr(swap, "RECORD_EVERY", 2)
+    good = build_lightrag_workdir(tmp_path / "rag" / "good", n_docs=2)
+    held = build_lightrag_workdir(tmp_path / "rag" / "held", n_docs=2)
+    broken = held.files["relationships"]
+    doc = json.loads(broken.read_text())
+    doc["data"][0]["content"] = None  # a record with nothing to embed
+    broken.write_text(json.dumps(doc), encoding="utf-8")
+    root, dvd_paths = dvd_tree
+    r = cli("run", "--root", str(tmp_path / "rag"), "--root", str(root), "--model", "8b", "--yes", "--no-cutover")
+    assert r.exit_code == EXIT_PARTIAL, r.output
+    pages: list[int] = []
+    real = queries.job_page
+
+    def counted(*a, **kw):
+        out = real(*a, **kw)
+        pages.append(len(out))
+        return out
+
+    monkeypatch.setattr(queries, "job_page", counted)
+    r = cli("cutover", "--yes", "--json")
+    doc = json.loads(r.stdout)
+    assert max(pages) <= page  # never more than a page of rows at once
+    assert doc["cutover"]["done"] == len(good.files) + len(dvd_paths)
+    assert sorted(ln.split(":")[0] for ln in doc["cutover"]["held"]) == sorted(
+        str(p) for p in held.files.values() if p != broken
+    )
+    for p in good.files.values():
+        assert json.loads(p.read_text())["embedding_dim"] == 4096
+    for p in held.files.values():
+        assert json.loads(p.read_text())["embedding_dim"] == 3072
+    for p in dvd_paths:
+        assert json.loads(p.read_text())["embedding_dim"] == 4096

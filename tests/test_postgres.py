@@ -15,6 +15,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 from sqlalchemy import create_engine, inspect, text
@@ -461,3 +462,57 @@ def test_a_worker_frozen_past_its_lease_wakes_up_and_ends_cleanly(pg_url, tmp_pa
         f"\nfrozen worker: {taken} of {len(held)} held databases taken over; records embedded "
         f"{recorded} for {total} records"
     )
+
+
+def test_jobs_by_path_come_in_byte_order_whatever_the_servers_collation(pg_url):
+    """Cutover gathers a working dir's files from the job table read in path order, which
+    holds every file under a directory together only in byte order: a locale's collation
+    (en_US sorts "/t/a/x" after "/t/a-1/y" or ignores the slashes) must not decide it."""
+    from migrator.jobs import queries
+    from migrator.jobs.models import Migration
+    from migrator.jobs.store import open_state
+
+    store = open_state(url=pg_url)
+    assert store is not None
+    paths = ["/t/a/vdb_x.json", "/t/a-1/vdb_y.json", "/t/A/vdb_z.json", "/t/a.b/vdb_w.json", "/t/a/b/c.json"]
+    paths += ["/t/ab/vdb_v.json", "/t/a/vdb_u.json", "/t/é/vdb_e.json", "/t/z/vdb_s.json"]
+    try:
+        with store.session() as s:
+            s.add(
+                Migration(
+                    id="m1",
+                    model="m",
+                    requested_model="m",
+                    native_dim=8,
+                    target_dim=8,
+                    endpoint="http://x",
+                    roots=["/t"],
+                    pattern="*.json",
+                    profile="auto",
+                )
+            )
+            s.flush()
+            rows = [
+                dict(
+                    migration_id="m1",
+                    path=p,
+                    source_size=1,
+                    source_mtime_ns=1,
+                    source_sha256="",
+                    source_dim=8,
+                    n_records=1,
+                )
+                for p in paths
+            ]
+            queries.add_jobs(s.connection(), rows, [])
+        with store.engine.begin() as conn:  # the column sorted as English: A after a, é near e
+            if not conn.execute(text("select 1 from pg_collation where collname = 'en-x-icu'")).first():
+                pytest.skip("this PostgreSQL has no ICU collation to sort paths as English")
+            conn.execute(text('alter table databases alter column path type varchar(4096) collate "en-x-icu"'))
+            by_server = [p for (p,) in conn.execute(text("select path from databases order by path"))]
+        assert by_server != sorted(paths, key=lambda p: p.encode())  # the server's own order is not bytes'
+        for page in (1, 2, 4, 100):
+            got = [r.path for r in store.each_job("m1", "path", by_path=True, page=page)]
+            assert got == sorted(paths, key=lambda p: p.encode()), page
+    finally:
+        store.close()

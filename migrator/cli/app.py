@@ -656,8 +656,8 @@ def rollback(as_json, yes, force, migration_id, **kw):
             click.echo(f"migration {r['migration']} was already rolled back; nothing to restore")
         else:
             click.echo(
-                f"rollback of migration {r['migration']}: {len(r['done'])} restored, "
-                f"{len(r['already'])} already as before, {len(r['refused'])} refused"
+                f"rollback of migration {r['migration']}: {r['done']} restored, "
+                f"{r['already']} already as before, {len(r['refused'])} refused"
             )
         for line in r["refused"]:
             click.echo(f"  REFUSED {line}")
@@ -665,8 +665,8 @@ def rollback(as_json, yes, force, migration_id, **kw):
             click.echo(f"  settings restored: {path} (as before --apply-config)")
 
     _to_log_file(
-        f"rollback of migration {result.migration_id}: {len(result.done)} restored, "
-        f"{len(result.already)} already as before, {len(result.refused)} refused"
+        f"rollback of migration {result.migration_id}: {result.done} restored, "
+        f"{result.already} already as before, {len(result.refused)} refused"
     )
     _emit(result.as_dict(), as_json, human)
     if result.refused:

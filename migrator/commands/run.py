@@ -637,9 +637,7 @@ def _prejudge(
     """The quality gate's sampled databases, judged as they stage (when a gate will run)."""
     if not (settings.cutover and settings.quality_gate):
         return None
-    with store.reader() as s:
-        ids = [r.id for r in queries.job_rows(s, mig.id, "id")]
-    return gate.Prejudge(mig.id, mig.target_dim, mig.model, endpoint, ids)
+    return gate.Prejudge(mig.id, mig.target_dim, mig.model, endpoint, gate.sample_ids(store, mig.id))
 
 
 async def _embed_pending(

@@ -243,11 +243,20 @@ def _as_live(job, migration_id: str) -> _AsLive:
     return _AsLive(job.id, backup, job.path, job.staged_sha256, job.source_sha256, job.n_records, job.path)
 
 
-def sample_ids(job_ids: Sequence[int], migration_id: str) -> set[int]:
+def _proven(jobs: list) -> list:
+    """The jobs whose files' stats prove them unchanged since staging."""
+    return [j for j in jobs if _proven_unchanged(j)]
+
+
+def sample_ids(store: StateStore, migration_id: str) -> set[int]:
     """The databases the semantic checks sample, chosen by the migration's id among all of
-    its databases: a run knows them before any is staged, and every run picks the same."""
-    ids = sorted(job_ids)
-    return set(random.Random(migration_id).sample(ids, min(SAMPLE_DATABASES, len(ids))))
+    its databases: a run knows them before any is staged, and every run picks the same.
+    The picks are positions in job order (what ``random.sample`` of the sorted ids would
+    pick), so the ids are read a page at a time and only the sampled ones kept."""
+    with store.reader() as s:
+        n = jobs_queries.count_jobs(s, migration_id)
+    at = set(random.Random(migration_id).sample(range(n), min(SAMPLE_DATABASES, n)))
+    return {r.id for i, r in enumerate(store.each_job(migration_id, "id")) if i in at}
 
 
 async def judge(
@@ -291,9 +300,10 @@ class Prejudge:
     embedded: the gate before cutover then only adds up what it found (:func:`check`'s
     ``prejudged``), reading again only what changed since or was staged by another run."""
 
-    def __init__(self, migration_id: str, target_dim: int, model: str, endpoint, job_ids: Sequence[int]):
+    def __init__(self, migration_id: str, target_dim: int, model: str, endpoint, sampled: set[int]):
+        """``sampled``: :func:`sample_ids`."""
         self.migration_id, self.target_dim, self.model, self.endpoint = migration_id, target_dim, model, endpoint
-        self.sampled = sample_ids(job_ids, migration_id)
+        self.sampled = sampled
         self.results: dict[int, _Checked] = {}
 
     def wants(self, job_id: int) -> bool:
@@ -360,61 +370,59 @@ async def check(
     files are proven unchanged since."""
 
     report = GateReport(migration_id, live=live)
-    jobs: Sequence[Row | _AsLive]  # the staged jobs' rows, or the cut-over ones seen as live
     with store.reader() as s:
         mig = s.get(Migration, migration_id)
         assert mig is not None  # every caller passes a migration it has just read
         spec, model = apps.Spec.parse(mig.profile), mig.model
-        jobs = jobs_queries.job_rows(
-            s,
-            migration_id,
-            *("id", "path", "staged_path", "staged_sha256", "source_sha256", "n_records", "backup_path"),
-            *jobs_queries.SOURCE_IDENTITY,
-            *jobs_queries.STAGED_IDENTITY,
-            states=(D_CUT_OVER if live else D_STAGED,),
-        )
-        all_ids = [r.id for r in jobs_queries.job_rows(s, migration_id, "id")] if endpoint else []
-    if live:  # a finished migration: the new vectors are the live files, the old ones the backups
-        jobs = [_as_live(j, migration_id) for j in jobs]
-    report.databases = len(jobs)
-    planned = sample_ids(all_ids, migration_id)
-    sampled_ids = planned & {j.id for j in jobs}
+    planned = sample_ids(store, migration_id) if endpoint else set()
     overlaps: list[float] = []
     chances: list[float] = []
-    skip: set[int] = set()  # databases not read again: neither sampled nor (with `unproven`) in doubt
-    if not every_database:
-        others = [j for j in jobs if j.id not in sampled_ids]
-        if unproven and not live:  # two stats a database, in one thread hop for them all
-            others = await asyncio.to_thread(lambda: [j for j in others if _proven_unchanged(j)])
-        skip = {j.id for j in others}
-    for job in jobs:
-        if job.id in skip:
-            continue
-        report.checked += 1
-        ready = (prejudged or {}).get(job.id)
-        if ready is not None and not live and await asyncio.to_thread(_still_the_same, job):
-            c = ready  # judged as it was staged, and both files are still those files
-        else:
-            # texts from the source's records (for a live check: the live file's, the same records,
-            # read under its own name, which nano-graphrag's texts depend on)
-            found = await asyncio.to_thread(_texts, job.live_path if live else job.path, spec)
-            c = await judge(
-                job,
-                target_dim,
-                endpoint,
-                migration_id=migration_id,
-                model=model,
-                sampled=job.id in sampled_ids,
-                n_sampled=len(planned),
-                found=found,
-            )
-        report.problems += c.problems
-        if c.skipped:
-            report.skipped.append(c.skipped)
-        report.sampled += c.samples
-        report.self_hits += c.hits
-        overlaps += c.overlaps
-        chances += c.chances
+    pages = store.job_pages(
+        migration_id,
+        *("id", "path", "staged_path", "staged_sha256", "source_sha256", "n_records", "backup_path"),
+        *jobs_queries.SOURCE_IDENTITY,
+        *jobs_queries.STAGED_IDENTITY,
+        states=(D_CUT_OVER if live else D_STAGED,),
+    )
+    for page in pages:
+        # the staged jobs' rows, or (live) the cut-over ones seen as live
+        jobs: Sequence[Row | _AsLive] = [_as_live(j, migration_id) for j in page] if live else page
+        report.databases += len(jobs)
+        sampled_ids = planned & {j.id for j in jobs}
+        skip: set[int] = set()  # databases not read again: neither sampled nor (with `unproven`) in doubt
+        if not every_database:
+            others = [j for j in jobs if j.id not in sampled_ids]
+            if unproven and not live:  # two stats a database, in one thread hop a page
+                others = await asyncio.to_thread(_proven, others)
+            skip = {j.id for j in others}
+        for job in jobs:
+            if job.id in skip:
+                continue
+            report.checked += 1
+            ready = (prejudged or {}).get(job.id)
+            if ready is not None and not live and await asyncio.to_thread(_still_the_same, job):
+                c = ready  # judged as it was staged, and both files are still those files
+            else:
+                # texts from the source's records (for a live check: the live file's, the same records,
+                # read under its own name, which nano-graphrag's texts depend on)
+                found = await asyncio.to_thread(_texts, job.live_path if live else job.path, spec)
+                c = await judge(
+                    job,
+                    target_dim,
+                    endpoint,
+                    migration_id=migration_id,
+                    model=model,
+                    sampled=job.id in sampled_ids,
+                    n_sampled=len(planned),
+                    found=found,
+                )
+            report.problems += c.problems
+            if c.skipped:
+                report.skipped.append(c.skipped)
+            report.sampled += c.samples
+            report.self_hits += c.hits
+            overlaps += c.overlaps
+            chances += c.chances
     samples, hits = report.sampled, report.self_hits
     if samples and hits < SELF_HIT_FLOOR * samples and samples - hits > MISSES_ALWAYS_ALLOWED:
         report.problems.append(

@@ -30,7 +30,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from sqlalchemy.engine import Connection
 
@@ -64,8 +64,8 @@ SYNC_THREADS = 8  # backups made and directories fsync'd at once
 @dataclass
 class SwapResult:
     migration_id: str
-    done: list[str] = field(default_factory=list)  # paths swapped (or restored)
-    already: list[str] = field(default_factory=list)  # found already in the wanted state
+    done: int = 0  # databases swapped (or restored): `status --databases` names them
+    already: int = 0  # found already in the wanted state
     restage: list[str] = field(default_factory=list)  # changed since the scan: to embed again
     refused: list[str] = field(default_factory=list)  # one line each: path and why
     held: list[str] = field(default_factory=list)  # one line each: kept back with a sibling
@@ -138,34 +138,73 @@ def _check(job) -> tuple[str, str | None, os.stat_result | None]:
     return "ready", None, st
 
 
+CUTOVER_COLUMNS = (
+    "id",
+    "migration_id",
+    "path",
+    "staged_path",
+    "staged_sha256",
+    "source_sha256",
+    "profile",
+    "state",
+    *queries.SOURCE_IDENTITY,
+    *queries.STAGED_IDENTITY,
+)
+NOT_ROLLED_BACK = (D_PENDING, D_EMBEDDING, D_STAGED, D_CUT_OVER, D_FAILED, D_REFUSED)
+
+
+def _whole_units(rows: Iterable[Any]) -> Iterator[tuple[str, list]]:
+    """Rows in path order (:meth:`StateStore.job_pages` ``by_path``), gathered into units
+    (``apps.unit_of``), each given once all its members are seen: a file of its own at once,
+    a directory's once the rows have left it (every path under a directory sorts together).
+    Memory: the members of the directories the current row is in, not the migration's."""
+    open_dirs: dict[str, list] = {}  # unit (a directory) -> its members so far
+    for r in rows:
+        for d in [d for d in open_dirs if not r.path.startswith(d + os.sep)]:
+            yield d, open_dirs.pop(d)
+        unit = apps.unit_of(r.profile, r.path)
+        if unit == r.path:
+            yield unit, [r]
+        else:
+            open_dirs.setdefault(unit, []).append(r)
+    yield from open_dirs.items()
+
+
+def _unit_groups(store: StateStore, migration_id: str) -> Iterator[list[tuple[str, list]]]:
+    """The migration's databases not rolled back, as groups of whole units of about
+    ``RECORD_EVERY`` files (a larger unit is a group of its own), read a page at a time."""
+    rows = store.each_job(migration_id, *CUTOVER_COLUMNS, states=NOT_ROLLED_BACK, by_path=True)
+    group: list[tuple[str, list]] = []
+    count = 0
+    for unit, members in _whole_units(rows):
+        if count and count + len(members) > RECORD_EVERY:
+            yield group
+            group, count = [], 0
+        group.append((unit, members))
+        count += len(members)
+    if group:
+        yield group
+
+
 def cutover(store: StateStore, migration_id: str) -> SwapResult:
     """Swap every staged database of the migration into place.
 
-    Phase 1 checks every database (hashes, in a few threads) and touches no
-    file. Phase 2 swaps them in groups of whole units: the group's backups,
-    durable; its renames; its directories fsync'd; then one commit records
-    the group (a swap not yet recorded is found again by its hash: phase 1,
-    'already').
+    Phase 1 checks every database (hashes, in a few threads) and touches no file
+    but what it re-stages. Phase 2 swaps them in groups of whole units: the
+    group's backups, durable; its renames; its directories fsync'd; then one
+    commit records the group (a swap not yet recorded is found again by its
+    hash: phase 1, 'already').
+
+    Both phases read the job table a page at a time, in path order, so memory
+    holds a group of units whatever the number of databases. What phase 1 finds
+    is in the job table (cut over, re-staged) but for the units it holds back,
+    which phase 2 skips; the writers' lock keeps every other writer out between.
     """
     result = SwapResult(migration_id)
-    with store.engine.connect() as conn:
-        rows = queries.swap_candidates(conn, migration_id)
-    jobs = []
-    for unit, members in _units(rows).items():
-        blockers = [m for m in members if m.state not in (D_STAGED, D_CUT_OVER)]
-        staged = [m for m in members if m.state == D_STAGED]
-        if blockers and staged:
-            b = blockers[0]
-            what = {D_FAILED: "cannot be migrated", D_REFUSED: "was refused"}.get(b.state, "is not staged yet")
-            more = f" (and {len(blockers) - 1} more)" if len(blockers) > 1 else ""
-            for m in staged:
-                result.held.append(_held_line(m.path, unit, f"{b.path} {what}{more}", m.profile))
-            continue
-        jobs += staged
     # A LightRAG storage lock guarding any of the files is held from the checks to the last
     # swap, so no LightRAG starts on a half-swapped working dir (held by one: nothing swapped).
-    with apps.storage_locks(jobs):
-        _cutover(store, migration_id, jobs, result)
+    with apps.storage_locks(_lockable(store, migration_id)):
+        _cutover(store, migration_id, result)
     with store.session() as s:
         mig = queries.migration(s, migration_id)
         if not queries.any_unswapped(s, migration_id):
@@ -175,41 +214,89 @@ def cutover(store: StateStore, migration_id: str) -> SwapResult:
     return result
 
 
-def _cutover(store: StateStore, migration_id: str, jobs: list, result: SwapResult) -> None:
-    # Phase 1: the slow checks, no file touched.
+def _blocked(members: list) -> tuple[list, list]:
+    """A unit's (blockers, staged): members neither staged nor cut over, and those staged."""
+    blockers = [m for m in members if m.state not in (D_STAGED, D_CUT_OVER)]
+    return blockers, [m for m in members if m.state == D_STAGED]
+
+
+def _lockable(store: StateStore, migration_id: str) -> list:
+    """The staged members of the directories cutover may swap: those an application's
+    storage lock may guard (a file of its own is DVD's, which has none)."""
+    with store.reader() as s:
+        profiles = queries.profiles_in(s, migration_id, (D_STAGED,))
+    if not any(p in apps.APPLICATIONS and apps.by_name(p).whole_directory for p in profiles):
+        return []  # no application's directory to lock: not worth reading the job table for
+    out = []
+    for group in _unit_groups(store, migration_id):
+        for unit, members in group:
+            blockers, staged = _blocked(members)
+            if not blockers:
+                out += [m for m in staged if m.path != unit]
+    return out
+
+
+def _cutover(store: StateStore, migration_id: str, result: SwapResult) -> None:
+    held_units: set[str] = set()  # held back by phase 1: phase 2 leaves them as they are
+    rechecked: dict[int, tuple[int, int, int]] = {}  # ready, though its stat was not the recorded one
+    # Phase 1: the slow checks (and the re-stages they find), a group at a time.
     with ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="migrator-check") as pool:
-        verdicts = list(pool.map(_check, jobs, chunksize=16))
-    ready: list[tuple[Any, os.stat_result | None]] = []  # (job row, its live stat)
-    # a unit with a member to re-stage waits for it, whole (its swapped members are completed)
-    waiting = {
-        apps.unit_of(j.profile, j.path): j.path for j, (verdict, _, _) in zip(jobs, verdicts) if verdict == "restage"
-    }
-    with store.connection() as conn:
-        for job, (verdict, why, st) in zip(jobs, verdicts):
-            unit = apps.unit_of(job.profile, job.path)
-            if verdict == "already":
-                queries.set_job(conn, job.id, state=D_CUT_OVER, backup_path=str(backup_path(job.path, migration_id)))
-                result.already.append(job.path)
-            elif verdict == "restage":
-                assert why is not None  # _check always says why it re-stages
-                _restage(conn, job, why)
-                result.restage.append(job.path)
-            elif unit in waiting:
-                result.held.append(_held_line(job.path, unit, f"{waiting[unit]} is embedded again first", job.profile))
-            else:
-                ready.append((job, st))
-    del verdicts
+        for group in _unit_groups(store, migration_id):
+            jobs = []
+            for unit, members in group:
+                blockers, staged = _blocked(members)
+                if blockers and staged:
+                    b = blockers[0]
+                    what = {D_FAILED: "cannot be migrated", D_REFUSED: "was refused"}.get(b.state, "is not staged yet")
+                    more = f" (and {len(blockers) - 1} more)" if len(blockers) > 1 else ""
+                    for m in staged:
+                        result.held.append(_held_line(m.path, unit, f"{b.path} {what}{more}", m.profile))
+                    held_units.add(unit)
+                    continue
+                jobs += staged
+            verdicts = list(pool.map(_check, jobs))
+            # a unit with a member to re-stage waits for it, whole (its swapped members are completed)
+            waiting = {
+                apps.unit_of(j.profile, j.path): j.path
+                for j, (verdict, _, _) in zip(jobs, verdicts)
+                if verdict == "restage"
+            }
+            with store.connection() as conn:
+                for job, (verdict, why, st) in zip(jobs, verdicts):
+                    unit = apps.unit_of(job.profile, job.path)
+                    if verdict == "already":
+                        queries.set_job(
+                            conn, job.id, state=D_CUT_OVER, backup_path=str(backup_path(job.path, migration_id))
+                        )
+                        result.already += 1
+                    elif verdict == "restage":
+                        assert why is not None  # _check always says why it re-stages
+                        _restage(conn, job, why)
+                        result.restage.append(job.path)
+                    elif unit in waiting:
+                        result.held.append(
+                            _held_line(job.path, unit, f"{waiting[unit]} is embedded again first", job.profile)
+                        )
+                    elif st is not None and _stat_key(st) != _recorded_key(job):
+                        rechecked[job.id] = _stat_key(st)
+            held_units.update(waiting)
     # Phase 2: the swaps, a group of whole units at a time. Every backup of the group is made
     # durable before any live file of it is replaced; then the renames; then their directories
     # are fsync'd, and only then is the group recorded (a swap not yet recorded is found again
     # by its hash). The fsyncs of a group run concurrently, and the filesystem commits them
     # together: 4x fewer milliseconds a database than one after another (docs/BENCHMARKS.md).
-    by_unit: dict[str, list] = {}
-    for job, checked in ready:
-        by_unit.setdefault(apps.unit_of(job.profile, job.path), []).append((job, checked))
     with ThreadPoolExecutor(max_workers=SYNC_THREADS, thread_name_prefix="migrator-sync") as pool:
-        for group in _groups(list(by_unit.items()), RECORD_EVERY):
-            done = _swap_group(store, migration_id, group, pool, result)
+        for group in _unit_groups(store, migration_id):
+            ready = []
+            for unit, members in group:
+                if unit in held_units or any(m.state not in (D_STAGED, D_CUT_OVER) for m in members):
+                    continue  # said in phase 1 (held, re-staged), or nothing of it to swap
+                staged = [(m, rechecked.get(m.id) or _recorded_key(m)) for m in members if m.state == D_STAGED]
+                if staged:
+                    ready.append((unit, staged))
+            if not ready:
+                continue
+            done = _swap_group(store, migration_id, ready, pool, result)
             list(pool.map(durable.fsync_dir, sorted({Path(job.path).parent for job, _ in done})))
             for _ in done:
                 crashpoints.reached("cutover.replaced")
@@ -220,17 +307,13 @@ def _cutover(store: StateStore, migration_id: str, jobs: list, result: SwapResul
                     crashpoints.reached("cutover.recorded")
 
 
-def _groups(units: list[tuple[str, list]], size: int) -> list[list[tuple[str, list]]]:
-    """Whole units, about ``size`` files a group (a larger unit is a group of its own)."""
-    groups: list[list[tuple[str, list]]] = [[]]
-    count = 0
-    for unit in units:
-        if count and count + len(unit[1]) > size:
-            groups.append([])
-            count = 0
-        groups[-1].append(unit)
-        count += len(unit[1])
-    return groups
+def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
+    """What phase 2 compares of a live file, to see it unchanged since phase 1's check."""
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _recorded_key(job) -> tuple[int, int, int]:
+    return job.source_ino, job.source_size, job.source_mtime_ns
 
 
 def _make_backup(job, migration_id: str) -> None:
@@ -273,8 +356,7 @@ def _swap_group(
             live, staged = Path(job.path), Path(job.staged_path)
             backup = backup_path(live, migration_id)
             st = os.stat(live)
-            assert checked is not None  # _check stats every "ready" file (its hash matched)
-            if (st.st_ino, st.st_size, st.st_mtime_ns) != (checked.st_ino, checked.st_size, checked.st_mtime_ns):
+            if _stat_key(st) != checked:
                 for rest, _ in members[len(done_here) :]:  # this one and those after it: live, unreplaced
                     durable.remove_if_exists(backup_path(rest.path, migration_id))
                 for prev, prev_backup in reversed(done_here):  # the unit moves whole or not at all
@@ -282,8 +364,7 @@ def _swap_group(
                 with store.connection() as conn:
                     _restage(conn, job, f"{live}: changed during cutover; not overwritten, it will be embedded again")
                 result.restage.append(job.path)
-                for prev, _ in done_here:
-                    result.done.remove(prev.path)
+                result.done -= len(done_here)
                 result.held += [
                     _held_line(o.path, unit, f"{live} changed during cutover", o.profile)
                     for o, _ in members
@@ -293,7 +374,7 @@ def _swap_group(
                 break
             os.replace(staged, live)
             done_here.append((job, backup))
-            result.done.append(job.path)
+            result.done += 1
         swapped += done_here
     return swapped
 
@@ -325,9 +406,7 @@ def rollback(store: StateStore, migration_id: str, *, force: bool = False) -> Sw
         mig = queries.migration(s, migration_id)
         if not result.refused:
             mig.state, mig.finished_at = M_ROLLED_BACK, utcnow()
-        queries.add_event(
-            s, migration_id, "info", f"rollback: {len(result.done)} restored, {len(result.refused)} refused"
-        )
+        queries.add_event(s, migration_id, "info", f"rollback: {result.done} restored, {len(result.refused)} refused")
     return result
 
 
@@ -377,7 +456,7 @@ def _restore_all(store: StateStore, migration_id: str, job_ids: list[int], force
             job = queries.job(s, job_id)
             live = Path(job.path)
             if job.state in (D_ROLLED_BACK,):
-                result.already.append(job.path)
+                result.already += 1
                 continue
             if job.state in (D_PENDING, D_EMBEDDING, D_STAGED, D_FAILED):
                 # Never swapped: the live file is the original; drop our staged work.
@@ -386,7 +465,7 @@ def _restore_all(store: StateStore, migration_id: str, job_ids: list[int], force
                 provenance.forget(live, migration_id)
                 s.execute(queries.DROP_BATCHES, {"_id": job.id})
                 job.state, job.staged_path = D_ROLLED_BACK, None
-                result.already.append(job.path)
+                result.already += 1
                 continue
             # D_CUT_OVER or D_REFUSED: the live file should be ours, the backup the original.
             backup = Path(job.backup_path or backup_path(live, migration_id))
@@ -395,7 +474,7 @@ def _restore_all(store: StateStore, migration_id: str, job_ids: list[int], force
                 durable.remove_stale_partials(live)
                 provenance.forget(live, migration_id)
                 job.state, job.error = D_ROLLED_BACK, None  # restored before a crash
-                result.already.append(job.path)
+                result.already += 1
                 continue
             msg = msg or held.get(job.id)
             if msg:
@@ -416,5 +495,5 @@ def _restore_all(store: StateStore, migration_id: str, job_ids: list[int], force
             provenance.forget(live, migration_id)
             crashpoints.reached("rollback.replaced")
             job.state, job.error = D_ROLLED_BACK, None
-            result.done.append(job.path)
+            result.done += 1
         crashpoints.reached("rollback.recorded")
