@@ -417,62 +417,95 @@ def main(verbose: bool) -> None:
 @_handle_errors
 def plan(as_json, no_probe, no_tokenize, **kw):
     """Show what a run would do. Writes nothing."""
-    report = api.plan(_settings(**kw), probe=not no_probe, tokenize=not no_tokenize)
+    import tempfile
 
-    def human(r):
-        t = r["totals"]
-        click.echo(f"Databases under {', '.join(r['roots'])} named {r['pattern']!r}: {t['databases']}")
-        for dim, n in t["by_dim"].items():
-            click.echo(f"  {n:>6} at {dim} dims")
-        for app, n in sorted(t["by_application"].items()):
-            click.echo(f"  {n:>6} {app}")
-        if t["same_dim_other_model"]:
-            click.echo(
-                f"WARNING: {t['same_dim_other_model']} database(s) at {r['target_dim']} dims hold another "
-                f"model's vectors (same size, different space); they are migrated too"
-            )
-        if t["model_unknown_at_target_dim"]:
-            click.echo(
-                f"WARNING: {t['model_unknown_at_target_dim']} database(s) at {r['target_dim']} dims record "
-                f"no model; with the endpoint reachable, plan probes them (see SKIP lines)"
-            )
-        click.echo(
-            f"To migrate to {r['model']} ({r['target_dim']} dims): {t['to_migrate']} databases, "
-            f"{t['records']} records, {t['chars']} characters, "
-            f"{'' if t['tokens_exact'] else '~'}{t['tokens']} tokens "
-            f"({'exact, from /tokenize' if t['tokens_exact'] else 'estimated'})"
-        )
-        for d in r["disk"]:
-            click.echo(
-                f"Disk ({d['filesystem_of']}): needs {_human_bytes(d['needed_bytes'])} for staged "
-                f"files, {_human_bytes(d['free_bytes'])} free{'' if d['enough'] else '  NOT ENOUGH'}"
-            )
-        click.echo(f"Backups: {_human_bytes(t['backup_bytes'])} of old files kept as hard links (no copy)")
-        for db in r["databases"]:
-            if db["status"] != "migrate" or db["reason"]:
-                click.echo(f"  {db['status'].upper():7} {db['path']}: {db['reason']}")
-        _print_configs(r["configs"], "plan")
-        e = r["endpoint"]
-        if e.get("reachable"):
-            click.echo(
-                f"Endpoint {e['url']}: model {e['model']}, max_model_len {e['max_model_len']}, "
-                f"vectors of {e['native_dim']} dims"
-            )
-            if e.get("measured_tokens_per_second"):
-                eta = e.get("eta_seconds")
-                click.echo(
-                    f"  measured {e['measured_tokens_per_second']:.0f} tokens/s -> ETA {eta:.0f} s"
-                    if eta is not None
-                    else ""
-                )
-        else:
-            click.echo(f"Endpoint {e['url']}: not probed" + (f" ({e['error']})" if e.get("error") else ""))
+    import orjson
 
-    _emit(report, as_json, human)
+    # each database's dict is spooled to a temporary file as plan settles it, one JSON line
+    # each, and printed from there: memory holds one database at a time, not 100,000
+    with tempfile.TemporaryFile() as spool:
+
+        def keep(db: dict) -> None:
+            spool.write(orjson.dumps(db, default=str) + b"\n")
+
+        report = api.plan(_settings(**kw), probe=not no_probe, tokenize=not no_tokenize, databases=keep)
+        _plan_print(report, spool, as_json)
     code = report["endpoint"].get("exit_code")
     if code:
         click.echo(f"migrate: error: {report['endpoint']['error']}; nothing was written", err=True)
         sys.exit(code)
+
+
+def _spooled(spool):
+    """The databases plan spooled, one JSON line each, read back one at a time."""
+    import orjson
+
+    spool.flush()
+    spool.seek(0)
+    for line in spool:
+        yield orjson.loads(line)
+
+
+def _plan_print(r: dict, spool, as_json: bool) -> None:
+    """``plan``'s output: the report, then its databases, read from ``spool`` one at a time.
+    --json: the one document ``json.dumps(..., indent=2)`` would print with "databases" last."""
+    if as_json:
+        head = json.dumps(r, indent=2, default=str)
+        click.echo(head[: -len("\n}")] + ',\n  "databases": [', nl=False)
+        sep = "\n"
+        for db in _spooled(spool):
+            click.echo(sep + "    " + json.dumps(db, indent=2, default=str).replace("\n", "\n    "), nl=False)
+            sep = ",\n"
+        click.echo("]\n}" if sep == "\n" else "\n  ]\n}")
+        return
+
+    t = r["totals"]
+    click.echo(f"Databases under {', '.join(r['roots'])} named {r['pattern']!r}: {t['databases']}")
+    for dim, n in t["by_dim"].items():
+        click.echo(f"  {n:>6} at {dim} dims")
+    for app, n in sorted(t["by_application"].items()):
+        click.echo(f"  {n:>6} {app}")
+    if t["same_dim_other_model"]:
+        click.echo(
+            f"WARNING: {t['same_dim_other_model']} database(s) at {r['target_dim']} dims hold another "
+            f"model's vectors (same size, different space); they are migrated too"
+        )
+    if t["model_unknown_at_target_dim"]:
+        click.echo(
+            f"WARNING: {t['model_unknown_at_target_dim']} database(s) at {r['target_dim']} dims record "
+            f"no model; with the endpoint reachable, plan probes them (see SKIP lines)"
+        )
+    click.echo(
+        f"To migrate to {r['model']} ({r['target_dim']} dims): {t['to_migrate']} databases, "
+        f"{t['records']} records, {t['chars']} characters, "
+        f"{'' if t['tokens_exact'] else '~'}{t['tokens']} tokens "
+        f"({'exact, from /tokenize' if t['tokens_exact'] else 'estimated'})"
+    )
+    for d in r["disk"]:
+        click.echo(
+            f"Disk ({d['filesystem_of']}): needs {_human_bytes(d['needed_bytes'])} for staged "
+            f"files, {_human_bytes(d['free_bytes'])} free{'' if d['enough'] else '  NOT ENOUGH'}"
+        )
+    click.echo(f"Backups: {_human_bytes(t['backup_bytes'])} of old files kept as hard links (no copy)")
+    for db in _spooled(spool):
+        if db["status"] != "migrate" or db["reason"]:
+            click.echo(f"  {db['status'].upper():7} {db['path']}: {db['reason']}")
+    _print_configs(r["configs"], "plan")
+    e = r["endpoint"]
+    if e.get("reachable"):
+        click.echo(
+            f"Endpoint {e['url']}: model {e['model']}, max_model_len {e['max_model_len']}, "
+            f"vectors of {e['native_dim']} dims"
+        )
+        if e.get("measured_tokens_per_second"):
+            eta = e.get("eta_seconds")
+            click.echo(
+                f"  measured {e['measured_tokens_per_second']:.0f} tokens/s -> ETA {eta:.0f} s"
+                if eta is not None
+                else ""
+            )
+    else:
+        click.echo(f"Endpoint {e['url']}: not probed" + (f" ({e['error']})" if e.get("error") else ""))
 
 
 def _print_run(r: dict) -> None:
