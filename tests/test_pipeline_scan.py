@@ -88,3 +88,57 @@ def test_the_frontier_opens_directories_in_order_until_there_are_enough(tree):
         assert [p for item in items for p in scan._walk(item, match)] == list(scan._walk(top[0], match))
     assert scan._frontier(top, match, 1) == top
     assert sum(d for d, _ in scan._frontier(top, match, 8)) >= 8
+
+
+@pytest.mark.parametrize(
+    "roots, overlapping",
+    [
+        ([(True, "/a"), (True, "/a/b")], True),  # one inside another
+        ([(True, "/a/b"), (True, "/a")], True),  # ... in either order
+        ([(True, "/a"), (True, "/a")], True),  # the same twice
+        ([(False, "/a/v/database.json"), (True, "/a")], True),  # a file of a directory root
+        ([(True, "/a"), (True, "/ab")], False),  # a shared prefix is not a parent
+        ([(True, "/a/b"), (True, "/a/c"), (False, "/d.json")], False),
+        ([(True, "/")], False),
+        ([(True, "/"), (True, "/x")], True),
+    ],
+)
+def test_roots_overlap_only_when_one_holds_another(roots, overlapping):
+    assert scan._overlapping(roots) is overlapping
+
+
+def test_without_overlapping_roots_the_scan_keeps_no_set_of_paths(tree, monkeypatch):
+    """Each file is found once by the walk itself: nothing grows with the tree (a set of
+    every path is only built for roots that overlap, or for followed symlinks)."""
+    made = []
+
+    class Counting(set):
+        def __init__(self, *a):
+            super().__init__(*a)
+            made.append(self)
+
+    monkeypatch.setattr(scan, "set", Counting, raising=False)
+    found = list(scan.scan([tree], "database.json,vdb_*.json", None))
+    assert found and sum(len(s) for s in made) == 0
+    again = list(scan.scan([tree, tree / "more"], "database.json,vdb_*.json", None))
+    assert [f.path for f in again] == [f.path for f in found]  # overlapping: each once still
+    assert sum(len(s) for s in made) >= len(found)
+
+
+def test_a_spooled_scan_gives_back_every_database_in_order(tree):
+    found = list(scan.scan([tree], "database.json,vdb_*.json", 16))
+    assert {f.status for f in found} == {scan.MIGRATE, scan.BAD}
+    many = found * 40  # more than a batch
+    spooled = scan.Scanned()
+    try:
+        for f in many:
+            spooled.add(f)
+        assert spooled.count == len(many) > scan.Scanned.BATCH
+        assert len(spooled._batch) < scan.Scanned.BATCH  # memory holds less than a batch of them
+        assert [f.path for f in spooled] == [f.path for f in many]
+        assert [f.path for f in spooled] == [f.path for f in many]  # read again, the same
+        assert spooled.todo == sum(f.status == scan.MIGRATE for f in many)
+        assert [f.path for f in spooled.bad] == [f.path for f in many if f.status == scan.BAD]
+        assert spooled.records == sum(f.records for f in many if f.status == scan.MIGRATE)
+    finally:
+        spooled.close()

@@ -28,7 +28,7 @@ from migrator.commands.common import (
     _step,
     _writer,
 )
-from migrator.commands.plan import _check_unknown_models
+from migrator.commands.plan import _probe_unknown
 from migrator.commands.settings import Settings
 from migrator.errors import EndpointRejected, Interrupted, LockHeld, MigratorError, UsageError, WindowEnded
 from migrator.files import nvdb
@@ -49,7 +49,7 @@ from migrator.jobs.store import StateStore
 from migrator.ops import allocator, hooks, window
 from migrator.pipeline import gate, swap
 from migrator.pipeline.runner import Embedder, NullReporter, Reporter, make_limit
-from migrator.pipeline.scan import BAD, MIGRATE, SKIP, Found, scan
+from migrator.pipeline.scan import MIGRATE, SKIP, Scanned, scan
 from migrator.vllm.endpoint import Endpoint, PoisonedInput, resolve_model
 from migrator.vllm.pool import EndpointPool
 from migrator.vllm.serve import ManagedServer
@@ -394,9 +394,12 @@ async def _start_or_resume(
                 raise UsageError("no --root given: name the directory that holds the databases")
             with store.reader() as s:
                 known = queries.migration_ids(s)
-            found = await asyncio.to_thread(
-                lambda: list(
-                    scan(
+            loop = asyncio.get_running_loop()
+
+            def scanned_all() -> Scanned:
+                out = Scanned()
+                try:
+                    for f in scan(
                         settings.roots,
                         settings.pattern,
                         endpoint.target_dim,
@@ -404,21 +407,30 @@ async def _start_or_resume(
                         target_model=info.model,
                         follow_symlinks=settings.follow_symlinks,
                         known_migrations=known,
+                    ):
+                        if f.unknown_model:  # a few records embedded again, on the loop
+                            probe = _probe_unknown(endpoint, f, settings, reporter)
+                            f = asyncio.run_coroutine_threadsafe(probe, loop).result()
+                        out.add(f)
+                except BaseException:
+                    out.close()
+                    raise
+                return out
+
+            found = await asyncio.to_thread(scanned_all)
+            try:
+                if found.todo and settings.confirm is not None:
+                    dims = ", ".join(str(d) for d in sorted(found.dims))
+                    _ask(
+                        settings,
+                        f"Migrate {found.todo} database(s), {found.records} records, "
+                        f"under {', '.join(map(str, settings.roots))} from {dims} dims to "
+                        f"{info.model} at {endpoint.target_dim} dims"
+                        f"{' and swap them in (backups are kept)' if settings.cutover else ''}?",
                     )
-                )
-            )
-            await _check_unknown_models(endpoint, found, settings, reporter)
-            todo = [f for f in found if f.status == MIGRATE]
-            if todo and settings.confirm is not None:
-                dims = ", ".join(str(d) for d in sorted({f.dim for f in todo if f.dim}))
-                _ask(
-                    settings,
-                    f"Migrate {len(todo)} database(s), {sum(f.records for f in todo)} records, "
-                    f"under {', '.join(map(str, settings.roots))} from {dims} dims to "
-                    f"{info.model} at {endpoint.target_dim} dims"
-                    f"{' and swap them in (backups are kept)' if settings.cutover else ''}?",
-                )
-            return await asyncio.to_thread(_create_migration, settings, store, endpoint, requested, reporter, found)
+                return await asyncio.to_thread(_create_migration, settings, store, endpoint, requested, reporter, found)
+            finally:
+                found.close()
         if info.native_dim != active.native_dim or endpoint.target_dim != active.target_dim:
             raise EndpointRejected(
                 f"{endpoint.base_url}: serves {info.native_dim}-dim vectors but "
@@ -527,7 +539,7 @@ def _create_migration(
     endpoint: Endpoint | EndpointPool,
     requested: str,
     reporter: Reporter,
-    found: list[Found],
+    found: Scanned,
 ) -> Migration | RunResult:
     info = endpoint.info
     assert info is not None  # probed by _start_or_resume
@@ -535,9 +547,7 @@ def _create_migration(
     # (its staged files are what the scan just refused)
     claims.check([str(r) for r in settings.roots], settings.job_table)
     target = endpoint.target_dim
-    todo = [f for f in found if f.status == MIGRATE]
-    bad = [f for f in found if f.status == BAD]
-    skipped = [f for f in found if f.status == SKIP]
+    bad = found.bad
     if bad and settings.fail_fast:
         return RunResult(
             None,
@@ -547,7 +557,7 @@ def _create_migration(
             target_dim=target,
             failures=[f"{f.path}: {f.reason}" for f in bad],
         )
-    if not todo and bad:
+    if not found.todo and bad:
         # Only files that cannot be migrated: report them, start nothing (a migration
         # holding nothing would become the default target of `rollback`).
         return RunResult(
@@ -558,13 +568,13 @@ def _create_migration(
             target_dim=target,
             failures=[f"{f.path}: {f.reason}" for f in bad],
         )
-    if not todo and not bad:
+    if not found.todo and not bad:
         return RunResult(
             None,
             "nothing_to_do",
-            f"nothing to do: {len(skipped)} database(s) found, all already at {target} dims"
-            + ("" if all(f.made_by for f in skipped) else " (some record no model; `migrate plan` says which)")
-            if skipped
+            f"nothing to do: {found.skipped} database(s) found, all already at {target} dims"
+            + ("" if not found.skipped_unrecorded else " (some record no model; `migrate plan` says which)")
+            if found.skipped
             else f"nothing to do: no files named {settings.pattern!r} under {', '.join(map(str, settings.roots))}",
             model=info.model,
             target_dim=target,
@@ -594,9 +604,9 @@ def _create_migration(
         s.add(mig)
         s.flush()
         conn = s.connection()  # one row per database: plain executemany, no ORM objects
-        for i in range(0, len(found), 1000):
+        for batch in found.batches():
             rows, events = [], []
-            for f in found[i : i + 1000]:
+            for f in batch:
                 if f.status == SKIP:
                     continue
                 error = None if f.status == MIGRATE else f"{f.path}: {f.reason}"
@@ -620,8 +630,8 @@ def _create_migration(
             queries.add_jobs(conn, rows, events)
     crashpoints.reached("scan.recorded")
     reporter.note(
-        f"migration {mid}: {len(todo)} database(s) to migrate to {info.model} "
-        f"({target} dims), {len(skipped)} already there, {len(bad)} cannot be migrated"
+        f"migration {mid}: {found.todo} database(s) to migrate to {info.model} "
+        f"({target} dims), {found.skipped} already there, {len(bad)} cannot be migrated"
     )
     for f in bad:
         reporter.note(f"SKIP {f.path}: {f.reason}")

@@ -10,8 +10,10 @@ import collections
 import fnmatch
 import multiprocessing
 import os
+import pickle
 import re
 import signal
+import tempfile
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +69,63 @@ class Found:
         return d
 
 
+class Scanned:
+    """What a scan found, in order, kept in a temporary file a batch at a time (pickled),
+    with its counts in memory: memory holds a batch and the databases that cannot be
+    migrated (each is named in the report), not every database found."""
+
+    BATCH = 1024  # databases a pickle
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="migrator-scan-")
+        self._batch: list[Found] = []
+        self.count = 0
+        self.todo = 0  # to migrate
+        self.skipped = 0
+        self.records = 0  # of those to migrate
+        self.dims: set[int] = set()  # of those to migrate
+        self.bad: list[Found] = []
+        self.skipped_unrecorded = 0  # skipped, with no model recorded
+
+    def add(self, f: Found) -> None:
+        self.count += 1
+        if f.status == MIGRATE:
+            self.todo += 1
+            self.records += f.records
+            if f.dim:
+                self.dims.add(f.dim)
+        elif f.status == SKIP:
+            self.skipped += 1
+            self.skipped_unrecorded += f.made_by is None
+        else:
+            self.bad.append(f)
+        self._batch.append(f)
+        if len(self._batch) >= self.BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._batch:
+            pickle.dump(self._batch, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+            self._batch = []
+
+    def batches(self) -> Iterator[list[Found]]:
+        """Everything added, in order, a batch at a time (read back from the file)."""
+        self._flush()
+        self._file.seek(0)
+        while True:
+            try:
+                yield pickle.load(self._file)
+            except EOFError:
+                return
+
+    def __iter__(self) -> Iterator[Found]:
+        for batch in self.batches():
+            yield from batch
+
+    def close(self) -> None:
+        self._file.close()
+
+
 DEFAULT_PATTERN = "database.json,vdb_*.json"  # DVD; LightRAG and nano-graphrag
 
 
@@ -84,7 +143,8 @@ Item = tuple[bool, str]  # (is a directory, absolute path): a file to examine, o
 def discover(roots: Sequence[str | Path], pattern: str) -> Iterator[Path]:
     """Every file under ``roots`` whose name matches ``pattern`` (globs separated by
     commas), sorted, each once."""
-    return (Path(p) for p in _files(_roots(roots), _matcher(pattern)))
+    items = _roots(roots)
+    return (Path(p) for p in _files(items, _matcher(pattern), _overlapping(items)))
 
 
 def _matcher(pattern: str) -> Callable[[str], object]:
@@ -101,12 +161,26 @@ def _roots(roots: Sequence[str | Path]) -> list[Item]:
     return out
 
 
-def _files(items: Iterable[Item], match: Callable[[str], object]) -> Iterator[str]:
-    """The matching files of ``items`` in walk order, each once (roots may overlap)."""
+def _overlapping(roots: list[Item]) -> bool:
+    """Whether a root is, or is inside, another directory root: only then can a walk find a
+    file twice (it never enters a symlinked directory), and only then is a set of every
+    path found kept, to give each once (memory: 100,000 paths are 15 MB)."""
+    for i, (_, a) in enumerate(roots):
+        for j, (b_is_dir, b) in enumerate(roots):
+            if i != j and (a == b or (b_is_dir and a.startswith(b.rstrip(os.sep) + os.sep))):
+                return True
+    return False
+
+
+def _files(items: Iterable[Item], match: Callable[[str], object], overlapping: bool) -> Iterator[str]:
+    """The matching files of ``items`` in walk order, each once (``overlapping``: the roots
+    may find a file twice, :func:`_overlapping`)."""
     seen: set[str] = set()
     for item in items:
         for p in _walk(item, match):
-            if p not in seen:
+            if not overlapping:
+                yield p
+            elif p not in seen:
                 seen.add(p)
                 yield p
 
@@ -168,12 +242,19 @@ def scan(roots: Sequence[str | Path], pattern: str, target_dim: int | None, **kw
 
     A tree of at least ``POOL_DIRS`` directories is walked and examined by a pool of
     processes, a slice of its directories a task, while this one gathers the answers in
-    order: reading and parsing hold the GIL, so threads would not help."""
-    seen: set[Path] = set()
+    order: reading and parsing hold the GIL, so threads would not help.
+
+    A file is given once even when several roots or followed symlinks lead to it; a set of
+    the paths found is kept only where they can (memory holds no path per database else)."""
+    if not (kw.get("follow_symlinks") or _overlapping(_roots(roots))):
+        yield from _examined(roots, pattern, target_dim, kw)
+        return
+    seen: set[str] = set()
     for found in _examined(roots, pattern, target_dim, kw):
-        if found.path in seen:
+        key = str(found.path)
+        if key in seen:
             continue
-        seen.add(found.path)
+        seen.add(key)
         yield found
 
 
@@ -200,10 +281,12 @@ def _examine_items(items: list[Item], pattern: str, target_dim: int | None, kw: 
 
 def _examined(roots: Sequence[str | Path], pattern: str, target_dim: int | None, kw: dict) -> Iterator[Found]:
     match = _matcher(pattern)
-    items = _frontier(_roots(roots), match, POOL_DIRS)
+    given = _roots(roots)
+    overlapping = _overlapping(given)
+    items = _frontier(given, match, POOL_DIRS)
     workers = _processes()
     if sum(is_dir for is_dir, _ in items) < POOL_DIRS or workers < 2:
-        for p in _files(items, match):
+        for p in _files(items, match, overlapping):
             yield examine(Path(p), target_dim, **kw)
         return
     # forkserver, not fork: `run` scans beside its event loop's threads, whose locks a fork copies
@@ -214,7 +297,9 @@ def _examined(roots: Sequence[str | Path], pattern: str, target_dim: int | None,
 
         def answers(task: Future[list[tuple[str, Found]]]) -> Iterator[Found]:
             for p, found in task.result():
-                if p not in seen:
+                if not overlapping:
+                    yield found
+                elif p not in seen:
                     seen.add(p)
                     yield found
 
