@@ -5,8 +5,10 @@ A tree of N tiny DVD databases (``video_database/v000000/database.json`` ...,
 dims against the benchmark server with no capacity limit (an instant server,
 benchmarks/bench_server.py in its own process), so what is measured is
 migrator's own cost per database, not the embedding's. Each step is its own
-``python -m migrator.cli`` process, timed (wall seconds) and reaped with
-``wait4`` for its peak RSS:
+``python -m migrator.cli`` process, timed (wall seconds), with its peak RSS:
+its own high-water mark (``VmHWM``, written by benchmarks/peak.py at its exit),
+not ``wait4``'s, which starts at the benchmark's own (a forked child inherits
+it); the scan's pool workers are processes of their own, not counted:
 
   plan      ``plan --no-probe --json``
   run       ``run --yes --json --no-quality-gate --no-cutover``; meanwhile the
@@ -187,12 +189,14 @@ def run_step(
         poll_every=0.01,
         env=env,
         stdout_path=out_path,
+        own_peak=True,
     )
 
 
 def step_result(t: Timed, out_path: Path) -> tuple[dict, Optional[dict]]:
     """The step's figures, and its --json document (None if it printed none)."""
     res = t.as_dict()
+    res["maxrss_wait4_mb"] = t.extra.get("maxrss_wait4_mb")
     res["stdout"] = str(out_path)
     res["ok"] = t.rc == 0 and not t.timed_out
     doc = None
@@ -573,13 +577,19 @@ def markdown(res: dict) -> str:
         )
         + f"; hard-link copy {r.get('copy_seconds')} s. Server: no capacity limit, no overhead; model {MODEL}.",
         "",
-        "| step | wall s | peak RSS MB |",
-        "|---|---:|---:|",
+        "| step | wall s | peak RSS MB | wait4's figure MB |",
+        "|---|---:|---:|---:|",
     ]
     for label, s in _steps_in_order(r["steps"]):
         bad = "" if s.get("ok") else f" (FAILED, rc {s.get('rc')})"
-        lines.append(f"| {label}{bad} | {s['wall_s']:.2f} | {s['maxrss_mb']:.1f} |")
-    lines.append("")
+        w4 = s.get("maxrss_wait4_mb")
+        lines.append(f"| {label}{bad} | {s['wall_s']:.2f} | {s['maxrss_mb']:.1f} | {_num(w4, '{:.1f}')} |")
+    lines += [
+        "",
+        "Peak RSS is the command's own (`VmHWM` at its exit, benchmarks/peak.py). `wait4`'s figure "
+        "starts at this benchmark's own high-water mark, which a forked child inherits.",
+        "",
+    ]
     run = r["steps"].get("run")
     if run:
         p = r["progress"]

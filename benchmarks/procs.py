@@ -85,13 +85,23 @@ def run_timed(
     poll_every: float = 0.02,
     env: Optional[dict] = None,
     stdout_path: Optional[Path] = None,
+    own_peak: bool = False,
 ) -> Timed:
     """Run *cmd*, reap it with wait4 (CPU and peak RSS include the children it
     reaped, e.g. DVD's pool workers).  *poll* is called while it runs; when it
     returns True the child is SIGKILLed (the kill test).  *env* defaults to
     :func:`child_env`; with *stdout_path*, stdout goes there and only stderr to
-    *log_path* (a ``--json`` document to parse)."""
+    *log_path* (a ``--json`` document to parse).
+
+    *own_peak* (a ``[PY, ...]`` command): its peak RSS is the process's own (``VmHWM``,
+    through ``peak.py``), not ``wait4``'s, which starts at this process's own high-water
+    mark (kept in ``extra["maxrss_wait4_mb"]``)."""
     t = Timed(cmd=list(cmd), log=str(log_path))
+    peak_file = log_path.with_suffix(".peak")
+    if own_peak:
+        assert cmd[0] == PY, "own_peak runs a Python command through peak.py"
+        peak_file.unlink(missing_ok=True)
+        cmd = [PY, str(HERE / "peak.py"), str(peak_file), *cmd[1:]]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as files:
         log = files.enter_context(open(log_path, "wb"))
@@ -130,6 +140,13 @@ def run_timed(
             pass
     t.user_s, t.sys_s = ru.ru_utime, ru.ru_stime
     t.maxrss_mb = ru.ru_maxrss / 1024.0  # KiB on Linux
+    if own_peak:
+        t.extra["maxrss_wait4_mb"] = round(t.maxrss_mb, 1)
+        try:
+            t.maxrss_mb = int(peak_file.read_text()) / 1024.0
+            peak_file.unlink()
+        except (OSError, ValueError):
+            pass  # killed before it could say: wait4's figure stands
     try:
         t.stdout_tail = log_path.read_text(errors="replace")[-4000:]
     except OSError:
