@@ -84,10 +84,16 @@ def test_the_frontier_opens_directories_in_order_until_there_are_enough(tree):
     match = scan._matcher(scan.DEFAULT_PATTERN)
     top = [(True, str(tree))]
     for enough in (1, 8, 1000):
-        items = scan._frontier(top, match, enough)
+        items = list(scan._items(scan._frontier(top, match, enough)))
         assert [p for item in items for p in scan._walk(item, match)] == list(scan._walk(top[0], match))
-    assert scan._frontier(top, match, 1) == top
-    assert sum(d for d, _ in scan._frontier(top, match, 8)) >= 8
+    assert list(scan._items(scan._frontier(top, match, 1))) == top
+    assert sum(d for d, _ in scan._items(scan._frontier(top, match, 8))) >= 8
+    # the files of the root, and a root that is a file, stay where they are
+    files = [(False, str(tree / "v001" / "database.json")), *top]
+    items = list(scan._items(scan._frontier(files, match, 1000)))
+    assert items[0] == files[0] and [p for it in items for p in scan._walk(it, match)][1:] == list(
+        scan._walk(top[0], match)
+    )
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from migrator.errors import StateError
 from migrator.jobs import queries
 
 DB_NAME = "migrator.db"
-JOB_PAGE = 2048  # job rows a read of StateStore.each_job: memory flat, a few ms a page
+JOB_PAGE = 512  # job rows a read of StateStore.each_job: memory flat, a few ms a page
 # The newest revision in migrations/versions. A new revision must update this (a test
 # compares it with Alembic's head); a job database at it is opened without Alembic.
 HEAD_REVISION = "0004"
