@@ -25,6 +25,7 @@ from migrator.jobs.models import (
     M_RUNNING,
     M_STAGED,
 )
+from migrator.ops import allocator
 from migrator.pipeline import gate, swap
 
 
@@ -33,6 +34,7 @@ def cutover(settings: Settings, *, migration_id: str | None = None) -> RunResult
     database (this command has no endpoint for the semantic half: `run` and `verify` do both),
     then the --on-before-cutover hook, if any; either can hold the cutover."""
     started = time.monotonic()
+    allocator.tune()  # before the swap's threads start: memory flat in the number of databases
     with _writer(settings, "cutover") as (store, _):
         with store.session() as s:
             mig = _pick(s, migration_id, (M_STAGED, M_RUNNING), "cut over")
