@@ -87,3 +87,26 @@ def migration_row(migration_id: str, **values):
         profile="auto",
     )
     return Migration(id=migration_id, **{**fields, **values})
+
+
+def add_migration_with_jobs(store, migration_id: str, paths) -> None:
+    """A migration row and a pending job for each of ``paths`` (tests that build a table by hand)."""
+    from migrator.jobs import queries
+
+    with store.session() as s:
+        s.add(migration_row(migration_id))
+    rows = [
+        dict(
+            migration_id=migration_id,
+            path=p,
+            state="pending",
+            source_size=1,
+            source_mtime_ns=1,
+            source_sha256="",
+            source_dim=3072,
+            n_records=2,
+        )
+        for p in paths
+    ]
+    with store.connection() as conn:
+        queries.add_jobs(conn, rows, [])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from dvdcheck import assert_migrated
-from helpers import tree_digest
+from helpers import add_migration_with_jobs, tree_digest
 from migrator.errors import EXIT_GATE, EXIT_OK
 from migrator.pipeline.readback import SharedVectors
 from migrator.testing.corpus import build_dvd_tree
@@ -246,7 +246,6 @@ def test_the_sample_read_a_page_at_a_time_is_the_sample_of_every_id(tmp_path, mo
 
     from migrator.jobs import queries
     from migrator.jobs import store as store_module
-    from migrator.jobs.models import Migration
     from migrator.pipeline import gate
 
     monkeypatch.setattr(store_module, "JOB_PAGE", 7)
@@ -254,34 +253,7 @@ def test_the_sample_read_a_page_at_a_time_is_the_sample_of_every_id(tmp_path, mo
     assert store is not None
     try:
         for mid, n in (("m-a", 300), ("m-b", 25)):  # more databases than the sample, and fewer
-            with store.session() as s:
-                s.add(
-                    Migration(
-                        id=mid,
-                        model="m",
-                        requested_model="m",
-                        native_dim=8,
-                        target_dim=8,
-                        endpoint="http://x",
-                        roots=["/t"],
-                        pattern="*.json",
-                        profile="auto",
-                    )
-                )
-                s.flush()
-                rows = [
-                    dict(
-                        migration_id=mid,
-                        path=f"/t/{mid}/{i:04d}.json",
-                        source_size=1,
-                        source_mtime_ns=1,
-                        source_sha256="",
-                        source_dim=8,
-                        n_records=1,
-                    )
-                    for i in range(n)
-                ]
-                queries.add_jobs(s.connection(), rows, [])
+            add_migration_with_jobs(store, mid, [f"/t/{mid}/{i:04d}.json" for i in range(n)])
             with store.reader() as s:
                 ids = sorted(r.id for r in queries.job_rows(s, mid, "id"))
             want = set(random.Random(mid).sample(ids, min(gate.SAMPLE_DATABASES, len(ids))))

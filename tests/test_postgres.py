@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import ProgrammingError
 
 from dvdcheck import assert_migrated
-from helpers import API_KEY, MIGRATE, tree_digest
+from helpers import API_KEY, MIGRATE, add_migration_with_jobs, tree_digest
 from migrator.apps.dvd import DVD_PREFIX
 from migrator.cli import main as cli_main
 from migrator.errors import EXIT_LOCKED, EXIT_OK, EXIT_USAGE
@@ -468,8 +468,6 @@ def test_jobs_by_path_come_in_byte_order_whatever_the_servers_collation(pg_url):
     """Cutover gathers a working dir's files from the job table read in path order, which
     holds every file under a directory together only in byte order: a locale's collation
     (en_US sorts "/t/a/x" after "/t/a-1/y" or ignores the slashes) must not decide it."""
-    from migrator.jobs import queries
-    from migrator.jobs.models import Migration
     from migrator.jobs.store import open_state
 
     store = open_state(url=pg_url)
@@ -477,34 +475,7 @@ def test_jobs_by_path_come_in_byte_order_whatever_the_servers_collation(pg_url):
     paths = ["/t/a/vdb_x.json", "/t/a-1/vdb_y.json", "/t/A/vdb_z.json", "/t/a.b/vdb_w.json", "/t/a/b/c.json"]
     paths += ["/t/ab/vdb_v.json", "/t/a/vdb_u.json", "/t/é/vdb_e.json", "/t/z/vdb_s.json"]
     try:
-        with store.session() as s:
-            s.add(
-                Migration(
-                    id="m1",
-                    model="m",
-                    requested_model="m",
-                    native_dim=8,
-                    target_dim=8,
-                    endpoint="http://x",
-                    roots=["/t"],
-                    pattern="*.json",
-                    profile="auto",
-                )
-            )
-            s.flush()
-            rows = [
-                dict(
-                    migration_id="m1",
-                    path=p,
-                    source_size=1,
-                    source_mtime_ns=1,
-                    source_sha256="",
-                    source_dim=8,
-                    n_records=1,
-                )
-                for p in paths
-            ]
-            queries.add_jobs(s.connection(), rows, [])
+        add_migration_with_jobs(store, "m1", paths)
         with store.engine.begin() as conn:  # the column sorted as English: A after a, é near e
             if not conn.execute(text("select 1 from pg_collation where collname = 'en-x-icu'")).first():
                 pytest.skip("this PostgreSQL has no ICU collation to sort paths as English")
