@@ -15,7 +15,7 @@ import pickle
 import re
 import signal
 import tempfile
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -297,10 +297,51 @@ def _pool_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+WARM_THREADS = 16  # a pool process's reads in flight on a cold tree
+_warm_pool: ThreadPoolExecutor | None = None
+
+
+def _warmers() -> ThreadPoolExecutor:
+    global _warm_pool
+    if _warm_pool is None:
+        _warm_pool = ThreadPoolExecutor(max_workers=WARM_THREADS, thread_name_prefix="migrator-warm")
+    return _warm_pool
+
+
+def _warm(path: str) -> None:
+    """Have the kernel read a file ahead (its inode now, its bytes in the background)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block it
+    except OSError:
+        return  # examine says what is wrong with it
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _examine_items(items: list[Item], pattern: str, target_dim: int | None, kw: dict) -> list[tuple[str, Found]]:
-    """A pool's task: the files of ``items``, each with what :func:`examine` found."""
+    """A pool's task: the files of ``items``, each with what :func:`examine` found.
+
+    On a cold tree every directory and file is a disk read, and one after another they
+    leave the disk idle between them: the task's directories are listed on threads at
+    once, and its files are read ahead on them while they are examined in order
+    (100,000 databases after dropping the page cache: see docs/BENCHMARKS.md)."""
     match = _matcher(pattern)
-    return [(p, examine(Path(p), target_dim, **kw)) for item in items for p in _walk(item, match)]
+    step = -(-len(items) // WARM_THREADS)
+    slices = [items[i : i + step] for i in range(0, len(items), step)]
+    paths = [p for walked in _warmers().map(_walk_and_warm, slices, [match] * len(slices)) for p in walked]
+    return [(p, examine(Path(p), target_dim, **kw)) for p in paths]
+
+
+def _walk_and_warm(items: list[Item], match: Callable[[str], object]) -> list[str]:
+    """The files of ``items`` (a thread's slice of a task), each read ahead (:func:`_warm`)."""
+    paths = [p for item in items for p in _walk(item, match)]
+    for p in paths:
+        _warm(p)
+    return paths
 
 
 def _examined(roots: Sequence[str | Path], pattern: str, target_dim: int | None, kw: dict) -> Iterator[Found]:
