@@ -81,9 +81,8 @@ def report(
     key_source: str | None = None,
 ) -> list[AppConfig]:
     """For each application with databases (name -> their directories, :func:`by_application`):
-    its config files found,
-    what they name now, and the lines to set for ``model`` at ``dim`` (DVD: also the
-    ``endpoint`` and the key, by where it comes from)."""
+    its config files found, what they name now, and the lines to set for ``model`` at ``dim``
+    (DVD: also the ``endpoint`` and the key, by where it comes from)."""
     wanted = Wanted(model, dim, native_dim, endpoint, key_source)
     out: list[AppConfig] = []
     for name in apps.APPLICATIONS:  # in the registry's order, so reports read the same way

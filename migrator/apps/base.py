@@ -93,7 +93,7 @@ class Profile:
     whole_directory = False  # the application opens all its files in a directory at
     # one dimension: they are swapped and restored together
     settings_by_directory = False  # its settings are found from its files' directories (else
-    # from the roots alone): only then are those directories gathered (appconfig.Holders)
+    # from the roots alone): only then are those directories gathered (appconfig.Applications)
 
     def text_of(self, record: dict, index: int, nf: NanoFile) -> str:
         raise NotImplementedError

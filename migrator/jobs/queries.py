@@ -156,25 +156,6 @@ def staged_identity(row: Any) -> tuple[int | None, ...]:
     return tuple(getattr(row, c) for c in STAGED_IDENTITY)
 
 
-def swap_candidates(conn: Executes, migration_id: str) -> list:
-    """The migration's databases not rolled back, with what cutover checks, in job order."""
-    return conn.execute(
-        select(
-            JOBS.c.id,
-            JOBS.c.migration_id,
-            JOBS.c.path,
-            JOBS.c.staged_path,
-            JOBS.c.staged_sha256,
-            JOBS.c.source_sha256,
-            JOBS.c.profile,
-            JOBS.c.state,
-            *(JOBS.c[c] for c in SOURCE_IDENTITY + STAGED_IDENTITY),
-        )
-        .where(JOBS.c.migration_id == migration_id, JOBS.c.state.notin_([D_ROLLED_BACK]))
-        .order_by(JOBS.c.id)
-    ).all()
-
-
 def any_unswapped(conn: Executes, migration_id: str) -> bool:
     """Whether a database of the migration is still to be embedded, staged or swapped."""
     return (

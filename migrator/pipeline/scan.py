@@ -270,11 +270,13 @@ def scan(roots: Sequence[str | Path], pattern: str, target_dim: int | None, **kw
 
     A file is given once even when several roots or followed symlinks lead to it; a set of
     the paths found is kept only where they can (memory holds no path per database else)."""
-    if not (kw.get("follow_symlinks") or _overlapping(_roots(roots))):
-        yield from _examined(roots, pattern, target_dim, kw)
+    given = _roots(roots)
+    overlapping = _overlapping(given)
+    if not (kw.get("follow_symlinks") or overlapping):
+        yield from _examined(given, overlapping, pattern, target_dim, kw)
         return
     seen: set[str] = set()
-    for found in _examined(roots, pattern, target_dim, kw):
+    for found in _examined(given, overlapping, pattern, target_dim, kw):
         key = str(found.path)
         if key in seen:
             continue
@@ -322,7 +324,7 @@ def _warm(path: str) -> None:
         os.close(fd)
 
 
-def _examine_items(items: list[Item], pattern: str, target_dim: int | None, kw: dict) -> list[tuple[str, Found]]:
+def _examine_items(items: list[Item], pattern: str, target_dim: int | None, kw: dict) -> list[Found]:
     """A pool's task: the files of ``items``, each with what :func:`examine` found.
 
     On a cold tree every directory and file is a disk read, and one after another they
@@ -333,7 +335,7 @@ def _examine_items(items: list[Item], pattern: str, target_dim: int | None, kw: 
     step = -(-len(items) // WARM_THREADS)
     slices = [items[i : i + step] for i in range(0, len(items), step)]
     paths = [p for walked in _warmers().map(_walk_and_warm, slices, [match] * len(slices)) for p in walked]
-    return [(p, examine(Path(p), target_dim, **kw)) for p in paths]
+    return [examine(Path(p), target_dim, **kw) for p in paths]
 
 
 def _walk_and_warm(items: list[Item], match: Callable[[str], object]) -> list[str]:
@@ -344,10 +346,10 @@ def _walk_and_warm(items: list[Item], match: Callable[[str], object]) -> list[st
     return paths
 
 
-def _examined(roots: Sequence[str | Path], pattern: str, target_dim: int | None, kw: dict) -> Iterator[Found]:
+def _examined(given: list[Item], overlapping: bool, pattern: str, target_dim: int | None, kw: dict) -> Iterator[Found]:
+    """What :func:`examine` finds of every file of the roots ``given``, in walk order; a file
+    the roots find twice (``overlapping``) may come twice from the pool: :func:`scan` keeps one."""
     match = _matcher(pattern)
-    given = _roots(roots)
-    overlapping = _overlapping(given)
     parts = _frontier(given, match, POOL_DIRS)
     workers = _processes()
     if sum(len(subdirs) for _, _, subdirs in parts) < POOL_DIRS or workers < 2:
@@ -357,24 +359,14 @@ def _examined(roots: Sequence[str | Path], pattern: str, target_dim: int | None,
     # forkserver, not fork: `run` scans beside its event loop's threads, whose locks a fork copies
     ctx = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_pool_worker) as pool:
-        pending: collections.deque[Future[list[tuple[str, Found]]]] = collections.deque()
-        seen: set[str] = set()  # roots may overlap: a file is examined once per root, kept once
-
-        def answers(task: Future[list[tuple[str, Found]]]) -> Iterator[Found]:
-            for p, found in task.result():
-                if not overlapping:
-                    yield found
-                elif p not in seen:
-                    seen.add(p)
-                    yield found
-
+        pending: collections.deque[Future[list[Found]]] = collections.deque()
         items = _items(parts)
         while chunk := list(itertools.islice(items, POOL_CHUNK)):
             pending.append(pool.submit(_examine_items, chunk, pattern, target_dim, kw))
             while len(pending) > POOL_AHEAD * workers:
-                yield from answers(pending.popleft())
+                yield from pending.popleft().result()
         while pending:
-            yield from answers(pending.popleft())
+            yield from pending.popleft().result()
 
 
 def examine(

@@ -293,11 +293,10 @@ def _cutover(store: StateStore, migration_id: str, result: SwapResult) -> None:
                 allocator.trim()  # what the threads freed goes back to the kernel, not to RSS
             ready = []
             for unit, members in group:
-                if unit in held_units or any(m.state not in (D_STAGED, D_CUT_OVER) for m in members):
+                blockers, staged = _blocked(members)
+                if unit in held_units or blockers or not staged:
                     continue  # said in phase 1 (held, re-staged), or nothing of it to swap
-                staged = [(m, rechecked.get(m.id) or _recorded_key(m)) for m in members if m.state == D_STAGED]
-                if staged:
-                    ready.append((unit, staged))
+                ready.append((unit, [(m, rechecked.get(m.id) or _recorded_key(m)) for m in staged]))
             if not ready:
                 continue
             done = _swap_group(store, migration_id, ready, pool, result)
