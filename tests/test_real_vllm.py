@@ -21,6 +21,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -152,6 +153,18 @@ def test_dvd_and_lightrag_rows_equal_what_the_server_answers(vllm_fleet, tmp_pat
             assert float(copy @ got[0] / np.linalg.norm(copy)) > 0.999
     assert truncated_expected, "the corpus must hold records longer than the server's max-model-len"
     assert truncated_seen == truncated_expected
+
+
+def test_vllm_sockets_stay_in_the_servers_own_directory(vllm_fleet):
+    """vLLM names a ZMQ socket per process under VLLM_RPC_BASE_PATH and never removes it; each
+    server gets a directory of its own that stop() deletes, so a test run leaves none in /tmp."""
+    server = vllm_fleet.get("minilm")
+    assert server.sockets is not None
+    assert any(p.is_socket() for p in server.sockets.iterdir()), "this vLLM ignored VLLM_RPC_BASE_PATH"
+    probe = realvllm.Server(server.install, server.model)
+    probe.sockets = Path(tempfile.mkdtemp(prefix="migrator-vllm-test-"))
+    probe.stop()  # never started: stop() still removes its directory
+    assert not probe.sockets and not list(Path(tempfile.gettempdir()).glob("migrator-vllm-test-*"))
 
 
 def test_an_input_of_exactly_max_model_len_tokens(vllm_fleet, tmp_path, real_key):

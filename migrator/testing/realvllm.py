@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -94,6 +96,7 @@ class Server:
     proc: subprocess.Popen | None = None
     started: float = 0.0
     ready_after: float | None = None  # seconds from start to /v1/models answering
+    sockets: Path | None = None  # vLLM's ZMQ sockets, removed by stop()
 
     @property
     def root_url(self) -> str:
@@ -124,6 +127,10 @@ class Server:
         env = self.install.env()
         if self.api_key:
             env["VLLM_API_KEY"] = self.api_key  # vLLM reads it there: never in argv
+        # vLLM names a ZMQ socket in $TMPDIR per process and never removes it: a CI run left
+        # ~1,500 of them in /tmp. They go in a directory of their own, deleted by stop().
+        self.sockets = self.sockets or Path(tempfile.mkdtemp(prefix="migrator-vllm-"))
+        env["VLLM_RPC_BASE_PATH"] = str(self.sockets)
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(
@@ -200,6 +207,9 @@ class Server:
         """Stop the whole process group (API server, engine core, worker)."""
         if self.proc is not None:
             stop_group(self.proc, STOP_GRACE)
+        if self.sockets is not None:
+            shutil.rmtree(self.sockets, ignore_errors=True)
+            self.sockets = None
 
 
 def qwen(
