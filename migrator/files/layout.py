@@ -13,20 +13,22 @@ from pathlib import Path
 OWN_MARK = ".migrator-"
 
 
+def _beside(live: str | Path, migration_id: str, kind: str) -> Path:
+    # the live name with a suffix: one path parsed, not two (cutover asks for 100,000s)
+    return Path(f"{os.fspath(live)}{OWN_MARK}{migration_id}.{kind}")
+
+
 def staged_path(live: str | Path, migration_id: str) -> Path:
-    live = Path(live)
-    return live.with_name(f"{live.name}{OWN_MARK}{migration_id}.staged")
+    return _beside(live, migration_id, "staged")
 
 
 def backup_path(live: str | Path, migration_id: str) -> Path:
-    live = Path(live)
-    return live.with_name(f"{live.name}{OWN_MARK}{migration_id}.backup")
+    return _beside(live, migration_id, "backup")
 
 
 def displaced_path(live: str | Path, migration_id: str) -> Path:
     """Where `rollback --force` keeps a live file that was changed after cutover."""
-    live = Path(live)
-    return live.with_name(f"{live.name}{OWN_MARK}{migration_id}.displaced")
+    return _beside(live, migration_id, "displaced")
 
 
 def is_own_file(name: str) -> bool:
