@@ -10,6 +10,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from datetime import datetime
@@ -23,6 +24,7 @@ from migrator.errors import EXIT_HELD, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, EXIT_WI
 from migrator.ops import window
 from migrator.testing.corpus import build_dvd_tree
 from migrator.testing.server import FakeVLLM
+from migrator.vllm.serve import socket_dir
 from migrator.vllm.steering import Throttle, read_throttle
 
 
@@ -339,7 +341,9 @@ if args == ["--version"]:
     print(os.environ.get("STAND_IN_VERSION", "0.32.0"))
     sys.exit(0)
 rec = {{"argv": args, "pid": os.getpid(), "key_in_env": os.environ.get("VLLM_API_KEY"),
-       "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "cpu_kv": os.environ.get("VLLM_CPU_KVCACHE_SPACE")}}
+       "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "cpu_kv": os.environ.get("VLLM_CPU_KVCACHE_SPACE"),
+       "rpc": os.environ.get("VLLM_RPC_BASE_PATH"),
+       "rpc_is_dir": os.path.isdir(os.environ.get("VLLM_RPC_BASE_PATH", ""))}}
 open(os.environ["STAND_IN_RECORD"], "w").write(json.dumps(rec))
 if os.environ.get("STAND_IN_HANG"):
     import time
@@ -380,6 +384,9 @@ def test_serve_starts_vllm_migrates_and_stops_it(tmp_path, dvd_tree, stand_in, s
     root, paths = dvd_tree
     originals = {p: json.loads(p.read_text()) for p in paths}
     env, record = stand_in
+    # a short $TMPDIR (tmp_path is too long to hold a socket path: 107 bytes at most)
+    tmp = Path(tempfile.mkdtemp(prefix="mt-", dir="/tmp"))
+    env = dict(env, TMPDIR=str(tmp))
     state = tmp_path / "state"
     p = _run(
         [
@@ -412,6 +419,10 @@ def test_serve_starts_vllm_migrates_and_stops_it(tmp_path, dvd_tree, stand_in, s
     assert started["key_in_env"] == API_KEY and API_KEY not in " ".join(argv)  # never in its argv
     assert not _alive(started["pid"]), "the vLLM we started is still running"
     assert "stopping the vLLM we started" in p.stderr
+    # its ZMQ sockets went in a directory of its own in $TMPDIR, deleted once it stopped
+    assert started["rpc_is_dir"] and Path(started["rpc"]).parent == tmp
+    assert not Path(started["rpc"]).exists() and list(tmp.iterdir()) == []
+    tmp.rmdir()
     # a vLLM someone else runs (this fixture's) was never signalled: it still answers
     with urllib.request.urlopen(server.base_url.rsplit("/v1", 1)[0] + "/health", timeout=5) as r:
         assert r.status == 200
@@ -442,7 +453,9 @@ def test_serve_stops_what_it_started_when_the_model_never_loads(tmp_path, dvd_tr
     assert p.returncode == 5, p.stderr
     assert "did not serve" in p.stderr and "vllm.log" in p.stderr
     assert time.monotonic() - t0 < 60
-    assert not _alive(json.loads(record.read_text())["pid"])
+    started = json.loads(record.read_text())
+    assert not _alive(started["pid"])
+    assert started["rpc_is_dir"] and not Path(started["rpc"]).exists()  # deleted on failure too
     assert tree_digest(root) == before
 
 
@@ -485,6 +498,23 @@ def test_serve_asks_old_vllm_for_task_embed_and_waits_for_a_served_name(tmp_path
     assert argv[:4] == ["serve", "Qwen/Qwen3-Embedding-8B", "--task", "embed"] and "--runner" not in argv
     assert started["cpu_kv"] == "1"  # the environment reached the server
     assert json.loads(paths[0].read_text())["embedding_dim"] == 4096
+
+
+def test_socket_dir_keeps_the_users_choice_and_a_socket_path_short_enough(tmp_path, monkeypatch):
+    env: dict = {}
+    short = Path(tempfile.mkdtemp(prefix="mt-", dir="/tmp"))  # tmp_path itself is too long
+    monkeypatch.setattr(tempfile, "tempdir", str(short))  # gettempdir() caches $TMPDIR
+    d = socket_dir(env)
+    assert d is not None and d.is_dir() and d.parent == short and env["VLLM_RPC_BASE_PATH"] == str(d)
+    d.rmdir()
+    short.rmdir()
+    mine = {"VLLM_RPC_BASE_PATH": "/run/vllm"}
+    assert socket_dir(mine) is None and mine == {"VLLM_RPC_BASE_PATH": "/run/vllm"}
+    deep = tmp_path / ("d" * 80)  # /tmp/.../ddd.../migrator-vllm-xxxxxxxx/<uuid4>: over 107 bytes
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    untouched: dict = {}
+    assert socket_dir(untouched) is None and untouched == {} and list(deep.iterdir()) == []
 
 
 def test_served_names_parsing():

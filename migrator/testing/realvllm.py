@@ -15,14 +15,13 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from migrator.vllm.serve import free_port, stop_group
+from migrator.vllm.serve import free_port, socket_dir, stop_group
 
 REPO = Path(__file__).resolve().parents[2]
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -127,10 +126,10 @@ class Server:
         env = self.install.env()
         if self.api_key:
             env["VLLM_API_KEY"] = self.api_key  # vLLM reads it there: never in argv
-        # vLLM names a ZMQ socket in $TMPDIR per process and never removes it: a CI run left
-        # ~1,500 of them in /tmp. They go in a directory of their own, deleted by stop().
-        self.sockets = self.sockets or Path(tempfile.mkdtemp(prefix="migrator-vllm-"))
-        env["VLLM_RPC_BASE_PATH"] = str(self.sockets)
+        if self.sockets is None:
+            self.sockets = socket_dir(env)  # deleted by stop()
+        elif not env.get("VLLM_RPC_BASE_PATH"):
+            env["VLLM_RPC_BASE_PATH"] = str(self.sockets)  # started again: the same directory
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(

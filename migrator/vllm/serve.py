@@ -6,7 +6,9 @@ flags the user passes. vLLM 0.10.0 and older know ``--task embed`` instead of
 ``--runner pooling``: ``vllm --version`` decides. The server inherits this
 process's environment (``VLLM_CPU_*``, ``CUDA_*``, ``HF_*``). The API key goes to it in ``VLLM_API_KEY`` (vLLM reads
 it from there), never in its argv, where ``ps`` would show it. Its output goes
-to ``<state dir>/vllm.log``.
+to ``<state dir>/vllm.log``. Its ZMQ sockets, which vLLM leaves behind in
+``$TMPDIR``, go in a directory of their own there, deleted when it stops (unless
+``VLLM_RPC_BASE_PATH`` is set: then they go where it says).
 
 migrator waits for ``/health`` and ``/v1/models``, runs the migration, and
 stops the server it started (its own process group: SIGTERM, then SIGKILL
@@ -24,6 +26,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -37,6 +40,8 @@ log = logging.getLogger("migrator.vllm.serve")
 MAX_MODEL_LEN = 8192
 STOP_GRACE = 30.0  # seconds between SIGTERM and SIGKILL
 RUNNER_SINCE = (0, 10, 1)  # `--runner pooling` from vLLM 0.10.1; `--task embed` before (removed in 0.13)
+SOCKET_PATH_MAX = 107  # a Unix socket's path, in bytes (Linux's sun_path less its NUL)
+SOCKET_NAME_LEN = 37  # "/" and the uuid4 vLLM names each of its ZMQ sockets by
 
 
 def vllm_version(exe: str, timeout: float = 180.0) -> tuple[int, ...] | None:
@@ -69,6 +74,23 @@ def served_names(model: str, extra_args: tuple[str, ...]) -> list[str]:
         elif a.startswith("--served-model-name="):
             names = [n for n in a.split("=", 1)[1].replace(",", " ").split() if n]
     return names or [model]
+
+
+def socket_dir(env: dict) -> Path | None:
+    """A directory of its own for a vLLM's ZMQ sockets, set in ``env`` (``VLLM_RPC_BASE_PATH``).
+
+    vLLM makes a socket per process in ``$TMPDIR`` and never removes it (a test run left ~1,500
+    in /tmp); the caller deletes this directory once the server has stopped. None, and ``env``
+    untouched, where the user chose the place already or the directory's name would be too long
+    for a socket path."""
+    if env.get("VLLM_RPC_BASE_PATH"):
+        return None
+    d = Path(tempfile.mkdtemp(prefix="migrator-vllm-"))
+    if len(os.fsencode(d)) + SOCKET_NAME_LEN > SOCKET_PATH_MAX:
+        d.rmdir()
+        return None
+    env["VLLM_RPC_BASE_PATH"] = str(d)
+    return d
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -159,6 +181,7 @@ class ManagedServer:
         self.proc: subprocess.Popen | None = None
         self.base_url = ""
         self.version: tuple[int, ...] | None = None
+        self.sockets: Path | None = None  # vLLM's ZMQ sockets (socket_dir), removed by stop()
 
     def command(self, port: int) -> list[str]:
         runner = (
@@ -198,6 +221,7 @@ class ManagedServer:
             env["VLLM_API_KEY"] = self.api_key
         if self.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.gpu
+        self.sockets = socket_dir(env)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = self.command(port)
         log.info("starting %s (output in %s)", " ".join(cmd), self.log_path)
@@ -261,11 +285,13 @@ class ManagedServer:
     def stop(self) -> None:
         """Stop the server this object started (its process group), if it still runs."""
         p = self.proc
-        if p is None:
-            return
-        if p.poll() is None:
-            log.info("stopping the vLLM we started (pid %d)", p.pid)
-        stop_group(p, STOP_GRACE)  # also its engine processes, which outlive it by seconds
+        if p is not None:
+            if p.poll() is None:
+                log.info("stopping the vLLM we started (pid %d)", p.pid)
+            stop_group(p, STOP_GRACE)  # also its engine processes, which outlive it by seconds
+        if self.sockets is not None:
+            shutil.rmtree(self.sockets, ignore_errors=True)
+            self.sockets = None
 
     def __exit__(self, *exc) -> None:
         self.stop()
