@@ -460,49 +460,62 @@ def _restore_all(store: StateStore, migration_id: str, job_ids: list[int], force
                         f"vector file of {unit} at one dimension, and {blocked[0].path} cannot "
                         f"be restored; the dir stays whole at the new dimension"
                     )
-    for job_id in job_ids:
-        with store.session() as s:
-            job = queries.job(s, job_id)
-            live = Path(job.path)
-            if job.state in (D_ROLLED_BACK,):
-                result.already += 1
-                continue
-            if job.state in (D_PENDING, D_EMBEDDING, D_STAGED, D_FAILED):
-                # Never swapped: the live file is the original; drop our staged work.
-                durable.remove_if_exists(staged_path(live, migration_id))
-                durable.remove_stale_partials(live)
-                provenance.forget(live, migration_id)
-                s.execute(queries.DROP_BATCHES, {"_id": job.id})
-                job.state, job.staged_path = D_ROLLED_BACK, None
-                result.already += 1
-                continue
-            # D_CUT_OVER or D_REFUSED: the live file should be ours, the backup the original.
-            backup = Path(job.backup_path or backup_path(live, migration_id))
-            msg, live_sha = verdicts.get(job.id) or _restore_verdict(job, force, migration_id)
-            if live_sha == job.source_sha256:
-                durable.remove_stale_partials(live)
-                provenance.forget(live, migration_id)
-                job.state, job.error = D_ROLLED_BACK, None  # restored before a crash
-                result.already += 1
-                continue
-            msg = msg or held.get(job.id)
-            if msg:
-                job.state, job.error = D_REFUSED, msg
-                queries.add_event(s, migration_id, "error", msg, job.path)
-                result.refused.append(msg)
-                continue
-            if live_sha is not None and live_sha != job.staged_sha256:
-                keep = displaced_path(live, migration_id)
-                durable.remove_if_exists(keep)
-                durable.link_or_copy(live, keep)
-                queries.add_event(
-                    s, migration_id, "warning", f"{live}: changed after cutover; kept as {keep}", job.path
-                )
-            os.replace(backup, live)
-            durable.fsync_dir(live.parent)
-            durable.remove_stale_partials(live)
-            provenance.forget(live, migration_id)
-            crashpoints.reached("rollback.replaced")
-            job.state, job.error = D_ROLLED_BACK, None
-            result.done += 1
-        crashpoints.reached("rollback.recorded")
+    # Then the restores, RECORD_EVERY databases a transaction: each backup moved back, their
+    # directories fsync'd together (on the pool's threads) before the one commit that records
+    # them (a restore not yet recorded is found again by its hash: 'restored before a crash').
+    with ThreadPoolExecutor(max_workers=SYNC_THREADS, thread_name_prefix="migrator-sync") as pool:
+        for at in range(0, len(job_ids), RECORD_EVERY):
+            with store.session() as s:
+                replaced = [
+                    live
+                    for job_id in job_ids[at : at + RECORD_EVERY]
+                    if (live := _restore_one(s, queries.job(s, job_id), migration_id, verdicts, held, force, result))
+                ]
+                list(pool.map(durable.fsync_dir, sorted({live.parent for live in replaced})))
+            for _ in replaced:
+                crashpoints.reached("rollback.recorded")
+
+
+def _restore_one(s, job, migration_id: str, verdicts: dict, held: dict, force: bool, result: SwapResult) -> Path | None:
+    """Put one database back (its row updated in ``s``); the live path if its backup was moved
+    onto it (its directory not yet fsync'd: the caller does that before committing)."""
+    live = Path(job.path)
+    if job.state in (D_ROLLED_BACK,):
+        result.already += 1
+        return None
+    if job.state in (D_PENDING, D_EMBEDDING, D_STAGED, D_FAILED):
+        # Never swapped: the live file is the original; drop our staged work.
+        durable.remove_if_exists(staged_path(live, migration_id))
+        durable.remove_stale_partials(live)
+        provenance.forget(live, migration_id)
+        s.execute(queries.DROP_BATCHES, {"_id": job.id})
+        job.state, job.staged_path = D_ROLLED_BACK, None
+        result.already += 1
+        return None
+    # D_CUT_OVER or D_REFUSED: the live file should be ours, the backup the original.
+    backup = Path(job.backup_path or backup_path(live, migration_id))
+    msg, live_sha = verdicts.get(job.id) or _restore_verdict(job, force, migration_id)
+    if live_sha == job.source_sha256:
+        durable.remove_stale_partials(live)
+        provenance.forget(live, migration_id)
+        job.state, job.error = D_ROLLED_BACK, None  # restored before a crash
+        result.already += 1
+        return None
+    msg = msg or held.get(job.id)
+    if msg:
+        job.state, job.error = D_REFUSED, msg
+        queries.add_event(s, migration_id, "error", msg, job.path)
+        result.refused.append(msg)
+        return None
+    if live_sha is not None and live_sha != job.staged_sha256:
+        keep = displaced_path(live, migration_id)
+        durable.remove_if_exists(keep)
+        durable.link_or_copy(live, keep)
+        queries.add_event(s, migration_id, "warning", f"{live}: changed after cutover; kept as {keep}", job.path)
+    os.replace(backup, live)
+    durable.remove_stale_partials(live)
+    provenance.forget(live, migration_id)
+    crashpoints.reached("rollback.replaced")
+    job.state, job.error = D_ROLLED_BACK, None
+    result.done += 1
+    return live
