@@ -37,6 +37,7 @@ from sqlalchemy import event
 import migrator.commands.common as common_mod
 from dvdcheck import assert_migrated
 from migrator import api
+from migrator.apps.provenance import sidecar_path
 from migrator.files.durable import TMP_MARK
 from migrator.files.layout import backup_path, staged_path
 from migrator.testing.corpus import build_dvd_tree
@@ -204,7 +205,15 @@ def traced(tmp_path, monkeypatch):
         event.listen(store.engine, "commit", tr.on_commit)
         return store
 
+    real_unlink = os.unlink
+
+    def unlink(path, *a, **kw):
+        real_unlink(path, *a, **kw)
+        if tr.mine(_named(path)):
+            tr.add("unlink", path=_named(path))
+
     monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "unlink", unlink)
     monkeypatch.setattr(os, "replace", replace)
     monkeypatch.setattr(os, "link", link)
     monkeypatch.setattr(os, "open", open_)
@@ -256,6 +265,7 @@ def test_files_are_durable_before_the_job_table_says_so(traced, tmp_path, server
         f"each record's vectors must be committed exactly once"
     )
 
+    sidecars_removed = 0
     for p in paths:
         live, d = _real(p), _real(p.parent)
         staged, backup = _real(staged_path(p, mid)), _real(backup_path(p, mid))
@@ -293,6 +303,14 @@ def test_files_are_durable_before_the_job_table_says_so(traced, tmp_path, server
         assert rrep is not None and evs[rrep].src == backup, f"{live}: the backup was not moved back\n{where}"
         d3 = _first(evs, rrep + 1, c_rb, lambda e: e.kind == "fsync_dir" and e.path == d)
         assert d3 is not None, f"the restore #{rrep} was not made durable before the commit #{c_rb}\n{where}"
+        # the provenance sidecar cutover left, removed by rollback and durably so before the commit
+        side = _real(sidecar_path(p))
+        un = _last(evs, run_end, c_rb, lambda e: e.kind == "unlink" and e.path == side)
+        if un is not None:
+            sidecars_removed += 1
+            d4 = _first(evs, un + 1, c_rb, lambda e: e.kind == "fsync_dir" and e.path == d)
+            assert d4 is not None, f"{side}: removed (#{un}) but not made durable before the commit #{c_rb}\n{where}"
+    assert sidecars_removed == len(paths), f"{sidecars_removed} of {len(paths)} sidecars removed by rollback"
 
 
 MODE_AFTER_FSYNC = (

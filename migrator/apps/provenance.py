@@ -136,8 +136,10 @@ def _write(live: Path, entries: list[dict]) -> None:
     durable.atomic_write(sidecar_path(live), [orjson.dumps(doc, option=orjson.OPT_INDENT_2)], like=like)
 
 
-def forget(live: str | os.PathLike, migration_id: str) -> None:
-    """Drop a migration's entries (it was rolled back); the sidecar goes when none is left."""
+def forget(live: str | os.PathLike, migration_id: str, *, sync: bool = True) -> None:
+    """Drop a migration's entries (it was rolled back); the sidecar goes when none is left.
+    ``sync=False``: a removal is not made durable here, because the caller fsyncs the live
+    file's directory (the sidecar's) before it records anything."""
     live = Path(live)
     path = sidecar_path(live)
     if not path.exists():
@@ -147,8 +149,10 @@ def forget(live: str | os.PathLike, migration_id: str) -> None:
     if len(kept) == len(entries):
         return
     if not kept:
-        durable.remove_if_exists(path)
-        durable.fsync_dir(path.parent)
+        if sync:
+            durable.remove_if_exists(path)  # and its directory fsync'd
+        else:
+            path.unlink(missing_ok=True)
         return
     _write(live, kept)
 

@@ -358,6 +358,16 @@ def migration(s: Session, migration_id: str) -> Migration:
     return mig
 
 
+def jobs(s: Session, job_ids: list[int]) -> list[DatabaseJob]:
+    """Databases' rows in the order of ``job_ids`` (at most ``IN_CHUNK``), in one query."""
+    assert len(job_ids) <= IN_CHUNK
+    rows = {r.id: r for r in s.scalars(select(DatabaseJob).where(DatabaseJob.id.in_(job_ids)))}
+    missing = [i for i in job_ids if i not in rows]
+    if missing:
+        raise StateError(f"database job {missing[0]} is not in the job table; was the state directory replaced?")
+    return [rows[i] for i in job_ids]
+
+
 def job(s: Session, job_id: int) -> DatabaseJob:
     """A database's row, by the id the job table gave it."""
     row = s.get(DatabaseJob, job_id)

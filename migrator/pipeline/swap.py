@@ -466,19 +466,20 @@ def _restore_all(store: StateStore, migration_id: str, job_ids: list[int], force
     with ThreadPoolExecutor(max_workers=SYNC_THREADS, thread_name_prefix="migrator-sync") as pool:
         for at in range(0, len(job_ids), RECORD_EVERY):
             with store.session() as s:
-                replaced = [
+                touched = [
                     live
-                    for job_id in job_ids[at : at + RECORD_EVERY]
-                    if (live := _restore_one(s, queries.job(s, job_id), migration_id, verdicts, held, force, result))
+                    for job in queries.jobs(s, job_ids[at : at + RECORD_EVERY])
+                    if (live := _restore_one(s, job, migration_id, verdicts, held, force, result))
                 ]
-                list(pool.map(durable.fsync_dir, sorted({live.parent for live in replaced})))
-            for _ in replaced:
+                list(pool.map(durable.fsync_dir, sorted({live.parent for live in touched})))
+            for _ in touched:
                 crashpoints.reached("rollback.recorded")
 
 
 def _restore_one(s, job, migration_id: str, verdicts: dict, held: dict, force: bool, result: SwapResult) -> Path | None:
-    """Put one database back (its row updated in ``s``); the live path if its backup was moved
-    onto it (its directory not yet fsync'd: the caller does that before committing)."""
+    """Put one database back (its row updated in ``s``). Returns the live path if its directory
+    changed and is not yet fsync'd (the backup moved onto it, the sidecar removed): the caller
+    fsyncs it before committing."""
     live = Path(job.path)
     if job.state in (D_ROLLED_BACK,):
         result.already += 1
@@ -497,10 +498,10 @@ def _restore_one(s, job, migration_id: str, verdicts: dict, held: dict, force: b
     msg, live_sha = verdicts.get(job.id) or _restore_verdict(job, force, migration_id)
     if live_sha == job.source_sha256:
         durable.remove_stale_partials(live)
-        provenance.forget(live, migration_id)
+        provenance.forget(live, migration_id, sync=False)
         job.state, job.error = D_ROLLED_BACK, None  # restored before a crash
         result.already += 1
-        return None
+        return live
     msg = msg or held.get(job.id)
     if msg:
         job.state, job.error = D_REFUSED, msg
@@ -514,7 +515,7 @@ def _restore_one(s, job, migration_id: str, verdicts: dict, held: dict, force: b
         queries.add_event(s, migration_id, "warning", f"{live}: changed after cutover; kept as {keep}", job.path)
     os.replace(backup, live)
     durable.remove_stale_partials(live)
-    provenance.forget(live, migration_id)
+    provenance.forget(live, migration_id, sync=False)
     crashpoints.reached("rollback.replaced")
     job.state, job.error = D_ROLLED_BACK, None
     result.done += 1
