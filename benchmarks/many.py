@@ -18,6 +18,8 @@ it); the scan's pool workers are processes of their own, not counted:
             their ratio: 1.0 is a constant cost per database
   status    ``status --json``, three times
   cutover   ``cutover --yes --json``
+  rollback  ``rollback --yes --json``, then every file compared byte for byte
+            with the original
 
 Also: the job table's size (plus its -wal, if any) per database after run and
 after cutover, ``run``'s wall time per database, and at the end a check that
@@ -68,7 +70,7 @@ NEW_DIM = 128
 RECORDS_PER_DB = 2
 TREE_VERSION = 1  # bump when the tree's layout or contents change (cached trees are rebuilt)
 MANIFEST = "many-manifest.json"
-STEPS = ("plan", "run", "status", "cutover")
+STEPS = ("plan", "run", "status", "cutover", "rollback")
 STATUS_REPEATS = 3
 QUICK_DATABASES = 300
 DEFAULT_DATABASES = 100_000
@@ -351,6 +353,27 @@ def _round(x: Optional[float], nd: int = 3) -> Optional[float]:
 # --------------------------------------------------------------------------- #
 # Verification                                                                #
 # --------------------------------------------------------------------------- #
+def restored(root: Path, pristine: Path, n: int) -> dict:
+    """After rollback: every live file byte-identical to the original, nothing of ours left."""
+    from migrator.files.layout import is_own_file
+
+    t0 = time.monotonic()
+    identical, problems = 0, []
+    for i in range(n):
+        d = root / video_id(i)
+        if (d / "database.json").read_bytes() == (pristine / video_id(i) / "database.json").read_bytes():
+            identical += 1
+        else:
+            problems.append(f"{d / 'database.json'}: not the original's bytes")
+        problems += [f"{d / name}: left behind" for name in os.listdir(d) if is_own_file(name)]
+    return {
+        "ok": identical == n and not problems,
+        "identical": identical,
+        "problems": problems[:20],
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+
+
 def verify(root: Path, pristine: Path, n: int, sample: int = SAMPLE) -> dict:
     """Every live file at NEW_DIM with its records; a sample compared with the original."""
     import numpy as np
@@ -533,6 +556,15 @@ def measure(args, man: dict) -> dict:
             )
         else:
             out["verify"] = {"ok": None, "skipped": "no cutover: the live files are still the originals"}
+        if "rollback" in args.steps:
+            res, doc = step("rollback", migrate("rollback", "--yes", "--json"), 300 + n * 0.05)
+            if doc:
+                res.update(outcome=doc.get("outcome"), done=doc.get("done"), refused=len(doc.get("refused") or []))
+            steps["rollback"] = res
+            log(f"comparing the {n:,} restored files with the originals ...")
+            out["restored"] = restored(root, Path(man["root"]), n)
+            r = out["restored"]
+            log(f"  {'OK' if r['ok'] else 'FAILED'}: {r['identical']:,} of {n:,} byte-identical, {r['seconds']} s")
     if not args.keep:
         corp.remove_tree(root)
     return out
@@ -551,6 +583,8 @@ def _steps_in_order(steps: dict) -> list[tuple[str, dict]]:
         rows.append((f"status ({k})", s))
     if "cutover" in steps:
         rows.append(("cutover", steps["cutover"]))
+    if "rollback" in steps:
+        rows.append(("rollback", steps["rollback"]))
     return rows
 
 
@@ -638,6 +672,12 @@ def markdown(res: dict) -> str:
             f"{'ok' if v['sample_ok'] else 'NOT ok'}."
             + ("" if v["ok"] else " Problems: " + "; ".join(v["problems"][:5]))
         )
+    if rb := r.get("restored"):
+        lines.append(
+            f"\nAfter rollback: {'OK' if rb['ok'] else 'FAILED'}: {rb['identical']:,} live files byte-identical "
+            f"to the originals, no file of migrator's left."
+            + ("" if rb["ok"] else " Problems: " + "; ".join(rb["problems"][:5]))
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -656,6 +696,9 @@ def well_formed(res: dict) -> list[str]:
     v = r.get("verify") or {}
     if v.get("ok") is False:
         problems.append("verification: " + "; ".join(v.get("problems", [])[:5]))
+    rb = r.get("restored") or {}
+    if rb.get("ok") is False:
+        problems.append("after rollback: " + "; ".join(rb.get("problems", [])[:5]))
     return problems
 
 
@@ -695,8 +738,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         ap.error(f"--steps: unknown {', '.join(unknown)} (a subset of {','.join(STEPS)})")
     if not args.steps:
         ap.error("--steps: at least one step")
-    if {"status", "cutover"} & set(args.steps) and "run" not in args.steps:
-        ap.error("--steps: status and cutover need run (each run has a fresh job table)")
+    if {"status", "cutover", "rollback"} & set(args.steps) and "run" not in args.steps:
+        ap.error("--steps: status, cutover and rollback need run (each run has a fresh job table)")
+    if "rollback" in args.steps and "cutover" not in args.steps:
+        ap.error("--steps: rollback needs cutover")
     if args.poll_every <= 0:
         ap.error("--poll-every must be positive")
     args.work_dir = args.work_dir.resolve()

@@ -39,9 +39,9 @@ def test_quick_mode_runs_every_step_and_writes_sane_results(tmp_path):
 
     r = res["results"]
     steps = r["steps"]
-    assert set(steps) == {"plan", "run", "status", "cutover"}
+    assert set(steps) == {"plan", "run", "status", "cutover", "rollback"}
     assert len(steps["status"]) == many.STATUS_REPEATS
-    for s in [steps["plan"], steps["run"], *steps["status"], steps["cutover"]]:
+    for s in [steps["plan"], steps["run"], *steps["status"], steps["cutover"], steps["rollback"]]:
         assert s["rc"] == 0 and s["ok"] and not s["timed_out"], s
         assert s["wall_s"] > 0 and s["maxrss_mb"] > 0
     assert steps["plan"]["totals"]["databases"] == n
@@ -53,6 +53,8 @@ def test_quick_mode_runs_every_step_and_writes_sane_results(tmp_path):
     assert all(s["by_state"] == {"staged": n} for s in steps["status"])
     assert steps["cutover"]["outcome"] == "done"
     assert steps["cutover"]["databases"] == {"cut_over": n}
+    assert steps["rollback"]["done"] == n and steps["rollback"]["refused"] == 0
+    assert r["restored"]["ok"] and r["restored"]["identical"] == n and r["restored"]["problems"] == []
 
     p = r["progress"]
     assert p["done_at_end"] == n
@@ -77,7 +79,7 @@ def test_quick_mode_runs_every_step_and_writes_sane_results(tmp_path):
     assert (work / "corpora" / many.tree_key(n) / many.MANIFEST).exists()
 
     assert "| step | wall s | peak RSS MB |" in md
-    for label in ("plan --no-probe", "run --no-cutover", "status (3)", "cutover"):
+    for label in ("plan --no-probe", "run --no-cutover", "status (3)", "cutover", "rollback"):
         assert f"| {label} |" in md
     assert "ratio last/first" in md and "bytes per database" in md and "Verification: OK" in md
 
