@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,7 +25,7 @@ from migrator.errors import EXIT_HELD, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, EXIT_WI
 from migrator.ops import window
 from migrator.testing.corpus import build_dvd_tree
 from migrator.testing.server import FakeVLLM
-from migrator.vllm.serve import socket_dir
+from migrator.vllm.serve import ManagedServer, socket_dir
 from migrator.vllm.steering import Throttle, read_throttle
 
 
@@ -515,6 +516,21 @@ def test_socket_dir_keeps_the_users_choice_and_a_socket_path_short_enough(tmp_pa
     monkeypatch.setattr(tempfile, "tempdir", str(deep))
     untouched: dict = {}
     assert socket_dir(untouched) is None and untouched == {} and list(deep.iterdir()) == []
+
+
+def test_a_vllm_that_cannot_be_started_leaves_no_socket_directory(tmp_path, monkeypatch):
+    exe = tmp_path / "vllm"
+    exe.write_text("#!/nonexistent/interpreter\n")  # executable, but exec fails (ENOENT)
+    exe.chmod(0o755)
+    short = Path(tempfile.mkdtemp(prefix="mt-", dir="/tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", str(short))
+    try:
+        with pytest.raises(OSError):
+            with ManagedServer("m", log_dir=tmp_path / "logs", executable=str(exe), startup_timeout=5):
+                pass
+        assert list(short.iterdir()) == []
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
 
 
 def test_served_names_parsing():

@@ -221,21 +221,21 @@ class ManagedServer:
             env["VLLM_API_KEY"] = self.api_key
         if self.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.gpu
-        self.sockets = socket_dir(env)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = self.command(port)
         log.info("starting %s (output in %s)", " ".join(cmd), self.log_path)
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(
-                [exe, *cmd[1:]],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
-            )
-        self.base_url = f"http://{self.host}:{port}/v1"
-        try:
+        self.sockets = socket_dir(env)
+        try:  # from here on, a failure stops what was started and removes the socket directory
+            with open(self.log_path, "ab") as out:
+                self.proc = subprocess.Popen(
+                    [exe, *cmd[1:]],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    start_new_session=True,
+                )
+            self.base_url = f"http://{self.host}:{port}/v1"
             self._wait_ready(f"http://{self.host}:{port}")
         except BaseException:
             self.stop()
