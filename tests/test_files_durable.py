@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
@@ -52,3 +55,25 @@ def test_durable_copy_keeps_private_mode(tmp_path):
     os.chmod(src, 0o600)
     durable.durable_copy(src, tmp_path / "b")
     assert stat.S_IMODE(os.stat(tmp_path / "b").st_mode) == 0o600
+
+
+def test_a_partial_left_by_a_zombie_is_removed_and_one_of_a_live_writer_kept(tmp_path):
+    """A killed writer not yet reaped (an orphaned helper under an init that does not reap)
+    is a zombie: its pid answers kill(0), but it writes nothing, so its temporary goes."""
+    target = tmp_path / "database.json"
+    target.write_bytes(b"{}")
+    zombie = subprocess.Popen(["true"])  # exits at once; not waited for, so a zombie
+    live = subprocess.Popen(["sleep", "30"])
+    try:
+        while Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z":
+            time.sleep(0.01)
+        left = target.with_name(f".{target.name}{durable.TMP_MARK}{zombie.pid}-0a0b0c0d")
+        kept = target.with_name(f".{target.name}{durable.TMP_MARK}{live.pid}-0a0b0c0d")
+        left.write_bytes(b"half")
+        kept.write_bytes(b"being written")
+        assert durable.remove_stale_partials(target) == 1
+        assert not left.exists() and kept.exists()
+    finally:
+        live.kill()
+        live.wait()
+        zombie.wait()

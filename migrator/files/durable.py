@@ -193,13 +193,19 @@ def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether a process of this host may still be writing: a zombie (killed, not yet reaped,
+    as an orphaned helper can stay under an init that does not reap) writes nothing."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b") ", 1)[-1][:1] != b"Z"
+    except OSError:  # no /proc here, or it is gone: as kill(0) said
         return True
-    return True
 
 
 def remove_stale_partials(target: str | os.PathLike) -> int:
