@@ -563,7 +563,7 @@ def _finish_run(result: api.RunResult, as_json: bool) -> None:
 @source_options
 @endpoint_options
 @state_option
-@click.option("--batch-size", type=click.IntRange(1, 2048), default=32, show_default=True, help="Texts per request.")
+@click.option("--batch-size", type=click.IntRange(1, 2048), default=128, show_default=True, help="Texts per request.")
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 512),

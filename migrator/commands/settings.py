@@ -38,7 +38,7 @@ class Settings:
     profile: str | None = None  # auto (None), dvd, lightrag, nano-graphrag
     text_field: str | None = None
     text_template: str | None = None
-    batch_size: int = 32
+    batch_size: int = 128
     concurrency: int | None = None  # None: adaptive (tuning.AdaptiveLimit)
     request_timeout: float = 120.0
     retry_for: float = 600.0

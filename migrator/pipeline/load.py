@@ -21,7 +21,8 @@ from migrator.errors import BadDatabase
 from migrator.files import durable, nvdb
 from migrator.jobs import leases
 
-IN_MEMORY_BATCHES = 4  # a database of at most this many batches is kept in memory until staged
+IN_MEMORY_BATCHES = 4  # a database of at most this many batches is kept in memory until staged ...
+IN_MEMORY_RECORDS = 128  # ... and of at most this many records, whatever the batch size
 
 Job = leases.Claimed  # a job-table row, as far as the run needs it
 
@@ -69,6 +70,12 @@ class Work:
     failed: bool = False
     finished: bool = False
     staged: StagedFile | None = None  # what stage.Stager wrote, once it has
+
+
+def in_memory_rows(batch_size: int) -> int:
+    """The most records a database may have and still be kept in memory until staged: what
+    a SIGKILL can cost beyond the requests in flight, so it does not grow with the batch size."""
+    return min(IN_MEMORY_BATCHES * batch_size, IN_MEMORY_RECORDS)
 
 
 def missing_ranges(n: int, done: list[tuple[int, int]], batch_size: int) -> list[tuple[int, int]]:
@@ -144,7 +151,7 @@ def load(
     durable.remove_stale_partials(path)
     changed = bool(job.source_sha256) and digest != job.source_sha256
     done = done_ranges(job.id) if job.n_done and not changed else []
-    in_memory = not done and nf.n <= IN_MEMORY_BATCHES * batch_size
+    in_memory = not done and nf.n <= in_memory_rows(batch_size)
     work = Work(
         job,
         path,
@@ -162,5 +169,5 @@ def load(
         work.vectors = np.empty((nf.n, target), dtype=nvdb.FLOAT32)
         work.rows = nf.n
     else:
-        work.rows = min(nf.n, IN_MEMORY_BATCHES * batch_size)
+        work.rows = min(nf.n, in_memory_rows(batch_size))
     return work

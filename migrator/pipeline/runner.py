@@ -9,7 +9,7 @@ The pipeline, per run:
   across databases (DVD databases are small: one request often serves two or
   three), several requests in flight, their number tuned by
   :class:`~migrator.vllm.tuning.AdaptiveLimit`;
-- **keep**: a database of at most ``IN_MEMORY_BATCHES`` batches keeps its new
+- **keep**: a database of at most ``in_memory_rows`` records keeps its new
   vectors in memory until it is complete; a larger one commits each answered
   batch (vectors and done-mark in one row) to the job table, so an interrupted
   run resumes inside it;
@@ -49,7 +49,7 @@ from migrator.jobs.models import D_EMBEDDING, Migration
 from migrator.jobs.store import StateStore
 from migrator.ops import allocator
 from migrator.pipeline.gate import Prejudge
-from migrator.pipeline.load import IN_MEMORY_BATCHES, Failed, Job, Work, load
+from migrator.pipeline.load import Failed, Job, Work, in_memory_rows, load
 from migrator.pipeline.stage import Stager
 from migrator.vllm.endpoint import Endpoint, PoisonedInput
 from migrator.vllm.pool import EndpointPool
@@ -122,7 +122,7 @@ class Embedder:
         endpoint: Endpoint | EndpointPool,
         *,
         limit: AdaptiveLimit,
-        batch_size: int = 32,
+        batch_size: int = 128,
         fail_fast: bool = False,
         reporter: Reporter | None = None,
         stop: asyncio.Event | None = None,
@@ -429,7 +429,7 @@ class Embedder:
 
     def _bound(self) -> int:
         """Rows of databases allowed in memory at once: enough to fill the requests in flight."""
-        return (self.limit.limit + 2 + IN_MEMORY_BATCHES) * self.batch_size
+        return (self.limit.limit + 2) * self.batch_size + in_memory_rows(self.batch_size)
 
     async def _admit(self, w: Work) -> None:
         async with self._room:
