@@ -56,6 +56,7 @@ if __package__ in (None, ""):
 
 from benchmarks import corpus as corp  # noqa: E402
 from benchmarks.procs import PY, REPO, Server, machine, run_timed  # noqa: E402
+from migrator.commands.settings import Settings  # noqa: E402
 
 # --------------------------------------------------------------------------- #
 # The server's defaults, from the facts                                       #
@@ -466,7 +467,7 @@ def measure_kill(args, man, work, shape: str = "flat") -> dict:
     digests = corp.corpus_digests(Path(man["root"]))
     rework = sum(c - 1 for d, c in end["repeats"].items() if d in digests)
     srv_stats = end["server"]
-    window_default = 8 * 32
+    window_default = 8 * Settings.batch_size  # 8 requests of the default batch
     observed_window = srv_stats["max_in_flight"] * max(1.0, srv_stats["mean_batch"])
     problems = verify_tree(root, Path(man["root"]), 4096) if t2.rc == 0 else ["resume failed"]
     out = {
@@ -665,7 +666,7 @@ def markdown(res: dict) -> str:
             lines.append(
                 f"- SIGKILL [{shape}] at {kill['killed_at_fraction'] * 100:.0f}% committed, then resume: "
                 f"{kill['rework_texts']} texts embedded twice; in-flight window "
-                f"{kill['window_settings_default']} (Settings defaults 8 x 32), "
+                f"{kill['window_settings_default']} (Settings defaults: 8 requests x {Settings.batch_size}), "
                 f"{kill['window_observed']} observed (max in flight x mean batch)."
             )
     lines.append("")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import sys
@@ -123,3 +124,23 @@ def test_run_py_sizes_shaped_corpora_from_records_or_databases():
     assert sizes["goodput"][0] >= 3 and sizes["large"][0] >= 2 * sizes["small"][0]
     with pytest.raises(SystemExit):
         run.parse_args(["--shape", "huge"])
+
+
+def test_ab_and_server_ceiling_run_on_a_tiny_tree(trees, capsys):
+    """benchmarks/ab.py and server_ceiling.py (session 11's tools) against the real bench server."""
+    from benchmarks import ab, server_ceiling
+
+    work, mans = trees
+    man = mans["long"]
+    corpus = Path(man["root"]).parent
+    assert ab.parse_variant("b32@/tmp/old:--batch-size 32") == ("b32", Path("/tmp/old"), ["--batch-size", "32"])
+    assert ab.parse_variant("new:") == ("new", ab.REPO, [])
+    res = ab.one(corpus, man["records"], work / "ab", 1024, ab.REPO, ["--batch-size", "16"])
+    assert res["records_per_s"] > 0 and res["client_cpu"] > 0
+    texts = server_ceiling.corpus_texts(Path(man["root"]))
+    assert len(texts) == man["records"]
+    with server_ceiling.Server(
+        work / "srv", model="Qwen/Qwen3-Embedding-0.6B", tokens_per_second=None, overhead_s=0.0
+    ) as srv:
+        r = asyncio.run(server_ceiling._send_all(srv.base_url, "Qwen/Qwen3-Embedding-0.6B", 1024, texts, 64, 4))
+    assert r["records"] == len(texts) and r["records_per_s"] > 0
