@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any, Protocol, cast
 
 from sqlalchemy import Table, and_, bindparam, case, delete, func, insert, select, update
-from sqlalchemy.engine import Connection, CursorResult
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from migrator.errors import StateError
@@ -116,13 +116,20 @@ def done_ranges(conn: Executes, job_id: int) -> list[tuple[int, int]]:
     ]
 
 
-def vector_batches(conn: Connection, job_id: int) -> CursorResult:
-    """(start, count, dim, vectors) of each committed batch of a database, in row order, streamed."""
-    return conn.execution_options(yield_per=1).execute(
+def vector_batches(conn: Executes, job_id: int, first_row: int, rows: int) -> list:
+    """(start, count, dim, vectors) of the committed batches of a database that start in
+    rows [first_row, first_row + rows), in row order, read whole: a caller reads a large
+    database page by page, each in a short transaction, so that no read lock is held while
+    the file is written (with SQLite's rollback journal a reader holds off every commit)."""
+    return conn.execute(
         select(BATCHES.c.start, BATCHES.c.count, BATCHES.c.dim, BATCHES.c.vectors)
-        .where(BATCHES.c.database_id == job_id)
+        .where(
+            BATCHES.c.database_id == job_id,
+            BATCHES.c.start >= first_row,
+            BATCHES.c.start < first_row + rows,
+        )
         .order_by(BATCHES.c.start)
-    )
+    ).all()
 
 
 def add_batches(conn: Executes, rows: list[dict]) -> None:

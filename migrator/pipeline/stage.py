@@ -29,6 +29,7 @@ from migrator.pipeline import readback
 from migrator.pipeline.load import Job, StagedFile, Work
 
 MAX_CHANGES = 3  # a database changed under the run this often is failed, not embedded again
+PAGE_BYTES = 16 << 20  # committed vectors read back at a time, each page in its own transaction
 
 Staged = Literal["staged", "changed", "failed"]
 Fail = Callable[[Job, str, "os.stat_result | None"], Future]
@@ -57,11 +58,16 @@ class Stager:
 
     # ------------------------------------------------------------- vectors
     def _vector_blocks(self, job_id: int, n: int, dim: int) -> Iterator[np.ndarray]:
-        """The committed vectors of one database in row order, one batch at a time."""
+        """The committed vectors of one database in row order, one batch at a time, read
+        :data:`PAGE_BYTES` at a time: no read transaction stays open while they are written."""
         covered = 0
-        with self.store.engine.connect() as conn:
-            rows = queries.vector_batches(conn, job_id)
-            for start, count, bdim, blob in rows:
+        page_rows = max(1, PAGE_BYTES // (dim * 4))
+        while covered < n:
+            with self.store.engine.connect() as conn:
+                page = queries.vector_batches(conn, job_id, covered, page_rows)
+            if not page:
+                break
+            for start, count, bdim, blob in page:
                 if start != covered or bdim != dim or len(blob) != count * dim * 4:
                     raise _Untiled(start)
                 covered += count
