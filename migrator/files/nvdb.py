@@ -48,6 +48,7 @@ WHOLE_READ = 1 << 20
 _CHUNK = 1 << 16  # header reads: a DVD file's records fit in one or two chunks
 _WS = b" \t\r\n"
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+HINT_CHECK_BYTES = 4096  # the matrix's last characters read to confirm its implied end
 _SIGNIFICANT = re.compile(rb'["\\\[\]{}]')
 _DAMAGED = "the file is damaged; restore it from a backup"
 _NOT_NVDB = "not a NanoVectorDB file"
@@ -300,8 +301,17 @@ class _Reader:
         body = self.base
         if length_hint is not None:
             end = body + length_hint
-            self.f.seek(end)
-            if self.f.read(1) == b'"':
+            # The implied end holds a quote, and the text before it is base64: a matrix
+            # shorter than implied ends earlier, and its closing quote and the JSON after
+            # it are not base64 (a quote found there belongs to a later value).
+            tail = min(length_hint, HINT_CHECK_BYTES)
+            self.f.seek(end - tail)
+            before = self.f.read(tail + 1)
+            if (
+                len(before) == tail + 1
+                and before[-1:] == b'"'
+                and not before[:-1].translate(None, _B64_ALPHABET + b"=")
+            ):
                 self.buf, self.base, self.pos = bytearray(), end + 1, 0
                 return body, length_hint
             self.f.seek(self.base + len(self.buf))  # not where implied: scan for it
