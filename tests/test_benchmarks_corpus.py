@@ -126,7 +126,7 @@ def test_run_py_sizes_shaped_corpora_from_records_or_databases():
         run.parse_args(["--shape", "huge"])
 
 
-def test_ab_and_server_ceiling_run_on_a_tiny_tree(trees, capsys):
+def test_ab_and_server_ceiling_run_on_a_tiny_tree(trees):
     """benchmarks/ab.py and server_ceiling.py (session 11's tools) against the real bench server."""
     from benchmarks import ab, server_ceiling
 

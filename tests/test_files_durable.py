@@ -58,7 +58,7 @@ def test_durable_copy_keeps_private_mode(tmp_path):
 
 
 def test_a_partial_left_by_a_zombie_is_removed_and_one_of_a_live_writer_kept(tmp_path):
-    """A killed writer not yet reaped (an orphaned helper under an init that does not reap)
+    """A killed writer not yet reaped (an orphan under an init that does not reap)
     is a zombie: its pid answers kill(0), but it writes nothing, so its temporary goes."""
     target = tmp_path / "database.json"
     target.write_bytes(b"{}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from sqlalchemy import select, update
 
 from helpers import add_migration_with_jobs
@@ -50,12 +51,9 @@ def test_a_gap_in_the_committed_batches_is_found(tmp_path, monkeypatch):
     store, mig, job_id, _ = _store_with_batches(tmp_path, 200, 16, 64, skip=96)  # rows 96-111 missing
     st = Stager(store, mig, Journal(store), fail=lambda *a: None)
     try:
-        try:
+        with pytest.raises(_Untiled) as e:
             list(st._vector_blocks(job_id, 200, 64))
-        except _Untiled as e:
-            assert e.row == 112  # the first batch past the gap
-        else:
-            raise AssertionError("a gap went unnoticed")
+        assert e.value.row == 112  # the first batch past the gap
     finally:
         st.journal.close()
 
@@ -73,8 +71,11 @@ def test_reading_a_large_database_back_does_not_hold_off_the_runs_commits(tmp_pa
         blocks = st._vector_blocks(job_id, 160, 64)
         next(blocks)  # suspended where the file's writer is busy writing this block
         writer = open_state(tmp_path / "state")  # another connection: the journal's, say
-        with writer.engine.begin() as conn:  # raises "database is locked" while a read is open
-            conn.execute(update(Migration).values(embed_seconds=Migration.embed_seconds + 1.0))
+        try:
+            with writer.engine.begin() as conn:  # raises "database is locked" while a read is open
+                conn.execute(update(Migration).values(embed_seconds=Migration.embed_seconds + 1.0))
+        finally:
+            writer.engine.dispose()
         assert sum(len(b) for b in blocks) == 160 - 16
     finally:
         st.journal.close()

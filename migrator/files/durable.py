@@ -194,7 +194,7 @@ def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> str:
 
 def _pid_alive(pid: int) -> bool:
     """Whether a process of this host may still be writing: a zombie (killed, not yet reaped,
-    as an orphaned helper can stay under an init that does not reap) writes nothing."""
+    as an orphan can stay under an init that does not reap) writes nothing."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -122,7 +122,7 @@ class Embedder:
         endpoint: Endpoint | EndpointPool,
         *,
         limit: AdaptiveLimit,
-        batch_size: int = 128,
+        batch_size: int,
         fail_fast: bool = False,
         reporter: Reporter | None = None,
         stop: asyncio.Event | None = None,
