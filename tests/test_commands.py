@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 import pytest
 
 from dvdcheck import assert_migrated
-from helpers import API_KEY, Cli, load_originals, tree_digest
+from helpers import API_KEY, MIGRATE, Cli, load_originals, run_args, tree_digest
 from migrator import api
 from migrator.errors import EXIT_ENDPOINT_DOWN, EXIT_LOCKED, EXIT_PARTIAL
 from migrator.jobs.lock import state_lock
+from migrator.testing.corpus import build_dvd_tree
 from migrator.testing.server import FakeVLLM
 
 
@@ -62,6 +64,23 @@ def test_run_migrates_every_database_faithfully(cli, dvd_tree, server):
     r2 = cli("run", "--root", str(root), "--model", "8b", "--yes")
     assert r2.exit_code == 0 and "nothing to do" in r2.stdout
     assert server.stats.inputs_embedded - embedded <= 1  # only the probe
+
+
+@pytest.mark.parametrize("batch,concurrency", [(4, 1), (4, 2), (3, 1)])
+def test_one_request_in_flight_never_deadlocks_on_a_part_filled_request(tmp_path, server, batch, concurrency):
+    """With one or two requests in flight, the rows allowed in memory hold only one large
+    database; the next waits for it to leave. Its last part-filled request used to wait with
+    it, unsent, so neither ever finished (the run hung at 0%). A real process, with a timeout."""
+    root = tmp_path / "video_database"
+    paths = build_dvd_tree(root, 3, clips=(30, 40), seed=5)
+    originals = load_originals(paths)
+    args = run_args(root, server.base_url, tmp_path / "state", "--batch-size", str(batch))
+    args += ["--concurrency", str(concurrency), "--yes"]
+    env = {**os.environ, "MIGRATOR_API_KEY": API_KEY}
+    p = subprocess.run([*MIGRATE, *args], env=env, capture_output=True, text=True, timeout=90)
+    assert p.returncode == 0, p.stderr
+    for path in paths:
+        assert_migrated(path, originals[path], dim=4096)
 
 
 def test_matryoshka_dim_is_cut_and_renormalised(cli, dvd_tree):

@@ -431,11 +431,12 @@ class Embedder:
         """Rows of databases allowed in memory at once: enough to fill the requests in flight."""
         return (self.limit.limit + 2) * self.batch_size + in_memory_rows(self.batch_size)
 
+    def _fits(self, w: Work) -> bool:
+        return self._alive_rows == 0 or self.stop.is_set() or self._alive_rows + w.rows <= self._bound()
+
     async def _admit(self, w: Work) -> None:
         async with self._room:
-            await self._room.wait_for(
-                lambda: self._alive_rows == 0 or self.stop.is_set() or self._alive_rows + w.rows <= self._bound()
-            )
+            await self._room.wait_for(lambda: self._fits(w))
             self._alive_rows += w.rows
 
     def _release(self, w: Work) -> None:
@@ -463,6 +464,12 @@ class Embedder:
                 if self.stop.is_set():
                     return False
                 await asyncio.sleep(0.005)
+
+    async def _send(self, queue: asyncio.Queue, req: list[_Slice]) -> None:
+        """Queue a request; after a stop, its slices are given back instead."""
+        if not await self._put(queue, req):
+            for sl in req:
+                sl.work.outstanding -= 1
 
     def _discard_queued(self, queue: asyncio.Queue) -> None:
         while not queue.empty():
@@ -566,6 +573,11 @@ class Embedder:
                 if work.job.id in self.lost:
                     self._release(work)
                     continue
+                if req and not self._fits(work):
+                    # the part-filled request goes now: the databases in it may be what
+                    # holds the room this one waits for (they finish only once it is answered)
+                    await self._send(queue, req)
+                    req, fill = [], 0
                 await self._admit(work)
                 if self.stop.is_set():
                     self._release(work)
@@ -580,15 +592,13 @@ class Embedder:
                         start += take
                         count -= take
                         if fill == self.batch_size:
-                            sent, req, fill = req, [], 0
-                            if not await self._put(queue, sent):
-                                for sl in sent:
-                                    sl.work.outstanding -= 1
+                            await self._send(queue, req)
+                            req, fill = [], 0
                 work.producing = False
                 if not work.ranges:
                     await self._finish_if_done(work)
             if req and not self.stop.is_set():
-                await self._put(queue, req)
+                await self._send(queue, req)
             elif req:
                 for sl in req:
                     sl.work.outstanding -= 1
