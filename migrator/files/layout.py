@@ -22,6 +22,11 @@ def staged_path(live: str | Path, migration_id: str) -> Path:
     return _beside(live, migration_id, "staged")
 
 
+def spool_path(live: str | Path, migration_id: str) -> Path:
+    """The new vectors of a large database while it is embedded (:mod:`migrator.files.spool`)."""
+    return _beside(live, migration_id, "spool")
+
+
 def backup_path(live: str | Path, migration_id: str) -> Path:
     return _beside(live, migration_id, "backup")
 
@@ -36,7 +41,7 @@ def is_own_file(name: str) -> bool:
 
 
 def migrations_beside(live: str | Path) -> set[str]:
-    """Ids of the migrations with a staged, backup or displaced file beside ``live``."""
+    """Ids of the migrations with a staged, spool, backup or displaced file beside ``live``."""
     live = Path(live)
     prefix = f"{live.name}{OWN_MARK}"
     out: set[str] = set()
@@ -48,6 +53,6 @@ def migrations_beside(live: str | Path) -> set[str]:
         if name.startswith(prefix):
             rest = name[len(prefix) :]
             mid, dot, kind = rest.rpartition(".")
-            if dot and kind in ("staged", "backup", "displaced") and mid:
+            if dot and kind in ("staged", "spool", "backup", "displaced") and mid:
                 out.add(mid)
     return out

@@ -1,8 +1,9 @@
 """The job table: SQLAlchemy models of what a migration has done so far.
 
 This database, not the filesystem, is the source of truth for progress. A
-batch of new vectors and the fact that it is done are one row, committed in one
-transaction; a database's state changes are committed only after the files
+batch of new vectors is done when its row is committed; the vectors themselves
+are appended to the database's spool file and fsync'd first, and the row says
+where they are. A database's state changes are committed only after the files
 they describe are durable on disk.
 
 Schema changes go through Alembic (``migrations/``); never edit a released
@@ -138,7 +139,11 @@ class Batch(Base):
     start: Mapped[int] = mapped_column(Integer)
     count: Mapped[int] = mapped_column(Integer)
     dim: Mapped[int] = mapped_column(Integer)
-    vectors: Mapped[bytes] = mapped_column(LargeBinary)  # float32 little-endian, count x dim
+    # float32 little-endian, count x dim: in the database's spool file (files/spool.py) at
+    # spool_offset, with this CRC-32; rows from before revision 0005 hold them here instead
+    vectors: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    spool_offset: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    crc32: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     tokens: Mapped[int] = mapped_column(Integer, default=0)
 
     database: Mapped[DatabaseJob] = relationship(back_populates="batches")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from migrator.files import durable
-from migrator.files.layout import backup_path, staged_path
+from migrator.files.layout import backup_path, spool_path, staged_path
 from migrator.jobs import queries
 from migrator.jobs.models import D_CUT_OVER, D_REFUSED, M_FINALIZED, Event, Migration, utcnow
 from migrator.jobs.store import StateStore
@@ -41,7 +41,11 @@ def leftovers(store: StateStore, migration_id: str) -> Leftovers:
     with store.reader() as s:
         rows = queries.job_rows(s, migration_id, "path", "state", "backup_path")
     for path, state, backup in rows:
-        candidates = [Path(backup) if backup else backup_path(path, migration_id), staged_path(path, migration_id)]
+        candidates = [
+            Path(backup) if backup else backup_path(path, migration_id),
+            staged_path(path, migration_id),
+            spool_path(path, migration_id),  # a database that failed after some batches
+        ]
         if state not in (D_CUT_OVER, D_REFUSED):
             candidates = candidates[1:]  # never cut over: no backup of ours to delete
         for f in candidates:
