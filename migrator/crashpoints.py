@@ -24,7 +24,8 @@ _loaded = False
 # Every point, in the order a migration reaches them (tests iterate over this).
 POINTS = (
     "scan.recorded",  # the migration and its database rows are committed
-    "batch.committed",  # a batch of vectors and its done-mark are committed
+    "batch.spooled",  # a batch of vectors is in its spool, durable; its done-mark not yet committed
+    "batch.committed",  # a batch's done-mark is committed
     "stage.written",  # staged file durable, not yet read back
     "stage.recorded",  # the job table says staged
     "write.partial",  # a temporary file written, not yet renamed into place

@@ -15,8 +15,9 @@ All of it lands in one ordered trace, which the test then reads per database:
   -> directory fsync -> the commit that says ``cut_over``;
 - rollback: backup replaced onto the live name -> directory fsync -> the
   commit that says ``rolled_back``;
-- every commit: a batch row exists iff its records count in ``n_done`` (the
-  vectors and their done-mark in one transaction), with SQLite in
+- every commit: a batch row exists iff its records count in ``n_done``, and the
+  bytes every batch row points at in its database's spool were fsync'd (and the
+  spool's directory entry too) before the commit, with SQLite in
   ``synchronous=FULL`` and a rollback journal, so a commit is on disk when it
   returns.
 """
@@ -39,7 +40,7 @@ from dvdcheck import assert_migrated
 from migrator import api
 from migrator.apps.provenance import sidecar_path
 from migrator.files.durable import TMP_MARK
-from migrator.files.layout import backup_path, staged_path
+from migrator.files.layout import backup_path, spool_path, staged_path
 from migrator.testing.corpus import build_dvd_tree
 
 pytestmark = pytest.mark.skipif(
@@ -84,6 +85,9 @@ class Trace:
         self.batch_commits = 0  # commits that made some batch durable
         self.records_staged_whole = 0  # records of small databases, durable as their staged file
         self.staged_whole = 0
+        self.spool_synced: dict[str, int] = {}  # spool -> its size at its last fsync
+        self.spool_named: set[str] = set()  # spools whose directory was fsync'd after they were
+        self.spools_checked = 0  # commits' batch rows whose spooled bytes were checked durable
 
     def add(self, kind: str, **kw) -> None:
         with self.lock:
@@ -101,6 +105,11 @@ class Trace:
                 "select d.path, d.state, coalesce(d.n_done, 0), d.n_records, coalesce(b.n, 0), coalesce(b.k, 0) "
                 "from databases d left join (select database_id, sum(count) n, count(*) k from batches "
                 "group by database_id) b on b.database_id = d.id"
+            ).fetchall()
+            spooled = cur.execute(
+                "select d.path, d.migration_id, max(b.spool_offset + b.count * b.dim * 4) from batches b "
+                "join databases d on d.id = b.database_id where b.spool_offset is not null "
+                "group by d.path, d.migration_id"
             ).fetchall()
             sync = cur.execute("pragma synchronous").fetchone()[0]
             journal = cur.execute("pragma journal_mode").fetchone()[0]
@@ -133,6 +142,16 @@ class Trace:
                     f"commit #{len(self.events)}: {path}: {state} with {n_rows} batch "
                     f"rows and n_done {n_done}/{n_records}"
                 )
+        for path, mid, end in spooled:
+            sp = _real(spool_path(path, mid))
+            if self.spool_synced.get(sp, -1) < end:
+                self.violations.append(
+                    f"commit #{len(self.events)}: {sp}: batch rows point up to byte {end}, "
+                    f"but only {self.spool_synced.get(sp)} bytes of it were fsync'd"
+                )
+            elif sp not in self.spool_named:
+                self.violations.append(f"commit #{len(self.events)}: {sp}: its directory entry was never fsync'd")
+            self.spools_checked += 1
         self.commits += 1
         self.records_committed += grew
         self.batch_commits += bool(grew)
@@ -166,7 +185,14 @@ def traced(tmp_path, monkeypatch):
         real_fsync(fd)
         path = os.readlink(f"/proc/self/fd/{fd}")
         if tr.mine(path) or path == tr.root:
-            tr.add("fsync_dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync", path=path)
+            st = os.fstat(fd)
+            is_dir = stat.S_ISDIR(st.st_mode)
+            tr.add("fsync_dir" if is_dir else "fsync", path=path)
+            with tr.lock:
+                if path.endswith(".spool") and not is_dir:
+                    tr.spool_synced[path] = st.st_size
+                elif is_dir:  # every spool in it that exists now has its name made durable
+                    tr.spool_named.update(sp for sp in tr.spool_synced if os.path.dirname(sp) == path)
 
     def replace(src, dst, **kw):
         real_replace(src, dst, **kw)
@@ -259,6 +285,7 @@ def test_files_are_durable_before_the_job_table_says_so(traced, tmp_path, server
     assert tr.violations == []
     # large databases commit batch rows; small ones go to their staged file whole: both are here
     assert tr.batch_commits >= 1 and tr.staged_whole >= 1, (tr.batch_commits, tr.staged_whole)
+    assert tr.spools_checked >= tr.batch_commits, (tr.spools_checked, tr.batch_commits)
     assert tr.records_committed + tr.records_staged_whole == total, (
         f"{tr.records_committed} records made durable by {tr.batch_commits} batch commits and "
         f"{tr.records_staged_whole} in {tr.staged_whole} staged files, {total} in the tree: "

@@ -6,22 +6,27 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
+import zlib
 from pathlib import Path
 
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 
-from helpers import Cli, migration_row, run_args, spawn_migrate, tree_digest
+from dvdcheck import assert_migrated
+from helpers import API_KEY, MIGRATE, Cli, migration_row, run_args, spawn_migrate, tree_digest
 from migrator.cli import main as cli_main
 from migrator.errors import EXIT_LOCKED, EXIT_STATE, EXIT_USAGE
+from migrator.files.layout import spool_path
 from migrator.jobs.lock import HOLDER_NAME, state_lock
 from migrator.jobs.models import Migration
 from migrator.jobs.store import DB_NAME, HEAD_REVISION, alembic_config, open_state
+from migrator.testing.corpus import build_dvd_tree
 from migrator.testing.server import FakeVLLM
 
 REPO = Path(__file__).resolve().parent.parent
@@ -471,3 +476,104 @@ def test_cutover_and_rollback_with_nothing_to_act_on_exit_2(cli, dvd_tree):
         line = _one_line_error(r)
         assert "no migration 'nosuch'" in line and "migrate status" in line
     assert tree_digest(root) == after  # nothing was swapped either way
+
+
+# ------------------------------------------------- spool (revision 0005)
+def _batches(db: Path) -> list[tuple]:
+    """(database id, path, migration, batch id, spool offset or None, count, dim, crc) in order."""
+    con = _ro(db)
+    try:
+        at_0005 = "spool_offset" in {c[1] for c in con.execute("pragma table_info(batches)")}
+        offset, crc = ("b.spool_offset", "b.crc32") if at_0005 else ("null", "null")
+        return con.execute(
+            f"select d.id, d.path, d.migration_id, b.id, {offset}, b.count, b.dim, {crc} "
+            "from batches b join databases d on d.id = b.database_id order by d.id, b.start"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def _spooled_tree(tmp_path, server):
+    """Three DVD databases, each above 16 records (spooled at 4 texts a request), and how to
+    run `migrate run` over them as a process."""
+    root = tmp_path / "video_database"
+    paths = build_dvd_tree(root, 3, clips=(30, 40), seed=5)
+    originals = {p: json.loads(p.read_text()) for p in paths}
+    # no quality gate: its queries would count among the texts embedded
+    args = [*MIGRATE, *run_args(root, server.base_url, tmp_path / "state", "--batch-size", "4")]
+    args += ["--no-quality-gate", "--yes"]
+    env = {**os.environ, "MIGRATOR_API_KEY": API_KEY}
+
+    def run(crash_at: str | None = None) -> int:
+        """Runs it; returns how many records it embedded: the texts the server embedded for
+        it, less the start-up probes' (one text for the native dimension, then the sanity
+        probe's stored texts)."""
+        e = dict(env, MIGRATOR_CRASH_AT=crash_at) if crash_at else env
+        before = server.stats.inputs_embedded
+        p = subprocess.run(args, env=e, capture_output=True, text=True, timeout=120)
+        assert p.returncode == (-9 if crash_at else 0), p.stderr
+        probe = re.search(r"sanity probe: (\d+) stored texts", p.stderr)
+        assert probe, p.stderr
+        return server.stats.inputs_embedded - before - 1 - int(probe[1])
+
+    return paths, originals, tmp_path / "state" / DB_NAME, run
+
+
+def test_blob_batches_from_before_the_spool_are_staged_beside_spooled_ones(tmp_path, server):
+    """A run killed mid-database under revision 0004 left its committed vectors as blobs in
+    the job table. Made here by killing a run, moving its spooled batches into their rows as
+    0004 wrote them, deleting the spool and downgrading; the next run upgrades on open,
+    resumes the database from its blobs, appends new batches to a new spool and is killed
+    again; the last stages blobs and spooled batches into one file. Nothing committed is
+    embedded twice, and every vector is right."""
+    paths, originals, db, run = _spooled_tree(tmp_path, server)
+    total = sum(len(o["data"]) for o in originals.values())
+    run("batch.committed:3")
+    rows = _batches(db)
+    assert rows and {r[4] is not None for r in rows} == {True}  # 0005 spools every batch
+    con = sqlite3.connect(db)
+    for _, path, mid, bid, offset, count, dim, crc in rows:
+        data = spool_path(path, mid).read_bytes()[offset : offset + count * dim * 4]
+        assert zlib.crc32(data) == crc  # the spool holds what the done-mark says
+        con.execute("update batches set vectors = ?, spool_offset = null, crc32 = null where id = ?", (data, bid))
+    con.commit()
+    con.close()
+    for path, mid in {(r[1], r[2]) for r in rows}:
+        spool_path(path, mid).unlink()  # 0004 had no spool
+    r = _alembic("downgrade", "0004", db=db)
+    assert r.returncode == 0, r.stderr
+    assert _versions(db) == ["0004"]
+    assert len(_batches(db)) == len(rows)  # no spooled batch to drop: every blob kept
+
+    run("batch.committed:2")
+    assert _versions(db) == [HEAD]  # upgraded on open
+    mixed = _batches(db)
+    kinds = {r[4] is None for r in mixed}
+    assert kinds == {True, False}, f"blob and spooled batches both committed: {kinds}"
+    committed = sum(r[5] for r in mixed)
+    assert run() == total - committed  # nothing committed is embedded again
+    assert _batches(db) == []
+    for path in paths:
+        assert_migrated(path, originals[path], dim=4096)
+        assert not [n for n in os.listdir(path.parent) if n.endswith(".spool")], path.parent
+
+
+def test_downgrading_below_the_spool_drops_spooled_batches_with_their_done_count(tmp_path, server):
+    """Revision 0004 cannot hold a spooled batch: the downgrade deletes them and sets their
+    database back to no record done, so no record counts as done without its vectors."""
+    paths, originals, db, run = _spooled_tree(tmp_path, server)
+    total = sum(len(o["data"]) for o in originals.values())
+    run("batch.committed:3")
+    spooled = {r[0] for r in _batches(db)}
+    assert spooled
+    r = _alembic("downgrade", "0004", db=db)
+    assert r.returncode == 0, r.stderr
+    assert _batches(db) == []
+    con = _ro(db)
+    n_done = dict(con.execute("select id, n_done from databases").fetchall())
+    con.close()
+    assert {i: n_done[i] for i in spooled} == {i: 0 for i in spooled}
+    assert run() == total
+    for path in paths:
+        assert_migrated(path, originals[path], dim=4096)
+        assert not [n for n in os.listdir(path.parent) if n.endswith(".spool")], path.parent

@@ -41,6 +41,7 @@ import sqlite3
 import time
 import traceback
 import warnings
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +55,7 @@ from helpers import API_KEY, tree_digest
 from migrator import api, crashpoints
 from migrator.apps.dvd import DVD_PREFIX
 from migrator.files.durable import TMP_MARK
-from migrator.files.layout import OWN_MARK, backup_path, staged_path
+from migrator.files.layout import OWN_MARK, backup_path, spool_path, staged_path
 from migrator.jobs import claims
 from migrator.jobs.store import open_state
 from migrator.pipeline.load import IN_MEMORY_BATCHES
@@ -78,6 +79,7 @@ CHILD_TIMEOUT = 60.0
 # The phase a crash point kills in (the phases).
 POINT_PHASE = {
     "scan.recorded": "scanning",
+    "batch.spooled": "embedding",
     "batch.committed": "embedding",
     "write.partial": "staging",
     "stage.written": "verifying",  # staged file durable, verification not yet done
@@ -93,12 +95,12 @@ PHASES = ("scanning", "embedding", "staging", "verifying", "cutover", "rollback"
 # Job-table phases the scheduler works in, and the points reached in each.
 SCHED_POINTS = {
     "scanning": ("scan.recorded",),
-    "embedding": ("batch.committed", "write.partial", "stage.written", "stage.recorded"),
+    "embedding": ("batch.spooled", "batch.committed", "write.partial", "stage.written", "stage.recorded"),
     "cutover": ("cutover.backed_up", "cutover.replaced", "cutover.recorded"),
     "rollback": ("rollback.replaced", "rollback.recorded", "rollback.finished"),
 }
 # The first point of each phase: a child killed there has just left the phase before.
-ENTRY_POINT = {"embedding": "batch.committed", "cutover": "cutover.backed_up"}
+ENTRY_POINT = {"embedding": "batch.spooled", "cutover": "cutover.backed_up"}
 
 STALE_TEMP_BUG = (
     "BUG migrator/files/durable.py:155-167 remove_stale_partials(target) globs "
@@ -199,6 +201,7 @@ class Snapshot:
     migration: tuple | None = None  # (id, state) of this round's migration
     jobs: list[dict] = field(default_factory=list)
     batches: dict = field(default_factory=dict)  # job id -> [(start, count)]
+    spooled: dict = field(default_factory=dict)  # job id -> [(spool offset, bytes, crc32)]
     new_migrations: int = 0
 
 
@@ -335,12 +338,13 @@ class Torture:
                     f"select {', '.join(cols)} from databases where migration_id = ? order by id", (new[-1][0],)
                 )
             ]
-            for job_id, start, count in con.execute(
-                "select database_id, start, count from batches where database_id in "
+            for job_id, start, count, dim, offset, crc in con.execute(
+                "select database_id, start, count, dim, spool_offset, crc32 from batches where database_id in "
                 "(select id from databases where migration_id = ?) order by database_id, start",
                 (new[-1][0],),
             ):
                 snap.batches.setdefault(job_id, []).append((start, count))
+                snap.spooled.setdefault(job_id, []).append((offset, count * dim * 4, crc))
         finally:
             con.close()
         return snap
@@ -434,6 +438,7 @@ class Torture:
             batches = snap.batches.get(j["id"], [])
             staged = staged_path(p, mid)
             backup = backup_path(p, mid)
+            spool = spool_path(p, mid)
             staged_sha, backup_sha = _sha_file(staged), _sha_file(backup)
             if state in ("pending", "embedding"):
                 # a batch row exists iff its records count in n_done; no overlaps, inside the file
@@ -445,6 +450,13 @@ class Torture:
                 assert sum(c for _, c in batches) == (j["n_done"] or 0), (
                     f"{name}: batches hold {sum(c for _, c in batches)} records, n_done says {j['n_done']}"
                 )
+                if batches:  # every committed batch's vectors are in the spool, as committed
+                    held = spool.read_bytes()
+                    for offset, size, crc in snap.spooled[j["id"]]:
+                        assert zlib.crc32(held[offset : offset + size]) == crc, (
+                            f"{name}: batch at spool offset {offset} committed before its vectors were durable"
+                        )
+                    self.checks["spooled_batch_checks"] += len(batches)
                 assert live[p] == self.orig_sha[p], f"{name}: replaced while the job is {state}"
                 assert backup_sha is None, f"{name}: a backup exists while the job is {state}"
                 if staged_sha is not None:  # written (maybe verified), not yet recorded
@@ -476,9 +488,11 @@ class Torture:
                         f"{name}: the table says cut over, the live file is {live[p]}"
                     )
                 assert staged_sha is None, f"{name}: a staged file left after cutover"
+                assert not spool.exists(), f"{name}: a spool left after cutover"
             elif state == "rolled_back":
                 assert live[p] == self.orig_sha[p], f"{name}: rolled back but not the original"
                 assert backup_sha is None and staged_sha is None, f"{name}: leftovers after its rollback"
+                assert not spool.exists(), f"{name}: a spool left after its rollback"
             else:
                 raise AssertionError(f"{name}: unknown state {state}")
         states = Counter(j["state"] for j in snap.jobs)
@@ -500,7 +514,7 @@ class Torture:
         if point == "scan.recorded":
             return 1 if snap.migration is None else 0
         unstaged = [j for j in jobs if j["state"] in ("pending", "embedding")]
-        if point == "batch.committed":  # only databases too large to be embedded in memory
+        if point in ("batch.spooled", "batch.committed"):  # only databases too large to be kept in memory
             left = sum(
                 math.ceil((j["n_records"] - (j["n_done"] or 0)) / BATCH)
                 for j in unstaged

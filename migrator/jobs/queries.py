@@ -108,21 +108,32 @@ def fail_job(conn: Executes, job_id: int, migration_id: str, path: str, message:
     add_event(conn, migration_id, "error", message, path)
 
 
-def done_ranges(conn: Executes, job_id: int) -> list[tuple[int, int]]:
-    """(start, count) of each committed batch of a database."""
-    return [
-        (int(s), int(c))
-        for s, c in conn.execute(select(BATCHES.c.start, BATCHES.c.count).where(BATCHES.c.database_id == job_id))
-    ]
+def done_ranges(conn: Executes, job_id: int) -> list[tuple[int, int, int | None]]:
+    """(start, count, end) of each committed batch of a database: ``end`` is the byte its
+    vectors end at in the spool, or None for a row that holds them itself (before 0005)."""
+    rows = conn.execute(
+        select(BATCHES.c.start, BATCHES.c.count, BATCHES.c.dim, BATCHES.c.spool_offset).where(
+            BATCHES.c.database_id == job_id
+        )
+    )
+    return [(int(s), int(c), None if o is None else int(o) + int(c) * int(d) * 4) for s, c, d, o in rows]
 
 
 def vector_batches(conn: Executes, job_id: int, first_row: int, rows: int) -> list:
-    """(start, count, dim, vectors) of the committed batches of a database that start in
-    rows [first_row, first_row + rows), in row order, read whole: a caller reads a large
-    database page by page, each in a short transaction, so that no read lock is held while
-    the file is written (with SQLite's rollback journal a reader holds off every commit)."""
+    """(start, count, dim, vectors, spool_offset, crc32) of the committed batches of a
+    database that start in rows [first_row, first_row + rows), in row order. ``vectors`` is
+    None where they are in the spool. Rows from before 0005 hold megabytes each, so a caller
+    reads page by page, each in a short transaction: no read lock is held while the file is
+    written (with SQLite's rollback journal a reader holds off every commit)."""
     return conn.execute(
-        select(BATCHES.c.start, BATCHES.c.count, BATCHES.c.dim, BATCHES.c.vectors)
+        select(
+            BATCHES.c.start,
+            BATCHES.c.count,
+            BATCHES.c.dim,
+            BATCHES.c.vectors,
+            BATCHES.c.spool_offset,
+            BATCHES.c.crc32,
+        )
         .where(
             BATCHES.c.database_id == job_id,
             BATCHES.c.start >= first_row,

@@ -70,6 +70,8 @@ class Work:
     failed: bool = False
     finished: bool = False
     staged: StagedFile | None = None  # what stage.Stager wrote, once it has
+    spooled: bool = False  # it may have a spool file (files/spool.py), removed once it is staged
+    lost: bool = False  # committed batches whose vectors its spool no longer holds: dropped
 
 
 def in_memory_rows(batch_size: int) -> int:
@@ -107,12 +109,13 @@ def load(
     *,
     target: int,
     batch_size: int,
-    done_ranges: Callable[[int], list[tuple[int, int]]],
+    done_ranges: Callable[[Job], list[tuple[int, int]] | None],
 ) -> Work | Failed:
     """Read ``job``'s file once: hash it, check it, take its texts (an I/O thread).
 
-    ``done_ranges(job_id)`` gives the batches already committed for it; they are
-    asked for only when the file is the one they were embedded from."""
+    ``done_ranges(job)`` gives the batches already committed for it, or None when
+    their vectors are not all in its spool any more (then it is embedded afresh);
+    they are asked for only when the file is the one they were embedded from."""
     path = Path(job.path)
     if path.is_symlink():  # jobs name real files (--follow-symlinks records the target)
         return Failed(
@@ -150,7 +153,9 @@ def load(
     nf._raw = None  # the old vectors are not needed again; keep only the records
     durable.remove_stale_partials(path)
     changed = bool(job.source_sha256) and digest != job.source_sha256
-    done = done_ranges(job.id) if job.n_done and not changed else []
+    done = done_ranges(job) if job.n_done and not changed else []
+    lost = done is None
+    done = done or []
     in_memory = not done and nf.n <= in_memory_rows(batch_size)
     work = Work(
         job,
@@ -163,6 +168,8 @@ def load(
         ranges=missing_ranges(nf.n, done, batch_size),
         in_memory=in_memory,
         profile=prof,
+        spooled=not in_memory or bool(job.n_done),
+        lost=lost,
     )
     work.left = sum(count for _, count in work.ranges)
     if in_memory:

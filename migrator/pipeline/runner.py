@@ -10,16 +10,18 @@ The pipeline, per run:
   three), several requests in flight, their number tuned by
   :class:`~migrator.vllm.tuning.AdaptiveLimit`;
 - **keep**: a database of at most ``in_memory_rows`` records keeps its new
-  vectors in memory until it is complete; a larger one commits each answered
-  batch (vectors and done-mark in one row) to the job table, so an interrupted
-  run resumes inside it;
+  vectors in memory until it is complete; a larger one appends each answered
+  batch to its spool file (:mod:`~migrator.files.spool`), fsyncs it, and only
+  then commits a small done-mark (offset and CRC-32) to the job table, so an
+  interrupted run resumes inside it;
 - **stage** (I/O threads; :mod:`~migrator.pipeline.stage`): a complete database is written beside the old one,
   fsync'd, read back and verified, and only then marked staged.
 
 Every job-table write goes through :class:`~migrator.jobs.journal.Journal` (one
 thread, one transaction for everything waiting). The rule that makes that
 safe: a change that describes a file is submitted only after the file is
-durable, and a batch of vectors is acknowledged only once committed.
+durable, and a batch of vectors is acknowledged only once its spooled
+bytes are fsync'd and its done-mark committed.
 
 Interrupted at any point, the next run loses at most the requests in flight and
 the answered rows of small databases not yet staged; everything staged or
@@ -42,7 +44,8 @@ import numpy as np
 from sqlalchemy.engine import Connection
 
 from migrator import apps, config, crashpoints
-from migrator.files import durable
+from migrator.files import durable, spool
+from migrator.files.layout import spool_path
 from migrator.jobs import leases, queries
 from migrator.jobs.journal import Journal, defer
 from migrator.jobs.models import D_EMBEDDING, Migration
@@ -64,6 +67,7 @@ READ_AHEAD = 4  # databases read ahead of the requests (and claimed at once), at
 READ_AHEAD_RECORDS = 2048  # ...or as many as hold about this many records (small databases)
 READ_AHEAD_MAX = 32  # ...but never more than this many
 IO_THREADS = 3  # reading, writing and verifying files (hashing and fsync release the GIL)
+SPOOL_THREADS = 2  # appending answered batches of large databases to their spools
 TRIM_EVERY = 64  # staged databases between handing freed memory back (allocator.trim)
 
 
@@ -152,6 +156,9 @@ class Embedder:
         self._journal: Journal | None = None  # created by run()
         self._stager: Stager | None = None  # created by run(), with the journal
         self.io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="migrator-io")
+        # appends to spools, apart from the I/O threads: a batch is not held up behind a staging
+        self.spooler = ThreadPoolExecutor(max_workers=SPOOL_THREADS, thread_name_prefix="migrator-spool")
+        self.spools = spool.Spools()
         self._tasks: set[asyncio.Task] = set()
         self._alive_rows = 0
         self._room_cond: asyncio.Condition | None = None  # created by run()
@@ -214,9 +221,14 @@ class Embedder:
 
         return self._submit(change)
 
-    def _done_ranges(self, job_id: int) -> list[tuple[int, int]]:
+    def _done_ranges(self, job: Job) -> list[tuple[int, int]] | None:
+        """Its committed batches, or None if its spool stops short of their vectors."""
         with self.store.engine.connect() as conn:
-            return queries.done_ranges(conn, job_id)
+            done = queries.done_ranges(conn, job.id)
+        end = max((e for _, _, e in done if e is not None), default=0)
+        if end and not spool.holds(spool_path(job.path, self.mid), end):
+            return None
+        return [(start, count) for start, count, _ in done]
 
     def _load(self, job: Job) -> Work | Failed:
         """Read a claimed database (an I/O thread; load.py)."""
@@ -229,13 +241,12 @@ class Embedder:
     def _prepared(self, w: Work) -> None:
         """Record that a database is being embedded, as it was read."""
         job, mid = w.job, self.mid
-        if job.source_sha256 and w.sha != job.source_sha256:
+        if (job.source_sha256 and w.sha != job.source_sha256) or w.lost:
+            why = "its spool lost vectors it had committed" if w.lost else "changed since it was first read"
 
-            def forget(conn: Connection) -> None:  # what we embedded before belongs to another file
+            def forget(conn: Connection) -> None:  # what we embedded before is not this file's
                 queries.forget_vectors(conn, job.id)
-                queries.add_event(
-                    conn, mid, "warning", f"{w.path}: changed since it was first read; embedding it afresh", job.path
-                )
+                queries.add_event(conn, mid, "warning", f"{w.path}: {why}; embedding it afresh", job.path)
 
             self._submit(forget)
         settled = durable.settled(w.st)  # else cutover hashes it: a change may hide in the same tick
@@ -293,20 +304,33 @@ class Embedder:
             return [w.ids[i] for i in idx]
         return [w.ids[i] for i, c in zip(idx, counts) if c > limit]
 
-    def _commit_batches(self, answers: list[tuple[_Slice, np.ndarray, int, list[str]]]) -> Future:
-        """Batch rows of large databases: vectors and done-mark in one row, in one transaction."""
-        mid = self.mid
-        rows = [
-            dict(
-                database_id=sl.work.job.id,
-                start=sl.start,
-                count=sl.count,
-                dim=v.shape[1],
-                tokens=tokens,
-                vectors=np.ascontiguousarray(v, dtype="<f4").tobytes(),
+    def _spool(self, answers: list[tuple[_Slice, np.ndarray, int, list[str]]]) -> list[dict]:
+        """Append each answered batch to its database's spool, durably (a spool thread); returns
+        the batch rows that say where they went."""
+        rows = []
+        for sl, v, tokens, _ in answers:
+            data = np.ascontiguousarray(v, dtype="<f4").tobytes()
+            offset, crc = self.spools.append(spool_path(sl.work.path, self.mid), data)
+            crashpoints.reached("batch.spooled")
+            rows.append(
+                dict(
+                    database_id=sl.work.job.id,
+                    start=sl.start,
+                    count=sl.count,
+                    dim=v.shape[1],
+                    tokens=tokens,
+                    vectors=None,
+                    spool_offset=offset,
+                    crc32=crc,
+                )
             )
-            for sl, v, tokens, _ in answers
-        ]
+        return rows
+
+    async def _commit_batches(self, answers: list[tuple[_Slice, np.ndarray, int, list[str]]]) -> None:
+        """Batches of large databases: their vectors appended to their spools and fsync'd, then
+        their done-marks committed, in one transaction."""
+        rows = await asyncio.get_running_loop().run_in_executor(self.spooler, self._spool, answers)
+        mid = self.mid
 
         def change(conn: Connection) -> None:
             queries.add_batches(conn, rows)
@@ -323,7 +347,7 @@ class Embedder:
                 dict(_mid=mid, _records=sum(r["count"] for r in rows), _tokens=sum(r["tokens"] for r in rows)),
             )
 
-        return self._submit(change, after="batch.committed", times=len(rows))
+        await asyncio.wrap_future(self._submit(change, after="batch.committed", times=len(rows)))
 
     async def _embed_request(self, slices: list[_Slice]) -> None:
         slices = [sl for sl in slices if not sl.work.failed]
@@ -383,7 +407,7 @@ class Embedder:
             else:
                 answers.append((sl, v, tokens, trunc))
         if answers:  # acknowledged only once durable
-            await asyncio.wrap_future(self._commit_batches(answers))
+            await self._commit_batches(answers)
             for sl, _, _, _ in answers:
                 sl.work.left -= sl.count
         self.outcome.records += len(texts)
@@ -441,6 +465,8 @@ class Embedder:
 
     def _release(self, w: Work) -> None:
         self.held.discard(w.job.id)
+        if w.spooled:
+            self.spools.forget(spool_path(w.path, self.mid))
         self._works.pop(w.job.id, None)
         if w.rows:
             self._alive_rows -= w.rows
@@ -639,6 +665,7 @@ class Embedder:
                 self.journal.submit(lambda conn: leases.release_all(conn, self.mid, self.owner))
             await asyncio.get_running_loop().run_in_executor(None, self.journal.close)
             self.io.shutdown(wait=True)
+            self.spooler.shutdown(wait=True)
         broken = self.journal.broken
         if self.fatal is None and broken is not None:
             self.fatal = broken

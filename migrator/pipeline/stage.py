@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Callable, Iterator, Literal
 
 import numpy as np
@@ -19,8 +20,8 @@ from sqlalchemy.engine import Connection
 
 from migrator import crashpoints
 from migrator.apps import provenance
-from migrator.files import durable, nvdb
-from migrator.files.layout import staged_path
+from migrator.files import durable, nvdb, spool
+from migrator.files.layout import spool_path, staged_path
 from migrator.jobs import queries
 from migrator.jobs.journal import Journal
 from migrator.jobs.models import D_STAGED, Migration
@@ -57,21 +58,34 @@ class Stager:
         self._changes: dict[int, int] = {}  # times a database changed under this run
 
     # ------------------------------------------------------------- vectors
-    def _vector_blocks(self, job_id: int, n: int, dim: int) -> Iterator[np.ndarray]:
-        """The committed vectors of one database in row order, one batch at a time, read
-        :data:`PAGE_BYTES` at a time: no read transaction stays open while they are written."""
+    def _vector_blocks(self, job_id: int, spooled: Path, n: int, dim: int) -> Iterator[np.ndarray]:
+        """The committed vectors of one database in row order, one batch at a time, from its
+        spool (rows from before 0005: from the job table, :data:`PAGE_BYTES` at a time, so
+        that no read transaction stays open while they are written)."""
         covered = 0
         page_rows = max(1, PAGE_BYTES // (dim * 4))
-        while covered < n:
-            with self.store.engine.connect() as conn:
-                page = queries.vector_batches(conn, job_id, covered, page_rows)
-            if not page:
-                break
-            for start, count, bdim, blob in page:
-                if start != covered or bdim != dim or len(blob) != count * dim * 4:
-                    raise _Untiled(start)
-                covered += count
-                yield np.frombuffer(blob, dtype="<f4").reshape(count, dim)
+        reader = spool.Reader(spooled)
+        try:
+            while covered < n:
+                with self.store.engine.connect() as conn:
+                    page = queries.vector_batches(conn, job_id, covered, page_rows)
+                if not page:
+                    break
+                for start, count, bdim, blob, offset, crc in page:
+                    size = count * dim * 4
+                    if start != covered or bdim != dim:
+                        raise _Untiled(start)
+                    if blob is None:
+                        try:
+                            blob = reader.read(offset, size, crc)
+                        except spool.Damaged:
+                            raise _Untiled(start) from None
+                    if len(blob) != size:
+                        raise _Untiled(start)
+                    covered += count
+                    yield np.frombuffer(blob, dtype="<f4").reshape(count, dim)
+        finally:
+            reader.close()
         if covered != n:
             raise _Untiled(covered)
 
@@ -80,7 +94,7 @@ class Stager:
         if w.in_memory:
             assert w.vectors is not None  # allocated with the work, freed only on release
             return iter([w.vectors])
-        return self._vector_blocks(w.job.id, w.nf.n, self.target)
+        return self._vector_blocks(w.job.id, spool_path(w.path, self.mid), w.nf.n, self.target)
 
     def _new_records(self, w: Work) -> Iterator[dict]:
         """Its records as the profile rewrites them for their new vectors (LightRAG's copy)."""
@@ -120,6 +134,29 @@ class Stager:
         self.journal.submit(reset)
         return "changed"
 
+    def _damaged(self, w: Work, row: int) -> Staged:
+        """The committed vectors stop short of the file or do not read back: embed it again."""
+        path, job, mid = w.path, w.job, self.mid
+        self._changes[job.id] = changes = self._changes.get(job.id, 0) + 1
+        if changes >= MAX_CHANGES:
+            self.fail(
+                job,
+                f"{path}: its spooled vectors were damaged {changes} times; check the disk, then "
+                f"touch the file and run again (a failed database is retried once its file changes)",
+                None,
+            )
+            return "failed"
+        why = f"{path}: its committed vectors stop short or are damaged at row {row}; it will be embedded again"
+        fut = self.journal.submit(lambda conn: queries.embed_again(conn, job.id, mid, job.path, why))
+        spooled = spool_path(path, mid)
+
+        def dropped(f: Future) -> None:  # before the journal's next commit, so before any new append
+            if f.exception() is None:
+                durable.remove_if_exists(spooled)
+
+        fut.add_done_callback(dropped)
+        return "changed"
+
     def stage(self, w: Work) -> Staged:
         """Write, fsync and verify the new file, then queue its record (I/O thread)."""
         path, n, target, mid, job = w.path, w.nf.n, self.target, self.mid, w.job
@@ -149,13 +186,7 @@ class Stager:
             )
             return "failed"
         except _Untiled as e:
-            self.journal.submit(lambda conn: queries.forget_vectors(conn, job.id))
-            self.fail(
-                job,
-                f"{path}: committed batches do not cover the file (at row {e.row}); run again to re-embed it",
-                None,
-            )
-            return "failed"
+            return self._damaged(w, e.row)
         staged_st = os.stat(staged)  # after the rename: what cutover compares, instead of hashing
         crashpoints.reached("stage.written")
         problems = readback.check_staged(
@@ -206,9 +237,13 @@ class Stager:
             self.journal.execute(queries.DROP_BATCHES, {"_id": job.id})
             fut = self.journal.execute(queries.SET_STAGED_BATCHES, row)
 
+        spooled = spool_path(path, mid) if w.spooled else None
+
         def recorded(f: Future) -> None:
             if f.exception() is None:
                 crashpoints.reached("stage.recorded")
+                if spooled is not None:  # its vectors are in the staged file now
+                    durable.remove_if_exists(spooled)
 
         fut.add_done_callback(recorded)
         w.staged = StagedFile(job.id, str(path), str(staged), digest, w.sha, n)

@@ -37,7 +37,7 @@ from sqlalchemy.engine import Connection
 from migrator import apps, crashpoints
 from migrator.apps import provenance
 from migrator.files import durable
-from migrator.files.layout import backup_path, displaced_path, staged_path
+from migrator.files.layout import backup_path, displaced_path, spool_path, staged_path
 from migrator.jobs import queries
 from migrator.jobs.models import (
     D_CUT_OVER,
@@ -382,6 +382,7 @@ def _swap_group(
                 done_here = []
                 break
             os.replace(staged, live)
+            durable.remove_if_exists(spool_path(live, migration_id))  # left by a kill after staging
             done_here.append((job, backup))
             result.done += 1
         swapped += done_here
@@ -487,6 +488,7 @@ def _restore_one(s, job, migration_id: str, verdicts: dict, held: dict, force: b
     if job.state in (D_PENDING, D_EMBEDDING, D_STAGED, D_FAILED):
         # Never swapped: the live file is the original; drop our staged work.
         durable.remove_if_exists(staged_path(live, migration_id))
+        durable.remove_if_exists(spool_path(live, migration_id))
         durable.remove_stale_partials(live)
         provenance.forget(live, migration_id)
         s.execute(queries.DROP_BATCHES, {"_id": job.id})
