@@ -12,13 +12,15 @@ staged, cut over or rolled back. A done-mark whose bytes are missing or do not
 match its CRC says the spool was damaged: the batches are embedded again.
 
 Appends to one spool come from one process at a time (a database is leased to
-one worker) and, inside it, under :class:`Spools`' lock for that file, so an
-offset read before the write is where the write lands.
+one worker) and, inside it, under :class:`Spools`' lock for that file; each also
+holds an exclusive ``flock`` on it, for a worker whose lease was taken over while
+it was still appending. So an offset read before the write is where the write lands.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import threading
 import zlib
@@ -41,6 +43,10 @@ def append(path: Path, data: bytes, *, first: bool = True) -> tuple[int, int]:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
+            # another worker that lost its lease on the database may still be appending: the
+            # offset read here must be where this write lands (a CRC still catches what a
+            # filesystem without locks lets through)
+            fcntl.flock(fd, fcntl.LOCK_EX)
             offset = os.fstat(fd).st_size
             view = memoryview(data)
             while view:
