@@ -214,3 +214,21 @@ def test_cli_plan_lists_bad_and_skipped_databases(mixed_tree, tmp_path):
     assert (
         "Databases under" in r.stdout and "To migrate to Qwen/Qwen3-Embedding-8B (4096 dims): 9 databases" in r.stdout
     )
+
+
+def test_cli_plan_json_of_paths_beyond_ascii_is_still_the_reports_document(tmp_path, fixed_free):
+    """The databases' part is rendered as the scan goes, escaped as json.dumps escapes."""
+    root = tmp_path / "vidéos"
+    build_dvd_tree(root / "été 日本", 3, clips=(1, 2), seed=3)
+    (root / "bad ü").mkdir()
+    (root / "bad ü" / "database.json").write_text("{not json")
+    cli = Cli(None, tmp_path / "state")
+    r = cli("plan", "--root", str(root), "--model", "8b", "--no-probe", "--json")
+    assert r.exit_code == 0, r.output
+    want = plan(_settings(root), probe=False)
+    assert len(want["databases"]) == 4
+    assert r.stdout == json.dumps(want, indent=2, default=str) + "\n"
+    text = cli("plan", "--root", str(root), "--model", "8b", "--no-probe")
+    assert text.exit_code == 0, text.output
+    named = [line for line in text.stdout.splitlines() if line.startswith("  BAD ")]
+    assert len(named) == 1 and "bad ü" in named[0], text.stdout
