@@ -105,10 +105,15 @@ class Stager:
                 i += 1
 
     # ------------------------------------------------------------- staging
+    def _again(self, job_id: int) -> int:
+        """Count one more time this run must embed a database again (changed or damaged)."""
+        self._changes[job_id] = n = self._changes.get(job_id, 0) + 1
+        return n
+
     def _changed(self, w: Work, st: os.stat_result | None) -> Staged:
         """The source is not the file that was read: embed it again, or give up on it."""
         path, job, mid = w.path, w.job, self.mid
-        self._changes[job.id] = changes = self._changes.get(job.id, 0) + 1
+        changes = self._again(job.id)
         if changes >= MAX_CHANGES and st is not None:  # something keeps writing it
             self.fail(
                 job,
@@ -137,7 +142,7 @@ class Stager:
     def _damaged(self, w: Work, row: int) -> Staged:
         """The committed vectors stop short of the file or do not read back: embed it again."""
         path, job, mid = w.path, w.job, self.mid
-        self._changes[job.id] = changes = self._changes.get(job.id, 0) + 1
+        changes = self._again(job.id)
         if changes >= MAX_CHANGES:
             self.fail(
                 job,
