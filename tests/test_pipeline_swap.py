@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from migrator import apps
 from migrator.errors import EXIT_PARTIAL
 from migrator.files import durable
 from migrator.jobs import queries
@@ -140,7 +141,10 @@ def test_units_gathered_in_path_order_are_the_units_of_the_whole_table(files):
             seen.add(path)
             rows.append(SimpleNamespace(path=path, profile=profile if name != "database.json" else "dvd"))
     rows.sort(key=lambda r: r.path.encode())  # as the job table orders them (bytes)
-    want = {unit: sorted(r.path for r in members) for unit, members in swap._units(rows).items()}
+    whole_table: dict[str, list] = {}  # the units of every row at once: the oracle
+    for r in rows:
+        whole_table.setdefault(apps.unit_of(r.profile, r.path), []).append(r)
+    want = {unit: sorted(r.path for r in members) for unit, members in whole_table.items()}
     consumed = 0
 
     def reading():
@@ -198,4 +202,45 @@ def test_a_cutover_read_a_few_rows_at_a_time_still_moves_each_working_dir_whole(
     for p in held.files.values():
         assert json.loads(p.read_text())["embedding_dim"] == 3072
     for p in dvd_paths:
+        assert json.loads(p.read_text())["embedding_dim"] == 4096
+
+
+@pytest.mark.parametrize("page", [1, 2, 5])
+def test_a_rollback_read_a_few_rows_at_a_time_still_holds_each_working_dir_whole(
+    cli, tmp_path, dvd_tree, monkeypatch, page
+):
+    """Rollback reads the job table a page at a time too (its memory flat in the number of
+    databases): a working dir with a file that cannot be restored stays whole at the new
+    dimension though its files come on different pages, and every other file is restored."""
+    monkeypatch.setattr(store_module, "JOB_PAGE", page)
+    monkeypatch.setattr(swap, "RECORD_EVERY", 2)
+    good = build_lightrag_workdir(tmp_path / "rag" / "good", n_docs=2)
+    kept = build_lightrag_workdir(tmp_path / "rag" / "kept", n_docs=2)
+    root, dvd_paths = dvd_tree
+    originals = {p: p.read_bytes() for p in [*good.files.values(), *dvd_paths]}
+    r = cli("run", "--root", str(tmp_path / "rag"), "--root", str(root), "--model", "8b", "--yes")
+    assert r.exit_code == 0, r.output
+    lost = kept.files["chunks"]
+    next(lost.parent.glob("vdb_chunks.json.migrator-*.backup")).unlink()  # it cannot be restored
+    pages: list[int] = []  # the rows of each read of the job table's databases
+    for name in ("job_page", "job_rows"):
+        real = getattr(queries, name)
+
+        def counted(*a, _real=real, **kw):
+            out = _real(*a, **kw)
+            pages.append(len(out))
+            return out
+
+        monkeypatch.setattr(queries, name, counted)
+    r = cli("rollback", "--yes", "--json")
+    assert r.exit_code == EXIT_PARTIAL, r.output
+    doc = json.loads(r.stdout)
+    assert pages and max(pages) <= page  # never more than a page of rows at once
+    assert doc["done"] == len(originals)
+    assert [ln.split(":")[0] for ln in doc["refused"] if "is gone" in ln] == [str(lost)]
+    not_restored = sorted(ln.split(":")[0] for ln in doc["refused"] if "not restored" in ln)
+    assert not_restored == sorted(str(p) for p in kept.files.values() if p != lost)
+    for p, data in originals.items():
+        assert p.read_bytes() == data, p
+    for p in kept.files.values():  # the held dir: every file still at the new dimension
         assert json.loads(p.read_text())["embedding_dim"] == 4096

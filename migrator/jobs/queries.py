@@ -186,23 +186,6 @@ def any_unswapped(conn: Executes, migration_id: str) -> bool:
     )
 
 
-def restore_candidates(conn: Executes, job_ids: list[int]) -> list:
-    """What rollback checks of each database before it restores any."""
-    return conn.execute(
-        select(
-            JOBS.c.id,
-            JOBS.c.path,
-            JOBS.c.profile,
-            JOBS.c.state,
-            JOBS.c.backup_path,
-            JOBS.c.source_sha256,
-            JOBS.c.staged_sha256,
-        )
-        .where(JOBS.c.id.in_(job_ids))
-        .order_by(JOBS.c.id)
-    ).all()
-
-
 # ------------------------------------------------------------------ what the commands read
 def job_counts(conn: Executes, migration_id: str) -> dict[str, int]:
     """Databases of the migration by state."""
@@ -324,9 +307,12 @@ def count_jobs(conn: Executes, migration_id: str) -> int:
     return int(conn.execute(select(func.count()).where(JOBS.c.migration_id == migration_id)).scalar_one())
 
 
-def profiles_in(conn: Executes, migration_id: str, states: tuple[str, ...]) -> set[str | None]:
-    """The profiles of the migration's databases in ``states`` (None: a job without one)."""
-    q = select(JOBS.c.profile).where(JOBS.c.migration_id == migration_id, JOBS.c.state.in_(states))
+def profiles_in(conn: Executes, migration_id: str, states: tuple[str, ...] | None) -> set[str | None]:
+    """The profiles of the migration's databases in ``states`` (None: in any state; a None
+    profile: a job without one)."""
+    q = select(JOBS.c.profile).where(JOBS.c.migration_id == migration_id)
+    if states is not None:
+        q = q.where(JOBS.c.state.in_(states))
     return {p for (p,) in conn.execute(q.distinct())}
 
 

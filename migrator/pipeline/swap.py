@@ -87,14 +87,6 @@ class SwapResult:
         }
 
 
-def _units(rows) -> dict[str, list]:
-    """Jobs by the unit of files they move with (in job order)."""
-    out: dict[str, list] = {}
-    for r in rows:
-        out.setdefault(apps.unit_of(r.profile, r.path), []).append(r)
-    return out
-
-
 def _held_line(path: str, unit: str, blocker: str, profile: str | None) -> str:
     return (
         f"{path}: held back, not swapped: {apps.label_of(profile)} opens every vector file of "
@@ -172,10 +164,15 @@ def _whole_units(rows: Iterable[Any]) -> Iterator[tuple[str, list]]:
     yield from open_dirs.items()
 
 
-def _unit_groups(store: StateStore, migration_id: str) -> Iterator[list[tuple[str, list]]]:
-    """The migration's databases not rolled back, as groups of whole units of about
-    ``RECORD_EVERY`` files (a larger unit is a group of its own), read a page at a time."""
-    rows = store.each_job(migration_id, *CUTOVER_COLUMNS, states=NOT_ROLLED_BACK, by_path=True)
+def _unit_groups(
+    store: StateStore,
+    migration_id: str,
+    columns: tuple[str, ...] = CUTOVER_COLUMNS,
+    states: tuple[str, ...] | None = NOT_ROLLED_BACK,
+) -> Iterator[list[tuple[str, list]]]:
+    """The migration's databases (in ``states``; None: all), as groups of whole units of
+    about ``RECORD_EVERY`` files (a larger unit is a group of its own), read a page at a time."""
+    rows = store.each_job(migration_id, *columns, states=states, by_path=True)
     group: list[tuple[str, list]] = []
     count = 0
     for unit, members in _whole_units(rows):
@@ -406,12 +403,14 @@ def _unswap(job, backup: Path) -> None:
 
 
 def rollback(store: StateStore, migration_id: str, *, force: bool = False) -> SwapResult:
-    """Put every database of the migration back as it was before it."""
+    """Put every database of the migration back as it was before it.
+
+    The job table is read a page at a time in path order, and restored a group of whole
+    units at a time (as cutover swaps them), so memory holds a group whatever the number
+    of databases."""
     result = SwapResult(migration_id)
-    with store.session() as s:
-        jobs = queries.job_rows(s, migration_id, "id", "path", "profile")
-    with apps.storage_locks(jobs):
-        _restore_all(store, migration_id, [j.id for j in jobs], force, result)
+    with apps.storage_locks(_in_working_dirs(store, migration_id)):
+        _restore_all(store, migration_id, force, result)
     with store.session() as s:
         mig = queries.migration(s, migration_id)
         if not result.refused:
@@ -420,8 +419,19 @@ def rollback(store: StateStore, migration_id: str, *, force: bool = False) -> Sw
     return result
 
 
+def _in_working_dirs(store: StateStore, migration_id: str) -> list:
+    """The migration's databases in an application's working dir, whose storage lock a
+    restore must hold (a file of its own is DVD's, which has none): none read otherwise."""
+    with store.reader() as s:
+        profiles = queries.profiles_in(s, migration_id, None)
+    wanted = {p for p in profiles if p in apps.APPLICATIONS and apps.by_name(p).whole_directory}
+    if not wanted:
+        return []
+    return [r for r in store.each_job(migration_id, "path", "profile") if r.profile in wanted]
+
+
 def _restore_verdict(job, force: bool, migration_id: str) -> tuple[str | None, str | None]:
-    """(refusal or None, live sha) for a cut-over job, reading only."""
+    """(refusal or None, live sha) for a cut-over job, reading only (an I/O thread)."""
     live = Path(job.path)
     backup = Path(job.backup_path or backup_path(live, migration_id))
     live_sha = durable.sha256_if_exists(live)
@@ -443,33 +453,53 @@ def _restore_verdict(job, force: bool, migration_id: str) -> tuple[str | None, s
     return msg, live_sha
 
 
-def _restore_all(store: StateStore, migration_id: str, job_ids: list[int], force: bool, result: SwapResult) -> None:
-    # First, reading only: which cut-over files cannot be restored. A unit (a LightRAG or
-    # nano-graphrag working dir) with one is left whole at the new dimension: restoring its
-    # other files would leave a dir its application cannot open at either dimension.
-    with store.reader() as s:
-        rows = queries.restore_candidates(s, job_ids)
-    verdicts = {r.id: _restore_verdict(r, force, migration_id) for r in rows if r.state in (D_CUT_OVER, D_REFUSED)}
+RESTORE_COLUMNS = ("id", "path", "profile", "state", "backup_path", "source_sha256", "staged_sha256")
+
+
+def _held_back(group: list[tuple[str, list]], verdicts: dict) -> dict[int, str]:
+    """The restorable members of units with a file that cannot be restored: a working dir
+    with one is left whole at the new dimension (restoring its other files would leave a
+    dir its application cannot open at either dimension). Job id -> why."""
     held: dict[int, str] = {}
-    for unit, members in _units(rows).items():
+    for unit, members in group:
         blocked = [m for m in members if m.id in verdicts and verdicts[m.id][0]]
-        if blocked:
-            for m in members:
-                if m.id in verdicts and not verdicts[m.id][0] and verdicts[m.id][1] != m.source_sha256:
-                    held[m.id] = (
-                        f"{m.path}: not restored: {apps.label_of(m.profile)} opens every "
-                        f"vector file of {unit} at one dimension, and {blocked[0].path} cannot "
-                        f"be restored; the dir stays whole at the new dimension"
-                    )
-    # Then the restores, RECORD_EVERY databases a transaction: each backup moved back, their
-    # directories fsync'd together (on the pool's threads) before the one commit that records
-    # them (a restore not yet recorded is found again by its hash: 'restored before a crash').
+        if not blocked:
+            continue
+        for m in members:
+            if m.id in verdicts and not verdicts[m.id][0] and verdicts[m.id][1] != m.source_sha256:
+                held[m.id] = (
+                    f"{m.path}: not restored: {apps.label_of(m.profile)} opens every "
+                    f"vector file of {unit} at one dimension, and {blocked[0].path} cannot "
+                    f"be restored; the dir stays whole at the new dimension"
+                )
+    return held
+
+
+def _restore_all(store: StateStore, migration_id: str, force: bool, result: SwapResult) -> None:
+    # A group of whole units at a time: first, reading only (hashes, on the pool's threads),
+    # which cut-over files cannot be restored, and so which units are held back; then the
+    # group's restores in one transaction: each backup moved back, their directories fsync'd
+    # together before the one commit that records them (a restore not yet recorded is found
+    # again by its hash: 'restored before a crash').
     with ThreadPoolExecutor(max_workers=SYNC_THREADS, thread_name_prefix="migrator-sync") as pool:
-        for at in range(0, len(job_ids), RECORD_EVERY):
+        for n, group in enumerate(_unit_groups(store, migration_id, RESTORE_COLUMNS, None), 1):
+            if n % TRIM_GROUPS == 0:
+                allocator.trim()
+            rows = [m for _, members in group for m in members]
+            checked = [r for r in rows if r.state in (D_CUT_OVER, D_REFUSED)]
+            verdicts = dict(
+                zip(
+                    (r.id for r in checked),
+                    pool.map(lambda r: _restore_verdict(r, force, migration_id), checked),
+                )
+            )
+            held = _held_back(group, verdicts)
+            ids = [r.id for r in rows]
             with store.session() as s:
                 touched = [
                     live
-                    for job in queries.jobs(s, job_ids[at : at + RECORD_EVERY])
+                    for at in range(0, len(ids), queries.IN_CHUNK)  # a unit may be larger than a group
+                    for job in queries.jobs(s, ids[at : at + queries.IN_CHUNK])
                     if (live := _restore_one(s, job, migration_id, verdicts, held, force, result))
                 ]
                 list(pool.map(durable.fsync_dir, sorted({live.parent for live in touched})))
