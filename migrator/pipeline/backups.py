@@ -38,15 +38,13 @@ def leftovers(store: StateStore, migration_id: str) -> Leftovers:
     """The files finalize would delete, and the space that frees (a file with other hard
     links frees nothing)."""
     out = Leftovers(migration_id)
-    with store.reader() as s:
-        rows = queries.job_rows(s, migration_id, "path", "state", "backup_path")
-    for path, state, backup in rows:
+    for r in store.each_job(migration_id, "path", "state", "backup_path"):  # a page at a time
         candidates = [
-            Path(backup) if backup else backup_path(path, migration_id),
-            staged_path(path, migration_id),
-            spool_path(path, migration_id),  # a database that failed after some batches
+            Path(r.backup_path) if r.backup_path else backup_path(r.path, migration_id),
+            staged_path(r.path, migration_id),
+            spool_path(r.path, migration_id),  # a database that failed after some batches
         ]
-        if state not in (D_CUT_OVER, D_REFUSED):
+        if r.state not in (D_CUT_OVER, D_REFUSED):
             candidates = candidates[1:]  # never cut over: no backup of ours to delete
         for f in candidates:
             try:
