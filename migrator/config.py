@@ -16,6 +16,8 @@ from pathlib import Path
 from migrator.errors import UsageError
 
 DEFAULT_ENDPOINT = "http://localhost:8888/v1"  # what `vllm serve ... --port 8888` listens on
+DEFAULT_PATTERN = "database.json,vdb_*.json"  # DVD; LightRAG and nano-graphrag
+APPLICATIONS = ("dvd", "lightrag", "nano-graphrag")  # the profiles migrator knows (migrator.apps registers them)
 
 ENVIRONMENT = {
     "MIGRATOR_ENDPOINT": "the vLLM base URL (default http://localhost:8888/v1)",

@@ -126,3 +126,6 @@ def test_start_up_imports_only_what_the_command_needs():
     every start); `status` needs neither HTTP nor numpy."""
     assert _imported_by("migrator.commands.run", ("openai", "httpx2", "numpy")) == ["httpx2", "numpy"]
     assert _imported_by("migrator.commands.status", ("openai", "httpx2", "numpy", "migrator.pipeline.runner")) == []
+    # nor does the command line before it runs a command: its options, the settings
+    assert _imported_by("migrator.cli.app", ("httpx2", "numpy", "orjson", "migrator.apps", "migrator.vllm.http")) == []
+    assert _imported_by("migrator.commands.settings", ("httpx2", "numpy", "migrator.apps")) == []

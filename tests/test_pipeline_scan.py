@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from migrator import apps
+from migrator import apps, config
 from migrator.files.layout import is_own_file
 from migrator.pipeline import scan
 from migrator.testing.corpus import build_dvd_database, make_captions
@@ -50,7 +50,7 @@ def _scan(roots, monkeypatch, pool_dirs: int) -> list[dict]:
     monkeypatch.setattr(scan, "POOL_DIRS", pool_dirs)
     monkeypatch.setattr(scan, "POOL_CHUNK", 5)  # many tasks, so their order is tested too
     monkeypatch.setattr(scan, "_processes", lambda: 2)
-    found = scan.scan(roots, scan.DEFAULT_PATTERN, 16, spec=apps.Spec(), target_model="m")
+    found = scan.scan(roots, config.DEFAULT_PATTERN, 16, spec=apps.Spec(), target_model="m")
     return [f.as_dict() for f in found]
 
 
@@ -65,7 +65,7 @@ def test_a_pool_finds_what_one_process_finds(tree, monkeypatch, overlap):
     monkeypatch.setattr(scan, "examine", not_here)  # the pool's processes import their own
     pooled = _scan(roots, monkeypatch, pool_dirs=8)
     assert pooled == alone
-    expected = _walk_order(roots, scan.patterns(scan.DEFAULT_PATTERN))
+    expected = _walk_order(roots, scan.patterns(config.DEFAULT_PATTERN))
     assert [d["path"] for d in alone] == expected
     assert len(expected) == 60 + 2  # 60 videos, LightRAG's file, the symlinked file
     by_path = {d["path"]: d for d in pooled}
@@ -76,12 +76,12 @@ def test_a_pool_finds_what_one_process_finds(tree, monkeypatch, overlap):
 
 
 def test_discover_is_the_walk_order(tree):
-    globs = scan.patterns(scan.DEFAULT_PATTERN)
-    assert [str(p) for p in scan.discover([tree], scan.DEFAULT_PATTERN)] == _walk_order([str(tree)], globs)
+    globs = scan.patterns(config.DEFAULT_PATTERN)
+    assert [str(p) for p in scan.discover([tree], config.DEFAULT_PATTERN)] == _walk_order([str(tree)], globs)
 
 
 def test_the_frontier_opens_directories_in_order_until_there_are_enough(tree):
-    match = scan._matcher(scan.DEFAULT_PATTERN)
+    match = scan._matcher(config.DEFAULT_PATTERN)
     top = [(True, str(tree))]
     for enough in (1, 8, 1000):
         items = list(scan._items(scan._frontier(top, match, enough)))

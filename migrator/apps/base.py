@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 
 from migrator.apps.configfiles import AppConfig, Wanted
+from migrator.config import APPLICATIONS
 from migrator.errors import BadDatabase, UsageError
 from migrator.files.nvdb import ID, NanoFile
 
-APPLICATIONS = ("dvd", "lightrag", "nano-graphrag")
 KEEP = object()  # Profile.additional_data's answer for "leave it as it is"
 
 

@@ -18,10 +18,8 @@ from typing import Any
 
 import click
 
-from migrator import api, apps, errors
-from migrator.apps.base import APPLICATIONS
-from migrator.config import DEFAULT_ENDPOINT, ENVIRONMENT
-from migrator.pipeline.scan import DEFAULT_PATTERN
+from migrator import api, errors
+from migrator.config import APPLICATIONS, DEFAULT_ENDPOINT, DEFAULT_PATTERN, ENVIRONMENT
 
 log = logging.getLogger("migrator")
 
@@ -538,6 +536,8 @@ def _print_run(r: dict) -> None:
 
 def _print_configs(configs: list[dict], when: str) -> None:
     """Cutover: the lines each application must change now. Plan: a config still naming another model."""
+    from migrator import apps  # here, not at start-up: status and the others need none of it
+
     for c in configs:
         name, where = apps.title_of(c["application"]), c["path"]
         if when == "plan":

@@ -6,17 +6,19 @@ import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from migrator import apps, config
-from migrator.config import DEFAULT_ENDPOINT
+from migrator import config
+from migrator.config import DEFAULT_ENDPOINT, DEFAULT_PATTERN
 from migrator.jobs import claims
 from migrator.jobs.store import default_state_dir, state_url
-from migrator.pipeline.scan import DEFAULT_PATTERN
-from migrator.vllm.endpoint import Endpoint, normalize_endpoint
-from migrator.vllm.http import Http
-from migrator.vllm.pool import EndpointPool, make_endpoint
-from migrator.vllm.steering import Control, metrics_url_for
+
+if TYPE_CHECKING:  # imported where used: `status` and the other commands without an endpoint start sooner
+    from migrator import apps
+    from migrator.vllm.endpoint import Endpoint
+    from migrator.vllm.http import Http
+    from migrator.vllm.pool import EndpointPool
+    from migrator.vllm.steering import Control
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class Settings:
     @functools.cached_property
     def spec(self) -> apps.Spec:
         """How texts are found (a bad combination or template: UsageError)."""
+        from migrator import apps
+
         return apps.Spec(self.profile, self.text_field, self.text_template)
 
     @functools.cached_property
@@ -90,6 +94,8 @@ class Settings:
     @functools.cached_property
     def http(self) -> Http:
         """The command's one client for the small requests (/version, /tokenize, /metrics)."""
+        from migrator.vllm.http import Http
+
         return Http(verify_tls=not self.insecure)
 
     def check_key(self) -> None:
@@ -107,10 +113,14 @@ class Settings:
 
     def check_endpoints(self) -> list[str]:
         """The endpoints' base URLs; a malformed one (or one with credentials) is refused."""
+        from migrator.vllm.endpoint import normalize_endpoint
+
         return [normalize_endpoint(u)[0] for u in self.endpoint_urls]
 
     def make_endpoint(self, on_pushback: Callable[[str], None] | None = None) -> Endpoint | EndpointPool:
         """The endpoint (or pool); ``on_pushback``: the run's in-flight limit, told of each pushback."""
+        from migrator.vllm.pool import make_endpoint
+
         return make_endpoint(
             self.endpoint_urls,
             self.api_key,
@@ -123,6 +133,8 @@ class Settings:
         )
 
     def make_control(self) -> Control:
+        from migrator.vllm.steering import Control, metrics_url_for
+
         metrics = None
         if self.backoff_queue is not None:
             metrics = self.metrics_url or metrics_url_for(self.endpoint_urls[0])

@@ -127,9 +127,6 @@ class Scanned:
         self._file.close()
 
 
-DEFAULT_PATTERN = "database.json,vdb_*.json"  # DVD; LightRAG and nano-graphrag
-
-
 def patterns(pattern: str) -> list[str]:
     """``--pattern``: one file-name glob, or several separated by commas."""
     out = [p.strip() for p in pattern.split(",") if p.strip()]
