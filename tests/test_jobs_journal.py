@@ -1,11 +1,17 @@
 """The journal's lock order: in every group commit the databases' rows first, the migration
 row (the counters every worker bumps) last, whatever order the changes were submitted in.
-Two workers taking the two in opposite orders deadlocked PostgreSQL (once in ~130 runs)."""
+Two workers taking the two in opposite orders deadlocked PostgreSQL (once in ~130 runs).
+And its grouping: rows nobody waits for linger together; a change waited on does not wait."""
 
 from __future__ import annotations
 
-from sqlalchemy import event, update
+import time
 
+from sqlalchemy import event, select, update
+
+from helpers import migration_row
+from migrator.jobs import journal as journal_module
+from migrator.jobs import queries
 from migrator.jobs.journal import Journal, defer
 from migrator.jobs.models import DatabaseJob, Migration
 from migrator.jobs.store import open_state
@@ -52,3 +58,37 @@ def test_the_migration_row_is_taken_last_in_every_transaction(tmp_path):
     for t in transactions:  # within each: no database row after the migration row
         if "migrations" in t:
             assert "databases" not in t[t.index("migrations") :], seen
+
+
+def _store_with_a_job(tmp_path):
+    store = open_state(tmp_path / "state")
+    with store.session() as s:
+        s.add(migration_row("m"))
+    row = dict(migration_id="m", path="/v/database.json", state="pending", source_size=1, source_mtime_ns=1)
+    with store.connection() as conn:
+        queries.add_jobs(conn, [dict(row, source_sha256="", source_dim=3072, n_records=2)], [])
+    return store
+
+
+def test_rows_nobody_waits_for_linger_together_and_a_waited_change_takes_them_along(tmp_path, monkeypatch):
+    """A group of one-row statements (Journal.execute) waits for company, long; a change that
+    someone waits on (a claim, a batch's done-mark) cuts the wait short for the whole group."""
+    monkeypatch.setattr(journal_module, "LAZY_LINGER", 60.0)  # far longer than the test may take
+    store = _store_with_a_job(tmp_path)
+    journal = Journal(store)
+    try:
+        lazy = [journal.execute(TOUCH, {}) for _ in range(50)]
+        time.sleep(0.2)
+        assert not any(f.done() for f in lazy)  # still lingering, uncommitted
+        assert journal.submit(lambda conn: "claimed").result(timeout=20) == "claimed"
+        assert all(f.done() and f.exception() is None for f in lazy)  # committed with it, in order
+        assert journal.commits == 1
+        # and closing commits what lingers, without waiting it out
+        late = journal.execute(TOUCH, {})
+        started = time.monotonic()
+    finally:
+        journal.close()
+    assert late.result(timeout=0) is None and time.monotonic() - started < 20
+    with store.connection() as conn:
+        assert conn.execute(select(_jobs.c.n_done)).scalar() == 51
+    store.close()

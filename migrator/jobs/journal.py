@@ -10,7 +10,11 @@ submitted, and a change whose future has resolved is durable.
 
 Most changes are one row per database; :meth:`Journal.execute` queues a
 statement and its parameters, and a run of the same statement goes to SQLite as
-one ``executemany``.
+one ``executemany``. Nothing waits on those rows (a database is staged, or being
+embedded, whether or not its row says so yet), so a group of them alone waits
+up to ``LAZY_LINGER`` for company; a change someone waits on (a claim, a batch's
+done-mark) commits within ``LINGER``, taking what lingered with it. With small
+databases, committing every few rows cost more fsyncs than their files did.
 
 The runner never waits on a future unless it must (a batch of vectors is
 acknowledged only once durable); the rule that makes this safe is that a
@@ -45,10 +49,10 @@ Change = Callable[[Connection], Any]
 
 
 class _Statement:
-    __slots__ = ("statement", "params", "last")
+    __slots__ = ("statement", "params", "last", "lazy")
 
-    def __init__(self, statement: Executable, params: dict, last: bool = False):
-        self.statement, self.params, self.last = statement, params, last
+    def __init__(self, statement: Executable, params: dict, last: bool = False, lazy: bool = False):
+        self.statement, self.params, self.last, self.lazy = statement, params, last, lazy
 
 
 _Queued = Change | _Statement  # what a group holds: a change, or a statement with its parameters
@@ -64,6 +68,7 @@ def defer(conn: Connection, statement: Executable, params: dict) -> None:
 RETRIES_IF_VICTIM = 3  # a transaction PostgreSQL aborted to break a deadlock is run again
 MAX_GROUP = 512  # changes in one transaction at most
 LINGER = 0.002  # seconds a lone change waits for company before it commits
+LAZY_LINGER = 0.05  # ... and a group of rows nobody waits for (Journal.execute)
 
 
 def _victim(e: DBAPIError) -> bool:
@@ -92,14 +97,15 @@ class Journal:
         return fut
 
     def execute(self, statement: Executable, params: dict) -> Future:
-        """Queue one statement with its parameters. Consecutive ones of the same statement
-        run as one ``executemany`` (the hot path: one row per database)."""
-        return self.submit(_Statement(statement, params))
+        """Queue one statement with its parameters, which nobody waits for (it may linger:
+        ``LAZY_LINGER``). Consecutive ones of the same statement run as one ``executemany``
+        (the hot path: one row per database)."""
+        return self.submit(_Statement(statement, params, lazy=True))
 
     def execute_last(self, statement: Executable, params: dict) -> Future:
         """Queue a statement that runs at the end of its transaction, after every other one
-        (the migration row's counters: see "Lock order")."""
-        return self.submit(_Statement(statement, params, last=True))
+        (the migration row's counters: see "Lock order"); nobody waits for it either."""
+        return self.submit(_Statement(statement, params, last=True, lazy=True))
 
     @property
     def broken(self) -> BaseException | None:
@@ -117,18 +123,28 @@ class Journal:
             first = self._q.get()
             if first is None:
                 return
-            if self._q.empty():
-                time.sleep(LINGER)  # let the changes of the next few moments join this commit
             group = [first]
+            # let the changes of the next few moments join this commit: a little while if
+            # someone waits on one of them, longer if nobody does
+            lazy = _lazy(first)
+            deadline = time.monotonic() + (LAZY_LINGER if lazy else LINGER)
             while len(group) < MAX_GROUP:
                 try:
                     item = self._q.get_nowait()
                 except queue.Empty:
-                    break
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    try:
+                        item = self._q.get(timeout=left)
+                    except queue.Empty:
+                        break
                 if item is None:
                     closing = True
                     break
                 group.append(item)
+                if lazy and not _lazy(item):  # someone waits: what is queued goes now
+                    lazy, deadline = False, min(deadline, time.monotonic() + LINGER)
             self._commit(group)
 
     def _commit(self, group: list[tuple[_Queued, Future]]) -> None:
@@ -178,6 +194,11 @@ class Journal:
         for c, _ in group:
             out.append(None if isinstance(c, _Statement) and c.last else next(it))
         return out
+
+
+def _lazy(item: tuple[_Queued, Future]) -> bool:
+    change = item[0]
+    return isinstance(change, _Statement) and change.lazy
 
 
 def _run_in_order(changes: list, conn: Connection, results: list) -> None:
