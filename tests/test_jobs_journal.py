@@ -9,9 +9,8 @@ import time
 
 from sqlalchemy import event, select, update
 
-from helpers import migration_row
+from helpers import add_migration_with_jobs
 from migrator.jobs import journal as journal_module
-from migrator.jobs import queries
 from migrator.jobs.journal import Journal, defer
 from migrator.jobs.models import DatabaseJob, Migration
 from migrator.jobs.store import open_state
@@ -60,21 +59,12 @@ def test_the_migration_row_is_taken_last_in_every_transaction(tmp_path):
             assert "databases" not in t[t.index("migrations") :], seen
 
 
-def _store_with_a_job(tmp_path):
-    store = open_state(tmp_path / "state")
-    with store.session() as s:
-        s.add(migration_row("m"))
-    row = dict(migration_id="m", path="/v/database.json", state="pending", source_size=1, source_mtime_ns=1)
-    with store.connection() as conn:
-        queries.add_jobs(conn, [dict(row, source_sha256="", source_dim=3072, n_records=2)], [])
-    return store
-
-
 def test_rows_nobody_waits_for_linger_together_and_a_waited_change_takes_them_along(tmp_path, monkeypatch):
     """A group of one-row statements (Journal.execute) waits for company, long; a change that
     someone waits on (a claim, a batch's done-mark) cuts the wait short for the whole group."""
     monkeypatch.setattr(journal_module, "LAZY_LINGER", 60.0)  # far longer than the test may take
-    store = _store_with_a_job(tmp_path)
+    store = open_state(tmp_path / "state")
+    add_migration_with_jobs(store, "m", ["/v/database.json"])
     journal = Journal(store)
     try:
         lazy = [journal.execute(TOUCH, {}) for _ in range(50)]
