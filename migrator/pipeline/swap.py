@@ -219,12 +219,18 @@ def _blocked(members: list) -> tuple[list, list]:
     return blockers, [m for m in members if m.state == D_STAGED]
 
 
+def _working_dir_profiles(store: StateStore, migration_id: str, states: tuple[str, ...] | None) -> set[str]:
+    """The applications among the migration's databases (in ``states``; None: all) that keep
+    a working dir swapped whole, whose storage lock a swap or restore may have to hold."""
+    with store.reader() as s:
+        profiles = queries.profiles_in(s, migration_id, states)
+    return {p for p in profiles if p in apps.APPLICATIONS and apps.by_name(p).whole_directory}
+
+
 def _lockable(store: StateStore, migration_id: str) -> list:
     """The staged members of the directories cutover may swap: those an application's
     storage lock may guard (a file of its own is DVD's, which has none)."""
-    with store.reader() as s:
-        profiles = queries.profiles_in(s, migration_id, (D_STAGED,))
-    if not any(p in apps.APPLICATIONS and apps.by_name(p).whole_directory for p in profiles):
+    if not _working_dir_profiles(store, migration_id, (D_STAGED,)):
         return []  # no application's directory to lock: not worth reading the job table for
     out = []
     for group in _unit_groups(store, migration_id):
@@ -422,9 +428,7 @@ def rollback(store: StateStore, migration_id: str, *, force: bool = False) -> Sw
 def _in_working_dirs(store: StateStore, migration_id: str) -> list:
     """The migration's databases in an application's working dir, whose storage lock a
     restore must hold (a file of its own is DVD's, which has none): none read otherwise."""
-    with store.reader() as s:
-        profiles = queries.profiles_in(s, migration_id, None)
-    wanted = {p for p in profiles if p in apps.APPLICATIONS and apps.by_name(p).whole_directory}
+    wanted = _working_dir_profiles(store, migration_id, None)
     if not wanted:
         return []
     return [r for r in store.each_job(migration_id, "path", "profile") if r.profile in wanted]
