@@ -25,8 +25,9 @@ if __package__ in (None, ""):
 
 from benchmarks.procs import PY, child_env, machine  # noqa: E402
 from migrator.jobs import queries  # noqa: E402
-from migrator.jobs.models import D_STAGED, M_STAGED, Migration  # noqa: E402
+from migrator.jobs.models import D_STAGED, M_STAGED  # noqa: E402
 from migrator.jobs.store import DB_NAME, open_state  # noqa: E402
+from migrator.testing.jobtable import migration_row  # noqa: E402
 
 MIGRATION = "20261203-000000-0001"
 CHUNK = 20_000  # rows an insert
@@ -39,17 +40,14 @@ def build(state: Path, n: int) -> float:
     try:
         with store.session() as s:
             s.add(
-                Migration(
-                    id=MIGRATION,
+                migration_row(
+                    MIGRATION,
                     state=M_STAGED,
                     model="Qwen/Qwen3-Embedding-0.6B",
                     requested_model="0.6b",
                     native_dim=1024,
                     target_dim=128,
-                    endpoint="http://127.0.0.1:8888/v1",
                     roots=["/srv/video_database"],
-                    pattern="database.json",
-                    profile="auto",
                 )
             )
         sha, t = hashlib.sha256(b"x").hexdigest(), 1_764_000_000_000_000_000

@@ -12,6 +12,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from migrator.cli import main as cli_main
+from migrator.testing.jobtable import migration_row
 
 API_KEY = "sk-test-DO-NOT-LEAK-7f3a9c"
 REAL_KEY = "sk-real-vllm-test-3b1e"  # the real vLLM servers' key (tests/test_real_vllm.py)
@@ -70,23 +71,6 @@ def spawn_migrate(*args: str, env: dict | None = None, new_session: bool = False
         text=True,
         start_new_session=new_session,
     )
-
-
-def migration_row(migration_id: str, **values):
-    """A job table's migration row with plausible values (for tests that build a table by hand)."""
-    from migrator.jobs.models import Migration
-
-    fields = dict(
-        model="Qwen/Qwen3-Embedding-8B",
-        requested_model="8b",
-        native_dim=4096,
-        target_dim=4096,
-        endpoint="http://127.0.0.1:1/v1",
-        roots=["/videos"],
-        pattern="database.json",
-        profile="auto",
-    )
-    return Migration(id=migration_id, **{**fields, **values})
 
 
 def add_migration_with_jobs(store, migration_id: str, paths) -> None:

@@ -5,6 +5,7 @@
 * ``server``: ``FakeVLLM``, a protocol-faithful fake of vLLM's
   OpenAI-compatible embeddings server, with fault injection.
 * ``corpus``: builds DeepVideoDiscovery-shaped NanoVectorDB trees.
+* ``jobtable``: job-table rows built by hand (no scan), for tests and benchmarks.
 
 Nothing in the migrator proper imports this subpackage.
 """
