@@ -59,6 +59,16 @@ def run_args(root, endpoint: str, state, *extra: str) -> list[str]:
 
 
 MIGRATE = (sys.executable, "-m", "migrator.cli")  # `migrate` as a process, by this interpreter
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_benchmark(script: str, *args: str, timeout: float = 120, cwd: Path | None = None) -> str:
+    """``benchmarks/<script>`` as a process, which must exit 0; returns what it printed."""
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
 
 
 def spawn_migrate(*args: str, env: dict | None = None, new_session: bool = False) -> subprocess.Popen:

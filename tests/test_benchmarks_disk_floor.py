@@ -3,7 +3,6 @@ to time, and the script reports every variant. No timing assertion."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import disk_floor  # noqa: E402
+from helpers import run_benchmark  # noqa: E402
 
 
 @pytest.mark.parametrize("variant", sorted(disk_floor.VARIANTS))
@@ -31,15 +31,8 @@ def test_each_variant_leaves_both_files_whole_and_no_temporary(tmp_path, variant
 
 
 def test_the_script_reports_every_variant(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "disk_floor.py"), "--databases", "20", "--repeats", "1"]
-        + ["--work-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = proc.stdout.splitlines()
+    out = run_benchmark("disk_floor.py", "--databases", "20", "--repeats", "1", "--work-dir", str(tmp_path))
+    lines = out.splitlines()
     for name in disk_floor.VARIANTS:
         line = next(ln for ln in lines if ln.startswith(name))
         assert float(line.split()[len(name.split())]) > 0, line

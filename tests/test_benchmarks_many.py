@@ -4,7 +4,6 @@ and the result file is well-formed. No timing assertion."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,18 +12,12 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import many  # noqa: E402
+from helpers import run_benchmark  # noqa: E402
 
 
 def test_quick_mode_runs_every_step_and_writes_sane_results(tmp_path):
     work = tmp_path / "work"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "many.py"), "--quick", "--work-dir", str(work), "--name", "smoke"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_benchmark("many.py", "--quick", "--work-dir", str(work), "--name", "smoke", timeout=180, cwd=tmp_path)
     # --quick writes into the work dir, never into benchmarks/results
     res = json.loads((work / "results" / "smoke.json").read_text())
     md = (work / "results" / "smoke.md").read_text()

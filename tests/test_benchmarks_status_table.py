@@ -4,7 +4,6 @@ table it builds is one `migrate status` reads as staged, and every size is repor
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import status_table  # noqa: E402
+from helpers import run_benchmark  # noqa: E402
 
 
 def test_the_table_it_builds_reads_as_that_many_staged_databases(cli, tmp_path):
@@ -25,15 +25,8 @@ def test_the_table_it_builds_reads_as_that_many_staged_databases(cli, tmp_path):
 
 
 def test_the_script_reports_every_size(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "status_table.py"), "--sizes", "20,40", "--repeats", "1"]
-        + ["--work-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = run_benchmark("status_table.py", "--sizes", "20,40", "--repeats", "1", "--work-dir", str(tmp_path))
     for what in ("empty state dir", "20 databases", "40 databases"):
-        line = next(ln for ln in proc.stdout.splitlines() if f"status --json, {what}:" in ln)
+        line = next(ln for ln in out.splitlines() if f"status --json, {what}:" in ln)
         assert float(line.split(":")[-1].split()[0]) > 0, line
     assert list(tmp_path.iterdir()) == []  # its tables removed
