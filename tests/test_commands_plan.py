@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -232,3 +233,30 @@ def test_cli_plan_json_of_paths_beyond_ascii_is_still_the_reports_document(tmp_p
     assert text.exit_code == 0, text.output
     named = [line for line in text.stdout.splitlines() if line.startswith("  BAD ")]
     assert len(named) == 1 and "bad ü" in named[0], text.stdout
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"path": "/v/a/database.json", "dim": 3072, "reason": None, "made_by": {"model": "m", "dim": 8}, "x": []},
+        {"path": "/v/tab\there/new\nline/\x01\x1f", "quote": 'say "hi" \\ /', "empty": {}},
+        {"path": "/v/del\x7fchar"},  # printable to orjson, escaped by json.dumps
+        {"path": "/v/vidéos/日本"},
+        {"path": "/v/undecodable-\udcff"},  # a lone surrogate: os.fsdecode of a name not UTF-8
+        {"records": 2**70},
+        {"path": Path("/v/a"), "n": True},  # default=str
+    ],
+)
+def test_plan_json_rendering_is_json_dumps_character_for_character(doc):
+    from migrator.cli.app import _indented_json
+
+    assert _indented_json(doc) == json.dumps(doc, indent=2, default=str)
+
+
+def test_the_filesystem_of_a_scanned_database_is_its_directorys(tmp_path):
+    """plan's disk report puts each staged file on its directory's filesystem, from the scan's
+    own read of the file (no stat of each directory)."""
+    build_dvd_tree(tmp_path / "v", 3, clips=(1, 2), seed=1)
+    found = list(scan([tmp_path / "v"], "database.json", None))
+    assert len(found) == 3 and all(f.status == MIGRATE for f in found)
+    assert all(f.dev == os.stat(f.path.parent).st_dev != 0 for f in found)

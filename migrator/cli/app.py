@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -166,6 +167,27 @@ def _handle_errors(fn):
             sys.exit(e.exit_code)
 
     return wrapper
+
+
+def _indented_json(obj: Any) -> str:
+    """``json.dumps(obj, indent=2, default=str)`` of a document without floats (orjson writes
+    some of them otherwise: 1e16, NaN), character for character, at orjson's speed where they
+    agree: when orjson's text is printable ASCII (json.dumps escapes everything else, orjson
+    only control characters); else json.dumps itself (a name beyond ASCII, a lone surrogate
+    from an undecodable file name, an integer beyond 64 bits). Python's encoder cannot indent
+    in C: a database each, 100,000 took 7 s of `plan --json`'s 21."""
+    import orjson
+
+    try:
+        text = orjson.dumps(obj, default=str, option=orjson.OPT_INDENT_2)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return json.dumps(obj, indent=2, default=str)
+    if _NOT_PRINTABLE_ASCII.search(text):
+        return json.dumps(obj, indent=2, default=str)
+    return text.decode("ascii")
+
+
+_NOT_PRINTABLE_ASCII = re.compile(rb"[^\n -~]")
 
 
 def _emit(obj: dict, as_json: bool, human) -> None:
@@ -428,8 +450,8 @@ def plan(as_json, no_probe, no_tokenize, **kw):
 
         def keep(db: dict) -> None:
             nonlocal spooled
-            if as_json:  # json.dumps escapes all but ASCII
-                text = json.dumps(db, indent=2, default=str).replace("\n", "\n    ")
+            if as_json:  # escaped as json.dumps escapes: all but printable ASCII
+                text = _indented_json(db).replace("\n", "\n    ")
                 spool.write(("\n    " if not spooled else ",\n    ").encode() + text.encode("ascii"))
             elif db["status"] != "migrate" or db["reason"]:  # the only ones the text names
                 spool.write(orjson.dumps(db, default=str) + b"\n")

@@ -78,6 +78,7 @@ class NanoFile:
     codec: str = "orjson"  # which JSON library could read it (and must write it)
     size: int = 0
     mtime_ns: int = 0  # as read (0 when parsed from memory)
+    dev: int = 0  # the filesystem it was read from (0 when parsed from memory)
     _raw: bytes | None = field(default=None, repr=False)  # when parsed from memory
 
     @property
@@ -538,7 +539,7 @@ def read(path: str | os.PathLike) -> NanoFile:
             st = os.fstat(f.fileno())
             # a small file read whole; a large one walked from disk, its matrix never read
             nf = _parsed(f.read(), path) if st.st_size <= WHOLE_READ else _walk(f, path, st.st_size)
-            nf.mtime_ns = st.st_mtime_ns
+            nf.mtime_ns, nf.dev = st.st_mtime_ns, st.st_dev
             return nf
     except IsADirectoryError:
         raise BadDatabase(path, "is a directory, not a file") from None

@@ -43,6 +43,7 @@ class Found:
     chars: int = 0
     size: int = 0
     mtime_ns: int = 0
+    dev: int = 0  # its filesystem, as read (0: not read)
     profile: str | None = None
     tokens: int | None = None  # exact, from the server's /tokenize
     new_size: int = 0  # estimated size of the migrated file
@@ -296,7 +297,9 @@ def _pool_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-WARM_THREADS = 16  # a pool process's reads in flight on a cold tree
+# A pool process's reads in flight on a cold tree. More threads fight this one for the GIL
+# (16 made a warm task ~1.6x slower than 4); 4 was also the fastest cold (docs/BENCHMARKS.md)
+WARM_THREADS = 4
 _warm_pool: ThreadPoolExecutor | None = None
 
 
@@ -424,7 +427,7 @@ def examine(
         except OSError:
             size = mtime_ns = 0
         return Found(path, BAD, e.problem + (f" ({e.hint})" if e.hint else ""), size=size, mtime_ns=mtime_ns)
-    found = Found(path, MIGRATE, dim=nf.embedding_dim, records=nf.n, size=nf.size, mtime_ns=nf.mtime_ns)
+    found = Found(path, MIGRATE, dim=nf.embedding_dim, records=nf.n, size=nf.size, mtime_ns=nf.mtime_ns, dev=nf.dev)
     found.made_by = made_by = provenance.of(nf)
     if target_dim is not None and nf.embedding_dim == target_dim and not same_dim:
         if made_by is None:
