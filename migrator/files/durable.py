@@ -183,7 +183,7 @@ def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> str:
     allows, a durable copy otherwise). ``dst`` must not exist. Returns 'link' or 'copy'."""
     try:
         os.link(src, dst)
-        fsync_dir(Path(dst).parent)
+        fsync_dir(os.path.dirname(os.path.abspath(dst)))
         return "link"
     except OSError as e:
         if e.errno in (errno.EEXIST,):
@@ -239,7 +239,7 @@ def remove_if_exists(path: str | os.PathLike) -> bool:
         os.unlink(path)
     except FileNotFoundError:
         return False
-    fsync_dir(Path(path).parent)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
     return True
 
 

@@ -59,7 +59,7 @@ log = logging.getLogger("migrator.pipeline.swap")
 
 CHECK_THREADS = 2  # hashing live and staged files (sha256 releases the GIL)
 RECORD_EVERY = 256  # swaps made durable and recorded together, in whole units
-SYNC_THREADS = 8  # backups made and directories fsync'd at once
+SYNC_THREADS = 8  # units backed up, replaced and their directories fsync'd at once
 TRIM_GROUPS = 16  # groups between handing freed memory back (allocator.trim)
 
 
@@ -103,7 +103,7 @@ def _restage(conn: Connection, job, why: str) -> None:
 
 def _check(job) -> tuple[str, str | None, os.stat_result | None]:
     """Where one staged database stands, reading only (an I/O thread): (verdict, why, live stat)."""
-    live, staged = Path(job.path), Path(job.staged_path)
+    live, staged = job.path, job.staged_path  # strings: a Path parsed costs more than the stat
     # A file whose stat is what was recorded when it was read (or staged) is that file: no
     # need to read it again. Otherwise (changed, or recorded before 0004) it is hashed.
     st = durable.unchanged(live, queries.source_identity(job))
@@ -130,6 +130,17 @@ def _check(job) -> tuple[str, str | None, os.stat_result | None]:
     if not durable.is_recorded(staged, queries.staged_identity(job), job.staged_sha256):
         return "restage", f"{staged}: the staged file is missing or altered; it will be staged again", None
     return "ready", None, st
+
+
+def _check_all(jobs: list) -> list[tuple[str, str | None, os.stat_result | None]]:
+    return [_check(job) for job in jobs]
+
+
+def _slices(items: list, n: int) -> list[list]:
+    """``items`` in at most ``n`` runs of about equal length, in order: a thread's task each
+    (one task a file was a few thread handoffs a file)."""
+    step = max(1, -(-len(items) // n))
+    return [items[i : i + step] for i in range(0, len(items), step)]
 
 
 CUTOVER_COLUMNS = (
@@ -259,7 +270,7 @@ def _cutover(store: StateStore, migration_id: str, result: SwapResult) -> None:
                     held_units.add(unit)
                     continue
                 jobs += staged
-            verdicts = list(pool.map(_check, jobs))
+            verdicts = [v for part in pool.map(_check_all, _slices(jobs, CHECK_THREADS)) for v in part]
             units = [apps.unit_of(j.profile, j.path) for j in jobs]
             # a unit with a member to re-stage waits for it, whole (its swapped members are completed)
             waiting = {unit: j.path for j, unit, (verdict, _, _) in zip(jobs, units, verdicts) if verdict == "restage"}
@@ -281,11 +292,12 @@ def _cutover(store: StateStore, migration_id: str, result: SwapResult) -> None:
                     elif st is not None and _stat_key(st) != _recorded_key(job):
                         rechecked[job.id] = _stat_key(st)
             held_units.update(waiting)
-    # Phase 2: the swaps, a group of whole units at a time. Every backup of the group is made
-    # durable before any live file of it is replaced; then the renames; then their directories
-    # are fsync'd, and only then is the group recorded (a swap not yet recorded is found again
-    # by its hash). The fsyncs of a group run concurrently, and the filesystem commits them
-    # together: 4x fewer milliseconds a database than one after another (docs/BENCHMARKS.md).
+    # Phase 2: the swaps, a group of whole units at a time. A unit's backups are made durable
+    # before any live file of it is replaced; then its renames; then its directories are
+    # fsync'd, and only once the whole group's are is it recorded (a swap not yet recorded is
+    # found again by its hash). The units of a group go through on several threads, so their
+    # fsyncs run concurrently and the filesystem commits them together: 4x fewer milliseconds
+    # a database than one after another (docs/BENCHMARKS.md).
     with ThreadPoolExecutor(max_workers=SYNC_THREADS, thread_name_prefix="migrator-sync") as pool:
         for n, group in enumerate(_unit_groups(store, migration_id), 1):
             if n % TRIM_GROUPS == 0:
@@ -299,7 +311,6 @@ def _cutover(store: StateStore, migration_id: str, result: SwapResult) -> None:
             if not ready:
                 continue
             done = _swap_group(store, migration_id, ready, pool, result)
-            list(pool.map(durable.fsync_dir, sorted({Path(job.path).parent for job, _ in done})))
             for _ in done:
                 crashpoints.reached("cutover.replaced")
             if done:
@@ -318,84 +329,80 @@ def _recorded_key(job) -> tuple[int, int, int]:
     return job.source_ino, job.source_size, job.source_mtime_ns
 
 
-def _make_backup(job, migration_id: str) -> None:
-    """Keep the live file as its backup, durably (its directory fsync'd), if not kept already."""
-    backup = backup_path(job.path, migration_id)
-    if not backup.exists():
-        durable.link_or_copy(job.path, backup)
-
-
 def _swap_group(
     store: StateStore, migration_id: str, group: list[tuple[str, list]], pool: ThreadPoolExecutor, result: SwapResult
 ) -> list[tuple[Any, Path]]:
-    """Back up, then replace, every live file of ``group``; returns (job, backup) of those
-    replaced (not yet durable: the caller fsyncs their directories)."""
-    go = []
-    # a stat a backup name (and a hash where it is taken), on the pool's threads: a group's
-    # 256 stats one after another on this thread were an eighth of cutover's time
-    members_in_order = [job for _, members in group for job, _ in members]
-    taken = {
-        job.id
-        for job, conflict in zip(
-            members_in_order, pool.map(lambda job: _backup_conflict(job, migration_id), members_in_order)
-        )
-        if conflict
-    }
-    for unit, members in group:
-        conflicts = [job for job, _ in members if job.id in taken]
-        if not conflicts:
-            go.append((unit, members))
-            continue
-        for job in conflicts:
-            msg = (
-                f"{backup_path(job.path, migration_id)}: exists with other content; move it away, "
-                f"then run cutover again"
-            )
-            result.refused.append(msg)
-            with store.connection() as conn:
-                queries.add_event(conn, migration_id, "error", msg, job.path)
-        for job, _ in members:
-            if job not in conflicts:
-                result.held.append(_held_line(job.path, unit, f"{conflicts[0].path} was refused", job.profile))
-    list(pool.map(lambda member: _make_backup(member[0], migration_id), [m for _, ms in go for m in ms]))
-    for _, members in go:
-        for _ in members:
-            crashpoints.reached("cutover.backed_up")
+    """Back up, then replace, every live file of ``group``, and fsync their directories;
+    returns (job, backup) of those replaced, for the caller to record.
+
+    Each thread takes a slice of the units and carries each unit through on its own
+    (:func:`_swap_unit`): a task a slice, not a task a file and a step, because every task
+    handed to a thread and back is a few GIL and condition-variable handoffs (strace: 67
+    futex calls a database, most of cutover's CPU at 100,000). The fsyncs of different
+    units still run at once, one a thread."""
     swapped: list[tuple[Any, Path]] = []
-    for unit, members in go:
-        done_here: list[tuple[Any, Path]] = []
-        for job, checked in members:
-            live, staged = Path(job.path), Path(job.staged_path)
-            backup = backup_path(live, migration_id)
-            st = os.stat(live)
-            if _stat_key(st) != checked:
-                for rest, _ in members[len(done_here) :]:  # this one and those after it: live, unreplaced
-                    durable.remove_if_exists(backup_path(rest.path, migration_id))
-                for prev, prev_backup in reversed(done_here):  # the unit moves whole or not at all
-                    _unswap(prev, prev_backup)
+    slices = _slices(group, SYNC_THREADS)
+    for outcomes in pool.map(lambda part: [_swap_unit(u, ms, migration_id) for u, ms in part], slices):
+        for unit, members, done, refused, changed in outcomes:
+            swapped += done
+            result.done += len(done)
+            if refused:
+                for job in refused:
+                    msg = (
+                        f"{backup_path(job.path, migration_id)}: exists with other content; move it away, "
+                        f"then run cutover again"
+                    )
+                    result.refused.append(msg)
+                    with store.connection() as conn:
+                        queries.add_event(conn, migration_id, "error", msg, job.path)
+                held = [job for job, _ in members if job not in refused]
+                blocker = f"{refused[0].path} was refused"
+            elif changed is not None:
+                live = changed.path
                 with store.connection() as conn:
-                    _restage(conn, job, f"{live}: changed during cutover; not overwritten, it will be embedded again")
-                result.restage.append(job.path)
-                result.done -= len(done_here)
-                result.held += [
-                    _held_line(o.path, unit, f"{live} changed during cutover", o.profile)
-                    for o, _ in members
-                    if o is not job
-                ]
-                done_here = []
-                break
-            os.replace(staged, live)
-            durable.remove_if_exists(spool_path(live, migration_id))  # left by a kill after staging
-            done_here.append((job, backup))
-            result.done += 1
-        swapped += done_here
+                    why = f"{live}: changed during cutover; not overwritten, it will be embedded again"
+                    _restage(conn, changed, why)
+                result.restage.append(live)
+                held = [job for job, _ in members if job is not changed]
+                blocker = f"{live} changed during cutover"
+            else:
+                continue
+            result.held += [_held_line(job.path, unit, blocker, job.profile) for job in held]
     return swapped
 
 
-def _backup_conflict(job, migration_id: str) -> bool:
-    """A backup name already taken by other bytes than the original's (never overwritten)."""
-    backup = backup_path(job.path, migration_id)
-    return backup.exists() and durable.sha256_if_exists(backup) != job.source_sha256
+def _swap_unit(unit: str, members: list, migration_id: str) -> tuple[str, list, list, list, Any]:
+    """One unit, whole or not at all (a thread's): every member's backup durable, then every
+    live file checked unchanged since phase 1 and replaced, then their directories fsync'd.
+    Returns (unit, members, the (job, backup) replaced, the members whose backup name holds
+    other bytes (nothing touched), the member found changed (the unit put back as it was)).
+    Paths stay strings: a Path parsed is a few microseconds with the GIL held, and cutover
+    made a dozen a database."""
+    backups = [backup_path(job.path, migration_id) for job, _ in members]
+    kept = [os.path.exists(b) for b in backups]  # by an interrupted cutover, or another's
+    taken = [
+        job for (job, _), b, k in zip(members, backups, kept) if k and durable.sha256_if_exists(b) != job.source_sha256
+    ]
+    if taken:
+        return unit, members, [], taken, None
+    for (job, _), backup, k in zip(members, backups, kept):
+        if not k:  # else it holds the original's bytes already
+            durable.link_or_copy(job.path, backup)  # durable: its directory fsync'd
+        crashpoints.reached("cutover.backed_up")
+    done: list[tuple[Any, Path]] = []
+    for (job, checked), backup in zip(members, backups):
+        if _stat_key(os.stat(job.path)) != checked:
+            for rest in backups[len(done) :]:  # this one's and those after it: live, unreplaced
+                durable.remove_if_exists(rest)
+            for prev, prev_backup in reversed(done):  # the unit moves whole or not at all
+                _unswap(prev, prev_backup)
+            return unit, members, [], [], job
+        os.replace(job.staged_path, job.path)
+        durable.remove_if_exists(spool_path(job.path, migration_id))  # left by a kill after staging
+        done.append((job, backup))
+    for d in sorted({os.path.dirname(job.path) for job, _ in done}):
+        durable.fsync_dir(d)
+    return unit, members, done, [], None
 
 
 def _unswap(job, backup: Path) -> None:
