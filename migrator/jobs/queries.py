@@ -159,6 +159,37 @@ def cut_over(conn: Executes, swapped: list[tuple[int, str]]) -> None:
     )
 
 
+def record_restores(
+    conn: Executes,
+    *,
+    restored: list[int],
+    unstaged: list[int],
+    refused: list[tuple[int, str]],
+    events: list[dict],
+) -> None:
+    """Record a group of rollback's outcomes (plain executemany): databases put back as they
+    were (``restored``, or ``unstaged``: never swapped, whose batches and staged file are
+    dropped) and those refused (id, why), with their history lines."""
+    if restored:
+        conn.execute(
+            update(JOBS).where(JOBS.c.id == bindparam("_id")).values(state=D_ROLLED_BACK, error=None),
+            [{"_id": i} for i in restored],
+        )
+    if unstaged:
+        conn.execute(DROP_BATCHES, [{"_id": i} for i in unstaged])
+        conn.execute(
+            update(JOBS).where(JOBS.c.id == bindparam("_id")).values(state=D_ROLLED_BACK, staged_path=None),
+            [{"_id": i} for i in unstaged],
+        )
+    if refused:
+        conn.execute(
+            update(JOBS).where(JOBS.c.id == bindparam("_id")).values(state=D_REFUSED, error=bindparam("_error")),
+            [{"_id": i, "_error": e} for i, e in refused],
+        )
+    if events:
+        conn.execute(insert(EVENTS), events)
+
+
 # What a file's stat said when it was read (the source) and when it was staged: durable.identity
 SOURCE_IDENTITY = ("source_size", "source_mtime_ns", "source_ctime_ns", "source_ino")
 STAGED_IDENTITY = ("staged_size", "staged_mtime_ns", "staged_ctime_ns", "staged_ino")

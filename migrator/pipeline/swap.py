@@ -443,8 +443,8 @@ def _in_working_dirs(store: StateStore, migration_id: str) -> list:
 
 def _restore_verdict(job, force: bool, migration_id: str) -> tuple[str | None, str | None]:
     """(refusal or None, live sha) for a cut-over job, reading only (an I/O thread)."""
-    live = Path(job.path)
-    backup = Path(job.backup_path or backup_path(live, migration_id))
+    live = job.path  # strings, as in _check
+    backup = job.backup_path or str(backup_path(live, migration_id))
     live_sha = durable.sha256_if_exists(live)
     if live_sha == job.source_sha256:
         return None, live_sha
@@ -487,79 +487,96 @@ def _held_back(group: list[tuple[str, list]], verdicts: dict) -> dict[int, str]:
 
 
 def _restore_all(store: StateStore, migration_id: str, force: bool, result: SwapResult) -> None:
-    # A group of whole units at a time: first, reading only (hashes, on the pool's threads),
-    # which cut-over files cannot be restored, and so which units are held back; then the
-    # group's restores in one transaction: each backup moved back, their directories fsync'd
-    # together before the one commit that records them (a restore not yet recorded is found
-    # again by its hash: 'restored before a crash').
+    # A group of whole units at a time. Each thread takes a slice of the group's units and
+    # carries each through on its own (as cutover does, and for the same reason: a task a
+    # file was a few GIL handoffs a file): which of its cut-over files cannot be restored
+    # (hashes), so whether the unit is held back; then each backup moved back; then the
+    # slice's directories fsync'd. Only then does the main thread record the group, in one
+    # commit (a restore not yet recorded is found again by its hash: 'restored before a crash').
     with ThreadPoolExecutor(max_workers=SYNC_THREADS, thread_name_prefix="migrator-sync") as pool:
         for n, group in enumerate(_unit_groups(store, migration_id, RESTORE_COLUMNS, None), 1):
             if n % TRIM_GROUPS == 0:
                 allocator.trim()
-            rows = [m for _, members in group for m in members]
-            checked = [r for r in rows if r.state in (D_CUT_OVER, D_REFUSED)]
-            verdicts = dict(
-                zip(
-                    (r.id for r in checked),
-                    pool.map(lambda r: _restore_verdict(r, force, migration_id), checked),
+            parts = pool.map(lambda part: _restore_units(part, migration_id, force), _slices(group, SYNC_THREADS))
+            outcomes = [o for part in parts for o in part]
+            with store.connection() as conn:
+                queries.record_restores(
+                    conn,
+                    restored=[o.job.id for o in outcomes if o.kind in ("restored", "recovered")],
+                    unstaged=[o.job.id for o in outcomes if o.kind == "unstaged"],
+                    refused=[(o.job.id, o.error or "") for o in outcomes if o.kind == "refused"],
+                    events=[
+                        {"migration_id": migration_id, "level": level, "message": msg, "path": o.job.path}
+                        for o in outcomes
+                        for level, msg in o.events
+                    ],
                 )
-            )
-            held = _held_back(group, verdicts)
-            ids = [r.id for r in rows]
-            with store.session() as s:
-                touched = [
-                    live
-                    for at in range(0, len(ids), queries.IN_CHUNK)  # a unit may be larger than a group
-                    for job in queries.jobs(s, ids[at : at + queries.IN_CHUNK])
-                    if (live := _restore_one(s, job, migration_id, verdicts, held, force, result))
-                ]
-                list(pool.map(durable.fsync_dir, sorted({live.parent for live in touched})))
-            for _ in touched:
-                crashpoints.reached("rollback.recorded")
+            result.done += sum(o.kind == "restored" for o in outcomes)
+            result.already += sum(o.kind in ("already", "recovered", "unstaged") for o in outcomes)
+            result.refused += [o.error or "" for o in outcomes if o.kind == "refused"]
+            for o in outcomes:
+                if o.touched:
+                    crashpoints.reached("rollback.recorded")
 
 
-def _restore_one(s, job, migration_id: str, verdicts: dict, held: dict, force: bool, result: SwapResult) -> Path | None:
-    """Put one database back (its row updated in ``s``). Returns the live path if its directory
-    changed and is not yet fsync'd (the backup moved onto it, the sidecar removed): the caller
-    fsyncs it before committing."""
-    live = Path(job.path)
+@dataclass
+class _Restore:
+    """What restoring one database did, for the main thread to record."""
+
+    job: Any
+    # 'restored'; 'recovered' (restored before a crash, not yet recorded); 'already' (recorded
+    # so); 'unstaged' (never swapped: its staged work dropped); 'refused'
+    kind: str
+    touched: bool = False  # its directory changed (fsync'd before the record)
+    error: str | None = None  # why it was refused
+    events: list[tuple[str, str]] = field(default_factory=list)  # (level, message) for the history
+
+
+def _restore_units(units: list[tuple[str, list]], migration_id: str, force: bool) -> list[_Restore]:
+    """Restore a slice of whole units (a thread's), their directories fsync'd at the end."""
+    out: list[_Restore] = []
+    for unit, members in units:
+        verdicts = {
+            m.id: _restore_verdict(m, force, migration_id) for m in members if m.state in (D_CUT_OVER, D_REFUSED)
+        }
+        held = _held_back([(unit, members)], verdicts)
+        out += [_restore_one(m, migration_id, verdicts[m.id] if m.id in verdicts else None, held) for m in members]
+    for d in sorted({os.path.dirname(o.job.path) for o in out if o.touched}):
+        durable.fsync_dir(d)
+    return out
+
+
+def _restore_one(job, migration_id: str, verdict: tuple[str | None, str | None] | None, held: dict) -> _Restore:
+    """Put one database back, its files only (a thread's): ``verdict`` is its
+    :func:`_restore_verdict`, None if it was never cut over. A directory changed here (the
+    backup moved onto the live name, the sidecar removed) is not yet durable: the caller
+    fsyncs it before anything is recorded."""
     if job.state in (D_ROLLED_BACK,):
-        result.already += 1
-        return None
-    if job.state in (D_PENDING, D_EMBEDDING, D_STAGED, D_FAILED):
+        return _Restore(job, "already")
+    if verdict is None:  # pending, embedding, staged or failed
         # Never swapped: the live file is the original; drop our staged work.
-        durable.remove_if_exists(staged_path(live, migration_id))
-        durable.remove_if_exists(spool_path(live, migration_id))
-        durable.remove_stale_partials(live)
-        provenance.forget(live, migration_id)
-        s.execute(queries.DROP_BATCHES, {"_id": job.id})
-        job.state, job.staged_path = D_ROLLED_BACK, None
-        result.already += 1
-        return None
-    # D_CUT_OVER or D_REFUSED: the live file should be ours, the backup the original.
-    backup = Path(job.backup_path or backup_path(live, migration_id))
-    msg, live_sha = verdicts.get(job.id) or _restore_verdict(job, force, migration_id)
+        durable.remove_if_exists(staged_path(job.path, migration_id))
+        durable.remove_if_exists(spool_path(job.path, migration_id))
+        durable.remove_stale_partials(job.path)
+        provenance.forget(job.path, migration_id)
+        return _Restore(job, "unstaged")
+    # cut over or refused: the live file should be ours, the backup the original.
+    msg, live_sha = verdict
     if live_sha == job.source_sha256:
-        durable.remove_stale_partials(live)
-        provenance.forget(live, migration_id, sync=False)
-        job.state, job.error = D_ROLLED_BACK, None  # restored before a crash
-        result.already += 1
-        return live
+        durable.remove_stale_partials(job.path)
+        provenance.forget(job.path, migration_id, sync=False)
+        return _Restore(job, "recovered", touched=True)  # restored before a crash
     msg = msg or held.get(job.id)
     if msg:
-        job.state, job.error = D_REFUSED, msg
-        queries.add_event(s, migration_id, "error", msg, job.path)
-        result.refused.append(msg)
-        return None
-    if live_sha is not None and live_sha != job.staged_sha256:
-        keep = displaced_path(live, migration_id)
+        return _Restore(job, "refused", error=msg, events=[("error", msg)])
+    events = []
+    if live_sha is not None and live_sha != job.staged_sha256:  # changed after cutover, and --force
+        keep = displaced_path(job.path, migration_id)
         durable.remove_if_exists(keep)
-        durable.link_or_copy(live, keep)
-        queries.add_event(s, migration_id, "warning", f"{live}: changed after cutover; kept as {keep}", job.path)
-    os.replace(backup, live)
-    durable.remove_stale_partials(live)
-    provenance.forget(live, migration_id, sync=False)
+        durable.link_or_copy(job.path, keep)
+        events.append(("warning", f"{job.path}: changed after cutover; kept as {keep}"))
+    os.replace(job.backup_path or backup_path(job.path, migration_id), job.path)
+    durable.remove_stale_partials(job.path)
+    provenance.forget(job.path, migration_id, sync=False)
     crashpoints.reached("rollback.replaced")
-    job.state, job.error = D_ROLLED_BACK, None
-    result.done += 1
-    return live
+    return _Restore(job, "restored", touched=True, events=events)
