@@ -405,6 +405,51 @@ def test_status_answers_while_a_writer_holds_the_lock(cli, dvd_tree):
         assert not (other.state_dir / DB_NAME).exists()
 
 
+def test_a_refused_command_names_a_holder_that_took_the_lock_an_instant_before(tmp_path):
+    """The holder names itself just after it takes the lock; a command refused in between
+    still names it (the CI race behind test_two_runs_started_at_once), and a lock whose holder
+    never names itself is reported, after a short wait, as another migrate process."""
+    import threading
+
+    from filelock import FileLock
+
+    from migrator.errors import LockHeld
+    from migrator.jobs.lock import LOCK_NAME
+
+    state = tmp_path / "state"
+    state.mkdir()
+    raw = FileLock(str(state / LOCK_NAME), timeout=0)
+    raw.acquire()
+    try:
+        late = threading.Timer(
+            0.3,
+            lambda: (state / HOLDER_NAME).write_text(
+                json.dumps({"pid": 4242, "host": "h", "command": "run", "since": 0})
+            ),
+        )
+        late.start()
+        try:
+            with state_lock(state, "cutover"):
+                raise AssertionError("the lock is held: state_lock must refuse")
+        except LockHeld as e:
+            assert "'migrate run' (pid 4242 on h" in str(e), e
+        late.join()
+        (state / HOLDER_NAME).unlink()
+        t0 = time.monotonic()
+        try:
+            with state_lock(state, "cutover"):
+                raise AssertionError("the lock is held: state_lock must refuse")
+        except LockHeld as e:
+            assert "held by another migrate process" in str(e), e
+        assert time.monotonic() - t0 < 5
+    finally:
+        raw.release()
+    with state_lock(state, "run"):  # free again: taken, and the holder named whole
+        assert json.loads((state / HOLDER_NAME).read_text())["command"] == "run"
+        assert [n for n in os.listdir(state) if n.startswith(".")] == []
+    assert not (state / HOLDER_NAME).exists()
+
+
 def test_status_answers_throughout_a_real_run(tmp_path, dvd_tree, key_env):
     root, paths = dvd_tree
     state = tmp_path / "state"

@@ -27,13 +27,22 @@ LOCK_NAME = "migrator.lock"
 HOLDER_NAME = "migrator.lock.json"
 
 
+HOLDER_WAIT = 1.0  # seconds a refused command waits for a holder that has just taken the lock to name itself
+
+
 def _holder(state_dir: Path) -> str:
-    try:
-        info = json.loads((state_dir / HOLDER_NAME).read_text())
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("since", 0)))
-        return f"'migrate {info.get('command', '?')}' (pid {info.get('pid')} on {info.get('host')}, since {since})"
-    except (OSError, ValueError):
-        return "another migrate process"
+    # The holder writes its name just after it takes the lock, so a command refused in
+    # that instant finds no file yet: it looks again for a moment before it gives up.
+    deadline = time.monotonic() + HOLDER_WAIT
+    while True:
+        try:
+            info = json.loads((state_dir / HOLDER_NAME).read_text())
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("since", 0)))
+            return f"'migrate {info.get('command', '?')}' (pid {info.get('pid')} on {info.get('host')}, since {since})"
+        except (OSError, ValueError):
+            if time.monotonic() >= deadline:
+                return "another migrate process"
+            time.sleep(0.02)
 
 
 @contextmanager
@@ -53,7 +62,9 @@ def state_lock(state_dir: str | os.PathLike, command: str) -> Iterator[None]:
         ) from None
     holder = state_dir / HOLDER_NAME
     try:
-        holder.write_text(
+        # Written whole to a temporary name and renamed, so a reader never sees half of it.
+        scratch = state_dir / f".{HOLDER_NAME}.{os.getpid()}"
+        scratch.write_text(
             json.dumps(
                 {
                     "pid": os.getpid(),
@@ -64,6 +75,7 @@ def state_lock(state_dir: str | os.PathLike, command: str) -> Iterator[None]:
                 }
             )
         )
+        os.replace(scratch, holder)
         yield
     finally:
         try:
