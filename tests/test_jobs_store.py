@@ -578,13 +578,13 @@ def test_blob_batches_from_before_the_spool_are_staged_beside_spooled_ones(tmp_p
     assert rows and {r[4] is not None for r in rows} == {True}  # 0005 spools every batch
     con = sqlite3.connect(db)
     for _, path, mid, bid, offset, count, dim, crc in rows:
-        data = spool_path(path, mid).read_bytes()[offset : offset + count * dim * 4]
+        data = Path(spool_path(path, mid)).read_bytes()[offset : offset + count * dim * 4]
         assert zlib.crc32(data) == crc  # the spool holds what the done-mark says
         con.execute("update batches set vectors = ?, spool_offset = null, crc32 = null where id = ?", (data, bid))
     con.commit()
     con.close()
     for path, mid in {(r[1], r[2]) for r in rows}:
-        spool_path(path, mid).unlink()  # 0004 had no spool
+        Path(spool_path(path, mid)).unlink()  # 0004 had no spool
     r = _alembic("downgrade", "0004", db=db)
     assert r.returncode == 0, r.stderr
     assert _versions(db) == ["0004"]

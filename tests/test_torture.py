@@ -436,9 +436,9 @@ class Torture:
             )
             assert state not in ("failed", "refused"), f"{name}: {state}: {j['error']}"
             batches = snap.batches.get(j["id"], [])
-            staged = staged_path(p, mid)
-            backup = backup_path(p, mid)
-            spool = spool_path(p, mid)
+            staged = Path(staged_path(p, mid))
+            backup = Path(backup_path(p, mid))
+            spool = Path(spool_path(p, mid))
             staged_sha, backup_sha = _sha_file(staged), _sha_file(backup)
             if state in ("pending", "embedding"):
                 # a batch row exists iff its records count in n_done; no overlaps, inside the file
@@ -662,8 +662,8 @@ class Torture:
         for p in self.paths:
             assert_migrated(p, self.orig_json[p], dim=NEW_DIM)
             self.checks["full_checks"] += 1
-            assert backup_path(p, mid).read_bytes() == self.orig_bytes[p]
-            assert not staged_path(p, mid).exists()
+            assert Path(backup_path(p, mid)).read_bytes() == self.orig_bytes[p]
+            assert not Path(staged_path(p, mid)).exists()
 
         def rb_phase(s: Snapshot) -> str:
             assert s.migration[0] == mid

@@ -14,7 +14,7 @@ cutover) and :mod:`~migrator.apps.provenance` (which model made a file's vectors
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
+import os
 
 from migrator.apps import lightrag, nanographrag
 from migrator.apps.base import APPLICATIONS, KEEP, Field, Profile, Spec, Template
@@ -116,9 +116,9 @@ def unit_of(profile: str | None, path: str) -> str:
     A file that could not be read (no profile) but is named like theirs (``vdb_*.json``)
     belongs to its directory's unit too, so a broken sibling still holds the others back.
     """
-    p = Path(path)
+    # strings, not a Path: cutover and rollback ask this of every file
     if profile in _REGISTRY and _REGISTRY[profile].whole_directory:
-        return str(p.parent)
-    if profile is None and p.name.startswith("vdb_") and p.suffix == ".json":
-        return str(p.parent)
-    return str(p)
+        return os.path.dirname(path)
+    if profile is None and os.path.basename(path).startswith("vdb_") and path.endswith(".json"):
+        return os.path.dirname(path)
+    return path

@@ -106,7 +106,7 @@ def apply(configs: list[AppConfig], migration_id: str) -> list[str]:
         if new is None or cfg.path is None:
             continue
         path = Path(cfg.path)
-        backup = backup_path(path, migration_id)
+        backup = Path(backup_path(path, migration_id))
         if not backup.exists():
             durable.link_or_copy(path, backup)  # the original, kept for rollback
         durable.atomic_write(path, [new.encode("utf-8")], like=path.stat())
@@ -119,7 +119,7 @@ def restore(roots: list[Path], applications: dict[str, list[Path]], migration_id
     out = []
     for name, dirs in applications.items():
         for path in apps.by_name(name).config_files(roots, dirs):
-            backup = backup_path(path, migration_id)
+            backup = Path(backup_path(path, migration_id))
             if backup.exists():
                 os.replace(backup, path)
                 out.append(str(path))

@@ -13,25 +13,26 @@ from pathlib import Path
 OWN_MARK = ".migrator-"
 
 
-def _beside(live: str | Path, migration_id: str, kind: str) -> Path:
-    # the live name with a suffix: one path parsed, not two (cutover asks for 100,000s)
-    return Path(f"{os.fspath(live)}{OWN_MARK}{migration_id}.{kind}")
+def _beside(live: str | Path, migration_id: str, kind: str) -> str:
+    # the live name with a suffix, as a string: cutover and rollback ask for 100,000s, and
+    # building a Path for each cost them a tenth of their time
+    return f"{os.fspath(live)}{OWN_MARK}{migration_id}.{kind}"
 
 
-def staged_path(live: str | Path, migration_id: str) -> Path:
+def staged_path(live: str | Path, migration_id: str) -> str:
     return _beside(live, migration_id, "staged")
 
 
-def spool_path(live: str | Path, migration_id: str) -> Path:
+def spool_path(live: str | Path, migration_id: str) -> str:
     """The new vectors of a large database while it is embedded (:mod:`migrator.files.spool`)."""
     return _beside(live, migration_id, "spool")
 
 
-def backup_path(live: str | Path, migration_id: str) -> Path:
+def backup_path(live: str | Path, migration_id: str) -> str:
     return _beside(live, migration_id, "backup")
 
 
-def displaced_path(live: str | Path, migration_id: str) -> Path:
+def displaced_path(live: str | Path, migration_id: str) -> str:
     """Where `rollback --force` keeps a live file that was changed after cutover."""
     return _beside(live, migration_id, "displaced")
 

@@ -24,7 +24,6 @@ import fcntl
 import os
 import threading
 import zlib
-from pathlib import Path
 
 from migrator.errors import DiskError
 from migrator.files import durable
@@ -34,7 +33,7 @@ class Damaged(Exception):
     """A done-mark points at bytes the spool does not hold."""
 
 
-def append(path: Path, data: bytes, *, first: bool = True) -> tuple[int, int]:
+def append(path: str, data: bytes, *, first: bool = True) -> tuple[int, int]:
     """Append ``data`` durably; returns (offset it starts at, its CRC-32). The caller holds
     the file's lock (:class:`Spools`). ``first``: this process has not appended to it yet, so
     its directory entry is fsync'd too (a killed run may have created the file and died
@@ -55,7 +54,7 @@ def append(path: Path, data: bytes, *, first: bool = True) -> tuple[int, int]:
         finally:
             os.close(fd)
         if created:  # the name itself must survive a power cut
-            durable.fsync_dir(path.parent)
+            durable.fsync_dir(os.path.dirname(path))
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskError(
@@ -68,7 +67,7 @@ def append(path: Path, data: bytes, *, first: bool = True) -> tuple[int, int]:
 class Reader:
     """Reads committed batches back from one spool (opened on first use)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: str):
         self.path = path
         self._fd: int | None = None
 
@@ -90,7 +89,7 @@ class Reader:
             self._fd = None
 
 
-def holds(path: Path, end: int) -> bool:
+def holds(path: str, end: int) -> bool:
     """The spool has at least ``end`` bytes (a done-mark's bytes may be there)."""
     try:
         return os.stat(path).st_size >= end
@@ -102,11 +101,11 @@ class Spools:
     """The per-file locks of one run's appends."""
 
     def __init__(self) -> None:
-        self._locks: dict[Path, threading.Lock] = {}
-        self._synced: set[Path] = set()  # spools whose directory entry this run has fsync'd
+        self._locks: dict[str, threading.Lock] = {}
+        self._synced: set[str] = set()  # spools whose directory entry this run has fsync'd
         self._guard = threading.Lock()
 
-    def append(self, path: Path, data: bytes) -> tuple[int, int]:
+    def append(self, path: str, data: bytes) -> tuple[int, int]:
         with self._guard:
             lock = self._locks.setdefault(path, threading.Lock())
         with lock:
@@ -114,7 +113,7 @@ class Spools:
             self._synced.add(path)  # under the file's lock: no append passes the first one
             return out
 
-    def forget(self, path: Path) -> None:
+    def forget(self, path: str) -> None:
         """The database is staged: its lock goes (the file itself is removed by the caller)."""
         with self._guard:
             self._locks.pop(path, None)

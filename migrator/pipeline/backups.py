@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from migrator.files import durable
 from migrator.files.layout import backup_path, spool_path, staged_path
@@ -40,7 +39,7 @@ def leftovers(store: StateStore, migration_id: str) -> Leftovers:
     out = Leftovers(migration_id)
     for r in store.each_job(migration_id, "path", "state", "backup_path"):  # a page at a time
         candidates = [
-            Path(r.backup_path) if r.backup_path else backup_path(r.path, migration_id),
+            r.backup_path or backup_path(r.path, migration_id),
             staged_path(r.path, migration_id),
             spool_path(r.path, migration_id),  # a database that failed after some batches
         ]

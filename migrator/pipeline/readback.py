@@ -80,7 +80,7 @@ def record_problem(
 
 
 def check_staged(
-    staged: Path,
+    staged: str | Path,
     source: nvdb.NanoFile,
     target_dim: int,
     vectors_sha256: str | None = None,

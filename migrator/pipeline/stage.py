@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Callable, Iterator, Literal
 
 import numpy as np
@@ -58,7 +57,7 @@ class Stager:
         self._changes: dict[int, int] = {}  # times a database changed under this run
 
     # ------------------------------------------------------------- vectors
-    def _vector_blocks(self, job_id: int, spooled: Path, n: int, dim: int) -> Iterator[np.ndarray]:
+    def _vector_blocks(self, job_id: int, spooled: str, n: int, dim: int) -> Iterator[np.ndarray]:
         """The committed vectors of one database in row order, one batch at a time, from its
         spool (rows from before 0005: from the job table, :data:`PAGE_BYTES` at a time, so
         that no read transaction stays open while they are written)."""

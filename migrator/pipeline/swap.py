@@ -389,7 +389,7 @@ def _swap_unit(unit: str, members: list, migration_id: str) -> tuple[str, list, 
         if not k:  # else it holds the original's bytes already
             durable.link_or_copy(job.path, backup)  # durable: its directory fsync'd
         crashpoints.reached("cutover.backed_up")
-    done: list[tuple[Any, Path]] = []
+    done: list[tuple[Any, str]] = []
     for (job, checked), backup in zip(members, backups):
         if _stat_key(os.stat(job.path)) != checked:
             for rest in backups[len(done) :]:  # this one's and those after it: live, unreplaced
@@ -457,7 +457,7 @@ def _restore_verdict(job, force: bool, migration_id: str) -> tuple[str | None, s
         msg = (
             f"{live}: {'missing' if live_sha is None else 'changed'} since the migration wrote "
             f"it; not restored (use --force to keep it as "
-            f"{displaced_path(live, migration_id).name} and restore the backup)"
+            f"{os.path.basename(displaced_path(live, migration_id))} and restore the backup)"
         )
     else:
         msg = None
