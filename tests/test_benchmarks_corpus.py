@@ -16,9 +16,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import corpus as corp  # noqa: E402
+from migrator.testing.corpus import TRANSCRIPT_LEAD  # noqa: E402
 
 #: (shape, databases): a tiny tree of each, a few seconds to build in all
-TINY = [("long", 2), ("medium", 3), ("short", 4), ("mixed", 3)]
+TINY = [("long", 2), ("medium", 3), ("short", 4), ("mixed", 3), ("talk", 2)]
 
 
 def _quiet(*_args) -> None:
@@ -52,6 +53,8 @@ def test_each_database_has_a_record_count_in_its_shape_and_loads(trees, shape, d
         assert extra["fps"] == 2 and extra["subject_registry"]
         captions = json.loads((d / "captions" / "captions.json").read_text())
         assert len(corp.clip_texts(captions)) == n  # one record per 10-second clip
+        spoken = [c for _, _, c in corp.clip_texts(captions) if TRANSCRIPT_LEAD in c]
+        assert len(spoken) == (n if sub.speech is not None else 0)  # DVD's transcripts only in talk
         assert f"{(n - 1) * corp.CLIP_SECS}_{n * corp.CLIP_SECS}" in captions
         total += n
     assert total == man["records"]

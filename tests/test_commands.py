@@ -14,6 +14,7 @@ from migrator import api
 from migrator.errors import EXIT_ENDPOINT_DOWN, EXIT_LOCKED, EXIT_PARTIAL
 from migrator.jobs.lock import state_lock
 from migrator.testing.corpus import build_dvd_tree
+from migrator.testing.embedder import count_tokens
 from migrator.testing.server import FakeVLLM
 
 
@@ -81,6 +82,22 @@ def test_one_request_in_flight_never_deadlocks_on_a_part_filled_request(tmp_path
     assert p.returncode == 0, p.stderr
     for path in paths:
         assert_migrated(path, originals[path], dim=4096)
+
+
+def test_captions_with_dvds_transcripts_are_embedded_whole(cli, tmp_path):
+    """DVD's full mode ends each caption with the clip's transcript after a blank line: the
+    text embedded is the whole caption after the time prefix, newlines and all, and the
+    long transcript-bearing ones (hundreds of tokens) are sent whole."""
+    root = tmp_path / "video_database"
+    paths = build_dvd_tree(root, 3, clips=(20, 30), seed=9, speech=0.8)
+    originals = load_originals(paths)
+    captions = [rec["caption"] for o in originals.values() for rec in o["data"]]
+    assert all("\n\nTranscript during this video clip: " in c for c in captions)
+    assert max(count_tokens(c) for c in captions) > 400
+    r = cli("run", "--root", str(root), "--model", "8b", "--yes")
+    assert r.exit_code == 0, r.output
+    for p in paths:
+        assert_migrated(p, originals[p], dim=4096)
 
 
 def test_matryoshka_dim_is_cut_and_renormalised(cli, dvd_tree):

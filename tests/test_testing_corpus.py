@@ -16,6 +16,8 @@ import pytest
 from nano_vectordb import NanoVectorDB
 
 from migrator.testing.corpus import (
+    NO_TRANSCRIPT,
+    TRANSCRIPT_LEAD,
     build_dvd_database,
     build_dvd_tree,
     caption_text,
@@ -68,6 +70,21 @@ def test_make_captions_shape_and_determinism():
     assert make_captions(random.Random(5), 30) == caps
     assert make_captions(random.Random(6), 30) != caps
     assert list(make_captions(random.Random(5), 3, clip_secs=30))[:3] == ["0_30", "30_60", "60_90"]
+
+
+def test_captions_with_transcripts_end_as_dvds_full_mode_ends_them():
+    caps = make_captions(random.Random(5), 400, speech=0.7)
+    texts = [v["caption"] for k, v in caps.items() if k != "subject_registry"]
+    assert all(TRANSCRIPT_LEAD in t and t.endswith(".") for t in texts)
+    silent = [t for t in texts if t.endswith(TRANSCRIPT_LEAD + NO_TRANSCRIPT + ".")]
+    spoken = [t for t in texts if t not in silent]
+    assert 0.6 < len(spoken) / len(texts) < 0.8
+    said = [count_tokens(t.split(TRANSCRIPT_LEAD, 1)[1]) for t in spoken]
+    assert 20 <= min(said) and max(said) <= 480 and sum(said) / len(said) > 90
+    assert max(count_tokens(t) for t in texts) > 500  # the long transcript-bearing ones
+    assert make_captions(random.Random(5), 400, speech=0.7) == caps
+    # the descriptions before the transcripts are the draws of plain captions' kind
+    assert all(50 <= count_tokens(t.split(TRANSCRIPT_LEAD, 1)[0]) <= 300 for t in texts)
 
 
 def test_tree_layout_and_ids(tree):

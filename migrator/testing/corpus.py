@@ -210,7 +210,41 @@ def _caption(rng: random.Random, subjects: list[str], place: str, min_tokens: in
     return " ".join(sentences)
 
 
-def make_captions(rng: random.Random, n_clips: int, clip_secs: int = 10, *, p_empty: float = 0.0) -> dict[str, Any]:
+#: What DVD's full mode puts after a clip's description: the transcript of what was said
+#: during the clip (from the video's subtitles), or ``No transcript.``, then a full stop.
+TRANSCRIPT_LEAD = "\n\nTranscript during this video clip: "
+NO_TRANSCRIPT = "No transcript."
+_TALK = [
+    "So what we are going to do now is {act} {obj}.",
+    "I told you {obj} was in {place}.",
+    "Right, and if you look closely you can see {obj} over there.",
+    "Okay, so the next thing is {obj}, and that takes a little longer.",
+    "Honestly I did not expect {obj} to be here at all.",
+    "Let me show you how this works, step by step.",
+    "And that is why we came back to {place} the next morning.",
+    "You have to remember that nobody had tried this before.",
+    "Wait, wait, go back a second, I think I saw something.",
+    "The thing about {place} is that it never really gets quiet.",
+]
+
+
+def _transcript(rng: random.Random, place: str) -> str:
+    """What was said during one clip: 20-450 tokens of speech and the sentence that
+    crosses the mark, median about 110 (a narrated or talk-heavy clip; the subtitles
+    that overlap the clip, joined)."""
+    target = min(450, max(20, int(rng.lognormvariate(4.7, 0.6))))
+    said: list[str] = []
+    while count_tokens(" ".join(said)) < target:
+        if rng.random() < 0.3:
+            said.append(rng.choice(_SPEECH))
+        else:
+            said.append(rng.choice(_TALK).format(act=rng.choice(_ACTIONS), obj=rng.choice(_OBJECTS), place=place))
+    return " ".join(said)
+
+
+def make_captions(
+    rng: random.Random, n_clips: int, clip_secs: int = 10, *, p_empty: float = 0.0, speech: float | None = None
+) -> dict[str, Any]:
     """A DVD ``captions.json`` dict: ``"<start>_<end>" -> {"caption": str}``.
 
     Keys are integer seconds ("0_10", "10_20", ...).  Each caption is 50-300
@@ -218,6 +252,11 @@ def make_captions(rng: random.Random, n_clips: int, clip_secs: int = 10, *, p_em
     (DVD skips them).  A ``subject_registry`` entry comes last, as DVD
     writes it.  (DVD's own captioner writes ``start_{start+clip_secs-1}``
     keys; the builder does not care either way.)
+
+    With ``speech`` (a probability) each caption ends as DVD's full mode ends it:
+    :data:`TRANSCRIPT_LEAD`, then, for that share of the clips, 20-450 tokens of
+    what was said (else :data:`NO_TRANSCRIPT`), then ``.``. Without it the
+    captions, and the random draws, are what they always were.
     """
     registry = _people_for_video(rng, rng.randint(2, 4))
     subjects = [s["name"] for s in registry.values()]
@@ -227,6 +266,9 @@ def make_captions(rng: random.Random, n_clips: int, clip_secs: int = 10, *, p_em
         if rng.random() < 0.15:  # scene change
             place = rng.choice(_PLACES)
         text = "" if rng.random() < p_empty else _caption(rng, subjects, place)
+        if text and speech is not None:
+            said = _transcript(rng, place) if rng.random() < speech else NO_TRANSCRIPT
+            text = f"{text}{TRANSCRIPT_LEAD}{said}."
         captions[f"{i * clip_secs}_{(i + 1) * clip_secs}"] = {"caption": text}
     captions["subject_registry"] = registry
     return captions
@@ -366,15 +408,17 @@ def build_dvd_tree(
     dim: int = OLD_DIM,
     embed_seed: str = OLD_MODEL,
     p_empty: float = 0.0,
+    speech: float | None = None,
 ) -> list[Path]:
     """Build *n_videos* DVD video folders under *root*; return their
-    ``database.json`` paths (in creation order).  Deterministic in *seed*."""
+    ``database.json`` paths (in creation order).  Deterministic in *seed*.
+    ``speech``: captions carry DVD's transcripts (:func:`make_captions`)."""
     root = Path(root)
     rng = random.Random(seed)
     paths = []
     for vid in video_ids(rng, n_videos):
         n_clips = rng.randint(clips[0], clips[1])
-        captions = make_captions(random.Random(rng.getrandbits(64)), n_clips, p_empty=p_empty)
+        captions = make_captions(random.Random(rng.getrandbits(64)), n_clips, p_empty=p_empty, speech=speech)
         paths.append(build_dvd_database(root / vid, captions, dim=dim, seed=embed_seed))
     return paths
 
