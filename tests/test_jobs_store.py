@@ -11,19 +11,21 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import zlib
 from pathlib import Path
 
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner
+from filelock import FileLock
 
 from dvdcheck import assert_migrated
 from helpers import API_KEY, MIGRATE, Cli, migration_row, run_args, spawn_migrate, tree_digest
 from migrator.cli import main as cli_main
-from migrator.errors import EXIT_LOCKED, EXIT_STATE, EXIT_USAGE
+from migrator.errors import EXIT_LOCKED, EXIT_STATE, EXIT_USAGE, LockHeld
 from migrator.files.layout import spool_path
-from migrator.jobs.lock import HOLDER_NAME, state_lock
+from migrator.jobs.lock import HOLDER_NAME, LOCK_NAME, state_lock
 from migrator.jobs.models import Migration
 from migrator.jobs.store import DB_NAME, HEAD_REVISION, alembic_config, open_state
 from migrator.testing.corpus import build_dvd_tree
@@ -409,13 +411,6 @@ def test_a_refused_command_names_a_holder_that_took_the_lock_an_instant_before(t
     """The holder names itself just after it takes the lock; a command refused in between
     still names it (the CI race behind test_two_runs_started_at_once), and a lock whose holder
     never names itself is reported, after a short wait, as another migrate process."""
-    import threading
-
-    from filelock import FileLock
-
-    from migrator.errors import LockHeld
-    from migrator.jobs.lock import LOCK_NAME
-
     state = tmp_path / "state"
     state.mkdir()
     raw = FileLock(str(state / LOCK_NAME), timeout=0)

@@ -25,14 +25,13 @@ from migrator.errors import LockHeld, StateError
 
 LOCK_NAME = "migrator.lock"
 HOLDER_NAME = "migrator.lock.json"
-
-
 HOLDER_WAIT = 1.0  # seconds a refused command waits for a holder that has just taken the lock to name itself
 
 
 def _holder(state_dir: Path) -> str:
     # The holder writes its name just after it takes the lock, so a command refused in
-    # that instant finds no file yet: it looks again for a moment before it gives up.
+    # that instant finds no file yet, or half of one (which does not parse): it looks
+    # again for a moment before it gives up.
     deadline = time.monotonic() + HOLDER_WAIT
     while True:
         try:
@@ -62,9 +61,7 @@ def state_lock(state_dir: str | os.PathLike, command: str) -> Iterator[None]:
         ) from None
     holder = state_dir / HOLDER_NAME
     try:
-        # Written whole to a temporary name and renamed, so a reader never sees half of it.
-        scratch = state_dir / f".{HOLDER_NAME}.{os.getpid()}"
-        scratch.write_text(
+        holder.write_text(
             json.dumps(
                 {
                     "pid": os.getpid(),
@@ -75,7 +72,6 @@ def state_lock(state_dir: str | os.PathLike, command: str) -> Iterator[None]:
                 }
             )
         )
-        os.replace(scratch, holder)
         yield
     finally:
         try:
