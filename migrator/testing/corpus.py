@@ -26,7 +26,7 @@ import os
 import random
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -204,9 +204,13 @@ def _sentence(rng: random.Random, subjects: list[str], place: str) -> str:
 def _caption(rng: random.Random, subjects: list[str], place: str, min_tokens: int = 50, max_tokens: int = 300) -> str:
     """Sentences until the caption has between min and max tokens (EOS incl.)."""
     target = rng.randint(min_tokens, max_tokens - 40)
-    sentences = [f"The scene takes place in {place}."]
+    return _joined_until(target, [f"The scene takes place in {place}."], lambda: _sentence(rng, subjects, place))
+
+
+def _joined_until(target: int, sentences: list[str], draw: Callable[[], str]) -> str:
+    """``sentences`` and more from ``draw``, joined, once they reach ``target`` tokens."""
     while count_tokens(" ".join(sentences)) < target:
-        sentences.append(_sentence(rng, subjects, place))
+        sentences.append(draw())
     return " ".join(sentences)
 
 
@@ -233,13 +237,13 @@ def _transcript(rng: random.Random, place: str) -> str:
     crosses the mark, median about 110 (a narrated or talk-heavy clip; the subtitles
     that overlap the clip, joined)."""
     target = min(450, max(20, int(rng.lognormvariate(4.7, 0.6))))
-    said: list[str] = []
-    while count_tokens(" ".join(said)) < target:
+
+    def line() -> str:
         if rng.random() < 0.3:
-            said.append(rng.choice(_SPEECH))
-        else:
-            said.append(rng.choice(_TALK).format(act=rng.choice(_ACTIONS), obj=rng.choice(_OBJECTS), place=place))
-    return " ".join(said)
+            return rng.choice(_SPEECH)
+        return rng.choice(_TALK).format(act=rng.choice(_ACTIONS), obj=rng.choice(_OBJECTS), place=place)
+
+    return _joined_until(target, [], line)
 
 
 def make_captions(
